@@ -1,0 +1,39 @@
+# Every target creates .venv on first use; nothing else needs installing by hand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BOT ?= arcade
+STAMP := $(VENV)/.installed
+
+.PHONY: chat test lint bench run check clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+chat: $(STAMP)  ## chat with a bot in the terminal (BOT=support|arcade)
+	$(BIN)/parley chat --bot $(BOT)
+
+check: $(STAMP)  ## validate a bot's config and reach Redis and the LLM
+	$(BIN)/parley check --bot $(BOT)
+
+run: $(STAMP)  ## run a bot on its platforms
+	$(BIN)/parley run --bot $(BOT)
+
+test: $(STAMP)  ## the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check core adapters bots
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.core_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
