@@ -1,0 +1,1 @@
+"""Platform adapters: translate platform events into core turns and reply streams into platform calls."""

@@ -1,0 +1,1 @@
+"""Helpers shared by every adapter: message splitting and paced streaming of replies."""

@@ -1,0 +1,67 @@
+"""The one exception root of Parley.
+
+    ParleyError
+    +-- ConfigError            bad settings, bot or persona files (named field, exit non-zero)
+    +-- StoreError             Redis failed
+    |   +-- StoreUnavailable   cannot reach Redis at all
+    +-- LLMError               the language model failed
+    |   +-- LLMUnavailable     connection refused, 5xx after retries, circuit open
+    |   +-- LLMRateLimited     429 after retries
+    |   +-- LLMTimeout         no first token / no completion within the deadline
+    |   +-- ContextTooLong     the prompt exceeded the model's context window
+    |   +-- LLMRejected        any other 4xx (bad model name, bad key)
+    +-- ModerationError        the moderation service failed
+    +-- AdapterError           a platform call failed in a way the adapter cannot absorb
+
+Library errors are mapped at the edge with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    """Root of every error Parley raises on purpose."""
+
+
+class ConfigError(ParleyError):
+    """A setting, bot file or persona file is wrong. The message names the field."""
+
+
+class StoreError(ParleyError):
+    """Redis returned an error or the connection broke mid-command."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached."""
+
+
+class LLMError(ParleyError):
+    """The language model call failed."""
+
+
+class LLMUnavailable(LLMError):
+    """Connection refused, DNS failure or 5xx after retries."""
+
+
+class LLMRateLimited(LLMError):
+    """The endpoint kept answering 429."""
+
+
+class LLMTimeout(LLMError):
+    """No answer within the configured deadline."""
+
+
+class ContextTooLong(LLMError):
+    """The prompt did not fit the model's context window."""
+
+
+class LLMRejected(LLMError):
+    """The endpoint refused the request (bad model, bad key, bad parameter)."""
+
+
+class ModerationError(ParleyError):
+    """The moderation service failed or timed out."""
+
+
+class AdapterError(ParleyError):
+    """A platform call failed and could not be retried."""
