@@ -1,0 +1,1 @@
+"""The terminal adapter: chat with any bot through the full engine."""

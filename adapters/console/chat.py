@@ -1,0 +1,122 @@
+"""Terminal chat through the full engine (memory, persona, moderation, commands).
+
+Interactive on a terminal (the reply streams as it is written); scripted when stdin is not a terminal: each
+input line is one user message and the process ends at end of input. ``--jsonl`` prints one JSON object per
+reply so the chat can be driven by another program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from dataclasses import dataclass
+from typing import TextIO
+
+from core.runtime import Runtime
+from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyReplace, ReplyResult, Turn
+
+QUIT = {"/quit", "/exit"}
+
+
+@dataclass(frozen=True)
+class ConsoleOptions:
+    user_id: str = "local-user"
+    user_name: str = "You"
+    jsonl: bool = False
+    interactive: bool = False
+    conversation: str = "default"
+
+
+def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], stream: TextIO) -> None:
+    """Read lines on a daemon thread (stdin may be a file, a pipe or a tty; none may block the loop)."""
+    try:
+        for line in stream:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+    finally:
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+class ConsoleChat:
+    def __init__(
+        self,
+        runtime: Runtime,
+        options: ConsoleOptions,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self._rt = runtime
+        self._opt = options
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._place = Place("console", "local", options.user_id, options.conversation)
+        self._author = Author(options.user_id, options.user_name, is_admin=True)  # it's your own terminal
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        threading.Thread(target=_reader, args=(loop, queue, self._in), daemon=True, name="stdin").start()
+        bot = self._rt.bot
+        if self._opt.interactive:
+            persona = bot.persona(None)
+            self._write(f"{bot.config.display_name} ({persona.name}) — /help for commands, /quit to leave.\n")
+            self._write(f"{bot.config.display_name}: {persona.greeting}\n")
+        while True:
+            if self._opt.interactive:
+                self._write(f"\n{self._opt.user_name}> ")
+            line = await queue.get()
+            if line is None or line.strip() in QUIT:
+                if self._opt.interactive:
+                    self._write("\n")
+                return 0
+            if not line.strip():
+                continue
+            await self.say(line)
+
+    async def say(self, text: str) -> ReplyResult:
+        turn = Turn(author=self._author, place=self._place, text=text)
+        streaming = not self._opt.jsonl
+        if streaming and self._opt.interactive:
+            self._write(f"{self._rt.bot.config.display_name}: ")
+        shown = ""
+        result: ReplyResult | None = None
+        async for event in self._rt.engine.reply(turn):
+            if isinstance(event, ReplyDelta):
+                shown += event.text
+                if streaming:
+                    self._write(event.text)
+            elif isinstance(event, ReplyReplace):
+                shown = event.text
+                if streaming:
+                    self._write(f"\n[replaced] {event.text}")
+            elif isinstance(event, ReplyDone):
+                result = event.result
+        assert result is not None
+        if self._opt.jsonl:
+            self._write(json.dumps(_as_json(result), ensure_ascii=False) + "\n")
+        elif result.text and not shown:
+            self._write(result.text + "\n")
+        elif shown:
+            self._write("\n")
+        return result
+
+
+def _as_json(result: ReplyResult) -> dict[str, object]:
+    return {
+        "reply": result.text,
+        "kind": result.kind.value,
+        "persona": result.persona,
+        "finish_reason": result.finish_reason,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+        },
+        "turn_id": result.turn_id,
+        "meta": dict(result.meta),
+    }

@@ -1,0 +1,1 @@
+"""The shipped bots (``support`` for Slack, ``arcade`` for Discord) and the ``parley`` CLI."""

@@ -1,0 +1,159 @@
+"""``parley`` (also ``python -m bots``): chat, check and run bots.
+
+Exit codes: 0 fine, 1 a check failed, 2 bad configuration, 3 Redis unreachable, 4 LLM unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.console.chat import ConsoleChat, ConsoleOptions
+from bots.loader import available_bots, load_bot
+from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
+from core.llm import ChatMessage, LLMEnd, LLMRequest
+from core.logging import configure_logging
+from core.runtime import NO_LLM, Runtime, open_runtime
+from core.settings import Settings, load_settings
+
+ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="LLM chatbots for Slack and Discord")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bots = ", ".join(available_bots())
+    chat = sub.add_parser("chat", help="chat with a bot in the terminal")
+    chat.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    chat.add_argument("--user", default="local-user", help="who speaks (user id; memory is per user)")
+    chat.add_argument("--name", default=None, help="display name of the speaker")
+    chat.add_argument("--conversation", default="default", help="conversation id (a thread, in effect)")
+    chat.add_argument("--jsonl", action="store_true", help="print one JSON object per reply")
+    check = sub.add_parser("check", help="validate config and reach Redis and the LLM")
+    check.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    run = sub.add_parser("run", help="run a bot on its platforms")
+    run.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    run.add_argument("--platform", action="append", choices=sorted(ADAPTERS), help="only these platforms")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"parley: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        spec = load_bot(args.bot)
+        if args.command == "chat":
+            return asyncio.run(_chat(args, settings, spec))
+        if args.command == "check":
+            return asyncio.run(_check(settings, spec))
+        return asyncio.run(_run(args, settings, spec))
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+    except StoreUnavailable as exc:
+        return _fail(str(exc), 3)
+    except LLMError as exc:
+        return _fail(f"LLM error: {exc}", 4)
+    except ParleyError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _chat(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
+    async with open_runtime(spec, settings) as rt:
+        options = ConsoleOptions(
+            user_id=args.user,
+            user_name=args.name or spec.config.console.get("user_name", "You"),
+            jsonl=args.jsonl,
+            interactive=sys.stdin.isatty() and not args.jsonl,
+            conversation=args.conversation,
+        )
+        return await ConsoleChat(rt, options).serve()
+
+
+async def _check(settings: Settings, spec: Any) -> int:
+    problems: list[str] = []
+    print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
+    if not settings.llm_configured:
+        problems.append(NO_LLM)
+    try:
+        async with open_runtime(spec, settings, llm=None if settings.llm_configured else _NullLLM()) as rt:
+            print("redis: ok")
+            if settings.llm_configured:
+                await _probe_llm(rt, problems)
+            for platform in spec.config.platforms:
+                module = importlib.import_module(ADAPTERS[platform])
+                checker = getattr(module, "check", None)
+                if checker is not None:
+                    problems.extend(await checker(rt))
+    except StoreUnavailable as exc:
+        problems.append(str(exc))
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def _probe_llm(rt: Runtime, problems: list[str]) -> None:
+    request = LLMRequest([ChatMessage("user", "Reply with the word: ok")], rt.settings.openai_model, 0, 5)
+    try:
+        async for event in rt.llm.stream(request):
+            if isinstance(event, LLMEnd):
+                print(f"llm: ok (model {rt.settings.openai_model})")
+    except LLMError as exc:
+        problems.append(f"LLM at {rt.settings.openai_base_url or 'api.openai.com'}: {exc}")
+
+
+class _NullLLM:
+    """Stands in when no LLM is configured, so `check` can still test Redis and the platforms."""
+
+    async def stream(self, request: LLMRequest) -> Any:
+        raise LLMError(NO_LLM)
+        yield  # pragma: no cover - makes this an async generator
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _run(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
+    platforms = args.platform or spec.config.platforms
+    if not platforms:
+        raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
+    async with open_runtime(spec, settings) as rt:
+        adapters = []
+        for platform in platforms:
+            if platform not in ADAPTERS:
+                raise ConfigError(f"platforms: unknown platform {platform!r} (known: {', '.join(ADAPTERS)})")
+            module = importlib.import_module(ADAPTERS[platform])
+            adapters.append(module.build_adapter(rt))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                serving = [
+                    tg.create_task(a.serve(), name=f"adapter:{p}")
+                    for a, p in zip(adapters, platforms, strict=True)
+                ]
+                await stop.wait()
+                for task in serving:
+                    task.cancel()
+        finally:
+            for adapter in adapters:
+                await adapter.aclose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

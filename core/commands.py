@@ -1,0 +1,85 @@
+"""Commands, defined once here and exposed by every adapter (slash commands, or ``/name args`` as text).
+
+A command handler is an async generator of text deltas, so long answers (``/story``) stream like chat
+replies. Option metadata lets adapters register native slash commands (Discord options, Slack usage hints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from core.types import CommandCall
+
+if TYPE_CHECKING:
+    from core.engine import TurnContext
+
+Handler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOption:
+    name: str
+    description: str
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    description: str
+    handler: Handler
+    usage: str = ""  # e.g. "<prompt>"
+    args_description: str = ""  # what the free-text argument is, for platforms that need a named option
+    options: tuple[CommandOption, ...] = ()
+    admin_only: bool = False
+    remember: bool = False  # store the command and its answer in the conversation's memory
+    ephemeral: bool = False  # the answer is for the asker only, where the platform allows it
+    bypass_pause: bool = True  # runs even while the conversation is handed off to a human
+
+
+@dataclass
+class CommandRegistry:
+    _commands: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, command: Command) -> None:
+        self._commands[command.name] = command
+
+    def remove(self, name: str) -> None:
+        self._commands.pop(name, None)
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name.lower())
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(sorted(self._commands.values(), key=lambda c: c.name))
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._commands
+
+    def parse(self, text: str) -> CommandCall | None:
+        """``/name args`` -> a call when ``name`` is a known command; ``--key value`` pairs become options."""
+        stripped = text.strip()
+        if not stripped.startswith("/"):
+            return None
+        head, _, rest = stripped[1:].partition(" ")
+        command = self.get(head)
+        if command is None:
+            return None
+        options: dict[str, str] = {}
+        words = rest.split()
+        free: list[str] = []
+        known = {o.name for o in command.options}
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word.startswith("--") and word[2:] in known and i + 1 < len(words):
+                options[word[2:]] = words[i + 1]
+                i += 2
+                continue
+            free.append(word)
+            i += 1
+        args = " ".join(free) if options else rest.strip()  # keep line breaks unless options were cut out
+        return CommandCall(name=command.name, args=args, options=options)

@@ -1,0 +1,35 @@
+"""Redis key names. One conversation's keys share a ``{hash tag}`` so they sit in one Cluster slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.types import Place
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    bot: str
+    prefix: str = "parley"
+
+    def conversation(self, place: Place) -> str:
+        return f"{self.prefix}:{self.bot}:{{{place.conversation_id}}}"
+
+    def messages(self, place: Place) -> str:
+        return self.conversation(place) + ":msgs"
+
+    def meta(self, place: Place) -> str:
+        return self.conversation(place) + ":meta"
+
+    def fold_lock(self, place: Place) -> str:
+        return self.conversation(place) + ":fold"
+
+    def dedupe(self, platform: str, workspace: str, event_id: str) -> str:
+        return f"{self.prefix}:{self.bot}:dedupe:{platform}:{workspace}:{event_id}"
+
+    def user_conversations(self, platform: str, user_id: str) -> str:
+        return f"{self.prefix}:{self.bot}:user:{platform}:{user_id}:convs"
+
+    def scoped(self, *parts: str) -> str:
+        """A key for adapter or plugin state, in this bot's namespace."""
+        return ":".join((self.prefix, self.bot, *parts))

@@ -1,0 +1,50 @@
+"""structlog set-up: JSON lines in production, a readable console in development.
+
+Message bodies never appear at INFO or above: a processor drops the body-carrying keys there, so a
+careless ``log.info(..., text=...)`` cannot leak a user's words into production logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from core.settings import Settings
+
+BODY_KEYS = frozenset({"text", "body", "content", "prompt", "reply", "messages", "summary"})
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
+
+
+def drop_bodies(_logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _LEVELS.get(method, 20) >= logging.INFO:
+        for key in BODY_KEYS.intersection(event):
+            event[key] = "[omitted]"
+    return event
+
+
+def configure_logging(settings: Settings) -> None:
+    fmt = settings.parley_log_format
+    if fmt == "auto":
+        fmt = "json" if settings.parley_env == "production" or not sys.stderr.isatty() else "console"
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            drop_bodies,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, settings.parley_log_level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

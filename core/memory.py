@@ -1,0 +1,286 @@
+"""Conversation memory in Redis: a capped list of messages plus a small meta hash per conversation.
+
+Per turn the engine makes one pipelined read (:meth:`RedisMemory.load`) and one pipelined write
+(:meth:`RedisMemory.record`), whatever the conversation's length: the read takes only the list's tail, and
+each stored message carries its token count so the window is cut without re-counting.
+
+Messages are stored as ``"<seq>|<json>"``; ``seq`` comes from the meta hash inside one Lua script, so
+sequence numbers are dense and ordered even with several replicas writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import StoreError, StoreUnavailable
+from core.keys import KeySpace
+from core.types import Place
+
+_APPEND = """
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+for i = 3, #ARGV do
+  seq = seq + 1
+  redis.call('RPUSH', KEYS[1], seq .. '|' .. ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'seq', seq)
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return seq
+"""
+
+_SAVE_SUMMARY = """
+local upto = tonumber(redis.call('HGET', KEYS[1], 'summary_upto') or '0')
+if upto ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'summary', ARGV[1], 'summary_upto', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    role: str  # "user" or "assistant"
+    text: str
+    author_id: str = ""
+    author_name: str = ""
+    ts: float = 0.0
+    tokens: int = 0
+    turn_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    role: str
+    text: str
+    tokens: int
+    author_id: str = ""
+    author_name: str = ""
+    turn_id: str = ""
+    ts: float = field(default_factory=time.time)
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "r": self.role,
+                "x": self.text,
+                "a": self.author_id,
+                "n": self.author_name,
+                "t": round(self.ts, 3),
+                "k": self.tokens,
+                "u": self.turn_id,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """What one pipelined read tells about a conversation."""
+
+    messages: tuple[StoredMessage, ...] = ()  # the tail, oldest first
+    meta: Mapping[str, str] = field(default_factory=dict)
+    duplicate: bool = False
+
+    @property
+    def summary(self) -> str:
+        return self.meta.get("summary", "")
+
+    @property
+    def summary_upto(self) -> int:
+        return int(self.meta.get("summary_upto", "0"))
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.meta.get("seq", "0"))
+
+    @property
+    def persona(self) -> str | None:
+        return self.meta.get("persona") or None
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.meta.get("paused"))
+
+
+def decode(raw: str) -> StoredMessage:
+    seq, _, body = raw.partition("|")
+    data = json.loads(body)
+    return StoredMessage(
+        seq=int(seq),
+        role=data["r"],
+        text=data["x"],
+        author_id=data.get("a", ""),
+        author_name=data.get("n", ""),
+        ts=data.get("t", 0.0),
+        tokens=data.get("k", 0),
+        turn_id=data.get("u", ""),
+    )
+
+
+class MemoryStore(Protocol):
+    async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState: ...
+
+    async def record(
+        self,
+        place: Place,
+        messages: Sequence[NewMessage],
+        *,
+        user_id: str = "",
+        fold_lock_seconds: int = 0,
+    ) -> tuple[int, bool]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _store_error(exc: RedisError) -> StoreError:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return StoreUnavailable(f"Redis unreachable: {type(exc).__name__}")
+    return StoreError(f"Redis error: {type(exc).__name__}: {exc}")
+
+
+class RedisMemory:
+    """:class:`MemoryStore` on a redis-py asyncio client (which the caller owns)."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: KeySpace, *, max_messages: int, ttl_seconds: int
+    ) -> None:
+        self._r = client
+        self._keys = keys
+        self._max = max_messages
+        self._ttl = ttl_seconds
+        # EVALSHA inside our own pipeline: redis-py's Script objects add a SCRIPT EXISTS round trip per
+        # pipeline, which would break the one-write-per-turn budget. NOSCRIPT (after a Redis restart)
+        # loads the script and retries once.
+        self._append_sha = hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis's script id
+        self._save_summary = client.register_script(_SAVE_SUMMARY)
+
+    async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState:
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                if dedupe_key:
+                    pipe.set(dedupe_key, "1", nx=True, ex=3600)
+                pipe.lrange(self._keys.messages(place), -tail, -1)
+                pipe.hgetall(self._keys.meta(place))
+                results: list[Any] = await pipe.execute()
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+        duplicate = False
+        if dedupe_key:
+            duplicate = results.pop(0) is None
+        raw_messages, meta = results
+        return ConversationState(
+            messages=tuple(decode(m) for m in raw_messages), meta=meta, duplicate=duplicate
+        )
+
+    async def record(
+        self,
+        place: Place,
+        messages: Sequence[NewMessage],
+        *,
+        user_id: str = "",
+        fold_lock_seconds: int = 0,
+    ) -> tuple[int, bool]:
+        """Append messages (one round trip). Returns the last seq and whether the fold lock was taken."""
+        conv_key = self._keys.conversation(place)
+        for attempt in (1, 2):
+            try:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(
+                        self._append_sha,
+                        2,
+                        self._keys.messages(place),
+                        self._keys.meta(place),
+                        self._max,
+                        self._ttl,
+                        *(m.encode() for m in messages),
+                    )
+                    if user_id:
+                        index = self._keys.user_conversations(place.platform, user_id)
+                        pipe.sadd(index, conv_key)
+                        pipe.expire(index, self._ttl)
+                    if fold_lock_seconds:
+                        pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
+                    results: list[Any] = await pipe.execute()
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise StoreError("Redis refused the append script") from None
+                await self._load_scripts()
+            except RedisError as exc:
+                raise _store_error(exc) from exc
+        return int(results[0]), bool(fold_lock_seconds and results[-1])
+
+    async def _load_scripts(self) -> None:
+        try:
+            await self._r.script_load(_APPEND)
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+
+    async def set_meta(self, place: Place, values: Mapping[str, str]) -> None:
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._keys.meta(place), mapping=dict(values))  # type: ignore[arg-type]
+                pipe.expire(self._keys.meta(place), self._ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+
+    async def delete_meta(self, place: Place, *fields: str) -> None:
+        try:
+            await self._r.hdel(self._keys.meta(place), *fields)
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+
+    async def get_meta(self, place: Place) -> dict[str, str]:
+        try:
+            meta: dict[str, str] = await self._r.hgetall(self._keys.meta(place))  # type: ignore[assignment]
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+        return meta
+
+    async def reset(self, place: Place) -> None:
+        """Forget one conversation: its messages, summary and settings."""
+        try:
+            await self._r.delete(
+                self._keys.messages(place), self._keys.meta(place), self._keys.fold_lock(place)
+            )
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+
+    async def between(
+        self, place: Place, after_seq: int, before_seq: int, last_seq: int
+    ) -> list[StoredMessage]:
+        """Messages with ``after_seq < seq < before_seq``, read by index from the list's tail."""
+        if before_seq - after_seq <= 1:
+            return []
+        start = -(last_seq - after_seq)
+        stop = -(last_seq - before_seq + 2)
+        try:
+            raw: list[str] = await self._r.lrange(self._keys.messages(place), start, stop)  # type: ignore[assignment]
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+        return [m for m in map(decode, raw) if after_seq < m.seq < before_seq]
+
+    async def save_summary(self, place: Place, text: str, upto: int, expected_upto: int) -> bool:
+        """Store a new summary unless another replica already moved it on."""
+        try:
+            done = await self._save_summary(keys=[self._keys.meta(place)], args=[text, upto, expected_upto])
+            await self._r.delete(self._keys.fold_lock(place))
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+        return bool(done)
+
+    async def aclose(self) -> None:
+        """The client belongs to the runtime; nothing to close here."""

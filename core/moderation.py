@@ -1,0 +1,80 @@
+"""Moderation port and the built-in rule-based moderator.
+
+Every turn's input and every reply's output go through a :class:`Moderator`. A verdict says what to do:
+allow, refuse (with the persona's refusal text), redact (go on with the rewritten text) or flag (allow, and
+record for the moderators). The safety issue adds a moderation-endpoint chain behind the same port.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.errors import ConfigError
+from core.types import Turn
+
+
+class Action(enum.StrEnum):
+    ALLOW = "allow"
+    REFUSE = "refuse"
+    REDACT = "redact"
+    FLAG = "flag"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    text: str
+    category: str = ""
+    reason: str = ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.REFUSE
+
+
+class Moderator(Protocol):
+    async def check_input(self, turn: Turn, text: str) -> Verdict: ...
+
+    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict: ...
+
+    async def aclose(self) -> None: ...
+
+
+def compile_patterns(patterns: Sequence[str], *, source: str) -> list[re.Pattern[str]]:
+    """Compile block-list regexes at start-up: a broken one is a config error, not a bot that refuses all."""
+    compiled = []
+    for i, pattern in enumerate(patterns):
+        try:
+            compiled.append(re.compile(pattern, re.IGNORECASE))
+        except re.error as exc:
+            raise ConfigError(f"{source}[{i}]: invalid regular expression: {exc}") from None
+    return compiled
+
+
+class RuleModerator:
+    """Block-list patterns on input and output; everything else is allowed."""
+
+    def __init__(
+        self, patterns: Sequence[str] = (), *, category: str = "blocked_pattern", source: str = ""
+    ) -> None:
+        self._patterns = compile_patterns(patterns, source=source or "moderation.blocked_patterns")
+        self._category = category
+
+    def _check(self, text: str) -> Verdict:
+        for pattern in self._patterns:
+            if pattern.search(text):
+                return Verdict(Action.REFUSE, text, self._category, f"matched {pattern.pattern!r}")
+        return Verdict(Action.ALLOW, text)
+
+    async def check_input(self, turn: Turn, text: str) -> Verdict:
+        return self._check(text)
+
+    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
+        return self._check(text)
+
+    async def aclose(self) -> None:
+        return None

