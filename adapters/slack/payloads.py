@@ -1,0 +1,115 @@
+"""Raw Slack payloads as TypedDicts: the shapes we read at the edge (house rule 3).
+
+Only the fields Parley reads are declared; Slack sends many more. Everything is ``total=False`` because
+Slack omits fields freely (``thread_ts`` outside threads, ``user`` on bot messages, ...).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class Authorization(TypedDict, total=False):
+    enterprise_id: str | None
+    team_id: str | None
+    user_id: str
+    is_bot: bool
+
+
+class MessageEvent(TypedDict, total=False):
+    """``message`` (all channel types) and ``app_mention`` events."""
+
+    type: str
+    subtype: str
+    channel: str
+    channel_type: str  # "im" | "mpim" | "channel" | "group" (absent on app_mention)
+    user: str
+    bot_id: str
+    app_id: str
+    text: str
+    ts: str
+    thread_ts: str
+    parent_user_id: str
+    team: str
+    event_ts: str
+    client_msg_id: str
+
+
+class AssistantThread(TypedDict, total=False):
+    user_id: str
+    channel_id: str
+    thread_ts: str
+    context: dict[str, str]
+
+
+class AssistantThreadEvent(TypedDict, total=False):
+    type: str
+    assistant_thread: AssistantThread
+    event_ts: str
+
+
+class EventCallback(TypedDict, total=False):
+    """The Events API envelope (HTTP body, or a Socket Mode ``events_api`` payload)."""
+
+    type: str  # "event_callback"
+    team_id: str
+    enterprise_id: str
+    api_app_id: str
+    event_id: str
+    event_time: int
+    event: MessageEvent
+    authorizations: list[Authorization]
+    is_ext_shared_channel: bool
+
+
+class SlashCommand(TypedDict, total=False):
+    """A slash command's form fields."""
+
+    command: str
+    text: str
+    team_id: str
+    enterprise_id: str
+    channel_id: str
+    channel_name: str
+    user_id: str
+    user_name: str
+    response_url: str
+    trigger_id: str
+    api_app_id: str
+
+
+class ActionUser(TypedDict, total=False):
+    id: str
+    username: str
+    name: str
+    team_id: str
+
+
+class Action(TypedDict, total=False):
+    action_id: str
+    block_id: str
+    value: str
+    type: str
+    action_ts: str
+
+
+class ActionContainer(TypedDict, total=False):
+    type: str
+    message_ts: str
+    thread_ts: str
+    channel_id: str
+    is_ephemeral: bool
+
+
+class BlockActions(TypedDict, total=False):
+    """An interactivity payload of type ``block_actions`` (a button click)."""
+
+    type: str
+    user: ActionUser
+    team: dict[str, str]
+    channel: dict[str, str]
+    container: ActionContainer
+    message: dict[str, object]
+    actions: list[Action]
+    response_url: str
+    trigger_id: str

@@ -1,0 +1,255 @@
+"""Slack payloads -> core values, and back. Pure functions, unit-tested on recorded payloads (house rule 1).
+
+What starts a turn:
+
+- ``app_mention`` in a channel: answered in that message's thread (a new thread if it was top-level);
+- a DM (``channel_type`` ``im``): answered in the DM, threaded when the user wrote in a thread;
+- a message in a thread without a mention: an *unaddressed* turn; the adapter promotes it to addressed when
+  the bot already takes part in that thread (``follow_threads``), else the engine may keep it as context;
+- a top-level channel message that mentions the bot (the ``message.channels`` twin of an ``app_mention``).
+
+Ignored: the bot's own messages, other bots (unless ``answer_bots``), edits, deletions and other subtypes,
+top-level channel chatter.
+
+The conversation is ``(team, channel, thread_ts)``. The turn's ``event_id`` is the *message* identity
+``channel:ts``, not Slack's ``event_id``: it is the same on every retry and on every replica, and it is also
+the same for the ``app_mention`` and ``message`` events Slack sends for one mention, so the engine's Redis
+dedupe lets exactly one of them through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from adapters.common.split import split_text
+from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlashCommand
+from core.types import Author, CommandCall, Place, Turn
+
+PLATFORM = "slack"
+
+# Message subtypes that still carry a person's words. Everything else (message_changed, message_deleted,
+# channel_join, bot_message unless answer_bots, ...) is not a turn.
+_USER_SUBTYPES = frozenset({"", "thread_broadcast", "file_share"})
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+_CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
+_SPECIAL = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto|tel):[^|>]+)(?:\|([^>]*))?>")
+_PERMALINK_TS = re.compile(r"/archives/([CDG][A-Z0-9]+)/p(\d{10})(\d{6})")
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who "we" are in a workspace (from ``auth.test`` / the installation)."""
+
+    user_id: str
+    bot_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventOptions:
+    answer_bots: bool = False  # take turns from other bots' messages
+    follow_threads: bool = True  # thread replies without a mention may be turns
+    admins: frozenset[str] = field(default_factory=frozenset)  # Slack user ids with admin commands
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A 👍/👎 click under an answer."""
+
+    turn_id: str
+    vote: str  # "up" | "down"
+    user_id: str
+    place: Place
+    message_ts: str
+
+
+FEEDBACK_UP = "parley_feedback_up"
+FEEDBACK_DOWN = "parley_feedback_down"
+HANDOFF_RESUME = "parley_handoff_resume"
+
+
+def workspace_of(body: EventCallback) -> str:
+    """The installation's workspace: ``team_id``, else the first authorization's, else the enterprise."""
+    team = body.get("team_id") or ""
+    if not team:
+        auths = body.get("authorizations") or []
+        team = (auths[0].get("team_id") or "") if auths else ""
+    return team or body.get("enterprise_id") or body.get("event", {}).get("team", "")
+
+
+def message_key(channel: str, ts: str) -> str:
+    return f"{channel}:{ts}"
+
+
+def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions | None = None) -> Turn | None:
+    """An Events API envelope -> the turn it starts, or ``None`` when it is not one."""
+    options = options or EventOptions()
+    event: MessageEvent = body.get("event") or {}
+    kind = event.get("type", "")
+    if kind not in ("message", "app_mention"):
+        return None
+    subtype = event.get("subtype", "")
+    from_bot = bool(event.get("bot_id")) or subtype == "bot_message"
+    if subtype not in _USER_SUBTYPES and not (subtype == "bot_message" and options.answer_bots):
+        return None
+    user = event.get("user", "")
+    if (me.user_id and user == me.user_id) or (me.bot_id and event.get("bot_id") == me.bot_id):
+        return None  # our own message: never answer ourselves
+    if from_bot and not options.answer_bots:
+        return None
+    author_id = user or event.get("bot_id", "")
+    channel, ts = event.get("channel", ""), event.get("ts", "")
+    if not (author_id and channel and ts):
+        return None
+
+    raw_text = event.get("text", "")
+    mentioned = bool(me.user_id) and _mentions(raw_text, me.user_id)
+    thread_ts = event.get("thread_ts", "")
+    in_thread = bool(thread_ts) and thread_ts != ts
+    if kind == "app_mention" or (mentioned and event.get("channel_type") != "im"):
+        addressed, thread = True, thread_ts or ts
+    elif event.get("channel_type") == "im":
+        addressed, thread = True, thread_ts
+    elif in_thread and options.follow_threads:
+        addressed, thread = False, thread_ts
+    else:
+        return None
+
+    return Turn(
+        author=Author(id=author_id, is_bot=from_bot, is_admin=author_id in options.admins),
+        place=Place(PLATFORM, workspace_of(body), channel, thread),
+        text=plain_text(raw_text, strip_user=me.user_id),
+        message_id=ts,
+        addressed=addressed,
+        event_id=message_key(channel, ts),
+    )
+
+
+def _mentions(text: str, user_id: str) -> bool:
+    return any(m.group(1) == user_id for m in _MENTION.finditer(text))
+
+
+def plain_text(text: str, *, strip_user: str = "") -> str:
+    """Slack's wire text -> what a person sees: mentions as ``@name``, links as ``label (url)``, unescaped.
+
+    ``strip_user``'s mentions (the bot's own) are removed, so the model sees the question, not the ping.
+    """
+
+    def mention(m: re.Match[str]) -> str:
+        if strip_user and m.group(1) == strip_user:
+            return ""
+        return "@" + (m.group(2) or m.group(1))
+
+    def special(m: re.Match[str]) -> str:
+        return m.group(2) or "@" + m.group(1)
+
+    def link(m: re.Match[str]) -> str:
+        url, label = m.group(1), m.group(2)
+        return f"{label} ({url})" if label and label != url else url
+
+    text = _MENTION.sub(mention, text)
+    text = _CHANNEL_REF.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
+    text = _SPECIAL.sub(special, text)
+    text = _LINK.sub(link, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def turn_from_command(
+    payload: SlashCommand, commands: Mapping[str, str], admins: frozenset[str] = frozenset()
+) -> Turn | None:
+    """A slash command -> a command turn, or ``None`` for a command this bot does not map.
+
+    ``commands`` maps the Slack command as configured in the app (``/support-help``) to the core command
+    (``help``): apps share one namespace per workspace, so the Slack names are configurable.
+    """
+    name = commands.get(payload.get("command", ""))
+    channel, user = payload.get("channel_id", ""), payload.get("user_id", "")
+    if not (name and channel and user):
+        return None
+    args = payload.get("text", "").strip()
+    return Turn(
+        author=Author(id=user, display_name=payload.get("user_name", ""), is_admin=user in admins),
+        place=Place(PLATFORM, payload.get("team_id", "") or payload.get("enterprise_id", ""), channel, ""),
+        text=f"/{name} {args}".strip(),
+        addressed=True,
+        event_id="cmd:" + (payload.get("trigger_id", "") or f"{channel}:{user}:{args}"),
+        command=CommandCall(name=name, args=plain_text(args)),
+    )
+
+
+def feedback_from_action(payload: BlockActions) -> Feedback | None:
+    """A 👍/👎 click -> :class:`Feedback`, or ``None`` for any other action."""
+    actions = payload.get("actions") or []
+    if not actions:
+        return None
+    action = actions[0]
+    action_id = action.get("action_id", "")
+    if action_id not in (FEEDBACK_UP, FEEDBACK_DOWN):
+        return None
+    container = payload.get("container") or {}
+    message = payload.get("message") or {}
+    channel = container.get("channel_id") or (payload.get("channel") or {}).get("id", "")
+    message_ts = container.get("message_ts", "")
+    thread = str(message.get("thread_ts") or container.get("thread_ts") or "")
+    team = (payload.get("team") or {}).get("id", "") or (payload.get("user") or {}).get("team_id", "")
+    turn_id = action.get("value", "")
+    user = (payload.get("user") or {}).get("id", "")
+    if not (turn_id and user and channel):
+        return None
+    return Feedback(
+        turn_id=turn_id[:64],
+        vote="up" if action_id == FEEDBACK_UP else "down",
+        user_id=user,
+        place=Place(PLATFORM, team, channel, thread),
+        message_ts=message_ts,
+    )
+
+
+def feedback_blocks(turn_id: str) -> list[dict[str, object]]:
+    """The 👍/👎 actions block put under an answer."""
+    return [
+        {
+            "type": "actions",
+            "block_id": "parley_feedback",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": FEEDBACK_UP,
+                    "text": {"type": "plain_text", "text": "👍", "emoji": True},
+                    "value": turn_id,
+                },
+                {
+                    "type": "button",
+                    "action_id": FEEDBACK_DOWN,
+                    "text": {"type": "plain_text", "text": "👎", "emoji": True},
+                    "value": turn_id,
+                },
+            ],
+        }
+    ]
+
+
+def section_blocks(mrkdwn: str, limit: int = 3000) -> list[dict[str, object]]:
+    """Already-formatted mrkdwn as section blocks of at most ``limit`` chars each (fences kept balanced)."""
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
+        for part in split_text(mrkdwn, limit)
+        if part.strip()
+    ]
+
+
+def thread_from_permalink(link: str) -> tuple[str, str] | None:
+    """A message permalink -> ``(channel, thread_ts)``: the thread a ``/resume <link>`` points at."""
+    link = link.strip().strip("<>").split("|")[0]
+    parts = urlsplit(link)
+    match = _PERMALINK_TS.search(parts.path)
+    if not match:
+        return None
+    channel, ts = match.group(1), f"{match.group(2)}.{match.group(3)}"
+    thread = parse_qs(parts.query).get("thread_ts", [ts])[0]
+    return channel, thread
