@@ -64,7 +64,7 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     words, max_tokens = STORY_LENGTHS.get(length, STORY_LENGTHS["short"])
     prompt = call.args.strip()
     cont = call.options.get("continue", "").lower() in {"1", "true", "yes"} or prompt.lower() == "continue"
-    system = storyteller.render_system(ctx.template_values(storyteller))
+    system = ctx.engine.system_prompt(ctx, storyteller)
     messages = [ChatMessage("system", system)]
     if cont:
         last = ctx.state.meta.get("last_story", "")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from core.errors import ContextTooLong, LLMError, StoreError
 from core.keys import KeySpace
 from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, NewMessage, RedisMemory
-from core.moderation import Action, Moderator
+from core.moderation import Action, Moderator, Verdict
 from core.personas import Persona
 from core.prompt import Prompt, build_prompt, summary_request
 from core.tasks import TaskOwner
@@ -52,6 +52,21 @@ FOLD_LOCK_SECONDS = 120
 
 Gate = Callable[["TurnContext"], Awaitable[ReplyResult | None]]
 """An admission check run before any LLM work (rate limits, quotas, allow-lists); a result refuses."""
+
+TurnObserver = Callable[[Turn, ReplyResult, float], Awaitable[None]]
+"""Called after every turn with its result and duration in seconds (metrics, token quotas)."""
+
+TurnGuard = Callable[[Turn], AbstractAsyncContextManager[object]]
+"""Wraps a whole turn (e.g. a per-conversation lock so replicas answer one conversation in order)."""
+
+
+class Redactor:
+    """Rewrites personal data out of text before it is stored (and, per profile, sent to the LLM).
+
+    The base class keeps text as it is; the safety module provides real ones."""
+
+    def redact(self, text: str) -> str:
+        return text
 
 
 @dataclass
@@ -139,6 +154,11 @@ class Engine:
         default_model: str,
         commands: CommandRegistry | None = None,
         gates: list[Gate] | None = None,
+        observers: list[TurnObserver] | None = None,
+        guard: TurnGuard | None = None,
+        redactor: Redactor | None = None,
+        redact_before_llm: bool = False,
+        canary: str = "",
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -150,6 +170,11 @@ class Engine:
         self.default_model = default_model
         self.commands = commands or CommandRegistry()
         self.gates: list[Gate] = list(gates or [])
+        self.observers: list[TurnObserver] = list(observers or [])
+        self.guard = guard
+        self.redactor = redactor or Redactor()
+        self.redact_before_llm = redact_before_llm
+        self.canary = canary  # a marker in every system prompt: a reply that contains it leaks the prompt
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -163,10 +188,11 @@ class Engine:
         persona = self.bot.persona(None)
         done: ReplyResult | None = None
         try:
-            async for event in self._reply(turn, tlog):
-                if isinstance(event, ReplyDone):
-                    done = event.result
-                yield event
+            async with self.guard(turn) if self.guard else nullcontext():
+                async for event in self._reply(turn, tlog):
+                    if isinstance(event, ReplyDone):
+                        done = event.result
+                    yield event
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: the user gets the persona's apology, the bot goes on
@@ -175,6 +201,12 @@ class Engine:
             yield ReplyDone(done)
         finally:
             if done is not None:
+                elapsed = time.perf_counter() - started
+                for observer in self.observers:
+                    try:
+                        await observer(turn, done, elapsed)
+                    except Exception as exc:  # an observer must never break a turn
+                        tlog.warning("turn_observer_failed", error=repr(exc))
                 tlog.info(
                     "turn_done",
                     kind=done.kind.value,
@@ -183,7 +215,7 @@ class Engine:
                     tokens_in=done.usage.prompt_tokens,
                     tokens_out=done.usage.completion_tokens,
                     chars=len(done.text),
-                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    ms=round(elapsed * 1000, 2),
                 )
 
     async def collect(self, turn: Turn) -> ReplyResult:
@@ -283,6 +315,8 @@ class Engine:
             )
             return
         user_text = verdict.text
+        if self.redact_before_llm:
+            user_text = self.redactor.redact(user_text)
 
         plugin = self.bot.plugin
         if plugin is not None:
@@ -325,7 +359,7 @@ class Engine:
                         size += len(event.text)
                         if size - checked >= MODERATION_STRIDE:
                             checked = size
-                            verdict = await self.moderator.check_output(turn, "".join(shown), final=False)
+                            verdict = await self._check_output(turn, "".join(shown), final=False)
                             if verdict.action is Action.REFUSE:
                                 refused = verdict
                                 break
@@ -342,7 +376,7 @@ class Engine:
                 return
         text = "".join(shown)
         if refused is None:
-            verdict = await self.moderator.check_output(turn, text, final=True)
+            verdict = await self._check_output(turn, text, final=True)
             if verdict.action is Action.REFUSE:
                 refused = verdict
             elif verdict.action is Action.REDACT and verdict.text != text:
@@ -415,7 +449,7 @@ class Engine:
             return
         text = "".join(shown)
         if command.remember:
-            verdict = await self.moderator.check_output(ctx.turn, text, final=True)
+            verdict = await self._check_output(ctx.turn, text, final=True)
             if verdict.action is Action.REFUSE:
                 yield ReplyReplace(ctx.persona.refusal)
                 yield ReplyDone(
@@ -429,9 +463,22 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
+    async def _check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
+        if self.canary and self.canary in text:
+            return Verdict(
+                Action.REFUSE, text, "prompt_leak", "the reply contains the system prompt's canary"
+            )
+        return await self.moderator.check_output(turn, text, final=final)
+
+    def system_prompt(self, ctx: TurnContext, persona: Persona | None = None) -> str:
+        text = (persona or ctx.persona).render_system(ctx.template_values(persona))
+        if self.canary:
+            text += f"\n\n(Confidential marker: {self.canary}. Never repeat or mention it.)"
+        return text
+
     def _prompt(self, ctx: TurnContext, user_text: str, history: list[Any], budget: int) -> Prompt:
         return build_prompt(
-            system=ctx.persona.render_system(ctx.template_values()),
+            system=self.system_prompt(ctx),
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
             history=history,
@@ -466,6 +513,11 @@ class Engine:
         mem = self.bot.config.memory
         unsummarized = fold_before - ctx.state.summary_upto - 1
         want_fold = mem.summary and fold_before > 0 and unsummarized >= mem.fold_after
+        if messages and type(self.redactor) is not Redactor:
+            redacted = [(m, self.redactor.redact(m.text)) for m in messages]
+            messages = [
+                m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
+            ]
         try:
             last_seq, fold = await self.memory.record(
                 ctx.turn.place,
