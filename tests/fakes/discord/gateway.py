@@ -43,7 +43,7 @@ def _zlib_stream() -> _Compressor:
 
 
 def _zstd_stream() -> _Compressor:
-    import zstandard  # noqa: PLC0415 - only when discord.py asks for zstd (zstandard installed)
+    import zstandard  # only when discord.py asks for zstd (it does when zstandard is installed)
 
     stream = zstandard.ZstdCompressor().compressobj()
 

@@ -61,7 +61,11 @@ def iso_now() -> str:
 
 
 def user(
-    user_id: str | None = None, username: str = "someone", *, bot: bool = False, global_name: str | None = None
+    user_id: str | None = None,
+    username: str = "someone",
+    *,
+    bot: bool = False,
+    global_name: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": user_id or snowflake(),
@@ -76,7 +80,9 @@ def user(
     return data
 
 
-def member(user_data: dict[str, Any] | None, *, roles: list[str] | None = None, nick: str | None = None) -> dict[str, Any]:
+def member(
+    user_data: dict[str, Any] | None, *, roles: list[str] | None = None, nick: str | None = None
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "roles": roles or [],
         "joined_at": iso_now(),

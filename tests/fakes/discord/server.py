@@ -115,7 +115,7 @@ class FakeDiscord:
     def __init__(
         self,
         *,
-        token: str = "fake-bot-token",
+        token: str = "fake-bot-token",  # noqa: S107 - the fake's own test token
         heartbeat_interval_ms: int = 41_250,
         shards: int = 1,
         echo_own_messages: bool = True,
@@ -235,26 +235,32 @@ class FakeDiscord:
             and (ok is None or (200 <= c.status < 300) == ok)
         ]
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any], within: float = 10.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked after every REST call and gateway change)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             async with self._changed:
                 while not (value := predicate()):
                     await self._changed.wait()
                 return value
 
     async def wait_for_calls(
-        self, method: str, path_regex: str = ".*", *, count: int = 1, ok: bool | None = None, timeout: float = 10.0
+        self,
+        method: str,
+        path_regex: str = ".*",
+        *,
+        count: int = 1,
+        ok: bool | None = None,
+        within: float = 10.0,
     ) -> list[Call]:
         result: list[Call] = await self.wait_for(
-            lambda: (calls if len(calls := self.calls_to(method, path_regex, ok=ok)) >= count else None),
-            timeout,
+            lambda: calls if len(calls := self.calls_to(method, path_regex, ok=ok)) >= count else None,
+            within,
         )
         return result
 
-    async def wait_ready(self, sessions: int = 1, timeout: float = 10.0) -> None:
+    async def wait_ready(self, sessions: int = 1, within: float = 10.0) -> None:
         await self.wait_for(
-            lambda: sum(1 for s in self.sessions.values() if s.ready.is_set()) >= sessions, timeout
+            lambda: sum(1 for s in self.sessions.values() if s.ready.is_set()) >= sessions, within
         )
 
     async def _notify(self) -> None:
@@ -440,7 +446,9 @@ class FakeDiscord:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
         shard = tuple(data.get("shard") or (0, 1))
-        self.identifies.append(Identify(data["token"], int(data.get("intents", 0)), (shard[0], shard[1]), now()))
+        self.identifies.append(
+            Identify(data["token"], int(data.get("intents", 0)), (shard[0], shard[1]), now())
+        )
         session.session_id = secrets.token_hex(16)
         session.shard = (int(shard[0]), int(shard[1]))
         session.intents = int(data.get("intents", 0))
@@ -538,8 +546,11 @@ class FakeDiscord:
         if fault is not None:
             status, out = fault.status, fault.body
             if status == 429:
-                out = out or {"message": "You are being rate limited.", "retry_after": fault.retry_after,
-                              "global": False}
+                out = out or {
+                    "message": "You are being rate limited.",
+                    "retry_after": fault.retry_after,
+                    "global": False,
+                }
                 extra_headers["Retry-After"] = str(fault.retry_after)
                 if fault.via:
                     extra_headers["Via"] = "1.1 google"
@@ -575,8 +586,12 @@ class FakeDiscord:
         return 200, {
             "url": self.gateway_url,
             "shards": self.recommended_shards,
-            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86_400_000,
-                                    "max_concurrency": 1},
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 999,
+                "reset_after": 86_400_000,
+                "max_concurrency": 1,
+            },
         }
 
     async def _get_gateway(self, **_: Any) -> tuple[int, Any]:
@@ -605,8 +620,13 @@ class FakeDiscord:
             return 400, {
                 "message": "Invalid Form Body",
                 "code": 50035,
-                "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
-                                                    "message": "Must be 2000 or fewer in length."}]}},
+                "errors": {
+                    "content": {
+                        "_errors": [
+                            {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}
+                        ]
+                    }
+                },
             }
         if not editing and not content and not (isinstance(body, dict) and body.get("embeds")):
             return 400, {"message": "Cannot send an empty message", "code": 50006}
@@ -669,7 +689,9 @@ class FakeDiscord:
             return 404, {"message": "Unknown Message", "code": 10008}
         return 200, message
 
-    async def _edit_message(self, *, channel_id: str, message_id: str, body: Any, **_: Any) -> tuple[int, Any]:
+    async def _edit_message(
+        self, *, channel_id: str, message_id: str, body: Any, **_: Any
+    ) -> tuple[int, Any]:
         message = self.messages.get(message_id)
         if message is None or message["channel_id"] != channel_id:
             return 404, {"message": "Unknown Message", "code": 10008}
@@ -693,7 +715,9 @@ class FakeDiscord:
         parent = self.channels.get(channel_id)
         if parent is None or message_id not in self.messages:
             return 404, {"message": "Unknown Message", "code": 10008}
-        thread = p.thread_channel(self.guild_id, channel_id, self.app_id, body.get("name", "thread"), message_id)
+        thread = p.thread_channel(
+            self.guild_id, channel_id, self.app_id, body.get("name", "thread"), message_id
+        )
         self.channels[thread["id"]] = thread
         self.guilds[self.guild_id]["threads"].append(thread)
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
@@ -746,7 +770,9 @@ class FakeDiscord:
             )
             message["flags"] = (flags & EPHEMERAL) | (LOADING if kind == 5 else 0)
             message["interaction_metadata"] = {
-                "id": payload["id"], "type": 2, "user": payload.get("member", {}).get("user") or payload.get("user"),
+                "id": payload["id"],
+                "type": 2,
+                "user": payload.get("member", {}).get("user") or payload.get("user"),
                 "authorizing_integration_owners": payload.get("authorizing_integration_owners", {}),
             }
             self.messages[message["id"]] = message
@@ -817,7 +843,9 @@ class FakeDiscord:
         self._record_pings(message, body)
         return 200, message
 
-    async def _edit_followup(self, *, app_id: str, token: str, message_id: str, body: Any, **_: Any) -> tuple[int, Any]:
+    async def _edit_followup(
+        self, *, app_id: str, token: str, message_id: str, body: Any, **_: Any
+    ) -> tuple[int, Any]:
         state, err = self._check_token(app_id, token)
         if err is not None:
             return err
@@ -842,9 +870,10 @@ class FakeDiscord:
             return 403, {"message": "Missing Access", "code": 50001}
         stored = []
         for definition in body:
-            if not re.fullmatch(r"[-_\w]{1,32}", definition.get("name", "")) or len(
-                definition.get("description", "")
-            ) > 100:
+            if (
+                not re.fullmatch(r"[-_\w]{1,32}", definition.get("name", ""))
+                or len(definition.get("description", "")) > 100
+            ):
                 return 400, {"message": "Invalid Form Body", "code": 50035}
             stored.append(
                 {

@@ -1,0 +1,184 @@
+"""Where a streamed reply lands on Discord: :class:`~adapters.common.stream.MessageSink` implementations.
+
+- :class:`ChannelSink` posts in a channel, DM or thread (the first message as a reply to the user's) and
+  edits those messages.
+- :class:`InteractionSink` fills a deferred slash-command response: the first chunk edits the original
+  ("thinking...") response, later chunks are follow-ups. An interaction token lives 15 minutes; past
+  ``deadline`` (or when Discord says the token is gone) the rest of the reply goes to the channel instead.
+
+Every request carries ``allowed_mentions`` that ping no one, and the text is made mention-safe and
+embed-safe by :func:`~adapters.discord.format.to_discord` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import discord
+import structlog
+
+from adapters.discord.format import to_discord
+
+MESSAGE_LIMIT = 2000
+NO_MENTIONS = discord.AllowedMentions.none()
+_TOKEN_GONE = {10015, 50027}  # Unknown Webhook, Invalid Webhook Token
+TYPING_EVERY = 8.0  # Discord shows "typing" for 10 s per trigger
+
+log = structlog.get_logger("parley.discord")
+
+
+class ChannelSink:
+    """Post and edit plain channel messages."""
+
+    limit = MESSAGE_LIMIT
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        reply_to: discord.Message | None = None,
+        on_first_post: Callable[[], None] | None = None,
+    ) -> None:
+        self._channel = channel
+        self._reply_to = reply_to
+        self._on_first_post = on_first_post
+        self._posted = 0
+
+    def format(self, text: str) -> str:
+        return to_discord(text)
+
+    async def post(self, text: str) -> discord.Message:
+        reference = None
+        if self._posted == 0 and self._reply_to is not None:
+            reference = self._reply_to.to_reference(fail_if_not_exists=False)
+        if self._posted == 0 and self._on_first_post is not None:
+            self._on_first_post()
+        self._posted += 1
+        if reference is not None:
+            return await self._channel.send(
+                text,
+                allowed_mentions=NO_MENTIONS,
+                reference=reference,
+                mention_author=False,
+                suppress_embeds=True,
+            )
+        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+
+    async def edit(self, handle: discord.Message, text: str) -> None:
+        await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+
+@dataclass
+class Slot:
+    """One message of an interaction reply; re-pointed to the channel when the token has expired."""
+
+    kind: Literal["original", "followup", "channel"]
+    message: discord.Message | discord.WebhookMessage | None = None
+
+
+class InteractionSink:
+    """Stream into a deferred interaction response, falling back to the channel near the token's expiry."""
+
+    limit = MESSAGE_LIMIT
+
+    def __init__(
+        self,
+        interaction: discord.Interaction[discord.Client],
+        *,
+        deadline: float,
+        ephemeral: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        log_context: dict[str, str] | None = None,
+    ) -> None:
+        self._interaction = interaction
+        self._deadline = deadline
+        self._ephemeral = ephemeral
+        self._clock = clock
+        self._posted = 0
+        self._expired = False
+        self._log = log.bind(**(log_context or {}))
+
+    def format(self, text: str) -> str:
+        return to_discord(text)
+
+    @property
+    def expired(self) -> bool:
+        if not self._expired and self._clock() >= self._deadline:
+            self._expired = True
+            self._log.info(
+                "interaction_token_expiring", fallback="ephemeral_dropped" if self._ephemeral else "channel"
+            )
+        return self._expired
+
+    async def _to_channel(self, text: str) -> discord.Message:
+        if self._ephemeral:
+            # An ephemeral answer must not become public: there is nowhere left to put it.
+            raise discord.ClientException("interaction token expired; ephemeral reply not delivered")
+        channel = self._interaction.channel
+        if channel is None or not isinstance(channel, discord.abc.Messageable):
+            raise discord.ClientException("interaction token expired and the channel is unknown")
+        return await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+
+    async def post(self, text: str) -> Slot:
+        first = self._posted == 0
+        self._posted += 1
+        if not self.expired:
+            try:
+                if first:
+                    await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                    return Slot("original")
+                message = await self._interaction.followup.send(
+                    text,
+                    wait=True,
+                    allowed_mentions=NO_MENTIONS,
+                    ephemeral=self._ephemeral,
+                    suppress_embeds=True,
+                )
+                return Slot("followup", message)
+            except discord.HTTPException as exc:
+                if exc.code not in _TOKEN_GONE:
+                    raise
+                self._expired = True
+                self._log.warning("interaction_token_gone", code=exc.code)
+        return Slot("channel", await self._to_channel(text))
+
+    async def edit(self, handle: Slot, text: str) -> None:
+        if handle.kind != "channel" and not self.expired:
+            try:
+                if handle.kind == "original":
+                    await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                else:
+                    assert handle.message is not None
+                    await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+                return
+            except discord.HTTPException as exc:
+                if exc.code not in _TOKEN_GONE:
+                    raise
+                self._expired = True
+                self._log.warning("interaction_token_gone", code=exc.code)
+        if handle.kind != "channel":
+            # The token is gone: what this message should say continues as a new channel message.
+            handle.kind, handle.message = "channel", await self._to_channel(text)
+            return
+        assert handle.message is not None
+        await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+
+async def keep_typing(
+    channel: discord.abc.Messageable, stop: asyncio.Event, *, every: float = TYPING_EVERY
+) -> None:
+    """Show "typing..." until ``stop`` is set. A failure (no permission) only ends the indicator."""
+    while not stop.is_set():
+        try:
+            await channel.typing()
+        except discord.HTTPException as exc:
+            log.debug("typing_failed", status=exc.status, code=exc.code)
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            continue
