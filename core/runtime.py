@@ -65,11 +65,16 @@ async def open_runtime(
     llm: LLM | None = None,
     moderator: Moderator | None = None,
     gates: list[Gate] | None = None,
+    redis: aioredis.Redis | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
+    by default one is made from REDIS_URL, or an embedded redis-server is started."""
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
-        if settings.redis_url is not None:
+        if redis is not None:
+            url, where = "", "the given client"
+        elif settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
             where = "REDIS_URL"
         else:
@@ -77,11 +82,14 @@ async def open_runtime(
             await asyncio.to_thread(server.start)
             stack.callback(server.stop)
             url, where = server.url, f"embedded redis-server ({server.data_dir})"
-        try:
-            client = redis_client(url)
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL: {exc}") from None
-        stack.push_async_callback(client.aclose)
+        if redis is not None:
+            client = redis
+        else:
+            try:
+                client = redis_client(url)
+            except ValueError as exc:
+                raise ConfigError(f"REDIS_URL: {exc}") from None
+            stack.push_async_callback(client.aclose)
         await ping(client, where)
 
         if llm is None:
