@@ -1,4 +1,4 @@
-"""Model Markdown -> Discord text: mentions neutralised, links that do not unfurl, what Discord can't render."""
+"""Model Markdown -> Discord text: mentions neutralised, links kept from unfurling, tables and headings."""
 
 from __future__ import annotations
 
