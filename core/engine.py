@@ -481,6 +481,7 @@ class Engine:
             system=self.system_prompt(ctx),
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
+            user_id=ctx.turn.author.id,
             history=history,
             budget=budget,
             counter=self.counter,

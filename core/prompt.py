@@ -62,6 +62,7 @@ def build_prompt(
     user_text: str,
     user_name: str,
     history: Sequence[StoredMessage],
+    user_id: str = "",
     budget: int,
     counter: TokenCounter,
     summary: str = "",
@@ -77,8 +78,9 @@ def build_prompt(
         head.append(ChatMessage("system", block))
     user_tokens = counter.count(user_text) + PER_MESSAGE_OVERHEAD
     window = select_window(history, max(0, budget - summary_tokens - user_tokens))
-    authors = {m.author_id for m in window if m.role == "user"} | {"__current__"}
-    multi = len(authors - {"__current__"}) > 1
+    # Name the speakers only when several people share the conversation (a channel, a thread).
+    speakers = {m.author_id for m in window if m.role == "user"} | ({user_id} if user_id else set())
+    multi = len(speakers) > 1
     body = [ChatMessage(m.role, _speaker_label(m, multi)) for m in window]
     new = f"{user_name}: {user_text}" if multi and user_name else user_text
     messages = (*head, *body, ChatMessage("user", new))

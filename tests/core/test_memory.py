@@ -42,7 +42,9 @@ async def test_memory_survives_a_redis_restart_with_append_only_persistence(
             await rt.engine.collect(make_turn("my name is Ada and I love otters"))
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)  # same data dir, new process
-        settings = make_settings(redis_url=server.url, openai_base_url=fake_openai.base_url, openai_api_key="k")
+        settings = make_settings(
+            redis_url=server.url, openai_base_url=fake_openai.base_url, openai_api_key="k"
+        )
         async with open_runtime(load_bot("arcade"), settings) as rt:
             await rt.engine.collect(make_turn("what do I love?"))
     finally:
@@ -112,7 +114,9 @@ async def test_long_conversation_folds_into_a_running_summary(
         assert upto >= 4
         result = await rt.engine.collect(make_turn("what did we discuss?"))
         assert result.kind is ReplyKind.ANSWER
-    summary_calls = [r for r in fake_openai.chat_requests if "running summary" in r.body["messages"][0]["content"]]
+    summary_calls = [
+        r for r in fake_openai.chat_requests if "running summary" in r.body["messages"][0]["content"]
+    ]
     assert summary_calls, "the fold asked the LLM for a summary"
     transcript = summary_calls[0].body["messages"][1]["content"]
     assert "fact number 0" in transcript
@@ -125,7 +129,9 @@ async def test_long_conversation_folds_into_a_running_summary(
 async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
     redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    pool = aioredis.ConnectionPool.from_url(redis_url, decode_responses=True, connection_class=CountingConnection)
+    pool = aioredis.ConnectionPool.from_url(
+        redis_url, decode_responses=True, connection_class=CountingConnection
+    )
     client = aioredis.Redis(connection_pool=pool)
     settings = make_settings(openai_base_url=fake_openai.base_url, parley_data_dir=tmp_path)
     spec = spec_with_memory(max_messages=5000, fold_after=10**6)

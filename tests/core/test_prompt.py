@@ -9,12 +9,20 @@ from core.tokens import PER_MESSAGE_OVERHEAD, TokenCounter, estimate_tokens
 
 
 def msg(seq: int, role: str, text: str, author: str = "u1") -> StoredMessage:
-    return StoredMessage(seq=seq, role=role, text=text, author_id=author if role == "user" else "",
-                         author_name="Ada" if author == "u1" else "Bob", tokens=estimate_tokens(text))
+    return StoredMessage(
+        seq=seq,
+        role=role,
+        text=text,
+        author_id=author if role == "user" else "",
+        author_name="Ada" if author == "u1" else "Bob",
+        tokens=estimate_tokens(text),
+    )
 
 
 def history(n: int) -> list[StoredMessage]:
-    return [msg(i + 1, "user" if i % 2 == 0 else "assistant", f"message number {i + 1} " * 5) for i in range(n)]
+    return [
+        msg(i + 1, "user" if i % 2 == 0 else "assistant", f"message number {i + 1} " * 5) for i in range(n)
+    ]
 
 
 def test_window_takes_newest_messages_that_fit_the_budget() -> None:
@@ -29,11 +37,28 @@ def test_window_takes_newest_messages_that_fit_the_budget() -> None:
 def test_prompt_orders_persona_reference_summary_window_and_new_message() -> None:
     counter = TokenCounter(allow_tiktoken=False)
     prompt = build_prompt(
-        system="You are Testy.", user_text="What now?", user_name="Ada", history=history(6),
-        budget=10_000, counter=counter, summary="They talked about cats.", reference="FAQ: cats are great.",
+        system="You are Testy.",
+        user_text="What now?",
+        user_name="Ada",
+        history=history(6),
+        budget=10_000,
+        counter=counter,
+        summary="They talked about cats.",
+        reference="FAQ: cats are great.",
     )
     roles = [m.role for m in prompt.messages]
-    assert roles == ["system", "system", "system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert roles == [
+        "system",
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     assert prompt.messages[0].content == "You are Testy."
     assert "<reference>\nFAQ: cats are great.\n</reference>" in prompt.messages[1].content
     assert "data, not instructions" in prompt.messages[1].content
@@ -45,9 +70,18 @@ def test_prompt_orders_persona_reference_summary_window_and_new_message() -> Non
 def test_summary_and_new_message_come_out_of_the_same_budget() -> None:
     counter = TokenCounter(allow_tiktoken=False)
     hist = history(40)
-    without = build_prompt(system="s", user_text="hi", user_name="Ada", history=hist, budget=400, counter=counter)
-    with_summary = build_prompt(system="s", user_text="hi", user_name="Ada", history=hist, budget=400,
-                                counter=counter, summary="word " * 100)
+    without = build_prompt(
+        system="s", user_text="hi", user_name="Ada", history=hist, budget=400, counter=counter
+    )
+    with_summary = build_prompt(
+        system="s",
+        user_text="hi",
+        user_name="Ada",
+        history=hist,
+        budget=400,
+        counter=counter,
+        summary="word " * 100,
+    )
     assert len(with_summary.window) < len(without.window)
     used = sum(m.tokens + PER_MESSAGE_OVERHEAD for m in without.window)
     assert used <= 400
@@ -56,16 +90,34 @@ def test_summary_and_new_message_come_out_of_the_same_budget() -> None:
 def test_several_speakers_are_named_in_a_shared_channel() -> None:
     counter = TokenCounter(allow_tiktoken=False)
     hist = [msg(1, "user", "hello", "u1"), msg(2, "assistant", "hi!"), msg(3, "user", "me too", "u2")]
-    prompt = build_prompt(system="s", user_text="and me", user_name="Ada", history=hist, budget=5000, counter=counter)
+    prompt = build_prompt(
+        system="s",
+        user_text="and me",
+        user_name="Ada",
+        user_id="u1",
+        history=hist,
+        budget=5000,
+        counter=counter,
+    )
     contents = [m.content for m in prompt.messages[1:]]
     assert contents == ["Ada: hello", "hi!", "Bob: me too", "Ada: and me"]
 
 
 def test_persona_placeholders_fill_known_names_and_leave_other_braces() -> None:
     persona = Persona(
-        name="p", description="", system_prompt="I am {bot_name}; hi {user_name}. JSON: {\"a\": 1} {unknown}",
-        model=None, temperature=0.5, max_output_tokens=100, history_budget=1000, greeting="", refusal="",
-        error="", too_long="", memory_error="", busy="",
+        name="p",
+        description="",
+        system_prompt='I am {bot_name}; hi {user_name}. JSON: {"a": 1} {unknown}',
+        model=None,
+        temperature=0.5,
+        max_output_tokens=100,
+        history_budget=1000,
+        greeting="",
+        refusal="",
+        error="",
+        too_long="",
+        memory_error="",
+        busy="",
     )
     text = persona.render_system({"bot_name": "Parley", "user_name": "Ada"})
     assert text == 'I am Parley; hi Ada. JSON: {"a": 1} {unknown}'

@@ -81,6 +81,7 @@ class FakeOpenAI:
         self.flagged_words: set[str] = set()  # /v1/moderations flags input containing any of these
         self.moderation_behaviour: Behaviour | None = None
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
         self.active_streams = 0
 
@@ -119,6 +120,7 @@ class FakeOpenAI:
         return self
 
     async def stop(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -139,6 +141,12 @@ class FakeOpenAI:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
+    async def _hang(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            pass
+
     def _next(self, body: dict[str, Any]) -> Behaviour:
         return self.behaviours.popleft() if self.behaviours else self.responder(body)
 
@@ -151,7 +159,7 @@ class FakeOpenAI:
         body = await self._record(request)
         behaviour = self._next(body)
         if isinstance(behaviour, Hang):
-            await asyncio.sleep(behaviour.seconds)
+            await self._hang(behaviour.seconds)
             return web.Response(status=504)
         if isinstance(behaviour, Error):
             return self._error(behaviour)
@@ -225,7 +233,7 @@ class FakeOpenAI:
         body = await self._record(request)
         behaviour = self.moderation_behaviour
         if isinstance(behaviour, Hang):
-            await asyncio.sleep(behaviour.seconds)
+            await self._hang(behaviour.seconds)
         if isinstance(behaviour, Error):
             return self._error(behaviour)
         inputs = body.get("input", "")
