@@ -11,6 +11,7 @@ empty ``fake.responder(body)`` decides (default: echo the last user message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -142,10 +143,8 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
     async def _hang(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _next(self, body: dict[str, Any]) -> Behaviour:
         return self.behaviours.popleft() if self.behaviours else self.responder(body)
