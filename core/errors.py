@@ -4,6 +4,7 @@
     +-- ConfigError            bad settings, bot or persona files (named field, exit non-zero)
     +-- StoreError             Redis failed
     |   +-- StoreUnavailable   cannot reach Redis at all
+    |   +-- LeaseLost          a conversation lock's lease expired before the turn's final write
     +-- LLMError               the language model failed
     |   +-- LLMUnavailable     connection refused, 5xx after retries, circuit open
     |   +-- LLMRateLimited     429 after retries
@@ -33,6 +34,10 @@ class StoreError(ParleyError):
 
 class StoreUnavailable(StoreError):
     """Redis cannot be reached."""
+
+
+class LeaseLost(StoreError):
+    """The conversation lock this turn held expired (another replica may own the conversation now)."""
 
 
 class LLMError(ParleyError):

@@ -6,6 +6,10 @@ each stored message carries its token count so the window is cut without re-coun
 
 Messages are stored as ``"<seq>|<json>"``; ``seq`` comes from the meta hash inside one Lua script, so
 sequence numbers are dense and ordered even with several replicas writing.
+
+A turn that runs under a conversation lock sets :data:`current_fence`: its final write then checks, in the
+same script, that the lock's lease is still held (and retires the turn's queue item), so a replica that lost
+its lease cannot write behind another's back.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import StoreError, StoreUnavailable
+from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.types import Place
 
@@ -39,12 +44,44 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return seq
 """
 
+# As _APPEND, behind a fence: KEYS[3] must still hold the lease token ARGV[3]; the queue item ARGV[4] (when
+# not empty) is removed from the head of the inbox list KEYS[4] in the same atomic step.
+_APPEND_FENCED = """
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
+if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[4] then redis.call('LPOP', KEYS[4]) end
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+for i = 5, #ARGV do
+  seq = seq + 1
+  redis.call('RPUSH', KEYS[1], seq .. '|' .. ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'seq', seq)
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return seq
+"""
+
 _SAVE_SUMMARY = """
 local upto = tonumber(redis.call('HGET', KEYS[1], 'summary_upto') or '0')
 if upto ~= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'summary', ARGV[1], 'summary_upto', ARGV[2])
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a turn's final write must still hold. All keys share the conversation's hash slot."""
+
+    conversation: str  # KeySpace.conversation(place): the fence applies to this conversation only
+    lock_key: str
+    token: str
+    inbox_key: str = ""  # a queue inbox whose head is ``inbox_item`` while the turn runs
+    inbox_item: str = ""
+
+
+current_fence: ContextVar[Fence | None] = ContextVar("parley_fence", default=None)
+"""Set by the conversation lock (core.ops.lock) for the duration of a turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +201,7 @@ class RedisMemory:
         # pipeline, which would break the one-write-per-turn budget. NOSCRIPT (after a Redis restart)
         # loads the script and retries once.
         self._append_sha = hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis's script id
+        self._fenced_sha = hashlib.sha1(_APPEND_FENCED.encode()).hexdigest()  # noqa: S324 - as above
         self._save_summary = client.register_script(_SAVE_SUMMARY)
 
     async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState:
@@ -194,18 +232,36 @@ class RedisMemory:
     ) -> tuple[int, bool]:
         """Append messages (one round trip). Returns the last seq and whether the fold lock was taken."""
         conv_key = self._keys.conversation(place)
+        fence = current_fence.get()
+        if fence is not None and fence.conversation != conv_key:
+            fence = None
         for attempt in (1, 2):
             try:
                 async with self._r.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(
-                        self._append_sha,
-                        2,
-                        self._keys.messages(place),
-                        self._keys.meta(place),
-                        self._max,
-                        self._ttl,
-                        *(m.encode() for m in messages),
-                    )
+                    if fence is None:
+                        pipe.evalsha(
+                            self._append_sha,
+                            2,
+                            self._keys.messages(place),
+                            self._keys.meta(place),
+                            self._max,
+                            self._ttl,
+                            *(m.encode() for m in messages),
+                        )
+                    else:
+                        pipe.evalsha(
+                            self._fenced_sha,
+                            4,
+                            self._keys.messages(place),
+                            self._keys.meta(place),
+                            fence.lock_key,
+                            fence.inbox_key or fence.lock_key,
+                            self._max,
+                            self._ttl,
+                            fence.token,
+                            fence.inbox_item,
+                            *(m.encode() for m in messages),
+                        )
                     if user_id:
                         index = self._keys.user_conversations(place.platform, user_id)
                         pipe.sadd(index, conv_key)
@@ -220,11 +276,14 @@ class RedisMemory:
                 await self._load_scripts()
             except RedisError as exc:
                 raise _store_error(exc) from exc
+        if int(results[0]) < 0:
+            raise LeaseLost("the conversation lock's lease was lost before the final write")
         return int(results[0]), bool(fold_lock_seconds and results[-1])
 
     async def _load_scripts(self) -> None:
         try:
             await self._r.script_load(_APPEND)
+            await self._r.script_load(_APPEND_FENCED)
         except RedisError as exc:
             raise _store_error(exc) from exc
 
