@@ -160,26 +160,49 @@ def plain_text(text: str, *, strip_user: str = "") -> str:
 
 
 def turn_from_command(
-    payload: SlashCommand, commands: Mapping[str, str], admins: frozenset[str] = frozenset()
+    payload: SlashCommand,
+    commands: Mapping[str, str],
+    admins: frozenset[str] = frozenset(),
+    thread_commands: frozenset[str] = frozenset(),
 ) -> Turn | None:
     """A slash command -> a command turn, or ``None`` for a command this bot does not map.
 
     ``commands`` maps the Slack command as configured in the app (``/support-help``) to the core command
     (``help``): apps share one namespace per workspace, so the Slack names are configurable.
+
+    Slack cannot run slash commands inside a thread, so the commands in ``thread_commands`` (``resume``,
+    ``reset``) may name a thread by its permalink: ``/resume https://acme.slack.com/archives/C1/p1…`` acts
+    on that thread's conversation.
     """
     name = commands.get(payload.get("command", ""))
     channel, user = payload.get("channel_id", ""), payload.get("user_id", "")
     if not (name and channel and user):
         return None
     args = payload.get("text", "").strip()
+    thread = ""
+    if name in thread_commands and args:
+        target = thread_from_permalink(args.split()[0])
+        if target is not None:
+            channel, thread = target
+            args = " ".join(args.split()[1:])
     return Turn(
         author=Author(id=user, display_name=payload.get("user_name", ""), is_admin=user in admins),
-        place=Place(PLATFORM, payload.get("team_id", "") or payload.get("enterprise_id", ""), channel, ""),
+        place=Place(
+            PLATFORM, payload.get("team_id", "") or payload.get("enterprise_id", ""), channel, thread
+        ),
         text=f"/{name} {args}".strip(),
         addressed=True,
         event_id="cmd:" + (payload.get("trigger_id", "") or f"{channel}:{user}:{args}"),
         command=CommandCall(name=name, args=plain_text(args)),
     )
+
+
+def resume_target(value: str, team: str) -> Place | None:
+    """The conversation a "Resume bot" button names (its value is ``channel:thread``)."""
+    channel, _, thread = value.partition(":")
+    if not channel or not re.fullmatch(r"[CDG][A-Z0-9]+", channel) or not re.fullmatch(r"[0-9.]*", thread):
+        return None
+    return Place(PLATFORM, team, channel, thread)
 
 
 def feedback_from_action(payload: BlockActions) -> Feedback | None:

@@ -1,15 +1,116 @@
-"""Fixtures for the Slack adapter tests: a fake Slack on loopback."""
+"""Fixtures for the Slack adapter tests: a fake Slack on loopback and running adapters on real parts.
+
+``start_slack(...)`` builds the real adapter (bolt, slack_sdk) for the ``support`` bot on a real runtime
+(real redis-server, fake OpenAI server from tests/conftest.py), serves it on 127.0.0.1:0 in HTTP or Socket
+Mode against the fake Slack, and stops it at the end of the test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.fakes.slack import FakeSlack
+from adapters.slack.app import SlackAdapter
+from adapters.slack.settings import Mode, SlackBotConfig, SlackSettings, choose_mode
+from core.runtime import Runtime
+from tests.conftest import RuntimeFactory
+from tests.fakes.slack import FakeSlack, SlackSender
+
+SIGNING_SECRET = "test-signing-secret"
+SUPPORT_CHANNEL = "C0SUPPORT"
+ADMIN = "U0ADMIN"
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack() as fake:
         yield fake
+
+
+@dataclass
+class Running:
+    adapter: SlackAdapter
+    runtime: Runtime
+    slack: FakeSlack
+    sender: SlackSender
+    serving: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.adapter.port}"
+
+    async def settle(self, within: float = 10.0) -> None:
+        """Wait until every turn the adapter took has been answered."""
+        async with asyncio.timeout(within):
+            while len(self.adapter.tasks):
+                await self.adapter.tasks.drain(within)
+
+
+def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
+    values: dict[str, Any] = {
+        "slack_bot_token": slack.bot_token,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_app_token": None,
+        "slack_client_id": None,
+        "slack_client_secret": None,
+        "slack_redirect_uri": None,
+        "slack_handoff_channel": None,
+        "slack_api_url": slack.api_url,
+        "slack_mode": "auto",
+        "slack_http_host": "127.0.0.1",
+        "port": 0,
+    }
+    values.update(overrides)
+    return SlackSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def bot_config(**overrides: Any) -> SlackBotConfig:
+    values: dict[str, Any] = {
+        "edit_interval": 0.2,
+        "shutdown_grace": 0.0,
+        "admins": [ADMIN],
+        "handoff_channel": SUPPORT_CHANNEL,
+        "suggested_prompts": [{"title": "Track an order", "message": "Where is my order?"}],
+    }
+    values.update(overrides)
+    return SlackBotConfig.model_validate(values)
+
+
+StartSlack = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> AsyncIterator[StartSlack]:
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            *, config: SlackBotConfig | None = None, runtime: Runtime | None = None, **settings: Any
+        ) -> Running:
+            if runtime is None:
+                runtime = await stack.enter_async_context(runtime_factory("support"))
+            s = slack_settings(slack, **settings)
+            adapter = SlackAdapter(runtime, s, config or bot_config(), choose_mode(s))
+            stack.push_async_callback(adapter.aclose)
+            serving = asyncio.create_task(adapter.serve(), name="slack-serve")
+
+            async def stop() -> None:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+
+            stack.push_async_callback(stop)
+            ready = asyncio.create_task(adapter.ready.wait())
+            await asyncio.wait({ready, serving}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            if serving.done():
+                ready.cancel()
+                serving.result()  # raises the start-up error
+            assert adapter.ready.is_set(), "adapter did not start"
+            url = f"http://127.0.0.1:{adapter.port}/slack/events" if adapter.mode is not Mode.SOCKET else ""
+            sender = await stack.enter_async_context(SlackSender(url, SIGNING_SECRET))
+            return Running(adapter, runtime, slack, sender, serving)
+
+        yield start

@@ -1,0 +1,141 @@
+"""Deliver one engine reply stream to a Slack channel or thread.
+
+Native streaming first where it can work (a threaded reply, streaming enabled, the workspace not known to
+lack it), else one early ``chat.postMessage`` and paced ``chat.update`` through the shared
+:class:`~adapters.common.stream.StreamRenderer`, split at 4,000 chars with balanced fences. Answers get the
+👍/👎 buttons. A reply that could not be delivered is logged with its conversation, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import structlog
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.common.stream import StreamRenderer
+from adapters.slack.sink import SlackSink
+from adapters.slack.streaming import NativeOutcome, NativeStreamer
+from adapters.slack.translate import feedback_blocks, section_blocks
+from core.errors import AdapterError
+from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
+
+log = structlog.get_logger("parley.slack.reply")
+
+
+@dataclass
+class ReplyOptions:
+    native: bool = True  # try chat.startStream for threaded replies
+    feedback: bool = True
+    min_interval: float = 1.0
+    limit: int = 4_000
+
+
+@dataclass
+class Delivery:
+    result: ReplyResult | None = None
+    messages: list[str] = field(default_factory=list)  # ts of the messages carrying the reply
+    failures: int = 0
+    native: bool = False
+    native_unsupported: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        wanted = self.result is not None and bool(self.result.text.strip())
+        return self.failures == 0 and (bool(self.messages) or not wanted)
+
+
+async def _prepend(first: list[ReplyEvent], rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
+    for event in first:
+        yield event
+    async for event in rest:
+        yield event
+
+
+def _wants_feedback(result: ReplyResult | None, options: ReplyOptions) -> bool:
+    if not options.feedback or result is None or result.kind is not ReplyKind.ANSWER:
+        return False
+    return bool(result.text) and not result.meta.get("handoff")
+
+
+async def deliver(
+    client: AsyncWebClient,
+    events: AsyncIterator[ReplyEvent],
+    *,
+    channel: str,
+    thread_ts: str,
+    team_id: str,
+    user_id: str,
+    options: ReplyOptions,
+    log_context: dict[str, str],
+) -> Delivery:
+    """Render ``events`` into ``channel`` (threaded under ``thread_ts`` when set)."""
+    delivery = Delivery()
+    sink = SlackSink(client, channel, thread_ts, limit=options.limit)
+    renderer: StreamRenderer[str] = StreamRenderer(
+        sink, min_interval=options.min_interval, log_context=log_context
+    )
+    stream: AsyncIterator[ReplyEvent] = events
+
+    if options.native and thread_ts:
+        streamer = NativeStreamer(
+            client,
+            channel=channel,
+            thread_ts=thread_ts,
+            team_id=team_id,
+            user_id=user_id,
+            limit=options.limit,
+            min_interval=options.min_interval,
+        )
+
+        def blocks_for(result: ReplyResult) -> list[dict[str, object]]:
+            return feedback_blocks(result.turn_id) if _wants_feedback(result, options) else []
+
+        native: NativeOutcome = await streamer.run(events, blocks_for)
+        delivery.native_unsupported = native.unsupported
+        if native.status == "done":
+            delivery.native = True
+            delivery.result = native.result
+            delivery.messages = [native.ts]
+            return delivery
+        if native.status == "failed":
+            delivery.native = True
+            delivery.result = native.result
+            delivery.messages = [native.ts]
+            delivery.failures = 1
+            log.error("reply_undeliverable", error=native.error, stage="stopStream", **log_context)
+            return delivery
+        if native.error:
+            log.info("slack_native_stream_fallback", error=native.error, **log_context)
+        head: list[ReplyEvent]
+        if native.result is not None:
+            head = [ReplyDone(native.result)]
+        else:
+            head = [ReplyReplace(native.text)] if native.text else []
+        if native.status == "handover" and native.ts:
+            delivery.native = True
+            renderer.outcome.handles.append(native.ts)  # the renderer edits the stopped stream from here
+            sink.order.append(native.ts)
+        stream = _prepend(head, events)
+
+    outcome = await renderer.run(stream)
+    delivery.result = outcome.result
+    delivery.messages = list(sink.order)
+    delivery.failures = outcome.failures
+    if _wants_feedback(delivery.result, options) and sink.order and outcome.failures == 0:
+        assert delivery.result is not None
+        last = sink.texts.get(sink.order[-1], "")
+        try:
+            await sink.attach_blocks(feedback_blocks(delivery.result.turn_id), section_blocks(last))
+        except AdapterError as exc:
+            log.warning("slack_feedback_buttons_failed", error=str(exc), **log_context)
+    if not delivery.delivered:
+        log.error(
+            "reply_undeliverable",
+            failures=outcome.failures,
+            posted=len(sink.order),
+            chars=len(delivery.result.text) if delivery.result else 0,
+            **log_context,
+        )
+    return delivery
