@@ -49,12 +49,13 @@ class Settings(BaseSettings):
         return self.openai_api_key is not None or bool(self.openai_base_url)
 
 
-def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
-    """One line per problem, naming the field, never the value (it may be a secret)."""
+def describe_validation_error(exc: ValidationError, *, prefix: str = "", env: bool = False) -> str:
+    """One line per problem, naming the field (as its environment variable when ``env``), never the value
+    (it may be a secret)."""
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        name = f"{prefix}{loc}".upper() if not prefix else f"{prefix}{loc}"
+        name = f"{prefix}{loc}".upper() if env else f"{prefix}{loc}"
         lines.append(f"{name}: {err['msg']}")
     return "; ".join(lines)
 
@@ -63,4 +64,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(f"invalid setting: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"invalid setting: {describe_validation_error(exc, env=True)}") from None

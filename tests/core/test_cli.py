@@ -1,0 +1,185 @@
+"""The ``parley`` CLI as a user runs it: a real process, real Redis, the fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def parley(
+    *args: str,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    limit: float = 60,
+) -> tuple[int, str, str]:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "REDIS_", "SLACK_", "DISCORD_"))
+    }
+    base.update({"TIKTOKEN_CACHE_DIR": "", "PARLEY_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)})
+    base.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=base,
+        cwd=cwd or ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), limit)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def llm_env(fake: FakeOpenAI, redis_url: str) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_MODEL": "fake-model",
+        "REDIS_URL": redis_url,
+    }
+
+
+async def test_scripted_chat_prints_one_json_reply_per_line_and_remembers(
+    fake_openai: FakeOpenAI, redis_url: str
+) -> None:
+    code, out, err = await parley(
+        "chat",
+        "--bot",
+        "arcade",
+        "--jsonl",
+        "--user",
+        "alice",
+        stdin="hello there\n/help\n\nmy cat is Tom\n",
+        env=llm_env(fake_openai, redis_url),
+    )
+    assert code == 0, err
+    replies = [json.loads(line) for line in out.splitlines()]
+    assert [r["kind"] for r in replies] == ["answer", "command", "answer"]
+    assert replies[0]["reply"] == "You said: hello there" and replies[0]["persona"] == "host"
+    assert replies[0]["usage"]["completion_tokens"] > 0
+    # a second process, the same user: memory survived the restart
+    code, out, _ = await parley(
+        "chat",
+        "--bot",
+        "arcade",
+        "--jsonl",
+        "--user",
+        "alice",
+        stdin="what is my cat called?\n",
+        env=llm_env(fake_openai, redis_url),
+    )
+    assert code == 0
+    contents = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]
+    assert "my cat is Tom" in contents
+    # another user has another conversation
+    await parley(
+        "chat",
+        "--bot",
+        "arcade",
+        "--jsonl",
+        "--user",
+        "bob",
+        stdin="hi\n",
+        env=llm_env(fake_openai, redis_url),
+    )
+    contents = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]
+    assert "my cat is Tom" not in contents
+
+
+async def test_plain_scripted_chat_streams_text(fake_openai: FakeOpenAI, redis_url: str) -> None:
+    fake_openai.queue(Reply("Arr, a fine day!", chunk_chars=2))
+    code, out, err = await parley(
+        "chat", "--bot", "support", stdin="hi\n", env=llm_env(fake_openai, redis_url)
+    )
+    assert code == 0, err
+    assert out == "Arr, a fine day!\n"
+    system = fake_openai.chat_requests[0].body["messages"][0]["content"]
+    assert "customer-support assistant" in system
+    reference = fake_openai.chat_requests[0].body["messages"][1]["content"]
+    assert "<reference>" in reference and "Returns and refunds" in reference
+
+
+async def test_no_llm_configured_names_both_variables(redis_url: str) -> None:
+    code, _, err = await parley("chat", "--bot", "arcade", stdin="hi\n", env={"REDIS_URL": redis_url})
+    assert code == 2
+    assert "OPENAI_API_KEY" in err and "OPENAI_BASE_URL" in err and "Ollama" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+async def test_bad_bot_config_names_the_field_and_exits_non_zero(tmp_path: Path, redis_url: str) -> None:
+    bot = tmp_path / "mybot"
+    (bot / "personas").mkdir(parents=True)
+    (bot / "bot.toml").write_text('name = "mybot"\ndefault_persona = "p"\n[memory]\nmax_messages = "lots"\n')
+    code, _, err = await parley(
+        "chat", "--bot", str(bot), env={"REDIS_URL": redis_url, "OPENAI_API_KEY": "x"}
+    )
+    assert code == 2 and "memory.max_messages" in err
+    (bot / "bot.toml").write_text('name = "mybot"\ndefault_persona = "p"\n')
+    (bot / "personas" / "p.toml").write_text('name = "p"\nsystem_prompt = "hi"\ntemperature = 7\n')
+    code, _, err = await parley(
+        "chat", "--bot", str(bot), env={"REDIS_URL": redis_url, "OPENAI_API_KEY": "x"}
+    )
+    assert code == 2 and "persona.temperature" in err and "p.toml" in err
+    code, _, err = await parley("chat", "--bot", "nosuchbot", env={"OPENAI_API_KEY": "x"})
+    assert code == 2 and "arcade" in err and "support" in err
+
+
+async def test_bad_settings_name_the_variable_and_never_echo_secrets(redis_url: str) -> None:
+    env = {
+        "REDIS_URL": redis_url,
+        "OPENAI_API_KEY": "sk-supersecretvalue",
+        "PORT": "not-a-port",
+        "PARLEY_LLM_TOTAL_TIMEOUT": "-5",
+    }
+    code, out, err = await parley("chat", "--bot", "arcade", env=env)
+    assert code == 2
+    assert "PORT" in err and "PARLEY_LLM_TOTAL_TIMEOUT" in err
+    assert "sk-supersecretvalue" not in err + out and "not-a-port" not in err
+
+
+async def test_unreachable_redis_is_one_clear_line_and_exit_3(fake_openai: FakeOpenAI) -> None:
+    env = llm_env(fake_openai, "redis://:hunter2@127.0.0.1:1/0")
+    code, _, err = await parley("chat", "--bot", "arcade", stdin="hi\n", env=env)
+    assert code == 3
+    assert "cannot reach Redis" in err and "hunter2" not in err
+
+
+async def test_check_reports_each_problem(fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path) -> None:
+    bot = tmp_path / "quiet"
+    (bot / "personas").mkdir(parents=True)
+    (bot / "bot.toml").write_text('name = "quiet"\ndefault_persona = "p"\nplatforms = []\n')
+    (bot / "personas" / "p.toml").write_text('name = "p"\nsystem_prompt = "hi"\n')
+    code, out, err = await parley("check", "--bot", str(bot), env=llm_env(fake_openai, redis_url))
+    assert code == 0, err
+    assert "redis: ok" in out and "llm: ok" in out
+    code, out, err = await parley("check", "--bot", "arcade", env={"REDIS_URL": redis_url})
+    assert code == 1 and "redis: ok" in out
+    assert "OPENAI_BASE_URL" in err and "DISCORD_TOKEN" in err  # one line per problem
+
+
+async def test_message_bodies_never_reach_info_logs(fake_openai: FakeOpenAI, redis_url: str) -> None:
+    fake_openai.queue(Reply("the reply body PINEAPPLE"))
+    code, _out, err = await parley(
+        "chat",
+        "--bot",
+        "arcade",
+        "--jsonl",
+        stdin="my secret body MANGO\n",
+        env={**llm_env(fake_openai, redis_url), "PARLEY_LOG_LEVEL": "INFO"},
+    )
+    assert code == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "turn_done" for line in lines)
+    assert "MANGO" not in err and "PINEAPPLE" not in err and "sk-test" not in err
+    assert all("conversation" in line and "turn_id" in line for line in lines if line["event"] == "turn_done")
