@@ -98,14 +98,13 @@ class StreamRenderer(Generic[H]):
             await self._dirty.wait()
             self._dirty.clear()
             final = self._done
-            started = self._clock()
             await self._flush(final)
             if final:
                 return
-            # Pace edits: at most one flush per interval, the last one included (platform rate limits).
-            remaining = self._interval - (self._clock() - started)
-            if remaining > 0:
-                await asyncio.sleep(remaining)
+            # Pace edits: a full interval between the end of one flush and the next, the last one included
+            # (platform rate limits). Counting from the flush's end means a slow or rate-limited call (a 429
+            # retried inside the SDK) cannot shorten the gap before the next edit of the same message.
+            await asyncio.sleep(self._interval)
 
     async def _flush(self, final: bool) -> None:
         text = self._text

@@ -67,6 +67,7 @@ class DiscordSettings(BaseSettings):
     interaction_margin: float = Field(default=60.0, ge=0)  # switch to channel messages this long before
     max_concurrent_turns: int = Field(default=32, ge=1)
     guild_ready_timeout: float = Field(default=2.0, ge=0)
+    identify_window: float = Field(default=5.0, gt=0)  # Discord's IDENTIFY rate window; change only for tests
     login_backoff_base: float = Field(default=2.0, gt=0)  # first wait after a failed login or connection
     login_backoff_max: float = Field(default=600.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)  # let running replies finish on shutdown

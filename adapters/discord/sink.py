@@ -100,7 +100,13 @@ class InteractionSink:
         self._clock = clock
         self._posted = 0
         self._expired = False
+        self._go_private = False
         self._log = log.bind(**(log_context or {}))
+
+    def prefer_ephemeral(self) -> None:
+        """The answer turned out to be for the asker only: if nothing is shown yet, show it privately."""
+        if self._posted == 0 and not self._ephemeral:
+            self._go_private = True
 
     def format(self, text: str) -> str:
         return to_discord(text)
@@ -128,6 +134,11 @@ class InteractionSink:
         self._posted += 1
         if not self.expired:
             try:
+                if first and self._go_private:
+                    # The deferral was public: drop its "thinking..." and answer with an ephemeral follow-up.
+                    self._ephemeral = True
+                    await self._interaction.delete_original_response()
+                    first = False
                 if first:
                     await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
                     return Slot("original")

@@ -55,6 +55,7 @@ class MessageView:
     reply_to_author_id: str | None = None  # author of the message this one replies to, when known
     thread_parent_id: str | None = None  # set when the channel is a thread
     thread_owner_id: str | None = None
+    bot_role_ids: frozenset[str] = frozenset()  # the bot's managed role in this guild, if any
     user_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)  # mentioned user id -> name
     role_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     channel_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
@@ -65,7 +66,7 @@ class MessagePolicy:
     """Per-bot rules for which messages start a turn."""
 
     bot_id: str
-    bot_role_ids: frozenset[str] = frozenset()
+    bot_role_ids: frozenset[str] = frozenset()  # the bot's managed role(s); see MessageView.bot_role_ids
     ignore_bots: bool = True
     allowed_bots: frozenset[str] = frozenset()  # bot ids answered even when ignore_bots is on
     follow_threads: frozenset[str] = frozenset()  # thread ids, or parent channel ids whose threads we follow
@@ -163,7 +164,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
     text = clean_text(
         view.content,
         bot_id=policy.bot_id,
-        bot_role_ids=policy.bot_role_ids,
+        bot_role_ids=policy.bot_role_ids | view.bot_role_ids,
         user_names=view.user_names,
         role_names=view.role_names,
         channel_names=view.channel_names,
@@ -256,6 +257,7 @@ def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
         reply_to_author_id=reply_to,
         thread_parent_id=parent,
         thread_owner_id=owner,
+        bot_role_ids=frozenset(map(str, bot_roles)),
         user_names=MappingProxyType({str(u.id): _display_name(u) for u in message.mentions}),
         role_names=MappingProxyType({str(r.id): r.name for r in message.role_mentions}),
         channel_names=MappingProxyType(

@@ -121,6 +121,8 @@ class FakeDiscord:
         echo_own_messages: bool = True,
         interaction_token_ttl: float = 15 * 60,
         interaction_deadline: float = 3.0,
+        max_concurrency: int = 1,
+        session_starts_remaining: int = 999,
     ) -> None:
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -128,6 +130,8 @@ class FakeDiscord:
         self.echo_own_messages = echo_own_messages
         self.interaction_token_ttl = interaction_token_ttl
         self.interaction_deadline = interaction_deadline
+        self.max_concurrency = max_concurrency
+        self.session_starts_remaining = session_starts_remaining
 
         self.app_id = p.snowflake()
         self.bot = p.user(self.app_id, "arcade", bot=True)
@@ -154,6 +158,7 @@ class FakeDiscord:
             c["id"]: c for c in (self.general, self.random, self.bot_thread)
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.deleted: list[dict[str, Any]] = []
         self.interactions: dict[str, InteractionState] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> definitions
 
@@ -236,12 +241,13 @@ class FakeDiscord:
         ]
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 10.0) -> Any:
-        """Wait until ``predicate()`` is truthy (re-checked after every REST call and gateway change)."""
-        async with asyncio.timeout(within):
-            async with self._changed:
-                while not (value := predicate()):
-                    await self._changed.wait()
-                return value
+        """Wait until ``predicate()`` is truthy: re-checked after every REST call and gateway change, and
+        every 50 ms (for conditions outside the fake, such as a log line)."""
+        async with asyncio.timeout(within), self._changed:
+            while not (value := predicate()):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.05)
+            return value
 
     async def wait_for_calls(
         self,
@@ -508,6 +514,7 @@ class FakeDiscord:
             ("POST", "/interactions/{interaction_id}/{token}/callback", self._interaction_callback, False),
             ("PATCH", "/webhooks/{app_id}/{token}/messages/@original", self._edit_original, False),
             ("GET", "/webhooks/{app_id}/{token}/messages/@original", self._get_original, False),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", self._delete_original, False),
             ("POST", "/webhooks/{app_id}/{token}", self._followup, False),
             ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_followup, False),
             ("GET", "/applications/{app_id}/commands", self._get_commands, True),
@@ -588,9 +595,9 @@ class FakeDiscord:
             "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
-                "remaining": 999,
+                "remaining": self.session_starts_remaining,
                 "reset_after": 86_400_000,
-                "max_concurrency": 1,
+                "max_concurrency": self.max_concurrency,
             },
         }
 
@@ -806,16 +813,26 @@ class FakeDiscord:
         if err is not None:
             return err
         assert state is not None
-        if state.original_id is None:
+        if state.original_id is None or state.original_id not in self.messages:
             return 404, {"message": "Unknown Message", "code": 10008}
         return 200, self.messages[state.original_id]
+
+    async def _delete_original(self, *, app_id: str, token: str, **_: Any) -> tuple[int, Any]:
+        state, err = self._check_token(app_id, token)
+        if err is not None:
+            return err
+        assert state is not None
+        if state.original_id is None or state.original_id not in self.messages:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        self.deleted.append(self.messages.pop(state.original_id))
+        return 204, None
 
     async def _edit_original(self, *, app_id: str, token: str, body: Any, **_: Any) -> tuple[int, Any]:
         state, err = self._check_token(app_id, token)
         if err is not None:
             return err
         assert state is not None
-        if state.original_id is None:
+        if state.original_id is None or state.original_id not in self.messages:
             return 404, {"message": "Unknown Message", "code": 10008}
         return self._apply_edit(self.messages[state.original_id], body)
 

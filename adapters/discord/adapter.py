@@ -1,0 +1,498 @@
+"""The Discord adapter: discord.py events in, engine turns through, paced messages out.
+
+    gateway event --(on_message / on_interaction)--> pure translation -> Turn
+        -> owned task: [defer within 3 s] -> engine.reply(turn) -> StreamRenderer -> Channel/InteractionSink
+
+- One ``discord.AutoShardedClient`` (automatic sharding, or ``DISCORD_SHARD_IDS`` / ``DISCORD_SHARD_COUNT``).
+- Intents: guilds, guild messages, DMs; ``message_content`` only when configured (it is privileged).
+- Slash commands come from the engine's command registry; they are registered (to a development guild, or
+  globally) only when their fingerprint differs from the one kept in Redis.
+- Every turn runs in a task owned by the adapter, under a concurrency limit; a failure is logged with its
+  conversation and never reaches discord.py or the other turns (house rules 7 and 8).
+- A failed login or gateway connection is retried with exponential back-off; the failure count lives in Redis
+  so a crash-looping process slows down too (Discord resets a token after 1,000 IDENTIFYs a day). A token
+  Discord rejects, or intents it refuses, stop the adapter with one clear :class:`ConfigError` line.
+- No conversation state is kept here: what a second replica would need is in Redis (memory, command hash,
+  dedupe keys written by the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import aiohttp
+import discord
+import structlog
+from redis.exceptions import RedisError
+
+from adapters.common.stream import StreamRenderer
+from adapters.discord import endpoints
+from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
+from adapters.discord.settings import DiscordSettings
+from adapters.discord.sink import ChannelSink, InteractionSink, keep_typing
+from adapters.discord.translate import (
+    MessagePolicy,
+    interaction_view,
+    message_view,
+    thread_name,
+    turn_from_interaction,
+    turn_from_message,
+)
+from core.errors import ConfigError
+from core.runtime import Runtime
+from core.tasks import TaskOwner
+from core.types import Place, ReplyDone, ReplyEvent, Turn
+
+log = structlog.get_logger("parley.discord")
+T = TypeVar("T")
+
+COMMAND_HASH_TTL = 7 * 86_400  # re-register at least weekly, in case someone edited commands by hand
+FAILURES_TTL = 3_600  # a failure streak is forgotten after an hour without failures
+
+_FATAL_CLOSE_CODES = {
+    4004: "Discord rejected DISCORD_TOKEN (authentication failed)",
+    4010: "invalid shard: check DISCORD_SHARD_IDS / DISCORD_SHARD_COUNT",
+    4011: "this bot needs sharding: unset DISCORD_SHARD_COUNT or raise it",
+    4012: "invalid gateway API version",
+    4013: "Discord rejected the requested intents",
+}
+_RETRYABLE = (
+    discord.HTTPException,
+    discord.GatewayNotFound,
+    discord.ConnectionClosed,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+def build_intents(settings: DiscordSettings) -> discord.Intents:
+    """Only what the bot reads: guilds (channels, threads), guild messages, DMs; content when opted in."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = settings.wants_message_content
+    return intents
+
+
+def backoff_delay(failures: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential back-off with jitter: about base * 2**(failures-1), capped, never below half of it."""
+    if failures <= 0:
+        return 0.0
+    delay = min(cap, base * 2.0 ** min(failures - 1, 30))
+    return delay / 2 + rng() * delay / 2
+
+
+class _Client(discord.AutoShardedClient):
+    """discord.py's client, with its event hooks routed to the adapter."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def setup_hook(self) -> None:
+        await self._adapter._after_login(self)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        await self._adapter._identify_slot(shard_id, initial=initial)
+
+    async def on_ready(self) -> None:
+        await self._adapter._on_ready(self)
+
+    async def on_message(self, message: discord.Message) -> None:
+        self._adapter._on_message(message)
+
+    async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        self._adapter._on_interaction(interaction)
+
+
+class DiscordAdapter:
+    """Serve one bot on Discord until cancelled. ``async with`` it, or call :meth:`aclose` when done."""
+
+    def __init__(
+        self, runtime: Runtime, settings: DiscordSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if settings.token is None:
+            raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
+        self._rt = runtime
+        self._settings = settings
+        self._clock = clock
+        self._tasks = TaskOwner(f"discord:{runtime.bot.name}")
+        self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
+        self._client: _Client | None = None
+        self._policy: MessagePolicy | None = None
+        self._closed = False
+        self._failures_key = runtime.keys.scoped("discord", "login_failures")
+        self._max_concurrency = 1
+        registry = runtime.engine.commands
+        self._command_names = {option_name(c.name): c.name for c in registry}
+        self._args_options = args_options(registry)
+        self.ready = asyncio.Event()  # set once every shard is connected (for tests and health checks)
+        self.log = log.bind(bot=runtime.bot.name)
+
+    @property
+    def client(self) -> discord.Client | None:
+        return self._client
+
+    @property
+    def settings(self) -> DiscordSettings:
+        return self._settings
+
+    async def __aenter__(self) -> DiscordAdapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _new_client(self) -> _Client:
+        s = self._settings
+        return _Client(
+            self,
+            intents=build_intents(s),
+            shard_count=s.shard_count,
+            shard_ids=sorted(s.shard_ids) or None,
+            allowed_mentions=discord.AllowedMentions.none(),  # the default for every send, too
+            max_messages=None,  # no message cache: replies carry the message they answer
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            chunk_guilds_at_startup=False,
+            guild_ready_timeout=s.guild_ready_timeout,
+            enable_debug_events=False,
+        )
+
+    async def serve(self) -> None:
+        """Log in and serve until cancelled; retry with back-off; raise ConfigError for what won't heal."""
+        if self._closed:
+            raise RuntimeError("DiscordAdapter is closed")
+        s = self._settings
+        assert s.token is not None
+        endpoints.use_api(s.api_url)
+        failures = await self._failures()
+        while not self._closed:
+            if failures:
+                delay = backoff_delay(failures, s.login_backoff_base, s.login_backoff_max)
+                self.log.warning("discord_backoff", failures=failures, retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+            client = self._client = self._new_client()
+            try:
+                await client.login(s.token.get_secret_value())
+                await client.connect(reconnect=True)
+                if client.is_closed():
+                    return  # closed on purpose (aclose)
+            except discord.LoginFailure:
+                raise ConfigError("DISCORD_TOKEN: Discord rejected the token (401 Unauthorized)") from None
+            except discord.PrivilegedIntentsRequired:
+                raise ConfigError(
+                    "Discord refused the message-content intent: enable 'Message Content Intent' on the "
+                    "Developer Portal's Bot page, or unset DISCORD_MESSAGE_CONTENT and "
+                    "DISCORD_LISTEN_CHANNELS"
+                ) from None
+            except discord.ConnectionClosed as exc:
+                if exc.code in _FATAL_CLOSE_CODES:
+                    raise ConfigError(f"Discord gateway: {_FATAL_CLOSE_CODES[exc.code]}") from None
+                failures = await self._failed(exc)
+            except _RETRYABLE as exc:
+                failures = await self._failed(exc)
+            except asyncio.CancelledError:
+                raise  # aclose() closes the client after the running replies had their grace period
+            except BaseException:
+                await client.close()
+                raise
+            if not self._closed:
+                await client.close()
+                self.ready.clear()
+
+    async def _failures(self) -> int:
+        try:
+            return int(await self._rt.redis.get(self._failures_key) or 0)
+        except (RedisError, ValueError):
+            return 0
+
+    async def _failed(self, exc: BaseException) -> int:
+        self.log.warning("discord_connection_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        try:
+            async with self._rt.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(self._failures_key)
+                pipe.expire(self._failures_key, FAILURES_TTL)
+                count, _ = await pipe.execute()
+            return int(count)
+        except RedisError:
+            return 1
+
+    async def aclose(self) -> None:
+        """Let running replies finish (up to ``shutdown_grace`` seconds), then disconnect. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._tasks.aclose(grace=self._settings.shutdown_grace)
+        if self._client is not None:
+            await self._client.close()
+        self.ready.clear()
+        endpoints.restore()
+
+    # ------------------------------------------------------------------ discord.py hooks
+
+    async def _after_login(self, client: _Client) -> None:
+        if self._settings.api_overridden:
+            url = await endpoints.use_gateway_of(client)
+            self.log.info("discord_gateway", url=url)
+        await self._check_session_budget(client)
+        if self._settings.sync_commands:
+            await self.sync_commands(client)
+
+    async def _check_session_budget(self, client: _Client) -> None:
+        """Read Discord's IDENTIFY budget; wait for its reset rather than spend the last starts."""
+        recommended, _url, limits = await client.http.get_bot_gateway()
+        self._max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
+        remaining, reset_ms = int(limits["remaining"]), int(limits["reset_after"])
+        needed = len(self._settings.shard_ids) or self._settings.shard_count or recommended
+        if remaining < 100:
+            self.log.warning("discord_identify_budget_low", remaining=remaining, reset_in_s=reset_ms // 1000)
+        if remaining < needed:
+            self.log.error(
+                "discord_identify_budget_exhausted", remaining=remaining, reset_in_s=reset_ms // 1000
+            )
+            await asyncio.sleep(reset_ms / 1000)
+
+    async def _identify_slot(self, shard_id: int | None, *, initial: bool) -> None:
+        """Wait for this shard's IDENTIFY slot: Discord allows one per rate-limit bucket (shard_id %
+        max_concurrency) per 5 s. The slot is a Redis key, so every process of this bot (replicas, shards
+        split across processes) shares the limit."""
+        bucket = (shard_id or 0) % self._max_concurrency
+        key = self._rt.keys.scoped("discord", "identify", str(bucket))
+        try:
+            window_ms = int(self._settings.identify_window * 1000)
+            while not await self._rt.redis.set(key, str(shard_id or 0), nx=True, px=window_ms):
+                wait_ms = await self._rt.redis.pttl(key)
+                await asyncio.sleep(max(50, wait_ms) / 1000)
+        except RedisError as exc:
+            self.log.warning("discord_identify_gate_unavailable", error=str(exc))
+            if not initial:
+                await asyncio.sleep(self._settings.identify_window)  # discord.py's own default
+
+    async def _on_ready(self, client: _Client) -> None:
+        user = client.user
+        assert user is not None
+        self._policy = MessagePolicy(
+            bot_id=str(user.id),
+            ignore_bots=self._settings.ignore_bots,
+            allowed_bots=frozenset(map(str, self._settings.allowed_bots)),
+            follow_threads=frozenset(map(str, self._settings.follow_threads)),
+            listen_channels=frozenset(map(str, self._settings.listen_channels)),
+        )
+        try:
+            await self._rt.redis.delete(self._failures_key)
+        except RedisError as exc:
+            self.log.warning("discord_failures_reset_failed", error=str(exc))
+        self.log.info(
+            "discord_ready",
+            user=str(user),
+            guilds=len(client.guilds),
+            shards=client.shard_count,
+            message_content=client.intents.message_content,
+        )
+        self.ready.set()
+
+    def _on_message(self, message: discord.Message) -> None:
+        client, policy = self._client, self._policy
+        if client is None or client.user is None:
+            return
+        if policy is None:  # a message before on_ready (guilds still streaming in)
+            policy = MessagePolicy(bot_id=str(client.user.id), ignore_bots=self._settings.ignore_bots)
+        view = message_view(message, client.user.id)
+        turn = turn_from_message(view, policy)
+        if turn is None:
+            return
+        self._spawn(self._message_turn(message, turn), turn, "message")
+
+    def _on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        if interaction.type is not discord.InteractionType.application_command:
+            return
+        received = self._clock()
+        view = interaction_view(interaction)
+        name = self._command_names.get(view.command, view.command)
+        turn = turn_from_interaction(
+            dataclasses.replace(view, command=name), args_option=self._args_options.get(view.command)
+        )
+        self._spawn(self._interaction_turn(interaction, turn, received), turn, "interaction")
+
+    def _spawn(self, coro: Any, turn: Turn, kind: str) -> None:
+        try:
+            self._tasks.spawn(coro, name=f"discord:{kind}:{turn.event_id}")
+        except RuntimeError:  # closing: no new turns
+            coro.close()
+
+    # ------------------------------------------------------------------ turns
+
+    def _context(self, turn: Turn) -> dict[str, str]:
+        return {
+            "conversation": turn.place.conversation_id,
+            "turn_id": turn.turn_id,
+            "event_id": turn.event_id,
+        }
+
+    async def _message_turn(self, message: discord.Message, turn: Turn) -> None:
+        tlog = self.log.bind(**self._context(turn))
+        try:
+            async with self._slots:
+                channel: discord.abc.Messageable = message.channel
+                reply_to: discord.Message | None = message
+                if self._opens_thread(message, turn):
+                    thread = await self._open_thread(message, turn, tlog)
+                    if thread is not None:
+                        channel, reply_to = thread, None
+                        place = turn.place
+                        thread_place = Place(place.platform, place.workspace, place.channel, str(thread.id))
+                        turn = dataclasses.replace(turn, place=thread_place)
+                        tlog = self.log.bind(**self._context(turn))
+                stop_typing = asyncio.Event()
+                sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
+                renderer = StreamRenderer(
+                    sink, min_interval=self._settings.edit_interval, log_context=self._context(turn)
+                )
+                async with asyncio.TaskGroup() as tg:
+                    if self._settings.typing and turn.addressed:
+                        tg.create_task(keep_typing(channel, stop_typing))
+                    try:
+                        async with _closing(self._rt.engine.reply(turn)) as events:
+                            outcome = await renderer.run(events)
+                    finally:
+                        stop_typing.set()
+                self._log_outcome(tlog, outcome.failures, outcome.posts, outcome.edits)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: one turn's failure never stops the bot
+            tlog.exception("discord_turn_failed", error=type(exc).__name__)
+
+    def _opens_thread(self, message: discord.Message, turn: Turn) -> bool:
+        return (
+            self._settings.open_threads
+            and turn.addressed
+            and turn.command is None
+            and isinstance(message.channel, discord.TextChannel)
+            and not turn.text.startswith("/")
+        )
+
+    async def _open_thread(self, message: discord.Message, turn: Turn, tlog: Any) -> discord.Thread | None:
+        try:
+            return await message.create_thread(name=thread_name(turn.text), auto_archive_duration=1440)
+        except discord.HTTPException as exc:
+            tlog.warning("discord_thread_failed", status=exc.status, code=exc.code, detail=exc.text[:200])
+            return None
+
+    async def _interaction_turn(
+        self, interaction: discord.Interaction[discord.Client], turn: Turn, received: float
+    ) -> None:
+        tlog = self.log.bind(**self._context(turn), command=turn.command.name if turn.command else "")
+        command = self._rt.engine.commands.get(turn.command.name) if turn.command else None
+        ephemeral = bool(command and command.ephemeral)
+        try:
+            # Within 3 s of the event, before waiting for a free slot: Discord shows "thinking...".
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        except discord.HTTPException as exc:
+            tlog.warning("discord_defer_failed", status=exc.status, code=exc.code, detail=exc.text[:200])
+            return
+        try:
+            async with self._slots:
+                deadline = received + self._settings.interaction_token_ttl - self._settings.interaction_margin
+                sink = InteractionSink(
+                    interaction,
+                    deadline=deadline,
+                    ephemeral=ephemeral,
+                    clock=self._clock,
+                    log_context=self._context(turn),
+                )
+                renderer = StreamRenderer(
+                    sink, min_interval=self._settings.edit_interval, log_context=self._context(turn)
+                )
+                async with (
+                    _closing(self._rt.engine.reply(turn)) as events,
+                    _closing(_watch_ephemeral(events, sink)) as watched,
+                ):
+                    outcome = await renderer.run(watched)
+                if outcome.result is not None and not outcome.result.text and not outcome.handles:
+                    # Nothing to say (e.g. a duplicate delivery): don't leave "thinking..." forever.
+                    await _quietly(interaction.delete_original_response(), tlog)
+                self._log_outcome(tlog, outcome.failures, outcome.posts, outcome.edits)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            tlog.exception("discord_turn_failed", error=type(exc).__name__)
+
+    def _log_outcome(self, tlog: Any, failures: int, posts: int, edits: int) -> None:
+        if failures:
+            tlog.warning("discord_reply_incomplete", failures=failures, posts=posts, edits=edits)
+        else:
+            tlog.debug("discord_reply_delivered", posts=posts, edits=edits)
+
+    # ------------------------------------------------------------------ commands
+
+    async def sync_commands(self, client: discord.Client) -> bool:
+        """Register the slash commands if their definitions changed; True when Discord was called."""
+        app_id = client.application_id
+        assert app_id is not None
+        engine = self._rt.engine
+        definitions = command_definitions(engine.commands, admin_names=engine.bot.config.admin_commands)
+        guild = self._settings.dev_guild_id
+        scope = f"guild:{guild}" if guild else "global"
+        digest = definitions_hash(definitions, scope)
+        key = self._rt.keys.scoped("discord", "commands", str(app_id), scope)
+        if await self._rt.redis.get(key) == digest:
+            self.log.info("discord_commands_unchanged", scope=scope, count=len(definitions))
+            return False
+        try:
+            if guild:
+                await client.http.bulk_upsert_guild_commands(app_id, guild, definitions)
+            else:
+                await client.http.bulk_upsert_global_commands(app_id, definitions)
+        except discord.Forbidden:
+            raise ConfigError(
+                f"DISCORD_DEV_GUILD_ID: cannot register commands in guild {guild}: is the bot in it, invited "
+                "with the applications.commands scope?"
+                if guild
+                else "Discord refused to register slash commands (403)"
+            ) from None
+        except discord.HTTPException as exc:
+            self.log.error(
+                "discord_commands_sync_failed", scope=scope, status=exc.status, detail=exc.text[:200]
+            )
+            return True
+        await self._rt.redis.set(key, digest, ex=COMMAND_HASH_TTL)
+        self.log.info("discord_commands_synced", scope=scope, count=len(definitions))
+        return True
+
+
+async def _watch_ephemeral(
+    events: AsyncIterator[ReplyEvent], sink: InteractionSink
+) -> AsyncIterator[ReplyEvent]:
+    """Tell the sink when the engine decides, before anything was shown, that the answer is private."""
+    async for event in events:
+        if isinstance(event, ReplyDone) and event.result.ephemeral:
+            sink.prefer_ephemeral()
+        yield event
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """``contextlib.aclosing`` for any async iterator: finalise the engine's generator even on cancel."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _quietly(coro: Any, tlog: Any) -> None:
+    try:
+        await coro
+    except discord.HTTPException as exc:
+        tlog.debug("discord_cleanup_failed", status=exc.status)

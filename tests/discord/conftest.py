@@ -1,0 +1,96 @@
+"""Fixtures for the Discord tests: the fake Discord, and a running arcade bot wired to it.
+
+``bot_factory(**settings)`` starts the real adapter (real discord.py, real Redis, fake OpenAI) against the
+fake Discord and waits until discord.py is ready. On the way out every test also checks the one promise
+that must never break: each request that carried message content also carried ``allowed_mentions`` that
+ping no one, and the fake saw nobody pinged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.settings import DiscordSettings
+from core.runtime import Runtime
+from tests.conftest import RuntimeFactory
+from tests.fakes.discord import FakeDiscord
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        yield fake
+
+
+def discord_settings(fake: FakeDiscord, **overrides: Any) -> DiscordSettings:
+    values: dict[str, Any] = {
+        "token": fake.token,
+        "api_url": fake.api_url,
+        "guild_ready_timeout": 0.05,
+        "login_backoff_base": 0.05,
+        "shutdown_grace": 2.0,
+        "identify_window": 0.5,
+    }
+    values.update(overrides)
+    return DiscordSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class RunningBot:
+    adapter: DiscordAdapter
+    runtime: Runtime
+    fake: FakeDiscord
+    serving: asyncio.Task[None]
+
+
+BotFactory = Callable[..., AbstractAsyncContextManager[RunningBot]]
+
+
+def assert_mention_safe(fake: FakeDiscord) -> None:
+    for call in fake.calls:
+        body = call.json
+        if call.method == "POST" and call.path.endswith("/callback") and isinstance(body, dict):
+            body = body.get("data") or {}
+        if isinstance(body, dict) and "content" in body:
+            mentions = body.get("allowed_mentions")
+            assert mentions is not None, f"{call.route} sent content without allowed_mentions"
+            assert mentions.get("parse") == [], f"{call.route} allows {mentions}"
+            assert not mentions.get("users") and not mentions.get("roles"), f"{call.route}: {mentions}"
+            assert not mentions.get("replied_user"), f"{call.route} pings the replied-to user"
+    assert fake.pings == [], f"somebody was pinged: {fake.pings}"
+
+
+@pytest.fixture
+def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> BotFactory:
+    @asynccontextmanager
+    async def start(
+        *, fake: FakeDiscord | None = None, wait_ready: bool = True, **overrides: Any
+    ) -> AsyncIterator[RunningBot]:
+        target = fake or fake_discord
+        async with runtime_factory("arcade") as rt:
+            adapter = DiscordAdapter(rt, discord_settings(target, **overrides))
+            serving = asyncio.create_task(adapter.serve(), name="test:discord-serve")
+            try:
+                if wait_ready:
+                    ready = asyncio.create_task(adapter.ready.wait())
+                    done, _ = await asyncio.wait({ready, serving}, timeout=15, return_when="FIRST_COMPLETED")
+                    if ready not in done:
+                        ready.cancel()
+                        if serving in done:
+                            serving.result()  # raise what stopped the adapter
+                        raise TimeoutError("the Discord adapter did not become ready")
+                yield RunningBot(adapter, rt, target, serving)
+            finally:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+                await adapter.aclose()
+        assert_mention_safe(target)
+
+    return start
