@@ -60,6 +60,14 @@ TurnGuard = Callable[[Turn], AbstractAsyncContextManager[object]]
 """Wraps a whole turn (e.g. a per-conversation lock so replicas answer one conversation in order)."""
 
 
+def _note_flag(ctx: TurnContext, verdict: Verdict) -> None:
+    """A flagged verdict puts ``meta["flag"] = category`` in the turn's result: adapters post it to the
+    moderators' channel."""
+    flag = verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
+    if flag:
+        ctx.meta["flag"] = flag
+
+
 class Redactor:
     """Rewrites personal data out of text before it is stored (and, per profile, sent to the LLM).
 
@@ -308,10 +316,13 @@ class Engine:
             return
 
         verdict = await self.moderator.check_input(turn, turn.text)
+        _note_flag(ctx, verdict)
         if verdict.action is Action.REFUSE:
             tlog.info("input_refused", category=verdict.category)
             yield ReplyDone(
-                ctx.result(ctx.persona.refusal, ReplyKind.REFUSAL, meta={"category": verdict.category})
+                ctx.result(
+                    ctx.persona.refusal, ReplyKind.REFUSAL, meta={**ctx.meta, "category": verdict.category}
+                )
             )
             return
         user_text = verdict.text
@@ -362,6 +373,7 @@ class Engine:
                             verdict = await self._check_output(turn, "".join(shown), final=False)
                             if verdict.action is Action.REFUSE:
                                 refused = verdict
+                                _note_flag(ctx, verdict)
                                 break
                 break
             except ContextTooLong:
@@ -377,6 +389,7 @@ class Engine:
         text = "".join(shown)
         if refused is None:
             verdict = await self._check_output(turn, text, final=True)
+            _note_flag(ctx, verdict)
             if verdict.action is Action.REFUSE:
                 refused = verdict
             elif verdict.action is Action.REDACT and verdict.text != text:
@@ -389,7 +402,9 @@ class Engine:
             yield ReplyReplace(persona.refusal)
             await self._remember_safely(ctx, [self._user_message(ctx, user_text)])
             yield ReplyDone(
-                ctx.result(persona.refusal, ReplyKind.REFUSAL, meta={"category": refused.category})
+                ctx.result(
+                    persona.refusal, ReplyKind.REFUSAL, meta={**ctx.meta, "category": refused.category}
+                )
             )
             return
         result = ctx.result(text, ReplyKind.ANSWER)
@@ -431,9 +446,14 @@ class Engine:
             return
         if call.args:
             verdict = await self.moderator.check_input(ctx.turn, call.args)
+            _note_flag(ctx, verdict)
             if verdict.action is Action.REFUSE:
                 yield ReplyDone(
-                    ctx.result(ctx.persona.refusal, ReplyKind.REFUSAL, meta={"category": verdict.category})
+                    ctx.result(
+                        ctx.persona.refusal,
+                        ReplyKind.REFUSAL,
+                        meta={**ctx.meta, "category": verdict.category},
+                    )
                 )
                 return
             call = CommandCall(call.name, verdict.text, call.options)
@@ -450,10 +470,15 @@ class Engine:
         text = "".join(shown)
         if command.remember:
             verdict = await self._check_output(ctx.turn, text, final=True)
+            _note_flag(ctx, verdict)
             if verdict.action is Action.REFUSE:
                 yield ReplyReplace(ctx.persona.refusal)
                 yield ReplyDone(
-                    ctx.result(ctx.persona.refusal, ReplyKind.REFUSAL, meta={"category": verdict.category})
+                    ctx.result(
+                        ctx.persona.refusal,
+                        ReplyKind.REFUSAL,
+                        meta={**ctx.meta, "category": verdict.category},
+                    )
                 )
                 return
             await self._remember_safely(ctx, self._exchange(ctx, f"/{call.name} {call.args}".strip(), text))
@@ -466,7 +491,11 @@ class Engine:
     async def _check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
         if self.canary and self.canary in text:
             return Verdict(
-                Action.REFUSE, text, "prompt_leak", "the reply contains the system prompt's canary"
+                Action.REFUSE,
+                text,
+                "prompt_leak",
+                "the reply contains the system prompt's canary",
+                flag="prompt_leak",
             )
         return await self.moderator.check_output(turn, text, final=final)
 

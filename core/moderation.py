@@ -30,6 +30,7 @@ class Verdict:
     text: str
     category: str = ""
     reason: str = ""
+    flag: str = ""  # non-empty: report to the moderators under this category (also for refusals)
 
     @property
     def blocked(self) -> bool:
