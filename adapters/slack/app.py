@@ -167,7 +167,7 @@ class SlackAdapter:
             )
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        await ack(text=self.config.working_text)  # ephemeral: only the caller sees it
+        await ack(text=self.config.working_text, response_type="ephemeral")  # only the caller sees it
         try:
             turn = turn_from_command(
                 cast(SlashCommand, body), self.commands, frozenset(self.config.admins), THREAD_COMMANDS

@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 RATE_LIMIT_RETRIES = 3
@@ -29,11 +30,36 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
+class ParleyWebClient(AsyncWebClient):
+    """``AsyncWebClient`` whose ``oauth.v2.access`` sends the client credentials in the form body.
+
+    slack_sdk sends them with ``aiohttp.BasicAuth``, deprecated in aiohttp 3.14 and gone in 4.0; Slack
+    accepts ``client_id`` / ``client_secret`` as POST parameters just as well.
+    """
+
+    async def oauth_v2_access(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        code: str | None = None,
+        redirect_uri: str | None = None,
+        grant_type: str | None = None,
+        refresh_token: str | None = None,
+        **kwargs: object,
+    ) -> AsyncSlackResponse:
+        data: dict[str, object] = {"client_id": client_id, "client_secret": client_secret, **kwargs}
+        optional = {"code": code, "redirect_uri": redirect_uri, "grant_type": grant_type}
+        optional["refresh_token"] = refresh_token
+        data.update({k: v for k, v in optional.items() if v is not None})
+        return await self.api_call("oauth.v2.access", data=data)
+
+
 def web_client(token: str | None, base_url: str) -> AsyncWebClient:
     """An ``AsyncWebClient`` pointed at ``base_url`` (``SLACK_API_URL``) with Parley's retry handlers."""
     if not base_url.endswith("/"):
         base_url += "/"
-    return AsyncWebClient(token=token, base_url=base_url, timeout=TIMEOUT, retry_handlers=retry_handlers())
+    return ParleyWebClient(token=token, base_url=base_url, timeout=TIMEOUT, retry_handlers=retry_handlers())
 
 
 def webhook_client(url: str) -> AsyncWebhookClient:

@@ -63,7 +63,7 @@ def load_slack_settings(**overrides: Any) -> SlackSettings:
     try:
         return SlackSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid Slack setting: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"invalid Slack setting: {describe_validation_error(exc, env=True)}") from None
 
 
 def choose_mode(s: SlackSettings) -> Mode:

@@ -51,6 +51,13 @@ class Running:
                 await self.adapter.tasks.drain(within)
 
 
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds (for state outside the fake Slack, which notifies on its own)."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
     values: dict[str, Any] = {
         "slack_bot_token": slack.bot_token,

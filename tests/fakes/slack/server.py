@@ -480,6 +480,10 @@ class FakeSlack:
         }
 
     async def _m_oauth_v2_access(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("client_id") != self.client_id:
+            return {"ok": False, "error": "invalid_client_id"}
+        if params.get("client_secret") != self.client_secret:
+            return {"ok": False, "error": "bad_client_secret"}
         ws = self.oauth_codes.pop(str(params.get("code", "")), None)
         if ws is None:
             return {"ok": False, "error": "invalid_code"}

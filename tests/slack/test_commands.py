@@ -1,0 +1,100 @@
+"""Slash commands over HTTP: acked at once with an ephemeral "working on it", answered after."""
+
+from __future__ import annotations
+
+from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import requests as rq
+from tests.slack.conftest import StartSlack, bot_config, eventually
+
+
+async def test_command_acked_fast_while_llm_takes_10s(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack()
+    fake_openai.queue(Hang(10))  # the LLM takes 10 s (interrupted at teardown)
+    sent = await app.sender.command(
+        rq.slash_command("/story", "a lighthouse", response_url=slack.response_url())
+    )
+    assert sent.status == 200
+    assert sent.elapsed < 1.0
+    assert sent.json() == {"text": "Working on it…", "response_type": "ephemeral"}
+    await eventually(lambda: len(fake_openai.chat_requests) == 1)  # the LLM is working, after the ack
+    assert slack.bot_messages() == []
+    await app.adapter.aclose()  # shutdown cancels the 10-second story instead of waiting for it
+    assert len(app.adapter.tasks) == 0
+
+
+async def test_story_streams_into_the_channel(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack()
+    fake_openai.queue(Reply("The keeper found a map. " * 20, chunk_chars=30))
+    await app.sender.command(rq.slash_command("/story", "a lighthouse keeper", channel="C0FUN"))
+    await app.settle()
+
+    (msg,) = slack.bot_messages("C0FUN")
+    assert msg.thread_ts == ""
+    assert msg.text.split() == ("The keeper found a map. " * 20).split()
+    assert msg.blocks == []  # no feedback buttons under command output
+    assert "a lighthouse keeper" in last_user_text(fake_openai.chat_requests[0].body)
+
+
+async def test_help_is_ephemeral_via_response_url(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack()
+    url = slack.response_url("help1")
+    await app.sender.command(rq.slash_command("/help", response_url=url))
+    await app.settle()
+
+    ((rid, body),) = slack.responses
+    assert rid == "help1"
+    assert body["response_type"] == "ephemeral"
+    assert "/story" in body["text"]
+    assert "/resume" in body["text"]  # the support bot's own command is listed
+    assert slack.bot_messages() == []
+    assert fake_openai.chat_requests == []
+
+
+async def test_command_names_are_configurable(start_slack: StartSlack, slack: FakeSlack) -> None:
+    app = await start_slack(config=bot_config(command_prefix="helpdesk-", commands={"/hd-reset": "reset"}))
+    assert "/helpdesk-help" in app.adapter.commands
+    assert app.adapter.commands["/hd-reset"] == "reset"
+    await app.sender.command(rq.slash_command("/helpdesk-help", response_url=slack.response_url()))
+    unknown = await app.sender.command(rq.slash_command("/help", response_url=slack.response_url()))
+    await app.settle()
+    assert len(slack.responses) == 1
+    assert unknown.status == 404  # bolt: no listener for a command this app does not own
+
+
+async def test_reset_by_thread_link_forgets_that_thread(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack()
+    root = "1700000100.000100"
+    await app.sender.event(rq.app_mention("remember me", ts=root))
+    await app.settle()
+    link = f"https://acme.slack.com/archives/C0GENERAL/p{root.replace('.', '')}"
+    await app.sender.command(rq.slash_command("/reset", link, response_url=slack.response_url()))
+    await app.settle()
+    await app.sender.event(rq.app_mention("do you remember?", ts="1700000100.000300", thread_ts=root))
+    await app.settle()
+
+    sent = fake_openai.chat_requests[-1].body["messages"]
+    assert [m["role"] for m in sent if m["role"] != "system"] == ["user"]  # the thread's memory is gone
+    reset_reply = slack.bot_messages("C0GENERAL", root)[1]
+    assert reset_reply.text.startswith("Done: I have forgotten")
+
+
+async def test_channel_the_bot_cannot_post_in_gets_response_url(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack()
+    slack.fail("chat.postMessage", status=200, error="not_in_channel", times=10)
+    fake_openai.queue(Reply("A tiny tale.", chunk_chars=4))
+    await app.sender.command(rq.slash_command("/story", "tiny", response_url=slack.response_url("s1")))
+    await app.settle()
+
+    ((rid, body),) = slack.responses
+    assert (rid, body["response_type"], body["text"]) == ("s1", "in_channel", "A tiny tale.")

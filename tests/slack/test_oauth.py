@@ -1,0 +1,150 @@
+"""Multi-workspace: the OAuth install flow with Redis-backed stores, and uninstall / token revocation."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import redis.asyncio as aioredis
+from slack_sdk.oauth.installation_store.models.installation import Installation
+
+from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
+from adapters.slack.settings import Mode
+from core.keys import KeySpace
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import requests as rq
+from tests.slack.conftest import StartSlack
+
+KEYS = KeySpace("support")
+
+
+def _installation(team: str = "T0NEW", user: str = "U0INST", token: str = "xoxb-new") -> Installation:
+    return Installation(
+        app_id="A0001",
+        team_id=team,
+        team_name="New Co",
+        bot_token=token,
+        bot_id="B0NEW",
+        bot_user_id="U0NEWBOT",
+        bot_scopes="chat:write,commands",
+        user_id=user,
+        installed_at=1_700_000_000.0,
+    )
+
+
+async def test_installation_store_round_trip(redis_client: aioredis.Redis) -> None:
+    store = RedisInstallationStore(redis_client, KEYS, client_id="111.222")
+    await store.async_save(_installation())
+
+    bot = await store.async_find_bot(enterprise_id=None, team_id="T0NEW")
+    assert bot is not None
+    assert (bot.bot_token, bot.bot_user_id, bot.bot_scopes) == (
+        "xoxb-new",
+        "U0NEWBOT",
+        ["chat:write", "commands"],
+    )
+    found = await store.async_find_installation(enterprise_id=None, team_id="T0NEW")
+    assert found is not None
+    assert found.user_id == "U0INST"
+    assert found.bot_token == "xoxb-new"
+    by_user = await store.async_find_installation(enterprise_id=None, team_id="T0NEW", user_id="U0INST")
+    assert by_user is not None
+    assert await store.async_find_bot(enterprise_id=None, team_id="T0OTHER") is None
+    # Keys are namespaced per bot and per app (client id).
+    assert await redis_client.keys("parley:support:slack:install:111.222:*")
+
+
+async def test_revoked_bot_token_is_not_handed_out(redis_client: aioredis.Redis) -> None:
+    store = RedisInstallationStore(redis_client, KEYS)
+    await store.async_save(_installation())
+    await store.async_delete_bot(enterprise_id=None, team_id="T0NEW")
+    assert await store.async_find_bot(enterprise_id=None, team_id="T0NEW") is None
+    found = await store.async_find_installation(enterprise_id=None, team_id="T0NEW")
+    assert found is not None
+    assert found.bot_token is None
+
+    await store.async_delete_all(enterprise_id=None, team_id="T0NEW")
+    assert await store.async_find_installation(enterprise_id=None, team_id="T0NEW") is None
+
+
+async def test_state_is_consumed_once(redis_client: aioredis.Redis) -> None:
+    states = RedisOAuthStateStore(redis_client, KEYS, expiration_seconds=60)
+    state = await states.async_issue()
+    assert await redis_client.ttl(f"parley:support:slack:oauth_state:{state}") > 0
+    assert await states.async_consume(state) is True
+    assert await states.async_consume(state) is False
+    assert await states.async_consume("never-issued") is False
+
+
+async def test_install_flow_then_answer_in_the_new_workspace(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack(
+        slack_bot_token=None, slack_client_id=slack.client_id, slack_client_secret=slack.client_secret
+    )
+    assert app.adapter.mode is Mode.OAUTH
+    slack.add_oauth_code("code-123", "T0NEW", "xoxb-new-workspace", bot_user_id="U0NEWBOT")
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{app.url}/slack/install") as resp:
+            assert resp.status == 200
+            page = await resp.text()
+            cookie = resp.headers["Set-Cookie"].split(";")[0]
+        authorize = re.search(r'href="(https://slack.com/oauth/v2/authorize[^"]+)"', page)
+        assert authorize is not None
+        query = parse_qs(urlsplit(authorize.group(1).replace("&amp;", "&")).query)
+        assert "app_mentions:read" in query["scope"][0]
+        state = query["state"][0]
+
+        # A forged state is refused, and the real one still works after that.
+        async with http.get(
+            f"{app.url}/slack/oauth_redirect", params={"code": "code-123", "state": "forged"}
+        ) as resp:
+            assert resp.status == 400
+        async with http.get(
+            f"{app.url}/slack/oauth_redirect",
+            params={"code": "code-123", "state": state},
+            headers={"Cookie": cookie},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+
+    store = app.adapter.installations
+    assert store is not None
+    bot = await store.async_find_bot(enterprise_id=None, team_id="T0NEW")
+    assert bot is not None
+    assert bot.bot_token == "xoxb-new-workspace"
+
+    # An event from the new workspace is answered with that workspace's token.
+    await app.sender.event(
+        rq.app_mention("hi from new", team="T0NEW", bot_user="U0NEWBOT", ts="1700000300.000100")
+    )
+    await app.settle()
+    (msg,) = slack.bot_messages("C0GENERAL")
+    assert msg.shown == "You said: hi from new"
+    assert {c.token for c in slack.calls_to("chat.startStream", "chat.stopStream")} == {"xoxb-new-workspace"}
+
+    # Uninstalling removes the workspace; its events are no longer served.
+    uninstall = rq.event_callback({"type": "app_uninstalled", "event_ts": rq.new_ts()}, team="T0NEW")
+    assert (await app.sender.event(uninstall)).status == 200
+    await app.settle()
+    assert await store.async_find_installation(enterprise_id=None, team_id="T0NEW") is None
+    await app.sender.event(rq.app_mention("anyone?", team="T0NEW", bot_user="U0NEWBOT"))
+    await app.settle()
+    assert len(fake_openai.chat_requests) == 1
+
+
+async def test_tokens_revoked_event_drops_the_bot_token(start_slack: StartSlack, slack: FakeSlack) -> None:
+    app = await start_slack(
+        slack_bot_token=None, slack_client_id=slack.client_id, slack_client_secret=slack.client_secret
+    )
+    store = app.adapter.installations
+    assert store is not None
+    await store.async_save(_installation(team="T0001", token=slack.bot_token))
+    revoked = rq.event_callback(
+        {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["U0NEWBOT"]}, "event_ts": rq.new_ts()}
+    )
+    assert (await app.sender.event(revoked)).status == 200
+    await app.settle()
+    assert await store.async_find_bot(enterprise_id=None, team_id="T0001") is None
