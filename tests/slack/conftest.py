@@ -54,7 +54,7 @@ class Running:
 async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Poll ``predicate`` until it holds (for state outside the fake Slack, which notifies on its own)."""
     async with asyncio.timeout(within):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polling state that has no event to wait on
             await asyncio.sleep(0.01)
 
 

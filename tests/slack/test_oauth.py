@@ -20,7 +20,10 @@ from tests.slack.conftest import StartSlack
 KEYS = KeySpace("support")
 
 
-def _installation(team: str = "T0NEW", user: str = "U0INST", token: str = "xoxb-new") -> Installation:
+NEW_TOKEN = "xoxb-new"
+
+
+def _installation(team: str = "T0NEW", user: str = "U0INST", token: str = NEW_TOKEN) -> Installation:
     return Installation(
         app_id="A0001",
         team_id=team,
