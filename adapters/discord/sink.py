@@ -27,6 +27,7 @@ MESSAGE_LIMIT = 2000
 NO_MENTIONS = discord.AllowedMentions.none()
 _TOKEN_GONE = {10015, 50027}  # Unknown Webhook, Invalid Webhook Token
 TYPING_EVERY = 8.0  # Discord shows "typing" for 10 s per trigger
+MOVED = "*(continued below)*"  # what a response says once the rest of the reply had to move to the channel
 
 log = structlog.get_logger("parley.discord")
 
@@ -100,6 +101,7 @@ class InteractionSink:
         self._clock = clock
         self._posted = 0
         self._expired = False
+        self._gone = False  # Discord refused the token: no more webhook calls at all
         self._go_private = False
         self._log = log.bind(**(log_context or {}))
 
@@ -153,27 +155,36 @@ class InteractionSink:
             except discord.HTTPException as exc:
                 if exc.code not in _TOKEN_GONE:
                     raise
-                self._expired = True
+                self._expired = self._gone = True
                 self._log.warning("interaction_token_gone", code=exc.code)
         return Slot("channel", await self._to_channel(text))
+
+    async def _edit_webhook_message(self, handle: Slot, text: str) -> None:
+        if handle.kind == "original":
+            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        else:
+            assert handle.message is not None
+            await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
 
     async def edit(self, handle: Slot, text: str) -> None:
         if handle.kind != "channel" and not self.expired:
             try:
-                if handle.kind == "original":
-                    await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-                else:
-                    assert handle.message is not None
-                    await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+                await self._edit_webhook_message(handle, text)
                 return
             except discord.HTTPException as exc:
                 if exc.code not in _TOKEN_GONE:
                     raise
-                self._expired = True
+                self._expired = self._gone = True
                 self._log.warning("interaction_token_gone", code=exc.code)
         if handle.kind != "channel":
-            # The token is gone: what this message should say continues as a new channel message.
+            # The token is (nearly) gone: what this message should say continues as a new channel message.
+            old = Slot(handle.kind, handle.message)
             handle.kind, handle.message = "channel", await self._to_channel(text)
+            if not self._gone:  # still within the margin: point from the old message to the new one
+                try:
+                    await self._edit_webhook_message(old, MOVED)
+                except discord.HTTPException as exc:
+                    self._log.debug("interaction_pointer_failed", status=exc.status, code=exc.code)
             return
         assert handle.message is not None
         await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
