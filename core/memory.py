@@ -4,7 +4,8 @@ Per turn the engine makes one pipelined read (:meth:`RedisMemory.load`) and one 
 (:meth:`RedisMemory.record`), whatever the conversation's length: the read takes only the list's tail, and
 each stored message carries its token count so the window is cut without re-counting.
 
-Messages are stored as ``"<seq>|<json>"``; ``seq`` comes from the meta hash inside one Lua script, so
+Messages are stored as ``"<seq>|role␟tokens␟ts␟author id␟author name␟turn id␟text"`` (␟ = U+001F);
+``seq`` comes from the meta hash inside one Lua script, so
 sequence numbers are dense and ordered even with several replicas writing.
 
 A turn that runs under a conversation lock sets :data:`current_fence`: its final write then checks, in the
@@ -15,7 +16,6 @@ its lease cannot write behind another's back.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -107,19 +107,10 @@ class NewMessage:
     ts: float = field(default_factory=time.time)
 
     def encode(self) -> str:
-        return json.dumps(
-            {
-                "r": self.role,
-                "x": self.text,
-                "a": self.author_id,
-                "n": self.author_name,
-                "t": round(self.ts, 3),
-                "k": self.tokens,
-                "u": self.turn_id,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        # Unit-separated fields, text last: splitting is several times cheaper than JSON on the hot read
+        # path, and the text may hold anything (it is the tail of a bounded split).
+        head = (self.role, str(self.tokens), f"{self.ts:.3f}", self.author_id, self.author_name, self.turn_id)
+        return _SEP.join(h.replace(_SEP, " ") for h in head) + _SEP + self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,19 +142,13 @@ class ConversationState:
         return bool(self.meta.get("paused"))
 
 
+_SEP = "\x1f"
+
+
 def decode(raw: str) -> StoredMessage:
     seq, _, body = raw.partition("|")
-    data = json.loads(body)
-    return StoredMessage(
-        seq=int(seq),
-        role=data["r"],
-        text=data["x"],
-        author_id=data.get("a", ""),
-        author_name=data.get("n", ""),
-        ts=data.get("t", 0.0),
-        tokens=data.get("k", 0),
-        turn_id=data.get("u", ""),
-    )
+    role, tokens, ts, author_id, author_name, turn_id, text = body.split(_SEP, 6)
+    return StoredMessage(int(seq), role, text, author_id, author_name, float(ts), int(tokens), turn_id)
 
 
 class MemoryStore(Protocol):
