@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -39,10 +39,35 @@ class Settings(BaseSettings):
     parley_llm_max_retries: int = Field(default=2, ge=0, le=10)
     parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
 
+    # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.
+    parley_ops_port: int | None = Field(default=None, ge=0, le=65535)  # unset: /healthz etc. on PORT
+    parley_ops_host: str = "0.0.0.0"  # noqa: S104 - interface of the HTTP server(s) in `parley run`
+    parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
+    parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
+    parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
+    parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
+    parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
+    parley_workers: int = Field(default=16, ge=1)  # turns one process works on at once
+    parley_worker_name: str | None = None  # consumer name prefix (e.g. the pod name); default host-pid
+    parley_lock_lease: float = Field(default=30.0, gt=0)  # conversation lock lease, renewed every third
+    parley_lock_wait: float = Field(default=60.0, ge=0)  # how long a direct turn waits for the lock
+    parley_shutdown_grace: float = Field(default=25.0, ge=0)  # SIGTERM: time for running turns to finish
+    parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
+    parley_llm_breaker_reset: float = Field(default=30.0, gt=0)  # seconds open before a trial call
+
     @field_validator("openai_api_key", "openai_base_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _queue_timing(self) -> Settings:
+        if self.parley_queue_claim_idle <= self.parley_lock_lease / 3:
+            raise ValueError(
+                "PARLEY_QUEUE_CLAIM_IDLE must exceed a third of PARLEY_LOCK_LEASE (workers refresh their "
+                "turns that often; a shorter idle time would let another worker take a live turn)"
+            )
+        return self
 
     @property
     def llm_configured(self) -> bool:
