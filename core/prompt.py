@@ -84,7 +84,12 @@ def build_prompt(
     body = [ChatMessage(m.role, _speaker_label(m, multi)) for m in window]
     new = f"{user_name}: {user_text}" if multi and user_name else user_text
     messages = (*head, *body, ChatMessage("user", new))
-    tokens = counter.count_messages(m.content for m in messages)
+    # Stored messages carry their counts; only the (cached) static parts and the new message are counted.
+    head_tokens = counter.count_messages_cached(
+        m.content for m in head if not m.content.startswith(SUMMARY_INTRO)
+    )
+    window_tokens = sum(m.tokens + PER_MESSAGE_OVERHEAD for m in window)
+    tokens = head_tokens + summary_tokens + window_tokens + user_tokens
     return Prompt(messages=messages, window=window, tokens=tokens)
 
 

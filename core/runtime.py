@@ -44,10 +44,19 @@ class Runtime:
     keys: KeySpace
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    # A blocking pool: under a burst, turns wait (up to 5 s) for a connection instead of failing with
+    # MaxConnectionsError, and the bot never opens more than ``max_connections`` sockets per process.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=5,
+        decode_responses=True,
+        socket_connect_timeout=3,
+        socket_timeout=5,
+        health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:

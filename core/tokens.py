@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
@@ -54,9 +55,15 @@ class TokenCounter:
         encoder = _encoder_for(model) if allow_tiktoken else None
         self.exact = encoder is not None
         self._count = encoder or estimate_tokens
+        # System prompts and reference text repeat on every turn: count each distinct one once.
+        self._cached = lru_cache(maxsize=128)(self._count)
 
     def count(self, text: str) -> int:
         return self._count(text)
 
     def count_messages(self, contents: Iterable[str]) -> int:
         return sum(self._count(c) + PER_MESSAGE_OVERHEAD for c in contents)
+
+    def count_messages_cached(self, contents: Iterable[str]) -> int:
+        """As :meth:`count_messages`, for texts that recur turn after turn."""
+        return sum(self._cached(c) + PER_MESSAGE_OVERHEAD for c in contents)

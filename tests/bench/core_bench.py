@@ -1,0 +1,154 @@
+"""Core benchmark: engine overhead per turn with a zero-latency in-process LLM and a real redis-server.
+
+Prints a table and writes ``bench-results.json``. Figures, not assertions: compare them with the targets
+(p50 core overhead < 1 ms, <= 3 Redis round trips per turn, per-turn cost flat within 20% from 10 to
+10,000 stored messages).
+
+    make bench            # or: python -m tests.bench.core_bench --turns 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from bots.loader import load_bot
+from core.llm import LLMDelta, LLMEnd, LLMEvent, LLMRequest
+from core.memory import NewMessage
+from core.redis_server import RedisServer
+from core.runtime import Runtime, open_runtime
+from core.settings import Settings
+from core.types import Author, Place, Turn, Usage
+from tests.core.helpers import CountingConnection
+
+REPLY = ("Sure", ", here", " is a", " short", " reply.")
+
+
+class ZeroLLM:
+    """An LLM that answers at once, so the figures are the core's own cost."""
+
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
+        for piece in REPLY:
+            yield LLMDelta(piece)
+        yield LLMEnd("stop", Usage(50, 5))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def turn(conv: str, text: str = "hello, how are you today?") -> Turn:
+    return Turn(author=Author("u-" + conv, "Bench"), place=Place("bench", "w", "c", conv), text=text)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed_turns(rt: Runtime, conv: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await rt.engine.collect(turn(conv))
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def throughput(rt: Runtime, conversations: int, turns_each: int) -> float:
+    async def one(i: int) -> None:
+        for _ in range(turns_each):
+            await rt.engine.collect(turn(f"tp{conversations}-{i}"))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(conversations)))
+    return conversations * turns_each / (time.perf_counter() - t0)
+
+
+async def run(turns: int) -> dict[str, Any]:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+        server = RedisServer(Path(tmp), tcp=True, appendonly=False).start()
+        pool = aioredis.BlockingConnectionPool.from_url(
+            server.url, decode_responses=True, connection_class=CountingConnection, max_connections=64
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        spec = load_bot("arcade")
+        memory = spec.config.memory.model_copy(update={"max_messages": 20_000, "fold_after": 10**9})
+        spec = replace(spec, config=spec.config.model_copy(update={"memory": memory}))
+        settings = Settings(_env_file=None, openai_model="bench", parley_data_dir=Path(tmp))  # type: ignore[call-arg]
+        results: dict[str, Any] = {}
+        try:
+            async with open_runtime(spec, settings, llm=ZeroLLM(), redis=client) as rt:
+                await timed_turns(rt, "warm", 50)
+                before = CountingConnection.sends
+                latencies = await timed_turns(rt, "seq", turns)
+                results["round_trips_per_turn"] = (CountingConnection.sends - before) / turns
+                results["overhead_ms"] = {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
+                                          "mean": statistics.fmean(latencies)}
+                results["turns_per_second"] = {}
+                for conversations, each in ((1, turns), (100, max(2, turns // 100)), (1000, 2)):
+                    results["turns_per_second"][str(conversations)] = await throughput(rt, conversations, each)
+                flat = {}
+                for stored in (10, 10_000):
+                    conv = f"stored-{stored}"
+                    pad = [NewMessage("user" if i % 2 == 0 else "assistant", f"earlier message {i}", 4)
+                           for i in range(stored)]
+                    for start in range(0, stored, 1000):
+                        await rt.engine.memory.record(turn(conv).place, pad[start : start + 1000])
+                    await timed_turns(rt, conv, 20)
+                    flat[str(stored)] = pct(await timed_turns(rt, conv, max(200, turns // 4)), 0.5)
+                results["p50_ms_by_stored_messages"] = flat
+                results["flatness_ratio"] = flat["10000"] / flat["10"]
+        finally:
+            await client.aclose()
+            await pool.aclose()
+            server.stop()
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    o = results["overhead_ms"]
+    tps = results["turns_per_second"]
+    flat = results["p50_ms_by_stored_messages"]
+    rows = [
+        ("core overhead per turn, p50", f"{o['p50']:.3f} ms", "< 1 ms"),
+        ("core overhead per turn, p99", f"{o['p99']:.3f} ms", ""),
+        ("Redis round trips per turn", f"{results['round_trips_per_turn']:.2f}", "<= 3"),
+        ("turns/s, 1 conversation", f"{tps['1']:.0f}", ""),
+        ("turns/s, 100 concurrent conversations", f"{tps['100']:.0f}", ""),
+        ("turns/s, 1,000 concurrent conversations", f"{tps['1000']:.0f}", ""),
+        ("p50 per turn, 10 messages stored", f"{flat['10']:.3f} ms", ""),
+        ("p50 per turn, 10,000 messages stored", f"{flat['10000']:.3f} ms", ""),
+        ("10,000 / 10 stored, ratio", f"{results['flatness_ratio']:.2f}", "<= 1.20"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'measure':<{width}}  {'value':>12}  target", "-" * (width + 24)]
+    lines += [f"{name:<{width}}  {value:>12}  {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--json", default="bench-results.json")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.turns))
+    print(report(results))
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\n(written to {args.json})")
+
+
+if __name__ == "__main__":
+    main()
