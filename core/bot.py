@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +32,9 @@ class MemoryConfig(BaseModel):
     summary: bool = True  # fold what falls out of the window into a running summary
     fold_after: int = Field(default=8, ge=1)  # out-of-window messages that trigger a summary fold
     remember_others: bool = True  # store unaddressed channel messages as context when they reach us
+    # Redis unreachable: "apologise" answers the persona's memory_error; "answer" replies without memory
+    # (nothing is stored, the reply's meta says memory=unavailable).
+    when_unavailable: Literal["apologise", "answer"] = "apologise"
 
 
 class LimitsConfig(BaseModel):

@@ -273,23 +273,27 @@ class Engine:
                 turn.place, tail=cfg.memory.window_max_messages, dedupe_key=dedupe_key
             )
         except StoreError as exc:
-            tlog.error("memory_unavailable", error=str(exc))
-            yield ReplyDone(
-                ReplyResult(
-                    turn.turn_id,
-                    ReplyKind.ERROR,
-                    default.memory_error,
-                    persona=default.name,
-                    meta={"reason": "memory_unavailable"},
+            tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)
+            if cfg.memory.when_unavailable == "apologise":
+                yield ReplyDone(
+                    ReplyResult(
+                        turn.turn_id,
+                        ReplyKind.ERROR,
+                        default.memory_error,
+                        persona=default.name,
+                        meta={"reason": "memory_unavailable"},
+                    )
                 )
-            )
-            return
+                return
+            state = ConversationState(degraded=True)  # answer without memory
         if state.duplicate:
             tlog.info("duplicate_event", event_id=turn.event_id)
             yield ReplyDone(ReplyResult(turn.turn_id, ReplyKind.IGNORED, "", meta={"reason": "duplicate"}))
             return
 
         ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog)
+        if state.degraded:
+            ctx.meta["memory"] = "unavailable"
         call = turn.command or self.commands.parse(turn.text)
 
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
@@ -540,6 +544,8 @@ class Engine:
     async def _remember_safely(
         self, ctx: TurnContext, messages: list[NewMessage], *, fold_before: int = 0
     ) -> None:
+        if ctx.state.degraded:  # Redis was down when the turn started: answer without memory, store nothing
+            return
         mem = self.bot.config.memory
         unsummarized = fold_before - ctx.state.summary_upto - 1
         want_fold = mem.summary and fold_before > 0 and unsummarized >= mem.fold_after

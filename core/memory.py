@@ -120,6 +120,7 @@ class ConversationState:
     messages: tuple[StoredMessage, ...] = ()  # the tail, oldest first
     meta: Mapping[str, str] = field(default_factory=dict)
     duplicate: bool = False
+    degraded: bool = False  # Redis was unreachable: an empty stand-in, nothing was read
 
     @property
     def summary(self) -> str:
