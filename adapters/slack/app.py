@@ -233,6 +233,8 @@ class SlackAdapter:
         follow = not turn.addressed and bool(turn.place.thread) and self.config.follow_threads
         if follow and ((me.user_id and parent == me.user_id) or await self.state.in_thread(turn.place)):
             turn = replace(turn, addressed=True)
+        if not turn.addressed and not self.config.remember_unjoined_threads:
+            return  # chatter in a thread the bot was never asked into: not ours to read or keep
         assistant = (
             self.config.assistant
             and turn.addressed

@@ -114,6 +114,9 @@ class SlackBotConfig(BaseModel):
     working_text: str = "Working on it…"  # the ephemeral ack of a slash command
 
     follow_threads: bool = True  # answer thread replies without a mention where the bot already answered
+    # Keep other threads' messages as context (the engine stores them unanswered) in case the bot is
+    # mentioned there later. Off by default: the bot reads only what it was asked into (privacy, load).
+    remember_unjoined_threads: bool = False
     answer_bots: bool = False  # take turns from other bots' messages
     admins: list[str] = Field(default_factory=list)  # Slack user ids allowed to run admin commands
 

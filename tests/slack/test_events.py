@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 
 import pytest
 
 from adapters.slack.mrkdwn import WORD_JOINER
+from bots.loader import load_bot
+from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -97,9 +100,24 @@ async def test_thread_follow_up_without_mention(
     ]
     assert slack.bot_messages("C0GENERAL", "1700000011.000100") == []
     assert len(fake_openai.chat_requests) == 2
+    assert not await app.runtime.redis.keys("*1700000011.000100*")  # nor kept: the bot was not asked in
     # The follow-up was answered with the thread's memory.
     roles = [m["role"] for m in fake_openai.chat_requests[1].body["messages"]]
     assert roles[-3:] == ["user", "assistant", "user"]
+
+
+async def test_unjoined_thread_kept_as_context_when_configured(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    app = await start_slack(config=bot_config(remember_unjoined_threads=True))
+    root = "1700000013.000100"
+    await app.sender.event(rq.message("the printer is on fire", ts="1700000013.000200", thread_ts=root))
+    await app.settle()
+    assert slack.bot_messages() == []
+    await app.sender.event(rq.app_mention("what should we do?", ts="1700000013.000300", thread_ts=root))
+    await app.settle()
+    history = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]
+    assert "the printer is on fire" in history
 
 
 async def test_mention_and_its_message_twin_answered_once(
@@ -157,6 +175,13 @@ async def test_tampered_signature_rejected_without_llm(
     await app.settle()
     assert fake_openai.chat_requests == []
     assert slack.bot_messages() == []
+
+
+async def test_url_verification_challenge(start_slack: StartSlack) -> None:
+    app = await start_slack()
+    sent = await app.sender.event({"token": "t", "challenge": "c0ffee", "type": "url_verification"})
+    assert sent.status == 200
+    assert sent.json() == {"challenge": "c0ffee"}
 
 
 async def test_old_timestamp_rejected(
@@ -321,3 +346,30 @@ async def test_assistant_panel(start_slack: StartSlack, slack: FakeSlack) -> Non
     assert status.params["status"] == "is thinking…"
     assert status.params["thread_ts"] == thread
     assert slack.bot_messages("D0PANEL", thread)[-1].shown == "You said: my order?"
+
+
+@pytest.mark.parametrize("streaming", ["auto", "edit"])
+async def test_moderation_takes_back_a_streamed_answer(
+    start_slack: StartSlack,
+    slack: FakeSlack,
+    fake_openai: FakeOpenAI,
+    runtime_factory: RuntimeFactory,
+    streaming: str,
+) -> None:
+    spec = load_bot("support")
+    moderation = spec.config.moderation.model_copy(update={"blocked_patterns": ["secret-launch-code"]})
+    spec = replace(spec, config=spec.config.model_copy(update={"moderation": moderation}))
+    async with runtime_factory(spec=spec) as rt:
+        app = await start_slack(runtime=rt, config=bot_config(streaming=streaming))
+        words = "Here is a long and perfectly harmless preamble. " * 6
+        fake_openai.queue(Reply(words + "The secret-launch-code is 1234.", chunk_chars=20, delay=0.01))
+        await app.sender.event(rq.app_mention("tell me", ts="1700000090.000100"))
+        await app.settle()
+        await app.adapter.aclose()
+
+    (msg,) = slack.bot_messages("C0GENERAL")
+    persona = spec.persona(None)
+    assert msg.text == persona.refusal  # what was shown is replaced, and the stream was stopped first
+    assert "secret-launch-code" not in msg.shown
+    assert not msg.streaming
+    assert msg.blocks == []  # no feedback buttons under a refusal
