@@ -22,6 +22,9 @@ from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.memory import RedisMemory
 from core.moderation import Moderator, RuleModerator
+from core.ops.delivery import Dispatcher
+from core.ops.redisconn import connect as connect_redis
+from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
 from core.settings import Settings
 from core.tasks import TaskOwner
@@ -42,9 +45,13 @@ class Runtime:
     engine: Engine
     tasks: TaskOwner
     keys: KeySpace
+    ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
+    dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A standalone client (tests, tools). ``open_runtime`` uses :func:`core.ops.redisconn.connect`, which
+    also understands Sentinel and Cluster URLs."""
     # A blocking pool: under a burst, turns wait (up to 5 s) for a connection instead of failing with
     # MaxConnectionsError, and the bot never opens more than ``max_connections`` sockets per process.
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -94,15 +101,18 @@ async def open_runtime(
         if redis is not None:
             client = redis
         else:
-            try:
-                client = redis_client(url)
-            except ValueError as exc:
-                raise ConfigError(f"REDIS_URL: {exc}") from None
-            stack.push_async_callback(client.aclose)
+            connection = connect_redis(url)  # standalone, Sentinel or Cluster, from the URL's scheme
+            stack.push_async_callback(connection.aclose)
+            client = connection.client
+            if connection.target.kind != "standalone":
+                where = str(connection.target)
         await ping(client, where)
 
+        keys = KeySpace(spec.name)
+        ops = build_ops(spec, settings, client, keys)
+        stack.push_async_callback(ops.aclose)
         if llm is None:
-            llm = OpenAILLM(settings)
+            llm = ops.wrap_llm(OpenAILLM(settings))  # metered, behind the circuit breaker
         stack.push_async_callback(llm.aclose)
 
         cfg = spec.config
@@ -111,7 +121,6 @@ async def open_runtime(
                 f"{spec.folder / 'bot.toml'}: default_persona: no persona named {cfg.default_persona!r} "
                 f"(have {', '.join(sorted(spec.personas)) or 'none'})"
             )
-        keys = KeySpace(spec.name)
         memory = RedisMemory(
             client, keys, max_messages=cfg.memory.max_messages, ttl_seconds=int(cfg.memory.ttl_days * 86_400)
         )
@@ -139,5 +148,10 @@ async def open_runtime(
             default_model=settings.openai_model,
             commands=registry,
             gates=gates,
+            observers=[ops.metrics.observe_turn],
+            # Queued turns are ordered and locked by the worker; without the queue, each turn takes the lock.
+            guard=None if ops.queue is not None else ops.locks.guard,
         )
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys)
+        dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.metrics)
+        stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher)

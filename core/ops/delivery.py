@@ -1,0 +1,209 @@
+"""The Delivery port, its registry, and the Dispatcher that adapters hand accepted turns to.
+
+An adapter that accepted a platform event builds a :class:`~core.types.Turn` and a small
+:class:`~core.ops.jobs.Route`, and calls ``await runtime.dispatcher.dispatch(turn, route)``. That returns
+at once (no LLM work before a platform's ack):
+
+- queue on (``PARLEY_QUEUE=true``, the default): the turn goes to the durable queue; a worker (in this
+  process or another) answers it and shows the reply through the :class:`Delivery` registered for
+  ``route.platform``. A full queue is answered with the persona's ``busy`` text through the same Delivery.
+- queue off, or Redis unreachable: the turn runs here, in a task this dispatcher owns, and the reply goes to
+  the same Delivery (with Redis down the engine answers the persona's memory_error, or without memory).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import structlog
+
+from core.bot import BotSpec
+from core.engine import Engine
+from core.errors import ConfigError, StoreError
+from core.ops.jobs import Job, Route
+from core.ops.metrics import Metrics
+from core.ops.queue import SubmitStatus, TurnQueue
+from core.tasks import TaskOwner
+from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
+
+log = structlog.get_logger("parley.dispatch")
+
+
+class Delivery(Protocol):
+    """Shows one reply on a platform. ``deliver`` consumes ``events`` to the end (the engine writes memory
+    before its last event); a platform failure is the Delivery's to log, it should not raise."""
+
+    async def deliver(self, job: Job, events: AsyncIterator[ReplyEvent]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Deliveries:
+    """Deliveries by platform name (``route.platform``)."""
+
+    def __init__(self) -> None:
+        self._by_platform: dict[str, Delivery] = {}
+
+    def register(self, platform: str, delivery: Delivery) -> None:
+        self._by_platform[platform] = delivery
+
+    def get(self, platform: str) -> Delivery:
+        try:
+            return self._by_platform[platform]
+        except KeyError:
+            known = ", ".join(sorted(self._by_platform)) or "none"
+            raise ConfigError(
+                f"no Delivery registered for platform {platform!r} (registered: {known})"
+            ) from None
+
+    def __contains__(self, platform: str) -> bool:
+        return platform in self._by_platform
+
+    async def aclose(self) -> None:
+        deliveries, self._by_platform = list(self._by_platform.values()), {}
+        for delivery in deliveries:
+            await delivery.aclose()
+
+
+class _Watched:
+    """Passes the engine's events through and remembers the final result."""
+
+    def __init__(self, events: AsyncIterator[ReplyEvent]) -> None:
+        self._events = events
+        self.result: ReplyResult | None = None
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> ReplyEvent:
+        event = await anext(self._events)
+        if isinstance(event, ReplyDone):
+            self.result = event.result
+        return event
+
+
+async def run_turn(
+    engine: Engine, delivery: Delivery, job: Job, metrics: Metrics | None = None, *, deduplicated: bool = True
+) -> ReplyResult | None:
+    """Answer ``job`` with the engine and show it through ``delivery``; always finish the engine's turn.
+
+    A queued turn was deduplicated at enqueue time (``deduplicated``): the engine sees it without its
+    ``event_id``, so a worker that takes over a dead worker's turn is not refused as a duplicate.
+    """
+    turn = replace(job.turn, event_id="") if deduplicated else job.turn
+    events = engine.reply(turn)
+    watched = _Watched(events)
+    if metrics is not None:
+        metrics.in_flight.labels(metrics.bot).inc()
+    try:
+        try:
+            await delivery.deliver(job, watched)
+        except Exception as exc:  # task boundary: a platform failure must not lose the turn's memory
+            log.error(
+                "delivery_failed",
+                platform=job.route.platform,
+                turn_id=turn.turn_id,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+            if metrics is not None:
+                metrics.delivery_failures.labels(metrics.bot, job.route.platform).inc()
+        async for _ in watched:  # whatever the delivery left: the engine records the turn at its end
+            pass
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        if metrics is not None:
+            metrics.in_flight.labels(metrics.bot).dec()
+    return watched.result
+
+
+async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:
+    """A reply stream of one finished text (busy notices and the like)."""
+    if result.text:
+        yield ReplyDelta(result.text)
+    yield ReplyDone(result)
+
+
+class Outcome(enum.StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    DIRECT = "direct"  # answered in this process (queue off)
+    FALLBACK = "fallback"  # answered in this process because the queue was unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    outcome: Outcome
+    reason: str = ""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        bot: BotSpec,
+        deliveries: Deliveries,
+        queue: TurnQueue | None,
+        metrics: Metrics,
+    ) -> None:
+        self.engine = engine
+        self.bot = bot
+        self.deliveries = deliveries
+        self.queue = queue
+        self.metrics = metrics
+        self.tasks = TaskOwner(f"dispatch:{bot.name}")
+
+    async def dispatch(self, turn: Turn, route: Route | None = None) -> Dispatched:
+        """Hand over an accepted turn; returns at once. :class:`ConfigError` if no Delivery can show it."""
+        route = route or Route(turn.place.platform)
+        delivery = self.deliveries.get(route.platform)
+        job = Job(turn, route)
+        if self.queue is None:
+            self._spawn(self._direct(delivery, job), turn)
+            self.metrics.event("direct")
+            return Dispatched(Outcome.DIRECT)
+        try:
+            submitted = await self.queue.submit(job)
+        except StoreError as exc:
+            log.warning("queue_unavailable_answering_here", error=str(exc), turn_id=turn.turn_id)
+            self.metrics.redis_unavailable.labels(self.metrics.bot, "queue").inc()
+            self.metrics.event("fallback")
+            self._spawn(self._direct(delivery, job), turn)
+            return Dispatched(Outcome.FALLBACK, str(exc))
+        self.metrics.event(submitted.status.value)
+        if submitted.status is SubmitStatus.DUPLICATE:
+            return Dispatched(Outcome.DUPLICATE)
+        if submitted.status is SubmitStatus.BUSY:
+            persona = self.bot.persona(None)
+            busy = ReplyResult(
+                turn.turn_id,
+                ReplyKind.REFUSAL,
+                persona.busy,
+                persona=persona.name,
+                meta={"reason": submitted.reason},
+            )
+            log.warning("queue_busy", reason=submitted.reason, turn_id=turn.turn_id)
+            self._spawn(self._notify(delivery, job, busy), turn)
+            return Dispatched(Outcome.BUSY, submitted.reason)
+        return Dispatched(Outcome.QUEUED)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
+        self.tasks.spawn(work, name=f"turn:{turn.turn_id}")
+
+    async def _direct(self, delivery: Delivery, job: Job) -> None:
+        # Not queued, so not deduplicated yet: the engine dedupes on the event id itself.
+        await run_turn(self.engine, delivery, job, self.metrics, deduplicated=False)
+
+    async def _notify(self, delivery: Delivery, job: Job, result: ReplyResult) -> None:
+        try:
+            await delivery.deliver(job, one_reply(result))
+        except Exception as exc:  # task boundary
+            log.error("delivery_failed", platform=job.route.platform, error=type(exc).__name__)
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Let direct turns finish for ``grace`` seconds, then cancel them."""
+        await self.tasks.aclose(grace)

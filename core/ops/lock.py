@@ -1,0 +1,196 @@
+"""A per-conversation lock in Redis with a finite lease, renewed while its holder works.
+
+The lock is advisory (a stalled holder can lose its lease to another replica), so the write that ends a turn
+is *fenced*: :data:`core.memory.current_fence` names the lease, and the memory's append script checks in the
+same atomic step that the lease is still ours (:class:`~core.errors.LeaseLost` otherwise).
+
+The lock key sits in the conversation's hash slot (``parley:<bot>:{<conversation>}:lock``). Its value is
+``<kind>:<owner>:<random>``: ``w`` for a queue worker (which drains the conversation's inbox and re-checks it
+after unlocking), ``d`` for a direct turn (:meth:`ConversationLocks.guard`, the engine's TurnGuard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from core.errors import StoreError, StoreUnavailable
+from core.keys import KeySpace
+from core.memory import Fence, current_fence
+from core.types import Place, Turn
+
+log = structlog.get_logger("parley.lock")
+
+WORKER = "w"
+DIRECT = "d"
+
+# Returns "" when the lock was taken, else the current holder's value.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
+return redis.call('GET', KEYS[1]) or ''
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _unavailable(exc: RedisError) -> StoreError:
+    return StoreUnavailable(f"Redis unreachable: {type(exc).__name__}")
+
+
+@dataclass
+class Lease:
+    key: str
+    token: str
+    conversation: str  # KeySpace.conversation(place)
+    lost: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.token.split(":", 1)[0]
+
+
+def holder_kind(value: str) -> str:
+    return value.split(":", 1)[0] if value else ""
+
+
+def reset_var(var: Any, token: Any, previous: Any) -> None:
+    """Reset a ContextVar; an async generator may be finalised in another context than it set it in."""
+    try:
+        var.reset(token)
+    except ValueError:
+        var.set(previous)
+
+
+class ConversationLocks:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        lease: float = 30.0,
+        wait: float = 60.0,
+        owner: str = "",
+        poll: float = 0.02,
+    ) -> None:
+        self._r = client
+        self._keys = keys
+        self.lease = lease
+        self.wait = wait
+        self.owner = owner or secrets.token_hex(4)
+        self._poll = poll
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def key(self, place: Place) -> str:
+        return self._keys.conversation(place) + ":lock"
+
+    async def try_acquire(self, place: Place, kind: str) -> tuple[Lease | None, str]:
+        """Take the lock if it is free: ``(lease, "")``, else ``(None, holder's value)``."""
+        key = self.key(place)
+        token = f"{kind}:{self.owner}:{secrets.token_hex(6)}"
+        try:
+            holder = await self._acquire(keys=[key], args=[token, int(self.lease * 1000)])
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+        if holder:
+            return None, str(holder)
+        return Lease(key, token, self._keys.conversation(place)), ""
+
+    async def acquire(self, place: Place, kind: str, wait: float) -> tuple[Lease | None, str]:
+        """Take the lock, polling up to ``wait`` seconds (back-off from 20 ms to 250 ms)."""
+        deadline = time.monotonic() + wait
+        delay = self._poll
+        while True:
+            lease, holder = await self.try_acquire(place, kind)
+            if lease is not None or time.monotonic() >= deadline:
+                return lease, holder
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.25)
+
+    async def renew(self, lease: Lease) -> bool:
+        try:
+            ok = await self._renew(keys=[lease.key], args=[lease.token, int(self.lease * 1000)])
+        except RedisError as exc:
+            raise _unavailable(exc) from exc
+        if not ok:
+            lease.lost = True
+        return bool(ok)
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lock back if it is still ours. Never raises: an unreleased lease simply expires."""
+        try:
+            await self._release(keys=[lease.key], args=[lease.token])
+        except RedisError as exc:
+            log.warning("lock_release_failed", error=type(exc).__name__, conversation=lease.conversation)
+
+    @asynccontextmanager
+    async def keep(
+        self, lease: Lease, tick: Callable[[], Awaitable[object]] | None = None
+    ) -> AsyncIterator[Lease]:
+        """Renew ``lease`` every third of its length while the block runs (and call ``tick`` alongside)."""
+
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                try:
+                    if not await self.renew(lease):
+                        log.warning("lock_lease_lost", conversation=lease.conversation)
+                        return
+                    if tick is not None:
+                        await tick()
+                except StoreError as exc:  # a Redis blip: keep trying until the lease runs out
+                    log.warning("lock_renew_failed", error=str(exc), conversation=lease.conversation)
+
+        task = asyncio.create_task(renew_forever(), name=f"lease:{lease.conversation}")
+        try:
+            yield lease
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+
+    @asynccontextmanager
+    async def guard(self, turn: Turn) -> AsyncIterator[Lease | None]:
+        """The engine's TurnGuard: one turn of a conversation at a time across replicas.
+
+        A no-op when this task already holds the conversation (a queue worker). When Redis is unreachable
+        the turn goes on unlocked, so the engine can degrade (memory_error, or an answer without memory).
+        After ``wait`` seconds without the lock the turn also goes on (advisory lock), with a warning.
+        """
+        conversation = self._keys.conversation(turn.place)
+        fence = current_fence.get()
+        if fence is not None and fence.conversation == conversation:
+            yield None
+            return
+        try:
+            lease, holder = await self.acquire(turn.place, DIRECT, self.wait)
+        except StoreError:
+            yield None
+            return
+        if lease is None:
+            log.warning("lock_wait_exceeded", conversation=conversation, holder_kind=holder_kind(holder))
+            yield None
+            return
+        previous = current_fence.get()
+        token = current_fence.set(Fence(conversation, lease.key, lease.token))
+        try:
+            async with self.keep(lease):
+                yield lease
+        finally:
+            reset_var(current_fence, token, previous)
+            await self.release(lease)

@@ -1,0 +1,259 @@
+"""The durable turn queue: per-conversation inboxes plus one Redis Stream of signals with a consumer group.
+
+Keys (bot ``b``, conversation ``c``)::
+
+    parley:b:queue              stream of signals {p: place, t: turn id}; consumer group "workers"
+    parley:b:{c}:inbox          list of queue items (encoded Job), oldest first; a worker reads the head
+    parley:b:dedupe:...         the engine's event dedupe key, now set at enqueue time
+
+Submitting costs three round trips: dedupe + depth check, inbox push, signal. The bound is soft (concurrent
+submitters may overshoot by their number): ``max_len`` stream entries not yet trimmed,
+``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
+oldest pending one), so the stream holds only work that is waiting or in progress, never a turn that nobody
+answered.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from core.errors import StoreError, StoreUnavailable
+from core.keys import KeySpace
+from core.ops.jobs import Job, decode_place, encode_job, encode_place
+from core.ops.lock import Lease
+from core.types import Place
+
+GROUP = "workers"
+DEDUPE_SECONDS = 3600
+
+# Pop the head of an inbox if it is still this item, as long as the lease is ours. 1 = done, 0 = lease lost.
+_RETIRE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
+return 1
+"""
+
+
+def _error(exc: RedisError) -> StoreError:
+    if isinstance(exc, ResponseError):
+        return StoreError(f"Redis error: {exc}")
+    return StoreUnavailable(f"Redis unreachable: {type(exc).__name__}")
+
+
+class SubmitStatus(enum.StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"  # the same platform event was accepted before (a retry, or another replica)
+    BUSY = "busy"  # the queue (or this conversation's inbox) is full: tell the user to try again
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    status: SubmitStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    entry_id: str
+    place: Place | None  # None: a malformed entry (acknowledged and dropped)
+    turn_id: str = ""
+    claimed: bool = False  # taken over from another consumer (it died, stalled, or handed it back)
+
+
+def _signal(entry_id: str, fields: Any, claimed: bool) -> Signal:
+    if not fields:
+        return Signal(entry_id, None, claimed=claimed)
+    try:
+        place = decode_place(fields.get("p", ""))
+    except ValueError:
+        return Signal(entry_id, None, claimed=claimed)
+    return Signal(entry_id, place, str(fields.get("t", "")), claimed)
+
+
+class TurnQueue:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        max_len: int = 10_000,
+        max_per_conversation: int = 100,
+        inbox_ttl: int = 86_400,
+    ) -> None:
+        self._r = client
+        self._keys = keys
+        self.max_len = max_len
+        self.max_per_conversation = max_per_conversation
+        self._inbox_ttl = inbox_ttl
+        self.stream = keys.scoped("queue")
+        self._retire = client.register_script(_RETIRE)
+
+    def inbox(self, place: Place) -> str:
+        return self._keys.conversation(place) + ":inbox"
+
+    # ------------------------------------------------------------------ submitting (adapters)
+
+    async def submit(self, job: Job) -> Submitted:
+        """Enqueue one turn. Raises :class:`StoreError` when Redis cannot take it."""
+        turn = job.turn
+        dedupe = (
+            self._keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
+            if turn.event_id
+            else None
+        )
+        inbox = self.inbox(turn.place)
+        item = encode_job(job)
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                if dedupe:
+                    pipe.set(dedupe, "1", nx=True, ex=DEDUPE_SECONDS)
+                pipe.xlen(self.stream)
+                checked: list[Any] = await pipe.execute()
+            if dedupe and checked[0] is None:
+                return Submitted(SubmitStatus.DUPLICATE)
+            if int(checked[-1]) >= self.max_len:
+                return Submitted(SubmitStatus.BUSY, "queue_full")
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.rpush(inbox, item)
+                pipe.expire(inbox, self._inbox_ttl)
+                pushed: list[Any] = await pipe.execute()
+            if int(pushed[0]) > self.max_per_conversation:
+                await self._r.lrem(inbox, -1, item)
+                return Submitted(SubmitStatus.BUSY, "conversation_full")
+            # The signal goes after the item (separate round trip: on a Cluster they live on different nodes).
+            await self._r.xadd(self.stream, {"p": encode_place(turn.place), "t": turn.turn_id})
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return Submitted(SubmitStatus.QUEUED)
+
+    # ------------------------------------------------------------------ consuming (workers)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Signal]:
+        """New signals for ``consumer`` (waits up to ``block_ms``)."""
+        try:
+            response = await self._r.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # Redis lost the group (restarted without persistence): recreate
+                await self.ensure_group()
+                return []
+            raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+        entries: list[Any] = []
+        if isinstance(response, dict):
+            for value in response.values():
+                entries.extend(value[0] if value and isinstance(value[0], list) else value)
+        else:
+            for _stream, items in response or []:
+                entries.extend(items)
+        return [_signal(entry_id, fields, False) for entry_id, fields in entries]
+
+    async def autoclaim(
+        self, consumer: str, min_idle: float, count: int, cursor: str
+    ) -> tuple[str, list[Signal]]:
+        """Take over entries idle for ``min_idle`` seconds (their consumer died or stalled)."""
+        try:
+            response = await self._r.xautoclaim(
+                self.stream, GROUP, consumer, int(min_idle * 1000), start_id=cursor, count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self.ensure_group()
+                return "0-0", []
+            raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+        next_cursor = str(response[0])
+        signals = [_signal(entry_id, fields, True) for entry_id, fields in response[1]]
+        return next_cursor, signals
+
+    async def touch(self, consumer: str, entry_id: str) -> None:
+        """Reset an entry's idle time (its worker is alive and still on it), so nobody claims it."""
+        try:
+            await self._r.xclaim(self.stream, GROUP, consumer, 0, [entry_id], justid=True)
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def ack(self, entry_id: str) -> None:
+        try:
+            await self._r.xack(self.stream, GROUP, entry_id)
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def requeue(self, place: Place, entry_id: str, turn_id: str = "") -> None:
+        """Hand a conversation back: a fresh signal for it, and the old one acknowledged."""
+        try:
+            await self._r.xadd(self.stream, {"p": encode_place(place), "t": turn_id})
+            await self._r.xack(self.stream, GROUP, entry_id)
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def head(self, place: Place) -> str | None:
+        try:
+            item = await self._r.lindex(self.inbox(place), 0)
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return None if item is None else str(item)
+
+    async def waiting(self, place: Place) -> int:
+        try:
+            return int(await self._r.llen(self.inbox(place)))
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def retire(self, place: Place, item: str, lease: Lease) -> bool:
+        """Pop ``item`` off the inbox head while ``lease`` holds. False: the lease was lost."""
+        try:
+            done = await self._retire(keys=[lease.key, self.inbox(place)], args=[lease.token, item])
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return bool(done)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def trim(self) -> None:
+        """Drop acknowledged entries: everything below the oldest pending one (or the last delivered)."""
+        try:
+            pending: Any = await self._r.xpending(self.stream, GROUP)
+            groups: Any = await self._r.xinfo_groups(self.stream)
+            last = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), None)
+            if last is None:
+                return
+            safe = pending["min"] if pending and pending.get("pending") else last
+            if safe and safe != "0-0":
+                await self._r.xtrim(self.stream, minid=safe, approximate=False)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
+                return
+            raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+
+    async def stats(self) -> tuple[int, int]:
+        """(entries in the stream, entries pending) for the metrics."""
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.xlen(self.stream)
+                pipe.xpending(self.stream, GROUP)
+                depth, pending = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise _error(exc) from exc
+        depth_n = int(depth) if isinstance(depth, int) else 0
+        pending_n = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
+        return depth_n, pending_n

@@ -1,0 +1,146 @@
+"""``parley run``: serve a bot's adapters and/or queue workers until SIGTERM, then shut down gracefully.
+
+Shutdown, within ``PARLEY_SHUTDOWN_GRACE`` seconds of the signal:
+
+1. ``/readyz`` turns 503 (load balancers stop sending) and the adapters' ``serve()`` tasks are cancelled:
+   no new events are taken. An adapter keeps its platform clients open until ``aclose()``, so replies still
+   in flight can be shown.
+2. The worker stops reading; running turns get what is left of the grace period, then are cancelled and
+   handed back to the queue (lock released, fresh signal): another replica answers them.
+3. Turns answered directly (queue off, or Redis was down) get the rest of the grace period.
+4. Adapters are closed, then the HTTP server; the runtime closes Redis and the LLM client.
+
+A second SIGTERM/SIGINT skips the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from core.ops.worker import TurnWorker, drain_within
+
+if TYPE_CHECKING:
+    from core.runtime import Runtime
+
+log = structlog.get_logger("parley.service")
+
+
+class Servable(Protocol):
+    async def serve(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def serve(
+    rt: Runtime,
+    adapters: Sequence[tuple[str, Servable]] = (),
+    *,
+    workers: bool = True,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT), an adapter fails, or the worker dies."""
+    stop = stop or asyncio.Event()
+    hurry = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    slog = log.bind(bot=rt.bot.name)
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            slog.warning("second_signal_hurrying", signal=signame)
+            hurry.set()
+        else:
+            slog.info("signal_received", signal=signame)
+            stop.set()
+
+    installed: list[signal.Signals] = []
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+
+    worker = rt.ops.worker(rt.engine) if workers else None
+    started: list[asyncio.Task[Any]] = []
+    adapter_tasks: list[asyncio.Task[None]] = []
+    worker_task: asyncio.Task[None] | None = None
+    stop_task: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="stop")
+    failure: BaseException | None = None
+    try:
+        await rt.ops.http.start()
+        if worker is not None:
+            worker_task = asyncio.create_task(worker.run(), name="worker")
+            started.append(worker_task)
+        for platform, adapter in adapters:
+            task = asyncio.create_task(adapter.serve(), name=f"adapter:{platform}")
+            adapter_tasks.append(task)
+            started.append(task)
+        slog.info(
+            "serving",
+            adapters=[p for p, _ in adapters],
+            worker=worker.name if worker else None,
+            http=rt.ops.http.bound,
+        )
+        done, _ = await asyncio.wait({stop_task, *started}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_task and not task.cancelled() and task.exception() is not None:
+                failure = task.exception()
+                slog.error("service_part_failed", part=task.get_name(), error=repr(failure))
+                break
+            if task is not stop_task:
+                slog.warning("service_part_ended", part=task.get_name())
+    finally:
+        await _shutdown(rt, adapters, adapter_tasks, worker, worker_task, hurry, slog)
+        stop_task.cancel()
+        await asyncio.wait({stop_task})
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    if failure is not None:
+        raise failure
+    return 0
+
+
+async def _shutdown(
+    rt: Runtime,
+    adapters: Sequence[tuple[str, Servable]],
+    adapter_tasks: list[asyncio.Task[None]],
+    worker: TurnWorker | None,
+    worker_task: asyncio.Task[None] | None,
+    hurry: asyncio.Event,
+    slog: Any,
+) -> None:
+    loop = asyncio.get_running_loop()
+    grace = rt.settings.parley_shutdown_grace
+    deadline = loop.time() + grace
+    slog.info("shutting_down", grace=grace)
+    rt.ops.http.draining = True
+
+    def left() -> float:
+        return 0.0 if hurry.is_set() else max(0.0, deadline - loop.time())
+
+    # 1. No new events.
+    for task in adapter_tasks:
+        task.cancel()
+    if adapter_tasks:
+        await asyncio.wait(adapter_tasks)
+    # 2. Workers: finish, or hand back to the queue.
+    if worker is not None:
+        await worker.shutdown(left(), hurry)
+    if worker_task is not None:
+        worker_task.cancel()
+        await asyncio.wait({worker_task})
+    # 3. Turns answered in this process.
+    await drain_within(rt.dispatcher.tasks, left(), hurry)
+    await rt.dispatcher.aclose()
+    # 4. Close.
+    for platform, adapter in adapters:
+        try:
+            await adapter.aclose()
+        except Exception as exc:  # one adapter failing to close must not keep the others open
+            slog.warning("adapter_close_failed", platform=platform, error=repr(exc))
+    await rt.ops.http.aclose()
+    slog.info("shut_down")

@@ -1,0 +1,112 @@
+"""Builds the scale-out and operations parts of one runtime from :class:`~core.settings.Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.bot import BotSpec
+from core.engine import Engine
+from core.keys import KeySpace
+from core.llm import LLM
+from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM
+from core.ops.delivery import Deliveries
+from core.ops.http import OpsHttp
+from core.ops.lock import ConversationLocks
+from core.ops.metrics import Metrics
+from core.ops.queue import TurnQueue
+from core.ops.worker import TurnWorker
+from core.settings import Settings
+
+
+@dataclass
+class Ops:
+    """What adapters, the CLI and tests reach through ``runtime.ops``."""
+
+    settings: Settings
+    metrics: Metrics
+    locks: ConversationLocks
+    queue: TurnQueue | None  # None with PARLEY_QUEUE=false
+    deliveries: Deliveries
+    http: OpsHttp
+    breaker: CircuitBreakerLLM | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def wrap_llm(self, llm: LLM) -> LLM:
+        """Meter ``llm`` and put the circuit breaker in front of it (unless PARLEY_LLM_BREAKER_FAILURES=0)."""
+        wrapped: LLM = MeteredLLM(llm, self.metrics)
+        s = self.settings
+        if s.parley_llm_breaker_failures:
+            self.breaker = CircuitBreakerLLM(
+                wrapped,
+                failures=s.parley_llm_breaker_failures,
+                reset_after=s.parley_llm_breaker_reset,
+                metrics=self.metrics,
+            )
+            wrapped = self.breaker
+            if s.parley_ready_llm:
+                self.http.add_check("llm", self._llm_ready)
+        return wrapped
+
+    async def _llm_ready(self) -> str | None:
+        if self.breaker is not None and self.breaker.state is CircuitState.OPEN:
+            return "LLM circuit open (the endpoint keeps failing)"
+        return None
+
+    def worker(self, engine: Engine) -> TurnWorker:
+        if self.queue is None:
+            raise RuntimeError("no queue: PARLEY_QUEUE=false")
+        s = self.settings
+        return TurnWorker(
+            engine=engine,
+            queue=self.queue,
+            locks=self.locks,
+            deliveries=self.deliveries,
+            metrics=self.metrics,
+            concurrency=s.parley_workers,
+            claim_idle=s.parley_queue_claim_idle,
+            name=s.parley_worker_name,
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.http.aclose()
+        await self.deliveries.aclose()
+
+
+def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: KeySpace) -> Ops:
+    metrics = Metrics(spec.name)
+    locks = ConversationLocks(client, keys, lease=settings.parley_lock_lease, wait=settings.parley_lock_wait)
+    queue = None
+    if settings.parley_queue:
+        queue = TurnQueue(
+            client,
+            keys,
+            max_len=settings.parley_queue_max,
+            max_per_conversation=settings.parley_queue_max_per_conversation,
+        )
+    http = OpsHttp(
+        metrics, host=settings.parley_ops_host, port=settings.port, ops_port=settings.parley_ops_port
+    )
+
+    async def redis_ready() -> str | None:
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            return f"Redis unreachable ({type(exc).__name__})"
+        return None
+
+    http.add_check("redis", redis_ready)
+    if queue is not None:
+
+        async def refresh_queue() -> None:
+            depth, pending = await queue.stats()
+            metrics.queue_depth.labels(metrics.bot).set(depth)
+            metrics.queue_pending.labels(metrics.bot).set(pending)
+
+        http.add_refresher(refresh_queue)
+    return Ops(settings, metrics, locks, queue, Deliveries(), http)

@@ -1,0 +1,298 @@
+"""The queue worker: takes signals, drains each conversation's inbox in order under its lock.
+
+For each signal (new, or claimed from a consumer that went quiet):
+
+1. Lock the conversation. A new signal whose conversation a worker already holds is acknowledged at once:
+   that holder drains the whole inbox and re-checks it after unlocking, so the item will be answered. A
+   claimed signal waits up to two leases for the lock (its holder may have died; its lease then runs out).
+2. While the inbox has items: read the head, run the engine, hand the reply stream to the platform's
+   Delivery. The final memory write checks the lease and pops the head in one script (a fenced write); the
+   worker then retires the head itself for turns that wrote nothing. A lease lost midway stops the drain.
+3. Unlock, re-check the inbox (an item may have landed after the last read), acknowledge the signal.
+
+While it works, the worker renews the lease and resets the signal's idle time, so nobody claims a turn that
+is merely slow. If the worker dies, its signal stays pending: another worker claims it with XAUTOCLAIM after
+``claim_idle`` seconds and answers the item still at the inbox head. On shutdown a worker stops reading,
+lets running turns finish for ``grace`` seconds, then cancels them and hands their conversations back
+(unlock, fresh signal): the unanswered item is still at the inbox head, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from core.engine import Engine
+from core.errors import ConfigError, StoreError
+from core.memory import Fence, current_fence
+from core.ops.delivery import Deliveries, run_turn
+from core.ops.jobs import decode_job
+from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind, reset_var
+from core.ops.metrics import Metrics
+from core.ops.queue import Signal, TurnQueue
+from core.tasks import TaskOwner
+from core.types import Place
+
+log = structlog.get_logger("parley.worker")
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+async def drain_within(owner: TaskOwner, seconds: float, hurry: asyncio.Event | None = None) -> None:
+    """Wait up to ``seconds`` for ``owner``'s tasks to finish by themselves, or until ``hurry`` is set."""
+    if not len(owner) or seconds <= 0:
+        return
+    waiters: set[asyncio.Task[Any]] = {asyncio.create_task(owner.drain(seconds))}
+    if hurry is not None:
+        waiters.add(asyncio.create_task(hurry.wait()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.wait(waiters)
+
+
+def consumer_name(configured: str | None = None) -> str:
+    """A unique consumer name: the configured one (e.g. the pod name) or host-pid, plus a random tail."""
+    base = configured or f"{socket.gethostname()}-{os.getpid()}"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+class TurnWorker:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        queue: TurnQueue,
+        locks: ConversationLocks,
+        deliveries: Deliveries,
+        metrics: Metrics,
+        concurrency: int = 16,
+        claim_idle: float = 30.0,
+        block: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.locks = locks
+        self.deliveries = deliveries
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.claim_idle = claim_idle
+        self.block = block
+        self.name = consumer_name(name)
+        self._turns = TaskOwner(f"worker:{self.name}")
+        self._running = 0
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loops_done = asyncio.Event()
+        self._log = log.bind(bot=engine.bot.name, consumer=self.name)
+        self._cursor = "0-0"
+        self.handled = 0  # signals finished (for tests and logs)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Read and claim signals until :meth:`stop`. Redis outages are waited out, not fatal."""
+        try:
+            await self._wait_for_redis()
+            self._log.info("worker_started", concurrency=self.concurrency)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read_loop(), name=f"{self.name}:read")
+                tg.create_task(self._maintenance_loop(), name=f"{self.name}:claim")
+        finally:
+            self._loops_done.set()
+
+    def stop(self) -> None:
+        """Stop taking signals (the loops end within ``block`` seconds)."""
+        self._stopping.set()
+
+    async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
+        """Stop, let running turns finish for ``grace`` seconds (less if ``hurry`` is set), then cancel
+        them: each cancelled turn hands its conversation back to the queue."""
+        self.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            await asyncio.wait_for(self._loops_done.wait(), self.block + 1.0)
+        except TimeoutError:
+            self._log.warning("worker_loops_slow_to_stop")
+        running = self._running
+        await drain_within(self._turns, max(0.0, deadline - loop.time()), hurry)
+        handed_back = self._running
+        await self._turns.aclose()
+        self._log.info("worker_shutdown", running_at_stop=running, handed_back=handed_back)
+
+    async def _wait_for_redis(self) -> None:
+        delay = 0.1
+        while not self.stopping:
+            try:
+                await self.queue.ensure_group()
+                return
+            except StoreError as exc:
+                self._log.warning("worker_waiting_for_redis", error=str(exc))
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        await _wait(self._stopping, seconds)
+
+    # ------------------------------------------------------------------ taking signals
+
+    async def _read_loop(self) -> None:
+        delay = 0.1
+        while not self.stopping:
+            free = self.concurrency - self._running
+            if free <= 0:
+                self._slot_free.clear()
+                await _wait(self._slot_free, self.block)
+                continue
+            try:
+                signals = await self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
+                delay = 0.1
+            except StoreError as exc:
+                self._log.warning("worker_read_failed", error=str(exc))
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._start(signals)
+
+    async def _maintenance_loop(self) -> None:
+        tick = max(0.05, min(self.claim_idle / 2, 5.0))
+        while not self.stopping:
+            await self._sleep(tick)
+            if self.stopping:
+                return
+            try:
+                free = self.concurrency - self._running
+                if free > 0:
+                    self._cursor, signals = await self.queue.autoclaim(
+                        self.name, self.claim_idle, free, self._cursor
+                    )
+                    if signals:
+                        self.metrics.event("claimed", len(signals))
+                        self._log.info("worker_claimed", count=len(signals))
+                    self._start(signals)
+                await self.queue.trim()
+                depth, pending = await self.queue.stats()
+                self.metrics.queue_depth.labels(self.metrics.bot).set(depth)
+                self.metrics.queue_pending.labels(self.metrics.bot).set(pending)
+            except StoreError as exc:
+                self._log.warning("worker_maintenance_failed", error=str(exc))
+
+    def _start(self, signals: list[Signal]) -> None:
+        """Each signal in its own owned task. Concurrency is a soft limit: a signal read is never dropped."""
+        for signal in signals:
+            self._running += 1
+            self._turns.spawn(self._handle(signal), name=f"signal:{signal.entry_id}")
+
+    # ------------------------------------------------------------------ one signal
+
+    async def _handle(self, signal: Signal) -> None:
+        try:
+            await self._handle_signal(signal)
+        except StoreError as exc:
+            # Redis went away mid-way: leave the signal pending; it is claimed again once Redis is back.
+            self._log.warning("worker_signal_failed", error=str(exc), entry=signal.entry_id)
+        finally:
+            self.handled += 1
+            self._running -= 1
+            self._slot_free.set()
+
+    async def _handle_signal(self, signal: Signal) -> None:
+        place = signal.place
+        if place is None:
+            self._log.error("worker_bad_signal", entry=signal.entry_id)
+            await self.queue.ack(signal.entry_id)
+            return
+        if self.stopping:
+            await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+            self.metrics.event("requeued")
+            return
+        wait = 2 * self.locks.lease + 0.5 if signal.claimed else 0.0
+        lease, holder = await self.locks.acquire(place, WORKER, wait)
+        if lease is None:
+            if holder_kind(holder) == WORKER:
+                # Another worker holds the conversation: it drains the inbox and re-checks after unlocking.
+                await self.queue.ack(signal.entry_id)
+            # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
+            return
+        while lease is not None:
+            try:
+                async with self.locks.keep(lease, tick=lambda: self.queue.touch(self.name, signal.entry_id)):
+                    await self._drain(place, lease, signal)
+            except asyncio.CancelledError:
+                # Shutdown deadline: hand the conversation back. The unanswered item is still the inbox head.
+                await self._hand_back(place, lease, signal)
+                raise
+            except BaseException:
+                await self.locks.release(lease)
+                raise
+            await self.locks.release(lease)
+            if self.stopping:
+                if await self.queue.waiting(place):
+                    await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+                    self.metrics.event("requeued")
+                else:
+                    await self.queue.ack(signal.entry_id)
+                return
+            if lease.lost or await self.queue.waiting(place) == 0:
+                break
+            # An item landed after our last read: go on if the lock is free (else its new holder drains it).
+            lease, _ = await self.locks.try_acquire(place, WORKER)
+        await self.queue.ack(signal.entry_id)
+
+    async def _hand_back(self, place: Place, lease: Lease, signal: Signal) -> None:
+        try:
+            await self.locks.release(lease)
+            await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+            self.metrics.event("requeued")
+            self._log.info("worker_handed_back", entry=signal.entry_id)
+        except StoreError as exc:  # the signal stays pending and will be claimed after claim_idle
+            self._log.warning("worker_hand_back_failed", error=str(exc))
+
+    async def _drain(self, place: Place, lease: Lease, signal: Signal) -> None:
+        conversation = lease.conversation
+        inbox = self.queue.inbox(place)
+        while not self.stopping and not lease.lost:
+            item = await self.queue.head(place)
+            if item is None:
+                return
+            try:
+                job = decode_job(item)
+                delivery = self.deliveries.get(job.route.platform)
+            except (ValueError, ConfigError) as exc:
+                self._log.error("worker_dropped_item", error=str(exc), conversation=conversation)
+                self.metrics.event("dropped")
+                await self.queue.retire(place, item, lease)
+                continue
+            if signal.claimed:
+                job = replace(job, attempt=2)
+            previous = current_fence.get()
+            token = current_fence.set(Fence(conversation, lease.key, lease.token, inbox, item))
+            try:
+                await run_turn(self.engine, delivery, job, self.metrics)
+            finally:
+                reset_var(current_fence, token, previous)
+            if not await self.queue.retire(place, item, lease):
+                lease.lost = True
+                self._log.warning("lock_lease_lost", conversation=conversation, turn_id=job.job_id)
