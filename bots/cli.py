@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from bots.loader import available_bots, load_bot
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMRequest
 from core.logging import configure_logging
+from core.ops.service import serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.settings import Settings, load_settings
 
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a bot on its platforms")
     run.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     run.add_argument("--platform", action="append", choices=sorted(ADAPTERS), help="only these platforms")
+    split = run.add_mutually_exclusive_group()
+    split.add_argument(
+        "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
+    )
+    split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
     return parser
 
 
@@ -126,33 +131,26 @@ class _NullLLM:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
+    """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
+    them. Each platform module may define ``build_delivery(runtime)``: the Delivery workers show replies
+    through (registered in every mode, so a workers-only process can answer every platform)."""
     platforms = args.platform or spec.config.platforms
     if not platforms:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
+    if args.workers_only and not settings.parley_queue:
+        raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
     async with open_runtime(spec, settings) as rt:
         adapters = []
         for platform in platforms:
             if platform not in ADAPTERS:
                 raise ConfigError(f"platforms: unknown platform {platform!r} (known: {', '.join(ADAPTERS)})")
             module = importlib.import_module(ADAPTERS[platform])
-            adapters.append(module.build_adapter(rt))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                serving = [
-                    tg.create_task(a.serve(), name=f"adapter:{p}")
-                    for a, p in zip(adapters, platforms, strict=True)
-                ]
-                await stop.wait()
-                for task in serving:
-                    task.cancel()
-        finally:
-            for adapter in adapters:
-                await adapter.aclose()
-    return 0
+            build_delivery = getattr(module, "build_delivery", None)
+            if build_delivery is not None and platform not in rt.ops.deliveries:
+                rt.ops.deliveries.register(platform, build_delivery(rt))
+            if not args.workers_only:
+                adapters.append((platform, module.build_adapter(rt)))
+        return await serve(rt, adapters, workers=settings.parley_queue and not args.adapters_only)
 
 
 if __name__ == "__main__":
