@@ -52,7 +52,37 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _first_parley_error(group: BaseExceptionGroup[BaseException]) -> ParleyError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ParleyError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _first_parley_error(exc)) is not None:
+            return inner
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BaseExceptionGroup as group:
+        # An adapter's start-up error surfaces from the TaskGroup wrapped in a group: report it plainly.
+        error = _first_parley_error(group)
+        if error is None:
+            raise
+        return _report(error)
+
+
+def _report(exc: ParleyError) -> int:
+    if isinstance(exc, ConfigError):
+        return _fail(f"config error: {exc}", 2)
+    if isinstance(exc, StoreUnavailable):
+        return _fail(str(exc), 3)
+    if isinstance(exc, LLMError):
+        return _fail(f"LLM error: {exc}", 4)
+    return _fail(str(exc), 1)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -63,14 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(settings, spec))
         return asyncio.run(_run(args, settings, spec))
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", 2)
-    except StoreUnavailable as exc:
-        return _fail(str(exc), 3)
-    except LLMError as exc:
-        return _fail(f"LLM error: {exc}", 4)
     except ParleyError as exc:
-        return _fail(str(exc), 1)
+        return _report(exc)
     except KeyboardInterrupt:
         return 130
 

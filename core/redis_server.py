@@ -104,8 +104,12 @@ class RedisServer:
                 if not self.socket_path.exists():
                     return False
                 conn = socket.socket(socket.AF_UNIX)
-                conn.settimeout(0.5)
-                conn.connect(str(self.socket_path))
+                try:
+                    conn.settimeout(0.5)
+                    conn.connect(str(self.socket_path))
+                except OSError:
+                    conn.close()
+                    raise
             with conn:
                 conn.sendall(b"PING\r\n")
                 return conn.recv(16).startswith(b"+PONG")

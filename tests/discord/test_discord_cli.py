@@ -67,11 +67,6 @@ async def test_parley_run_serves_discord_and_stops_on_sigterm(
     assert b"hello from the CLI test" not in err  # message bodies never reach the logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bots/cli.py _run: the TaskGroup wraps the adapter's ConfigError in an ExceptionGroup, so the CLI "
-    "prints a traceback and exits 1 instead of one 'parley: config error: ...' line and exit 2",
-)
 async def test_parley_run_with_a_bad_token_exits_with_one_clear_line(
     fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
 ) -> None:
