@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -84,9 +85,22 @@ def _report(exc: ParleyError) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        return _dispatch(args, stack)
+
+
+def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     try:
         settings = load_settings()
-        configure_logging(settings)
+        if args.command == "chat" and sys.stdin.isatty() and not args.jsonl:
+            # An interactive chat owns the terminal: logs go to a file beside the embedded Redis data.
+            settings.parley_data_dir.mkdir(parents=True, exist_ok=True)
+            log_file = stack.enter_context(
+                (settings.parley_data_dir / "chat.log").open("a", encoding="utf-8")
+            )
+            configure_logging(settings, log_file)
+        else:
+            configure_logging(settings)
         spec = load_bot(args.bot)
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, spec))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -26,14 +26,16 @@ def drop_bodies(_logger: Any, method: str, event: MutableMapping[str, Any]) -> M
     return event
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Log to ``stream`` (stderr by default)."""
+    out = stream or sys.stderr
     fmt = settings.parley_log_format
     if fmt == "auto":
-        fmt = "json" if settings.parley_env == "production" or not sys.stderr.isatty() else "console"
+        fmt = "json" if settings.parley_env == "production" or not out.isatty() else "console"
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -45,6 +47,6 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, settings.parley_log_level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

@@ -274,3 +274,29 @@ MODERATION_CATEGORIES = (
     "violence",
     "violence/graphic",
 )
+
+
+async def _serve(port: int) -> None:
+    fake = FakeOpenAI()
+    fake.port = port
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake._chat)
+    app.router.add_post("/v1/moderations", fake._moderations)
+    app.router.add_get("/v1/models", fake._models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"fake OpenAI-compatible server (echo) on http://127.0.0.1:{port}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":  # a stand-in model for trying the plumbing: python -m tests.fakes.openai_server
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Echoing fake OpenAI-compatible server on loopback")
+    parser.add_argument("--port", type=int, default=8765)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(parser.parse_args().port))
