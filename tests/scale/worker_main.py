@@ -1,0 +1,41 @@
+"""A queue worker process for the fault tests: the code path of ``parley run --workers-only`` (the same
+:func:`core.ops.service.serve`), with a Delivery for the ``test`` platform that records into Redis.
+
+Settings come from the environment only (no ``.env``): the tests set them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from core.errors import ParleyError
+from core.logging import configure_logging
+from core.ops.service import serve
+from core.runtime import open_runtime
+from core.settings import Settings
+from tests.scale.helpers import RedisRecordingDelivery, scale_spec
+
+
+async def run(bot: str) -> int:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    configure_logging(settings)
+    async with open_runtime(scale_spec(bot), settings) as rt:
+        rt.ops.deliveries.register("test", RedisRecordingDelivery(rt.redis))
+        return await serve(rt, [], workers=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bot", default="arcade")
+    args = parser.parse_args()
+    try:
+        return asyncio.run(run(args.bot))
+    except ParleyError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
