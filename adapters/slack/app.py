@@ -43,6 +43,7 @@ from adapters.slack.translate import (
     HANDOFF_RESUME,
     BotIdentity,
     EventOptions,
+    Feedback,
     feedback_from_action,
     resume_target,
     turn_from_command,
@@ -150,7 +151,7 @@ class SlackAdapter:
             if turn is None:
                 return
             parent = str(body.get("event", {}).get("parent_user_id", ""))
-            self._start(self._answer(turn, context.client, me, parent), turn)
+            self._start(self._answer(turn, context.client, me, parent), f"slack:turn:{turn.turn_id}")
         except Exception:  # task boundary: a bad payload must not make Slack retry it forever
             self._log.exception("slack_event_listener_failed", event_id=body.get("event_id", ""))
 
@@ -161,9 +162,8 @@ class SlackAdapter:
         thread = body.get("event", {}).get("assistant_thread", {})
         channel, thread_ts = str(thread.get("channel_id", "")), str(thread.get("thread_ts", ""))
         if self.config.assistant and channel and thread_ts:
-            self.tasks.spawn(
-                self._greet_assistant_thread(context.client, channel, thread_ts),
-                name=f"slack:greet:{channel}",
+            self._start(
+                self._greet_assistant_thread(context.client, channel, thread_ts), f"slack:greet:{channel}"
             )
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -175,7 +175,7 @@ class SlackAdapter:
             if turn is None:
                 return
             response_url = str(body.get("response_url", ""))
-            self._start(self._run_command(turn, context.client, response_url), turn)
+            self._start(self._run_command(turn, context.client, response_url), f"slack:turn:{turn.turn_id}")
         except Exception:  # task boundary, as above
             self._log.exception("slack_command_listener_failed", command=body.get("command", ""))
 
@@ -183,7 +183,7 @@ class SlackAdapter:
         await ack()
         feedback = feedback_from_action(cast(BlockActions, body))
         if feedback is not None:
-            self.tasks.spawn(self._record_feedback(feedback, context.client), name="slack:feedback")
+            self._start(self._record_feedback(feedback, context.client), "slack:feedback")
 
     async def _on_resume_click(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
@@ -193,19 +193,18 @@ class SlackAdapter:
         user = str((body.get("user") or {}).get("id", ""))
         if place is not None and user:
             turn = Turn(author=Author(id=user), place=place, text="/resume")
-            self.tasks.spawn(
-                self._resume_from_button(turn, str(body.get("response_url", ""))), name="slack:resume"
-            )
+            self._start(self._resume_from_button(turn, str(body.get("response_url", ""))), "slack:resume")
 
-    def _start(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
+    def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Hand work to the adapter's task owner (never bolt's): refused once closing or overloaded."""
         if self._closed:
             work.close()
             return
         if len(self.tasks) >= self.config.max_pending_turns:
             work.close()
-            self._log.warning("slack_overloaded", pending=len(self.tasks), turn_id=turn.turn_id)
+            self._log.warning("slack_overloaded", pending=len(self.tasks), task=name)
             return
-        self.tasks.spawn(work, name=f"slack:turn:{turn.turn_id}")
+        self.tasks.spawn(work, name=name)
 
     # ------------------------------------------------------------------ the work after the ack
 
@@ -368,7 +367,7 @@ class SlackAdapter:
         except SLACK_ERRORS as exc:
             self._log.warning("slack_assistant_greeting_failed", error=slack_error_code(exc), channel=channel)
 
-    async def _record_feedback(self, feedback: Any, client: AsyncWebClient) -> None:
+    async def _record_feedback(self, feedback: Feedback, client: AsyncWebClient) -> None:
         try:
             fresh = await self.state.record_feedback(feedback)
         except ParleyError as exc:

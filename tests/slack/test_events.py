@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.slack.mrkdwn import WORD_JOINER
 from bots.loader import load_bot
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
@@ -252,8 +251,7 @@ async def test_model_cannot_ping_anyone(
     (msg,) = slack.bot_messages("C0GENERAL")
     shown = msg.shown
     for ping in ("<!channel>", "<!here>", "<@U0BOSS>", "<!subteam^S1|@support>", "@everyone"):
-        assert ping not in shown
-    assert "@" + WORD_JOINER + "everyone" in shown
+        assert ping not in shown  # (core safety may rewrite first; test_reply.py checks the adapter alone)
 
 
 async def test_rate_limited_post_is_delivered_after_retry(
