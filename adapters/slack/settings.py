@@ -38,7 +38,10 @@ BOT_SCOPES = (
 class SlackSettings(BaseSettings):
     """Process environment (and ``.env``) for the Slack adapter."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: `SLACK_BOT_TOKEN=` copied from .env.example means "unset", not "an empty token".
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     slack_bot_token: SecretStr | None = None  # xoxb-: single-workspace mode
     slack_signing_secret: SecretStr | None = None  # HTTP mode: verifies every request

@@ -127,3 +127,13 @@ def test_manifest_matches_the_adapter() -> None:
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
     assert commands == {"/help", "/reset", "/persona", "/story", "/resume"}
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_empty_values_from_env_example_mean_unset(clean_env: None, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
+    settings = load_slack_settings()  # reads ./.env: the copied example, Slack values left empty
+    assert settings.slack_bot_token is None
+    assert settings.slack_app_token is None
+    assert settings.slack_api_url == "https://slack.com/api/"
+    with pytest.raises(ConfigError, match="Slack needs credentials"):
+        choose_mode(settings)
