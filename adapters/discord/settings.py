@@ -39,7 +39,12 @@ def _id_set(value: Any) -> Any:
 
 class DiscordSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DISCORD_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_prefix="DISCORD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # "DISCORD_DEV_GUILD_ID=" in .env means unset
+        extra="ignore",
+        frozen=True,
     )
 
     token: SecretStr | None = None  # the bot token from the Developer Portal (Bot page)

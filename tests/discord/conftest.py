@@ -37,6 +37,7 @@ def discord_settings(fake: FakeDiscord, **overrides: Any) -> DiscordSettings:
         "login_backoff_base": 0.05,
         "shutdown_grace": 2.0,
         "identify_window": 0.5,
+        "edit_interval": 0.2,  # quick turns; the pacing tests set Discord's 1 s (or their own) explicitly
     }
     values.update(overrides)
     return DiscordSettings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from typing import Any
 
 import pytest
 import structlog
 
-from adapters.discord.format import ZWSP
 from core.errors import ConfigError
 from tests.discord.conftest import BotFactory
 from tests.fakes.discord import FakeDiscord
@@ -17,6 +17,7 @@ from tests.fakes.discord import payloads as p
 from tests.fakes.openai_server import FakeOpenAI, Reply, last_user_text
 
 POST_MESSAGE = r"/channels/\d+/messages"
+PINGS = re.compile(r"@(everyone|here)|<@[!&]?\d+>")
 EDIT_MESSAGE = r"/channels/\d+/messages/\d+"
 
 
@@ -145,10 +146,11 @@ async def test_everyone_from_the_model_pings_no_one(
         await fake.wait_for(lambda: fake.bot_messages() and "pizza" in fake.bot_messages()[-1]["content"])
         await fake.wait_for(lambda: not fake.bot_messages()[-1]["content"].endswith(" …"))
     content = fake.bot_messages()[-1]["content"]
-    assert f"@{ZWSP}everyone" in content
-    assert f"@{ZWSP}here" in content
-    assert f"<@{ZWSP}{fake.bob['id']}>" in content
-    assert "<https://evil.example/x>" in content
+    assert "pizza" in content
+    # Whoever neutralised them (the engine's output safety, or the adapter's formatting), nothing that
+    # Discord would parse as a mention is left, and the link cannot unfurl.
+    assert not PINGS.search(content), content
+    assert "evil.example" not in content or "<https://evil.example/x>" in content
     # assert_mention_safe (run by the fixture) checks allowed_mentions on every request, and that no one
     # was pinged.
 
@@ -158,9 +160,9 @@ async def test_edits_are_paced_and_a_429_on_an_edit_is_retried(
 ) -> None:
     fake = fake_discord
     text = " ".join(f"word{i}" for i in range(120))
-    fake_openai.queue(Reply(text, chunk_chars=20, delay=0.1))  # ~3.5 s of streaming
+    fake_openai.queue(Reply(text, chunk_chars=40, delay=0.1))  # ~2 s of streaming
     fake.inject("PATCH", EDIT_MESSAGE, 429, retry_after=0.3)
-    async with bot_factory():
+    async with bot_factory(edit_interval=0.5):
         await fake.send_message("stream please", mention_bot=True)
         await fake.wait_for(lambda: fake.bot_messages() and fake.bot_messages()[-1]["content"] == text)
     edits = fake.calls_to("PATCH", EDIT_MESSAGE)
@@ -168,9 +170,9 @@ async def test_edits_are_paced_and_a_429_on_an_edit_is_retried(
     assert [c.status for c in edits[1:]] == [200] * (len(edits) - 1)
     assert edits[1].path == edits[0].path  # the same edit, retried by discord.py
     ok = [c for c in edits if c.status == 200]
-    assert len(ok) >= 2
+    assert len(ok) >= 3
     gaps = [b.at - a.at for a, b in itertools.pairwise(ok)]
-    assert min(gaps) >= 0.8, gaps  # about one edit per second per message, never a burst
+    assert min(gaps) >= 0.4, gaps  # never faster than the configured pace (0.5 s here), even after a 429
 
 
 async def test_forbidden_send_is_logged_and_the_bot_keeps_running(
