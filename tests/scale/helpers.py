@@ -192,10 +192,12 @@ class WorkerProcess:
     """``python -m tests.scale.worker_main``: a real worker process (the code path of
     ``parley run --workers-only``) with a Delivery that records into Redis."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, bot: str = "arcade") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, bot: str = "arcade", argv: list[str] | None = None
+    ) -> None:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.scale.worker_main", "--bot", bot],
+            [sys.executable, *(argv or ["-m", "tests.scale.worker_main", "--bot", bot])],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -217,6 +219,14 @@ class WorkerProcess:
                 raise AssertionError(f"worker {self.pid} did not exit within {within}s:\n{self.output()}")
             await asyncio.sleep(0.02)
         return self.proc.returncode
+
+    async def ready(self, within: float = 20.0) -> None:
+        """Wait for its "worker_started" log line (Redis 6.2 lists a consumer only once it got work)."""
+        deadline = time.monotonic() + within
+        while '"worker_started"' not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker {self.pid} did not start:\n{self.output()}")
+            await asyncio.sleep(0.05)
 
     def output(self) -> str:
         self._log.flush()

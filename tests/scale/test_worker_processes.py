@@ -1,0 +1,187 @@
+"""Fault injection with real worker processes on one Redis: SIGKILL mid-turn, SIGTERM with turns in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import RuntimeFactory
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, Reply, last_user_text
+from tests.scale.helpers import (
+    FAST,
+    STARTED,
+    RedisRecordingDelivery,
+    WorkerProcess,
+    eventually,
+    read_records,
+    scale_spec,
+    turn,
+    worker_env,
+)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for proc in started:
+        proc.close()
+
+
+async def test_a_worker_killed_mid_turn_leaves_the_turn_to_the_other_exactly_once(
+    runtime_factory: RuntimeFactory,
+    fake_openai: FakeOpenAI,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    # The first request streams slowly (several seconds): time to kill the worker that took it.
+    fake_openai.queue(Reply("Once upon a time, in a land far away, " * 3, chunk_chars=3, delay=0.1))
+    env = worker_env(redis_url, fake_openai.base_url)
+    workers += [WorkerProcess(env, tmp_path / "a.log"), WorkerProcess(env, tmp_path / "b.log")]
+    for worker in workers:
+        await worker.ready()
+
+    async with runtime_factory(spec=scale_spec(), **FAST) as rt:  # the adapter side: enqueue only
+        rt.ops.deliveries.register("test", RedisRecordingDelivery(rt.redis))
+        await rt.dispatcher.dispatch(turn("tell me a story", event_id="Ev1"))
+
+        async def started() -> bool:
+            return bool(await read_records(redis_client, STARTED))
+
+        await eventually(started, what="a worker streaming the reply")
+        first = (await read_records(redis_client, STARTED))[0]
+        victim = next(w for w in workers if w.pid == first["who"])
+        survivor = next(w for w in workers if w is not victim)
+        victim.signal(signal.SIGKILL)
+        assert await victim.wait() == -signal.SIGKILL
+
+        async def delivered() -> bool:
+            return bool(await read_records(redis_client))
+
+        await eventually(delivered, within=15, what="the survivor's reply")
+        await _settle()
+        records = await read_records(redis_client)
+        memory = await rt.engine.memory.load(turn("x").place, tail=50)
+
+    assert len(records) == 1, records
+    (reply,) = records
+    assert reply["who"] == survivor.pid
+    assert reply["attempt"] == 2  # claimed from the dead worker
+    assert reply["text"] == "You said: tell me a story"
+    assert [(m.role, m.text) for m in memory.messages] == [
+        ("user", "tell me a story"),
+        ("assistant", "You said: tell me a story"),
+    ]
+    assert len(fake_openai.chat_requests) == 2  # the dead worker's call, and the survivor's
+    survivor.signal(signal.SIGTERM)
+    assert await survivor.wait() == 0, survivor.output()
+
+
+async def test_sigterm_with_turns_in_flight_finishes_or_hands_them_back(
+    runtime_factory: RuntimeFactory,
+    fake_openai: FakeOpenAI,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    seen: set[str] = set()
+
+    def respond(body: dict[str, Any]) -> Behaviour:
+        text = last_user_text(body)
+        if text.startswith("slow") and text not in seen:  # the first try outlasts the shutdown grace
+            seen.add(text)
+            return Reply(f"You said: {text}", chunk_chars=1, delay=0.25)
+        return Reply(f"You said: {text}", chunk_chars=3, delay=0.1)  # ~0.6 s: within the 1 s grace
+
+    fake_openai.responder = respond
+    env = worker_env(redis_url, fake_openai.base_url, parley_shutdown_grace=1.0)
+    first = WorkerProcess(env, tmp_path / "first.log")
+    workers.append(first)
+    await first.ready()
+    texts = [f"slow {i}" for i in range(3)] + [f"fast {i}" for i in range(3)]
+    async with runtime_factory(spec=scale_spec(), **FAST) as rt:
+        rt.ops.deliveries.register("test", RedisRecordingDelivery(rt.redis))
+        for i, text in enumerate(texts):
+            await rt.dispatcher.dispatch(turn(text, thread=f"t{i}"))
+
+        async def all_started() -> bool:
+            return len(await read_records(redis_client, STARTED)) >= len(texts)
+
+        await eventually(all_started, what="six turns in flight")
+        first.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert await first.wait() == 0, first.output()
+        assert time.monotonic() - stopped < 4.0  # grace (1 s) plus closing, not the slow replies' length
+        by_first = await read_records(redis_client)
+        assert sorted(r["text"] for r in by_first) == [f"You said: fast {i}" for i in range(3)]
+        assert "worker_handed_back" in first.output()
+
+        second = WorkerProcess(env, tmp_path / "second.log")
+        workers.append(second)
+
+        async def all_answered() -> bool:
+            return len(await read_records(redis_client)) >= len(texts)
+
+        await eventually(all_answered, within=20, what="the handed-back turns answered")
+        await _settle()
+        records = await read_records(redis_client)
+        locks = [k async for k in redis_client.scan_iter("parley:arcade:*:lock")]
+        inboxes = [k async for k in redis_client.scan_iter("parley:arcade:*:inbox")]
+    assert sorted(r["text"] for r in records) == sorted(f"You said: {t}" for t in texts)
+    assert len({r["turn_id"] for r in records}) == len(texts)  # none twice
+    assert {r["who"] for r in records if "slow" in r["text"]} == {second.pid}
+    assert inboxes == []
+    assert locks == []
+    second.signal(signal.SIGTERM)
+    assert await second.wait() == 0
+
+
+async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigterm(
+    redis_url: str, fake_openai: FakeOpenAI, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = worker_env(redis_url, fake_openai.base_url, port=port)
+    proc = WorkerProcess(
+        env, tmp_path / "cli.log", argv=["-m", "bots", "run", "--bot", "arcade", "--workers-only"]
+    )
+    workers.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+
+        async def healthy() -> bool:
+            try:
+                async with http.get(f"{base}/healthz") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(healthy, within=20, what="/healthz")
+        async with http.get(f"{base}/readyz") as response:
+            body = json.loads(await response.text())
+            assert response.status == 200, body
+            assert {"redis", "llm"} <= set(body["checks"])
+        async with http.get(f"{base}/metrics") as response:
+            assert "parley_llm_circuit_state" in await response.text()
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0, proc.output()
+    assert '"shut_down"' in proc.output()
+
+
+async def _settle() -> None:
+    """Give a wrong second reply time to appear before counting."""
+    await asyncio.sleep(1.0)
