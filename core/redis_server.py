@@ -74,7 +74,7 @@ class RedisServer:
             str(self.data_dir / "redis.log"),
         ]
         if self.tcp:
-            self.port = free_port()
+            self.port = self.port or free_port()  # a restart keeps the port (clients reconnect)
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         else:
             sock = self.data_dir / "redis.sock"
