@@ -137,4 +137,6 @@ class RedisServer:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
             self._proc = None
