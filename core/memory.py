@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -189,6 +190,7 @@ class RedisMemory:
         self._append_sha = hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis's script id
         self._fenced_sha = hashlib.sha1(_APPEND_FENCED.encode()).hexdigest()  # noqa: S324 - as above
         self._save_summary = client.register_script(_SAVE_SUMMARY)
+        self._cluster = isinstance(client, RedisCluster)  # REDIS_URL=redis+cluster://... (core/ops/redisconn)
 
     async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState:
         try:
@@ -221,40 +223,47 @@ class RedisMemory:
         fence = current_fence.get()
         if fence is not None and fence.conversation != conv_key:
             fence = None
+        if fence is None:
+            script: tuple[Any, ...] = (
+                self._append_sha,
+                2,
+                self._keys.messages(place),
+                self._keys.meta(place),
+                self._max,
+                self._ttl,
+            )
+        else:
+            script = (
+                self._fenced_sha,
+                4,
+                self._keys.messages(place),
+                self._keys.meta(place),
+                fence.lock_key,
+                fence.inbox_key or fence.lock_key,
+                self._max,
+                self._ttl,
+                fence.token,
+                fence.inbox_item,
+            )
+        encoded = [m.encode() for m in messages]
         for attempt in (1, 2):
             try:
                 async with self._r.pipeline(transaction=False) as pipe:
-                    if fence is None:
-                        pipe.evalsha(
-                            self._append_sha,
-                            2,
-                            self._keys.messages(place),
-                            self._keys.meta(place),
-                            self._max,
-                            self._ttl,
-                            *(m.encode() for m in messages),
-                        )
-                    else:
-                        pipe.evalsha(
-                            self._fenced_sha,
-                            4,
-                            self._keys.messages(place),
-                            self._keys.meta(place),
-                            fence.lock_key,
-                            fence.inbox_key or fence.lock_key,
-                            self._max,
-                            self._ttl,
-                            fence.token,
-                            fence.inbox_item,
-                            *(m.encode() for m in messages),
-                        )
+                    if not self._cluster:
+                        pipe.evalsha(*script, *encoded)
                     if user_id:
                         index = self._keys.user_conversations(place.platform, user_id)
                         pipe.sadd(index, conv_key)
                         pipe.expire(index, self._ttl)
                     if fold_lock_seconds:
                         pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
-                    results: list[Any] = await pipe.execute()
+                    if self._cluster:
+                        # redis-py refuses EVALSHA in a cluster pipeline: the script goes first, on its own
+                        # (its keys share the conversation's slot), the rest follows pipelined.
+                        first = await self._r.evalsha(*script, *encoded)
+                        results: list[Any] = [first, *(await pipe.execute())]
+                    else:
+                        results = await pipe.execute()
                 break
             except NoScriptError:
                 if attempt == 2:

@@ -1,0 +1,195 @@
+"""Redis topologies from one REDIS_URL: parsing, and live Sentinel and (single-node) Cluster servers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.errors import ConfigError
+from core.ops.delivery import Outcome
+from core.ops.redisconn import connect, parse_redis_url
+from core.redis_server import RedisServer, find_redis_server, free_port
+from core.runtime import open_runtime
+from tests.conftest import make_settings
+from tests.fakes.openai_server import FakeOpenAI
+from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
+
+# ---------------------------------------------------------------------- parsing (pure)
+
+
+def test_standalone_urls_pass_through() -> None:
+    for url in ("redis://h:6379/0", "rediss://:pw@h/1", "unix:///tmp/r.sock?db=2"):
+        target = parse_redis_url(url)
+        assert (target.kind, target.url) == ("standalone", url)
+
+
+def test_sentinel_urls() -> None:
+    target = parse_redis_url(
+        "redis+sentinel://user:s%40cret@s1:26380,s2,[::1]:26381/mymaster/3?sentinel_password=x"
+    )
+    assert target.kind == "sentinel"
+    assert target.nodes == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert (target.service, target.db, target.username, target.password) == ("mymaster", 3, "user", "s@cret")
+    assert target.sentinel_password == "x"
+    assert "s@cret" not in str(target)
+    assert "s@cret" not in repr(target)
+    assert parse_redis_url("rediss+sentinel://s1/m").ssl
+
+
+def test_cluster_urls() -> None:
+    target = parse_redis_url("redis+cluster://:pw@n1:7000,n2:7001")
+    assert (target.kind, target.nodes, target.password) == ("cluster", (("n1", 7000), ("n2", 7001)), "pw")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("localhost:6379", "expected a URL"),
+        ("memcached://h", "unknown scheme"),
+        ("redis+sentinel://s1:26379", "needs the master's name"),
+        ("redis+sentinel://s1/m/x", "must be a number"),
+        ("redis+cluster://n1:7000/1", "only database 0"),
+        ("redis+cluster://n1:port", "bad host:port"),
+        ("redis+cluster://:secret@", "no host"),
+    ],
+)
+def test_bad_urls_name_the_problem_never_the_password(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as info:
+        parse_redis_url(url)
+    assert "secret" not in str(info.value)
+
+
+# ---------------------------------------------------------------------- live servers
+
+
+class Proc:
+    """A redis-server (or sentinel) child with its own arguments, waited on until it answers PING."""
+
+    def __init__(self, args: list[str], port: int, log: Path) -> None:
+        self.port = port
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen([find_redis_server(), *args], stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=port, socket_connect_timeout=0.2) as client:
+                    client.ping()
+                    return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise AssertionError(
+                        f"redis-server {args} did not start: {log.read_text()[-500:]}"
+                    ) from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, Proc]]:
+    master = RedisServer(tmp_path / "master", tcp=True, appendonly=False).start()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"  # a sentinel rewrites its config file: it must be writable
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor parley 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds parley 5000\n"
+    )
+    proc = Proc([str(conf), "--sentinel"], port, tmp_path / "sentinel.log")
+    try:
+        yield master, proc
+    finally:
+        proc.stop()
+        master.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Proc]:
+    """One node holding all 16384 slots: enough to prove every multi-key call stays within one slot."""
+    port = free_port()
+    args = [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    args += ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
+    proc = Proc(args, port, tmp_path / "cluster.log")
+    try:
+        with redis.Redis(port=port, decode_responses=True) as client:
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            deadline = time.monotonic() + 10
+            while "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                assert time.monotonic() < deadline, "cluster did not become ok"
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def answer_through_the_queue(url: str, llm: FakeOpenAI, tmp_path: Path) -> list[str]:
+    """Open a runtime on ``url``, run two queued turns through a worker, return the stored memory."""
+    settings = make_settings(
+        redis_url=url,
+        openai_base_url=llm.base_url,
+        openai_api_key="k",
+        parley_data_dir=tmp_path / "d",
+        **FAST,
+    )
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), settings) as rt:
+        rt.ops.deliveries.register("test", delivery)
+        async with running_worker(rt):
+            for text in ("hello", "again"):
+                outcome = await rt.dispatcher.dispatch(turn(text, event_id=f"ev-{text}"))
+                assert outcome.outcome is Outcome.QUEUED
+            assert (
+                await rt.dispatcher.dispatch(turn("hello", event_id="ev-hello"))
+            ).outcome is Outcome.DUPLICATE
+            await delivery.wait_for(2)
+        state = await rt.engine.memory.load(turn("x").place, tail=10)
+    assert [d.text for d in delivery.delivered] == ["You said: hello", "You said: again"]
+    return [m.text for m in state.messages]
+
+
+async def test_sentinel_url_finds_the_master_and_serves_turns(
+    sentinel: tuple[RedisServer, Proc], fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    master, proc = sentinel
+    connection = connect(f"redis+sentinel://127.0.0.1:{proc.port}/parley/0")
+    try:
+        await connection.client.set("probe", "1")
+        assert await connection.client.get("probe") == "1"
+    finally:
+        await connection.aclose()
+    with redis.Redis(port=master.port, decode_responses=True) as direct:
+        assert direct.get("probe") == "1"  # it went to the master the sentinel named
+    memory = await answer_through_the_queue(
+        f"redis+sentinel://127.0.0.1:{proc.port}/parley", fake_openai, tmp_path
+    )
+    assert memory == ["hello", "You said: hello", "again", "You said: again"]
+
+
+async def test_cluster_url_serves_turns_with_every_conversation_in_one_slot(
+    cluster: Proc, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    memory = await answer_through_the_queue(
+        f"redis+cluster://127.0.0.1:{cluster.port}", fake_openai, tmp_path
+    )
+    assert memory == ["hello", "You said: hello", "again", "You said: again"]
