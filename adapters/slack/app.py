@@ -1,23 +1,29 @@
 """The Slack adapter: bolt's ``AsyncApp`` over HTTP (``POST /slack/events``) or Socket Mode.
 
-Ack first, work after, and the work is ours: bolt runs with ``process_before_response=True``, so it awaits
-each listener before answering Slack, and every listener here only translates the payload (pure functions)
-and hands the work to this adapter's :class:`~core.tasks.TaskOwner`, then returns. Slack gets its ack in
-milliseconds; the LLM work runs in a task we own, cancelled and awaited on shutdown, never in bolt's bare
-``ensure_future``.
+Ack first, work after, and the work is never bolt's: bolt runs with ``process_before_response=True``, so it
+awaits each listener before answering Slack, and every listener here only translates the payload (pure
+functions) and hands a small accept task to this adapter's :class:`~core.tasks.TaskOwner`, then returns.
+Slack gets its ack in milliseconds. The accept task decides whether a thread follow-up is addressed, shows
+"thinking…" in the Assistant panel, and hands the turn to ``runtime.dispatcher``: into the durable queue
+(a worker answers it and shows the reply through :class:`~adapters.slack.delivery.SlackDelivery`) or,
+with the queue off, into a task the dispatcher owns. Nothing runs in bolt's bare ``ensure_future``.
 
 Exactly one reply per message: the turn's ``event_id`` is the message identity (see
-:mod:`adapters.slack.translate`) and the engine dedupes it in Redis, across retries and replicas.
+:mod:`adapters.slack.translate`), deduplicated in Redis (by the queue, or by the engine), across Slack's
+retries and across replicas.
+
+HTTP mode mounts its routes on the runtime's HTTP server (``PORT``, beside ``/healthz``, ``/readyz`` and
+``/metrics``); Socket Mode connects out. Either way ``/readyz`` includes a ``slack`` check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -28,15 +34,14 @@ from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
+from adapters.slack.delivery import SlackDelivery, set_status
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.payloads import BlockActions, EventCallback, SlashCommand
-from adapters.slack.reply import ReplyOptions, deliver
+from adapters.slack.route import PLATFORM, RESPONSE_URL_TTL, response_url_key, route_for, target_for
 from adapters.slack.settings import BOT_SCOPES, Mode, SlackBotConfig, SlackSettings
-from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
-from adapters.slack.state import SlackState
+from adapters.slack.sink import slack_error_code
 from adapters.slack.translate import (
     FEEDBACK_DOWN,
     FEEDBACK_UP,
@@ -50,17 +55,16 @@ from adapters.slack.translate import (
     turn_from_event,
 )
 from core.errors import AdapterError, ConfigError, ParleyError
+from core.ops.delivery import Outcome
 from core.runtime import Runtime
 from core.tasks import TaskOwner
-from core.types import Author, ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
+from core.types import Author, Turn
 
 log = structlog.get_logger("parley.slack")
-T = TypeVar("T")
 
 EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
-RESPONSE_URL_POSTS = 5  # Slack accepts up to 5 posts per response_url
 THREAD_COMMANDS = frozenset({"resume", "reset"})
 SLACK_ERRORS = (SlackApiError, SlackClientError)
 
@@ -68,35 +72,49 @@ SLACK_ERRORS = (SlackApiError, SlackClientError)
 class SlackAdapter:
     """Serve one bot on Slack until cancelled. ``aclose()`` is idempotent."""
 
-    def __init__(self, runtime: Runtime, settings: SlackSettings, config: SlackBotConfig, mode: Mode) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: SlackSettings,
+        config: SlackBotConfig,
+        mode: Mode,
+        delivery: SlackDelivery,
+    ) -> None:
         self.rt = runtime
         self.settings = settings
         self.config = config
         self.mode = mode
+        self.delivery = delivery
         self.tasks = TaskOwner("slack")
-        self.state = SlackState(
-            runtime.redis, runtime.keys, thread_ttl=int(runtime.bot.config.memory.ttl_days * 86_400)
-        )
+        self.state = delivery.state
+        self.installations: RedisInstallationStore | None = delivery.installations
         self.commands = config.command_map([c.name for c in runtime.engine.commands])
         self.event_options = EventOptions(
             answer_bots=config.answer_bots,
             follow_threads=config.follow_threads,
             admins=frozenset(config.admins),
         )
-        self.port: int | None = None
+        self.outcomes: collections.Counter[str] = collections.Counter()  # dispatch outcomes (tests, logs)
         self.ready = asyncio.Event()
-        self._slots = asyncio.Semaphore(config.max_concurrent_turns)
-        self._no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
-        self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = False
-        self._log = log.bind(bot=runtime.bot.name, platform="slack", mode=mode.value)
+        self._log = log.bind(bot=runtime.bot.name, platform=PLATFORM, mode=mode.value)
         self.client = web_client(
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             settings.slack_api_url,
         )
-        self.installations: RedisInstallationStore | None = None
         self.app = self._build_app()
+        runtime.ops.http.add_check("slack", self._readiness)
+        if mode is not Mode.SOCKET:
+            runtime.ops.http.mount("POST", EVENTS_PATH, self._http_events)
+            if mode is Mode.OAUTH:
+                runtime.ops.http.mount("GET", INSTALL_PATH, self._http_oauth)
+                runtime.ops.http.mount("GET", REDIRECT_PATH, self._http_oauth)
+
+    @property
+    def port(self) -> int | None:
+        """The port HTTP mode is served on (the runtime's public HTTP server), once it listens."""
+        return self.rt.ops.http.bound.get("public")
 
     # ------------------------------------------------------------------ bolt wiring
 
@@ -110,11 +128,8 @@ class SlackAdapter:
             "signing_secret": s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else "",
         }
         if self.mode is Mode.OAUTH:
-            if s.slack_client_id is None or s.slack_client_secret is None:
+            if s.slack_client_id is None or s.slack_client_secret is None or self.installations is None:
                 raise ConfigError("OAuth mode needs SLACK_CLIENT_ID and SLACK_CLIENT_SECRET")
-            self.installations = RedisInstallationStore(
-                self.rt.redis, self.rt.keys, client_id=s.slack_client_id
-            )
             oauth = AsyncOAuthSettings(
                 client_id=s.slack_client_id,
                 client_secret=s.slack_client_secret.get_secret_value(),
@@ -151,7 +166,7 @@ class SlackAdapter:
             if turn is None:
                 return
             parent = str(body.get("event", {}).get("parent_user_id", ""))
-            self._start(self._answer(turn, context.client, me, parent), f"slack:turn:{turn.turn_id}")
+            self._start(self._accept(turn, context.client, me, parent), f"slack:accept:{turn.turn_id}")
         except Exception:  # task boundary: a bad payload must not make Slack retry it forever
             self._log.exception("slack_event_listener_failed", event_id=body.get("event_id", ""))
 
@@ -174,8 +189,8 @@ class SlackAdapter:
             )
             if turn is None:
                 return
-            response_url = str(body.get("response_url", ""))
-            self._start(self._run_command(turn, context.client, response_url), f"slack:turn:{turn.turn_id}")
+            url = str(body.get("response_url", ""))
+            self._start(self._accept_command(turn, url), f"slack:accept:{turn.turn_id}")
         except Exception:  # task boundary, as above
             self._log.exception("slack_command_listener_failed", command=body.get("command", ""))
 
@@ -206,145 +221,57 @@ class SlackAdapter:
             return
         self.tasks.spawn(work, name=name)
 
-    # ------------------------------------------------------------------ the work after the ack
+    # ------------------------------------------------------------------ after the ack: accept and dispatch
 
-    def _context(self, turn: Turn) -> dict[str, str]:
-        return {
-            "bot": self.rt.bot.name,
-            "platform": "slack",
-            "conversation": turn.place.conversation_id,
-            "turn_id": turn.turn_id,
-        }
-
-    async def _answer(self, turn: Turn, client: AsyncWebClient, me: BotIdentity, parent: str) -> None:
-        async with self._slots:
-            tlog = self._log.bind(conversation=turn.place.conversation_id, turn_id=turn.turn_id)
-            try:
-                await self._answer_turn(turn, client, me, parent, tlog)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # task boundary: log with the conversation, keep serving
-                tlog.exception("slack_turn_failed", error=type(exc).__name__)
-
-    async def _answer_turn(
-        self, turn: Turn, client: AsyncWebClient, me: BotIdentity, parent: str, tlog: Any
-    ) -> None:
-        follow = not turn.addressed and bool(turn.place.thread) and self.config.follow_threads
-        if follow and ((me.user_id and parent == me.user_id) or await self.state.in_thread(turn.place)):
-            turn = replace(turn, addressed=True)
-        if not turn.addressed and not self.config.remember_unjoined_threads:
-            return  # chatter in a thread the bot was never asked into: not ours to read or keep
-        assistant = (
-            self.config.assistant
-            and turn.addressed
-            and turn.place.channel.startswith("D")
-            and bool(turn.place.thread)
-        )
-        if assistant:
-            await self._set_status(client, turn, self.config.thinking_status)
-        native = self.config.streaming != "edit" and turn.place.workspace not in self._no_native
-        async with _closing(self.rt.engine.reply(turn)) as events:
-            delivery = await deliver(
-                client,
-                events,
-                channel=turn.place.channel,
-                thread_ts=turn.place.thread,
-                team_id=turn.place.workspace,
-                user_id=turn.author.id,
-                options=ReplyOptions(
-                    native=native,
-                    feedback=self.config.feedback,
-                    min_interval=self.config.edit_interval,
-                    limit=MESSAGE_LIMIT,
-                ),
-                log_context=self._context(turn),
-            )
-        if delivery.native_unsupported and self.config.streaming == "auto":
-            self._no_native.add(turn.place.workspace)
-            tlog.info("slack_native_streaming_unavailable", workspace=turn.place.workspace)
-        result = delivery.result
-        if assistant and not delivery.messages:
-            await self._set_status(client, turn, "")  # nothing was posted: clear "thinking"
-        if result is None or result.kind is ReplyKind.IGNORED:
-            return
-        if delivery.messages and turn.place.thread:
-            await self.state.mark_thread(turn.place)
-        if result.meta.get("handoff"):
-            await self._handoff_notice(client, turn)
-
-    async def _run_command(self, turn: Turn, client: AsyncWebClient, response_url: str) -> None:
-        async with self._slots:
-            tlog = self._log.bind(conversation=turn.place.conversation_id, turn_id=turn.turn_id)
-            try:
-                async with _closing(self.rt.engine.reply(turn)) as events:
-                    await self._command_reply(turn, client, response_url, events)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # task boundary
-                tlog.exception("slack_command_failed", error=type(exc).__name__)
-
-    async def _command_reply(
-        self, turn: Turn, client: AsyncWebClient, response_url: str, events: AsyncIterator[ReplyEvent]
-    ) -> None:
-        first = await anext(events)
-        command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
-        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
-            result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
-            await self._respond(turn, response_url, result)
-            return
-
-        async def stream() -> AsyncIterator[ReplyEvent]:
-            yield first
-            async for event in events:
-                yield event
-
-        delivery = await deliver(
-            client,
-            stream(),
-            channel=turn.place.channel,
-            thread_ts=turn.place.thread,
-            team_id=turn.place.workspace,
-            user_id=turn.author.id,
-            options=ReplyOptions(native=False, feedback=False, min_interval=self.config.edit_interval),
-            log_context=self._context(turn),
-        )
-        if not delivery.messages and delivery.result is not None:
-            # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
-            await self._respond(turn, response_url, delivery.result, in_channel=True)
-
-    async def _respond(
-        self, turn: Turn, response_url: str, result: ReplyResult, *, in_channel: bool = False
-    ) -> None:
-        """Answer a slash command through its ``response_url`` (ephemeral unless ``in_channel``)."""
-        if not result.text.strip() or not response_url:
-            return
-        private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
-        hook = webhook_client(response_url)
-        chunks = split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)
-        for chunk in chunks[:RESPONSE_URL_POSTS]:
-            response = await hook.send(
-                text=chunk,
-                response_type="ephemeral" if private else "in_channel",
-                replace_original=False,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-            if response.status_code != 200:
-                self._log.error(
-                    "reply_undeliverable",
-                    via="response_url",
-                    status=response.status_code,
-                    **self._context(turn),
-                )
-                return
-
-    async def _set_status(self, client: AsyncWebClient, turn: Turn, status: str) -> None:
+    async def _accept(self, turn: Turn, client: AsyncWebClient, me: BotIdentity, parent: str) -> None:
+        tlog = self._log.bind(conversation=turn.place.conversation_id, turn_id=turn.turn_id)
         try:
-            await client.assistant_threads_setStatus(
-                channel_id=turn.place.channel, thread_ts=turn.place.thread, status=status
+            follow = not turn.addressed and bool(turn.place.thread) and self.config.follow_threads
+            if follow and ((me.user_id and parent == me.user_id) or await self._joined(turn, tlog)):
+                turn = replace(turn, addressed=True)
+            if not turn.addressed and not self.config.remember_unjoined_threads:
+                return  # chatter in a thread the bot was never asked into: not ours to read or keep
+            place = turn.place
+            assistant = (
+                self.config.assistant
+                and turn.addressed
+                and place.channel.startswith("D")
+                and bool(place.thread)
             )
-        except SLACK_ERRORS as exc:  # a plain DM thread is not an assistant thread: fine
-            self._log.debug("slack_set_status_failed", error=slack_error_code(exc))
+            if assistant:
+                await set_status(client, place.channel, place.thread, self.config.thinking_status)
+            outcome = await self._dispatch(turn, assistant=assistant)
+            if assistant and outcome is Outcome.DUPLICATE:
+                await set_status(client, place.channel, place.thread, "")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: log with the conversation, keep serving
+            tlog.exception("slack_accept_failed", error=type(exc).__name__)
+
+    async def _accept_command(self, turn: Turn, response_url: str) -> None:
+        try:
+            if response_url:
+                key = response_url_key(self.rt.keys, turn.turn_id)
+                await self.rt.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
+            await self._dispatch(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            self._log.exception(
+                "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
+            )
+
+    async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> Outcome:
+        dispatched = await self.rt.dispatcher.dispatch(turn, route_for(target_for(turn, assistant=assistant)))
+        self.outcomes[dispatched.outcome.value] += 1
+        return dispatched.outcome
+
+    async def _joined(self, turn: Turn, tlog: Any) -> bool:
+        try:
+            return await self.state.in_thread(turn.place)
+        except ParleyError as exc:  # Redis trouble: treat as "not joined"; the engine reports its own
+            tlog.warning("slack_thread_mark_unreadable", error=str(exc))
+            return False
 
     async def _greet_assistant_thread(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
         persona = self.rt.bot.persona(None)
@@ -391,52 +318,6 @@ class SlackAdapter:
         except SLACK_ERRORS as exc:
             self._log.debug("slack_feedback_ack_failed", error=slack_error_code(exc))
 
-    async def _handoff_notice(self, client: AsyncWebClient, turn: Turn) -> None:
-        """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
-        channel = self.settings.slack_handoff_channel or self.config.handoff_channel
-        if not channel:
-            self._log.warning("slack_handoff_without_channel", **self._context(turn))
-            return
-        place = turn.place
-        link = ""
-        try:
-            response = await client.chat_getPermalink(
-                channel=place.channel, message_ts=turn.message_id or place.thread
-            )
-            link = str(response.get("permalink") or "")
-        except SLACK_ERRORS as exc:
-            self._log.warning("slack_permalink_failed", error=slack_error_code(exc), **self._context(turn))
-        where = f"<{link}|this conversation>" if link else f"<#{place.channel}>"
-        text = (
-            f"{self.config.handoff_notice} <@{turn.author.id}> is waiting in {where}. "
-            "The bot stays quiet there until someone resumes it."
-        )
-        blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": HANDOFF_RESUME,
-                        "text": {"type": "plain_text", "text": "Resume bot"},
-                        "value": f"{place.channel}:{place.thread}",
-                    }
-                ],
-            },
-        ]
-        try:
-            await client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
-            )
-        except SLACK_ERRORS as exc:
-            self._log.error(
-                "reply_undeliverable",
-                via="handoff_notice",
-                error=slack_error_code(exc),
-                **self._context(turn),
-            )
-
     async def _resume_from_button(self, turn: Turn, response_url: str) -> None:
         try:
             await self.rt.engine.resume(turn)
@@ -457,6 +338,7 @@ class SlackAdapter:
 
     async def verify(self) -> None:
         """Fail loudly at start-up: the tokens must work (one clear line, no secret in it)."""
+        url = self.settings.slack_api_url
         if self.mode is not Mode.OAUTH:
             try:
                 await self.client.auth_test()
@@ -464,79 +346,59 @@ class SlackAdapter:
                 raise ConfigError(
                     f"SLACK_BOT_TOKEN was rejected by Slack ({slack_error_code(exc)})"
                 ) from None
-            except SlackClientError as exc:
-                raise AdapterError(
-                    f"cannot reach Slack at SLACK_API_URL={self.settings.slack_api_url}: {exc}"
-                ) from None
-            except OSError as exc:
-                raise AdapterError(
-                    f"cannot reach Slack at SLACK_API_URL={self.settings.slack_api_url}: {exc}"
-                ) from None
+            except (SlackClientError, OSError) as exc:
+                raise AdapterError(f"cannot reach Slack at SLACK_API_URL={url}: {exc}") from None
         if self.mode is Mode.SOCKET:
             assert self.settings.slack_app_token is not None
-            probe = web_client(None, self.settings.slack_api_url)
+            probe = web_client(None, url)
             try:
                 await probe.apps_connections_open(app_token=self.settings.slack_app_token.get_secret_value())
             except SlackApiError as exc:
                 raise ConfigError(
                     f"SLACK_APP_TOKEN was rejected by Slack ({slack_error_code(exc)})"
                 ) from None
+            except (SlackClientError, OSError) as exc:
+                raise AdapterError(f"cannot reach Slack at SLACK_API_URL={url}: {exc}") from None
 
     async def serve(self) -> None:
+        """Verify the credentials, connect (Socket Mode), then serve until cancelled."""
         if self._closed:
             raise RuntimeError("the Slack adapter is closed")
         await self.verify()
-        if self.mode is Mode.SOCKET:
-            await self._serve_socket()
-        else:
-            await self._serve_http()
-
-    async def _serve_http(self) -> None:
-        web_app = web.Application(client_max_size=1024**2)
-        web_app.router.add_post(EVENTS_PATH, self._http_events)
-        web_app.router.add_get("/healthz", self._healthz)
-        if self.mode is Mode.OAUTH:
-            web_app.router.add_get(INSTALL_PATH, self._http_oauth)
-            web_app.router.add_get(REDIRECT_PATH, self._http_oauth)
-        runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
-        await runner.setup()
-        self._runner = runner
         try:
-            site = web.TCPSite(runner, self.settings.slack_http_host, self.settings.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                host, port = self.settings.slack_http_host, self.settings.port
-                raise ConfigError(f"PORT={port}: cannot listen on {host}: {exc.strerror}") from None
-            self.port = int(runner.addresses[0][1])
-            self._log.info("slack_http_listening", host=self.settings.slack_http_host, port=self.port)
+            if self.mode is Mode.SOCKET:
+                assert self.settings.slack_app_token is not None
+                handler = AsyncSocketModeHandler(
+                    self.app,
+                    app_token=self.settings.slack_app_token.get_secret_value(),
+                    web_client=web_client(None, self.settings.slack_api_url),
+                    logger=logging.getLogger("parley.slack.socket"),
+                )
+                self._socket = handler
+                await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+                self._log.info("slack_socket_connected")
+            else:
+                self._log.info("slack_http_ready", path=EVENTS_PATH, oauth=self.mode is Mode.OAUTH)
             self.ready.set()
             await asyncio.Event().wait()  # until cancelled
         finally:
-            await self._stop_transport()
+            self.ready.clear()
+            await self._stop_socket()
 
-    async def _serve_socket(self) -> None:
-        assert self.settings.slack_app_token is not None
-        handler = AsyncSocketModeHandler(
-            self.app,
-            app_token=self.settings.slack_app_token.get_secret_value(),
-            web_client=web_client(None, self.settings.slack_api_url),
-            logger=logging.getLogger("parley.slack.socket"),
-        )
-        self._socket = handler
-        try:
-            await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
-            self._log.info("slack_socket_connected")
-            self.ready.set()
-            await asyncio.Event().wait()  # until cancelled
-        finally:
-            await self._stop_transport()
+    async def _readiness(self) -> str | None:
+        if not self.ready.is_set():
+            return "slack: not connected"
+        if self._socket is not None and not await self._socket.client.is_connected():
+            return "slack: Socket Mode connection lost (reconnecting)"
+        return None
 
-    async def _http_events(self, request: web.Request) -> web.Response:
+    async def _http_events(self, request: web.Request) -> web.StreamResponse:
+        if self._closed:
+            return web.Response(status=503, text="shutting down")  # Slack retries elsewhere
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
-    async def _http_oauth(self, request: web.Request) -> web.Response:
+    async def _http_oauth(self, request: web.Request) -> web.StreamResponse:
         flow = self.app.oauth_flow
         if flow is None:
             return web.Response(status=404)
@@ -547,61 +409,28 @@ class SlackAdapter:
             bolt_response = await flow.handle_callback(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def _stop_transport(self) -> None:
-        """Stop taking new requests (the HTTP site or the socket); work in flight goes on."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+    async def _stop_socket(self) -> None:
         handler, self._socket = self._socket, None
-        if handler is not None:
-            client = handler.client
-            await handler.close_async()  # type: ignore[no-untyped-call]  # as above
-            # The SDK cancels its own tasks without awaiting them: await them so nothing outlives us.
-            pending = [
-                t
-                for t in (client.message_processor, client.current_session_monitor, client.message_receiver)
-                if t is not None
-            ]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if handler is None:
+            return
+        client = handler.client
+        await handler.close_async()  # type: ignore[no-untyped-call]  # as above
+        # The SDK cancels its own tasks without awaiting them: await them so nothing outlives us.
+        pending = [
+            t
+            for t in (client.message_processor, client.current_session_monitor, client.message_receiver)
+            if t is not None
+        ]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def aclose(self) -> None:
+        """Stop taking events (Socket Mode disconnects; HTTP routes answer 503 once closed) and let the
+        accept tasks finish for ``shutdown_grace`` seconds. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        await self._stop_transport()
+        self.ready.clear()
+        await self._stop_socket()
         await self.tasks.aclose(grace=self.config.shutdown_grace)
-
-
-@asynccontextmanager
-async def _closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close an async generator we may stop reading early, so its ``finally`` runs now, not at GC."""
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _collect(first: ReplyEvent, events: AsyncIterator[ReplyEvent]) -> ReplyResult:
-    text = ""
-    result: ReplyResult | None = None
-    event: ReplyEvent = first
-    while True:
-        if isinstance(event, ReplyDelta):
-            text += event.text
-        elif isinstance(event, ReplyReplace):
-            text = event.text
-        elif isinstance(event, ReplyDone):
-            result = event.result
-            break
-        try:
-            event = await anext(events)
-        except StopAsyncIteration:
-            break
-    return result or ReplyResult("", ReplyKind.ERROR, text)

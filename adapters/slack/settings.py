@@ -52,8 +52,6 @@ class SlackSettings(BaseSettings):
     slack_redirect_uri: str | None = None  # OAuth redirect URL, when Slack's app config has several
     slack_mode: Literal["auto", "http", "socket"] = "auto"
     slack_handoff_channel: str | None = None  # overrides [slack] handoff_channel
-    slack_http_host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on every interface
-    port: int = Field(default=3000, ge=0, le=65535)
 
 
 class Mode(enum.StrEnum):

@@ -1,8 +1,9 @@
 """Fixtures for the Slack adapter tests: a fake Slack on loopback and running adapters on real parts.
 
 ``start_slack(...)`` builds the real adapter (bolt, slack_sdk) for the ``support`` bot on a real runtime
-(real redis-server, fake OpenAI server from tests/conftest.py), serves it on 127.0.0.1:0 in HTTP or Socket
-Mode against the fake Slack, and stops it at the end of the test.
+(real redis-server, fake OpenAI server from tests/conftest.py) and runs it the way ``parley run`` does
+(``core.ops.service.serve``: the HTTP server on 127.0.0.1:0, queue workers when the queue is on), in HTTP
+or Socket Mode against the fake Slack, and stops it at the end of the test.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 
 from adapters.slack.app import SlackAdapter
+from adapters.slack.delivery import SlackDelivery
 from adapters.slack.settings import Mode, SlackBotConfig, SlackSettings, choose_mode
+from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 from tests.fakes.slack import FakeSlack, SlackSender
@@ -25,11 +28,21 @@ SIGNING_SECRET = "test-signing-secret"
 SUPPORT_CHANNEL = "C0SUPPORT"
 ADMIN = "U0ADMIN"
 
+# Runtime settings for the adapter tests: the HTTP server on a free loopback port, quick shutdown.
+RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack() as fake:
         yield fake
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds (for state outside the fake Slack, which notifies on its own)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - polling state that has no event to wait on
+            await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -38,24 +51,28 @@ class Running:
     runtime: Runtime
     slack: FakeSlack
     sender: SlackSender
-    serving: asyncio.Task[None]
+    serving: asyncio.Task[int]
+    stop: asyncio.Event
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.adapter.port}"
 
+    @property
+    def delivery(self) -> SlackDelivery:
+        return self.adapter.delivery
+
+    def _idle(self) -> bool:
+        shown = sum(self.adapter.outcomes[o] for o in ("queued", "direct", "fallback", "busy"))
+        return (
+            not len(self.adapter.tasks)
+            and not len(self.runtime.dispatcher.tasks)
+            and (self.delivery.delivered >= shown)
+        )
+
     async def settle(self, within: float = 10.0) -> None:
-        """Wait until every turn the adapter took has been answered."""
-        async with asyncio.timeout(within):
-            while len(self.adapter.tasks):
-                await self.adapter.tasks.drain(within)
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds (for state outside the fake Slack, which notifies on its own)."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polling state that has no event to wait on
-            await asyncio.sleep(0.01)
+        """Wait until every event the adapter took has been answered (or dropped on purpose)."""
+        await eventually(self._idle, within)
 
 
 def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
@@ -69,8 +86,6 @@ def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
         "slack_handoff_channel": None,
         "slack_api_url": slack.api_url,
         "slack_mode": "auto",
-        "slack_http_host": "127.0.0.1",
-        "port": 0,
     }
     values.update(overrides)
     return SlackSettings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -96,28 +111,42 @@ async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> Asyn
     async with AsyncExitStack() as stack:
 
         async def start(
-            *, config: SlackBotConfig | None = None, runtime: Runtime | None = None, **settings: Any
+            *,
+            config: SlackBotConfig | None = None,
+            runtime: Runtime | None = None,
+            queue: bool = False,
+            **settings: Any,
         ) -> Running:
             if runtime is None:
-                runtime = await stack.enter_async_context(runtime_factory("support"))
+                runtime = await stack.enter_async_context(
+                    runtime_factory("support", parley_queue=queue, **RUNTIME)
+                )
             s = slack_settings(slack, **settings)
-            adapter = SlackAdapter(runtime, s, config or bot_config(), choose_mode(s))
-            stack.push_async_callback(adapter.aclose)
-            serving = asyncio.create_task(adapter.serve(), name="slack-serve")
+            mode = choose_mode(s)
+            delivery = SlackDelivery(runtime, s, config or bot_config())
+            runtime.ops.deliveries.register("slack", delivery)
+            adapter = SlackAdapter(runtime, s, delivery.config, mode, delivery)
+            stop = asyncio.Event()
+            workers = runtime.ops.queue is not None
+            serving = asyncio.create_task(
+                serve(runtime, [("slack", adapter)], workers=workers, stop=stop, handle_signals=False),
+                name="slack-service",
+            )
 
-            async def stop() -> None:
-                serving.cancel()
+            async def shut_down() -> None:
+                stop.set()
                 await asyncio.gather(serving, return_exceptions=True)
+                await adapter.aclose()
 
-            stack.push_async_callback(stop)
+            stack.push_async_callback(shut_down)
             ready = asyncio.create_task(adapter.ready.wait())
             await asyncio.wait({ready, serving}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             if serving.done():
                 ready.cancel()
                 serving.result()  # raises the start-up error
             assert adapter.ready.is_set(), "adapter did not start"
-            url = f"http://127.0.0.1:{adapter.port}/slack/events" if adapter.mode is not Mode.SOCKET else ""
+            url = f"http://127.0.0.1:{adapter.port}/slack/events" if mode is not Mode.SOCKET else ""
             sender = await stack.enter_async_context(SlackSender(url, SIGNING_SECRET))
-            return Running(adapter, runtime, slack, sender, serving)
+            return Running(adapter, runtime, slack, sender, serving, stop)
 
         yield start

@@ -25,7 +25,7 @@ def _env(slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, **extra: str
         **keep,
         "SLACK_API_URL": slack.api_url,
         "SLACK_BOT_TOKEN": slack.bot_token,
-        "SLACK_HTTP_HOST": "127.0.0.1",
+        "PARLEY_OPS_HOST": "127.0.0.1",
         "PORT": "0",
         "REDIS_URL": redis_url,
         "OPENAI_BASE_URL": fake_openai.base_url,
@@ -84,7 +84,7 @@ async def test_parley_run_http_mode(
     proc = await _run(env, tmp_path)
     seen: list[bytes] = []
     try:
-        listening = await _log_event(proc, "slack_http_listening", seen)
+        listening = await _log_event(proc, "http_listening", seen)
         url = f"http://127.0.0.1:{listening['port']}/slack/events"
         async with SlackSender(url, SIGNING_SECRET) as sender:
             sent = await sender.event(rq.app_mention("hello from the CLI", ts="1700000500.000100"))

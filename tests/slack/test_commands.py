@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -21,8 +23,9 @@ async def test_command_acked_fast_while_llm_takes_10s(
     assert sent.json() == {"text": "Working on it…", "response_type": "ephemeral"}
     await eventually(lambda: len(fake_openai.chat_requests) == 1)  # the LLM is working, after the ack
     assert slack.bot_messages() == []
-    await app.adapter.aclose()  # shutdown cancels the 10-second story instead of waiting for it
-    assert len(app.adapter.tasks) == 0
+    app.stop.set()  # shutdown cancels the 10-second story after the grace period instead of waiting
+    assert await asyncio.wait_for(app.serving, 5) == 0
+    assert len(app.runtime.dispatcher.tasks) == 0
 
 
 async def test_story_streams_into_the_channel(

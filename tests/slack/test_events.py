@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import replace
@@ -13,13 +14,14 @@ from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
-from tests.slack.conftest import StartSlack, bot_config
+from tests.slack.conftest import RUNTIME, StartSlack, bot_config, eventually
 
 
+@pytest.mark.parametrize("queue", [False, True])
 async def test_mention_gets_threaded_streamed_reply(
-    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
-    app = await start_slack()
+    app = await start_slack(queue=queue)
     fake_openai.queue(Reply("Orders placed before **14:00** ship the same day.", chunk_chars=6))
     event = rq.app_mention("when do orders ship?", ts="1700000000.000100")
     sent = await app.sender.event(event)
@@ -131,10 +133,11 @@ async def test_mention_and_its_message_twin_answered_once(
     assert len(fake_openai.chat_requests) == 1
 
 
+@pytest.mark.parametrize("queue", [False, True])
 async def test_retried_event_answered_exactly_once(
-    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
-    app = await start_slack()
+    app = await start_slack(queue=queue)
     fake_openai.queue(Reply("Only once.", first_delay=0.5))
     event = rq.app_mention("hi", ts="1700000020.000100")
     first = await app.sender.event(event)
@@ -147,11 +150,12 @@ async def test_retried_event_answered_exactly_once(
     assert [m.shown for m in slack.bot_messages("C0GENERAL")] == ["Only once."]
 
 
+@pytest.mark.parametrize("queue", [False, True])
 async def test_two_instances_on_one_redis_answer_once(
-    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
-    one = await start_slack()
-    two = await start_slack()
+    one = await start_slack(queue=queue)
+    two = await start_slack(queue=queue)
     assert one.runtime is not two.runtime
     fake_openai.queue(Reply("From one replica.", first_delay=0.2))
     event = rq.app_mention("hello both", ts="1700000030.000100")
@@ -195,15 +199,21 @@ async def test_old_timestamp_rejected(
     assert [last_user_text(r.body) for r in fake_openai.chat_requests] == ["fresh"]
 
 
-async def test_ack_does_not_wait_for_the_llm(start_slack: StartSlack, fake_openai: FakeOpenAI) -> None:
-    app = await start_slack()
+@pytest.mark.parametrize("queue", [False, True])
+async def test_ack_does_not_wait_for_the_llm(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, queue: bool
+) -> None:
+    app = await start_slack(queue=queue)
     fake_openai.queue(Hang(30))
     sent = await app.sender.event(rq.app_mention("slow one"))
     assert sent.status == 200
     assert sent.elapsed < 1.0
-    assert len(app.adapter.tasks) == 1  # the work is owned by the adapter, still running
-    await app.adapter.aclose()  # shutdown cancels and awaits it
+    await eventually(lambda: len(fake_openai.chat_requests) == 1)  # the LLM works after the ack
+    # Shutdown gives the turn the grace period (0.5 s here), then cancels it: nothing is left running.
+    app.stop.set()
+    assert await asyncio.wait_for(app.serving, 5) == 0
     assert len(app.adapter.tasks) == 0
+    assert len(app.runtime.dispatcher.tasks) == 0
 
 
 @pytest.mark.parametrize("streaming", ["auto", "edit"])
@@ -276,7 +286,7 @@ async def test_failed_stream_start_falls_back_to_post(
     await app.settle()
     (msg,) = slack.bot_messages("C0GENERAL")
     assert msg.text == "You said: still answer"
-    assert app.adapter._no_native == set()  # a one-off failure is not remembered as "unsupported"
+    assert app.delivery.no_native == set()  # a one-off failure is not remembered as "unsupported"
 
 
 async def test_undeliverable_reply_is_logged_with_conversation(
@@ -357,7 +367,7 @@ async def test_moderation_takes_back_a_streamed_answer(
     spec = load_bot("support")
     moderation = spec.config.moderation.model_copy(update={"blocked_patterns": ["secret-launch-code"]})
     spec = replace(spec, config=spec.config.model_copy(update={"moderation": moderation}))
-    async with runtime_factory(spec=spec) as rt:
+    async with runtime_factory(spec=spec, parley_queue=False, **RUNTIME) as rt:
         app = await start_slack(runtime=rt, config=bot_config(streaming=streaming))
         words = "Here is a long and perfectly harmless preamble. " * 6
         fake_openai.queue(Reply(words + "The secret-launch-code is 1234.", chunk_chars=20, delay=0.01))

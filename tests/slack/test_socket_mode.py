@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from adapters.slack.settings import Mode
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply
 from tests.fakes.slack import FakeSlack
@@ -9,10 +13,11 @@ from tests.fakes.slack import requests as rq
 from tests.slack.conftest import StartSlack
 
 
+@pytest.mark.parametrize("queue", [False, True])
 async def test_socket_mode_mention_acked_and_answered_once(
-    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
-    app = await start_slack(slack_app_token=slack.app_token, slack_signing_secret=None)
+    app = await start_slack(slack_app_token=slack.app_token, slack_signing_secret=None, queue=queue)
     assert app.adapter.mode is Mode.SOCKET
     await slack.wait_for(lambda: slack.socket_connections == 1)
     fake_openai.queue(Reply("Hello over the socket.", first_delay=0.3))
@@ -41,15 +46,16 @@ async def test_socket_mode_slash_command_ack_carries_working_text(
     env = await slack.send_envelope(rq.slash_command("/story", "socks"), type="slash_commands")
     await slack.wait_ack(env)
     assert env.ack_payload == {"text": "Working on it…", "response_type": "ephemeral"}
-    await app.adapter.aclose()
-    assert len(app.adapter.tasks) == 0
+    app.stop.set()
+    assert await asyncio.wait_for(app.serving, 5) == 0
     await slack.wait_for(lambda: slack.socket_connections == 0)
 
 
 async def test_socket_closed_on_shutdown(start_slack: StartSlack, slack: FakeSlack) -> None:
     app = await start_slack(slack_app_token=slack.app_token, slack_signing_secret=None)
     await slack.wait_for(lambda: slack.socket_connections == 1)
-    app.serving.cancel()
+    assert await app.runtime.ops.http.readiness() == {}
+    app.stop.set()
     await slack.wait_for(lambda: slack.socket_connections == 0)
-    await app.adapter.aclose()
+    assert await asyncio.wait_for(app.serving, 5) == 0
     await app.adapter.aclose()  # idempotent

@@ -77,8 +77,8 @@ def test_bad_credentials_fail_in_one_line(values: dict[str, Any], message: str) 
 
 def test_invalid_setting_does_not_echo_secrets() -> None:
     with pytest.raises(ConfigError) as info:
-        load_slack_settings(_env_file=None, slack_bot_token="xoxb-super-secret", port="not-a-port")
-    assert "PORT" in str(info.value)
+        load_slack_settings(_env_file=None, slack_bot_token="xoxb-super-secret", slack_mode="sideways")
+    assert "SLACK_MODE" in str(info.value)
     assert "super-secret" not in str(info.value)
 
 
@@ -93,12 +93,6 @@ async def test_rejected_app_token_stops_start_up(start_slack: StartSlack, slack:
         await start_slack(slack_app_token="xapp-1-wrong", slack_signing_secret=None)
     assert "SLACK_APP_TOKEN was rejected" in str(info.value)
     assert "wrong" not in str(info.value)
-
-
-async def test_busy_port_is_a_config_error(start_slack: StartSlack, slack: FakeSlack) -> None:
-    with pytest.raises(ConfigError) as info:
-        await start_slack(port=slack.port)  # the fake Slack already listens there
-    assert f"PORT={slack.port}" in str(info.value)
 
 
 async def test_build_adapter_and_check_from_the_environment(

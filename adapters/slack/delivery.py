@@ -1,0 +1,276 @@
+"""Showing replies on Slack: the :class:`~core.ops.delivery.Delivery` for platform ``slack``.
+
+A queue worker (in the adapter's process or a ``--workers-only`` one) hands it a job and the engine's reply
+stream. It needs only the Web API: the bot token (one workspace) or the workspace's token from the Redis
+installation store (OAuth), so any replica can answer any workspace.
+
+    message  native stream or post + paced updates, split at 4,000 chars, 👍/👎, thread mark, handoff notice
+    command  streamed into the channel; ephemeral answers (``/help``, refusals) through ``response_url``;
+             ``response_url`` also when the bot cannot post in that channel
+
+Failures are logged with the conversation and never raised: the engine's turn still completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.common.split import split_text
+from adapters.slack.client import web_client, webhook_client
+from adapters.slack.mrkdwn import to_mrkdwn
+from adapters.slack.oauth import RedisInstallationStore
+from adapters.slack.reply import Delivery as Delivered
+from adapters.slack.reply import ReplyOptions, deliver
+from adapters.slack.route import SlackTarget, response_url_key, target_of
+from adapters.slack.settings import SlackBotConfig, SlackSettings
+from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
+from adapters.slack.state import SlackState
+from adapters.slack.translate import HANDOFF_RESUME
+from core.errors import AdapterError, ParleyError
+from core.ops.jobs import Job
+from core.runtime import Runtime
+from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
+
+log = structlog.get_logger("parley.slack")
+
+RESPONSE_URL_POSTS = 5  # Slack accepts up to 5 posts per response_url
+SLACK_ERRORS = (SlackApiError, SlackClientError)
+
+
+class SlackDelivery:
+    """Render reply streams onto Slack. ``aclose()`` is idempotent."""
+
+    def __init__(self, runtime: Runtime, settings: SlackSettings, config: SlackBotConfig) -> None:
+        self.rt = runtime
+        self.settings = settings
+        self.config = config
+        self.state = SlackState(
+            runtime.redis, runtime.keys, thread_ttl=int(runtime.bot.config.memory.ttl_days * 86_400)
+        )
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+        self._client = web_client(token, settings.slack_api_url) if token else None
+        self.installations: RedisInstallationStore | None = None
+        if token is None and settings.slack_client_id:
+            self.installations = RedisInstallationStore(
+                runtime.redis, runtime.keys, client_id=settings.slack_client_id
+            )
+        self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
+        self.delivered = 0  # jobs finished (shown or given up on): tests and logs
+        self._log = log.bind(bot=runtime.bot.name, platform="slack")
+        self._closed = False
+
+    # ------------------------------------------------------------------ the port
+
+    async def deliver(self, job: Job, events: AsyncIterator[ReplyEvent]) -> None:
+        try:
+            target = target_of(job.route)
+            client = await self.client_for(target.team)
+            if target.kind == "command":
+                await self._command(job.turn, target, client, events)
+            else:
+                await self._message(job.turn, target, client, events)
+        except ParleyError as exc:
+            self._log.error("reply_undeliverable", error=str(exc), **_context(self.rt, job.turn))
+        except ValueError as exc:
+            self._log.error("reply_undeliverable", error=str(exc), turn_id=job.turn.turn_id)
+        finally:
+            self.delivered += 1
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    # ------------------------------------------------------------------ credentials
+
+    async def client_for(self, team: str) -> AsyncWebClient:
+        """A Web API client with the bot token of ``team`` (the one token, or the installation's)."""
+        if self._client is not None:
+            return self._client
+        if self.installations is None:
+            raise AdapterError("no Slack credentials: SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET")
+        bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team or None)
+        if bot is None or not bot.bot_token:
+            raise AdapterError(f"Slack workspace {team} has no installation (app uninstalled?)")
+        return web_client(bot.bot_token, self.settings.slack_api_url)
+
+    # ------------------------------------------------------------------ messages
+
+    async def _message(
+        self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
+    ) -> None:
+        native = self.config.streaming != "edit" and target.team not in self.no_native
+        done = await deliver(
+            client,
+            events,
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            team_id=target.team,
+            user_id=target.user,
+            options=ReplyOptions(
+                native=native,
+                feedback=self.config.feedback,
+                min_interval=self.config.edit_interval,
+                limit=MESSAGE_LIMIT,
+            ),
+            log_context=_context(self.rt, turn),
+        )
+        if done.native_unsupported and self.config.streaming == "auto":
+            self.no_native.add(target.team)
+            self._log.info("slack_native_streaming_unavailable", workspace=target.team)
+        if target.assistant and not done.messages:
+            await set_status(client, target.channel, target.thread_ts, "")  # nothing posted: clear "thinking"
+        result = done.result
+        if result is None or result.kind is ReplyKind.IGNORED:
+            return
+        if done.messages and target.thread_ts:
+            try:
+                await self.state.mark_thread(turn.place)
+            except ParleyError as exc:  # the reply is out; only later follow-ups lose the shortcut
+                self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.rt, turn))
+        if result.meta.get("handoff"):
+            await self._handoff_notice(client, turn, target)
+
+    async def _handoff_notice(self, client: AsyncWebClient, turn: Turn, target: SlackTarget) -> None:
+        """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
+        channel = self.settings.slack_handoff_channel or self.config.handoff_channel
+        context = _context(self.rt, turn)
+        if not channel:
+            self._log.warning("slack_handoff_without_channel", **context)
+            return
+        link = ""
+        try:
+            response = await client.chat_getPermalink(
+                channel=target.channel, message_ts=target.message_ts or target.thread_ts
+            )
+            link = str(response.get("permalink") or "")
+        except SLACK_ERRORS as exc:
+            self._log.warning("slack_permalink_failed", error=slack_error_code(exc), **context)
+        where = f"<{link}|this conversation>" if link else f"<#{target.channel}>"
+        text = (
+            f"{self.config.handoff_notice} <@{target.user}> is waiting in {where}. "
+            "The bot stays quiet there until someone resumes it."
+        )
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": HANDOFF_RESUME,
+                        "text": {"type": "plain_text", "text": "Resume bot"},
+                        "value": f"{target.channel}:{target.thread_ts}",
+                    }
+                ],
+            },
+        ]
+        try:
+            await client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+            )
+        except SLACK_ERRORS as exc:
+            self._log.error(
+                "reply_undeliverable", via="handoff_notice", error=slack_error_code(exc), **context
+            )
+
+    # ------------------------------------------------------------------ slash commands
+
+    async def _command(
+        self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
+    ) -> None:
+        first = await anext(events)
+        command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
+        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
+            result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
+            await self._respond(turn, result)
+            return
+
+        async def stream() -> AsyncIterator[ReplyEvent]:
+            yield first
+            async for event in events:
+                yield event
+
+        done: Delivered = await deliver(
+            client,
+            stream(),
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            team_id=target.team,
+            user_id=target.user,
+            options=ReplyOptions(native=False, feedback=False, min_interval=self.config.edit_interval),
+            log_context=_context(self.rt, turn),
+        )
+        if not done.messages and done.result is not None:
+            # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
+            await self._respond(turn, done.result, in_channel=True)
+
+    async def _respond(self, turn: Turn, result: ReplyResult, *, in_channel: bool = False) -> None:
+        """Answer a slash command through its ``response_url`` (ephemeral unless ``in_channel``)."""
+        if not result.text.strip():
+            return
+        try:
+            url = await self.rt.redis.get(response_url_key(self.rt.keys, turn.turn_id))
+        except RedisError as exc:
+            self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
+            return
+        if not url:
+            self._log.error(
+                "reply_undeliverable", via="response_url", error="expired", **_context(self.rt, turn)
+            )
+            return
+        private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
+        hook = webhook_client(str(url))
+        for chunk in split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
+            response = await hook.send(
+                text=chunk,
+                response_type="ephemeral" if private else "in_channel",
+                replace_original=False,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            if response.status_code != 200:
+                self._log.error(
+                    "reply_undeliverable",
+                    via="response_url",
+                    status=response.status_code,
+                    **_context(self.rt, turn),
+                )
+                return
+
+
+async def set_status(client: AsyncWebClient, channel: str, thread_ts: str, status: str) -> None:
+    """The Assistant panel's "is thinking…" line ("" clears it); a plain DM thread refuses: fine."""
+    try:
+        await client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+    except SLACK_ERRORS as exc:
+        log.debug("slack_set_status_failed", error=slack_error_code(exc))
+
+
+def _context(rt: Runtime, turn: Turn) -> dict[str, str]:
+    return {
+        "bot": rt.bot.name,
+        "platform": "slack",
+        "conversation": turn.place.conversation_id,
+        "turn_id": turn.turn_id,
+    }
+
+
+async def _collect(first: ReplyEvent, events: AsyncIterator[ReplyEvent]) -> ReplyResult:
+    text = ""
+    event: ReplyEvent = first
+    while True:
+        if isinstance(event, ReplyDelta):
+            text += event.text
+        elif isinstance(event, ReplyReplace):
+            text = event.text
+        elif isinstance(event, ReplyDone):
+            return event.result
+        try:
+            event = await anext(events)
+        except StopAsyncIteration:
+            return ReplyResult("", ReplyKind.ERROR, text)
