@@ -37,18 +37,90 @@ class MemoryConfig(BaseModel):
     when_unavailable: Literal["apologise", "answer"] = "apologise"
 
 
+class RateWindow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=1_000_000)  # at most this many turns ...
+    seconds: float = Field(gt=0, le=7 * 86_400)  # ... in any window of this length (sliding)
+
+
 class LimitsConfig(BaseModel):
+    """Abuse and cost limits (core/safety): on by default; a count or quota of 0 switches one off."""
+
     model_config = ConfigDict(extra="forbid")
 
     max_input_chars: int = Field(default=4_000, ge=1)
+    user_rate: list[RateWindow] = Field(
+        default_factory=lambda: [RateWindow(count=5, seconds=10), RateWindow(count=60, seconds=3_600)]
+    )
+    channel_rate: list[RateWindow] = Field(default_factory=lambda: [RateWindow(count=30, seconds=60)])
+    user_daily_tokens: int = Field(default=200_000, ge=0)  # prompt + completion tokens per quota window
+    workspace_daily_tokens: int = Field(default=5_000_000, ge=0)  # per workspace (Slack) or guild (Discord)
+    quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
+    max_concurrent_per_workspace: int = Field(default=10, ge=0)  # LLM generations at once; 0: no limit
+    generation_lease_seconds: float = Field(default=180, gt=0)  # a dead replica's slot frees after this
+    llm_commands: list[str] = Field(default_factory=lambda: ["story"])  # commands that count like chat turns
+    exempt_platforms: list[str] = Field(default_factory=lambda: ["console"])  # your own terminal
+    exempt_admins: bool = False
+    rate_limited_text: str = "You're sending messages faster than I can answer. Please try again in {retry}."
+    channel_rate_limited_text: str = "This channel is keeping me very busy. Please try again in {retry}."
+    quota_text: str = "You've reached your usage limit for today. It resets in {retry}."
+    workspace_quota_text: str = "This workspace has reached its usage limit for today. It resets in {retry}."
+    busy_text: str = ""  # too many generations at once; empty: the persona's ``busy`` text
+
+
+ModerationAction = Literal["allow", "refuse", "redact", "flag"]
 
 
 class ModerationConfig(BaseModel):
+    """The moderation profile (core/safety/profiles.py) and overrides of any part of it."""
+
     model_config = ConfigDict(extra="forbid")
 
-    profile: str = "standard"
+    profile: str = "standard"  # strict | standard | relaxed | local
     blocked_patterns: list[str] = Field(default_factory=list)  # regexes, checked on input and output
     blocked_category: str = "blocked_pattern"
+    endpoint: bool | None = None  # use the moderation endpoint (None: as the profile says)
+    on_error: Literal["open", "closed"] | None = None  # endpoint down or slow: let through, or refuse
+    timeout_seconds: float | None = Field(default=None, gt=0, le=30)
+    stream_checks: Literal["local", "full"] | None = None  # while streaming: local rules, or endpoint too
+    flag_refusals: bool | None = None  # report every refusal to the moderators, not only "flag" actions
+    thresholds: dict[str, float] = Field(default_factory=dict)  # endpoint category -> score (0-1)
+    actions: dict[str, ModerationAction] = Field(default_factory=dict)  # category -> action, input and output
+    output_actions: dict[str, ModerationAction] = Field(default_factory=dict)  # category -> action on replies
+    link_domains: list[str] = Field(default_factory=list)  # links to these (and subdomains) always pass
+    canary: bool = True  # a random marker in every system prompt; a reply containing it is refused
+    events_max: int = Field(default=10_000, ge=100, le=10_000_000)  # moderation events kept in Redis
+
+    @model_validator(mode="after")
+    def _scores(self) -> ModerationConfig:
+        for name, value in self.thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"thresholds.{name}: must be between 0 and 1")
+        return self
+
+
+class AccessConfig(BaseModel):
+    """Who may talk to the bot. Entries are ids, or ``platform:id``; an empty allow-list allows everyone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_workspaces: list[str] = Field(default_factory=list)  # Slack team ids / Discord guild ids
+    deny_workspaces: list[str] = Field(default_factory=list)
+    allow_channels: list[str] = Field(default_factory=list)
+    deny_channels: list[str] = Field(default_factory=list)
+    allow_users: list[str] = Field(default_factory=list)
+    deny_users: list[str] = Field(default_factory=list)
+    ignore_bots: bool = True  # never answer other bots (no bot-to-bot loops)
+
+
+class PrivacyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # what the redactor removes before anything is stored (and, per profile, before the LLM)
+    redact: list[str] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "gov_id", "secret"])
+    extra_detectors: list[str] = Field(default_factory=list)  # "package.module:factory" for heavier detectors
+    forget_command: bool = True  # /forget: a user deletes everything stored about them
 
 
 class BotConfig(BaseModel):
@@ -67,6 +139,8 @@ class BotConfig(BaseModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

@@ -1,12 +1,13 @@
-"""The built-in commands every bot has: /help, /reset, /persona, /story."""
+"""The built-in commands every bot has: /help, /reset, /persona, /story, and /forget (runtime-wired)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.commands import Command, CommandOption, CommandRegistry
 from core.engine import TurnContext
 from core.llm import ChatMessage
+from core.safety.forget import Forgotten
 from core.types import CommandCall
 
 STORY_LENGTHS = {"short": (150, 450), "medium": (400, 900), "long": (800, 1_600)}  # words, max tokens
@@ -93,7 +94,27 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     story = "".join(parts)
     if story:
         kept = ((ctx.state.meta.get("last_story", "") + "\n\n") if cont else "") + story
-        await ctx.memory.set_meta(ctx.turn.place, {"last_story": kept[-LAST_STORY_CHARS:]})
+        stored = ctx.engine.redactor.redact(kept[-LAST_STORY_CHARS:])  # nothing unredacted reaches Redis
+        await ctx.memory.set_meta(ctx.turn.place, {"last_story": stored})
+
+
+def forget_command(forget: Callable[[str, str], Awaitable[Forgotten]]) -> Command:
+    """``/forget``: delete everything stored about the caller on this platform. ``forget(platform, user_id)``
+    does the deleting (core/safety/forget.py)."""
+
+    async def _forget(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+        done = await forget(ctx.turn.place.platform, ctx.turn.author.id)
+        if not done.conversations and not done.events:
+            yield "I have nothing stored about you. Nothing to forget."
+            return
+        yield (
+            f"Done: I deleted your {done.messages} stored message{'s' * (done.messages != 1)} and my replies "
+            f"to them in {done.conversations} conversation{'s' * (done.conversations != 1)}, with their "
+            "summaries, and the moderation records about you. Only short-lived usage counters remain; they "
+            "expire on their own."
+        )
+
+    return Command("forget", "Delete everything I have stored about you", _forget, ephemeral=True)
 
 
 BUILTINS: dict[str, Command] = {

@@ -15,17 +15,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.bot import BotSpec
-from core.builtins import builtin_registry
+from core.builtins import builtin_registry, forget_command
 from core.engine import Engine, Gate
 from core.errors import ConfigError, StoreUnavailable
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.memory import RedisMemory
-from core.moderation import Moderator, RuleModerator
+from core.moderation import Moderator
 from core.ops.delivery import Dispatcher
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
+from core.safety.settings import SafetySettings
+from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
@@ -47,6 +49,7 @@ class Runtime:
     keys: KeySpace
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
+    safety: Safety | None = None  # moderation chain, redactor, limits, event log (core/safety)
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
@@ -82,6 +85,7 @@ async def open_runtime(
     moderator: Moderator | None = None,
     gates: list[Gate] | None = None,
     redis: aioredis.Redis | None = None,
+    safety_settings: SafetySettings | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
     by default one is made from REDIS_URL, or an embedded redis-server is started."""
@@ -124,14 +128,16 @@ async def open_runtime(
         memory = RedisMemory(
             client, keys, max_messages=cfg.memory.max_messages, ttl_seconds=int(cfg.memory.ttl_days * 86_400)
         )
+        # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
+        safety = await stack.enter_async_context(open_safety(spec, settings, client, keys, safety_settings))
         if moderator is None:
-            moderator = RuleModerator(
-                cfg.moderation.blocked_patterns,
-                category=cfg.moderation.blocked_category,
-                source=f"{spec.folder / 'bot.toml'}: moderation.blocked_patterns",
-            )
+            moderator = safety.moderator
         stack.push_async_callback(moderator.aclose)
         registry = builtin_registry(cfg.commands)
+        if cfg.privacy.forget_command:
+            registry.add(forget_command(safety.forget))
+        for command in safety.commands():
+            registry.add(command)
         if spec.plugin is not None:
             for command in spec.plugin.commands():
                 registry.add(command)
@@ -147,11 +153,14 @@ async def open_runtime(
             keys=keys,
             default_model=settings.openai_model,
             commands=registry,
-            gates=gates,
-            observers=[ops.metrics.observe_turn],
+            gates=[*safety.gates, *(gates or [])],
+            observers=[ops.metrics.observe_turn, *safety.observers],
+            redactor=safety.redactor,
+            redact_before_llm=safety.redact_before_llm,
+            canary=safety.canary,
             # Queued turns are ordered and locked by the worker; without the queue, each turn takes the lock.
             guard=None if ops.queue is not None else ops.locks.guard,
         )
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety)

@@ -1,0 +1,89 @@
+"""The OpenAI moderation endpoint (``POST /v1/moderations``, ``omni-moderation-latest``), openai client.
+
+No retries and a short deadline: a moderation check sits in front of every answer, so a slow endpoint is
+treated as a down one and the profile's fail-open / fail-closed choice applies. Errors are mapped onto
+:class:`core.errors.ModerationError`; messages never include the checked text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+
+import openai
+
+from core.errors import ModerationError
+
+PERMANENT_STATUSES = frozenset({401, 403, 404, 405})  # a wrong URL or key, not a passing outage
+
+
+class ModerationUnavailable(ModerationError):
+    """The endpoint failed, timed out or refused the request. ``code`` is short and safe to record."""
+
+    def __init__(self, message: str, *, code: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in PERMANENT_STATUSES
+
+
+class ModerationEndpoint:
+    """Category scores for a text, with a small in-process cache (a streamed reply's final check often
+    repeats the last partial check)."""
+
+    def __init__(
+        self, *, api_key: str, base_url: str | None, model: str, timeout: float, cache_size: int = 256
+    ) -> None:
+        self.model = model
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self.timeout = timeout
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=openai.Timeout(timeout, connect=min(timeout, 2.0)),
+            max_retries=0,
+        )
+        self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._closed = False
+
+    async def scores(self, text: str, *, deadline: float | None = None) -> dict[str, float]:
+        key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        deadline = deadline or self.timeout
+        try:
+            response = await asyncio.wait_for(
+                self._client.moderations.create(model=self.model, input=text), deadline
+            )
+        except TimeoutError:
+            raise ModerationUnavailable(f"no answer within {deadline:g}s", code="timeout") from None
+        except openai.APITimeoutError:
+            raise ModerationUnavailable(f"no answer within {deadline:g}s", code="timeout") from None
+        except openai.APIStatusError as exc:
+            raise ModerationUnavailable(
+                f"HTTP {exc.status_code}", code=f"http_{exc.status_code}", status=exc.status_code
+            ) from None
+        except openai.APIConnectionError:
+            raise ModerationUnavailable("cannot connect", code="connection") from None
+        except openai.OpenAIError as exc:
+            raise ModerationUnavailable(type(exc).__name__, code="error") from None
+        if not response.results:
+            raise ModerationUnavailable("empty result", code="empty")
+        raw = response.results[0].category_scores.model_dump(by_alias=True)
+        result = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+        self._cache[key] = result
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.close()

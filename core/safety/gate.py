@@ -1,0 +1,251 @@
+"""Admission: who may talk to the bot, and how much. An engine :data:`~core.engine.Gate` plus a turn observer.
+
+    access lists (config, in process)  ->  one Redis round trip: the blocked-users set, rate windows (user,
+    channel), token quotas (user, workspace) and a generation slot (workspace)  ->  admit, or refuse saying
+    when to try again (no LLM call is made)
+
+A refused user is told once per window; further messages in the same window are ignored silently, so a
+spammer cannot make the bot flood a channel with "slow down" replies. After the turn, the observer counts
+the reported token usage into the quotas and frees the generation slot, in one round trip.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from core.engine import TurnContext
+from core.errors import StoreError
+from core.safety.events import EventLog
+from core.safety.limits import Check, LimitStore, Outcome, Window, user_tag
+from core.safety.text import humanize_seconds
+from core.types import ReplyKind, ReplyResult, Turn
+
+log = structlog.get_logger("parley.safety")
+
+_MENTION_ID = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$")
+
+
+def parse_user(arg: str) -> str:
+    """``<@U123|ann>``, ``<@!123>`` or a bare id -> the id."""
+    arg = arg.strip()
+    m = _MENTION_ID.match(arg)
+    return m.group(1) if m else arg.lstrip("@")
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Allow- and deny-lists; an entry is ``id`` or ``platform:id``. Empty allow-lists allow everyone."""
+
+    allow_workspaces: frozenset[str] = frozenset()
+    deny_workspaces: frozenset[str] = frozenset()
+    allow_channels: frozenset[str] = frozenset()
+    deny_channels: frozenset[str] = frozenset()
+    allow_users: frozenset[str] = frozenset()
+    deny_users: frozenset[str] = frozenset()
+    ignore_bots: bool = True
+
+    @staticmethod
+    def _in(entries: frozenset[str], platform: str, ident: str) -> bool:
+        return ident in entries or f"{platform}:{ident}" in entries
+
+    def denial(self, turn: Turn) -> str:
+        """Why the turn is not admitted ("" when it is)."""
+        p, a = turn.place, turn.author
+        if self.ignore_bots and a.is_bot:
+            return "bot_author"
+        checks = (
+            ("workspace", self.allow_workspaces, self.deny_workspaces, p.workspace),
+            ("channel", self.allow_channels, self.deny_channels, p.channel),
+            ("user", self.allow_users, self.deny_users, a.id),
+        )
+        for scope, allow, deny, ident in checks:
+            if self._in(deny, p.platform, ident):
+                return f"{scope}_denied"
+            if allow and not self._in(allow, p.platform, ident):
+                return f"{scope}_not_allowed"
+        return ""
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    user_rate: tuple[Window, ...] = ()
+    channel_rate: tuple[Window, ...] = ()
+    user_tokens: int = 0  # per quota window; 0: no quota
+    workspace_tokens: int = 0
+    quota_window_seconds: int = 86_400
+    max_concurrent: int = 0  # generations per workspace; 0: no limit
+    lease_seconds: float = 180.0
+    llm_commands: frozenset[str] = frozenset({"story"})
+    exempt_platforms: frozenset[str] = frozenset()
+    exempt_admins: bool = False
+    texts: dict[str, str] = field(default_factory=dict)  # reason -> text with {retry}
+
+
+@dataclass
+class _Held:
+    key: str
+    since: float
+
+
+class Admission:
+    """The gate and the observer, sharing the generation slots this process holds."""
+
+    def __init__(
+        self,
+        *,
+        store: LimitStore,
+        events: EventLog,
+        access: AccessPolicy,
+        limits: LimitPolicy,
+        blocked_key: Callable[[str, str], str],
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.access = access
+        self.limits = limits
+        self._blocked_key = blocked_key  # (platform, workspace) -> key of the blocked-users set
+        self._held: dict[str, _Held] = {}  # turn id -> slot key, until the turn's observer frees it
+
+    def _forget_stale(self) -> None:
+        """Slots of turns whose observer never ran (cancelled) expire by their lease in Redis; drop them."""
+        cutoff = time.monotonic() - self.limits.lease_seconds
+        for turn_id in [t for t, h in self._held.items() if h.since < cutoff]:
+            del self._held[turn_id]
+
+    # ------------------------------------------------------------------------------------------ the gate
+
+    def _exempt(self, turn: Turn) -> bool:
+        return turn.place.platform in self.limits.exempt_platforms or (
+            self.limits.exempt_admins and turn.author.is_admin
+        )
+
+    def _checks(self, ctx: TurnContext) -> list[Check]:
+        turn, lim, store = ctx.turn, self.limits, self.store
+        p = turn.place
+        call = turn.command or ctx.engine.commands.parse(turn.text)
+        if call is not None and call.name not in lim.llm_commands:
+            return []  # commands that do not call the LLM cost nothing worth limiting
+        uid = user_tag(p.platform, turn.author.id)
+        member = turn.turn_id
+        checks = [store.rate("user", f"{p.platform}:{uid}", w, member) for w in lim.user_rate]
+        channel = f"{p.platform}:{p.workspace}:{p.channel}"
+        checks += [store.rate("channel", channel, w, member) for w in lim.channel_rate]
+        checks += self._quotas(turn)
+        if lim.max_concurrent:
+            lease = int(lim.lease_seconds * 1000)
+            checks.append(store.acquire(p.platform, p.workspace, lim.max_concurrent, lease, turn.turn_id))
+        return checks
+
+    def _quotas(self, turn: Turn) -> list[Check]:
+        lim, p = self.limits, turn.place
+        quotas = []
+        if lim.user_tokens:
+            who = f"{p.platform}:{user_tag(p.platform, turn.author.id)}"
+            quotas.append(self.store.quota("user", who, lim.user_tokens, lim.quota_window_seconds))
+        if lim.workspace_tokens:
+            where = f"{p.platform}:{p.workspace}"
+            quotas.append(
+                self.store.quota("workspace", where, lim.workspace_tokens, lim.quota_window_seconds)
+            )
+        return quotas
+
+    async def gate(self, ctx: TurnContext) -> ReplyResult | None:
+        turn = ctx.turn
+        denial = self.access.denial(turn)
+        if denial:
+            log.info("access_denied", reason=denial, turn_id=turn.turn_id, platform=turn.place.platform)
+            await self.events.count(f"admission:ignore:{denial}")
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "access_denied", "access": denial})
+        if self._held:
+            self._forget_stale()
+        checks = [] if self._exempt(turn) else self._checks(ctx)
+        blocked_key = self._blocked_key(turn.place.platform, turn.place.workspace)
+        try:
+            outcomes, (blocked,) = await self.store.run(checks, ("sismember", (blocked_key, turn.author.id)))
+        except StoreError as exc:
+            # Limits cannot be checked: answer anyway (memory would have failed already if Redis were down).
+            log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
+            return None
+        for o in outcomes:
+            if o.check.kind == "acquire" and o.admitted:
+                self._held[turn.turn_id] = _Held(o.check.key, time.monotonic())
+        if blocked:
+            await self._refund(turn, outcomes)
+            log.info("user_blocked", turn_id=turn.turn_id, platform=turn.place.platform)
+            await self.events.count("admission:ignore:blocked")
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "blocked"})
+        denied = [o for o in outcomes if not o.admitted]
+        if not denied:
+            return None
+        return await self._refuse(ctx, outcomes, denied)
+
+    async def _refund(
+        self, turn: Turn, outcomes: Sequence[Outcome], notice: tuple[str, int] | None = None
+    ) -> bool:
+        self._held.pop(turn.turn_id, None)
+        try:
+            return await self.store.refund(outcomes, notice)
+        except StoreError as exc:
+            log.warning("limits_refund_failed", error=str(exc), turn_id=turn.turn_id)
+            return True
+
+    async def _refuse(
+        self, ctx: TurnContext, outcomes: Sequence[Outcome], denied: Sequence[Outcome]
+    ) -> ReplyResult:
+        turn = ctx.turn
+        worst = max(denied, key=lambda o: o.retry_ms)
+        kind = worst.check.kind
+        reason = {"rate": "rate_limited", "quota": "quota_exceeded", "acquire": "busy"}[kind]
+        retry_ms = worst.retry_ms if kind != "acquire" else 5_000
+        # Tell the user once per window, then stay quiet: a flood of refusals is a flood too.
+        p = turn.place
+        who = f"{p.platform}:{user_tag(p.platform, turn.author.id)}"
+        notice = self.store.notice_key(worst.check.scope, who, reason)
+        tell = await self._refund(turn, outcomes, (notice, max(retry_ms, 1000)))
+        log.info(
+            "limit_refused",
+            reason=reason,
+            scope=worst.check.scope,
+            retry_ms=retry_ms,
+            told=tell,
+            turn_id=turn.turn_id,
+            platform=turn.place.platform,
+        )
+        await self.events.count(f"admission:{reason}:{worst.check.scope}")
+        meta = {
+            "reason": reason,
+            "limit": worst.check.scope,
+            "retry_after": str(max(1, (retry_ms + 999) // 1000)),
+        }
+        if not tell:
+            return ctx.result("", ReplyKind.IGNORED, meta={**meta, "silent": "1"})
+        template = self.limits.texts.get(f"{reason}:{worst.check.scope}") or self.limits.texts.get(reason, "")
+        if reason == "busy" and not template:
+            template = ctx.persona.busy
+        text = template.replace("{retry}", humanize_seconds(retry_ms / 1000))
+        return ctx.result(text, ReplyKind.REFUSAL, meta=meta, ephemeral=True)
+
+    # -------------------------------------------------------------------------------------- the observer
+
+    async def observe(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
+        held = self._held.pop(turn.turn_id, None)
+        tokens = result.usage.total
+        if held is None and (tokens <= 0 or self._exempt(turn)):
+            return
+        quotas = self._quotas(turn) if tokens > 0 and not self._exempt(turn) else []
+        release = (held.key, turn.turn_id) if held is not None else None
+        if quotas or release is not None:
+            await self.store.add_usage(quotas, tokens, release)
+
+    async def aclose(self) -> None:
+        """Free the slots still held (turns cancelled at shutdown); their leases would free them later."""
+        held, self._held = self._held, {}
+        try:
+            await self.store.release([(h.key, turn_id) for turn_id, h in held.items()])
+        except StoreError as exc:
+            log.warning("slot_release_failed", error=str(exc))

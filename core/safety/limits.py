@@ -1,0 +1,253 @@
+"""Abuse and cost limits in Redis: one atomic Lua script per limit, timed by the Redis server's clock.
+
+- **Rate** (per user, per channel): a sliding-window log in a sorted set. The script drops hits older than
+  the window, admits when fewer than ``count`` remain and records the hit, else returns the time until the
+  oldest hit leaves the window. Exact under any concurrency: 100 simultaneous requests against 10 admit 10.
+- **Token quota** (per user, per workspace/guild): a counter that expires at the end of the current window
+  (windows are aligned to the epoch, so a day ends at 00:00 UTC). The script adds the turn's reported usage
+  (or nothing, to check) and returns the total and the milliseconds until the reset. Checked before a turn,
+  counted after it: concurrent turns may overshoot a quota by what they use between the two.
+- **Concurrent generations** (per workspace/guild): a sorted set of turn ids scored by lease expiry; a slot
+  is freed when the turn ends, or by its lease if the replica died.
+
+Keys name users by a one-way hash of ``platform:user`` (see :func:`user_tag`), so no user id appears in
+key names and ``/forget`` cannot reset a limit; counters expire by themselves.
+
+Scripts are loaded at start-up and called with EVALSHA inside pipelines (one round trip for all checks of a
+turn); NOSCRIPT (a restarted Redis) reloads them and retries once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError, RedisError
+
+from core.errors import StoreError
+from core.keys import KeySpace
+
+RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+  return {1, n + 1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, n, math.ceil((tonumber(oldest[2]) + window - now) / 1000)}
+"""
+"""KEYS: the window's sorted set. ARGV: window (µs), limit, a unique member.
+Returns {admitted 0/1, hits in the window, ms until a slot frees (0 when admitted)}."""
+
+QUOTA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local add = tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if add > 0 then
+  used = redis.call('INCRBY', KEYS[1], add)
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIREAT', KEYS[1], (math.floor(now_ms / window) + 1) * window)
+  end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then ttl = (math.floor(now_ms / window) + 1) * window - now_ms end
+return {used, ttl}
+"""
+"""KEYS: the counter. ARGV: window (ms), tokens to add (0 checks). Returns {used, ms until the reset}."""
+
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, n + 1}
+end
+return {0, n}
+"""
+"""KEYS: the slots' sorted set. ARGV: limit, lease (ms), the turn id. Returns {acquired 0/1, slots in use}."""
+
+SCRIPTS = {"rate": RATE, "quota": QUOTA, "acquire": ACQUIRE}
+SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}  # noqa: S324 - Redis's script id
+
+
+def user_tag(platform: str, user_id: str) -> str:
+    """A stable one-way tag for a user in key names (no raw id in keys)."""
+    return hashlib.sha256(f"parley-limits:{platform}:{user_id}".encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit to check in the admission pipeline."""
+
+    kind: str  # "rate" | "quota" | "acquire"
+    scope: str  # "user" | "channel" | "workspace"
+    key: str
+    args: tuple[Any, ...]
+    limit: int = 0
+    member: str = ""  # what to remove to refund an admitted hit (rate, acquire)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    check: Check
+    admitted: bool
+    retry_ms: int = 0
+    used: int = 0
+
+
+class LimitStore:
+    """The limit scripts on a redis-py asyncio client (which the caller owns)."""
+
+    def __init__(self, client: aioredis.Redis, keys: KeySpace) -> None:
+        self._r = client
+        self._keys = keys
+
+    # ---------------------------------------------------------------------------------------- key names
+
+    def rate_key(self, scope: str, ident: str, window: Window) -> str:
+        return self._keys.scoped("limit", "rate", scope, ident, f"{window.count}per{window.seconds:g}s")
+
+    def quota_key(self, scope: str, ident: str, window_seconds: int) -> str:
+        return self._keys.scoped("limit", "quota", scope, ident, f"{window_seconds}s")
+
+    def slots_key(self, platform: str, workspace: str) -> str:
+        return self._keys.scoped("limit", "slots", platform, workspace)
+
+    def notice_key(self, scope: str, ident: str, reason: str) -> str:
+        return self._keys.scoped("limit", "notice", scope, ident, reason)
+
+    # ------------------------------------------------------------------------------------------- checks
+
+    def rate(self, scope: str, ident: str, window: Window, member: str) -> Check:
+        key = self.rate_key(scope, ident, window)
+        return Check(
+            "rate", scope, key, (int(window.seconds * 1_000_000), window.count, member), window.count, member
+        )
+
+    def quota(self, scope: str, ident: str, limit: int, window_seconds: int) -> Check:
+        return Check(
+            "quota", scope, self.quota_key(scope, ident, window_seconds), (window_seconds * 1000, 0), limit
+        )
+
+    def acquire(self, platform: str, workspace: str, limit: int, lease_ms: int, turn_id: str) -> Check:
+        key = self.slots_key(platform, workspace)
+        return Check("acquire", "workspace", key, (limit, lease_ms, turn_id), limit, turn_id)
+
+    async def load(self) -> None:
+        try:
+            for body in SCRIPTS.values():
+                await self._r.script_load(body)
+        except RedisError as exc:
+            raise StoreError(f"cannot load the limit scripts: {type(exc).__name__}: {exc}") from exc
+
+    async def _run(self, build: Any) -> list[Any]:
+        """Run a pipeline built by ``build(pipe)``; NOSCRIPT reloads the scripts and retries once."""
+        for attempt in (1, 2):
+            try:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    build(pipe)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise StoreError("Redis refused the limit scripts") from None
+                await self.load()
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _queue(pipe: Pipeline, check: Check) -> None:
+        pipe.evalsha(SHAS[check.kind], 1, check.key, *check.args)
+
+    async def run(
+        self, checks: Sequence[Check], *extra: tuple[str, tuple[Any, ...]]
+    ) -> tuple[list[Outcome], list[Any]]:
+        """Run checks (and extra plain commands, queued first) in one round trip."""
+
+        def build(pipe: Pipeline) -> None:
+            for name, args in extra:
+                getattr(pipe, name)(*args)
+            for check in checks:
+                self._queue(pipe, check)
+
+        try:
+            results = await self._run(build)
+        except RedisError as exc:
+            raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc
+        plain, scripted = results[: len(extra)], results[len(extra) :]
+        outcomes = []
+        for check, raw in zip(checks, scripted, strict=True):
+            if check.kind == "quota":
+                used, ttl = int(raw[0]), int(raw[1])
+                outcomes.append(Outcome(check, used < check.limit, ttl if used >= check.limit else 0, used))
+            else:
+                outcomes.append(
+                    Outcome(check, bool(raw[0]), int(raw[2]) if check.kind == "rate" else 0, int(raw[1]))
+                )
+        return outcomes, plain
+
+    async def refund(self, outcomes: Sequence[Outcome], notice: tuple[str, int] | None = None) -> bool:
+        """Give back what admitted checks took (another limit refused the turn). With ``notice=(key, ms)``,
+        also claim the once-per-window notice: True when this refusal should be shown."""
+
+        def build(pipe: Pipeline) -> None:
+            for o in outcomes:
+                if o.admitted and o.check.member:
+                    pipe.zrem(o.check.key, o.check.member)
+            if notice is not None:
+                pipe.set(notice[0], "1", px=max(1, notice[1]), nx=True)
+
+        try:
+            results = await self._run(build)
+        except RedisError as exc:
+            raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc
+        return bool(results[-1]) if notice is not None else False
+
+    async def release(self, slots: Sequence[tuple[str, str]]) -> None:
+        """Free generation slots: ``(slots key, turn id)`` pairs."""
+
+        def build(pipe: Pipeline) -> None:
+            for key, member in slots:
+                pipe.zrem(key, member)
+
+        if slots:
+            try:
+                await self._run(build)
+            except RedisError as exc:
+                raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc
+
+    async def add_usage(
+        self, quotas: Sequence[Check], tokens: int, release: tuple[str, str] | None = None
+    ) -> list[Any]:
+        """Count ``tokens`` into each quota and free a generation slot ``(key, turn id)``: one round trip."""
+
+        def build(pipe: Pipeline) -> None:
+            if tokens > 0:
+                for q in quotas:
+                    pipe.evalsha(SHAS["quota"], 1, q.key, q.args[0], tokens)
+            if release is not None:
+                pipe.zrem(*release)
+
+        try:
+            return await self._run(build)
+        except RedisError as exc:
+            raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,140 @@
+"""Small pure text helpers: invisible characters, normalisation for matching, links and mentions."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+# Characters that change nothing visible but can hide or reorder text: zero-width spaces and joiners,
+# bidirectional overrides and isolates, word joiners, soft hyphens, BOMs, Unicode tags (used to smuggle
+# instructions invisibly), the variation selectors beyond the emoji range, and C0/C1 controls.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200e\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0"
+    "\U000e0100-\U000e01ef"
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+)
+_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
+_TAGS_RE = re.compile("(\U0001f3f4?)([\U000e0000-\U000e007f]+)")  # tag runs, with a black flag before
+_ZWJ_RE = re.compile("\u200d")
+
+
+def _keep_zwj(text: str, at: int) -> bool:
+    """A zero-width joiner is kept between two non-ASCII symbols (emoji sequences such as 👩‍💻)."""
+    before = text[at - 1] if at > 0 else ""
+    after = text[at + 1] if at + 1 < len(text) else ""
+    return bool(before) and bool(after) and ord(before) > 0x2000 and ord(after) > 0x2000
+
+
+def strip_invisible(text: str) -> str:
+    """Remove invisible and reordering characters, keeping emoji sequences (ZWJ, subdivision flags)."""
+    if text.isascii() and text.isprintable():
+        return text
+
+    def tags(m: re.Match[str]) -> str:
+        flag, run = m.group(1), m.group(2)
+        if flag and len(run) <= 7 and run.endswith("\U000e007f"):
+            return flag + run  # 🏴 + tag letters + cancel tag: a subdivision flag such as Scotland's
+        return flag
+
+    text = _TAGS_RE.sub(tags, text)
+    text = _INVISIBLE_RE.sub("", text)
+    if "\u200d" in text:
+        text = "".join(ch for i, ch in enumerate(text) if ch != "\u200d" or _keep_zwj(text, i))
+    return text
+
+
+def has_invisible(text: str) -> bool:
+    return strip_invisible(text) != text
+
+
+def normalize(text: str) -> str:
+    """The form pattern rules match on: invisibles removed, NFKC (fullwidth and styled letters folded),
+    case-folded, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", strip_invisible(text)).casefold()
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------- links
+
+_COMMON_TLDS = (
+    "com|net|org|io|co|ai|app|dev|me|info|biz|xyz|gg|ly|to|tk|ru|cn|uk|de|fr|nl|eu|us|ca|au|in|jp|"
+    "br|es|it|pl|se|ch|at|be|online|site|club|top|shop|store|link|click|live|tech|cloud|page|zip|mov"
+)
+_URL_RE = re.compile(
+    r"(?:\b[a-z][a-z0-9+.-]{1,15}://|\bwww\.)[^\s<>|\"'`]+"  # scheme:// or www.
+    rf"|\b(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_COMMON_TLDS})\b(?::\d{{2,5}})?(?:/[^\s<>|\"'`]*)?",
+    re.IGNORECASE,
+)
+_HOST_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^/:?#\s]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    start: int
+    end: int
+    url: str
+
+    @property
+    def host(self) -> str:
+        m = _HOST_RE.match(self.url)
+        return (m.group(1) if m else "").lower().rstrip(".")
+
+
+def find_links(text: str) -> Iterator[Link]:
+    for m in _URL_RE.finditer(text):
+        url = m.group(0).rstrip(".,;:!?)]}>*_~")
+        if "@" in url.split("/")[0] and "://" not in url:
+            continue  # the domain part of an e-mail address, not a link
+        yield Link(m.start(), m.start() + len(url), url)
+
+
+def host_allowed(host: str, domains: Sequence[str]) -> bool:
+    """``host`` is one of ``domains`` or a subdomain of one."""
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+# ------------------------------------------------------------------------------------------- mentions
+
+_MENTION_RE = re.compile(
+    r"<!(everyone|here|channel)(?:\|[^>]*)?>"  # Slack broadcast mentions
+    r"|<!subteam\^[A-Z0-9]+(?:\|([^>]*))?>"  # Slack user-group mention
+    r"|<@[!&]?([A-Z0-9]+)(?:\|([^>]*))?>"  # Slack and Discord user / role mentions
+    r"|(?<![\w@])@(everyone|here|channel)\b",  # Discord broadcast mentions (and Slack's legacy ones)
+    re.IGNORECASE,
+)
+
+
+def neutralize_mentions(text: str) -> str:
+    """Rewrite mentions so that they ping no one: ``@everyone`` -> ``everyone``, ``<@U1|ann>`` -> ``ann``."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):
+            return m.group(1)
+        if m.group(0).startswith("<!subteam"):
+            return m.group(2).lstrip("@") if m.group(2) else "the group"
+        if m.group(3):
+            return m.group(4) or "someone"
+        return m.group(5)
+
+    return _MENTION_RE.sub(repl, text)
+
+
+def has_mentions(text: str) -> bool:
+    return _MENTION_RE.search(text) is not None
+
+
+def humanize_seconds(seconds: float) -> str:
+    """``7`` -> "7 seconds", ``3_900`` -> "1 hour 5 minutes"."""
+    s = max(1, int(seconds + 0.999))
+    if s < 60:
+        return f"{s} second{'s' * (s != 1)}"
+    if s < 3_600:
+        m = (s + 59) // 60
+        return f"{m} minute{'s' * (m != 1)}"
+    h, rest = divmod(s, 3_600)
+    m = rest // 60
+    hours = f"{h} hour{'s' * (h != 1)}"
+    return f"{hours} {m} minute{'s' * (m != 1)}" if m else hours
