@@ -1,8 +1,10 @@
-"""Discord adapter: ``build_adapter(runtime)`` for ``parley run``, ``check(runtime)`` for ``parley check``.
+"""Discord: ``build_adapter`` / ``build_delivery`` for ``parley run``, ``check`` for ``parley check``.
 
 Modules: :mod:`.settings` (DISCORD_* and bot.toml ``[discord]``), :mod:`.translate` (events -> Turn, pure),
-:mod:`.format` (Markdown -> safe Discord text), :mod:`.commands` (registry -> slash commands, fingerprint),
-:mod:`.sink` (where replies land), :mod:`.endpoints` (REST base and gateway URL), :mod:`.adapter` (the rest).
+:mod:`.commands` (registry -> slash commands, fingerprint, pure), :mod:`.route` (where a queued reply goes,
+pure), :mod:`.format` (Markdown -> safe Discord text, pure), :mod:`.adapter` (the gateway side: accept
+events, dispatch turns), :mod:`.delivery` (the worker side: show replies over REST), :mod:`.sink` (post and
+edit messages), :mod:`.endpoints` (REST base and gateway URL).
 """
 
 from __future__ import annotations
@@ -12,16 +14,30 @@ import discord
 
 from adapters.discord import endpoints
 from adapters.discord.adapter import DiscordAdapter, build_intents
+from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.settings import DiscordSettings, load_discord_settings
 from core.errors import ConfigError
 from core.runtime import Runtime
 
-__all__ = ["DiscordAdapter", "DiscordSettings", "build_adapter", "check", "load_discord_settings"]
+__all__ = [
+    "DiscordAdapter",
+    "DiscordDelivery",
+    "DiscordSettings",
+    "build_adapter",
+    "build_delivery",
+    "check",
+    "load_discord_settings",
+]
 
 
 def build_adapter(runtime: Runtime) -> DiscordAdapter:
     """The adapter for ``runtime``'s bot, configured from the environment over its ``[discord]`` table."""
     return DiscordAdapter(runtime, load_discord_settings(runtime.bot.platform_config("discord")))
+
+
+def build_delivery(runtime: Runtime) -> DiscordDelivery:
+    """How queue workers show replies on Discord (REST only: also fine in a ``--workers-only`` process)."""
+    return DiscordDelivery(runtime, load_discord_settings(runtime.bot.platform_config("discord")))
 
 
 async def check(runtime: Runtime) -> list[str]:

@@ -1,19 +1,20 @@
 """The Discord adapter: discord.py events in, engine turns through, paced messages out.
 
     gateway event --(on_message / on_interaction)--> pure translation -> Turn
-        -> owned task: [defer within 3 s] -> engine.reply(turn) -> StreamRenderer -> Channel/InteractionSink
+        -> owned task: [open a thread] [defer within 3 s] -> Route -> runtime.dispatcher.dispatch(turn, route)
+    durable queue -> a worker (this process or another) -> engine.reply -> DiscordDelivery (REST only)
 
 - One ``discord.AutoShardedClient`` (automatic sharding, or ``DISCORD_SHARD_IDS`` / ``DISCORD_SHARD_COUNT``).
 - Intents: guilds, guild messages, DMs; ``message_content`` only when configured (it is privileged).
 - Slash commands come from the engine's command registry; they are registered (to a development guild, or
   globally) only when their fingerprint differs from the one kept in Redis.
-- Every turn runs in a task owned by the adapter, under a concurrency limit; a failure is logged with its
-  conversation and never reaches discord.py or the other turns (house rules 7 and 8).
+- Accepting an event runs in a task owned by the adapter; a failure is logged with its conversation and
+  never reaches discord.py or the other turns (house rules 7 and 8). The reply itself is the worker's.
 - A failed login or gateway connection is retried with exponential back-off; the failure count lives in Redis
   so a crash-looping process slows down too (Discord resets a token after 1,000 IDENTIFYs a day). A token
   Discord rejects, or intents it refuses, stop the adapter with one clear :class:`ConfigError` line.
-- No conversation state is kept here: what a second replica would need is in Redis (memory, command hash,
-  dedupe keys written by the engine).
+- No conversation state is kept here: what a second replica would need is in Redis (the queued turn and its
+  route, the interaction token, memory, the command hash).
 """
 
 from __future__ import annotations
@@ -22,20 +23,26 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import discord
 import structlog
 from redis.exceptions import RedisError
 
-from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
 from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
+from adapters.discord.delivery import DiscordDelivery
+from adapters.discord.route import (
+    PLATFORM,
+    ChannelTarget,
+    InteractionTarget,
+    Target,
+    interaction_token_key,
+    route_for,
+)
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import ChannelSink, InteractionSink, keep_typing
 from adapters.discord.translate import (
     MessagePolicy,
     interaction_view,
@@ -47,10 +54,9 @@ from adapters.discord.translate import (
 from core.errors import ConfigError
 from core.runtime import Runtime
 from core.tasks import TaskOwner
-from core.types import Place, ReplyDone, ReplyEvent, Turn
+from core.types import Place, Turn
 
 log = structlog.get_logger("parley.discord")
-T = TypeVar("T")
 
 COMMAND_HASH_TTL = 7 * 86_400  # re-register at least weekly, in case someone edited commands by hand
 FAILURES_TTL = 3_600  # a failure streak is forgotten after an hour without failures
@@ -116,16 +122,14 @@ class _Client(discord.AutoShardedClient):
 class DiscordAdapter:
     """Serve one bot on Discord until cancelled. ``async with`` it, or call :meth:`aclose` when done."""
 
-    def __init__(
-        self, runtime: Runtime, settings: DiscordSettings, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, runtime: Runtime, settings: DiscordSettings) -> None:
         if settings.token is None:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._rt = runtime
         self._settings = settings
-        self._clock = clock
+        if PLATFORM not in runtime.ops.deliveries:  # `parley run` registers it first, via build_delivery
+            runtime.ops.deliveries.register(PLATFORM, DiscordDelivery(runtime, settings))
         self._tasks = TaskOwner(f"discord:{runtime.bot.name}")
-        self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._client: _Client | None = None
         self._policy: MessagePolicy | None = None
         self._closed = False
@@ -236,7 +240,6 @@ class DiscordAdapter:
         if self._client is not None:
             await self._client.close()
         self.ready.clear()
-        endpoints.restore()
 
     # ------------------------------------------------------------------ discord.py hooks
 
@@ -307,22 +310,20 @@ class DiscordAdapter:
             return
         if policy is None:  # a message before on_ready (guilds still streaming in)
             policy = MessagePolicy(bot_id=str(client.user.id), ignore_bots=self._settings.ignore_bots)
-        view = message_view(message, client.user.id)
-        turn = turn_from_message(view, policy)
-        if turn is None:
-            return
-        self._spawn(self._message_turn(message, turn), turn, "message")
+        turn = turn_from_message(message_view(message, client.user.id), policy)
+        if turn is not None:
+            self._spawn(self._accept_message(message, turn), turn, "message")
 
     def _on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
         if interaction.type is not discord.InteractionType.application_command:
             return
-        received = self._clock()
+        received = time.time()
         view = interaction_view(interaction)
         name = self._command_names.get(view.command, view.command)
         turn = turn_from_interaction(
             dataclasses.replace(view, command=name), args_option=self._args_options.get(view.command)
         )
-        self._spawn(self._interaction_turn(interaction, turn, received), turn, "interaction")
+        self._spawn(self._accept_interaction(interaction, turn, received), turn, "interaction")
 
     def _spawn(self, coro: Any, turn: Turn, kind: str) -> None:
         try:
@@ -330,7 +331,7 @@ class DiscordAdapter:
         except RuntimeError:  # closing: no new turns
             coro.close()
 
-    # ------------------------------------------------------------------ turns
+    # ------------------------------------------------------------------ turns: accept, then dispatch
 
     def _context(self, turn: Turn) -> dict[str, str]:
         return {
@@ -339,34 +340,26 @@ class DiscordAdapter:
             "event_id": turn.event_id,
         }
 
-    async def _message_turn(self, message: discord.Message, turn: Turn) -> None:
+    async def _dispatch(self, turn: Turn, target: Target, tlog: Any) -> None:
+        """Hand the turn to the engine's dispatcher: the durable queue (any worker answers it through
+        :class:`~adapters.discord.delivery.DiscordDelivery`), or this process when the queue is off."""
+        dispatched = await self._rt.dispatcher.dispatch(turn, route_for(target))
+        tlog.debug("discord_turn_dispatched", outcome=dispatched.outcome.value, reason=dispatched.reason)
+
+    async def _accept_message(self, message: discord.Message, turn: Turn) -> None:
         tlog = self.log.bind(**self._context(turn))
         try:
-            async with self._slots:
-                channel: discord.abc.Messageable = message.channel
-                reply_to: discord.Message | None = message
-                if self._opens_thread(message, turn):
-                    thread = await self._open_thread(message, turn, tlog)
-                    if thread is not None:
-                        channel, reply_to = thread, None
-                        place = turn.place
-                        thread_place = Place(place.platform, place.workspace, place.channel, str(thread.id))
-                        turn = dataclasses.replace(turn, place=thread_place)
-                        tlog = self.log.bind(**self._context(turn))
-                stop_typing = asyncio.Event()
-                sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
-                renderer = StreamRenderer(
-                    sink, min_interval=self._settings.edit_interval, log_context=self._context(turn)
-                )
-                async with asyncio.TaskGroup() as tg:
-                    if self._settings.typing and turn.addressed:
-                        tg.create_task(keep_typing(channel, stop_typing))
-                    try:
-                        async with _closing(self._rt.engine.reply(turn)) as events:
-                            outcome = await renderer.run(events)
-                    finally:
-                        stop_typing.set()
-                self._log_outcome(tlog, outcome.failures, outcome.posts, outcome.edits)
+            guild_id = message.guild.id if message.guild is not None else None
+            target = ChannelTarget(message.channel.id, guild_id, message.id, typing=turn.addressed)
+            if self._opens_thread(message, turn):
+                thread = await self._open_thread(message, turn, tlog)
+                if thread is not None:
+                    place = turn.place
+                    turn = dataclasses.replace(
+                        turn, place=Place(place.platform, place.workspace, place.channel, str(thread.id))
+                    )
+                    target = ChannelTarget(thread.id, guild_id, None, typing=True)
+            await self._dispatch(turn, target, tlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: one turn's failure never stops the bot
@@ -388,50 +381,43 @@ class DiscordAdapter:
             tlog.warning("discord_thread_failed", status=exc.status, code=exc.code, detail=exc.text[:200])
             return None
 
-    async def _interaction_turn(
+    async def _accept_interaction(
         self, interaction: discord.Interaction[discord.Client], turn: Turn, received: float
     ) -> None:
         tlog = self.log.bind(**self._context(turn), command=turn.command.name if turn.command else "")
         command = self._rt.engine.commands.get(turn.command.name) if turn.command else None
         ephemeral = bool(command and command.ephemeral)
         try:
-            # Within 3 s of the event, before waiting for a free slot: Discord shows "thinking...".
-            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+            # First, within Discord's 3 s: the user sees "thinking..." while the turn waits for a worker.
+            response = await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         except discord.HTTPException as exc:
             tlog.warning("discord_defer_failed", status=exc.status, code=exc.code, detail=exc.text[:200])
             return
         try:
-            async with self._slots:
-                deadline = received + self._settings.interaction_token_ttl - self._settings.interaction_margin
-                sink = InteractionSink(
-                    interaction,
-                    deadline=deadline,
-                    ephemeral=ephemeral,
-                    clock=self._clock,
-                    log_context=self._context(turn),
-                )
-                renderer = StreamRenderer(
-                    sink, min_interval=self._settings.edit_interval, log_context=self._context(turn)
-                )
-                async with (
-                    _closing(self._rt.engine.reply(turn)) as events,
-                    _closing(_watch_ephemeral(events, sink)) as watched,
-                ):
-                    outcome = await renderer.run(watched)
-                if outcome.result is not None and not outcome.result.text and not outcome.handles:
-                    # Nothing to say (e.g. a duplicate delivery): don't leave "thinking..." forever.
-                    await _quietly(interaction.delete_original_response(), tlog)
-                self._log_outcome(tlog, outcome.failures, outcome.posts, outcome.edits)
+            original_id = response.message_id if response is not None else None
+            if original_id is None:
+                original_id = (await interaction.original_response()).id
+            s = self._settings
+            ttl = int(s.interaction_token_ttl) + 1
+            key = interaction_token_key(self._rt.keys, interaction.id)
+            try:
+                await self._rt.redis.set(key, interaction.token, ex=ttl)
+            except RedisError as exc:  # the reply will go to the channel instead of the response
+                tlog.warning("interaction_token_not_stored", error=str(exc))
+            target = InteractionTarget(
+                interaction_id=interaction.id,
+                application_id=interaction.application_id,
+                original_id=original_id,
+                channel_id=interaction.channel_id or 0,
+                guild_id=interaction.guild_id,
+                deadline=received + s.interaction_token_ttl - s.interaction_margin,
+                ephemeral=ephemeral,
+            )
+            await self._dispatch(turn, target, tlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary
             tlog.exception("discord_turn_failed", error=type(exc).__name__)
-
-    def _log_outcome(self, tlog: Any, failures: int, posts: int, edits: int) -> None:
-        if failures:
-            tlog.warning("discord_reply_incomplete", failures=failures, posts=posts, edits=edits)
-        else:
-            tlog.debug("discord_reply_delivered", posts=posts, edits=edits)
 
     # ------------------------------------------------------------------ commands
 
@@ -468,31 +454,3 @@ class DiscordAdapter:
         await self._rt.redis.set(key, digest, ex=COMMAND_HASH_TTL)
         self.log.info("discord_commands_synced", scope=scope, count=len(definitions))
         return True
-
-
-async def _watch_ephemeral(
-    events: AsyncIterator[ReplyEvent], sink: InteractionSink
-) -> AsyncIterator[ReplyEvent]:
-    """Tell the sink when the engine decides, before anything was shown, that the answer is private."""
-    async for event in events:
-        if isinstance(event, ReplyDone) and event.result.ephemeral:
-            sink.prefer_ephemeral()
-        yield event
-
-
-@asynccontextmanager
-async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """``contextlib.aclosing`` for any async iterator: finalise the engine's generator even on cancel."""
-    try:
-        yield events
-    finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            await close()
-
-
-async def _quietly(coro: Any, tlog: Any) -> None:
-    try:
-        await coro
-    except discord.HTTPException as exc:
-        tlog.debug("discord_cleanup_failed", status=exc.status)

@@ -2,9 +2,10 @@
 
 - :class:`ChannelSink` posts in a channel, DM or thread (the first message as a reply to the user's) and
   edits those messages.
-- :class:`InteractionSink` fills a deferred slash-command response: the first chunk edits the original
-  ("thinking...") response, later chunks are follow-ups. An interaction token lives 15 minutes; past
-  ``deadline`` (or when Discord says the token is gone) the rest of the reply goes to the channel instead.
+- :class:`InteractionSink` fills a deferred slash-command response through the interaction's webhook: the
+  first chunk edits the original ("thinking...") response, later chunks are follow-ups. An interaction
+  token lives 15 minutes; past ``deadline`` (or when Discord says the token is gone) the rest of the reply
+  goes to the channel instead, and the response points there.
 
 Every request carries ``allowed_mentions`` that ping no one, and the text is made mention-safe and
 embed-safe by :func:`~adapters.discord.format.to_discord` first.
@@ -41,7 +42,7 @@ class ChannelSink:
         self,
         channel: discord.abc.Messageable,
         *,
-        reply_to: discord.Message | None = None,
+        reply_to: discord.Message | discord.PartialMessage | None = None,
         on_first_post: Callable[[], None] | None = None,
     ) -> None:
         self._channel = channel
@@ -82,36 +83,44 @@ class Slot:
 
 
 class InteractionSink:
-    """Stream into a deferred interaction response, falling back to the channel near the token's expiry."""
+    """Stream into a deferred interaction response, falling back to the channel near the token's expiry.
+
+    ``webhook`` is the interaction's webhook (application id + token), None when the token is already gone;
+    ``original_id`` the deferred response message; ``channel`` where the reply continues without a token.
+    """
 
     limit = MESSAGE_LIMIT
 
     def __init__(
         self,
-        interaction: discord.Interaction[discord.Client],
+        webhook: discord.Webhook | None,
         *,
+        original_id: int,
+        channel: discord.abc.Messageable,
         deadline: float,
         ephemeral: bool = False,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         log_context: dict[str, str] | None = None,
     ) -> None:
-        self._interaction = interaction
+        self._webhook = webhook
+        self._original_id = original_id
+        self._channel = channel
         self._deadline = deadline
         self._ephemeral = ephemeral
         self._clock = clock
         self._posted = 0
-        self._expired = False
-        self._gone = False  # Discord refused the token: no more webhook calls at all
+        self._gone = webhook is None  # Discord refused the token (or it expired): no more webhook calls
+        self._expired = self._gone
         self._go_private = False
         self._log = log.bind(**(log_context or {}))
+
+    def format(self, text: str) -> str:
+        return to_discord(text)
 
     def prefer_ephemeral(self) -> None:
         """The answer turned out to be for the asker only: if nothing is shown yet, show it privately."""
         if self._posted == 0 and not self._ephemeral:
             self._go_private = True
-
-    def format(self, text: str) -> str:
-        return to_discord(text)
 
     @property
     def expired(self) -> bool:
@@ -122,29 +131,35 @@ class InteractionSink:
             )
         return self._expired
 
+    def _token_gone(self, exc: discord.HTTPException) -> None:
+        if exc.code not in _TOKEN_GONE:
+            raise exc
+        self._expired = self._gone = True
+        self._log.warning("interaction_token_gone", code=exc.code)
+
     async def _to_channel(self, text: str) -> discord.Message:
         if self._ephemeral:
             # An ephemeral answer must not become public: there is nowhere left to put it.
             raise discord.ClientException("interaction token expired; ephemeral reply not delivered")
-        channel = self._interaction.channel
-        if channel is None or not isinstance(channel, discord.abc.Messageable):
-            raise discord.ClientException("interaction token expired and the channel is unknown")
-        return await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
 
     async def post(self, text: str) -> Slot:
         first = self._posted == 0
         self._posted += 1
         if not self.expired:
+            assert self._webhook is not None
             try:
                 if first and self._go_private:
                     # The deferral was public: drop its "thinking..." and answer with an ephemeral follow-up.
                     self._ephemeral = True
-                    await self._interaction.delete_original_response()
+                    await self._webhook.delete_message(self._original_id)
                     first = False
                 if first:
-                    await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                    await self._webhook.edit_message(
+                        self._original_id, content=text, allowed_mentions=NO_MENTIONS
+                    )
                     return Slot("original")
-                message = await self._interaction.followup.send(
+                message = await self._webhook.send(
                     text,
                     wait=True,
                     allowed_mentions=NO_MENTIONS,
@@ -153,15 +168,13 @@ class InteractionSink:
                 )
                 return Slot("followup", message)
             except discord.HTTPException as exc:
-                if exc.code not in _TOKEN_GONE:
-                    raise
-                self._expired = self._gone = True
-                self._log.warning("interaction_token_gone", code=exc.code)
+                self._token_gone(exc)
         return Slot("channel", await self._to_channel(text))
 
     async def _edit_webhook_message(self, handle: Slot, text: str) -> None:
+        assert self._webhook is not None
         if handle.kind == "original":
-            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            await self._webhook.edit_message(self._original_id, content=text, allowed_mentions=NO_MENTIONS)
         else:
             assert handle.message is not None
             await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
@@ -172,10 +185,7 @@ class InteractionSink:
                 await self._edit_webhook_message(handle, text)
                 return
             except discord.HTTPException as exc:
-                if exc.code not in _TOKEN_GONE:
-                    raise
-                self._expired = self._gone = True
-                self._log.warning("interaction_token_gone", code=exc.code)
+                self._token_gone(exc)
         if handle.kind != "channel":
             # The token is (nearly) gone: what this message should say continues as a new channel message.
             old = Slot(handle.kind, handle.message)
@@ -188,6 +198,15 @@ class InteractionSink:
             return
         assert handle.message is not None
         await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def discard_original(self) -> None:
+        """Remove the "thinking..." response of a turn that had nothing to say."""
+        if self._webhook is None or self._gone:
+            return
+        try:
+            await self._webhook.delete_message(self._original_id)
+        except discord.HTTPException as exc:
+            self._log.debug("interaction_cleanup_failed", status=exc.status, code=exc.code)
 
 
 async def keep_typing(

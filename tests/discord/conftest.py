@@ -18,6 +18,7 @@ import pytest
 
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.settings import DiscordSettings
+from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 from tests.fakes.discord import FakeDiscord
@@ -48,7 +49,7 @@ class RunningBot:
     adapter: DiscordAdapter
     runtime: Runtime
     fake: FakeDiscord
-    serving: asyncio.Task[None]
+    serving: asyncio.Task[int]
 
 
 BotFactory = Callable[..., AbstractAsyncContextManager[RunningBot]]
@@ -70,14 +71,22 @@ def assert_mention_safe(fake: FakeDiscord) -> None:
 
 @pytest.fixture
 def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> BotFactory:
+    """Start the bot as ``parley run`` does (``core.ops.service.serve``: the adapter plus a queue worker,
+    or the adapter alone with ``queue=False``) against the fake Discord; stop it on the way out."""
+
     @asynccontextmanager
     async def start(
-        *, fake: FakeDiscord | None = None, wait_ready: bool = True, **overrides: Any
+        *, fake: FakeDiscord | None = None, wait_ready: bool = True, queue: bool = True, **overrides: Any
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
-        async with runtime_factory("arcade") as rt:
+        runtime = runtime_factory(
+            "arcade", port=0, parley_ops_host="127.0.0.1", parley_shutdown_grace=2.0, parley_queue=queue
+        )
+        async with runtime as rt:
             adapter = DiscordAdapter(rt, discord_settings(target, **overrides))
-            serving = asyncio.create_task(adapter.serve(), name="test:discord-serve")
+            stop = asyncio.Event()
+            service = serve(rt, [("discord", adapter)], workers=queue, stop=stop, handle_signals=False)
+            serving = asyncio.create_task(service, name="test:parley-run")
             try:
                 if wait_ready:
                     ready = asyncio.create_task(adapter.ready.wait())
@@ -89,7 +98,7 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
                         raise TimeoutError("the Discord adapter did not become ready")
                 yield RunningBot(adapter, rt, target, serving)
             finally:
-                serving.cancel()
+                stop.set()
                 await asyncio.gather(serving, return_exceptions=True)
                 await adapter.aclose()
         assert_mention_safe(target)

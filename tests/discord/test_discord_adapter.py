@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 import structlog
 
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.delivery import DiscordDelivery
 from core.errors import ConfigError
-from tests.discord.conftest import BotFactory
+from core.ops.service import serve
+from tests.conftest import RuntimeFactory
+from tests.discord.conftest import BotFactory, discord_settings
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord import payloads as p
 from tests.fakes.openai_server import FakeOpenAI, Reply, last_user_text
@@ -25,11 +29,12 @@ def posts_in(fake: FakeDiscord, channel: dict[str, Any], *, ok: bool = True) -> 
     return fake.calls_to("POST", rf"/channels/{channel['id']}/messages", ok=ok)
 
 
+@pytest.mark.parametrize("queue", [True, False], ids=["queued", "direct"])
 async def test_mention_gets_a_streamed_reply(
-    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
     fake = fake_discord
-    async with bot_factory():
+    async with bot_factory(queue=queue):
         asked = await fake.send_message("tell me a joke", mention_bot=True)
         (post,) = await fake.wait_for_calls("POST", POST_MESSAGE, ok=True)
         await fake.wait_for(lambda: fake.bot_messages()[-1]["content"] == "You said: tell me a joke")
@@ -229,7 +234,7 @@ async def test_login_failures_back_off_then_recover(
     fake = fake_discord
     fake.inject("GET", "/users/@me", 503, times=3)
     with structlog.testing.capture_logs() as logs:
-        async with bot_factory(login_backoff_base=0.1) as bot:
+        async with bot_factory(queue=False, login_backoff_base=0.1) as bot:
             assert await bot.runtime.redis.get(bot.runtime.keys.scoped("discord", "login_failures")) is None
     waits = [e["retry_in"] for e in logs if e["event"] == "discord_backoff"]
     assert [e["failures"] for e in logs if e["event"] == "discord_backoff"] == [1, 2, 3]
@@ -241,7 +246,7 @@ async def test_a_rejected_token_stops_with_one_clear_error(
     bot_factory: BotFactory, fake_discord: FakeDiscord
 ) -> None:
     with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
-        async with bot_factory(token="not-the-token"):
+        async with bot_factory(queue=False, token="not-the-token"):
             pass
     assert not fake_discord.identifies
 
@@ -268,8 +273,8 @@ async def test_identifies_in_one_bucket_are_spaced_across_processes(
     # apart (5 s on Discord; 1 s here).
     fake = fake_discord
     async with (
-        bot_factory(shard_count=2, shard_ids=[0], identify_window=1.0),
-        bot_factory(shard_count=2, shard_ids=[1], identify_window=1.0),
+        bot_factory(queue=False, shard_count=2, shard_ids=[0], identify_window=1.0),
+        bot_factory(queue=False, shard_count=2, shard_ids=[1], identify_window=1.0),
     ):
         first, second = sorted(i.at for i in fake.identifies)
         assert second - first >= 0.95
@@ -278,7 +283,7 @@ async def test_identifies_in_one_bucket_are_spaced_across_processes(
 async def test_one_process_can_run_a_subset_of_shards(
     bot_factory: BotFactory, fake_discord: FakeDiscord
 ) -> None:
-    async with bot_factory(shard_count=4, shard_ids=[3]):
+    async with bot_factory(queue=False, shard_count=4, shard_ids=[3]):
         assert [i.shard for i in fake_discord.identifies] == [(3, 4)]
 
 
@@ -288,3 +293,33 @@ def test_sinks_and_payload_builders_agree_on_the_limit() -> None:
 
     assert MESSAGE_LIMIT == MAX_CONTENT == 2000
     assert p.snowflake() != p.snowflake()
+
+
+async def test_a_workers_only_process_answers_what_the_gateway_process_queued(
+    runtime_factory: RuntimeFactory, fake_discord: FakeDiscord
+) -> None:
+    """``parley run --adapters-only`` here, ``--workers-only`` there: the queued route is all the worker
+    needs; it answers over REST with its own client, with no gateway connection."""
+    fake = fake_discord
+    settings = discord_settings(fake)
+    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
+    async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
+        worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
+        adapter = DiscordAdapter(gateway_rt, settings)
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(
+            serve(gateway_rt, [("discord", adapter)], workers=False, stop=stop, handle_signals=False)
+        )
+        worker = asyncio.create_task(serve(worker_rt, [], workers=True, stop=stop, handle_signals=False))
+        try:
+            await asyncio.wait_for(adapter.ready.wait(), 15)
+            await fake.send_message("who answers me?", mention_bot=True)
+            await fake.wait_for(lambda: fake.bot_messages())
+            await fake.wait_for(lambda: fake.bot_messages()[-1]["content"] == "You said: who answers me?")
+            await fake.slash("help")
+            await fake.wait_for(lambda: any("/story" in m["content"] for m in fake.bot_messages()))
+        finally:
+            stop.set()
+            await asyncio.gather(gateway, worker, return_exceptions=True)
+    assert len(fake.identifies) == 1  # one gateway connection: the worker used REST only
+    assert len(fake.calls_to("GET", "/users/@me")) == 2  # each process logged in once

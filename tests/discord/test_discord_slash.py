@@ -12,11 +12,16 @@ from adapters.discord.commands import option_name
 from adapters.discord.sink import MOVED
 from core.errors import ConfigError
 from tests.discord.conftest import BotFactory
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import FakeDiscord, InteractionState
 from tests.fakes.discord import payloads as p
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, Reply, echo, last_user_text
 
-ORIGINAL = r"/webhooks/\d+/[^/]+/messages/@original"
+
+def original(state: InteractionState) -> str:
+    """The path pattern of edits to an interaction's original response (by id, or as @original)."""
+    return rf"/webhooks/\d+/[^/]+/messages/({state.original_id}|@original)"
+
+
 CALLBACK = r"/interactions/\d+/[^/]+/callback"
 
 
@@ -52,7 +57,7 @@ async def test_story_is_deferred_at_once_then_streamed_for_10_seconds(
         await fake.wait_for(lambda: fake.bot_messages(fake.random["id"]), within=5)
         assert fake_openai.active_streams == 1  # the story is still streaming
         await fake.wait_for(lambda: fake.messages[state.original_id or ""]["content"] == story, within=20)
-    edits = fake.calls_to("PATCH", ORIGINAL, ok=True)
+    edits = fake.calls_to("PATCH", original(state), ok=True)
     assert len(edits) >= 5  # streamed, not one final edit
     gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
     assert min(gaps) >= 0.8, gaps  # about one edit per second
@@ -164,7 +169,7 @@ async def test_interaction_falls_back_to_the_channel_before_the_token_expires(
     state = fake.interactions[interaction["id"]]
     assert state.responded_at is not None
     assert all(c.status < 400 for c in fake.calls)  # switched before Discord would refuse the token
-    assert all(c.at - state.dispatched_at < 1.5 for c in fake.calls_to("PATCH", ORIGINAL))
+    assert all(c.at - state.dispatched_at < 1.5 for c in fake.calls_to("PATCH", original(state)))
     # The response no longer shows a half-told story: it points to where the reply went on.
     assert fake.messages[state.original_id or ""]["content"] == MOVED
 
@@ -222,7 +227,7 @@ async def test_command_sync_is_skipped_when_nothing_changed(
     bot_factory: BotFactory, fake_discord: FakeDiscord
 ) -> None:
     fake = fake_discord
-    async with bot_factory() as bot:
+    async with bot_factory(queue=False) as bot:
         registry = {option_name(c.name) for c in bot.runtime.engine.commands}
     (first,) = fake.calls_to("PUT", r"/applications/\d+/commands")
     assert {c["name"] for c in first.json} == registry
@@ -230,12 +235,12 @@ async def test_command_sync_is_skipped_when_nothing_changed(
     story = next(c for c in first.json if c["name"] == "story")
     assert {o["name"] for o in story["options"]} == {"prompt", "genre", "length", "continue"}
     with structlog.testing.capture_logs() as logs:
-        async with bot_factory():
+        async with bot_factory(queue=False):
             pass
     assert len(fake.calls_to("PUT", r"/applications/\d+/commands")) == 1  # not registered again
     assert any(e["event"] == "discord_commands_unchanged" for e in logs)
     # A different target (a development guild) is a change: registered there, at once.
-    async with bot_factory(dev_guild_id=int(fake.guild_id)):
+    async with bot_factory(queue=False, dev_guild_id=int(fake.guild_id)):
         pass
     (guild_put,) = fake.calls_to("PUT", rf"/applications/\d+/guilds/{fake.guild_id}/commands")
     assert guild_put.json == first.json
@@ -246,5 +251,5 @@ async def test_sync_to_a_guild_the_bot_is_not_in_is_a_config_error(
     bot_factory: BotFactory, fake_discord: FakeDiscord
 ) -> None:
     with pytest.raises(ConfigError, match="DISCORD_DEV_GUILD_ID"):
-        async with bot_factory(dev_guild_id=12345):
+        async with bot_factory(queue=False, dev_guild_id=12345):
             pass

@@ -517,6 +517,7 @@ class FakeDiscord:
             ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", self._delete_original, False),
             ("POST", "/webhooks/{app_id}/{token}", self._followup, False),
             ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_followup, False),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_followup, False),
             ("GET", "/applications/{app_id}/commands", self._get_commands, True),
             ("PUT", "/applications/{app_id}/commands", self._put_commands, True),
             ("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands, True),
@@ -860,6 +861,12 @@ class FakeDiscord:
         self._record_pings(message, body)
         return 200, message
 
+    def _webhook_message(self, state: InteractionState, message_id: str) -> dict[str, Any] | None:
+        """A message this interaction's webhook may touch: its original response or a follow-up."""
+        if message_id != state.original_id and message_id not in state.followups:
+            return None
+        return self.messages.get(message_id)
+
     async def _edit_followup(
         self, *, app_id: str, token: str, message_id: str, body: Any, **_: Any
     ) -> tuple[int, Any]:
@@ -867,9 +874,22 @@ class FakeDiscord:
         if err is not None:
             return err
         assert state is not None
-        if message_id not in state.followups:
+        message = self._webhook_message(state, message_id)
+        if message is None:
             return 404, {"message": "Unknown Message", "code": 10008}
-        return self._apply_edit(self.messages[message_id], body)
+        return self._apply_edit(message, body)
+
+    async def _delete_followup(
+        self, *, app_id: str, token: str, message_id: str, **_: Any
+    ) -> tuple[int, Any]:
+        state, err = self._check_token(app_id, token)
+        if err is not None:
+            return err
+        assert state is not None
+        if self._webhook_message(state, message_id) is None:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        self.deleted.append(self.messages.pop(message_id))
+        return 204, None
 
     # -- application commands
 

@@ -1,0 +1,203 @@
+"""Showing replies on Discord: the :class:`~core.ops.delivery.Delivery` for platform ``discord``.
+
+A queue worker (in the gateway process or in a ``--workers-only`` one) hands it a job and the engine's
+reply stream. It needs no gateway connection, only the REST API: a logged-in discord.py client for channel
+messages and typing, and the interaction's webhook (token from Redis) for slash-command responses.
+
+    ChannelTarget      typing... -> post (a reply to the user's message) -> paced edits -> overflow posts
+    InteractionTarget  edit the deferred response -> paced edits -> follow-ups; the channel past the deadline
+
+Failures are logged with the conversation and never raised: the engine's turn still completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import aiohttp
+import discord
+import structlog
+from redis.exceptions import RedisError
+
+from adapters.common.stream import StreamRenderer
+from adapters.discord import endpoints
+from adapters.discord.route import ChannelTarget, InteractionTarget, interaction_token_key, target_of
+from adapters.discord.settings import DiscordSettings
+from adapters.discord.sink import ChannelSink, InteractionSink, keep_typing
+from core.errors import ConfigError
+from core.ops.jobs import Job
+from core.runtime import Runtime
+from core.types import ReplyDone, ReplyEvent
+
+if TYPE_CHECKING:
+    from discord.types.webhook import Webhook as WebhookPayload
+
+log = structlog.get_logger("parley.discord")
+T = TypeVar("T")
+APPLICATION_WEBHOOK = 3  # discord.WebhookType.application: may send ephemeral follow-ups
+
+
+class DiscordDelivery:
+    """Render reply streams onto Discord over REST. ``aclose()`` is idempotent."""
+
+    def __init__(
+        self, runtime: Runtime, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        if settings.token is None:
+            raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
+        self._rt = runtime
+        self._settings = settings
+        self._clock = clock  # wall clock: deadlines are shared between processes
+        self._client: discord.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._login = asyncio.Lock()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
+        self._closed = False
+        self.log = log.bind(bot=runtime.bot.name)
+
+    async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
+        """The REST client (logged in once, on first use) and the session for interaction webhooks."""
+        async with self._login:
+            if self._closed:
+                raise RuntimeError("DiscordDelivery is closed")
+            if self._client is None:
+                token = self._settings.token
+                assert token is not None
+                endpoints.use_api(self._settings.api_url)
+                # REST only: never connects to the gateway (the intents just keep discord.py's state quiet).
+                client = discord.Client(
+                    intents=discord.Intents(guilds=True), allowed_mentions=discord.AllowedMentions.none()
+                )
+                try:
+                    await client.login(token.get_secret_value())
+                except discord.LoginFailure:
+                    await client.close()
+                    raise ConfigError(
+                        "DISCORD_TOKEN: Discord rejected the token (401 Unauthorized)"
+                    ) from None
+                except BaseException:
+                    await client.close()
+                    raise
+                self._client = client
+                self._session = aiohttp.ClientSession()
+            assert self._session is not None
+            return self._client, self._session
+
+    async def deliver(self, job: Job, events: AsyncIterator[ReplyEvent]) -> None:
+        turn = job.turn
+        context = {
+            "conversation": turn.place.conversation_id,
+            "turn_id": turn.turn_id,
+            "event_id": turn.event_id,
+        }
+        dlog = self.log.bind(**context)
+        try:
+            target = target_of(job.route)
+            client, session = await self._rest()
+            async with self._slots:
+                if isinstance(target, ChannelTarget):
+                    await self._to_channel(client, target, events, context, dlog)
+                else:
+                    await self._to_interaction(client, session, target, events, context, dlog)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
+            dlog.error("discord_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _to_channel(
+        self,
+        client: discord.Client,
+        target: ChannelTarget,
+        events: AsyncIterator[ReplyEvent],
+        context: dict[str, str],
+        dlog: Any,
+    ) -> None:
+        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+        reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
+        stop_typing = asyncio.Event()
+        sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
+        renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
+        async with asyncio.TaskGroup() as tg:
+            if self._settings.typing and target.typing:
+                tg.create_task(keep_typing(channel, stop_typing))
+            try:
+                outcome = await renderer.run(events)
+            finally:
+                stop_typing.set()
+        _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+
+    async def _to_interaction(
+        self,
+        client: discord.Client,
+        session: aiohttp.ClientSession,
+        target: InteractionTarget,
+        events: AsyncIterator[ReplyEvent],
+        context: dict[str, str],
+        dlog: Any,
+    ) -> None:
+        try:
+            token = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
+        except RedisError as exc:
+            dlog.warning("interaction_token_unreadable", error=str(exc))
+            token = None
+        webhook = None
+        if token:
+            payload = {"id": target.application_id, "type": APPLICATION_WEBHOOK, "token": token}
+            webhook = discord.Webhook(cast("WebhookPayload", payload), session=session)
+        sink = InteractionSink(
+            webhook,
+            original_id=target.original_id,
+            channel=client.get_partial_messageable(target.channel_id, guild_id=target.guild_id),
+            deadline=target.deadline,
+            ephemeral=target.ephemeral,
+            clock=self._clock,
+            log_context=context,
+        )
+        renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
+        async with _closing(_watch_ephemeral(events, sink)) as watched:
+            outcome = await renderer.run(watched)
+        if outcome.result is not None and not outcome.result.text and not outcome.handles:
+            await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
+        _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+
+    async def aclose(self) -> None:
+        async with self._login:
+            if self._closed:
+                return
+            self._closed = True
+            if self._session is not None:
+                await self._session.close()
+            if self._client is not None:
+                await self._client.close()
+
+
+def _log_outcome(dlog: Any, failures: int, posts: int, edits: int) -> None:
+    if failures:
+        dlog.warning("discord_reply_incomplete", failures=failures, posts=posts, edits=edits)
+    else:
+        dlog.debug("discord_reply_delivered", posts=posts, edits=edits)
+
+
+async def _watch_ephemeral(
+    events: AsyncIterator[ReplyEvent], sink: InteractionSink
+) -> AsyncIterator[ReplyEvent]:
+    """Tell the sink when the engine decides, before anything was shown, that the answer is private."""
+    async for event in events:
+        if isinstance(event, ReplyDone) and event.result.ephemeral:
+            sink.prefer_ephemeral()
+        yield event
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """``contextlib.aclosing`` for any async iterator (finalise a wrapper generator even on cancel)."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
