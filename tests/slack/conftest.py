@@ -9,6 +9,7 @@ or Socket Mode against the fake Slack, and stops it at the end of the test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import pytest
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
 from adapters.slack.settings import Mode, SlackBotConfig, SlackSettings, choose_mode
+from bots.loader import load_bot
+from core.bot import BotSpec
 from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
@@ -30,6 +33,23 @@ ADMIN = "U0ADMIN"
 
 # Runtime settings for the adapter tests: the HTTP server on a free loopback port, quick shutdown.
 RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+
+
+def support_spec() -> BotSpec:
+    """The support bot as shipped, but with per-user/channel rate limits and quotas off: these tests send
+    several messages a second from one user on purpose (the limits have their own tests)."""
+    spec = load_bot("support")
+    limits = spec.config.limits
+    off = {
+        "user_rate": [],
+        "channel_rate": [],
+        "user_daily_tokens": 0,
+        "workspace_daily_tokens": 0,
+        "max_concurrent_per_workspace": 0,
+    }
+    known = type(limits).model_fields
+    relaxed = limits.model_copy(update={k: v for k, v in off.items() if k in known})
+    return dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": relaxed}))
 
 
 @pytest.fixture
@@ -119,7 +139,7 @@ async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> Asyn
         ) -> Running:
             if runtime is None:
                 runtime = await stack.enter_async_context(
-                    runtime_factory("support", parley_queue=queue, **RUNTIME)
+                    runtime_factory(spec=support_spec(), parley_queue=queue, **RUNTIME)
                 )
             s = slack_settings(slack, **settings)
             mode = choose_mode(s)

@@ -9,12 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from bots.loader import load_bot
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
-from tests.slack.conftest import RUNTIME, StartSlack, bot_config, eventually
+from tests.slack.conftest import RUNTIME, StartSlack, bot_config, eventually, support_spec
 
 
 @pytest.mark.parametrize("queue", [False, True])
@@ -364,7 +363,7 @@ async def test_moderation_takes_back_a_streamed_answer(
     runtime_factory: RuntimeFactory,
     streaming: str,
 ) -> None:
-    spec = load_bot("support")
+    spec = support_spec()
     moderation = spec.config.moderation.model_copy(update={"blocked_patterns": ["secret-launch-code"]})
     spec = replace(spec, config=spec.config.model_copy(update={"moderation": moderation}))
     async with runtime_factory(spec=spec, parley_queue=False, **RUNTIME) as rt:
