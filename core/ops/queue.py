@@ -31,11 +31,18 @@ from core.types import Place
 GROUP = "workers"
 DEDUPE_SECONDS = 3600
 
-# Pop the head of an inbox if it is still this item, as long as the lease is ours. 1 = done, 0 = lease lost.
+# Pop the head of an inbox if it is still this item, as long as the lease is ours; return the next head.
+# {1, next head or false} = done, {0} = lease lost.
 _RETIRE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
-return 1
+return {1, redis.call('LINDEX', KEYS[2], 0)}
+"""
+
+# Release the lock if it is still ours, and say how many items wait in the inbox (one round trip).
+_RELEASE_AND_COUNT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('LLEN', KEYS[2])
 """
 
 
@@ -92,6 +99,7 @@ class TurnQueue:
         self._inbox_ttl = inbox_ttl
         self.stream = keys.scoped("queue")
         self._retire = client.register_script(_RETIRE)
+        self._release_and_count = client.register_script(_RELEASE_AND_COUNT)
 
     def inbox(self, place: Place) -> str:
         return self._keys.conversation(place) + ":inbox"
@@ -217,13 +225,26 @@ class TurnQueue:
         except RedisError as exc:
             raise _error(exc) from exc
 
-    async def retire(self, place: Place, item: str, lease: Lease) -> bool:
-        """Pop ``item`` off the inbox head while ``lease`` holds. False: the lease was lost."""
+    async def retire(self, place: Place, item: str, lease: Lease) -> tuple[bool, str | None]:
+        """Pop ``item`` off the inbox head while ``lease`` holds; ``(False, None)``: the lease was lost.
+        Also returns the new head (the next item to answer), saving a round trip."""
         try:
-            done = await self._retire(keys=[lease.key, self.inbox(place)], args=[lease.token, item])
+            result: list[Any] = await self._retire(
+                keys=[lease.key, self.inbox(place)], args=[lease.token, item]
+            )
         except RedisError as exc:
             raise _error(exc) from exc
-        return bool(done)
+        if not result or not result[0]:
+            return False, None
+        following = result[1] if len(result) > 1 else None
+        return True, str(following) if following else None
+
+    async def unlock(self, place: Place, lease: Lease) -> int:
+        """Release ``lease`` (if still ours) and return how many items wait in the conversation's inbox."""
+        try:
+            return int(await self._release_and_count(keys=[lease.key, self.inbox(place)], args=[lease.token]))
+        except RedisError as exc:
+            raise _error(exc) from exc
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -247,15 +247,15 @@ class TurnWorker:
             except BaseException:
                 await self.locks.release(lease)
                 raise
-            await self.locks.release(lease)
+            waiting = await self.queue.unlock(place, lease)
             if self.stopping:
-                if await self.queue.waiting(place):
+                if waiting:
                     await self.queue.requeue(place, signal.entry_id, signal.turn_id)
                     self.metrics.event("requeued")
                 else:
                     await self.queue.ack(signal.entry_id)
                 return
-            if lease.lost or await self.queue.waiting(place) == 0:
+            if lease.lost or not waiting:
                 break
             # An item landed after our last read: go on if the lock is free (else its new holder drains it).
             lease, _ = await self.locks.try_acquire(place, WORKER)
@@ -273,26 +273,24 @@ class TurnWorker:
     async def _drain(self, place: Place, lease: Lease, signal: Signal) -> None:
         conversation = lease.conversation
         inbox = self.queue.inbox(place)
-        while not self.stopping and not lease.lost:
-            item = await self.queue.head(place)
-            if item is None:
-                return
+        item = await self.queue.head(place)
+        while item is not None and not self.stopping and not lease.lost:
             try:
                 job = decode_job(item)
                 delivery = self.deliveries.get(job.route.platform)
             except (ValueError, ConfigError) as exc:
                 self._log.error("worker_dropped_item", error=str(exc), conversation=conversation)
                 self.metrics.event("dropped")
-                await self.queue.retire(place, item, lease)
-                continue
-            if signal.claimed:
-                job = replace(job, attempt=2)
-            previous = current_fence.get()
-            token = current_fence.set(Fence(conversation, lease.key, lease.token, inbox, item))
-            try:
-                await run_turn(self.engine, delivery, job, self.metrics)
-            finally:
-                reset_var(current_fence, token, previous)
-            if not await self.queue.retire(place, item, lease):
+            else:
+                if signal.claimed:
+                    job = replace(job, attempt=2)
+                previous = current_fence.get()
+                token = current_fence.set(Fence(conversation, lease.key, lease.token, inbox, item))
+                try:
+                    await run_turn(self.engine, delivery, job, self.metrics)
+                finally:
+                    reset_var(current_fence, token, previous)
+            held, item = await self.queue.retire(place, item, lease)
+            if not held:
                 lease.lost = True
-                self._log.warning("lock_lease_lost", conversation=conversation, turn_id=job.job_id)
+                self._log.warning("lock_lease_lost", conversation=conversation)

@@ -155,7 +155,14 @@ async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigter
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = worker_env(redis_url, fake_openai.base_url, port=port)
+    # arcade's Discord Delivery needs a token (it logs in on first use only: nothing is sent here).
+    env = worker_env(
+        redis_url,
+        fake_openai.base_url,
+        port=port,
+        discord_token="test-token",
+        discord_api_url="http://127.0.0.1:9/api",
+    )
     proc = WorkerProcess(
         env, tmp_path / "cli.log", argv=["-m", "bots", "run", "--bot", "arcade", "--workers-only"]
     )
