@@ -25,8 +25,7 @@ from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
-from adapters.slack.reply import Delivery as Delivered
-from adapters.slack.reply import ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, deliver
 from adapters.slack.route import SlackTarget, response_url_key, target_of
 from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
@@ -195,7 +194,7 @@ class SlackDelivery:
             async for event in events:
                 yield event
 
-        done: Delivered = await deliver(
+        done: Rendered = await deliver(
             client,
             stream(),
             channel=target.channel,

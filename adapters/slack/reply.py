@@ -1,4 +1,4 @@
-"""Deliver one engine reply stream to a Slack channel or thread.
+"""Render one engine reply stream into a Slack channel or thread.
 
 Native streaming first where it can work (a threaded reply, streaming enabled, the workspace not known to
 lack it), else one early ``chat.postMessage`` and paced ``chat.update`` through the shared
@@ -33,7 +33,7 @@ class ReplyOptions:
 
 
 @dataclass
-class Delivery:
+class Rendered:
     result: ReplyResult | None = None
     messages: list[str] = field(default_factory=list)  # ts of the messages carrying the reply
     failures: int = 0
@@ -69,9 +69,9 @@ async def deliver(
     user_id: str,
     options: ReplyOptions,
     log_context: dict[str, str],
-) -> Delivery:
+) -> Rendered:
     """Render ``events`` into ``channel`` (threaded under ``thread_ts`` when set)."""
-    delivery = Delivery()
+    delivery = Rendered()
     sink = SlackSink(client, channel, thread_ts, limit=options.limit)
     renderer: StreamRenderer[str] = StreamRenderer(
         sink, min_interval=options.min_interval, log_context=log_context

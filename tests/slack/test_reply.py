@@ -9,7 +9,7 @@ import pytest
 
 from adapters.slack.client import web_client
 from adapters.slack.mrkdwn import WORD_JOINER
-from adapters.slack.reply import Delivery, ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, deliver
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 from tests.fakes.slack import FakeSlack
 
@@ -28,7 +28,7 @@ async def _stream(
 
 async def _deliver(
     slack: FakeSlack, events: AsyncIterator[ReplyEvent], *, native: bool, thread: str = "1.000001"
-) -> Delivery:
+) -> Rendered:
     return await deliver(
         web_client(slack.bot_token, slack.api_url),
         events,
