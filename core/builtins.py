@@ -108,10 +108,10 @@ def forget_command(forget: Callable[[str, str], Awaitable[Forgotten]]) -> Comman
             yield "I have nothing stored about you. Nothing to forget."
             return
         yield (
-            f"Done: I deleted your {done.messages} stored message{'s' * (done.messages != 1)} and my replies "
-            f"to them in {done.conversations} conversation{'s' * (done.conversations != 1)}, with their "
-            "summaries, and the moderation records about you. Only short-lived usage counters remain; they "
-            "expire on their own."
+            f"Done: I deleted {done.messages} stored message{'s' * (done.messages != 1)} (yours and my "
+            f"replies to them) in {done.conversations} conversation{'s' * (done.conversations != 1)}, with "
+            "their summaries, and the moderation records about you. Only short-lived usage counters remain; "
+            "they expire on their own."
         )
 
     return Command("forget", "Delete everything I have stored about you", _forget, ephemeral=True)

@@ -27,7 +27,7 @@ from core.types import ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.safety")
 
-_MENTION_ID = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$")
+_MENTION_ID = re.compile(r"^<@!?([\w-]+)(?:\|[^>]*)?>$")
 
 
 def parse_user(arg: str) -> str:

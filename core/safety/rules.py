@@ -47,7 +47,7 @@ INJECTION_PATTERNS: tuple[tuple[str, str], ...] = (
         "roleplay_jailbreak",
         r"\b(?:you are|you're|act as|acting as|pretend|roleplay|role-play|role play|imagine you are|"
         r"from now on|simulate|become)\b.{0,80}\b(?:no|without|free of|free from|unbound by|ignor\w*)\s+"
-        r"(?:any\s+)?(?:rules|restrictions|limits|limitations|filters|guidelines|censorship|morals|ethics|"
+        r"(?:any\s+|all\s+)?(?:rules|restrictions|limits|limitations|filters|guidelines|censorship|morals|ethics|"
         r"policies|boundaries)\b",
     ),
     (
@@ -78,7 +78,9 @@ class Hit:
 
 
 def injection_hits(normalized: str) -> list[Hit]:
-    return [Hit("prompt_injection", detail=name) for name, rx in _INJECTION if rx.search(normalized)]
+    """One hit naming every rule that fired (``detail="ignore_instructions,prompt_request"``)."""
+    names = [name for name, rx in _INJECTION if rx.search(normalized)]
+    return [Hit("prompt_injection", detail=",".join(names))] if names else []
 
 
 def _shingles(words: Sequence[str]) -> set[int]:

@@ -86,8 +86,8 @@ class Link:
 def find_links(text: str) -> Iterator[Link]:
     for m in _URL_RE.finditer(text):
         url = m.group(0).rstrip(".,;:!?)]}>*_~")
-        if "@" in url.split("/")[0] and "://" not in url:
-            continue  # the domain part of an e-mail address, not a link
+        if m.start() > 0 and text[m.start() - 1] in "@.-_":
+            continue  # the domain of an e-mail address (or the tail of a longer word), not a link
         yield Link(m.start(), m.start() + len(url), url)
 
 
