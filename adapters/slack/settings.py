@@ -133,9 +133,10 @@ class SlackBotConfig(BaseModel):
     suggested_prompts: list[SuggestedPrompt] = Field(default_factory=list)
     suggested_prompts_title: str = "Try asking:"
 
-    max_concurrent_turns: int = Field(default=64, ge=1, le=10_000)
+    # Events being accepted (translated, handed to the queue) at once; past it, events are dropped with a
+    # warning (the queue has its own bound, answered with the persona's "busy" text).
     max_pending_turns: int = Field(default=512, ge=1, le=100_000)
-    shutdown_grace: float = Field(default=10.0, ge=0, le=120)  # seconds to let replies finish on stop
+    shutdown_grace: float = Field(default=5.0, ge=0, le=120)  # seconds for accept tasks on stop
 
     def command_map(self, names: list[str]) -> dict[str, str]:
         """Slack command -> core command, for the core commands ``names``."""
