@@ -1,4 +1,4 @@
-"""The Discord adapter: discord.py events in, engine turns through, paced messages out.
+"""The Discord adapter's gateway side: discord.py events in, turns out to the dispatcher.
 
     gateway event --(on_message / on_interaction)--> pure translation -> Turn
         -> owned task: [open a thread] [defer within 3 s] -> Route -> runtime.dispatcher.dispatch(turn, route)

@@ -180,18 +180,20 @@ async def test_edits_are_paced_and_a_429_on_an_edit_is_retried(
     assert min(gaps) >= 0.4, gaps  # never faster than the configured pace (0.5 s here), even after a 429
 
 
-async def test_forbidden_send_is_logged_and_the_bot_keeps_running(
-    bot_factory: BotFactory, fake_discord: FakeDiscord
+@pytest.mark.parametrize(("status", "error"), [(403, "Forbidden"), (404, "NotFound")])
+async def test_a_refused_send_is_logged_and_the_bot_keeps_running(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, status: int, error: str
 ) -> None:
+    # 403: the bot may not write there (missing permission); 404: the channel was deleted meanwhile.
     fake = fake_discord
-    fake.inject("POST", rf"/channels/{fake.random['id']}/messages", 403, times=10)
+    fake.inject("POST", rf"/channels/{fake.random['id']}/messages", status, times=10)
     async with bot_factory():
         with structlog.testing.capture_logs() as logs:
             await fake.send_message("talk here", channel=fake.random, mention_bot=True)
             await fake.wait_for(lambda: any(e["event"] == "discord_reply_incomplete" for e in logs))
         failed = [e for e in logs if e["event"] == "reply_delivery_failed"]
         assert failed
-        assert failed[0]["error"] == "Forbidden"
+        assert failed[0]["error"] == error
         assert failed[0]["conversation"] == f"discord:{fake.guild_id}:{fake.random['id']}:"
         # Still alive: the next message elsewhere is answered.
         await fake.send_message("and here?", mention_bot=True)
