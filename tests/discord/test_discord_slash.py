@@ -253,3 +253,17 @@ async def test_sync_to_a_guild_the_bot_is_not_in_is_a_config_error(
     with pytest.raises(ConfigError, match="DISCORD_DEV_GUILD_ID"):
         async with bot_factory(queue=False, dev_guild_id=12345):
             pass
+
+
+async def test_a_command_in_a_thread_belongs_to_the_threads_conversation(
+    bot_factory: BotFactory, fake_discord: FakeDiscord
+) -> None:
+    fake = fake_discord
+    thread = fake.bot_thread
+    async with bot_factory(message_content=True):
+        with structlog.testing.capture_logs() as logs:
+            await fake.slash("reset", channel=thread)
+            await fake.send_message("and now?", channel=thread)
+            await fake.wait_for(lambda: len([e for e in logs if e["event"] == "turn_done"]) == 2)
+    expected = f"discord:{fake.guild_id}:{thread['parent_id']}:{thread['id']}"
+    assert [e["conversation"] for e in logs if e["event"] == "turn_done"] == [expected, expected]
