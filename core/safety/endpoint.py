@@ -8,7 +8,9 @@ treated as a down one and the profile's fail-open / fail-closed choice applies. 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import ssl
 from collections import OrderedDict
 
 import openai
@@ -16,6 +18,12 @@ import openai
 from core.errors import ModerationError
 
 PERMANENT_STATUSES = frozenset({401, 403, 404, 405})  # a wrong URL or key, not a passing outage
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle costs ~90 ms, too much for every start-up."""
+    return ssl.create_default_context()
 
 
 class ModerationUnavailable(ModerationError):
@@ -46,6 +54,7 @@ class ModerationEndpoint:
             base_url=base_url,
             timeout=openai.Timeout(timeout, connect=min(timeout, 2.0)),
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(verify=_tls()),
         )
         self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._cache_size = cache_size
