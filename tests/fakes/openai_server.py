@@ -191,7 +191,9 @@ class FakeOpenAI:
         self.active_streams += 1
         try:
             if behaviour.first_delay:
-                await asyncio.sleep(behaviour.first_delay)
+                await self._hang(behaviour.first_delay)
+            if self._closing.is_set():
+                return resp
             base = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
@@ -207,7 +209,9 @@ class FakeOpenAI:
                     request.transport.close()
                     return resp
                 if n and behaviour.delay:
-                    await asyncio.sleep(behaviour.delay)
+                    await self._hang(behaviour.delay)
+                    if self._closing.is_set():
+                        return resp
                 delta: dict[str, Any] = {"content": piece}
                 if n == 0:
                     delta["role"] = "assistant"
