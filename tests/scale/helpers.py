@@ -220,7 +220,7 @@ class WorkerProcess:
             await asyncio.sleep(0.02)
         return self.proc.returncode
 
-    async def ready(self, within: float = 20.0) -> None:
+    async def ready(self, within: float = 40.0) -> None:
         """Wait for its "worker_started" log line (Redis 6.2 lists a consumer only once it got work)."""
         deadline = time.monotonic() + within
         while '"worker_started"' not in self.output():

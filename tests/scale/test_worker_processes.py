@@ -171,13 +171,15 @@ async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigter
     async with aiohttp.ClientSession() as http:
 
         async def healthy() -> bool:
+            assert proc.proc.poll() is None, f"parley run exited early:\n{proc.output()}"
             try:
                 async with http.get(f"{base}/healthz") as response:
                     return response.status == 200
             except aiohttp.ClientError:
                 return False
 
-        await eventually(healthy, within=20, what="/healthz")
+        await proc.ready(within=30)  # a loaded machine can take a while to import everything
+        await eventually(healthy, within=10, what=f"/healthz; output:\n{proc.output()}")
         async with http.get(f"{base}/readyz") as response:
             body = json.loads(await response.text())
             assert response.status == 200, body
