@@ -114,7 +114,7 @@ async def run_turn(
         async for _ in watched:  # whatever the delivery left: the engine records the turn at its end
             pass
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         if metrics is not None:
             metrics.in_flight.labels(metrics.bot).dec()
     return watched.result

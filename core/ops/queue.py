@@ -266,6 +266,19 @@ class TurnQueue:
         except RedisError as exc:
             raise _error(exc) from exc
 
+    async def prune_consumers(self, idle: float) -> int:
+        """Forget consumers (dead processes) with nothing pending and no activity for ``idle`` seconds."""
+        try:
+            consumers: Any = await self._r.xinfo_consumers(self.stream, GROUP)
+            gone = [c["name"] for c in consumers if not c.get("pending") and c.get("idle", 0) > idle * 1000]
+            for name in gone:
+                await self._r.xgroup_delconsumer(self.stream, GROUP, name)
+        except ResponseError:
+            return 0  # no stream or group yet
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return len(gone)
+
     async def stats(self) -> tuple[int, int]:
         """(entries in the stream, entries pending) for the metrics."""
         try:

@@ -41,6 +41,8 @@ from core.tasks import TaskOwner
 from core.types import Place
 
 log = structlog.get_logger("parley.worker")
+PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
+CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -178,6 +180,8 @@ class TurnWorker:
 
     async def _maintenance_loop(self) -> None:
         tick = max(0.05, min(self.claim_idle / 2, 5.0))
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + PRUNE_EVERY
         while not self.stopping:
             await self._sleep(tick)
             if self.stopping:
@@ -193,6 +197,11 @@ class TurnWorker:
                         self._log.info("worker_claimed", count=len(signals))
                     self._start(signals)
                 await self.queue.trim()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_EVERY
+                    pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
+                    if pruned:
+                        self._log.info("worker_pruned_consumers", count=pruned)
                 depth, pending = await self.queue.stats()
                 self.metrics.queue_depth.labels(self.metrics.bot).set(depth)
                 self.metrics.queue_pending.labels(self.metrics.bot).set(pending)

@@ -125,3 +125,22 @@ async def test_the_dispatcher_needs_a_delivery_for_the_platform(runtime_factory:
     async with runtime_factory(spec=scale_spec(), **FAST) as rt:
         with pytest.raises(ConfigError, match="no Delivery registered for platform 'nowhere'"):
             await rt.dispatcher.dispatch(turn("hi", platform="nowhere"))
+
+
+async def test_consumers_of_gone_processes_are_pruned_unless_they_hold_work(
+    runtime_factory: RuntimeFactory, redis_client: aioredis.Redis
+) -> None:
+    async with runtime_factory(spec=scale_spec(), **FAST) as rt:
+        queue = rt.ops.queue
+        assert queue is not None
+        rt.ops.deliveries.register("test", MemoryDelivery())
+        await queue.ensure_group()
+        for i in range(2):
+            await rt.dispatcher.dispatch(turn(f"q{i}", thread=f"t{i}"))
+        (done,) = await queue.read("gone-and-done", count=1, block_ms=100)
+        await queue.ack(done.entry_id)
+        await queue.read("gone-with-work", count=1, block_ms=100)
+        await asyncio.sleep(0.05)
+        assert await queue.prune_consumers(idle=0.01) == 1
+        consumers = await redis_client.xinfo_consumers(queue.stream, "workers")
+    assert [c["name"] for c in consumers] == ["gone-with-work"]  # its entry is claimed later, then it goes
