@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from core.types import CommandCall
 
@@ -24,6 +24,7 @@ class CommandOption:
     description: str
     required: bool = False
     choices: tuple[str, ...] = ()
+    kind: Literal["string", "boolean", "integer"] = "string"  # how platforms with typed options show it
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -187,7 +187,7 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    async def reply(self, turn: Turn) -> AsyncIterator[ReplyEvent]:
+    async def reply(self, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
         """Answer one turn as a stream of events ending with exactly one :class:`ReplyDone`."""
         tlog = self._log.bind(
             turn_id=turn.turn_id, platform=turn.place.platform, conversation=turn.place.conversation_id
@@ -296,6 +296,11 @@ class Engine:
             ctx.meta["memory"] = "unavailable"
         call = turn.command or self.commands.parse(turn.text)
 
+        if call is None and turn.addressed and not turn.text.strip() and not state.paused:
+            # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
+            yield ReplyDelta(ctx.persona.greeting)
+            yield ReplyDone(ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"}))
+            return
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
             if cfg.memory.remember_others and turn.text.strip():
                 await self._remember_safely(ctx, [self._user_message(ctx, turn.text)])

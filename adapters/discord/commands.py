@@ -27,7 +27,6 @@ GUILD_INSTALL = 0
 MAX_CHOICES = 25
 
 _NAME_OK = re.compile(r"[^-_a-z0-9]")
-_BOOLEAN_WORDS = {"continue", "private", "ephemeral"}
 
 
 def _clip(text: str, limit: int) -> str:
@@ -54,14 +53,7 @@ def _args_required(command: Command) -> bool:
 
 
 def _option_type(option: CommandOption) -> int:
-    declared = getattr(option, "kind", None) or getattr(option, "type", None)
-    if declared in ("bool", "boolean", BOOLEAN):
-        return BOOLEAN
-    if declared in ("int", "integer", INTEGER):
-        return INTEGER
-    if declared is None and not option.choices and option.name in _BOOLEAN_WORDS:
-        return BOOLEAN
-    return STRING
+    return {"boolean": BOOLEAN, "integer": INTEGER}.get(option.kind, STRING)
 
 
 def _option(option: CommandOption) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from core.commands import Command, CommandOption
 from core.engine import TurnContext
 from core.types import ReplyResult
 
-CONTINUE = CommandOption("continue", "Continue the last story told in this conversation")
+CONTINUE = CommandOption("continue", "Continue the last story told in this conversation", kind="boolean")
 
 
 class ArcadePlugin:

@@ -17,7 +17,9 @@ from tests.conftest import RuntimeFactory, without_limits
 @pytest.fixture
 def runtime_factory(runtime_factory: RuntimeFactory) -> RuntimeFactory:
     @asynccontextmanager
-    async def factory(bot: str = "arcade", *, spec: BotSpec | None = None, **kw: Any) -> AsyncIterator[Runtime]:
+    async def factory(
+        bot: str = "arcade", *, spec: BotSpec | None = None, **kw: Any
+    ) -> AsyncIterator[Runtime]:
         async with runtime_factory(bot, spec=without_limits(spec or load_bot(bot)), **kw) as rt:
             yield rt
 

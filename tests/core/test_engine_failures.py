@@ -186,3 +186,12 @@ async def test_canary_in_output_is_a_refused_prompt_leak(
     assert "CANARY-7f3a" in fake_openai.chat_requests[0].body["messages"][0]["content"]
     assert result.kind is ReplyKind.REFUSAL and result.meta["category"] == "prompt_leak"
     assert "CANARY" not in result.text
+
+
+async def test_a_bare_mention_gets_the_persona_greeting(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with runtime_factory() as rt:
+        result = await rt.engine.collect(make_turn("   "))
+    assert result.kind is ReplyKind.ANSWER and result.text == load_bot("arcade").persona(None).greeting
+    assert fake_openai.chat_requests == []

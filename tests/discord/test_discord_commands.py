@@ -47,7 +47,7 @@ def test_required_argument_comes_first_and_flags_are_booleans() -> None:
         _noop,
         usage="<dice>",
         options=(
-            CommandOption("private", "Only you see it"),
+            CommandOption("private", "Only you see it", kind="boolean"),
             CommandOption("style", "How", choices=("a", "b")),
         ),
     )
