@@ -219,12 +219,6 @@ class TurnQueue:
             raise _error(exc) from exc
         return None if item is None else str(item)
 
-    async def waiting(self, place: Place) -> int:
-        try:
-            return int(await self._r.llen(self.inbox(place)))
-        except RedisError as exc:
-            raise _error(exc) from exc
-
     async def retire(self, place: Place, item: str, lease: Lease) -> tuple[bool, str | None]:
         """Pop ``item`` off the inbox head while ``lease`` holds; ``(False, None)``: the lease was lost.
         Also returns the new head (the next item to answer), saving a round trip."""
