@@ -14,7 +14,6 @@ system prompt's own sentences, links and mentions).
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -62,7 +61,26 @@ INJECTION_PATTERNS: tuple[tuple[str, str], ...] = (
         r"|\b(?:begin|end)\s+(?:of\s+)?(?:system|developer)\s+(?:prompt|message|instructions)",
     ),
 )
-_INJECTION = tuple((name, re.compile(p)) for name, p in INJECTION_PATTERNS)
+# Words one of which each pattern needs: a substring test skips the regex for nearly every message.
+_INJECTION_NEEDS = {
+    "ignore_instructions": ("ignor", "disregard", "forget", "overrid", "bypass", "skip", "drop"),
+    "forget_everything": ("forget",),
+    "prompt_request": ("prompt", "message", "instruction", "marker", "above", "before this", "so far"),
+    "roleplay_jailbreak": (
+        "you are",
+        "you're",
+        "act",
+        "pretend",
+        "role",
+        "imagine",
+        "from now",
+        "simulat",
+        "become",
+    ),
+    "jailbreak_persona": ("anything now", "jailbr", "mode"),
+    "role_markers": ("<", "[", "new ", "begin", "end"),
+}
+_INJECTION = tuple((name, _INJECTION_NEEDS[name], re.compile(p)) for name, p in INJECTION_PATTERNS)
 
 SHINGLE_WORDS = 8  # a reply that repeats >= LEAK_SHINGLES runs of this many words of a system prompt leaks it
 LEAK_SHINGLES = 3
@@ -79,15 +97,16 @@ class Hit:
 
 def injection_hits(normalized: str) -> list[Hit]:
     """One hit naming every rule that fired (``detail="ignore_instructions,prompt_request"``)."""
-    names = [name for name, rx in _INJECTION if rx.search(normalized)]
+    names = [
+        name
+        for name, needs, rx in _INJECTION
+        if any(n in normalized for n in needs) and rx.search(normalized)
+    ]
     return [Hit("prompt_injection", detail=",".join(names))] if names else []
 
 
 def _shingles(words: Sequence[str]) -> set[int]:
-    return {
-        zlib.crc32(" ".join(words[i : i + SHINGLE_WORDS]).encode())
-        for i in range(len(words) - SHINGLE_WORDS + 1)
-    }
+    return {hash(tuple(words[i : i + SHINGLE_WORDS])) for i in range(len(words) - SHINGLE_WORDS + 1)}
 
 
 class LocalRules:
@@ -150,14 +169,12 @@ class LocalRules:
             return "canary"
         if self._prompt_shingles:
             words = _WORD.findall(folded)
-            if len(words) >= SHINGLE_WORDS:
-                found = sum(
-                    1
-                    for i in range(len(words) - SHINGLE_WORDS + 1)
-                    if zlib.crc32(" ".join(words[i : i + SHINGLE_WORDS]).encode()) in self._prompt_shingles
-                )
-                if found >= LEAK_SHINGLES:
-                    return "prompt_echo"
+            found = 0
+            for i in range(len(words) - SHINGLE_WORDS + 1):
+                if hash(tuple(words[i : i + SHINGLE_WORDS])) in self._prompt_shingles:
+                    found += 1
+                    if found >= LEAK_SHINGLES:
+                        return "prompt_echo"
         return ""
 
     def check_input(self, text: str) -> list[Hit]:

@@ -63,11 +63,13 @@ _COMMON_TLDS = (
     "com|net|org|io|co|ai|app|dev|me|info|biz|xyz|gg|ly|to|tk|ru|cn|uk|de|fr|nl|eu|us|ca|au|in|jp|"
     "br|es|it|pl|se|ch|at|be|online|site|club|top|shop|store|link|click|live|tech|cloud|page|zip|mov"
 )
-_URL_RE = re.compile(
-    r"(?:\b[a-z][a-z0-9+.-]{1,15}://|\bwww\.)[^\s<>|\"'`]+"  # scheme:// or www.
-    rf"|\b(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+(?:{_COMMON_TLDS})\b(?::\d{{2,5}})?(?:/[^\s<>|\"'`]*)?",
-    re.IGNORECASE,
+_URL_RE = re.compile(r"(?<![a-z0-9+.-])(?:[a-z][a-z0-9+.-]{1,15}://|www\.)[^\s<>|\"'`]+", re.IGNORECASE)
+# Bare domains ("evil.io/x") are found from their top-level domain (a literal after a dot: fast to scan for)
+# and extended to the left over the labels before it.
+_TLD_RE = re.compile(
+    rf"\.(?:{_COMMON_TLDS})(?![a-z0-9-]|\.[a-z0-9])(?::\d{{2,5}})?(?:/[^\s<>|\"'`]*)?", re.IGNORECASE
 )
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 _HOST_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^/:?#\s]+)", re.IGNORECASE)
 
 
@@ -84,11 +86,25 @@ class Link:
 
 
 def find_links(text: str) -> Iterator[Link]:
-    for m in _URL_RE.finditer(text):
-        url = m.group(0).rstrip(".,;:!?)]}>*_~")
-        if m.start() > 0 and text[m.start() - 1] in "@.-_":
-            continue  # the domain of an e-mail address (or the tail of a longer word), not a link
-        yield Link(m.start(), m.start() + len(url), url)
+    """URLs with a scheme, ``www.`` addresses and bare domains with a common top-level domain, in order."""
+    found: list[tuple[int, int]] = []
+    if "://" in text or "www." in text.lower():
+        found += [(m.start(), m.end()) for m in _URL_RE.finditer(text)]
+    if "." in text:
+        for m in _TLD_RE.finditer(text):
+            start = m.start()
+            while start > 0 and text[start - 1] in _LABEL_CHARS:
+                start -= 1
+            if start == m.start() or (start > 0 and text[start - 1] in "@_/:") or text[start] in ".-":
+                continue  # no label before the TLD, an e-mail's domain, or part of a longer URL or path
+            found.append((start, m.end()))
+    last = -1
+    for start, end in sorted(found):
+        if start < last:
+            continue  # a bare domain inside a URL already found
+        url = text[start:end].rstrip(".,;:!?)]}>*_~")
+        last = start + len(url)
+        yield Link(start, last, url)
 
 
 def host_allowed(host: str, domains: Sequence[str]) -> bool:
@@ -107,6 +123,10 @@ _MENTION_RE = re.compile(
 )
 
 
+def _may_mention(text: str) -> bool:
+    return "@" in text or "<!" in text
+
+
 def neutralize_mentions(text: str) -> str:
     """Rewrite mentions so that they ping no one: ``@everyone`` -> ``everyone``, ``<@U1|ann>`` -> ``ann``."""
 
@@ -119,11 +139,11 @@ def neutralize_mentions(text: str) -> str:
             return m.group(4) or "someone"
         return m.group(5)
 
-    return _MENTION_RE.sub(repl, text)
+    return _MENTION_RE.sub(repl, text) if _may_mention(text) else text
 
 
 def has_mentions(text: str) -> bool:
-    return _MENTION_RE.search(text) is not None
+    return _may_mention(text) and _MENTION_RE.search(text) is not None
 
 
 def humanize_seconds(seconds: float) -> str:
