@@ -40,7 +40,7 @@ def test_links_outside_the_allowed_domains() -> None:
     (hit,) = rules.links(text)
     assert [text[s:e] for s, e, _ in hit.spans] == ["www.evil.test/x?q=1", "evil.io/steal"]
     assert [link.host for link in find_links("<https://evil.example/x|click>")] == ["evil.example"]
-    text = "docs at sub.domain.co.uk/path, [t](http://a.b.com/x?y=1). Files: notes.txt, config.yaml, e.g. this"
+    text = "docs at sub.domain.co.uk/path, [t](http://a.b.com/x?y=1). Files: notes.txt, config.yaml, e.g."
     assert [link.url for link in find_links(text)] == ["sub.domain.co.uk/path", "http://a.b.com/x?y=1"]
 
 
