@@ -69,6 +69,20 @@ class Safety:
     def commands(self) -> list[Command]:
         return [safety_command(self)]
 
+    async def check(self) -> list[str]:
+        """Problems for ``parley check``: one line each (the moderation endpoint, probed now)."""
+        p = self.profile
+        if not p.endpoint:
+            return []
+        if self.endpoint is None:
+            return [f"moderation: profile {p.name} runs on local rules only (no usable moderation endpoint)"]
+        try:
+            await self.endpoint.scores(f"parley check {secrets.token_hex(4)}")
+        except ModerationUnavailable as exc:
+            effect = "every message is refused" if p.on_error == "closed" else "messages pass unchecked"
+            return [f"moderation endpoint at {self.endpoint.base_url}: {exc} ({effect} until it answers)"]
+        return []
+
     async def forget(self, platform: str, user_id: str) -> Forgotten:
         return await self.forgetter.forget(platform, user_id)
 

@@ -191,3 +191,14 @@ async def test_block_list_patterns_refuse_on_input_and_output(
         ("output", "launch_codes", "pattern_0"),
         ("input", "launch_codes", "pattern_0"),
     ]
+
+
+async def test_check_reports_the_moderation_endpoint(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    async with safety_factory("support") as rt:
+        assert rt.safety is not None
+        assert await rt.safety.check() == []
+        fake_openai.moderation_behaviour = Error(503)
+        (problem,) = await rt.safety.check()
+    assert "HTTP 503" in problem and "every message is refused" in problem
