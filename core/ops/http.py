@@ -104,9 +104,17 @@ class OpsHttp:
         log.info("http_listening", server=name, host=self.host, port=self.bound[name])
 
     async def aclose(self) -> None:
+        """Stop listening. Idempotent."""
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+
+    async def __aenter__(self) -> OpsHttp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------------ handlers
 

@@ -160,6 +160,12 @@ class RedisConnection:
         for close in reversed(self._closers):
             await close()
 
+    async def __aenter__(self) -> RedisConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
 
 def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
     """Build (not yet connect) the client for ``url``. Nothing is sent until the first command."""

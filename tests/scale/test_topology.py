@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -113,10 +114,24 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, Proc]]:
         master.stop()
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10_000 <= 65_535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10_000))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no port pair for a cluster node")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Proc]:
     """One node holding all 16384 slots: enough to prove every multi-key call stays within one slot."""
-    port = free_port()
+    port = cluster_port()
     args = [
         "--port",
         str(port),
@@ -172,12 +187,9 @@ async def test_sentinel_url_finds_the_master_and_serves_turns(
     sentinel: tuple[RedisServer, Proc], fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     master, proc = sentinel
-    connection = connect(f"redis+sentinel://127.0.0.1:{proc.port}/parley/0")
-    try:
+    async with connect(f"redis+sentinel://127.0.0.1:{proc.port}/parley/0") as connection:
         await connection.client.set("probe", "1")
         assert await connection.client.get("probe") == "1"
-    finally:
-        await connection.aclose()
     with redis.Redis(port=master.port, decode_responses=True) as direct:
         assert direct.get("probe") == "1"  # it went to the master the sentinel named
     memory = await answer_through_the_queue(
