@@ -27,7 +27,7 @@ from core.commands import CommandRegistry
 from core.errors import ContextTooLong, LLMError, StoreError
 from core.keys import KeySpace
 from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
-from core.memory import ConversationState, NewMessage, RedisMemory
+from core.memory import ConversationState, NewMessage, RedisMemory, WriteExtra
 from core.moderation import Action, Moderator, Verdict
 from core.personas import Persona
 from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
@@ -55,6 +55,9 @@ Gate = Callable[["TurnContext"], Awaitable[ReplyResult | None]]
 
 TurnObserver = Callable[[Turn, ReplyResult, float], Awaitable[None]]
 """Called after every turn with its result and duration in seconds (metrics, token quotas)."""
+
+WriteHook = Callable[["TurnContext"], WriteExtra | None]
+"""Adds commands to a turn's final write pipeline (token-quota accounting), keeping one write round trip."""
 
 TurnGuard = Callable[[Turn], AbstractAsyncContextManager[object]]
 """Wraps a whole turn (e.g. a per-conversation lock so replicas answer one conversation in order)."""
@@ -163,6 +166,7 @@ class Engine:
         commands: CommandRegistry | None = None,
         gates: list[Gate] | None = None,
         observers: list[TurnObserver] | None = None,
+        write_hooks: list[WriteHook] | None = None,
         guard: TurnGuard | None = None,
         redactor: Redactor | None = None,
         redact_before_llm: bool = False,
@@ -179,6 +183,7 @@ class Engine:
         self.commands = commands or CommandRegistry()
         self.gates: list[Gate] = list(gates or [])
         self.observers: list[TurnObserver] = list(observers or [])
+        self.write_hooks: list[WriteHook] = list(write_hooks or [])
         self.guard = guard
         self.redactor = redactor or Redactor()
         self.redact_before_llm = redact_before_llm
@@ -559,12 +564,14 @@ class Engine:
             messages = [
                 m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
             ]
+        extras = [extra for hook in self.write_hooks if (extra := hook(ctx)) is not None]
         try:
             last_seq, fold = await self.memory.record(
                 ctx.turn.place,
                 messages,
                 user_id=ctx.turn.author.id,
                 fold_lock_seconds=FOLD_LOCK_SECONDS if want_fold else 0,
+                extras=extras,
             )
         except StoreError as exc:
             ctx.meta["memory"] = "not_saved"

@@ -153,6 +153,19 @@ def decode(raw: str) -> StoredMessage:
     return StoredMessage(int(seq), role, text, author_id, author_name, float(ts), int(tokens), turn_id)
 
 
+class WriteExtra(Protocol):
+    """Commands another module adds to a turn's final write pipeline (e.g. token-quota accounting), so a
+    turn keeps one write round trip. ``load_scripts`` is called when Redis answers NOSCRIPT."""
+
+    def build(self, pipe: Any) -> None: ...
+
+    async def load_scripts(self) -> None: ...
+
+    def written(self) -> None:
+        """The pipeline succeeded (until then, the extra's owner must still do its own write)."""
+        ...
+
+
 class MemoryStore(Protocol):
     async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState: ...
 
@@ -217,8 +230,10 @@ class RedisMemory:
         *,
         user_id: str = "",
         fold_lock_seconds: int = 0,
+        extras: Sequence[WriteExtra] = (),
     ) -> tuple[int, bool]:
-        """Append messages (one round trip). Returns the last seq and whether the fold lock was taken."""
+        """Append messages (one round trip, ``extras`` riding along). Returns the last seq and whether the
+        fold lock was taken."""
         conv_key = self._keys.conversation(place)
         fence = current_fence.get()
         if fence is not None and fence.conversation != conv_key:
@@ -246,36 +261,63 @@ class RedisMemory:
                 fence.inbox_item,
             )
         encoded = [m.encode() for m in messages]
-        for attempt in (1, 2):
-            try:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    if not self._cluster:
-                        pipe.evalsha(*script, *encoded)
-                    if user_id:
-                        index = self._keys.user_conversations(place.platform, user_id)
-                        pipe.sadd(index, conv_key)
-                        pipe.expire(index, self._ttl)
-                    if fold_lock_seconds:
-                        pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
-                    if self._cluster:
-                        # redis-py refuses EVALSHA in a cluster pipeline: the script goes first, on its own
-                        # (its keys share the conversation's slot), the rest follows pipelined.
-                        first = await self._r.evalsha(*script, *encoded)
-                        results: list[Any] = [first, *(await pipe.execute())]
-                    else:
-                        results = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt == 2:
-                    raise StoreError("Redis refused the append script") from None
-                await self._load_scripts()
-            except RedisError as exc:
-                raise _store_error(exc) from exc
+        spans: list[tuple[WriteExtra, int, int]] = []
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                if not self._cluster:
+                    pipe.evalsha(*script, *encoded)
+                if user_id:
+                    index = self._keys.user_conversations(place.platform, user_id)
+                    pipe.sadd(index, conv_key)
+                    pipe.expire(index, self._ttl)
+                fold_at = len(pipe)
+                if fold_lock_seconds:
+                    pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
+                for extra in extras:
+                    begin = len(pipe)
+                    extra.build(pipe)
+                    spans.append((extra, begin, len(pipe)))
+                if self._cluster:
+                    # redis-py refuses EVALSHA in a cluster pipeline: the script goes first, on its own
+                    # (its keys share the conversation's slot), the rest follows pipelined.
+                    first = await self._append_alone(script, encoded)
+                    results: list[Any] = [first, *(await pipe.execute(raise_on_error=False))]
+                else:
+                    results = await pipe.execute(raise_on_error=False)
+            # Errors come back in place, so that nothing that did run is run twice: only what Redis refused
+            # for a missing script (after a Redis restart) is sent again, once the script is loaded.
+            if isinstance(results[0], NoScriptError):
+                results[0] = await self._append_alone(script, encoded)
+            shift = 1 if self._cluster else 0
+            for extra, begin, stop in spans:
+                if any(isinstance(r, NoScriptError) for r in results[begin + shift : stop + shift]):
+                    await extra.load_scripts()
+                    async with self._r.pipeline(transaction=False) as again:
+                        extra.build(again)
+                        results[begin + shift : stop + shift] = await again.execute()
+            failed = next((r for r in results if isinstance(r, RedisError)), None)
+            if failed is not None:
+                raise failed
+        except NoScriptError:
+            raise StoreError("Redis refused a script of the final write") from None
+        except RedisError as exc:
+            raise _store_error(exc) from exc
+        for extra in extras:
+            extra.written()
         if int(results[0]) < 0:
             raise LeaseLost("the conversation lock's lease was lost before the final write")
-        return int(results[0]), bool(fold_lock_seconds and results[-1])
+        fold_result = results[fold_at + shift] if fold_lock_seconds else None
+        return int(results[0]), bool(fold_result)
 
-    async def _load_scripts(self) -> None:
+    async def _append_alone(self, script: tuple[Any, ...], encoded: list[str]) -> Any:
+        try:
+            return await self._r.evalsha(*script, *encoded)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._r.evalsha(*script, *encoded)
+
+    async def load_scripts(self) -> None:
+        """Load the append scripts (at start-up, and again if Redis lost them)."""
         try:
             await self._r.script_load(_APPEND)
             await self._r.script_load(_APPEND_FENCED)

@@ -128,6 +128,7 @@ async def open_runtime(
         memory = RedisMemory(
             client, keys, max_messages=cfg.memory.max_messages, ttl_seconds=int(cfg.memory.ttl_days * 86_400)
         )
+        await memory.load_scripts()
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
         safety = await stack.enter_async_context(open_safety(spec, settings, client, keys, safety_settings))
         if moderator is None:
@@ -155,6 +156,7 @@ async def open_runtime(
             commands=registry,
             gates=[*safety.gates, *(gates or [])],
             observers=[ops.metrics.observe_turn, *safety.observers],
+            write_hooks=safety.write_hooks,
             redactor=safety.redactor,
             redact_before_llm=safety.redact_before_llm,
             canary=safety.canary,

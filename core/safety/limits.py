@@ -235,19 +235,22 @@ class LimitStore:
             except RedisError as exc:
                 raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc
 
+    @staticmethod
+    def queue_usage(
+        pipe: Pipeline, quotas: Sequence[Check], tokens: int, release: tuple[str, str] | None = None
+    ) -> None:
+        """Queue what :meth:`add_usage` does on someone else's pipeline (the turn's final write)."""
+        if tokens > 0:
+            for q in quotas:
+                pipe.evalsha(SHAS["quota"], 1, q.key, q.args[0], tokens)
+        if release is not None:
+            pipe.zrem(*release)
+
     async def add_usage(
         self, quotas: Sequence[Check], tokens: int, release: tuple[str, str] | None = None
     ) -> list[Any]:
         """Count ``tokens`` into each quota and free a generation slot ``(key, turn id)``: one round trip."""
-
-        def build(pipe: Pipeline) -> None:
-            if tokens > 0:
-                for q in quotas:
-                    pipe.evalsha(SHAS["quota"], 1, q.key, q.args[0], tokens)
-            if release is not None:
-                pipe.zrem(*release)
-
         try:
-            return await self._run(build)
+            return await self._run(lambda pipe: self.queue_usage(pipe, quotas, tokens, release))
         except RedisError as exc:
             raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc

@@ -60,6 +60,10 @@ class Safety:
         return [self.admission.gate]
 
     @property
+    def write_hooks(self) -> list[Any]:
+        return [self.admission.write_hook]
+
+    @property
     def observers(self) -> list[Any]:
         return [self.admission.observe, self.record_engine_decisions]
 

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from bots.loader import load_bot
@@ -14,7 +15,7 @@ from core.memory import NewMessage
 from core.redis_server import RedisServer
 from core.runtime import open_runtime
 from core.types import ReplyKind
-from tests.conftest import RuntimeFactory, make_settings
+from tests.conftest import RuntimeFactory, make_settings, without_limits
 from tests.core.helpers import CountingConnection, make_turn
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -126,15 +127,20 @@ async def test_long_conversation_folds_into_a_running_summary(
     assert not any(m["content"].startswith("fact number 0 ") for m in last)
 
 
-async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
-    redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+@pytest.mark.parametrize(
+    ("limits", "expected"), [(False, 3), (True, 3)], ids=["limits-off", "shipped-limits"]
+)
+async def test_a_turn_costs_three_redis_round_trips_whatever_the_history(
+    redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path, limits: bool, expected: int
 ) -> None:
+    """Read (memory + dedupe), admit (access and limits), write (memory + quota accounting)."""
     pool = aioredis.ConnectionPool.from_url(
         redis_url, decode_responses=True, connection_class=CountingConnection
     )
     client = aioredis.Redis(connection_pool=pool)
     settings = make_settings(openai_base_url=fake_openai.base_url, parley_data_dir=tmp_path)
     spec = spec_with_memory(max_messages=5000, fold_after=10**6)
+    spec = spec if limits else without_limits(spec)
     try:
         async with open_runtime(spec, settings, redis=client) as rt:
             counts = []
@@ -149,4 +155,4 @@ async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
     finally:
         await client.aclose()
         await pool.aclose()
-    assert counts == [2, 2], counts
+    assert counts == [expected, expected], counts
