@@ -135,6 +135,8 @@ async def _check(settings: Settings, spec: Any) -> int:
             print("redis: ok")
             if settings.llm_configured:
                 await _probe_llm(rt, problems)
+            if rt.safety is not None:
+                problems.extend(await rt.safety.check())
             for platform in spec.config.platforms:
                 module = importlib.import_module(ADAPTERS[platform])
                 checker = getattr(module, "check", None)

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from core.safety.logs import redact_log_event
 from core.settings import Settings
 
 BODY_KEYS = frozenset({"text", "body", "content", "prompt", "reply", "messages", "summary"})
@@ -44,6 +45,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             drop_bodies,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_log_event,  # personal data and tokens out of every field, tracebacks included
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, settings.parley_log_level)),
