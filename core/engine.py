@@ -167,6 +167,7 @@ class Engine:
         gates: list[Gate] | None = None,
         observers: list[TurnObserver] | None = None,
         write_hooks: list[WriteHook] | None = None,
+        context_gates: list[Callable[[Turn], Awaitable[bool]]] | None = None,
         guard: TurnGuard | None = None,
         redactor: Redactor | None = None,
         redact_before_llm: bool = False,
@@ -184,6 +185,7 @@ class Engine:
         self.gates: list[Gate] = list(gates or [])
         self.observers: list[TurnObserver] = list(observers or [])
         self.write_hooks: list[WriteHook] = list(write_hooks or [])
+        self.context_gates = list(context_gates or [])  # may an unanswered message be kept as context?
         self.guard = guard
         self.redactor = redactor or Redactor()
         self.redact_before_llm = redact_before_llm
@@ -308,11 +310,11 @@ class Engine:
             return
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
             if cfg.memory.remember_others and turn.text.strip():
-                await self._remember_safely(ctx, [self._user_message(ctx, turn.text)])
+                await self._keep_as_context(ctx)
             yield ReplyDone(ctx.result("", ReplyKind.IGNORED, meta={"reason": "not_addressed"}))
             return
         if call is None and state.paused:
-            await self._remember_safely(ctx, [self._user_message(ctx, turn.text)])
+            await self._keep_as_context(ctx)
             yield ReplyDone(
                 ctx.result("", ReplyKind.IGNORED, meta={"reason": "paused", "paused": state.meta["paused"]})
             )
@@ -550,6 +552,19 @@ class Engine:
                 )
             )
         return messages
+
+    async def _keep_as_context(self, ctx: TurnContext) -> None:
+        """Store a message the bot does not answer (channel chatter, a handed-off thread) as context for
+        later turns, but only what would have been admitted: denied or blocked authors and refused text
+        (planted instructions, abuse) never reach other users' prompts."""
+        for may_store in self.context_gates:
+            if not await may_store(ctx.turn):
+                return
+        verdict = await self.moderator.check_input(ctx.turn, ctx.turn.text)
+        if verdict.action is Action.REFUSE:
+            ctx.log.info("context_refused", category=verdict.category)
+            return
+        await self._remember_safely(ctx, [self._user_message(ctx, verdict.text)])
 
     async def _remember_safely(
         self, ctx: TurnContext, messages: list[NewMessage], *, fold_before: int = 0

@@ -244,6 +244,20 @@ class Admission:
             return None
         return _UsageWrite(self, turn.turn_id, quotas, tokens, (held.key, turn.turn_id) if held else None)
 
+    async def may_store(self, turn: Turn) -> bool:
+        """Whether an unanswered message may be kept as context: its author passes the access lists and is
+        not blocked here."""
+        if self.access.denial(turn):
+            return False
+        try:
+            blocked = await self.store.run(
+                [],
+                ("sismember", (self._blocked_key(turn.place.platform, turn.place.workspace), turn.author.id)),
+            )
+        except StoreError:
+            return True  # the memory write will fail too if Redis is down; nothing to protect against
+        return not blocked[1][0]
+
     def usage_written(self, turn_id: str) -> None:
         self._held.pop(turn_id, None)
         if len(self._written) > 10_000:  # observers of cancelled turns never ran: forget them

@@ -60,6 +60,10 @@ class Safety:
         return [self.admission.gate]
 
     @property
+    def context_gates(self) -> list[Any]:
+        return [self.admission.may_store]
+
+    @property
     def write_hooks(self) -> list[Any]:
         return [self.admission.write_hook]
 
