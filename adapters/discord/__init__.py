@@ -4,7 +4,8 @@ Modules: :mod:`.settings` (DISCORD_* and bot.toml ``[discord]``), :mod:`.transla
 :mod:`.commands` (registry -> slash commands, fingerprint, pure), :mod:`.route` (where a queued reply goes,
 pure), :mod:`.format` (Markdown -> safe Discord text, pure), :mod:`.adapter` (the gateway side: accept
 events, dispatch turns), :mod:`.delivery` (the worker side: show replies over REST), :mod:`.sink` (post and
-edit messages), :mod:`.endpoints` (REST base and gateway URL).
+edit messages), :mod:`.notice` (the moderators' notice of a flagged turn, pure), :mod:`.endpoints` (REST base
+and gateway URL).
 """
 
 from __future__ import annotations

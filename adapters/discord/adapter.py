@@ -38,6 +38,7 @@ from adapters.discord.route import (
     PLATFORM,
     ChannelTarget,
     InteractionTarget,
+    Origin,
     Target,
     interaction_token_key,
     route_for,
@@ -94,6 +95,17 @@ def backoff_delay(failures: int, base: float, cap: float, rng: Callable[[], floa
         return 0.0
     delay = min(cap, base * 2.0 ** min(failures - 1, 30))
     return delay / 2 + rng() * delay / 2
+
+
+def _origin(guild: discord.Guild | None, channel: object, channel_id: int, message_id: int | None) -> Origin:
+    """Where the user asked, with the names moderators read (from discord.py's cache; empty if unknown)."""
+    name = getattr(channel, "name", None)  # DMs and uncached channels have none
+    return Origin(
+        channel_id=channel_id,
+        message_id=message_id,
+        guild_name=guild.name if guild is not None else "",
+        channel_name=name if isinstance(name, str) else "",
+    )
 
 
 class _Client(discord.AutoShardedClient):
@@ -350,7 +362,8 @@ class DiscordAdapter:
         tlog = self.log.bind(**self._context(turn))
         try:
             guild_id = message.guild.id if message.guild is not None else None
-            target = ChannelTarget(message.channel.id, guild_id, message.id, typing=turn.addressed)
+            origin = _origin(message.guild, message.channel, message.channel.id, message.id)
+            target = ChannelTarget(message.channel.id, guild_id, message.id, turn.addressed, origin)
             if self._opens_thread(message, turn):
                 thread = await self._open_thread(message, turn, tlog)
                 if thread is not None:
@@ -358,7 +371,7 @@ class DiscordAdapter:
                     turn = dataclasses.replace(
                         turn, place=Place(place.platform, place.workspace, place.channel, str(thread.id))
                     )
-                    target = ChannelTarget(thread.id, guild_id, None, typing=True)
+                    target = ChannelTarget(thread.id, guild_id, None, typing=True, origin=origin)
             await self._dispatch(turn, target, tlog)
         except asyncio.CancelledError:
             raise
@@ -412,6 +425,7 @@ class DiscordAdapter:
                 guild_id=interaction.guild_id,
                 deadline=received + s.interaction_token_ttl - s.interaction_margin,
                 ephemeral=ephemeral,
+                origin=_origin(interaction.guild, interaction.channel, interaction.channel_id or 0, None),
             )
             await self._dispatch(turn, target, tlog)
         except asyncio.CancelledError:

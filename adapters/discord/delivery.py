@@ -7,6 +7,10 @@ messages and typing, and the interaction's webhook (token from Redis) for slash-
     ChannelTarget      typing... -> post (a reply to the user's message) -> paced edits -> overflow posts
     InteractionTarget  edit the deferred response -> paced edits -> follow-ups; the channel past the deadline
 
+A flagged turn (``meta["flag"]`` in the engine's result, whatever its kind but IGNORED) is then reported
+to the moderators' channel (``moderators_channel_id``) with :func:`~adapters.discord.notice.flag_notice`:
+everything it needs is in the queued turn and its route, so any worker can write it.
+
 Failures are logged with the conversation and never raised: the engine's turn still completes.
 """
 
@@ -25,13 +29,20 @@ from redis.exceptions import RedisError
 
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
-from adapters.discord.route import ChannelTarget, InteractionTarget, interaction_token_key, target_of
+from adapters.discord.notice import excerpt, flag_notice, origin_of
+from adapters.discord.route import (
+    ChannelTarget,
+    InteractionTarget,
+    Target,
+    interaction_token_key,
+    target_of,
+)
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import ChannelSink, InteractionSink, keep_typing
+from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from core.errors import ConfigError
 from core.ops.jobs import Job
 from core.runtime import Runtime
-from core.types import ReplyDone, ReplyEvent
+from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -57,6 +68,7 @@ class DiscordDelivery:
         self._login = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
+        self._warned_unrouted = False  # one delivery per process: "flags have nowhere to go" is said once
         self.log = log.bind(bot=runtime.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
@@ -100,9 +112,11 @@ class DiscordDelivery:
             client, session = await self._rest()
             async with self._slots:
                 if isinstance(target, ChannelTarget):
-                    await self._to_channel(client, target, events, context, dlog)
+                    result = await self._to_channel(client, target, events, context, dlog)
                 else:
-                    await self._to_interaction(client, session, target, events, context, dlog)
+                    result = await self._to_interaction(client, session, target, events, context, dlog)
+                if result is not None:
+                    await self._report_flag(client, job, target, result, dlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
@@ -115,7 +129,7 @@ class DiscordDelivery:
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
         dlog: Any,
-    ) -> None:
+    ) -> ReplyResult | None:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
         stop_typing = asyncio.Event()
@@ -129,6 +143,7 @@ class DiscordDelivery:
             finally:
                 stop_typing.set()
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        return outcome.result
 
     async def _to_interaction(
         self,
@@ -138,7 +153,7 @@ class DiscordDelivery:
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
         dlog: Any,
-    ) -> None:
+    ) -> ReplyResult | None:
         try:
             token = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
         except RedisError as exc:
@@ -163,6 +178,56 @@ class DiscordDelivery:
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        return outcome.result
+
+    async def _report_flag(
+        self, client: discord.Client, job: Job, target: Target, result: ReplyResult, dlog: Any
+    ) -> None:
+        """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
+        category = result.meta.get("flag", "")
+        if not category or result.kind is ReplyKind.IGNORED:
+            return
+        channel_id = self._settings.moderators_channel_id
+        if channel_id is None:
+            if not self._warned_unrouted:
+                self._warned_unrouted = True
+                dlog.warning(
+                    "discord_flags_unrouted",
+                    category=category,
+                    detail="flagged turns have nowhere to go: set DISCORD_MODERATORS_CHANNEL_ID "
+                    "(or moderators_channel_id in bot.toml [discord]); said once per process",
+                )
+            return
+        safety = self._rt.safety
+        text = flag_notice(
+            category=category,
+            turn=job.turn,
+            guild_id=target.guild_id,
+            origin=origin_of(target),
+            excerpt_text=excerpt(job.turn.text, safety.redactor.redact if safety is not None else None),
+        )
+        channel = client.get_partial_messageable(channel_id)
+        try:
+            await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+        except discord.HTTPException as exc:  # 403: no access to the channel; 404: it was deleted
+            dlog.warning(
+                "discord_flag_notice_failed",
+                category=category,
+                moderators_channel=str(channel_id),
+                status=exc.status,
+                code=exc.code,
+                detail=exc.text[:200],
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            dlog.warning(
+                "discord_flag_notice_failed",
+                category=category,
+                moderators_channel=str(channel_id),
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+        else:
+            dlog.info("discord_flag_reported", category=category, moderators_channel=str(channel_id))
 
     async def aclose(self) -> None:
         async with self._login:

@@ -4,6 +4,9 @@ A Route holds strings only and no secrets: the reply of a message turn goes to a
 user's message); the reply of a slash command goes into the interaction's deferred response, whose token
 the gateway side keeps in Redis for the token's 15-minute life (:func:`interaction_token_key`), keyed by
 the interaction id in the route.
+
+Both kinds may carry an :class:`Origin`: where the user asked (the user's message, the guild and channel
+names), so that any worker can write the moderators' notice of a flagged turn without asking Discord.
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ PLATFORM = "discord"
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the user asked, for the moderators: the channel (or thread) of the user's message, the
+    message itself (None for a slash command) and the names shown as plain text (empty when unknown)."""
+
+    channel_id: int
+    message_id: int | None = None
+    guild_name: str = ""
+    channel_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelTarget:
     """Answer in a channel, DM or thread; ``reply_to`` is the user's message (None: a plain message)."""
 
@@ -25,6 +39,7 @@ class ChannelTarget:
     guild_id: int | None = None
     reply_to: int | None = None
     typing: bool = True
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +53,7 @@ class InteractionTarget:
     guild_id: int | None
     deadline: float  # epoch seconds after which the token must not be used any more
     ephemeral: bool = False
+    origin: Origin | None = None
 
 
 Target = ChannelTarget | InteractionTarget
@@ -68,12 +84,32 @@ def route_for(target: Target) -> Route:
             "deadline": f"{target.deadline:.3f}",
             "ephemeral": "1" if target.ephemeral else "0",
         }
+    origin = target.origin
+    if origin is not None:
+        data |= {
+            "origin_channel": str(origin.channel_id),
+            "origin_message": _opt(origin.message_id),
+            "origin_guild_name": origin.guild_name,
+            "origin_channel_name": origin.channel_name,
+        }
     return Route(PLATFORM, data)
 
 
 def _int(data: Mapping[str, str], key: str) -> int | None:
     value = data.get(key, "")
     return int(value) if value else None
+
+
+def _origin(data: Mapping[str, str]) -> Origin | None:
+    channel = _int(data, "origin_channel")
+    if channel is None:
+        return None  # a route written before origins existed, or by a caller that had none
+    return Origin(
+        channel,
+        _int(data, "origin_message"),
+        data.get("origin_guild_name", ""),
+        data.get("origin_channel_name", ""),
+    )
 
 
 def target_of(route: Route) -> Target:
@@ -84,7 +120,11 @@ def target_of(route: Route) -> Target:
         channel = int(data["channel"])
         if kind == "channel":
             return ChannelTarget(
-                channel, _int(data, "guild"), _int(data, "reply_to"), data.get("typing") == "1"
+                channel,
+                _int(data, "guild"),
+                _int(data, "reply_to"),
+                data.get("typing") == "1",
+                _origin(data),
             )
         if kind == "interaction":
             return InteractionTarget(
@@ -95,6 +135,7 @@ def target_of(route: Route) -> Target:
                 guild_id=_int(data, "guild"),
                 deadline=float(data["deadline"]),
                 ephemeral=data.get("ephemeral") == "1",
+                origin=_origin(data),
             )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"not a Discord route: {type(exc).__name__}: {exc}") from None

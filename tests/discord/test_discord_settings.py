@@ -49,6 +49,16 @@ def test_environment_overrides_the_bot_table(monkeypatch: pytest.MonkeyPatch) ->
     assert build_intents(s).message_content
 
 
+def test_moderators_channel_from_bot_toml_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_discord_settings({}).moderators_channel_id is None  # unset: flags are only logged
+    assert load_discord_settings({"moderators_channel_id": 111}).moderators_channel_id == 111
+    monkeypatch.setenv("DISCORD_MODERATORS_CHANNEL_ID", "222")
+    assert load_discord_settings({"moderators_channel_id": 111}).moderators_channel_id == 222
+    monkeypatch.setenv("DISCORD_MODERATORS_CHANNEL_ID", "#mods")
+    with pytest.raises(ConfigError, match="DISCORD_MODERATORS_CHANNEL_ID"):
+        load_discord_settings({})
+
+
 def test_token_must_not_live_in_bot_toml() -> None:
     with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
         load_discord_settings({"token": "abc"})

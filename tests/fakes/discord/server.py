@@ -143,19 +143,20 @@ class FakeDiscord:
         self.guild_id = p.snowflake()
         self.general = p.text_channel(self.guild_id, "general")
         self.random = p.text_channel(self.guild_id, "random")
+        self.mods = p.text_channel(self.guild_id, "moderators")  # where flagged turns are reported
         self.bot_thread = p.thread_channel(self.guild_id, self.general["id"], self.app_id, "arcade's thread")
         self.guilds: dict[str, dict[str, Any]] = {
             self.guild_id: p.guild(
                 self.guild_id,
                 "Arcade Hall",
                 owner_id=self.owner["id"],
-                channels=[self.general, self.random],
+                channels=[self.general, self.random, self.mods],
                 threads=[self.bot_thread],
                 members=[p.member(self.bot)],
             )
         }
         self.channels: dict[str, dict[str, Any]] = {
-            c["id"]: c for c in (self.general, self.random, self.bot_thread)
+            c["id"]: c for c in (self.general, self.random, self.mods, self.bot_thread)
         }
         self.messages: dict[str, dict[str, Any]] = {}
         self.deleted: list[dict[str, Any]] = []
