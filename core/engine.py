@@ -63,6 +63,11 @@ TurnGuard = Callable[[Turn], AbstractAsyncContextManager[object]]
 """Wraps a whole turn (e.g. a per-conversation lock so replicas answer one conversation in order)."""
 
 
+def _early(turn: Turn, kind: ReplyKind, text: str, persona: str, reason: str) -> ReplyDone:
+    """The end of a turn decided before its conversation's persona is known."""
+    return ReplyDone(ReplyResult(turn.turn_id, kind, text, persona=persona, meta={"reason": reason}))
+
+
 def _note_flag(ctx: TurnContext, verdict: Verdict) -> None:
     """A flagged verdict puts ``meta["flag"] = category`` in the turn's result: adapters post it to the
     moderators' channel."""
@@ -259,15 +264,7 @@ class Engine:
         default = self.bot.persona(None)
         if len(turn.text) > cfg.limits.max_input_chars:
             tlog.info("input_too_long", chars=len(turn.text))
-            yield ReplyDone(
-                ReplyResult(
-                    turn.turn_id,
-                    ReplyKind.REFUSAL,
-                    default.too_long,
-                    persona=default.name,
-                    meta={"reason": "too_long"},
-                )
-            )
+            yield _early(turn, ReplyKind.REFUSAL, default.too_long, default.name, "too_long")
             return
 
         dedupe_key = (
@@ -282,20 +279,12 @@ class Engine:
         except StoreError as exc:
             tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)
             if cfg.memory.when_unavailable == "apologise":
-                yield ReplyDone(
-                    ReplyResult(
-                        turn.turn_id,
-                        ReplyKind.ERROR,
-                        default.memory_error,
-                        persona=default.name,
-                        meta={"reason": "memory_unavailable"},
-                    )
-                )
+                yield _early(turn, ReplyKind.ERROR, default.memory_error, default.name, "memory_unavailable")
                 return
             state = ConversationState(degraded=True)  # answer without memory
         if state.duplicate:
             tlog.info("duplicate_event", event_id=turn.event_id)
-            yield ReplyDone(ReplyResult(turn.turn_id, ReplyKind.IGNORED, "", meta={"reason": "duplicate"}))
+            yield _early(turn, ReplyKind.IGNORED, "", "", "duplicate")
             return
 
         ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog)

@@ -32,9 +32,11 @@ from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.types import Place
 
-_APPEND = """
+# Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; refresh both TTLs.
+# ARGV[1] is the cap, ARGV[2] the TTL in seconds.
+_APPEND_BODY = """
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-for i = 3, #ARGV do
+for i = {first}, #ARGV do
   seq = seq + 1
   redis.call('RPUSH', KEYS[1], seq .. '|' .. ARGV[i])
 end
@@ -45,22 +47,14 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return seq
 """
 
+_APPEND = _APPEND_BODY.replace("{first}", "3")
+
 # As _APPEND, behind a fence: KEYS[3] must still hold the lease token ARGV[3]; the queue item ARGV[4] (when
 # not empty) is removed from the head of the inbox list KEYS[4] in the same atomic step.
-_APPEND_FENCED = """
+_FENCE_CHECK = """
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
-if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[4] then redis.call('LPOP', KEYS[4]) end
-local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-for i = 5, #ARGV do
-  seq = seq + 1
-  redis.call('RPUSH', KEYS[1], seq .. '|' .. ARGV[i])
-end
-redis.call('HSET', KEYS[2], 'seq', seq)
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return seq
-"""
+if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[4] then redis.call('LPOP', KEYS[4]) end"""
+_APPEND_FENCED = _FENCE_CHECK + _APPEND_BODY.replace("{first}", "5")
 
 _SAVE_SUMMARY = """
 local upto = tonumber(redis.call('HGET', KEYS[1], 'summary_upto') or '0')
