@@ -10,7 +10,9 @@ Modules (one job each):
     sink       post / edit one reply's messages (MessageSink for the shared StreamRenderer)
     streaming  native chat.startStream / appendStream / stopStream with fallback and handover
     reply      render one engine reply stream (native or post + update, feedback buttons)
-    delivery   the Delivery port for queue workers: messages, slash commands, handoff notices
+    delivery   the Delivery port for queue workers: messages, slash commands, handoff and flag notices
+    flags      pure: the moderators' notice for a flagged turn (plain text, mention-safe)
+    users      display names from users.info, cached in Redis per workspace and user for a day
     oauth      Redis-backed async installation and OAuth state stores
     state      thread marks and feedback votes in Redis
     client     AsyncWebClient / webhook client with 429 and 5xx retries

@@ -8,6 +8,9 @@ Slack gets its ack in milliseconds. The accept task decides whether a thread fol
 (a worker answers it and shows the reply through :class:`~adapters.slack.delivery.SlackDelivery`) or,
 with the queue off, into a task the dispatcher owns. Nothing runs in bolt's bare ``ensure_future``.
 
+The accept task also fills the author's display name (``users.info``, cached a day in Redis by
+:class:`~adapters.slack.users.UserNames`), so the name travels with the turn to whichever worker answers it.
+
 Exactly one reply per message: the turn's ``event_id`` is the message identity (see
 :mod:`adapters.slack.translate`), deduplicated in Redis (by the queue, or by the engine), across Slack's
 retries and across replicas.
@@ -87,6 +90,7 @@ class SlackAdapter:
         self.delivery = delivery
         self.tasks = TaskOwner("slack")
         self.state = delivery.state
+        self.names = delivery.names
         self.installations: RedisInstallationStore | None = delivery.installations
         self.commands = config.command_map([c.name for c in runtime.engine.commands])
         self.event_options = EventOptions(
@@ -190,7 +194,7 @@ class SlackAdapter:
             if turn is None:
                 return
             url = str(body.get("response_url", ""))
-            self._start(self._accept_command(turn, url), f"slack:accept:{turn.turn_id}")
+            self._start(self._accept_command(turn, url, context.client), f"slack:accept:{turn.turn_id}")
         except Exception:  # task boundary, as above
             self._log.exception("slack_command_listener_failed", command=body.get("command", ""))
 
@@ -240,6 +244,7 @@ class SlackAdapter:
             )
             if assistant:
                 await set_status(client, place.channel, place.thread, self.config.thinking_status)
+            turn = await self._with_name(turn, client)
             outcome = await self._dispatch(turn, assistant=assistant)
             if assistant and outcome is Outcome.DUPLICATE:
                 await set_status(client, place.channel, place.thread, "")
@@ -248,18 +253,30 @@ class SlackAdapter:
         except Exception as exc:  # task boundary: log with the conversation, keep serving
             tlog.exception("slack_accept_failed", error=type(exc).__name__)
 
-    async def _accept_command(self, turn: Turn, response_url: str) -> None:
+    async def _accept_command(self, turn: Turn, response_url: str, client: AsyncWebClient) -> None:
         try:
             if response_url:
                 key = response_url_key(self.rt.keys, turn.turn_id)
                 await self.rt.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
-            await self._dispatch(turn)
+            await self._dispatch(await self._with_name(turn, client))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary
             self._log.exception(
                 "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
             )
+
+    async def _with_name(self, turn: Turn, client: AsyncWebClient) -> Turn:
+        """``turn`` with its author's display name from ``users.info`` (cached), when one can be had.
+
+        A slash command carries the legacy username (``user_name``): kept only when the lookup finds none.
+        """
+        if not self.config.display_names:
+            return turn
+        name = await self.names.lookup(client, turn.place.workspace, turn.author.id)
+        if not name or name == turn.author.display_name:
+            return turn
+        return replace(turn, author=replace(turn.author, display_name=name))
 
     async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> Outcome:
         dispatched = await self.rt.dispatcher.dispatch(turn, route_for(target_for(turn, assistant=assistant)))

@@ -7,6 +7,8 @@ installation store (OAuth), so any replica can answer any workspace.
     message  native stream or post + paced updates, split at 4,000 chars, 👍/👎, thread mark, handoff notice
     command  streamed into the channel; ephemeral answers (``/help``, refusals) through ``response_url``;
              ``response_url`` also when the bot cannot post in that channel
+    flagged  either kind, when moderation flagged the turn (``meta["flag"]``): a notice in the moderators'
+             channel (:mod:`adapters.slack.flags`), built from the job alone, so any worker can post it
 
 Failures are logged with the conversation and never raised: the engine's turn still completes.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import structlog
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -23,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
+from adapters.slack.flags import FlagNotice, notice_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
 from adapters.slack.reply import Rendered, ReplyOptions, deliver
@@ -31,6 +35,7 @@ from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
 from adapters.slack.state import SlackState
 from adapters.slack.translate import HANDOFF_RESUME
+from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
 from core.ops.jobs import Job
 from core.runtime import Runtime
@@ -40,6 +45,8 @@ log = structlog.get_logger("parley.slack")
 
 RESPONSE_URL_POSTS = 5  # Slack accepts up to 5 posts per response_url
 SLACK_ERRORS = (SlackApiError, SlackClientError)
+# What a side post (a notice) may fail with: Slack's errors, the transport's, a timeout.
+NOTICE_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class SlackDelivery:
@@ -54,6 +61,7 @@ class SlackDelivery:
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
+        self.names = UserNames(runtime.redis, runtime.keys)
         self.installations: RedisInstallationStore | None = None
         if token is None and settings.slack_client_id:
             self.installations = RedisInstallationStore(
@@ -61,8 +69,10 @@ class SlackDelivery:
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
         self.delivered = 0  # jobs finished (shown or given up on): tests and logs
+        self.flag_notices = 0  # moderators' notices posted: tests and logs
         self._log = log.bind(bot=runtime.bot.name, platform="slack")
         self._closed = False
+        self._warned_no_moderators = False
 
     # ------------------------------------------------------------------ the port
 
@@ -71,9 +81,11 @@ class SlackDelivery:
             target = target_of(job.route)
             client = await self.client_for(target.team)
             if target.kind == "command":
-                await self._command(job.turn, target, client, events)
+                result = await self._command(job.turn, target, client, events)
             else:
-                await self._message(job.turn, target, client, events)
+                result = await self._message(job.turn, target, client, events)
+            if result is not None and result.kind is not ReplyKind.IGNORED and result.meta.get("flag"):
+                await self._flag_notice(client, job.turn, target, result)
         except ParleyError as exc:
             self._log.error("reply_undeliverable", error=str(exc), **_context(self.rt, job.turn))
         except ValueError as exc:
@@ -101,7 +113,7 @@ class SlackDelivery:
 
     async def _message(
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
-    ) -> None:
+    ) -> ReplyResult | None:
         native = self.config.streaming != "edit" and target.team not in self.no_native
         done = await deliver(
             client,
@@ -125,7 +137,7 @@ class SlackDelivery:
             await set_status(client, target.channel, target.thread_ts, "")  # nothing posted: clear "thinking"
         result = done.result
         if result is None or result.kind is ReplyKind.IGNORED:
-            return
+            return result
         if done.messages and target.thread_ts:
             try:
                 await self.state.mark_thread(turn.place)
@@ -133,6 +145,7 @@ class SlackDelivery:
                 self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.rt, turn))
         if result.meta.get("handoff"):
             await self._handoff_notice(client, turn, target)
+        return result
 
     async def _handoff_notice(self, client: AsyncWebClient, turn: Turn, target: SlackTarget) -> None:
         """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
@@ -141,14 +154,8 @@ class SlackDelivery:
         if not channel:
             self._log.warning("slack_handoff_without_channel", **context)
             return
-        link = ""
-        try:
-            response = await client.chat_getPermalink(
-                channel=target.channel, message_ts=target.message_ts or target.thread_ts
-            )
-            link = str(response.get("permalink") or "")
-        except SLACK_ERRORS as exc:
-            self._log.warning("slack_permalink_failed", error=slack_error_code(exc), **context)
+        ts = target.message_ts or target.thread_ts
+        link = await self._permalink(client, target, context, message_ts=ts)
         where = f"<{link}|this conversation>" if link else f"<#{target.channel}>"
         text = (
             f"{self.config.handoff_notice} <@{target.user}> is waiting in {where}. "
@@ -177,17 +184,78 @@ class SlackDelivery:
                 "reply_undeliverable", via="handoff_notice", error=slack_error_code(exc), **context
             )
 
+    async def _permalink(
+        self, client: AsyncWebClient, target: SlackTarget, context: dict[str, str], *, message_ts: str
+    ) -> str:
+        """A link to ``message_ts`` in the target's channel, or "" when Slack will not give one."""
+        if not message_ts:
+            return ""
+        try:
+            response = await client.chat_getPermalink(channel=target.channel, message_ts=message_ts)
+        except NOTICE_ERRORS as exc:
+            self._log.warning("slack_permalink_failed", error=slack_error_code(exc), **context)
+            return ""
+        return str(response.get("permalink") or "")
+
+    # ------------------------------------------------------------------ moderators' notices
+
+    def moderators_channel(self) -> str:
+        return self.settings.slack_moderators_channel or self.config.moderators_channel
+
+    async def _flag_notice(
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+    ) -> None:
+        """Tell the moderators: category, turn, who, where, and a redacted excerpt. Never raises."""
+        context = _context(self.rt, turn)
+        channel = self.moderators_channel()
+        if not channel:
+            if not self._warned_no_moderators:
+                self._warned_no_moderators = True
+                self._log.warning(
+                    "slack_flag_without_channel",
+                    hint="set moderators_channel in [slack] or SLACK_MODERATORS_CHANNEL; logged once",
+                    category=result.meta["flag"],
+                    **context,
+                )
+            return
+        text = turn.text
+        if self.rt.safety is not None:
+            text = self.rt.safety.redactor.redact(text)
+        name = turn.author.display_name
+        if not name and self.config.display_names:
+            name = await self.names.lookup(client, target.team, target.user or turn.author.id)
+        notice = FlagNotice(
+            category=result.meta["flag"],
+            turn_id=turn.turn_id,
+            kind=result.kind,
+            user_id=target.user or turn.author.id,
+            user_name=name,
+            channel=target.channel,
+            # The user's own message; a slash command has none (its channel is all there is to show).
+            permalink=await self._permalink(client, target, context, message_ts=target.message_ts),
+            excerpt=text,
+        )
+        try:
+            await client.chat_postMessage(
+                channel=channel, text=notice_text(notice), unfurl_links=False, unfurl_media=False
+            )
+        except NOTICE_ERRORS as exc:
+            self._log.error("reply_undeliverable", via="flag_notice", error=slack_error_code(exc), **context)
+            return
+        self.flag_notices += 1
+        self._log.info("slack_flag_notice", category=notice.category, channel=channel, **context)
+
     # ------------------------------------------------------------------ slash commands
 
     async def _command(
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
-    ) -> None:
+    ) -> ReplyResult | None:
         first = await anext(events)
         command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
         if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
             result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
             await self._respond(turn, result)
-            return
+            return result
 
         async def stream() -> AsyncIterator[ReplyEvent]:
             yield first
@@ -207,6 +275,7 @@ class SlackDelivery:
         if not done.messages and done.result is not None:
             # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
             await self._respond(turn, done.result, in_channel=True)
+        return done.result
 
     async def _respond(self, turn: Turn, result: ReplyResult, *, in_channel: bool = False) -> None:
         """Answer a slash command through its ``response_url`` (ephemeral unless ``in_channel``)."""

@@ -113,3 +113,19 @@ class BlockActions(TypedDict, total=False):
     actions: list[Action]
     response_url: str
     trigger_id: str
+
+
+class UserProfile(TypedDict, total=False):
+    display_name: str
+    real_name: str
+
+
+class User(TypedDict, total=False):
+    """The ``user`` object of a ``users.info`` response."""
+
+    id: str
+    name: str  # the legacy username
+    real_name: str
+    deleted: bool
+    is_bot: bool
+    profile: UserProfile

@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import ConfigError
 from core.settings import describe_validation_error
 
+CHANNEL_ID = r"^[CG][A-Z0-9]{2,}$"  # a public (C…) or private (G…, older) channel id
+CHANNEL_ID_OR_EMPTY = r"^(?:[CG][A-Z0-9]{2,})?$"
+
 # The bot scopes Parley asks for (deploy/slack/manifest.yaml lists the same; a test keeps them in step).
 BOT_SCOPES = (
     "app_mentions:read",
@@ -32,6 +35,7 @@ BOT_SCOPES = (
     "im:read",
     "im:write",
     "mpim:history",
+    "users:read",
 )
 
 
@@ -52,6 +56,8 @@ class SlackSettings(BaseSettings):
     slack_redirect_uri: str | None = None  # OAuth redirect URL, when Slack's app config has several
     slack_mode: Literal["auto", "http", "socket"] = "auto"
     slack_handoff_channel: str | None = None  # overrides [slack] handoff_channel
+    # overrides [slack] moderators_channel
+    slack_moderators_channel: str | None = Field(default=None, pattern=CHANNEL_ID)
 
 
 class Mode(enum.StrEnum):
@@ -127,6 +133,10 @@ class SlackBotConfig(BaseModel):
 
     handoff_channel: str = ""  # channel id where handoff notices go (support staff)
     handoff_notice: str = "A customer asked for a person."
+    # Channel id where a notice goes for every turn moderation flags (category, who, where, a redacted
+    # excerpt). "" = nowhere: a warning is logged once per process.
+    moderators_channel: str = Field(default="", pattern=CHANNEL_ID_OR_EMPTY)
+    display_names: bool = True  # look up users' display names (users.info, cached a day) for the prompt
 
     assistant: bool = True  # Assistant side panel: suggested prompts, "thinking" status
     thinking_status: str = "is thinking…"

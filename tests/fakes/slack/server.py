@@ -122,6 +122,11 @@ class FakeSlack:
         self.ephemerals: list[Call] = []
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url id, body)
         self.streaming_supported = True
+        # users.info: profiles by user id (add_user); others get a made-up profile, or user_not_found
+        # when unknown_users is True.
+        self.users: dict[str, dict[str, Any]] = {}
+        self.unknown_users = False
+        self.closed_channels: set[str] = set()  # chat.postMessage there: not_in_channel (bot not invited)
         self.oauth_codes: dict[str, Workspace] = {}
         self.revoked: set[str] = set()
         self.envelopes: dict[str, Envelope] = {}
@@ -185,6 +190,34 @@ class FakeSlack:
     def add_oauth_code(self, code: str, team_id: str, bot_token: str, bot_user_id: str = "UBOT2") -> None:
         """``oauth.v2.access`` with ``code`` installs the app in ``team_id`` with ``bot_token``."""
         self.oauth_codes[code] = Workspace(team_id, bot_token, bot_user_id, "B" + bot_user_id[1:])
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        display_name: str = "",
+        real_name: str = "",
+        name: str = "",
+        team_id: str = "",
+    ) -> dict[str, Any]:
+        """A member ``users.info`` knows. Slack sends empty strings for profile fields not filled in."""
+        user: dict[str, Any] = {
+            "id": user_id,
+            "team_id": team_id or self.team_id,
+            "name": name or user_id.lower(),
+            "deleted": False,
+            "real_name": real_name,
+            "is_bot": False,
+            "profile": {
+                "display_name": display_name,
+                "display_name_normalized": display_name,
+                "real_name": real_name,
+                "real_name_normalized": real_name,
+                "image_48": "https://avatars.example/48.png",
+            },
+        }
+        self.users[user_id] = user
+        return user
 
     def fail(
         self,
@@ -333,6 +366,8 @@ class FakeSlack:
         text = str(params.get("text", "") or "")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        if channel in self.closed_channels:
+            return {"ok": False, "error": "not_in_channel"}
         if not text and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
         ts = self._next_ts()
@@ -473,11 +508,22 @@ class FakeSlack:
         }
 
     async def _m_users_info(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
-        user = str(params.get("user", ""))
-        return {
-            "ok": True,
-            "user": {"id": user, "name": user.lower(), "profile": {"display_name": f"User {user}"}},
-        }
+        if self._ws(token) is None:
+            return {"ok": False, "error": "invalid_auth"}
+        user_id = str(params.get("user", ""))
+        if not user_id:
+            return {"ok": False, "error": "user_not_found"}
+        user = self.users.get(user_id)
+        if user is None:
+            if self.unknown_users:
+                return {"ok": False, "error": "user_not_found"}
+            user = {
+                "id": user_id,
+                "name": user_id.lower(),
+                "real_name": "",
+                "profile": {"display_name": f"User {user_id}", "real_name": ""},
+            }
+        return {"ok": True, "user": user}
 
     async def _m_oauth_v2_access(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("client_id") != self.client_id:
