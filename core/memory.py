@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
+from core.ops.recorder import CommandRecorder
 from core.types import Place
 
 # Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; refresh both TTLs.
@@ -267,15 +268,21 @@ class RedisMemory:
                 fold_at = len(pipe)
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
+                # redis-py refuses EVALSHA in a cluster pipeline: there, extras are recorded and sent one by
+                # one after the pipelined commands.
+                target: Any = CommandRecorder() if self._cluster else pipe
+                base = len(pipe) if self._cluster else 0
                 for extra in extras:
-                    begin = len(pipe)
-                    extra.build(pipe)
-                    spans.append((extra, begin, len(pipe)))
+                    begin = base + len(target)
+                    extra.build(target)
+                    spans.append((extra, begin, base + len(target)))
                 if self._cluster:
-                    # redis-py refuses EVALSHA in a cluster pipeline: the script goes first, on its own
-                    # (its keys share the conversation's slot), the rest follows pipelined.
+                    # The append script goes first, on its own (its keys share the conversation's slot),
+                    # then the pipelined commands, then the recorded extras.
                     first = await self._append_alone(script, encoded)
-                    results: list[Any] = [first, *(await pipe.execute(raise_on_error=False))]
+                    piped = await pipe.execute(raise_on_error=False)
+                    extra_results = await target.execute(self._r, raise_on_error=False)
+                    results: list[Any] = [first, *piped, *extra_results]
                 else:
                     results = await pipe.execute(raise_on_error=False)
             # Errors come back in place, so that nothing that did run is run twice: only what Redis refused
@@ -286,9 +293,9 @@ class RedisMemory:
             for extra, begin, stop in spans:
                 if any(isinstance(r, NoScriptError) for r in results[begin + shift : stop + shift]):
                     await extra.load_scripts()
-                    async with self._r.pipeline(transaction=False) as again:
-                        extra.build(again)
-                        results[begin + shift : stop + shift] = await again.execute()
+                    again = CommandRecorder()
+                    extra.build(again)
+                    results[begin + shift : stop + shift] = await again.execute(self._r)
             failed = next((r for r in results if isinstance(r, RedisError)), None)
             if failed is not None:
                 raise failed

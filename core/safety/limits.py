@@ -26,10 +26,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from core.errors import StoreError
 from core.keys import KeySpace
+from core.ops.recorder import CommandRecorder
 
 RATE = """
 local t = redis.call('TIME')
@@ -122,6 +124,7 @@ class LimitStore:
     def __init__(self, client: aioredis.Redis, keys: KeySpace) -> None:
         self._r = client
         self._keys = keys
+        self._cluster = isinstance(client, RedisCluster)
 
     # ---------------------------------------------------------------------------------------- key names
 
@@ -165,6 +168,10 @@ class LimitStore:
         """Run a pipeline built by ``build(pipe)``; NOSCRIPT reloads the scripts and retries once."""
         for attempt in (1, 2):
             try:
+                if self._cluster:  # no scripts in a cluster pipeline: one command at a time
+                    recorder = CommandRecorder()
+                    build(recorder)
+                    return await recorder.execute(self._r)
                 async with self._r.pipeline(transaction=False) as pipe:
                     build(pipe)
                     return list(await pipe.execute())

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from bots.loader import load_bot
+from core.bot import BotSpec
 from core.errors import ConfigError
 from core.ops.delivery import Outcome
 from core.ops.redisconn import connect, parse_redis_url
@@ -158,7 +160,9 @@ def cluster(tmp_path: Path) -> Iterator[Proc]:
         proc.stop()
 
 
-async def answer_through_the_queue(url: str, llm: FakeOpenAI, tmp_path: Path) -> list[str]:
+async def answer_through_the_queue(
+    url: str, llm: FakeOpenAI, tmp_path: Path, spec: BotSpec | None = None
+) -> list[str]:
     """Open a runtime on ``url``, run two queued turns through a worker, return the stored memory."""
     settings = make_settings(
         redis_url=url,
@@ -168,7 +172,7 @@ async def answer_through_the_queue(url: str, llm: FakeOpenAI, tmp_path: Path) ->
         **FAST,
     )
     delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), settings) as rt:
+    async with open_runtime(spec or scale_spec(), settings) as rt:
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             for text in ("hello", "again"):
@@ -201,7 +205,8 @@ async def test_sentinel_url_finds_the_master_and_serves_turns(
 async def test_cluster_url_serves_turns_with_every_conversation_in_one_slot(
     cluster: Proc, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
+    # The shipped limits (rate limits, quotas, generation slots) run their scripts on a cluster too.
     memory = await answer_through_the_queue(
-        f"redis+cluster://127.0.0.1:{cluster.port}", fake_openai, tmp_path
+        f"redis+cluster://127.0.0.1:{cluster.port}", fake_openai, tmp_path, spec=load_bot("arcade")
     )
     assert memory == ["hello", "You said: hello", "again", "You said: again"]
