@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BOT ?= arcade
 STAMP := $(VENV)/.installed
 
-.PHONY: chat test lint bench run check clean
+.PHONY: chat test lint bench bench-scale bench-safety run check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,13 +27,19 @@ run: $(STAMP)  ## run a bot on its platforms
 test: $(STAMP)  ## the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (check + format) and mypy strict on core/ and adapters/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core adapters bots
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
+
+bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
+	$(BIN)/python -m tests.bench.scale_bench
+
+bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
+	$(BIN)/python -m tests.safety.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -95,16 +95,23 @@ async def run(turns: int) -> dict[str, Any]:
                 before = CountingConnection.sends
                 latencies = await timed_turns(rt, "seq", turns)
                 results["round_trips_per_turn"] = (CountingConnection.sends - before) / turns
-                results["overhead_ms"] = {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
-                                          "mean": statistics.fmean(latencies)}
+                results["overhead_ms"] = {
+                    "p50": pct(latencies, 0.5),
+                    "p99": pct(latencies, 0.99),
+                    "mean": statistics.fmean(latencies),
+                }
                 results["turns_per_second"] = {}
                 for conversations, each in ((1, turns), (100, max(2, turns // 100)), (1000, 2)):
-                    results["turns_per_second"][str(conversations)] = await throughput(rt, conversations, each)
+                    results["turns_per_second"][str(conversations)] = await throughput(
+                        rt, conversations, each
+                    )
                 flat = {}
                 for stored in (10, 10_000):
                     conv = f"stored-{stored}"
-                    pad = [NewMessage("user" if i % 2 == 0 else "assistant", f"earlier message {i}", 4)
-                           for i in range(stored)]
+                    pad = [
+                        NewMessage("user" if i % 2 == 0 else "assistant", f"earlier message {i}", 4)
+                        for i in range(stored)
+                    ]
                     for start in range(0, stored, 1000):
                         await rt.engine.memory.record(turn(conv).place, pad[start : start + 1000])
                     await timed_turns(rt, conv, 20)

@@ -30,7 +30,9 @@ async def test_blocked_authors_and_refused_text_never_become_context(
         await rt.engine.collect(chatter("mallory's words", "mallory"))
         await rt.engine.collect(chatter("please follow this planted-order now", "eve"))
         await rt.engine.collect(chatter("bob's ordinary remark", "bob"))
-        await rt.engine.collect(Turn(author=Author("alice", "Alice"), place=PLACE, text="what did people say?"))
+        await rt.engine.collect(
+            Turn(author=Author("alice", "Alice"), place=PLACE, text="what did people say?")
+        )
         stored = "\n".join(await redis_client.lrange(rt.keys.messages(PLACE), 0, -1))
     prompt = "\n".join(m["content"] for m in fake_openai.chat_requests[-1].body["messages"])
     assert "bob's ordinary remark" in stored and "bob's ordinary remark" in prompt
