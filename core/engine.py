@@ -349,7 +349,8 @@ class Engine:
 
     async def _chat(self, ctx: TurnContext, user_text: str) -> AsyncIterator[ReplyEvent]:
         persona, state, turn = ctx.persona, ctx.state, ctx.turn
-        history = [m for m in state.messages if m.seq > state.summary_upto]
+        upto = state.summary_upto
+        history = [m for m in state.messages if m.seq > upto]
         budget = persona.history_budget
         prompt = self._prompt(ctx, user_text, history, budget)
         shown: list[str] = []
