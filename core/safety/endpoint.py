@@ -17,7 +17,7 @@ import openai
 
 from core.errors import ModerationError
 
-PERMANENT_STATUSES = frozenset({401, 403, 404, 405})  # a wrong URL or key, not a passing outage
+PERMANENT_STATUSES = frozenset({401, 403, 404, 405, 501})  # a wrong URL or key, or no such endpoint
 
 
 @functools.cache
