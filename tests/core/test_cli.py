@@ -6,11 +6,16 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="parley-cli-"))
 
 
 async def parley(
@@ -34,7 +39,8 @@ async def parley(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=base,
-        cwd=cwd or ROOT,
+        # Never the repository root: a developer's .env there (as the README suggests) must not leak in.
+        cwd=cwd or _scratch(),
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), limit)
     assert proc.returncode is not None
