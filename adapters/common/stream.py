@@ -8,8 +8,7 @@ is logged with the conversation and never stops the engine's stream (the engine 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -59,12 +58,10 @@ class StreamRenderer(Generic[H]):
         min_interval: float = 1.0,
         cursor: str = " …",
         log_context: dict[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sink = sink
         self._interval = min_interval
         self._cursor = cursor
-        self._clock = clock
         self._log = log.bind(**(log_context or {}))
         self._text = ""
         self._done = False
