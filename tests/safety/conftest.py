@@ -19,8 +19,9 @@ from bots.loader import load_bot
 from core.bot import BotSpec
 from core.runtime import Runtime, open_runtime
 from core.safety.settings import SafetySettings
-from core.types import Author, CommandCall, Place, Turn
+from core.types import Turn
 from tests.conftest import make_settings
+from tests.core.helpers import make_turn as base_make_turn
 from tests.fakes.openai_server import MODERATION_CATEGORIES, Error, FakeOpenAI, Hang
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -90,27 +91,9 @@ NO_LIMITS: dict[str, Any] = {
 }
 
 
-def make_turn(
-    text: str,
-    *,
-    user: str = "u1",
-    name: str = "Ada",
-    platform: str = "slack",
-    workspace: str = "T1",
-    channel: str = "C1",
-    thread: str = "t1",
-    admin: bool = False,
-    bot: bool = False,
-    event_id: str = "",
-    command: CommandCall | None = None,
-) -> Turn:
-    return Turn(
-        author=Author(user, name, is_bot=bot, is_admin=admin),
-        place=Place(platform, workspace, channel, thread),
-        text=text,
-        event_id=event_id,
-        command=command,
-    )
+def make_turn(text: str, **fields: Any) -> Turn:
+    """A turn as Slack would bring it (platform slack, workspace T1, channel C1) unless told otherwise."""
+    return base_make_turn(text, **{"platform": "slack", "workspace": "T1", "channel": "C1", **fields})
 
 
 SafetyFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
