@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,7 +27,7 @@ from core.commands import CommandRegistry
 from core.errors import ContextTooLong, LLMError, StoreError
 from core.keys import KeySpace
 from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
-from core.memory import ConversationState, NewMessage, RedisMemory, WriteExtra
+from core.memory import ConversationState, NewMessage, ReadExtra, RedisMemory, WriteExtra
 from core.moderation import Action, Moderator, Verdict
 from core.personas import Persona
 from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
@@ -55,6 +55,17 @@ Gate = Callable[["TurnContext"], Awaitable[ReplyResult | None]]
 
 TurnObserver = Callable[[Turn, ReplyResult, float], Awaitable[None]]
 """Called after every turn with its result and duration in seconds (metrics, token quotas)."""
+
+
+class PreRead(ReadExtra, Protocol):
+    """Admission work queued on the turn's memory read; ``unused`` gives back what it took when no gate
+    looked at the turn after all."""
+
+    async def unused(self) -> None: ...
+
+
+ReadHook = Callable[[Turn, CommandCall | None], PreRead | None]
+"""Queues a gate's Redis work on the turn's first read (one round trip for memory and admission)."""
 
 WriteHook = Callable[["TurnContext"], WriteExtra | None]
 """Adds commands to a turn's final write pipeline (token-quota accounting), keeping one write round trip."""
@@ -172,6 +183,7 @@ class Engine:
         gates: list[Gate] | None = None,
         observers: list[TurnObserver] | None = None,
         write_hooks: list[WriteHook] | None = None,
+        read_hooks: list[ReadHook] | None = None,
         context_gates: list[Callable[[Turn], Awaitable[bool]]] | None = None,
         guard: TurnGuard | None = None,
         redactor: Redactor | None = None,
@@ -190,6 +202,7 @@ class Engine:
         self.gates: list[Gate] = list(gates or [])
         self.observers: list[TurnObserver] = list(observers or [])
         self.write_hooks: list[WriteHook] = list(write_hooks or [])
+        self.read_hooks: list[ReadHook] = list(read_hooks or [])
         self.context_gates = list(context_gates or [])  # may an unanswered message be kept as context?
         self.guard = guard
         self.redactor = redactor or Redactor()
@@ -266,7 +279,23 @@ class Engine:
             tlog.info("input_too_long", chars=len(turn.text))
             yield _early(turn, ReplyKind.REFUSAL, default.too_long, default.name, "too_long")
             return
+        call = turn.command or self.commands.parse(turn.text)
+        # Admission's Redis work (access, limits) rides on the memory read when the gates will judge this
+        # turn; what a read took for a turn the gates never saw (a duplicate, a paused thread) is given back.
+        judged = call is not None or ((turn.addressed or cfg.answer_unaddressed) and bool(turn.text.strip()))
+        reads = [r for hook in self.read_hooks if (r := hook(turn, call)) is not None] if judged else []
+        try:
+            async for event in self._loaded(turn, tlog, call, reads):
+                yield event
+        finally:
+            for read in reads:
+                await read.unused()
 
+    async def _loaded(
+        self, turn: Turn, tlog: Any, call: CommandCall | None, reads: list[PreRead]
+    ) -> AsyncIterator[ReplyEvent]:
+        cfg = self.bot.config
+        default = self.bot.persona(None)
         dedupe_key = (
             self.keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
             if turn.event_id
@@ -274,7 +303,7 @@ class Engine:
         )
         try:
             state = await self.memory.load(
-                turn.place, tail=cfg.memory.window_max_messages, dedupe_key=dedupe_key
+                turn.place, tail=cfg.memory.window_max_messages, dedupe_key=dedupe_key, extras=reads
             )
         except StoreError as exc:
             tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)
@@ -290,7 +319,6 @@ class Engine:
         ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog)
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        call = turn.command or self.commands.parse(turn.text)
 
         if call is None and turn.addressed and not turn.text.strip() and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.

@@ -161,6 +161,16 @@ class WriteExtra(Protocol):
         ...
 
 
+class ReadExtra(Protocol):
+    """Commands another module adds to a turn's first read pipeline (admission: access and limits), so a
+    turn keeps one read round trip. ``take`` gets the results of exactly those commands, or None when any
+    of them failed (the owner then does its own round trip)."""
+
+    def build(self, pipe: Any) -> None: ...
+
+    def take(self, results: list[Any] | None) -> None: ...
+
+
 class MemoryStore(Protocol):
     async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState: ...
 
@@ -200,16 +210,37 @@ class RedisMemory:
         self._save_summary = client.register_script(_SAVE_SUMMARY)
         self._cluster = isinstance(client, RedisCluster)  # REDIS_URL=redis+cluster://... (core/ops/redisconn)
 
-    async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState:
+    async def load(
+        self,
+        place: Place,
+        *,
+        tail: int,
+        dedupe_key: str | None = None,
+        extras: Sequence[ReadExtra] = (),
+    ) -> ConversationState:
+        spans: list[tuple[ReadExtra, int, int]] = []
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if dedupe_key:
                     pipe.set(dedupe_key, "1", nx=True, ex=3600)
                 pipe.lrange(self._keys.messages(place), -tail, -1)
                 pipe.hgetall(self._keys.meta(place))
-                results: list[Any] = await pipe.execute()
+                own = len(pipe)
+                for extra in extras:
+                    begin = len(pipe)
+                    extra.build(pipe)
+                    spans.append((extra, begin, len(pipe)))
+                # Errors come back in place: an extra's failure is its owner's to handle, not the memory's.
+                results: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise _store_error(exc) from exc
+        for extra, begin, stop in spans:
+            part = results[begin:stop]
+            extra.take(None if any(isinstance(r, Exception) for r in part) else part)
+        results = results[:own]
+        failed = next((r for r in results if isinstance(r, RedisError)), None)
+        if failed is not None:
+            raise _store_error(failed)
         duplicate = False
         if dedupe_key:
             duplicate = results.pop(0) is None

@@ -157,6 +157,7 @@ async def open_runtime(
             gates=[*safety.gates, *(gates or [])],
             observers=[ops.metrics.observe_turn, *safety.observers],
             write_hooks=safety.write_hooks,
+            read_hooks=safety.read_hooks,
             context_gates=safety.context_gates,
             redactor=safety.redactor,
             redact_before_llm=safety.redact_before_llm,

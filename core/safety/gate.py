@@ -24,7 +24,7 @@ from core.errors import StoreError
 from core.safety.events import EventLog
 from core.safety.limits import Check, LimitStore, Outcome, Window, user_tag
 from core.safety.text import humanize_seconds
-from core.types import ReplyKind, ReplyResult, Turn
+from core.types import CommandCall, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.safety")
 
@@ -112,6 +112,7 @@ class Admission:
         self._blocked_key = blocked_key  # (platform, workspace) -> key of the blocked-users set
         self._held: dict[str, _Held] = {}  # turn id -> slot key, until the turn's observer frees it
         self._written: set[str] = set()  # turns whose usage rode on the final memory write
+        self._prefetched: dict[str, _PreRead] = {}  # turn id -> checks that rode on the memory read
 
     def _forget_stale(self) -> None:
         """Slots of turns whose observer never ran (cancelled) expire by their lease in Redis; drop them."""
@@ -126,10 +127,9 @@ class Admission:
             self.limits.exempt_admins and turn.author.is_admin
         )
 
-    def _checks(self, ctx: TurnContext) -> list[Check]:
-        turn, lim, store = ctx.turn, self.limits, self.store
+    def _checks(self, turn: Turn, call: CommandCall | None) -> list[Check]:
+        lim, store = self.limits, self.store
         p = turn.place
-        call = turn.command or ctx.engine.commands.parse(turn.text)
         if call is not None and call.name not in lim.llm_commands:
             return []  # commands that do not call the LLM cost nothing worth limiting
         uid = user_tag(p.platform, turn.author.id)
@@ -165,14 +165,22 @@ class Admission:
             return ctx.result("", ReplyKind.IGNORED, meta={"reason": "access_denied", "access": denial})
         if self._held:
             self._forget_stale()
-        checks = [] if self._exempt(turn) else self._checks(ctx)
-        blocked_key = self._blocked_key(turn.place.platform, turn.place.workspace)
-        try:
-            outcomes, (blocked,) = await self.store.run(checks, ("sismember", (blocked_key, turn.author.id)))
-        except StoreError as exc:
-            # Limits cannot be checked: answer anyway (memory would have failed already if Redis were down).
-            log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
-            return None
+        pre = self._prefetched.pop(turn.turn_id, None)
+        if pre is not None and pre.outcomes is not None:
+            pre.consumed = True  # the checks ran with the memory read: no round trip of our own
+            outcomes, blocked = pre.outcomes, pre.blocked
+        else:
+            call = turn.command or ctx.engine.commands.parse(turn.text)
+            checks = [] if self._exempt(turn) else self._checks(turn, call)
+            blocked_key = self._blocked_key(turn.place.platform, turn.place.workspace)
+            try:
+                outcomes, (blocked,) = await self.store.run(
+                    checks, ("sismember", (blocked_key, turn.author.id))
+                )
+            except StoreError as exc:
+                # Limits cannot be checked: answer anyway (the memory read failed too if Redis is down).
+                log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
+                return None
         for o in outcomes:
             if o.check.kind == "acquire" and o.admitted:
                 self._held[turn.turn_id] = _Held(o.check.key, time.monotonic())
@@ -185,6 +193,20 @@ class Admission:
         if not denied:
             return None
         return await self._refuse(ctx, outcomes, denied)
+
+    def read_hook(self, turn: Turn, call: CommandCall | None) -> _PreRead | None:
+        """Queue the access and limit checks on the turn's memory read (engine ``read_hooks``)."""
+        if self.store.cluster or self.access.denial(turn):
+            return None  # cluster pipelines carry no scripts; a denied turn needs no Redis at all
+        if len(self._prefetched) > 10_000:  # turns that ended without gate or engine cleanup (cancelled)
+            self._prefetched.clear()
+        checks = [] if self._exempt(turn) else self._checks(turn, call)
+        pre = _PreRead(self, turn, checks, self._blocked_key(turn.place.platform, turn.place.workspace))
+        self._prefetched[turn.turn_id] = pre
+        return pre
+
+    async def give_back(self, turn: Turn, outcomes: Sequence[Outcome]) -> None:
+        await self._refund(turn, outcomes)
 
     async def _refund(
         self, turn: Turn, outcomes: Sequence[Outcome], notice: tuple[str, int] | None = None
@@ -304,3 +326,32 @@ class _UsageWrite:
 
     def written(self) -> None:
         self.admission.usage_written(self.turn_id)
+
+
+@dataclass
+class _PreRead:
+    """Admission checks queued on the turn's memory read (core.engine.PreRead)."""
+
+    admission: Admission
+    turn: Turn
+    checks: list[Check]
+    blocked_key: str
+    outcomes: list[Outcome] | None = None
+    blocked: bool = False
+    consumed: bool = False
+
+    def build(self, pipe: Any) -> None:
+        LimitStore.queue_checks(pipe, self.checks, ("sismember", (self.blocked_key, self.turn.author.id)))
+
+    def take(self, results: list[Any] | None) -> None:
+        if results is not None:  # None: a check failed (e.g. NOSCRIPT); the gate then runs them itself
+            self.outcomes, (blocked,) = LimitStore.parse(self.checks, 1, results)
+            self.blocked = bool(blocked)
+
+    async def unused(self) -> None:
+        """The gate never judged the turn (a duplicate delivery, a paused thread): give back what the
+        checks took, so that such turns cost no rate budget and hold no generation slot."""
+        self.admission._prefetched.pop(self.turn.turn_id, None)
+        if not self.consumed and self.outcomes:
+            self.consumed = True
+            await self.admission.give_back(self.turn, self.outcomes)

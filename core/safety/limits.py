@@ -126,6 +126,10 @@ class LimitStore:
         self._keys = keys
         self._cluster = isinstance(client, RedisCluster)
 
+    @property
+    def cluster(self) -> bool:
+        return self._cluster
+
     # ---------------------------------------------------------------------------------------- key names
 
     def rate_key(self, scope: str, ident: str, window: Window) -> str:
@@ -189,18 +193,25 @@ class LimitStore:
         self, checks: Sequence[Check], *extra: tuple[str, tuple[Any, ...]]
     ) -> tuple[list[Outcome], list[Any]]:
         """Run checks (and extra plain commands, queued first) in one round trip."""
-
-        def build(pipe: Pipeline) -> None:
-            for name, args in extra:
-                getattr(pipe, name)(*args)
-            for check in checks:
-                self._queue(pipe, check)
-
         try:
-            results = await self._run(build)
+            results = await self._run(lambda pipe: self.queue_checks(pipe, checks, *extra))
         except RedisError as exc:
             raise StoreError(f"limits: {type(exc).__name__}: {exc}") from exc
-        plain, scripted = results[: len(extra)], results[len(extra) :]
+        return self.parse(checks, len(extra), results)
+
+    @classmethod
+    def queue_checks(cls, pipe: Any, checks: Sequence[Check], *extra: tuple[str, tuple[Any, ...]]) -> None:
+        """Queue what :meth:`run` sends on someone else's pipeline (the turn's first read)."""
+        for name, args in extra:
+            getattr(pipe, name)(*args)
+        for check in checks:
+            cls._queue(pipe, check)
+
+    @staticmethod
+    def parse(
+        checks: Sequence[Check], n_extra: int, results: Sequence[Any]
+    ) -> tuple[list[Outcome], list[Any]]:
+        plain, scripted = list(results[:n_extra]), results[n_extra:]
         outcomes = []
         for check, raw in zip(checks, scripted, strict=True):
             if check.kind == "quota":

@@ -64,6 +64,10 @@ class Safety:
         return [self.admission.may_store]
 
     @property
+    def read_hooks(self) -> list[Any]:
+        return [self.admission.read_hook]
+
+    @property
     def write_hooks(self) -> list[Any]:
         return [self.admission.write_hook]
 

@@ -128,12 +128,12 @@ async def test_long_conversation_folds_into_a_running_summary(
 
 
 @pytest.mark.parametrize(
-    ("limits", "expected"), [(False, 3), (True, 3)], ids=["limits-off", "shipped-limits"]
+    ("limits", "expected"), [(False, 2), (True, 2)], ids=["limits-off", "shipped-limits"]
 )
-async def test_a_turn_costs_three_redis_round_trips_whatever_the_history(
+async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
     redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path, limits: bool, expected: int
 ) -> None:
-    """Read (memory + dedupe), admit (access and limits), write (memory + quota accounting)."""
+    """Read (memory, dedupe, access and limit checks), write (memory, quota accounting, slot release)."""
     pool = aioredis.ConnectionPool.from_url(
         redis_url, decode_responses=True, connection_class=CountingConnection
     )
