@@ -15,11 +15,19 @@ class KeySpace:
     def conversation(self, place: Place) -> str:
         return f"{self.prefix}:{self.bot}:{{{place.conversation_id}}}"
 
+    def conversation_prefix(self, platform: str) -> str:
+        """What every conversation key of ``platform`` starts with (for SCAN patterns)."""
+        return f"{self.prefix}:{self.bot}:{{{Place(platform, '', '', '').conversation_id.split(':')[0]}:"
+
     def messages(self, place: Place) -> str:
         return self.conversation(place) + ":msgs"
 
     def meta(self, place: Place) -> str:
         return self.conversation(place) + ":meta"
+
+    def authors(self, place: Place) -> str:
+        """The ids of everyone who wrote in the conversation (for /forget)."""
+        return self.conversation(place) + ":authors"
 
     def fold_lock(self, place: Place) -> str:
         return self.conversation(place) + ":fold"

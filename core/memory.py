@@ -33,29 +33,34 @@ from core.keys import KeySpace
 from core.ops.recorder import CommandRecorder
 from core.types import Place
 
-# Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; refresh both TTLs.
-# ARGV[1] is the cap, ARGV[2] the TTL in seconds.
-_APPEND_BODY = """
+# Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; note each message's
+# author in the conversation's authors set (so /forget finds every conversation a user wrote in, even one
+# that others kept alive after the user's own index expired); refresh the TTLs.
+# ARGV[1] is the cap, ARGV[2] the TTL in seconds; the author id is a message's fourth field.
+_APPEND_BODY = r"""
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 for i = {first}, #ARGV do
   seq = seq + 1
   redis.call('RPUSH', KEYS[1], seq .. '|' .. ARGV[i])
+  local author = string.match(ARGV[i], '^[^\31]*\31[^\31]*\31[^\31]*\31([^\31]*)\31')
+  if author and author ~= '' then redis.call('SADD', KEYS[{authors}], author) end
 end
 redis.call('HSET', KEYS[2], 'seq', seq)
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[{authors}], ARGV[2])
 return seq
 """
 
-_APPEND = _APPEND_BODY.replace("{first}", "3")
+_APPEND = _APPEND_BODY.replace("{first}", "3").replace("{authors}", "3")
 
 # As _APPEND, behind a fence: KEYS[3] must still hold the lease token ARGV[3]; the queue item ARGV[4] (when
 # not empty) is removed from the head of the inbox list KEYS[4] in the same atomic step.
 _FENCE_CHECK = """
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
 if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[4] then redis.call('LPOP', KEYS[4]) end"""
-_APPEND_FENCED = _FENCE_CHECK + _APPEND_BODY.replace("{first}", "5")
+_APPEND_FENCED = _FENCE_CHECK + _APPEND_BODY.replace("{first}", "5").replace("{authors}", "5")
 
 _SAVE_SUMMARY = """
 local upto = tonumber(redis.call('HGET', KEYS[1], 'summary_upto') or '0')
@@ -267,20 +272,22 @@ class RedisMemory:
         if fence is None:
             script: tuple[Any, ...] = (
                 self._append_sha,
-                2,
+                3,
                 self._keys.messages(place),
                 self._keys.meta(place),
+                self._keys.authors(place),
                 self._max,
                 self._ttl,
             )
         else:
             script = (
                 self._fenced_sha,
-                4,
+                5,
                 self._keys.messages(place),
                 self._keys.meta(place),
                 fence.lock_key,
                 fence.inbox_key or fence.lock_key,
+                self._keys.authors(place),
                 self._max,
                 self._ttl,
                 fence.token,
@@ -382,7 +389,10 @@ class RedisMemory:
         """Forget one conversation: its messages, summary and settings."""
         try:
             await self._r.delete(
-                self._keys.messages(place), self._keys.meta(place), self._keys.fold_lock(place)
+                self._keys.messages(place),
+                self._keys.meta(place),
+                self._keys.fold_lock(place),
+                self._keys.authors(place),
             )
         except RedisError as exc:
             raise _store_error(exc) from exc

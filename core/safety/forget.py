@@ -32,15 +32,16 @@ for i = 2, #ARGV do
   removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i])
 end
 if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   return {removed, 1}
 end
+redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[2], 'summary', 'last_story')
 if redis.call('HGET', KEYS[2], 'paused_by') == ARGV[1] then redis.call('HDEL', KEYS[2], 'paused_by') end
 return {removed, 0}
 """
-"""KEYS: messages list, meta hash, fold lock. ARGV: user id, then the stored entries to remove (each one
-unique: it starts with its sequence number). Messages appended meanwhile stay.
+"""KEYS: messages list, meta hash, fold lock, authors set. ARGV: user id, then the stored entries to remove
+(each one unique: it starts with its sequence number). Messages appended meanwhile stay.
 Returns {removed, deleted whole 0/1}."""
 
 
@@ -59,15 +60,27 @@ class Forgetter:
         self._events = events
         self._remove = client.register_script(REMOVE)
 
+    async def _conversations(self, index: str, platform: str, user_id: str) -> list[str]:
+        """The user's index, plus every conversation whose authors set names them: the index expires with
+        the user's own last message, while a conversation others keep alive may still hold their words."""
+        members: Any = await self._r.smembers(index)
+        found = {str(m) for m in members}
+        glob = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+        pattern = f"{self._keys.conversation_prefix(platform).translate(glob)}*:authors"
+        async for key in self._r.scan_iter(match=pattern, count=1000):
+            conv = str(key)[: -len(":authors")]
+            if conv not in found and await self._r.sismember(key, user_id):
+                found.add(conv)
+        return sorted(found)
+
     async def forget(self, platform: str, user_id: str) -> Forgotten:
         index = self._keys.user_conversations(platform, user_id)
         try:
-            members: Any = await self._r.smembers(index)
-            conversations = sorted(str(m) for m in members)
+            conversations = await self._conversations(index, platform, user_id)
             deleted = messages = 0
             for conv in conversations:
                 # index members are conversation key prefixes (KeySpace.conversation): "<...>:{<conv id>}"
-                keys = [conv + ":msgs", conv + ":meta", conv + ":fold"]
+                keys = [conv + ":msgs", conv + ":meta", conv + ":fold", conv + ":authors"]
                 raw: Any = await self._r.lrange(keys[0], 0, -1)
                 doomed = self._doomed([str(r) for r in raw], user_id)
                 removed, whole = await self._remove(keys=keys, args=[user_id, *doomed])
