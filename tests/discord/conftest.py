@@ -104,3 +104,29 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
         assert_mention_safe(target)
 
     return start
+
+
+@asynccontextmanager
+async def gateway_and_worker(
+    runtime_factory: RuntimeFactory, settings: DiscordSettings
+) -> AsyncIterator[DiscordAdapter]:
+    """``parley run --adapters-only`` in one runtime and ``--workers-only`` in another, served until the
+    block ends; yields the gateway side's adapter once it is connected."""
+    from adapters.discord.delivery import DiscordDelivery
+
+    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
+    async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
+        worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
+        adapter = DiscordAdapter(gateway_rt, settings)
+        stop = asyncio.Event()
+        gateway = asyncio.create_task(
+            serve(gateway_rt, [("discord", adapter)], workers=False, stop=stop, handle_signals=False)
+        )
+        worker = asyncio.create_task(serve(worker_rt, [], workers=True, stop=stop, handle_signals=False))
+        try:
+            await asyncio.wait_for(adapter.ready.wait(), 15)
+            yield adapter
+        finally:
+            stop.set()
+            await asyncio.gather(gateway, worker, return_exceptions=True)
+            await adapter.aclose()

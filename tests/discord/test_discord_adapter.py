@@ -10,12 +10,9 @@ from typing import Any
 import pytest
 import structlog
 
-from adapters.discord.adapter import DiscordAdapter
-from adapters.discord.delivery import DiscordDelivery
 from core.errors import ConfigError
-from core.ops.service import serve
 from tests.conftest import RuntimeFactory
-from tests.discord.conftest import BotFactory, discord_settings
+from tests.discord.conftest import BotFactory, discord_settings, gateway_and_worker
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord import payloads as p
 from tests.fakes.openai_server import FakeOpenAI, Reply, last_user_text
@@ -303,25 +300,11 @@ async def test_a_workers_only_process_answers_what_the_gateway_process_queued(
     """``parley run --adapters-only`` here, ``--workers-only`` there: the queued route is all the worker
     needs; it answers over REST with its own client, with no gateway connection."""
     fake = fake_discord
-    settings = discord_settings(fake)
-    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
-    async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
-        worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
-        adapter = DiscordAdapter(gateway_rt, settings)
-        stop = asyncio.Event()
-        gateway = asyncio.create_task(
-            serve(gateway_rt, [("discord", adapter)], workers=False, stop=stop, handle_signals=False)
-        )
-        worker = asyncio.create_task(serve(worker_rt, [], workers=True, stop=stop, handle_signals=False))
-        try:
-            await asyncio.wait_for(adapter.ready.wait(), 15)
-            await fake.send_message("who answers me?", mention_bot=True)
-            await fake.wait_for(lambda: fake.bot_messages())
-            await fake.wait_for(lambda: fake.bot_messages()[-1]["content"] == "You said: who answers me?")
-            await fake.slash("help")
-            await fake.wait_for(lambda: any("/story" in m["content"] for m in fake.bot_messages()))
-        finally:
-            stop.set()
-            await asyncio.gather(gateway, worker, return_exceptions=True)
+    async with gateway_and_worker(runtime_factory, discord_settings(fake)):
+        await fake.send_message("who answers me?", mention_bot=True)
+        await fake.wait_for(lambda: fake.bot_messages())
+        await fake.wait_for(lambda: fake.bot_messages()[-1]["content"] == "You said: who answers me?")
+        await fake.slash("help")
+        await fake.wait_for(lambda: any("/story" in m["content"] for m in fake.bot_messages()))
     assert len(fake.identifies) == 1  # one gateway connection: the worker used REST only
     assert len(fake.calls_to("GET", "/users/@me")) == 2  # each process logged in once

@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 import structlog
 
-from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.notice import EXCERPT_CHARS, excerpt, flag_notice, jump_url, origin_of
 from adapters.discord.route import ChannelTarget, InteractionTarget, Origin, route_for, target_of
 from core.moderation import Action
 from core.ops.jobs import Job
-from core.ops.service import serve
 from core.safety.profiles import BUILTIN_PROFILES
 from core.types import (
     Author,
@@ -32,7 +30,7 @@ from core.types import (
     Turn,
 )
 from tests.conftest import RuntimeFactory
-from tests.discord.conftest import BotFactory, assert_mention_safe, discord_settings
+from tests.discord.conftest import BotFactory, assert_mention_safe, discord_settings, gateway_and_worker
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -167,25 +165,11 @@ async def test_a_workers_only_process_reports_what_the_gateway_process_queued(
     fake = fake_discord
     settings = discord_settings(fake, moderators_channel_id=mods_id(fake), open_threads=True)
     fake_openai.queue(Reply(ANSWER))
-    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
-    async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
-        worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
-        adapter = DiscordAdapter(gateway_rt, settings)
-        stop = asyncio.Event()
-        gateway = asyncio.create_task(
-            serve(gateway_rt, [("discord", adapter)], workers=False, stop=stop, handle_signals=False)
-        )
-        worker = asyncio.create_task(serve(worker_rt, [], workers=True, stop=stop, handle_signals=False))
-        try:
-            await asyncio.wait_for(adapter.ready.wait(), 15)
-            asked = await fake.send_message(f"{INSULT}, write to {EMAIL}", mention_bot=True)
-            await fake.wait_for(lambda: notices(fake))
-            await fake.wait_for(lambda: fake.bot_messages(asked["id"]))  # the thread took the message's id
-            await fake.wait_for(lambda: fake.bot_messages(asked["id"])[-1]["content"] == ANSWER)
-        finally:
-            stop.set()
-            await asyncio.gather(gateway, worker, return_exceptions=True)
-            await adapter.aclose()
+    async with gateway_and_worker(runtime_factory, settings):
+        asked = await fake.send_message(f"{INSULT}, write to {EMAIL}", mention_bot=True)
+        await fake.wait_for(lambda: notices(fake))
+        await fake.wait_for(lambda: fake.bot_messages(asked["id"]))  # the thread took the message's id
+        await fake.wait_for(lambda: fake.bot_messages(asked["id"])[-1]["content"] == ANSWER)
     (notice,) = notices(fake)
     content = notice.json["content"]
     assert jump_url(int(fake.guild_id), int(fake.general["id"]), int(asked["id"])) in content
