@@ -14,8 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import TextIO
 
+from core.reply import ReplyFold
 from core.runtime import Runtime
-from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyReplace, ReplyResult, Turn
+from core.types import Author, Place, ReplyDelta, ReplyReplace, ReplyResult, Turn
 
 QUIT = {"/quit", "/exit"}
 
@@ -84,20 +85,14 @@ class ConsoleChat:
         streaming = not self._opt.jsonl
         if streaming and self._opt.interactive:
             self._write(f"{self._rt.bot.config.display_name}: ")
-        shown = ""
-        result: ReplyResult | None = None
+        fold = ReplyFold()
         async for event in self._rt.engine.reply(turn):
-            if isinstance(event, ReplyDelta):
-                shown += event.text
-                if streaming:
-                    self._write(event.text)
-            elif isinstance(event, ReplyReplace):
-                shown = event.text
-                if streaming:
-                    self._write(f"\n[replaced] {event.text}")
-            elif isinstance(event, ReplyDone):
-                result = event.result
-        assert result is not None
+            fold.add(event)
+            if streaming and isinstance(event, ReplyDelta):
+                self._write(event.text)
+            elif streaming and isinstance(event, ReplyReplace):
+                self._write(f"\n[replaced] {event.text}")
+        result, shown = fold.outcome(), fold.shown
         if self._opt.jsonl:
             self._write(json.dumps(_as_json(result), ensure_ascii=False) + "\n")
         elif result.text and not shown:

@@ -27,9 +27,10 @@ import discord
 import structlog
 from redis.exceptions import RedisError
 
+from adapters.common.flags import WarnOnce, flag_report
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
-from adapters.discord.notice import excerpt, flag_notice, origin_of
+from adapters.discord.notice import flag_notice, origin_of
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -42,7 +43,7 @@ from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, kee
 from core.errors import ConfigError
 from core.ops.jobs import Job
 from core.runtime import Runtime
-from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
+from core.types import ReplyDone, ReplyEvent, ReplyResult
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -68,7 +69,8 @@ class DiscordDelivery:
         self._login = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
-        self._warned_unrouted = False  # one delivery per process: "flags have nowhere to go" is said once
+        self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
+        self._redact = runtime.safety.redactor.redact if runtime.safety is not None else None
         self.log = log.bind(bot=runtime.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
@@ -184,28 +186,21 @@ class DiscordDelivery:
         self, client: discord.Client, job: Job, target: Target, result: ReplyResult, dlog: Any
     ) -> None:
         """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
-        category = result.meta.get("flag", "")
-        if not category or result.kind is ReplyKind.IGNORED:
+        report = flag_report(job.turn, result, self._redact)
+        if report is None:
             return
+        category = report.category
         channel_id = self._settings.moderators_channel_id
         if channel_id is None:
-            if not self._warned_unrouted:
-                self._warned_unrouted = True
-                dlog.warning(
-                    "discord_flags_unrouted",
-                    category=category,
-                    detail="flagged turns have nowhere to go: set DISCORD_MODERATORS_CHANNEL_ID "
-                    "(or moderators_channel_id in bot.toml [discord]); said once per process",
-                )
+            self._warn_unrouted(
+                dlog,
+                "discord_flags_unrouted",
+                category=category,
+                detail="flagged turns have nowhere to go: set DISCORD_MODERATORS_CHANNEL_ID "
+                "(or moderators_channel_id in bot.toml [discord]); said once per process",
+            )
             return
-        safety = self._rt.safety
-        text = flag_notice(
-            category=category,
-            turn=job.turn,
-            guild_id=target.guild_id,
-            origin=origin_of(target),
-            excerpt_text=excerpt(job.turn.text, safety.redactor.redact if safety is not None else None),
-        )
+        text = flag_notice(report, guild_id=target.guild_id, origin=origin_of(target))
         channel = client.get_partial_messageable(channel_id)
         try:
             await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)

@@ -9,7 +9,7 @@ Modules (one job each):
     mrkdwn     pure: model Markdown -> safe Slack mrkdwn (escaping, no pings, no broadcasts)
     sink       post / edit one reply's messages (MessageSink for the shared StreamRenderer)
     streaming  native chat.startStream / appendStream / stopStream with fallback and handover
-    reply      render one engine reply stream (native or post + update, feedback buttons)
+    reply      render_reply: one engine reply stream (native or post + update, feedback buttons)
     delivery   the Delivery port for queue workers: messages, slash commands, handoff and flag notices
     flags      pure: the moderators' notice for a flagged turn (plain text, mention-safe)
     users      display names from users.info, cached in Redis per workspace and user for a day

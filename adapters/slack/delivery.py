@@ -16,6 +16,7 @@ Failures are logged with the conversation and never raised: the engine's turn st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -24,12 +25,13 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common.flags import FlagReport, WarnOnce, flag_report
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
-from adapters.slack.flags import FlagNotice, notice_text
+from adapters.slack.flags import notice_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
-from adapters.slack.reply import Rendered, ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, render_reply
 from adapters.slack.route import SlackTarget, response_url_key, target_of
 from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
@@ -38,8 +40,9 @@ from adapters.slack.translate import HANDOFF_RESUME
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
 from core.ops.jobs import Job
+from core.reply import fold_reply
 from core.runtime import Runtime
-from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
+from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.slack")
 
@@ -72,7 +75,8 @@ class SlackDelivery:
         self.flag_notices = 0  # moderators' notices posted: tests and logs
         self._log = log.bind(bot=runtime.bot.name, platform="slack")
         self._closed = False
-        self._warned_no_moderators = False
+        self._warn_unrouted = WarnOnce()
+        self._redact = runtime.safety.redactor.redact if runtime.safety is not None else None
 
     # ------------------------------------------------------------------ the port
 
@@ -84,8 +88,9 @@ class SlackDelivery:
                 result = await self._command(job.turn, target, client, events)
             else:
                 result = await self._message(job.turn, target, client, events)
-            if result is not None and result.kind is not ReplyKind.IGNORED and result.meta.get("flag"):
-                await self._flag_notice(client, job.turn, target, result)
+            report = None if result is None else flag_report(job.turn, result, self._redact)
+            if report is not None:
+                await self._flag_notice(client, job.turn, target, report)
         except ParleyError as exc:
             self._log.error("reply_undeliverable", error=str(exc), **_context(self.rt, job.turn))
         except ValueError as exc:
@@ -115,7 +120,7 @@ class SlackDelivery:
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
     ) -> ReplyResult | None:
         native = self.config.streaming != "edit" and target.team not in self.no_native
-        done = await deliver(
+        done = await render_reply(
             client,
             events,
             channel=target.channel,
@@ -203,47 +208,38 @@ class SlackDelivery:
         return self.settings.slack_moderators_channel or self.config.moderators_channel
 
     async def _flag_notice(
-        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, report: FlagReport
     ) -> None:
         """Tell the moderators: category, turn, who, where, and a redacted excerpt. Never raises."""
         context = _context(self.rt, turn)
         channel = self.moderators_channel()
         if not channel:
-            if not self._warned_no_moderators:
-                self._warned_no_moderators = True
-                self._log.warning(
-                    "slack_flag_without_channel",
-                    hint="set moderators_channel in [slack] or SLACK_MODERATORS_CHANNEL; logged once",
-                    category=result.meta["flag"],
-                    **context,
-                )
+            self._warn_unrouted(
+                self._log,
+                "slack_flag_without_channel",
+                hint="set moderators_channel in [slack] or SLACK_MODERATORS_CHANNEL; logged once",
+                category=report.category,
+                **context,
+            )
             return
-        text = turn.text
-        if self.rt.safety is not None:
-            text = self.rt.safety.redactor.redact(text)
-        name = turn.author.display_name
+        name = report.user_name
         if not name and self.config.display_names:
             name = await self.names.lookup(client, target.team, target.user or turn.author.id)
-        notice = FlagNotice(
-            category=result.meta["flag"],
-            turn_id=turn.turn_id,
-            kind=result.kind,
-            user_id=target.user or turn.author.id,
-            user_name=name,
-            channel=target.channel,
-            # The user's own message; a slash command has none (its channel is all there is to show).
-            permalink=await self._permalink(client, target, context, message_ts=target.message_ts),
-            excerpt=text,
-        )
+        report = replace(report, user_id=target.user or turn.author.id, user_name=name)
+        # The user's own message; a slash command has none (its channel is all there is to show).
+        permalink = await self._permalink(client, target, context, message_ts=target.message_ts)
         try:
             await client.chat_postMessage(
-                channel=channel, text=notice_text(notice), unfurl_links=False, unfurl_media=False
+                channel=channel,
+                text=notice_text(report, target.channel, permalink),
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except NOTICE_ERRORS as exc:
             self._log.error("reply_undeliverable", via="flag_notice", error=slack_error_code(exc), **context)
             return
         self.flag_notices += 1
-        self._log.info("slack_flag_notice", category=notice.category, channel=channel, **context)
+        self._log.info("slack_flag_notice", category=report.category, channel=channel, **context)
 
     # ------------------------------------------------------------------ slash commands
 
@@ -253,7 +249,7 @@ class SlackDelivery:
         first = await anext(events)
         command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
         if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
-            result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
+            result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result)
             return result
 
@@ -262,7 +258,7 @@ class SlackDelivery:
             async for event in events:
                 yield event
 
-        done: Rendered = await deliver(
+        done: Rendered = await render_reply(
             client,
             stream(),
             channel=target.channel,
@@ -326,19 +322,3 @@ def _context(rt: Runtime, turn: Turn) -> dict[str, str]:
         "conversation": turn.place.conversation_id,
         "turn_id": turn.turn_id,
     }
-
-
-async def _collect(first: ReplyEvent, events: AsyncIterator[ReplyEvent]) -> ReplyResult:
-    text = ""
-    event: ReplyEvent = first
-    while True:
-        if isinstance(event, ReplyDelta):
-            text += event.text
-        elif isinstance(event, ReplyReplace):
-            text = event.text
-        elif isinstance(event, ReplyDone):
-            return event.result
-        try:
-            event = await anext(events)
-        except StopAsyncIteration:
-            return ReplyResult("", ReplyKind.ERROR, text)

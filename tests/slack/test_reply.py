@@ -1,4 +1,4 @@
-"""``deliver()`` on its own: whatever the engine streams, Slack gets safe, sized, well-formed messages."""
+"""``render_reply()`` alone: whatever the engine streams, Slack gets safe, sized, well-formed messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from adapters.slack.client import web_client
 from adapters.slack.mrkdwn import WORD_JOINER
-from adapters.slack.reply import Rendered, ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, render_reply
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 from tests.fakes.slack import FakeSlack
 
@@ -29,7 +29,7 @@ async def _stream(
 async def _deliver(
     slack: FakeSlack, events: AsyncIterator[ReplyEvent], *, native: bool, thread: str = "1.000001"
 ) -> Rendered:
-    return await deliver(
+    return await render_reply(
         web_client(slack.bot_token, slack.api_url),
         events,
         channel="C1",
