@@ -27,6 +27,7 @@ import discord
 import structlog
 from redis.exceptions import RedisError
 
+from adapters.common.deps import EdgeDeps
 from adapters.common.flags import WarnOnce, flag_report
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
@@ -42,7 +43,6 @@ from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from core.errors import ConfigError
 from core.ops.jobs import Job
-from core.runtime import Runtime
 from core.types import ReplyDone, ReplyEvent, ReplyResult
 
 if TYPE_CHECKING:
@@ -57,11 +57,11 @@ class DiscordDelivery:
     """Render reply streams onto Discord over REST. ``aclose()`` is idempotent."""
 
     def __init__(
-        self, runtime: Runtime, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
+        self, deps: EdgeDeps, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
         if settings.token is None:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
-        self._rt = runtime
+        self._deps = deps
         self._settings = settings
         self._clock = clock  # wall clock: deadlines are shared between processes
         self._client: discord.Client | None = None
@@ -70,8 +70,7 @@ class DiscordDelivery:
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
         self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
-        self._redact = runtime.safety.redactor.redact if runtime.safety is not None else None
-        self.log = log.bind(bot=runtime.bot.name)
+        self.log = log.bind(bot=deps.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
         """The REST client (logged in once, on first use) and the session for interaction webhooks."""
@@ -157,7 +156,7 @@ class DiscordDelivery:
         dlog: Any,
     ) -> ReplyResult | None:
         try:
-            token = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
+            token = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
         except RedisError as exc:
             dlog.warning("interaction_token_unreadable", error=str(exc))
             token = None
@@ -186,7 +185,7 @@ class DiscordDelivery:
         self, client: discord.Client, job: Job, target: Target, result: ReplyResult, dlog: Any
     ) -> None:
         """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
-        report = flag_report(job.turn, result, self._redact)
+        report = flag_report(job.turn, result, self._deps.redact)
         if report is None:
             return
         category = report.category

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common.deps import EdgeDeps
 from adapters.common.flags import FlagReport, WarnOnce, flag_report
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
@@ -41,7 +42,6 @@ from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
 from core.ops.jobs import Job
 from core.reply import fold_reply
-from core.runtime import Runtime
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.slack")
@@ -55,28 +55,27 @@ NOTICE_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, 
 class SlackDelivery:
     """Render reply streams onto Slack. ``aclose()`` is idempotent."""
 
-    def __init__(self, runtime: Runtime, settings: SlackSettings, config: SlackBotConfig) -> None:
-        self.rt = runtime
+    def __init__(self, deps: EdgeDeps, settings: SlackSettings, config: SlackBotConfig) -> None:
+        self.deps = deps
         self.settings = settings
         self.config = config
         self.state = SlackState(
-            runtime.redis, runtime.keys, thread_ttl=int(runtime.bot.config.memory.ttl_days * 86_400)
+            deps.redis, deps.keys, thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400)
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
-        self.names = UserNames(runtime.redis, runtime.keys)
+        self.names = UserNames(deps.redis, deps.keys)
         self.installations: RedisInstallationStore | None = None
         if token is None and settings.slack_client_id:
             self.installations = RedisInstallationStore(
-                runtime.redis, runtime.keys, client_id=settings.slack_client_id
+                deps.redis, deps.keys, client_id=settings.slack_client_id
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
         self.delivered = 0  # jobs finished (shown or given up on): tests and logs
         self.flag_notices = 0  # moderators' notices posted: tests and logs
-        self._log = log.bind(bot=runtime.bot.name, platform="slack")
+        self._log = log.bind(bot=deps.bot.name, platform="slack")
         self._closed = False
         self._warn_unrouted = WarnOnce()
-        self._redact = runtime.safety.redactor.redact if runtime.safety is not None else None
 
     # ------------------------------------------------------------------ the port
 
@@ -88,11 +87,11 @@ class SlackDelivery:
                 result = await self._command(job.turn, target, client, events)
             else:
                 result = await self._message(job.turn, target, client, events)
-            report = None if result is None else flag_report(job.turn, result, self._redact)
+            report = None if result is None else flag_report(job.turn, result, self.deps.redact)
             if report is not None:
                 await self._flag_notice(client, job.turn, target, report)
         except ParleyError as exc:
-            self._log.error("reply_undeliverable", error=str(exc), **_context(self.rt, job.turn))
+            self._log.error("reply_undeliverable", error=str(exc), **_context(self.deps, job.turn))
         except ValueError as exc:
             self._log.error("reply_undeliverable", error=str(exc), turn_id=job.turn.turn_id)
         finally:
@@ -133,7 +132,7 @@ class SlackDelivery:
                 min_interval=self.config.edit_interval,
                 limit=MESSAGE_LIMIT,
             ),
-            log_context=_context(self.rt, turn),
+            log_context=_context(self.deps, turn),
         )
         if done.native_unsupported and self.config.streaming == "auto":
             self.no_native.add(target.team)
@@ -147,15 +146,15 @@ class SlackDelivery:
             try:
                 await self.state.mark_thread(turn.place)
             except ParleyError as exc:  # the reply is out; only later follow-ups lose the shortcut
-                self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.rt, turn))
+                self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.deps, turn))
         if result.meta.get("handoff"):
             await self._handoff_notice(client, turn, target)
         return result
 
     async def _handoff_notice(self, client: AsyncWebClient, turn: Turn, target: SlackTarget) -> None:
         """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
-        channel = self.settings.slack_handoff_channel or self.config.handoff_channel
-        context = _context(self.rt, turn)
+        channel = self.config.handoff_channel
+        context = _context(self.deps, turn)
         if not channel:
             self._log.warning("slack_handoff_without_channel", **context)
             return
@@ -205,13 +204,13 @@ class SlackDelivery:
     # ------------------------------------------------------------------ moderators' notices
 
     def moderators_channel(self) -> str:
-        return self.settings.slack_moderators_channel or self.config.moderators_channel
+        return self.config.moderators_channel
 
     async def _flag_notice(
         self, client: AsyncWebClient, turn: Turn, target: SlackTarget, report: FlagReport
     ) -> None:
         """Tell the moderators: category, turn, who, where, and a redacted excerpt. Never raises."""
-        context = _context(self.rt, turn)
+        context = _context(self.deps, turn)
         channel = self.moderators_channel()
         if not channel:
             self._warn_unrouted(
@@ -247,7 +246,7 @@ class SlackDelivery:
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
     ) -> ReplyResult | None:
         first = await anext(events)
-        command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
+        command = self.deps.commands.get(turn.command.name) if turn.command else None
         if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
             result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result)
@@ -266,7 +265,7 @@ class SlackDelivery:
             team_id=target.team,
             user_id=target.user,
             options=ReplyOptions(native=False, feedback=False, min_interval=self.config.edit_interval),
-            log_context=_context(self.rt, turn),
+            log_context=_context(self.deps, turn),
         )
         if not done.messages and done.result is not None:
             # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
@@ -278,13 +277,13 @@ class SlackDelivery:
         if not result.text.strip():
             return
         try:
-            url = await self.rt.redis.get(response_url_key(self.rt.keys, turn.turn_id))
+            url = await self.deps.redis.get(response_url_key(self.deps.keys, turn.turn_id))
         except RedisError as exc:
             self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
             return
         if not url:
             self._log.error(
-                "reply_undeliverable", via="response_url", error="expired", **_context(self.rt, turn)
+                "reply_undeliverable", via="response_url", error="expired", **_context(self.deps, turn)
             )
             return
         private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
@@ -302,7 +301,7 @@ class SlackDelivery:
                     "reply_undeliverable",
                     via="response_url",
                     status=response.status_code,
-                    **_context(self.rt, turn),
+                    **_context(self.deps, turn),
                 )
                 return
 
@@ -315,9 +314,9 @@ async def set_status(client: AsyncWebClient, channel: str, thread_ts: str, statu
         log.debug("slack_set_status_failed", error=slack_error_code(exc))
 
 
-def _context(rt: Runtime, turn: Turn) -> dict[str, str]:
+def _context(deps: EdgeDeps, turn: Turn) -> dict[str, str]:
     return {
-        "bot": rt.bot.name,
+        "bot": deps.bot.name,
         "platform": "slack",
         "conversation": turn.place.conversation_id,
         "turn_id": turn.turn_id,

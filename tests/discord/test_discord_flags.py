@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
+from adapters.common.deps import EdgeDeps
 from adapters.common.flags import EXCERPT_CHARS, excerpt, flag_report
 from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.notice import flag_notice, jump_url, origin_of
@@ -229,7 +230,7 @@ async def test_ignored_results_never_post_a_notice(
     fake = fake_discord
     settings = discord_settings(fake, moderators_channel_id=mods_id(fake))
     async with runtime_factory("arcade") as rt:
-        delivery = DiscordDelivery(rt, settings)
+        delivery = DiscordDelivery(EdgeDeps.of(rt), settings)
         try:
             job = _job(fake, "some words")
             text = "" if kind is ReplyKind.IGNORED else "shown"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+from adapters.common.deps import EdgeDeps
 from adapters.common.flags import EXCERPT_CHARS, FlagReport
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
@@ -191,10 +192,11 @@ async def test_a_workers_only_process_reports_what_the_adapter_queued(
         runtime_factory(spec=spec, parley_queue=True, **RUNTIME) as front_rt,
         runtime_factory(spec=spec, parley_queue=True, **RUNTIME) as worker_rt,
     ):
-        front_delivery = SlackDelivery(front_rt, settings, config)
+        front_deps = EdgeDeps.of(front_rt)
+        front_delivery = SlackDelivery(front_deps, settings, config)
         front_rt.ops.deliveries.register("slack", front_delivery)
-        adapter = SlackAdapter(front_rt, settings, config, Mode.HTTP, front_delivery)
-        worker_delivery = SlackDelivery(worker_rt, settings, config)
+        adapter = SlackAdapter(front_deps, settings, config, Mode.HTTP, front_delivery)
+        worker_delivery = SlackDelivery(EdgeDeps.of(worker_rt), settings, config)
         worker_rt.ops.deliveries.register("slack", worker_delivery)
         front = asyncio.create_task(
             serve(front_rt, [("slack", adapter)], workers=False, stop=stop, handle_signals=False)
@@ -257,7 +259,7 @@ async def test_ignored_results_never_post_a_notice(
     runtime_factory: RuntimeFactory, slack: FakeSlack, kind: ReplyKind, reported: bool
 ) -> None:
     async with runtime_factory(spec=support_spec()) as rt:
-        delivery = SlackDelivery(rt, slack_settings(slack), mods_config())
+        delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job("some words")
         text = "" if kind is ReplyKind.IGNORED else "shown"
         result = ReplyResult(job.turn.turn_id, kind, text, meta={"flag": "violence"})
@@ -274,7 +276,7 @@ async def test_the_excerpt_is_redacted_before_it_is_cut(
     # The address straddles the cut: cutting first would leave "alice.smi…" for the redactor to miss.
     text = "x" * (EXCERPT_CHARS - 10) + " " + EMAIL + " and more"
     async with runtime_factory(spec=support_spec()) as rt:
-        delivery = SlackDelivery(rt, slack_settings(slack), mods_config())
+        delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job(text, message_ts="")  # and no message to link to (a slash command)
         result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "x"})
         await delivery.deliver(job, _stream(result))
