@@ -27,7 +27,7 @@ run: $(STAMP)  ## run a bot on its platforms
 test: $(STAMP)  ## the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff (check + format) and mypy strict on core/ and adapters/
+lint: $(STAMP)  ## ruff (check + format) and mypy strict on core/, adapters/ and bots/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core adapters bots
 	$(BIN)/mypy

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+
+from structlog.typing import FilteringBoundLogger
 
 from core.types import ReplyKind, ReplyResult, Turn
 
@@ -56,10 +57,6 @@ def flag_report(turn: Turn, result: ReplyResult, redact: Callable[[str], str] | 
     )
 
 
-class Warns(Protocol):
-    def warning(self, event: str, **fields: Any) -> Any: ...
-
-
 class WarnOnce:
     """Says "flagged turns have nowhere to go" once per Delivery (one per process), not once per turn."""
 
@@ -68,7 +65,7 @@ class WarnOnce:
     def __init__(self) -> None:
         self.said = False
 
-    def __call__(self, log: Warns, event: str, **fields: object) -> None:
+    def __call__(self, log: FilteringBoundLogger, event: str, **fields: object) -> None:
         if not self.said:
             self.said = True
             log.warning(event, **fields)

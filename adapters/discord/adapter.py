@@ -23,13 +23,14 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import discord
 import structlog
 from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
 from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
@@ -333,7 +334,7 @@ class DiscordAdapter:
         )
         self._spawn(self._accept_interaction(interaction, turn, received), turn, "interaction")
 
-    def _spawn(self, coro: Any, turn: Turn, kind: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], turn: Turn, kind: str) -> None:
         try:
             self._tasks.spawn(coro, name=f"discord:{kind}:{turn.event_id}")
         except RuntimeError:  # closing: no new turns
@@ -348,7 +349,7 @@ class DiscordAdapter:
             "event_id": turn.event_id,
         }
 
-    async def _dispatch(self, turn: Turn, target: Target, tlog: Any) -> None:
+    async def _dispatch(self, turn: Turn, target: Target, tlog: FilteringBoundLogger) -> None:
         """Hand the turn to the engine's dispatcher: the durable queue (any worker answers it through
         :class:`~adapters.discord.delivery.DiscordDelivery`), or this process when the queue is off."""
         dispatched = await self._deps.dispatcher.dispatch(turn, route_for(target))
@@ -383,7 +384,9 @@ class DiscordAdapter:
             and not turn.text.startswith("/")
         )
 
-    async def _open_thread(self, message: discord.Message, turn: Turn, tlog: Any) -> discord.Thread | None:
+    async def _open_thread(
+        self, message: discord.Message, turn: Turn, tlog: FilteringBoundLogger
+    ) -> discord.Thread | None:
         try:
             return await message.create_thread(name=thread_name(turn.text), auto_archive_duration=1440)
         except discord.HTTPException as exc:

@@ -20,12 +20,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiohttp
 import discord
 import structlog
 from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
 from adapters.common.deps import EdgeDeps
 from adapters.common.flags import WarnOnce, flag_report
@@ -129,7 +130,7 @@ class DiscordDelivery:
         target: ChannelTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: Any,
+        dlog: FilteringBoundLogger,
     ) -> ReplyResult | None:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
@@ -153,7 +154,7 @@ class DiscordDelivery:
         target: InteractionTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: Any,
+        dlog: FilteringBoundLogger,
     ) -> ReplyResult | None:
         try:
             token = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
@@ -182,7 +183,12 @@ class DiscordDelivery:
         return outcome.result
 
     async def _report_flag(
-        self, client: discord.Client, job: Job, target: Target, result: ReplyResult, dlog: Any
+        self,
+        client: discord.Client,
+        job: Job,
+        target: Target,
+        result: ReplyResult,
+        dlog: FilteringBoundLogger,
     ) -> None:
         """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
         report = flag_report(job.turn, result, self._deps.redact)
@@ -234,7 +240,7 @@ class DiscordDelivery:
                 await self._client.close()
 
 
-def _log_outcome(dlog: Any, failures: int, posts: int, edits: int) -> None:
+def _log_outcome(dlog: FilteringBoundLogger, failures: int, posts: int, edits: int) -> None:
     if failures:
         dlog.warning("discord_reply_incomplete", failures=failures, posts=posts, edits=edits)
     else:

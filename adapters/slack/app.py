@@ -36,6 +36,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+from structlog.typing import FilteringBoundLogger
 
 from adapters.common.deps import EdgeDeps
 from adapters.slack.client import web_client, webhook_client
@@ -285,7 +286,7 @@ class SlackAdapter:
         self.outcomes[dispatched.outcome.value] += 1
         return dispatched.outcome
 
-    async def _joined(self, turn: Turn, tlog: Any) -> bool:
+    async def _joined(self, turn: Turn, tlog: FilteringBoundLogger) -> bool:
         try:
             return await self.state.in_thread(turn.place)
         except ParleyError as exc:  # Redis trouble: treat as "not joined"; the engine reports its own
