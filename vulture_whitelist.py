@@ -60,8 +60,3 @@ _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py
-
-# --- TO DELETE (issue 9) ---
-# Dead today; listed here only so `make lint` passes until the adapters' clean-up deletes them.
-_.AssistantThreadEvent  # adapters/slack/payloads.py:45
-_.assistant_thread  # adapters/slack/payloads.py:47 (AssistantThreadEvent's field)

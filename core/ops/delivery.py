@@ -28,6 +28,7 @@ from core.ops.jobs import Job, Route
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
 from core.ops.queue import SubmitStatus, TurnQueue
+from core.reply import ReplyFold
 from core.tasks import TaskOwner
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
@@ -50,6 +51,8 @@ class Deliveries:
         self._by_platform: dict[str, Delivery] = {}
 
     def register(self, platform: str, delivery: Delivery) -> None:
+        if platform in self._by_platform:  # the first one would never be closed
+            raise ConfigError(f"a Delivery for {platform!r} is already registered")
         self._by_platform[platform] = delivery
 
     def get(self, platform: str) -> Delivery:
@@ -70,23 +73,6 @@ class Deliveries:
             await delivery.aclose()
 
 
-class _Watched:
-    """Passes the engine's events through and remembers the final result."""
-
-    def __init__(self, events: AsyncIterator[ReplyEvent]) -> None:
-        self._events = events
-        self.result: ReplyResult | None = None
-
-    def __aiter__(self) -> _Watched:
-        return self
-
-    async def __anext__(self) -> ReplyEvent:
-        event = await anext(self._events)
-        if isinstance(event, ReplyDone):
-            self.result = event.result
-        return event
-
-
 async def run_turn(
     engine: Engine,
     delivery: Delivery,
@@ -104,7 +90,8 @@ async def run_turn(
     """
     turn = replace(job.turn, event_id="") if deduplicated else job.turn
     events = engine.reply(turn, fence=fence)
-    watched = _Watched(events)
+    fold = ReplyFold()
+    watched = fold.watch(events)
     if metrics is not None:
         metrics.in_flight.labels(metrics.bot).inc()
     try:
@@ -126,7 +113,7 @@ async def run_turn(
         await events.aclose()
         if metrics is not None:
             metrics.in_flight.labels(metrics.bot).dec()
-    return watched.result
+    return fold.result
 
 
 async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:
