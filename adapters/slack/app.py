@@ -60,7 +60,7 @@ from adapters.slack.translate import (
     turn_from_event,
 )
 from core.errors import AdapterError, ConfigError, ParleyError
-from core.ops.delivery import Outcome
+from core.ops.delivery import DispatchOutcome
 from core.tasks import TaskOwner
 from core.types import Author, Turn
 
@@ -247,7 +247,7 @@ class SlackAdapter:
                 await set_status(client, place.channel, place.thread, self.config.thinking_status)
             turn = await self._with_name(turn, client)
             outcome = await self._dispatch(turn, assistant=assistant)
-            if assistant and outcome is Outcome.DUPLICATE:
+            if assistant and outcome is DispatchOutcome.DUPLICATE:
                 await set_status(client, place.channel, place.thread, "")
         except asyncio.CancelledError:
             raise
@@ -279,7 +279,7 @@ class SlackAdapter:
             return turn
         return replace(turn, author=replace(turn.author, display_name=name))
 
-    async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> Outcome:
+    async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> DispatchOutcome:
         dispatched = await self.deps.dispatcher.dispatch(
             turn, route_for(target_for(turn, assistant=assistant))
         )

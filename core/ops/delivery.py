@@ -123,7 +123,7 @@ async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:
     yield ReplyDone(result)
 
 
-class Outcome(enum.StrEnum):
+class DispatchOutcome(enum.StrEnum):
     QUEUED = "queued"
     DUPLICATE = "duplicate"
     BUSY = "busy"
@@ -133,7 +133,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dispatched:
-    outcome: Outcome
+    outcome: DispatchOutcome
     reason: str = ""
 
 
@@ -163,7 +163,7 @@ class Dispatcher:
         if self.queue is None:
             self._spawn(self._direct(delivery, job), turn)
             self.metrics.event("direct")
-            return Dispatched(Outcome.DIRECT)
+            return Dispatched(DispatchOutcome.DIRECT)
         try:
             submitted = await self.queue.submit(job)
         except StoreError as exc:
@@ -171,10 +171,10 @@ class Dispatcher:
             self.metrics.redis_unavailable.labels(self.metrics.bot, "queue").inc()
             self.metrics.event("fallback")
             self._spawn(self._direct(delivery, job), turn)
-            return Dispatched(Outcome.FALLBACK, str(exc))
+            return Dispatched(DispatchOutcome.FALLBACK, str(exc))
         self.metrics.event(submitted.status.value)
         if submitted.status is SubmitStatus.DUPLICATE:
-            return Dispatched(Outcome.DUPLICATE)
+            return Dispatched(DispatchOutcome.DUPLICATE)
         if submitted.status is SubmitStatus.BUSY:
             persona = self.bot.persona(None)
             busy = ReplyResult(
@@ -186,8 +186,8 @@ class Dispatcher:
             )
             log.warning("queue_busy", reason=submitted.reason, turn_id=turn.turn_id)
             self._spawn(self._notify(delivery, job, busy), turn)
-            return Dispatched(Outcome.BUSY, submitted.reason)
-        return Dispatched(Outcome.QUEUED)
+            return Dispatched(DispatchOutcome.BUSY, submitted.reason)
+        return Dispatched(DispatchOutcome.QUEUED)
 
     def _spawn(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
         self.tasks.spawn(work, name=f"turn:{turn.turn_id}")
