@@ -250,10 +250,10 @@ def classify(channels: Iterable[Channel], discord: FakeDiscord, expected: str, r
             if cid not in latest or int(message["id"]) > int(latest[cid]["id"]):
                 latest[cid] = message
     for channel in channels:
-        message = latest.get(channel.id)
-        if message is None:
+        shown = latest.get(channel.id)
+        if shown is None:
             continue
-        text = message.get("content") or ""
+        text = shown.get("content") or ""
         channel.text = text
         if text == expected:
             channel.kind = "reply"
@@ -291,10 +291,10 @@ async def wait_until_settled(
     refusals: Refusals,
     *,
     deadline: float,
-    quiet: float = 3.0,
+    quiet: float = 10.0,
 ) -> None:
     """Until every channel has its final answer, or nothing has happened for ``quiet`` seconds (no REST
-    call, no LLM request in flight: a turn refused silently), or the deadline."""
+    call, no LLM request in flight: a turn dropped or refused silently), or the deadline."""
     last_activity, seen_calls = time.monotonic(), len(discord.calls)
     while True:
         classify(channels, discord, expected, refusals)
@@ -400,7 +400,12 @@ class BenchInfo:
     delivery_slots: int
     edit_interval: float
     profile: LLMProfile
-    cpu_source: str = "/proc/<pid>/stat (user+system) of the bot process"
+    cpu_source: str = field(
+        default_factory=lambda: (
+            "/proc/<pid>/stat user+system time of the bot process "
+            f"({1000 / os.sysconf('SC_CLK_TCK'):.0f} ms ticks)"
+        )
+    )
     topology: str = (
         "bot: its own process (parley run: Discord adapter + Redis queue + worker); this process: fake "
         "Discord + fake LLM + the driver; redis-server: its own process"
@@ -585,7 +590,8 @@ def report(results: list[Result], info: BenchInfo) -> str:
         "",
         "replies: the LLM's whole text shown; busy: the persona's busy text; other: any other final text;",
         "none: nothing final in the channel. first/whole in seconds from the user's message to the bot's",
-        "first post / last post or edit there. fakes%: CPU of this process (fakes + driver) over the run.",
+        "first post / last post or edit there. CPU ms/r and REST/r: everything over the run (refusals",
+        "included) / replies. fakes%: CPU of this process (fakes + driver) over the run.",
     ]
     return "\n".join(lines)
 
