@@ -13,7 +13,7 @@ UV_VERSION := 0.13.8
 COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
 	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: help chat test lint bench bench-scale bench-safety run check lock update-deps clean
+.PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -55,6 +55,9 @@ bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a ta
 
 bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
 	$(BIN)/python -m tests.bench.scale_bench
+
+bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (real discord.py, fake Discord + LLM), prints a table
+	$(BIN)/python -m tests.bench.load_bench
 
 bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
 	$(BIN)/python -m tests.safety.bench

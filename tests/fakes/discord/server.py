@@ -375,6 +375,15 @@ class FakeDiscord:
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread
 
+    async def add_text_channel(self, name: str) -> dict[str, Any]:
+        """A new text channel in the guild: part of GUILD_CREATE for later sessions, CHANNEL_CREATE for
+        the connected ones (the load bench gives each of its users a channel of their own)."""
+        channel = p.text_channel(self.guild_id, name)
+        self.channels[channel["id"]] = channel
+        self.guilds[self.guild_id]["channels"].append(channel)
+        await self.dispatch("CHANNEL_CREATE", channel)
+        return channel
+
     async def slash(
         self,
         name: str,
