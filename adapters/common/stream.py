@@ -8,6 +8,7 @@ is logged with the conversation and never stops the engine's stream (the engine 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -66,6 +67,7 @@ class StreamRenderer(Generic[H]):
         self._log = log.bind(**(log_context or {}))
         self._text = ""
         self._done = False
+        self._finished = asyncio.Event()  # the stream ended: the last edit need not wait a whole interval
         self._dirty = asyncio.Event()
         self._shown: list[str] = []
         self.outcome: RenderOutcome[H] = RenderOutcome()
@@ -77,6 +79,7 @@ class StreamRenderer(Generic[H]):
                 await self._consume(events)
             finally:
                 self._done = True
+                self._finished.set()
                 self._dirty.set()
         return self.outcome
 
@@ -108,10 +111,16 @@ class StreamRenderer(Generic[H]):
             await self._flush(final)
             if final:
                 return
-            # Pace edits: a full interval between the end of one flush and the next, the last one included
-            # (platform rate limits). Counting from the flush's end means a slow or rate-limited call (a 429
-            # retried inside the SDK) cannot shorten the gap before the next edit of the same message.
-            await asyncio.sleep(self._interval)
+            # Pace edits: a full interval between the end of one flush and the next (platform rate limits),
+            # but the final text goes out a quarter interval after the last edit: one early edit per reply
+            # stays well within the platforms' per-message buckets, and the user is not kept waiting for
+            # an answer that is already complete. Counting from the flush's end means a slow or
+            # rate-limited call (a 429 retried inside the SDK) cannot shorten the gap.
+            loop = asyncio.get_running_loop()
+            flushed = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), self._interval)
+            await asyncio.sleep(max(0.0, flushed + self._interval / 4 - loop.time()))
 
     async def _flush(self, final: bool) -> None:
         text = self._text
