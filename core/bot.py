@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from core.settings import describe_validation_error
+from core.tools.config import ToolsConfig
 
 if TYPE_CHECKING:
     from core.commands import Command
@@ -141,6 +142,7 @@ class BotConfig(BaseModel):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)  # tools and MCP servers (core/tools/config.py)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)
@@ -161,6 +163,8 @@ class BotPlugin(Protocol):
         """Return a result to answer the turn without the LLM (e.g. a handoff), or None to go on."""
         ...
 
+
+# A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
 
 AfterTurn = Callable[["TurnContext", "ReplyResult"], Awaitable["ReplyResult"]]
 

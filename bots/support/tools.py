@@ -44,7 +44,11 @@ def _order_status(path: Path, order_id: str) -> str:
         row = db.execute("SELECT * FROM orders WHERE id = ?", (order_id.strip().upper(),)).fetchone()
     if row is None:
         return f"No order {order_id!r} found. Order numbers look like A1001."
-    lines = [f"Order {row['id']}: {row['status']}", f"Items: {row['items']}", f"Placed on: {row['placed_on']}"]
+    lines = [
+        f"Order {row['id']}: {row['status']}",
+        f"Items: {row['items']}",
+        f"Placed on: {row['placed_on']}",
+    ]
     if row["shipped_on"]:
         lines.append(f"Shipped on: {row['shipped_on']} with {row['carrier']} (tracking {row['tracking']})")
     return "\n".join(lines)
@@ -69,10 +73,12 @@ def make_server(path: Path | None = None) -> MCPServer:
     server = MCPServer("example-co-orders", instructions="Order status and support tickets for Example Co.")
 
     @server.tool(
-        description="Look up an Example Co. order by its number (e.g. A1001): status, items, shipping, tracking.",
+        description="Look up an Example Co. order by its number (e.g. A1001): status, items, tracking.",
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
-    async def order_status(order_id: Annotated[str, Field(description="the order number, e.g. A1001")]) -> str:
+    async def order_status(
+        order_id: Annotated[str, Field(description="the order number, e.g. A1001")],
+    ) -> str:
         return await asyncio.to_thread(_order_status, db, order_id)
 
     @server.tool(
@@ -81,7 +87,9 @@ def make_server(path: Path | None = None) -> MCPServer:
     )
     async def create_ticket(
         subject: Annotated[str, Field(description="one line summary", max_length=200)],
-        details: Annotated[str, Field(description="what happened and what the customer wants", max_length=4000)],
+        details: Annotated[
+            str, Field(description="what happened and what the customer wants", max_length=4000)
+        ],
         order_id: Annotated[str | None, Field(description="the order number, if there is one")] = None,
         requested_by: Annotated[str, Field(description="the customer's name", max_length=200)] = "",
     ) -> str:

@@ -16,7 +16,7 @@ parley_queue_events_total{bot,event}                  queued duplicate busy clai
 parley_turns_in_flight{bot}                           turns running in this process
 parley_delivery_failures_total{bot,platform}          replies a Delivery could not show
 parley_redis_unavailable_total{bot,where}             operations that found Redis unreachable
-parley_tool_calls_total{bot,tool,outcome}             tool calls by outcome (ok error timeout denied pending ...)
+parley_tool_calls_total{bot,tool,outcome}             calls by outcome (ok error timeout denied pending ...)
 parley_tool_seconds{bot,tool}                         tool call duration
 """
 

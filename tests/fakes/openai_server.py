@@ -252,7 +252,9 @@ class FakeOpenAI:
             self.active_streams -= 1
         return resp
 
-    async def _tool_calls(self, request: web.Request, body: dict[str, Any], b: ToolCalls) -> web.StreamResponse:
+    async def _tool_calls(
+        self, request: web.Request, body: dict[str, Any], b: ToolCalls
+    ) -> web.StreamResponse:
         created = int(time.time())
         model = body.get("model", "fake-model")
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
@@ -278,7 +280,12 @@ class FakeOpenAI:
         await send({"role": "assistant", "content": b.text or None})
         # The head of each call (id, name), then argument fragments round-robin across the calls.
         for index, (cid, name, _) in enumerate(calls):
-            head = {"index": index, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
+            head = {
+                "index": index,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
             await send({"tool_calls": [head]})
         step = max(1, b.arg_chunk_chars)
         pieces = [[args[i : i + step] for i in range(0, len(args), step)] for _, _, args in calls]
@@ -289,7 +296,11 @@ class FakeOpenAI:
         await send({}, "tool_calls")
         if b.usage and body.get("stream_options", {}).get("include_usage"):
             prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 5, "total_tokens": prompt_tokens + 5}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 5,
+                "total_tokens": prompt_tokens + 5,
+            }
             await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

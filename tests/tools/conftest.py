@@ -57,7 +57,9 @@ async def loop_factory(
     opened: list[tuple[ToolRegistry, OpenAILLM]] = []
     keys = KeySpace("toolbot")
 
-    async def factory(*, tools: list[Tool] | None = None, config: ToolsConfig | None = None, **kw: Any) -> LoopKit:
+    async def factory(
+        *, tools: list[Tool] | None = None, config: ToolsConfig | None = None, **kw: Any
+    ) -> LoopKit:
         settings = make_settings(openai_base_url=fake_openai.base_url, openai_api_key="test-key")
         llm = OpenAILLM(settings)
         registry = ToolRegistry(config or ToolsConfig(), tools or [])

@@ -66,7 +66,12 @@ async def test_tool_messages_are_sent_in_openai_shape(fake_openai: FakeOpenAI) -
 
 
 async def test_think_blocks_split_across_deltas_never_stream(fake_openai: FakeOpenAI) -> None:
-    fake_openai.queue(Reply("<think>the user wants X, secret plan</think>\n\nHello there! <think>more</think>Bye", chunk_chars=3))
+    fake_openai.queue(
+        Reply(
+            "<think>the user wants X, secret plan</think>\n\nHello there! <think>more</think>Bye",
+            chunk_chars=3,
+        )
+    )
     events = await _events(fake_openai, LLMRequest([ChatMessage("user", "hi")], "fake-model"))
     shown = "".join(e.text for e in events if isinstance(e, LLMDelta))
     assert shown == "Hello there! Bye"

@@ -119,10 +119,17 @@ async def test_timeout_is_reported_to_the_model(loop_factory: Any) -> None:
 
 
 async def test_denied_and_invalid_calls_are_reported(loop_factory: Any) -> None:
-    kit = await loop_factory(tools=[lookup, wipe, refund], config=ToolsConfig(channels={"c1": ["lookup", "refund"]}))
+    kit = await loop_factory(
+        tools=[lookup, wipe, refund], config=ToolsConfig(channels={"c1": ["lookup", "refund"]})
+    )
     kit.fake.queue(
         ToolCalls(
-            [Call("wipe", {}), Call("nope", {}), Call("lookup", "{broken"), Call("refund", {"order_id": "A1", "amount": 999})]
+            [
+                Call("wipe", {}),
+                Call("nope", {}),
+                Call("lookup", "{broken"),
+                Call("refund", {"order_id": "A1", "amount": 999}),
+            ]
         ),
         Reply("ok"),
     )
@@ -176,7 +183,10 @@ async def test_side_effect_waits_for_that_users_click(loop_factory: Any, redis_c
     assert "expired or was already answered" in text_of(again)
     assert len(REFUNDS) == 1
 
-    actions = [(e["category"], e["action"]) for e in await kit.events.recent(platform="test", workspace="w1", count=20)]
+    actions = [
+        (e["category"], e["action"])
+        for e in await kit.events.recent(platform="test", workspace="w1", count=20)
+    ]
     assert ("refund", "pending") in actions
     assert ("refund", "ok") in actions
     assert ("lookup", "ok") in actions
@@ -189,7 +199,10 @@ async def test_cancel_is_reported_to_the_model(loop_factory: Any) -> None:
     events = await run(kit, make_turn("refund", user="bob"))
     pending = next(e for e in events if isinstance(e, ToolConfirm)).pending
     kit.fake.queue(Reply("Okay, I won't."))
-    out = [e async for e in kit.loop.resume(pending.id, make_turn("", user="bob"), confirmed=False, system=SYSTEM)]
+    out = [
+        e
+        async for e in kit.loop.resume(pending.id, make_turn("", user="bob"), confirmed=False, system=SYSTEM)
+    ]
     assert text_of(out) == "Okay, I won't."
     assert REFUNDS == []
     told = kit.fake.chat_requests[-1].body["messages"][-1]
@@ -200,7 +213,9 @@ async def test_two_side_effects_at_once_one_is_asked(loop_factory: Any) -> None:
     REFUNDS.clear()
     kit = await loop_factory(tools=[refund])
     kit.fake.queue(
-        ToolCalls([Call("refund", {"order_id": "A1", "amount": 5}), Call("refund", {"order_id": "A2", "amount": 6})])
+        ToolCalls(
+            [Call("refund", {"order_id": "A1", "amount": 5}), Call("refund", {"order_id": "A2", "amount": 6})]
+        )
     )
     events = await run(kit, make_turn("refund both"))
     pending = next(e for e in events if isinstance(e, ToolConfirm)).pending
