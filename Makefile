@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 BOT ?= arcade
 STAMP := $(VENV)/.installed
 
-.PHONY: chat test lint bench bench-scale bench-safety run check clean
+SUPPORT_DB := .parley/support.db
+
+.PHONY: chat test lint bench bench-scale bench-safety run check clean support-db
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,13 +17,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-chat: $(STAMP)  ## chat with a bot in the terminal (BOT=support|arcade)
+$(SUPPORT_DB): bots/support/seed.sql | $(STAMP)
+	$(BIN)/python -m bots.support.tools --build-db --db $(SUPPORT_DB)
+
+support-db: $(SUPPORT_DB)  ## the support bot's sample orders database (SQLite, from bots/support/seed.sql)
+
+chat: $(STAMP) $(SUPPORT_DB)  ## chat with a bot in the terminal (BOT=support|arcade)
 	$(BIN)/parley chat --bot $(BOT)
 
-check: $(STAMP)  ## validate a bot's config and reach Redis and the LLM
+check: $(STAMP) $(SUPPORT_DB)  ## validate a bot's config and reach Redis and the LLM
 	$(BIN)/parley check --bot $(BOT)
 
-run: $(STAMP)  ## run a bot on its platforms
+run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
 test: $(STAMP)  ## the whole suite

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 from adapters.console.chat import ConsoleChat, ConsoleOptions
@@ -21,6 +22,7 @@ from core.logging import configure_logging
 from core.ops.service import serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.settings import Settings, load_settings
+from core.tools.setup import open_tools, plugin_tools
 
 ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
 
@@ -137,6 +139,7 @@ async def _check(settings: Settings, spec: Any) -> int:
                 await _probe_llm(rt, problems)
             if rt.safety is not None:
                 problems.extend(await rt.safety.check())
+            problems.extend(await _check_tools(rt))
             for platform in spec.config.platforms:
                 module = importlib.import_module(ADAPTERS[platform])
                 checker = getattr(module, "check", None)
@@ -147,6 +150,24 @@ async def _check(settings: Settings, spec: Any) -> int:
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _check_tools(rt: Runtime) -> list[str]:
+    """List the bot's tools and probe its MCP servers (the runtime's own, or started here for the check)."""
+    cfg = rt.bot.config.tools
+    if not cfg.enabled:
+        print("tools: off")
+        return []
+    tools = getattr(rt, "tools", None)
+    async with AsyncExitStack() as stack:
+        if tools is None:
+            tools = await stack.enter_async_context(
+                open_tools(cfg, rt.llm, rt.redis, rt.keys, tools=plugin_tools(rt.bot))
+            )
+        lines, problems = await tools.check()
+    for line in lines or ["tools: none"]:
+        print(line)
+    return problems
 
 
 async def _probe_llm(rt: Runtime, problems: list[str]) -> None:

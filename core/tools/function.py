@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -50,7 +50,7 @@ class FunctionTool:
         fields: dict[str, Any] = {}
         for pname, param in inspect.signature(fn).parameters.items():
             hint = hints.get(pname, Any)
-            if hint is ToolContext:
+            if hint is ToolContext or ToolContext in get_args(hint):
                 self._ctx_param = pname
                 continue
             if inspect.isclass(hint) and issubclass(hint, BaseModel):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from core.bot import BotSpec
 from core.commands import Command
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
@@ -59,6 +60,36 @@ class Tools:
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
+
+    async def check(self) -> tuple[list[str], list[str]]:
+        """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
+        lines: list[str] = []
+        problems: list[str] = []
+        found = self.registry.all()
+        for name in sorted(found):
+            spec = found[name].spec
+            kind = "asks first" if spec.side_effects else "read-only"
+            extra = ", admins only" if spec.admin_only else ""
+            allowed = "" if not self.config.allow or name in self.config.allow else ", not in tools.allow"
+            lines.append(f"tool {name}: {kind}, {spec.source}{extra}{allowed}")
+        for name in self.config.allow:
+            if name not in found:
+                problems.append(
+                    f"tools.allow: no tool named {name!r} (have {', '.join(sorted(found)) or 'none'})"
+                )
+        for server, problem in await self.registry.status():
+            count = sum(1 for t in found.values() if t.spec.source == f"mcp:{server}")
+            if problem:
+                problems.append(f"mcp server {server}: {problem}")
+            else:
+                lines.append(f"mcp server {server}: ok ({count} tools)")
+        return lines, problems
+
+
+def plugin_tools(spec: BotSpec) -> list[Tool]:
+    """The Python tools a bot's plugin declares (``plugin.tools()``, optional)."""
+    declare = getattr(spec.plugin, "tools", None)
+    return list(declare()) if declare is not None else []
 
 
 def tool_command(tools: Tools) -> Command:
