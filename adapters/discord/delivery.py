@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
+from adapters.discord.confirm import confirm_view
 from adapters.discord.notice import excerpt, flag_notice, origin_of
 from adapters.discord.route import (
     ChannelTarget,
@@ -42,6 +43,7 @@ from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, kee
 from core.errors import ConfigError
 from core.ops.jobs import Job
 from core.runtime import Runtime
+from core.tools.setup import CONFIRM_META
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
 
 if TYPE_CHECKING:
@@ -117,10 +119,22 @@ class DiscordDelivery:
                     result = await self._to_interaction(client, session, target, events, context, dlog)
                 if result is not None:
                     await self._report_flag(client, job, target, result, dlog)
+                if result is not None and result.meta.get(CONFIRM_META):
+                    await self._ask_confirm(client, target, result.meta[CONFIRM_META], dlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
             dlog.error("discord_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _ask_confirm(self, client: discord.Client, target: Target, pending_id: str, dlog: Any) -> None:
+        """Confirm / cancel buttons under the question that shows a proposed call's exact arguments."""
+        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+        try:
+            await channel.send(
+                "Confirm or cancel:", view=confirm_view(pending_id), allowed_mentions=NO_MENTIONS
+            )
+        except discord.HTTPException as exc:
+            dlog.error("discord_confirm_buttons_failed", status=exc.status, code=exc.code)
 
     async def _to_channel(
         self,
