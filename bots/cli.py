@@ -164,9 +164,9 @@ async def _check_tools(rt: Runtime) -> list[str]:
     if not cfg.enabled:
         print("tools: off")
         return []
-    tools = getattr(rt, "tools", None)
     async with AsyncExitStack() as stack:
-        if tools is None:
+        tools = rt.tools
+        if tools is None:  # MCP servers switched off (PARLEY_MCP=false): still list and probe them here
             tools = await stack.enter_async_context(
                 open_tools(cfg, rt.llm, rt.redis, rt.keys, tools=plugin_tools(rt.bot))
             )

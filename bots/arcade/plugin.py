@@ -67,7 +67,7 @@ async def trivia_award(
     if ctx.redis is None:
         return "The scoreboard is not available."
     total = await ctx.redis.zincrby(scoreboard_key(ctx), points, player)
-    return f"{player} now has {int(total)} point(s)."
+    return f"{player} now has {int(total or 0)} point(s)."
 
 
 class ArcadePlugin:

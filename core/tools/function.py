@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_type_hints, overload
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -100,14 +100,29 @@ class FunctionTool:
         return result if isinstance(result, str) else json.dumps(result, default=str, ensure_ascii=False)
 
 
+@overload
+def function_tool(fn: ToolFunction, /) -> FunctionTool: ...
+
+
+@overload
 def function_tool(
-    fn: ToolFunction | None = None,
     *,
     name: str | None = None,
     description: str | None = None,
     side_effects: bool = False,
     admin_only: bool = False,
-) -> Any:
+) -> Callable[[ToolFunction], FunctionTool]: ...
+
+
+def function_tool(
+    fn: ToolFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    side_effects: bool = False,
+    admin_only: bool = False,
+) -> FunctionTool | Callable[[ToolFunction], FunctionTool]:
     """Decorator: turns a function into a :class:`FunctionTool` (usable bare or with options)."""
 
     def wrap(f: ToolFunction) -> FunctionTool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -121,7 +121,7 @@ class ToolLoop:
 
     async def run(
         self, request: LLMRequest, turn: Turn, *, meta: dict[str, str] | None = None
-    ) -> AsyncIterator[LoopEvent]:
+    ) -> AsyncGenerator[LoopEvent, None]:
         """Answer ``request`` (its messages: system prompt, history, the user's message), using tools."""
         offered = self.tools_for(turn)
         async for event in self._rounds(request, list(request.messages), turn, offered, 0, meta or {}):
@@ -129,7 +129,7 @@ class ToolLoop:
 
     async def resume(
         self, pending_id: str, turn: Turn, *, confirmed: bool, system: str, meta: dict[str, str] | None = None
-    ) -> AsyncIterator[LoopEvent]:
+    ) -> AsyncGenerator[LoopEvent, None]:
         """The user clicked: run (or decline) the pending call, then let the model finish."""
         meta = meta if meta is not None else {}
         pending, why = await self.pending.take(pending_id, turn)
@@ -172,7 +172,7 @@ class ToolLoop:
         offered: list[dict[str, Any]],
         start: int,
         meta: dict[str, str],
-    ) -> AsyncIterator[LoopEvent]:
+    ) -> AsyncGenerator[LoopEvent, None]:
         total = Usage()
         known = True
         finish = ""

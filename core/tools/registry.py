@@ -10,20 +10,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
 from core.tools.config import ToolsConfig
-from core.tools.mcp import MCPConnection
 from core.tools.spec import Tool, ToolSpec
 from core.types import Turn
+
+if TYPE_CHECKING:
+    from core.tools.mcp import MCPConnection
 
 
 class ToolRegistry:
     def __init__(self, config: ToolsConfig | None = None, tools: Iterable[Tool] = ()) -> None:
         self.config = config or ToolsConfig()
         self._local: dict[str, Tool] = {}
-        self.servers = [MCPConnection(s, call_timeout=self.config.timeout_seconds) for s in self.config.mcp]
+        self.servers: list[MCPConnection] = []
+        if self.config.mcp:  # the MCP SDK is imported only by bots that use it
+            from core.tools.mcp import MCPConnection
+
+            timeout = self.config.timeout_seconds
+            self.servers = [MCPConnection(s, call_timeout=timeout) for s in self.config.mcp]
         self._stack: AsyncExitStack | None = None
         for tool in tools:
             self.add(tool)
