@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from core.runtime import Runtime
-from core.tools.setup import CONFIRM_META, confirm_call
+from core.tools.setup import confirm_call, confirm_id
 from core.types import Author, CommandCall, Place, ReplyDelta, ReplyDone, ReplyReplace, ReplyResult, Turn
 
 QUIT = {"/quit", "/exit"}
@@ -89,7 +89,7 @@ class ConsoleChat:
                 continue
             else:
                 result = await self.say(line)
-            pending = result.meta.get(CONFIRM_META, "")
+            pending = confirm_id(result)
 
     async def say(self, text: str, *, command: CommandCall | None = None) -> ReplyResult:
         turn = Turn(author=self._author, place=self._place, text=text, command=command)
@@ -116,7 +116,7 @@ class ConsoleChat:
             self._write(result.text + "\n")
         elif shown:
             self._write("\n")
-        if result.meta.get(CONFIRM_META) and not self._opt.interactive and not self._opt.jsonl:
+        if confirm_id(result) and not self._opt.interactive and not self._opt.jsonl:
             self._write(CONFIRM_PROMPT + "\n")
         return result
 

@@ -53,7 +53,7 @@ from adapters.discord.translate import (
     turn_from_interaction,
     turn_from_message,
 )
-from core.errors import ConfigError
+from core.errors import ConfigError, ParleyError
 from core.runtime import Runtime
 from core.tasks import TaskOwner
 from core.types import Place, Turn
@@ -445,8 +445,18 @@ class DiscordAdapter:
         """Take the buttons off (Discord's "update message" answer, within its 3 s), then answer the click in
         the channel like a message."""
         tlog = self.log.bind(**self._context(turn))
+        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
         try:
-            await interaction.response.edit_message(view=None)
+            tools = self._rt.tools
+            owner = await tools.proposed_to(pending_id) if tools is not None else ""
+        except (ParleyError, RedisError) as exc:
+            tlog.warning("discord_tool_owner_unknown", error=type(exc).__name__)
+            owner = ""
+        try:
+            if owner == turn.author.id:
+                await interaction.response.edit_message(view=None)  # answered: the buttons go
+            else:
+                await interaction.response.defer()  # someone else's question: the buttons stay
         except discord.HTTPException as exc:
             tlog.warning("discord_tool_click_ack_failed", status=exc.status, code=exc.code)
         try:

@@ -43,7 +43,7 @@ from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, kee
 from core.errors import ConfigError
 from core.ops.jobs import Job
 from core.runtime import Runtime
-from core.tools.setup import CONFIRM_META
+from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
 
 if TYPE_CHECKING:
@@ -119,8 +119,8 @@ class DiscordDelivery:
                     result = await self._to_interaction(client, session, target, events, context, dlog)
                 if result is not None:
                     await self._report_flag(client, job, target, result, dlog)
-                if result is not None and result.meta.get(CONFIRM_META):
-                    await self._ask_confirm(client, target, result.meta[CONFIRM_META], dlog)
+                if result is not None and (pending := confirm_id(result)):
+                    await self._ask_confirm(client, target, pending, dlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -233,16 +234,19 @@ class SlackAdapter:
         """Take the buttons off the question (the core also refuses a second click), then answer the click
         in the conversation's thread like a message."""
         confirmed = turn.command is not None and turn.command.args.startswith("confirm")
+        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
         try:
-            if ts:
+            tools = self.rt.tools
+            owner = await tools.proposed_to(pending_id) if tools is not None else ""
+            if ts and owner == turn.author.id:
                 await client.chat_update(
                     channel=turn.place.channel,
                     ts=ts,
                     text=text,
                     blocks=answered_blocks(text, turn.author.id, confirmed),
                 )
-        except SlackClientError as exc:
-            self._log.warning("slack_tool_buttons_not_cleared", error=slack_error_code(exc))
+        except (SlackClientError, ParleyError, RedisError) as exc:
+            self._log.warning("slack_tool_buttons_not_cleared", error=type(exc).__name__)
         try:
             turn = await self._with_name(turn, client)
             target = replace(target_for(turn), kind="message")

@@ -20,7 +20,7 @@ from adapters.slack.sink import SlackSink
 from adapters.slack.streaming import NativeOutcome, NativeStreamer
 from adapters.slack.translate import feedback_blocks, section_blocks
 from core.errors import AdapterError
-from core.tools.setup import CONFIRM_META
+from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 
 log = structlog.get_logger("parley.slack.reply")
@@ -63,8 +63,8 @@ def _wants_feedback(result: ReplyResult | None, options: ReplyOptions) -> bool:
 
 def _blocks(result: ReplyResult | None, options: ReplyOptions) -> list[dict[str, object]]:
     """Buttons under the last message: confirm / cancel for a proposed tool call, else 👍/👎."""
-    if result is not None and result.meta.get(CONFIRM_META):
-        return confirm_blocks(result.meta[CONFIRM_META])
+    if result is not None and (pending := confirm_id(result)):
+        return confirm_blocks(pending)
     return feedback_blocks(result.turn_id) if result is not None and _wants_feedback(result, options) else []
 
 

@@ -72,7 +72,7 @@ LoopEvent = LLMDelta | ToolEvent | ToolConfirm | LLMEnd
 
 def confirm_text(tool: str, arguments: Mapping[str, Any]) -> str:
     args = json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
-    return f"I'd like to run *{tool}* with exactly these arguments:\n```\n{args}\n```\nShall I go ahead?"
+    return f"I'd like to run **{tool}** with exactly these arguments:\n```\n{args}\n```\nShall I go ahead?"
 
 
 @dataclass

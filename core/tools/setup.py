@@ -27,7 +27,7 @@ from core.tools.loop import ToolConfirm, ToolLoop
 from core.tools.pending import PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
-from core.types import CommandCall, ReplyKind, Turn
+from core.types import CommandCall, ReplyKind, ReplyResult, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
@@ -40,6 +40,14 @@ CONFIRM, CANCEL = "confirm", "cancel"
 def confirm_call(pending_id: str, confirmed: bool) -> CommandCall:
     """The command a click becomes (adapters build their turn with it)."""
     return CommandCall("tool", f"{CONFIRM if confirmed else CANCEL} {pending_id}")
+
+
+def confirm_id(result: ReplyResult) -> str:
+    """The pending call a reply asks about ('' for none): adapters put confirm / cancel under it. A reply
+    that moderation refused, or that failed, shows no buttons (its question was never seen)."""
+    if result.kind not in (ReplyKind.ANSWER, ReplyKind.COMMAND):
+        return ""
+    return result.meta.get(CONFIRM_META, "")
 
 
 def confirm_meta(event: ToolConfirm) -> dict[str, str]:
@@ -60,6 +68,12 @@ class Tools:
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
+
+    async def proposed_to(self, pending_id: str) -> str:
+        """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
+        user clicks (anyone else's click is answered, and the buttons stay for the right person)."""
+        pending = await self.loop.pending.peek(pending_id)
+        return pending.user if pending is not None else ""
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
