@@ -6,7 +6,7 @@ Platform tables (``[slack]``, ``[discord]``) stay raw here: each adapter validat
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -165,10 +165,12 @@ class BotPlugin(Protocol):
         """Return a result to answer the turn without the LLM (e.g. a handoff), or None to go on."""
         ...
 
+    async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
+        """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
+        ...
+
 
 # A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
-
-AfterTurn = Callable[["TurnContext", "ReplyResult"], Awaitable["ReplyResult"]]
 
 
 @dataclass(frozen=True)

@@ -53,23 +53,6 @@ class Runtime:
     tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
 
 
-def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A standalone client (tests, tools). ``open_runtime`` uses :func:`core.ops.redisconn.connect`, which
-    also understands Sentinel and Cluster URLs."""
-    # A blocking pool: under a burst, turns wait (up to 5 s) for a connection instead of failing with
-    # MaxConnectionsError, and the bot never opens more than ``max_connections`` sockets per process.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=5,
-        decode_responses=True,
-        socket_connect_timeout=3,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
 async def ping(client: aioredis.Redis, what: str) -> None:
     try:
         await client.ping()
