@@ -70,7 +70,11 @@ def make_server(path: Path | None = None) -> MCPServer:
     db = path or db_path()
     if not db.exists():
         build_db(db)
-    server = MCPServer("example-co-orders", instructions="Order status and support tickets for Example Co.")
+    server = MCPServer(
+        "example-co-orders",
+        instructions="Order status and support tickets for Example Co.",
+        log_level="WARNING",  # stderr is the bot's log when it runs us over stdio
+    )
 
     @server.tool(
         description="Look up an Example Co. order by its number (e.g. A1001): status, items, tracking.",

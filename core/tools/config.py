@@ -26,7 +26,9 @@ class MCPServerConfig(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     command: str = ""  # stdio: the program to start ("{python}" is this interpreter)
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)  # added to the inherited environment
+    env: dict[str, str] = Field(default_factory=dict)  # set in the server's environment
+    # Variables copied from the bot's environment (a stdio server otherwise sees only HOME, PATH, USER ...).
+    pass_env: list[str] = Field(default_factory=list)
     cwd: str | None = None
     url: str = ""  # streamable HTTP: the endpoint, e.g. http://127.0.0.1:8931/mcp
     prefix: str = ""  # put before every tool name (two servers with the same tool names)

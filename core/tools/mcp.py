@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +37,9 @@ def _target(cfg: MCPServerConfig) -> StdioServerParameters | str:
     if cfg.url:
         return cfg.url
     command = sys.executable if cfg.command == "{python}" else cfg.command
-    return StdioServerParameters(command=command, args=list(cfg.args), env=dict(cfg.env) or None, cwd=cfg.cwd)
+    # pass_env is read when the server starts, like a container's --env NAME: the operator named them.
+    env = {name: os.environ[name] for name in cfg.pass_env if name in os.environ} | dict(cfg.env)
+    return StdioServerParameters(command=command, args=list(cfg.args), env=env or None, cwd=cfg.cwd)
 
 
 def _result_text(result: Any) -> str:
