@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
-
 
 class MCPServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

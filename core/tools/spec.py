@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,6 +53,3 @@ class Tool(Protocol):
     spec: ToolSpec
 
     async def call(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str: ...
-
-
-ToolFactory = Callable[[], Awaitable[list[Tool]]]
