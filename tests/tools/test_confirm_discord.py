@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from adapters.discord.confirm import custom_id
@@ -21,8 +22,13 @@ def button_ids(message: dict[str, Any]) -> list[str]:
     return [c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])]
 
 
+@pytest.mark.parametrize("queue", [True, False], ids=["queued", "direct"])
 async def test_discord_buttons_run_the_award_only_for_the_asker(
-    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_client: aioredis.Redis
+    bot_factory: BotFactory,
+    fake_discord: FakeDiscord,
+    fake_openai: FakeOpenAI,
+    redis_client: aioredis.Redis,
+    queue: bool,
 ) -> None:
     fake = fake_discord
     board = f"parley:arcade:trivia:discord:{fake.guild_id}"
@@ -30,7 +36,7 @@ async def test_discord_buttons_run_the_award_only_for_the_asker(
         ToolCalls([Call("roll_dice", {"count": 2, "sides": 6})]),  # read-only: runs at once
         ToolCalls([Call("trivia_award", {"player": "Alice", "points": 3})], text="Correct! "),
     )
-    async with bot_factory(queue=False) as bot:
+    async with bot_factory(queue=queue) as bot:
         await fake.send_message("I answered Paris, give me my points", mention_bot=True)
         await fake.wait_for(lambda: any(button_ids(m) for m in fake.bot_messages()))
         (asking,) = [m for m in fake.bot_messages() if button_ids(m)]

@@ -4,10 +4,12 @@ through ``/safety events``, the handoff tool, and <think> kept from users and me
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from bots.loader import load_bot
 from core.prompt import NO_TOOLS, TOOLS_NOTE
 from core.runtime import Runtime
+from core.tools.function import function_tool
 from core.tools.setup import CONFIRM_META, confirm_call
 from core.types import ReplyKind, Turn
 from tests.conftest import RuntimeFactory, without_limits
@@ -83,6 +85,53 @@ async def test_handoff_tool_asks_then_pauses_the_conversation(
         assert done.meta.get("handoff") == "requested"  # the adapters alert the support channel
         state = await rt.engine.memory.load(turn.place, tail=10)
         assert state.paused
+
+
+@function_tool
+async def customer_profile(customer: str) -> str:
+    """The customer's contact details."""
+    return f"{customer}: email ana.lopez@example.com, phone +34 612 345 678"
+
+
+@dataclasses.dataclass
+class WithProfileTool:
+    """The support plugin plus one tool that returns personal data."""
+
+    inner: Any
+
+    def commands(self) -> Any:
+        return self.inner.commands()
+
+    def tools(self) -> list[Any]:
+        return [*self.inner.tools(), customer_profile]
+
+    async def before_turn(self, ctx: Any) -> Any:
+        return await self.inner.before_turn(ctx)
+
+    async def after_turn(self, ctx: Any, result: Any) -> Any:
+        return await self.inner.after_turn(ctx, result)
+
+
+async def test_strict_profile_redacts_tool_results_before_the_model(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    spec = without_limits(load_bot("support"))  # strict: personal data is redacted before the LLM
+    tools = spec.config.tools.model_copy(update={"allow": [*spec.config.tools.allow, "customer_profile"]})
+    spec = dataclasses.replace(
+        spec,
+        plugin=WithProfileTool(spec.plugin),
+        config=spec.config.model_copy(update={"tools": tools}),
+    )
+    fake_openai.queue(
+        ToolCalls([Call("customer_profile", {"customer": "Ana"})]), Reply("I found your details.")
+    )
+    async with runtime_factory("support", spec=spec) as rt:
+        assert rt.safety.redact_before_llm
+        await rt.engine.collect(make_turn("what do you have on me?", platform="slack"))
+    told = fake_openai.chat_requests[1].body["messages"][-1]["content"]
+    assert '<tool_result tool="customer_profile">' in told
+    assert "ana.lopez@example.com" not in told
+    assert "612 345 678" not in told
 
 
 async def test_a_bot_with_tools_off_says_it_has_none(

@@ -250,3 +250,13 @@ async def test_metrics_count_calls(loop_factory: Any) -> None:
     await run(kit, make_turn("x"))
     rendered = kit.metrics.render().decode()
     assert 'parley_tool_calls_total{bot="toolbot",outcome="ok",tool="lookup"} 1.0' in rendered
+
+
+async def test_bot_allow_list_hides_and_denies(loop_factory: Any) -> None:
+    kit = await loop_factory(tools=[lookup, slow], config=ToolsConfig(allow=["lookup"]))
+    assert [s.name for s in kit.registry.available(make_turn("x"))] == ["lookup"]
+    kit.fake.queue(ToolCalls([Call("slow", {"seconds": 0})]), Reply("ok"))
+    await run(kit, make_turn("x"))
+    assert [t["function"]["name"] for t in kit.fake.chat_requests[0].body["tools"]] == ["lookup"]
+    told = kit.fake.chat_requests[1].body["messages"][-1]["content"]
+    assert 'outcome="denied"' in told  # asked anyway: denied, never run
