@@ -177,6 +177,7 @@ class ToolLoop:
         known = True
         finish = ""
         names = {t["function"]["name"] for t in offered}
+        shown = False  # text went to the user in an earlier round: the next round's starts a new paragraph
         for rnd in range(start, self.options.max_rounds + 1):
             tools = offered if rnd < self.options.max_rounds else []
             request = replace(base, messages=tuple(messages), tools=tools)
@@ -185,6 +186,8 @@ class ToolLoop:
             async with aclosing(self.llm.stream(request)) as events:
                 async for event in events:
                     if isinstance(event, LLMDelta):
+                        if shown and not said:
+                            yield LLMDelta("\n\n")
                         said.append(event.text)
                         yield event
                     elif isinstance(event, LLMToolCalls):
@@ -201,10 +204,11 @@ class ToolLoop:
             if not tools:  # the last round offered no tools and the model asked anyway
                 log.info("tool_rounds_exhausted", rounds=rnd, turn_id=turn.turn_id)
                 if not said:
-                    yield LLMDelta(self.options.exhausted_text)
+                    yield LLMDelta(("\n\n" if shown else "") + self.options.exhausted_text)
                 yield LLMEnd("tool_rounds_exhausted", total if known else None)
                 return
             messages.append(ChatMessage("assistant", "".join(said), tool_calls=calls))
+            shown = shown or bool(said)
             decided, confirm = await self._decide(calls, turn, names, meta)
             for item in decided:
                 if item.message is not None:
@@ -232,7 +236,7 @@ class ToolLoop:
                 )
                 await self.pending.save(pending)
                 text = confirm_text(call.name, arguments)
-                if said:
+                if said or shown:
                     text = "\n\n" + text
                 yield ToolConfirm(pending, text)
                 yield LLMEnd("tool_confirm", total if known else None)

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from core.errors import StoreError
 from core.keys import KeySpace
 from core.llm import ChatMessage, ToolCall
 from core.types import Turn
@@ -72,10 +74,16 @@ class PendingStore:
         return self._keys.scoped("tools", "pending", pending_id)
 
     async def save(self, pending: PendingCall) -> None:
-        await self._r.set(self.key(pending.id), json.dumps(asdict(pending)), ex=self.ttl)
+        try:
+            await self._r.set(self.key(pending.id), json.dumps(asdict(pending)), ex=self.ttl)
+        except RedisError as exc:
+            raise StoreError(f"cannot store a pending tool call: {type(exc).__name__}") from exc
 
     async def peek(self, pending_id: str) -> PendingCall | None:
-        raw: Any = await self._r.get(self.key(pending_id))
+        try:
+            raw: Any = await self._r.get(self.key(pending_id))
+        except RedisError as exc:
+            raise StoreError(f"cannot read a pending tool call: {type(exc).__name__}") from exc
         return PendingCall(**json.loads(raw)) if raw else None
 
     async def take(self, pending_id: str, turn: Turn) -> tuple[PendingCall | None, str]:
@@ -86,6 +94,10 @@ class PendingStore:
         a, p = turn.author, turn.place
         if (pending.user, pending.platform, pending.workspace) != (a.id, p.platform, p.workspace):
             return None, "not_yours"
-        if not await self._r.delete(self.key(pending_id)):  # a double click: the first one won
+        try:
+            won = await self._r.delete(self.key(pending_id))
+        except RedisError as exc:
+            raise StoreError(f"cannot take a pending tool call: {type(exc).__name__}") from exc
+        if not won:  # a double click: the first one won
             return None, "already_handled"
         return pending, ""

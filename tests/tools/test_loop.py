@@ -260,3 +260,13 @@ async def test_bot_allow_list_hides_and_denies(loop_factory: Any) -> None:
     assert [t["function"]["name"] for t in kit.fake.chat_requests[0].body["tools"]] == ["lookup"]
     told = kit.fake.chat_requests[1].body["messages"][-1]["content"]
     assert 'outcome="denied"' in told  # asked anyway: denied, never run
+
+
+async def test_text_of_each_round_is_its_own_paragraph(loop_factory: Any) -> None:
+    kit = await loop_factory(tools=[lookup])
+    kit.fake.queue(
+        ToolCalls([Call("lookup", {"order_id": "A1"})], text="Let me check."), Reply("It shipped.")
+    )
+    events = await run(kit, make_turn("where is A1?"))
+    assert text_of(events) == "Let me check.\n\nIt shipped."
+    assert kit.fake.chat_requests[1].body["messages"][-2]["content"] == "Let me check."
