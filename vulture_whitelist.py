@@ -70,8 +70,3 @@ _.job_id  # Job: tests/scale/helpers.py
 _.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
 _.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
 _.connected  # MCPConnection: tests/tools/test_mcp.py
-
-# --- TO DELETE (issue 9) ---
-# Dead today; listed here only so `make lint` passes until the adapters' clean-up deletes them.
-_.AssistantThreadEvent  # adapters/slack/payloads.py:45
-_.assistant_thread  # adapters/slack/payloads.py:47 (AssistantThreadEvent's field)

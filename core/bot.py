@@ -7,7 +7,7 @@ Platform tables (``[slack]``, ``[discord]``) stay raw here: each adapter validat
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -157,7 +157,8 @@ class BotConfig(BaseModel):
 
 
 class BotPlugin(Protocol):
-    """Optional bot-specific Python (``plugin.py`` in the bot folder exposing ``plugin``)."""
+    """Optional bot-specific Python: ``plugin.py`` in the bot folder defines ``make_plugin(config)``, which
+    returns one of these (see :func:`bots.loader.load_bot`)."""
 
     def commands(self) -> Iterable[Command]: ...
 
@@ -181,7 +182,6 @@ class BotSpec:
     personas: Mapping[str, Persona]
     knowledge: str = ""
     plugin: BotPlugin | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def platform_config(self, platform: str) -> dict[str, Any]:
         table = getattr(self.config, platform, None)

@@ -15,7 +15,7 @@ from core.types import CommandCall
 if TYPE_CHECKING:
     from core.engine import TurnContext
 
-Handler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
+CommandHandler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class CommandOption:
 class Command:
     name: str
     description: str
-    handler: Handler
+    handler: CommandHandler
     usage: str = ""  # e.g. "<prompt>"
     args_description: str = ""  # what the free-text argument is, for platforms that need a named option
     options: tuple[CommandOption, ...] = ()

@@ -25,7 +25,7 @@ from core.ops.delivery import Dispatcher
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
-from core.safety.settings import SafetySettings
+from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.tasks import TaskOwner
@@ -114,7 +114,7 @@ async def open_runtime(
         await memory.load_scripts()
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
         safety = await stack.enter_async_context(
-            open_safety(spec, settings, client, keys, safety_settings or SafetySettings())
+            open_safety(spec, settings, client, keys, safety_settings or load_safety_settings())
         )
         stack.push_async_callback(safety.moderator.aclose)
         registry = builtin_registry(cfg.commands)

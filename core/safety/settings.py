@@ -6,8 +6,11 @@ elsewhere when the LLM is a local server without ``/v1/moderations``, or switch 
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+from core.settings import describe_validation_error
 
 
 class SafetySettings(BaseSettings):
@@ -22,3 +25,12 @@ class SafetySettings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+
+def load_safety_settings(**overrides: object) -> SafetySettings:
+    """Read the safety settings once (the CLI does, with the other settings); a bad value is a ConfigError
+    naming the variable, never echoing it."""
+    try:
+        return SafetySettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting: {describe_validation_error(exc)}") from None
