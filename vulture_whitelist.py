@@ -15,6 +15,13 @@ _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._queue_timing  # core/settings.py
 _.settings_customise_sources
+_._one_transport  # core/tools/config.py
+_._unique  # core/tools/config.py
+# sqlite3: how rows come back (bots/support/tools.py).
+_.row_factory
+# mcp: tools registered by the MCPServer.tool() decorator and called by MCP clients (bots/support/tools.py).
+_.order_status
+_.create_ticket
 _.settings_cls  # a parameter of settings_customise_sources that we do not need
 # BotConfig's platform tables are read with getattr(config, platform) (core/bot.py).
 _.slack
@@ -60,3 +67,6 @@ _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py
+_.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
+_.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
+_.connected  # MCPConnection: tests/tools/test_mcp.py

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from core.settings import describe_validation_error
+from core.tools.config import ToolsConfig
 
 if TYPE_CHECKING:
     from core.commands import Command
@@ -148,6 +149,7 @@ class BotConfig(BaseModel):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)  # tools and MCP servers (core/tools/config.py)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)
@@ -172,6 +174,9 @@ class BotPlugin(Protocol):
     async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
         """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
         ...
+
+
+# A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,11 @@ from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.personas import Persona
-from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
+from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, with_tools
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
+from core.tools.loop import ToolConfirm, ToolEvent
+from core.tools.setup import confirm_meta
 from core.types import (
     CommandCall,
     ReplyDelta,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
+    from core.tools.setup import Tools
 
 log = structlog.get_logger("parley.engine")
 
@@ -178,6 +181,7 @@ class Engine:
         counter: TokenCounter,
         default_model: str,
         metrics: Metrics | None = None,
+        tools: Tools | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -188,6 +192,7 @@ class Engine:
         self.counter = counter
         self.default_model = default_model
         self.metrics = metrics
+        self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -406,7 +411,7 @@ class Engine:
                 persona.max_output_tokens,
             )
             try:
-                async with aclosing(self.llm.stream(request)) as events:
+                async with aclosing(self._stream(ctx, request)) as events:
                     async for event in events:
                         if isinstance(event, LLMEnd):
                             draft.finish_reason, draft.usage = event.finish_reason, event.usage
@@ -433,6 +438,27 @@ class Engine:
             except LLMError as exc:
                 draft.error = exc
                 return
+
+    async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
+        """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
+        A proposed side-effecting call ends the reply with its question; ``ctx.meta`` carries its id for the
+        adapters' confirm / cancel buttons, and any flags tools set (e.g. handoff)."""
+        tools = self.tools
+        if tools is None or not tools.offers(ctx.turn):
+            async with aclosing(self.llm.stream(request)) as plain:
+                async for part in plain:
+                    if isinstance(part, LLMDelta | LLMEnd):
+                        yield part
+            return
+        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta)) as looped:
+            async for event in looped:
+                if isinstance(event, ToolEvent):
+                    continue
+                if isinstance(event, ToolConfirm):
+                    ctx.meta.update(confirm_meta(event))
+                    yield LLMDelta(event.text)
+                    continue
+                yield event
 
     async def _check(self, ctx: TurnContext, draft: Draft) -> ReplyResult:
         """Stage check: final output moderation (and the plugin's look at the answer)."""
@@ -580,8 +606,11 @@ class Engine:
 
     def _prompt(self, ctx: TurnContext, user_text: str, budget: int) -> Prompt:
         upto = ctx.state.summary_upto
+        system = self.system_prompt(ctx)
+        if self.tools is not None and self.tools.offers(ctx.turn):
+            system = with_tools(system)  # the "no tools" line gives way to the tools note
         return build_prompt(
-            system=self.system_prompt(ctx),
+            system=system,
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
             user_id=ctx.turn.author.id,

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     parley_llm_total_timeout: float = Field(default=120.0, gt=0)
     parley_llm_max_retries: int = Field(default=2, ge=0, le=10)
     parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
+    parley_mcp: bool = True  # start the bots' MCP servers ([[tools.mcp]]); false leaves their tools out
 
     # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.
     parley_ops_port: int | None = Field(default=None, ge=0, le=65535)  # unset: /healthz etc. on PORT

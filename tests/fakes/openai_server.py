@@ -4,6 +4,9 @@ It serves ``POST /v1/chat/completions`` (streaming SSE with an optional usage ch
 completion) and ``POST /v1/moderations``, records every request, and plays scripted behaviours: replies
 with chosen pacing, HTTP errors (429 with Retry-After, 500, context-length 400) and hangs.
 
+Tool calls: ``ToolCalls([Call("name", {...}), ...])`` streams the calls' arguments as small JSON fragments,
+interleaving parallel calls by ``index`` as real servers do, and ends with ``finish_reason="tool_calls"``.
+
 Scripting: ``fake.queue(...)`` appends behaviours used in order by the next chat requests; when the queue is
 empty ``fake.responder(body)`` decides (default: echo the last user message).
 """
@@ -50,7 +53,22 @@ class Hang:
     seconds: float = 3600.0
 
 
-Behaviour = Reply | Error | Hang
+@dataclass
+class Call:
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)  # a str is sent as is (even broken JSON)
+    id: str = ""
+
+
+@dataclass
+class ToolCalls:
+    calls: list[Call]
+    text: str = ""  # content streamed before the calls ("Let me check...")
+    arg_chunk_chars: int = 6  # characters of arguments JSON per streamed fragment
+    usage: bool = True
+
+
+Behaviour = Reply | Error | Hang | ToolCalls
 
 
 @dataclass
@@ -180,6 +198,8 @@ class FakeOpenAI:
             return web.Response(status=504)
         if isinstance(behaviour, Error):
             return self._error(behaviour)
+        if isinstance(behaviour, ToolCalls):
+            return await self._tool_calls(request, body, behaviour)
         created = int(time.time())
         prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
         model = body.get("model", "fake-model")
@@ -255,6 +275,60 @@ class FakeOpenAI:
             await resp.write_eof()
         finally:
             self.active_streams -= 1
+        return resp
+
+    async def _tool_calls(
+        self, request: web.Request, body: dict[str, Any], b: ToolCalls
+    ) -> web.StreamResponse:
+        created = int(time.time())
+        model = body.get("model", "fake-model")
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
+        calls = []
+        for n, call in enumerate(b.calls):
+            args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+            calls.append((call.id or f"call_{len(self.chat_requests)}_{n}", call.name, args))
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": b.text or None}
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                for cid, name, args in calls
+            ]
+            choice = {"index": 0, "finish_reason": "tool_calls", "message": message}
+            return web.json_response({**base, "object": "chat.completion", "choices": [choice]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": b.text or None})
+        # The head of each call (id, name), then argument fragments round-robin across the calls.
+        for index, (cid, name, _) in enumerate(calls):
+            head = {
+                "index": index,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            await send({"tool_calls": [head]})
+        step = max(1, b.arg_chunk_chars)
+        pieces = [[args[i : i + step] for i in range(0, len(args), step)] for _, _, args in calls]
+        for round_ in range(max((len(p) for p in pieces), default=0)):
+            for index, parts in enumerate(pieces):
+                if round_ < len(parts):
+                    await send({"tool_calls": [{"index": index, "function": {"arguments": parts[round_]}}]})
+        await send({}, "tool_calls")
+        if b.usage and body.get("stream_options", {}).get("include_usage"):
+            prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 5,
+                "total_tokens": prompt_tokens + 5,
+            }
+            await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
         return resp
 
     async def _moderations(self, request: web.Request) -> web.Response:
