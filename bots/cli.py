@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.console.chat import ConsoleChat, ConsoleOptions
+from bots.console_cmd import console_settings, serve_console
 from bots.loader import available_bots, load_bot
+from core.console.mount import mount_console
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMRequest
 from core.logging import configure_logging
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
+    console = sub.add_parser("console", help="serve the operator console alone (PARLEY_CONSOLE_PASSWORD)")
+    console.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     return parser
 
 
@@ -106,6 +110,8 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return asyncio.run(_chat(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, spec))
+        if args.command == "console":
+            return asyncio.run(serve_console(settings, spec))
         return asyncio.run(_run(args, settings, spec))
     except ParleyError as exc:
         return _report(exc)
@@ -179,7 +185,9 @@ async def _run(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
     if args.workers_only and not settings.parley_queue:
         raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
+    console = console_settings()
     async with open_runtime(spec, settings) as rt:
+        await mount_console(rt, console)  # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
         adapters = []
         for platform in platforms:
             if platform not in ADAPTERS:
