@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from core.console.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, ConsoleAuth, same_token
+from core.console.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, ConsoleAuth, Session, same_token
 from core.console.reads import ConsoleReads, Filters
 from core.console.stats import DailyStats, Tally, total
 from core.errors import StoreError
@@ -48,7 +49,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 DAY_CHOICES = (7, 14, 30)
-SESSION_KEY = "parley_console_session"
+# The signed-in session of the request being handled (set by the guard around the handler; aiohttp's typed
+# request keys are too new for the aiohttp versions we support).
+_session: ContextVar[Session | None] = ContextVar("parley_console_session", default=None)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -188,8 +191,11 @@ class Console:
             if not same_token(str(form.get("csrf", "")), session.csrf):
                 self._log.warning("console_csrf_rejected", path=local)
                 raise web.HTTPForbidden(text="CSRF token missing or wrong")
-        request[SESSION_KEY] = session
-        return await handler(request)
+        token = _session.set(session)
+        try:
+            return await handler(request)
+        finally:
+            _session.reset(token)
 
     def _prefix(self, request: web.Request) -> str:
         return self.prefix
@@ -203,7 +209,7 @@ class Console:
 
     def _render(self, request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
         assert self._env is not None
-        session = request.get(SESSION_KEY)
+        session = _session.get()
         html = self._env.get_template(template).render(
             base=self._prefix(request),
             bot=self.bot,
@@ -259,7 +265,9 @@ class Console:
         raise response
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
-        await self.auth.close_session(request[SESSION_KEY].token)
+        session = _session.get()
+        if session is not None:
+            await self.auth.close_session(session.token)
         response = web.HTTPSeeOther(self._url(request, "/login"))
         response.del_cookie(SESSION_COOKIE, path=self._prefix(request))
         raise response

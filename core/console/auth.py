@@ -65,9 +65,9 @@ class ConsoleAuth:
         """Count a login attempt; False once the address made too many in the window."""
         key = self._keys.scoped("console", "login", hashlib.sha256(client_address.encode()).hexdigest()[:32])
         async with self._r.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, LOGIN_WINDOW, nx=True)
-            count, _ = await pipe.execute()
+            pipe.set(key, 0, ex=LOGIN_WINDOW, nx=True)  # the window starts with the first attempt
+            pipe.incr(key)  # keeps the TTL
+            _, count = await pipe.execute()
         return int(count) <= self.login_attempts
 
     async def open_session(self) -> Session:
