@@ -90,3 +90,7 @@ def base_url(served: Served) -> str:
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+
+
+# The Slack adapter's fixtures (fake Slack, a running adapter on a given runtime), for the browser test.
+from tests.slack.conftest import slack, start_slack  # noqa: E402, F401

@@ -139,11 +139,11 @@ async def test_sign_out_ends_the_session(serve_console: ServeConsole, client: ai
     stolen = {c.key: c.value for c in client.cookie_jar}["parley_console"]
     async with client.post(f"{base}/logout", data={"csrf": token}, allow_redirects=False) as r:
         assert r.status == 303
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
-        async with other.get(
-            f"{base}/overview", cookies={"parley_console": stolen}, allow_redirects=False
-        ) as r:
-            assert r.status == 303  # the old cookie no longer opens anything
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.get(f"{base}/overview", cookies={"parley_console": stolen}, allow_redirects=False) as r,
+    ):
+        assert r.status == 303  # the old cookie no longer opens anything
 
 
 async def test_settings_mask_secrets(serve_console: ServeConsole, client: aiohttp.ClientSession) -> None:
