@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BOT ?= arcade
 STAMP := $(VENV)/.installed
 
-.PHONY: chat test lint bench bench-scale bench-safety run check clean
+.PHONY: chat test lint bench bench-scale bench-safety run check clean browser console vendor-chartjs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,32 @@ check: $(STAMP)  ## validate a bot's config and reach Redis and the LLM
 run: $(STAMP)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
-test: $(STAMP)  ## the whole suite
+test: $(STAMP) browser  ## the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's chromium through its matching chromium-driver (nothing is
+# downloaded by selenium). Installed here when missing and we are root (CI is); otherwise say what to run.
+CHARTJS_VERSION ?= 4.5.1
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver (apt) for the console's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "NOTE: chromium/chromium-driver missing and not root: the console's browser tests will be skipped"; \
+		echo "      (sudo apt-get install chromium chromium-driver)"; \
+	fi
+
+console: $(STAMP)  ## the operator console alone, on http://127.0.0.1:3000/console/ (needs PARLEY_CONSOLE_PASSWORD)
+	$(BIN)/parley console --bot $(BOT)
+
+vendor-chartjs:  ## re-vendor Chart.js (pinned) into the console's static files, with its licence
+	rm -rf .vendor-tmp && mkdir .vendor-tmp
+	cd .vendor-tmp && npm pack --silent chart.js@$(CHARTJS_VERSION) && tar xzf chart.js-$(CHARTJS_VERSION).tgz
+	cp .vendor-tmp/package/dist/chart.umd.min.js core/console/static/vendor/chart.umd.min.js
+	cp .vendor-tmp/package/LICENSE.md core/console/static/vendor/chart.js.LICENSE.md
+	sha256sum .vendor-tmp/chart.js-$(CHARTJS_VERSION).tgz
+	rm -rf .vendor-tmp
 
 lint: $(STAMP)  ## ruff (check + format) and mypy strict on core/ and adapters/
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from core.console.settings import ConsoleSettings, load_console_settings
 from core.errors import ConfigError, LLMError
 from core.llm import LLMRequest
 from core.runtime import open_runtime
+from core.safety.settings import load_safety_settings
 from core.settings import Settings
 
 CONSOLE_OFF = (
@@ -46,7 +47,9 @@ async def serve_console(settings: Settings, spec: BotSpec, stop: asyncio.Event |
         raise ConfigError(CONSOLE_OFF)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with open_runtime(spec, settings, llm=_NoLLM()) as rt:
+    # No turn is answered here: neither the LLM nor the moderation endpoint is needed (or probed).
+    safety = load_safety_settings(parley_moderation_endpoint=False)
+    async with open_runtime(spec, settings, llm=_NoLLM(), safety_settings=safety) as rt:
         await mount_console(rt, config)
         await rt.ops.http.start()
         try:
