@@ -192,7 +192,7 @@ async def _run(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> i
     if args.workers_only and not settings.parley_queue:
         raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
     console = console_settings()
-    async with open_runtime(spec, settings) as rt:
+    async with open_runtime(spec, settings, console_settings=console) as rt:
         await mount_console(rt, console)  # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
         adapters: list[tuple[str, Servable]] = []
         for platform in platforms:

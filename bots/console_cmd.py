@@ -49,7 +49,9 @@ async def serve_console(settings: Settings, spec: BotSpec, stop: asyncio.Event |
     loop = asyncio.get_running_loop()
     # No turn is answered here: neither the LLM nor the moderation endpoint is needed (or probed).
     safety = load_safety_settings(parley_moderation_endpoint=False)
-    async with open_runtime(spec, settings, llm=_NoLLM(), safety_settings=safety) as rt:
+    async with open_runtime(
+        spec, settings, llm=_NoLLM(), safety_settings=safety, console_settings=config
+    ) as rt:
         await mount_console(rt, config)
         await rt.ops.http.start()
         try:

@@ -16,6 +16,8 @@ from redis.exceptions import RedisError
 
 from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
+from core.console.settings import ConsoleSettings, load_console_settings
+from core.console.stats import DailyStats, build_stats
 from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
 from core.keys import KeySpace
@@ -49,6 +51,7 @@ class Runtime:
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
+    stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
@@ -83,10 +86,12 @@ async def open_runtime(
     llm: LLM | None = None,
     redis: aioredis.Redis | None = None,
     safety_settings: SafetySettings | None = None,
+    console_settings: ConsoleSettings | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
     by default one is made from REDIS_URL, or an embedded redis-server is started. ``safety_settings``: the
-    CLI reads them once with the other settings; a library caller may leave them to the environment."""
+    CLI reads them once with the other settings; a library caller may leave them to the environment. So
+    do ``console_settings`` (the price table and retention of the console's aggregates, always kept)."""
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
@@ -142,6 +147,7 @@ async def open_runtime(
                 registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
+        stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -152,7 +158,8 @@ async def open_runtime(
             counter=TokenCounter(settings.openai_model),
             default_model=settings.openai_model,
             metrics=ops.metrics,
+            stats=stats,
         )
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, stats)

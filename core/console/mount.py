@@ -13,6 +13,7 @@ from core.console.auth import ConsoleAuth
 from core.console.reads import ConsoleReads
 from core.console.settings import ConsoleSettings
 from core.console.stats import DailyStats
+from core.console.stats import build_stats as stats_for
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -23,16 +24,7 @@ _SECRET_WORDS = ("key", "token", "secret", "password", "redis_url")
 
 def build_stats(rt: Runtime, settings: ConsoleSettings) -> DailyStats:
     """The aggregates of one bot (what turns write and the console reads)."""
-    default = rt.settings.openai_model
-    models = {name: (p.model or default) for name, p in rt.bot.personas.items()}
-    return DailyStats(
-        rt.redis,
-        rt.keys,
-        settings.price_table,
-        model_for=lambda persona: models.get(persona, default),
-        retention_days=settings.parley_console_retention_days,
-        recent_max=settings.parley_console_recent,
-    )
+    return stats_for(rt.redis, rt.keys, rt.bot, rt.settings, settings)
 
 
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -67,7 +59,7 @@ def effective_config(rt: Runtime, settings: ConsoleSettings) -> dict[str, dict[s
 
 async def build_console(rt: Runtime, settings: ConsoleSettings, stats: DailyStats | None = None) -> Console:
     assert settings.parley_console_password is not None
-    stats = stats or build_stats(rt, settings)
+    stats = stats or rt.stats or build_stats(rt, settings)
     events = rt.safety.events if rt.safety is not None else None
     stream = events.stream if events is not None else rt.keys.scoped("safety", "events")
     auth = ConsoleAuth(

@@ -27,8 +27,10 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from core.console.settings import PriceTable
+from core.bot import BotSpec
+from core.console.settings import ConsoleSettings, PriceTable
 from core.keys import KeySpace
+from core.settings import Settings
 from core.types import Place, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.console")
@@ -324,3 +326,19 @@ class DailyStats:
                 )
             )
         return rows
+
+
+def build_stats(
+    client: aioredis.Redis, keys: KeySpace, spec: BotSpec, settings: Settings, console: ConsoleSettings
+) -> DailyStats:
+    """One bot's aggregates: what its turns write and its console reads."""
+    default = settings.openai_model
+    models = {name: (p.model or default) for name, p in spec.personas.items()}
+    return DailyStats(
+        client,
+        keys,
+        console.price_table,
+        model_for=lambda persona: models.get(persona, default),
+        retention_days=console.parley_console_retention_days,
+        recent_max=console.parley_console_recent,
+    )

@@ -67,15 +67,13 @@ async def serve_console(runtime_factory: RuntimeFactory) -> AsyncIterator[ServeC
             own = runtime is None
             if runtime is None:
                 runtime = await stack.enter_async_context(runtime_factory(bot, **RUNTIME))
-            from core.console.mount import build_stats
-
             settings = console_settings(**overrides)
-            stats = build_stats(runtime, settings)
-            await mount_console(runtime, settings, stats)
+            await mount_console(runtime, settings)
+            assert runtime.stats is not None
             if own:
                 await runtime.ops.http.start()
                 stack.push_async_callback(runtime.ops.http.aclose)
-            return Served(runtime, stats, "")
+            return Served(runtime, runtime.stats, "")
 
         yield start
 

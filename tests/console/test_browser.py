@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import RuntimeFactory
 from tests.console.browser import chromium_paths, start_chromium
 from tests.console.conftest import PASSWORD, RUNTIME, ServeConsole, base_url
@@ -118,17 +120,15 @@ async def test_console_in_chromium(
     slack: FakeSlack,
     fake_openai: FakeOpenAI,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chromium_paths()  # skip early, with the reason, when the browser is missing
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    # The runtime reads the console's settings (the price table) from the environment, as `parley run` does.
+    monkeypatch.setenv("PARLEY_CONSOLE_PRICES", '{"fake-model": {"input": 2.5, "output": 10}}')
     async with runtime_factory(spec=support_spec(), parley_queue=False, **RUNTIME) as rt:
-        served = await serve_console(
-            runtime=rt, parley_console_prices={"fake-model": {"input": 2.5, "output": 10}}
-        )
-        # The engine does not write the aggregates yet (see the report for the wiring): record each turn
-        # from the outside, through the engine's observers.
-        rt.engine.observers.append(served.stats.record)
+        served = await serve_console(runtime=rt)
         app = await start_slack(runtime=rt)
         base = base_url(served)
 

@@ -114,14 +114,16 @@ async def test_csrf_less_posts_are_rejected(
         f"{base}/handoffs/resume", data={**form, "csrf": "guess"}, allow_redirects=False
     ) as r:
         assert r.status == 403
-    assert (await served.runtime.engine.memory.get_meta(place)).get("paused") == "handoff"  # untouched
+    assert (await served.runtime.redis.hgetall(served.runtime.keys.meta(place))).get(
+        "paused"
+    ) == "handoff"  # untouched
     async with client.get(f"{base}/handoffs") as page:
         token = csrf_of(await page.text())
     async with client.post(
         f"{base}/handoffs/resume", data={**form, "csrf": token}, allow_redirects=False
     ) as r:
         assert r.status == 303
-    assert "paused" not in await served.runtime.engine.memory.get_meta(place)
+    assert "paused" not in await served.runtime.redis.hgetall(served.runtime.keys.meta(place))
 
 
 async def test_login_attempts_are_limited(serve_console: ServeConsole, client: aiohttp.ClientSession) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from bots.loader import load_bot
 from core.console.settings import DEFAULT_PRICES, ConsoleSettings, Price, PriceTable
 from core.console.stats import (
     BUCKETS,
@@ -20,9 +22,11 @@ from core.console.stats import (
     queue_vote,
 )
 from core.keys import KeySpace
+from core.runtime import open_runtime
 from core.types import Author, Place, ReplyKind, ReplyResult, Turn, Usage
-from tests.conftest import RuntimeFactory
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.conftest import make_settings, without_limits
+from tests.core.helpers import CountingConnection, make_turn
+from tests.fakes.openai_server import FakeOpenAI
 
 KEYS = KeySpace("testbot")
 PLACE = Place("slack", "T1", "C1", "1700000000.000100")
@@ -185,28 +189,40 @@ async def test_days_are_oldest_first_and_separate(redis_client: aioredis.Redis) 
     assert [sum(r.tally.counts["answers"] for r in rows) for _, rows in series] == [0, 1, 2]
 
 
-async def test_turns_through_the_engine(runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
-    """Real turns (arcade bot, fake LLM with usage) recorded from the outside with ``record``."""
-    from core.console.mount import build_stats
-    from core.console.settings import ConsoleSettings
-
-    settings = ConsoleSettings(
-        _env_file=None, parley_console_prices={"fake-model": {"input": 1, "output": 2}}
-    )  # type: ignore[call-arg]
-    async with runtime_factory("arcade") as rt:
-        stats = build_stats(rt, settings)
-        fake_openai.queue(Reply("Hello there!"))
-        place = Place("discord", "G1", "C1")
-        turn = Turn(author=Author(id="U7", display_name="Ann"), place=place, text="hello bot")
-        started = time.perf_counter()
-        result = await rt.engine.collect(turn)
-        await stats.record(turn, result, time.perf_counter() - started)
-        ((_, rows),) = await stats.days(1)
-    assert result.kind is ReplyKind.ANSWER
+async def test_turns_write_their_aggregates_on_the_final_write(
+    redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Real turns through the engine (arcade bot, fake LLM): an answer's aggregates ride on its memory
+    write (still two round trips), a refusal that writes nothing is recorded at the finish stage."""
+    pool = aioredis.ConnectionPool.from_url(
+        redis_url, decode_responses=True, connection_class=CountingConnection
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    settings = make_settings(openai_base_url=fake_openai.base_url, parley_data_dir=tmp_path)
+    console = ConsoleSettings(_env_file=None, parley_console_prices={"fake-model": {"input": 1, "output": 2}})  # type: ignore[call-arg]
+    try:
+        async with open_runtime(
+            without_limits(load_bot("arcade")), settings, redis=client, console_settings=console
+        ) as rt:
+            assert rt.stats is not None
+            await rt.engine.collect(make_turn("warm up"))  # scripts loaded, connection open
+            await client.flushdb()  # only the measured turns' aggregates (scripts stay loaded)
+            before = CountingConnection.sends
+            result = await rt.engine.collect(make_turn("hello bot", event_id="ev-1"))
+            sends = CountingConnection.sends - before
+            too_long = await rt.engine.collect(make_turn("x" * 10_000))
+            ((_, rows),) = await rt.stats.days(1)
+            recent = await rt.stats.recent(5)
+    finally:
+        await client.aclose()
+        await pool.aclose()
+    assert result.kind is ReplyKind.ANSWER and too_long.kind is ReplyKind.REFUSAL
+    assert sends == 2, sends  # read + write: the aggregates rode on the write
     (row,) = rows
-    assert row.tally.counts["answers"] == 1
     tokens_in, tokens_out = result.usage.prompt_tokens, result.usage.completion_tokens
     assert tokens_in > 0 and tokens_out > 0
+    assert row.tally.counts["answers"] == 1 and row.tally.counts["refusals"] == 1
     assert (row.tally.counts["tok_in"], row.tally.counts["tok_out"]) == (tokens_in, tokens_out)
     assert row.tally.cost == pytest.approx((tokens_in * 1 + tokens_out * 2) / 1e6)
-    assert sum(row.tally.histogram) == 1
+    assert sum(row.tally.histogram) == 1  # answers only
+    assert [p for p, _ in recent] == [make_turn("x").place]
