@@ -84,13 +84,14 @@ def _duration(seconds: float | None) -> str:
 
 
 def _thread_link(place: Place) -> str:
-    """A link to a Slack thread (the archives URL Slack redirects from); '' for other platforms."""
-    if place.platform != "slack" or not place.channel:
-        return ""
-    ts = place.thread.replace(".", "")
-    return f"https://slack.com/app_redirect?team={place.workspace}&channel={place.channel}" + (
-        f"&message_ts={place.thread}" if ts else ""
-    )
+    """A link that opens the conversation in its platform ('' when there is none to make)."""
+    if place.platform == "slack" and place.channel:
+        ts = place.thread.replace(".", "")
+        return f"https://slack.com/archives/{place.channel}" + (f"/p{ts}" if ts else "")
+    if place.platform == "discord" and place.workspace and place.channel:
+        # A Discord thread is a channel of its own.
+        return f"https://discord.com/channels/{place.workspace}/{place.thread or place.channel}"
+    return ""
 
 
 class Console:

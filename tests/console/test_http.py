@@ -205,3 +205,24 @@ async def test_bad_conversation_link(
     await sign_in(client, base)
     async with client.get(base + path) as r:
         assert r.status == 400
+
+
+async def test_a_port_of_its_own(serve_console: ServeConsole, client: aiohttp.ClientSession) -> None:
+    served = await serve_console(parley_console_port=0)
+    http = served.runtime.ops.http
+    alone, public = http.bound["/console"], http.bound["public"]
+    assert alone != public
+    async with client.get(f"http://127.0.0.1:{public}/console/login") as r:
+        assert r.status == 404  # not beside the ops endpoints
+    assert (await sign_in(client, f"http://127.0.0.1:{alone}/console")).status == 303
+
+
+def test_thread_links() -> None:
+    from core.console.app import _thread_link
+
+    assert _thread_link(Place("slack", "T1", "C1", "1700000300.000100")) == (
+        "https://slack.com/archives/C1/p1700000300000100"
+    )
+    assert _thread_link(Place("discord", "G1", "C1", "")) == "https://discord.com/channels/G1/C1"
+    assert _thread_link(Place("discord", "G1", "C1", "TH9")) == "https://discord.com/channels/G1/TH9"
+    assert _thread_link(Place("console", "local", "c", "")) == ""
