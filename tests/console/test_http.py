@@ -226,3 +226,59 @@ def test_thread_links() -> None:
     assert _thread_link(Place("discord", "G1", "C1", "")) == "https://discord.com/channels/G1/C1"
     assert _thread_link(Place("discord", "G1", "C1", "TH9")) == "https://discord.com/channels/G1/TH9"
     assert _thread_link(Place("console", "local", "c", "")) == ""
+
+
+async def test_conversations_search_transcript_feedback_and_decisions(
+    serve_console: ServeConsole, client: aiohttp.ClientSession
+) -> None:
+    from adapters.slack.state import SlackState
+    from adapters.slack.translate import Feedback
+    from core.safety.events import Decision
+    from tests.core.helpers import make_turn
+
+    served = await serve_console()
+    rt = served.runtime
+    base = base_url(served)
+    slack_turn = make_turn(
+        "my order is late", user="U1", platform="slack", workspace="T1", channel="C1", thread="1.1"
+    )
+    discord_turn = make_turn(
+        "hello there", user="U2", platform="discord", workspace="G1", channel="C9", thread=""
+    )
+    for turn in (slack_turn, discord_turn):
+        assert (await rt.engine.collect(turn)).kind is ReplyKind.ANSWER
+    vote = Feedback(
+        turn_id=slack_turn.turn_id, vote="down", user_id="U1", place=slack_turn.place, message_ts="1.2"
+    )
+    assert await SlackState(rt.redis, rt.keys, thread_ttl=60).record_feedback(vote)
+    await rt.safety.events.record(slack_turn, [Decision("input", "pii", "redact", "rules", "email")])
+    await sign_in(client, base)
+
+    async def listing(**query: str) -> str:
+        async with client.get(f"{base}/conversations", params=query) as r:
+            assert r.status == 200
+            return await r.text()
+
+    everything = await listing()
+    assert "<td>C1</td>" in everything and "<td>C9</td>" in everything
+    by_user = await listing(user="U1")
+    assert "<td>C1</td>" in by_user and "<td>C9</td>" not in by_user
+    by_platform = await listing(platform="discord")
+    assert "<td>C9</td>" in by_platform and "<td>C1</td>" not in by_platform
+    assert "No conversations match." in await listing(user="nobody")
+
+    place = slack_turn.place
+    query = {
+        "platform": place.platform,
+        "workspace": place.workspace,
+        "channel": place.channel,
+        "thread": place.thread,
+    }
+    async with client.get(f"{base}/conversation", params=query) as r:
+        transcript = await r.text()
+    assert "my order is late" in transcript
+    assert "0 thumbs up, 1 thumbs down" in transcript
+    assert "moderation: input pii → redact (rules)" in transcript
+    async with client.get(f"{base}/overview") as r:
+        overview = await r.text()
+    assert "(0 up / 1 down)" in overview  # the Slack vote reached the daily aggregates
