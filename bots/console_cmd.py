@@ -13,7 +13,7 @@ from typing import Any
 
 from core.bot import BotSpec
 from core.console.mount import PREFIX, mount_console
-from core.console.settings import ConsoleSettings, load_console_settings
+from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError
 from core.llm import LLMRequest
 from core.runtime import open_runtime
@@ -37,12 +37,9 @@ class _NoLLM:
         return None
 
 
-def console_settings() -> ConsoleSettings:
-    return load_console_settings()
-
-
-async def serve_console(settings: Settings, spec: BotSpec, stop: asyncio.Event | None = None) -> int:
-    config = console_settings()
+async def serve_console(
+    settings: Settings, config: ConsoleSettings, spec: BotSpec, stop: asyncio.Event | None = None
+) -> int:
     if not config.enabled:
         raise ConfigError(CONSOLE_OFF)
     stop = stop or asyncio.Event()

@@ -15,7 +15,8 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 
 from adapters.common.split import split_text
-from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyReplace, ReplyResult
+from core.reply import ReplyFold
+from core.types import ReplyEvent, ReplyResult
 
 H = TypeVar("H")
 log = structlog.get_logger("parley.render")
@@ -80,14 +81,11 @@ class StreamRenderer(Generic[H]):
         return self.outcome
 
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
+        fold = ReplyFold()
         async for event in events:
-            if isinstance(event, ReplyDelta):
-                self._text += event.text
-            elif isinstance(event, ReplyReplace):
-                self._text = event.text
-            elif isinstance(event, ReplyDone):
-                self.outcome.result = event.result
-                self._text = event.result.text
+            fold.add(event)
+            self.outcome.result = fold.result
+            self._text = fold.text
             self._dirty.set()
 
     async def _flusher(self) -> None:
