@@ -240,8 +240,7 @@ class DailyStats:
         pipe.expire(key, self._ttl)
         member = encode_place(place)
         pipe.zadd(self.recent_key, {member: now})
-        pipe.zremrangebyrank(self.recent_key, 0, -(self.recent_max + 1))
-        pipe.expire(self.recent_key, self._ttl)
+        pipe.zremrangebyrank(self.recent_key, 0, -(self.recent_max + 1))  # bounded by size: no TTL needed
         if handoff:
             hkey = self.handoff_key(place)
             pipe.zadd(self.handoffs_key, {member: now})
