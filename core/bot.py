@@ -68,7 +68,12 @@ class LimitsConfig(BaseModel):
     channel_rate_limited_text: str = "This channel is keeping me very busy. Please try again in {retry}."
     quota_text: str = "You've reached your usage limit for today. It resets in {retry}."
     workspace_quota_text: str = "This workspace has reached its usage limit for today. It resets in {retry}."
-    busy_text: str = ""  # too many generations at once; empty: the persona's ``busy`` text
+    busy_text: str = ""  # waited past max_queue_seconds for a generation slot; empty: the persona's ``busy``
+    # Over max_concurrent_per_workspace a turn waits in line (fair across users); the user is told once when
+    # the expected wait is over busy_after_seconds; the turn ends "busy" only past max_queue_seconds.
+    busy_after_seconds: float = Field(default=60, ge=0)
+    max_queue_seconds: float = Field(default=600, gt=0)
+    waiting_text: str = "Lots of people are talking to me right now: I'll answer you in about {wait}."
 
 
 ModerationAction = Literal["allow", "refuse", "redact", "flag"]

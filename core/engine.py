@@ -5,6 +5,7 @@
     admit     what needs no Redis: parse a command; open the turn's admission
     load      one pipelined read: memory tail + meta, dedupe, and admission's checks riding along
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
+    queue     over the generation cap: wait in a fair line for a slot (no round trip when one is free)
     command   a command's handler, or
     chat      moderate input -> plugin -> generate (LLM stream, output checked as it grows)
               -> check (final output moderation) -> remember (one pipelined, fenced write, the
@@ -46,6 +47,7 @@ from core.types import (
     ReplyDone,
     ReplyEvent,
     ReplyKind,
+    ReplyNotice,
     ReplyReplace,
     ReplyResult,
     Turn,
@@ -276,6 +278,10 @@ class Engine:
                 yield ReplyDelta(early.text)
             yield ReplyDone(early)
             return
+        async for event in self._queue(ctx):
+            yield event
+            if isinstance(event, ReplyDone):
+                return
         steps = self._command(ctx, call) if call is not None else self._chat(ctx)
         async for event in steps:
             yield event
@@ -341,6 +347,31 @@ class Engine:
             ctx.log.info("input_too_long", chars=len(turn.text))
             return ctx.result(ctx.persona.too_long, ReplyKind.REFUSAL, meta={"reason": "too_long"})
         return None
+
+    async def _queue(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+        """Stage queue: over the generation cap the turn waits in a fair line for a slot (the platform shows
+        typing meanwhile). The user is told once when the wait looks long; only past ``max_queue_seconds``
+        does the turn end "busy". Nothing to do (no round trip) when a slot came with the read."""
+        admission = ctx.admission
+        if not admission.place:
+            return
+        limits = self.safety.admission.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.max_queue_seconds
+        told = False
+        ctx.log.info("waiting_for_slot", place=admission.place)
+        while admission.place:
+            wait = self.safety.admission.estimate(admission.place)
+            if not told and wait > limits.busy_after_seconds:
+                told = True
+                yield ReplyNotice(admission.waiting_notice())
+            if loop.time() >= deadline:
+                ctx.log.warning("slot_wait_exceeded", place=admission.place)
+                yield ReplyDone(admission.busy(ctx))
+                return
+            # The next in line asks often, those far back less: a quarter of the expected wait, 50 ms to 2 s.
+            await asyncio.sleep(min(2.0, max(0.05, wait / 4)))
+            await admission.poll_slot()
 
     async def _chat(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
         """Stage chat: moderate input, plugin, generate, check, remember."""

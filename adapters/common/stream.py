@@ -16,7 +16,7 @@ import structlog
 
 from adapters.common.split import split_text
 from core.reply import ReplyFold
-from core.types import ReplyEvent, ReplyResult
+from core.types import ReplyEvent, ReplyNotice, ReplyResult
 
 H = TypeVar("H")
 log = structlog.get_logger("parley.render")
@@ -83,10 +83,22 @@ class StreamRenderer(Generic[H]):
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
         fold = ReplyFold()
         async for event in events:
+            if isinstance(event, ReplyNotice):
+                await self._notice(event.text)
+                continue
             fold.add(event)
             self.outcome.result = fold.result
             self._text = fold.text
             self._dirty.set()
+
+    async def _notice(self, text: str) -> None:
+        """A word beside the reply (a long wait): its own message, not one the reply will edit."""
+        try:
+            await self._sink.post(self._sink.format(text))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: a notice that cannot be shown must not stop the reply
+            self._log.warning("notice_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _flusher(self) -> None:
         while True:

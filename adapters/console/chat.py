@@ -17,7 +17,7 @@ from typing import TextIO
 
 from core.bot import BotSpec
 from core.reply import ReplyFold
-from core.types import Author, Place, ReplyDelta, ReplyEvent, ReplyReplace, ReplyResult, Turn
+from core.types import Author, Place, ReplyDelta, ReplyEvent, ReplyNotice, ReplyReplace, ReplyResult, Turn
 
 QUIT = {"/quit", "/exit"}
 
@@ -93,6 +93,8 @@ class ConsoleChat:
             fold.add(event)
             if streaming and isinstance(event, ReplyDelta):
                 self._write(event.text)
+            elif streaming and isinstance(event, ReplyNotice):
+                self._write(f"[{event.text}] ")
             elif streaming and isinstance(event, ReplyReplace):
                 self._write(f"\n[replaced] {event.text}")
         result, shown = fold.outcome(), fold.shown

@@ -31,6 +31,9 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool = True  # send the usage chunk when the client asks for it
     fail_after_chunks: int | None = None  # drop the connection after this many chunks
+    # Pace chunks on an absolute clock instead of ``delay``: chunk n leaves first_delay + n / tokens_per_s
+    # after the request (one chunk per token), so many concurrent streams do not drift under load.
+    tokens_per_s: float | None = None
 
 
 @dataclass
@@ -85,6 +88,9 @@ class FakeOpenAI:
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
         self.active_streams = 0
+        # Chat requests from arrival to the end of the response (the load bench reads the peak).
+        self.chat_in_flight = 0
+        self.peak_chat_in_flight = 0
 
     # -- scripting and inspection
 
@@ -98,6 +104,10 @@ class FakeOpenAI:
     @property
     def moderation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/moderations")]
+
+    def reset_peak(self) -> None:
+        """Start counting the peak of chat requests in flight afresh (from those in flight now)."""
+        self.peak_chat_in_flight = self.chat_in_flight
 
     @property
     def base_url(self) -> str:
@@ -155,6 +165,14 @@ class FakeOpenAI:
         return web.json_response(payload, status=err.status, headers=err.headers)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.chat_in_flight += 1
+        self.peak_chat_in_flight = max(self.peak_chat_in_flight, self.chat_in_flight)
+        try:
+            return await self._chat_response(request)
+        finally:
+            self.chat_in_flight -= 1
+
+    async def _chat_response(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         behaviour = self._next(body)
         if isinstance(behaviour, Hang):
@@ -203,12 +221,19 @@ class FakeOpenAI:
             text = behaviour.text
             step = max(1, behaviour.chunk_chars)
             pieces = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+            paced_from = time.monotonic()
             for n, piece in enumerate(pieces):
                 if behaviour.fail_after_chunks is not None and n >= behaviour.fail_after_chunks:
                     assert request.transport is not None
                     request.transport.close()
                     return resp
-                if n and behaviour.delay:
+                if n and behaviour.tokens_per_s:
+                    due = paced_from + n / behaviour.tokens_per_s - time.monotonic()
+                    if due > 0:
+                        await self._hang(due)
+                    if self._closing.is_set():
+                        return resp
+                elif n and behaviour.delay:
                     await self._hang(behaviour.delay)
                     if self._closing.is_set():
                         return resp
