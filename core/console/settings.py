@@ -38,7 +38,7 @@ DEFAULT_PRICES: Mapping[str, Price] = {
 
 @dataclass(frozen=True, slots=True)
 class PriceTable:
-    """Estimated cost of a turn's tokens. Unknown models cost 0 (and are listed as unpriced)."""
+    """Estimated cost of a turn's tokens. A model not in the table (nor a dated variant of one) costs 0."""
 
     prices: Mapping[str, Price]
 
