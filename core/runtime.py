@@ -16,6 +16,8 @@ from redis.exceptions import RedisError
 
 from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
+from core.console.settings import ConsoleSettings, load_console_settings
+from core.console.stats import DailyStats, build_stats
 from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
 from core.keys import KeySpace
@@ -51,6 +53,7 @@ class Runtime:
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
     tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
+    stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -68,10 +71,12 @@ async def open_runtime(
     llm: LLM | None = None,
     redis: aioredis.Redis | None = None,
     safety_settings: SafetySettings | None = None,
+    console_settings: ConsoleSettings | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
     by default one is made from REDIS_URL, or an embedded redis-server is started. ``safety_settings``: the
-    CLI reads them once with the other settings; a library caller may leave them to the environment."""
+    CLI reads them once with the other settings; a library caller may leave them to the environment. So
+    do ``console_settings`` (the price table and retention of the console's aggregates, always kept)."""
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
@@ -147,6 +152,7 @@ async def open_runtime(
                 registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
+        stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -158,9 +164,10 @@ async def open_runtime(
             default_model=settings.openai_model,
             metrics=ops.metrics,
             tools=tools,
+            stats=stats,
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, stats)
