@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
-from core.settings import describe_validation_error
+from core.settings import ModelLimits, describe_validation_error
 
 if TYPE_CHECKING:
     from core.commands import Command
@@ -69,6 +69,16 @@ class LimitsConfig(BaseModel):
     quota_text: str = "You've reached your usage limit for today. It resets in {retry}."
     workspace_quota_text: str = "This workspace has reached its usage limit for today. It resets in {retry}."
     busy_text: str = ""  # too many generations at once; empty: the persona's ``busy`` text
+
+
+class LLMLimitsConfig(BaseModel):
+    """The provider's rate limits where it sends no headers (PARLEY_LLM_RPM/_TPM/_MODEL_LIMITS override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int = Field(default=0, ge=0)  # requests per minute, every model; 0 = unknown
+    tpm: int = Field(default=0, ge=0)  # tokens per minute, every model; 0 = unknown
+    models: dict[str, ModelLimits] = Field(default_factory=dict)  # per model, instead of rpm/tpm
 
 
 ModerationAction = Literal["allow", "refuse", "redact", "flag"]
@@ -140,6 +150,7 @@ class BotConfig(BaseModel):
     answer_unaddressed: bool = False
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    llm_limits: LLMLimitsConfig = Field(default_factory=LLMLimitsConfig)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
