@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from core.errors import LLMRateLimited
 from core.keys import KeySpace
 from core.llm import LLM, LLMEnd, LLMEvent, LLMRequest, ResponseObserver
+from core.ops.metrics import Metrics
 from core.settings import ModelLimits
 from core.tokens import TokenCounter
 
@@ -351,6 +352,7 @@ class PacedLLM(LLM):
         max_wait: float = 30.0,
         retries: int = 3,
         quiet_for: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inner = inner
         self.budget = budget
@@ -359,6 +361,7 @@ class PacedLLM(LLM):
         self._max_wait = max_wait
         self._retries = retries
         self._quiet_for = quiet_for
+        self._metrics = metrics
         self._quiet_until: dict[str, float] = {}  # model -> loop time until which starts skip Redis
         self._redis_ok = True
 
@@ -398,6 +401,7 @@ class PacedLLM(LLM):
     async def _start(self, model: str, limits: ModelLimits, cost: int, deadline: float) -> Grant | None:
         """Wait until the budget grants a start (None: Redis down, go unpaced) or raise :class:`PacedOut`."""
         loop = asyncio.get_running_loop()
+        began = loop.time()
         while True:
             try:
                 got = await self.budget.try_acquire(model, limits, cost)
@@ -410,6 +414,9 @@ class PacedLLM(LLM):
             if isinstance(got, Grant):
                 if got.quiet:
                     self._quiet_until[model] = loop.time() + self._quiet_for
+                waited = loop.time() - began
+                if waited > 0.001 and self._metrics is not None:
+                    self._metrics.llm_paced.labels(self._metrics.bot).observe(waited)
                 return got
             left = deadline - loop.time()
             if got > left:
@@ -439,6 +446,8 @@ class PacedLLM(LLM):
                         await self._guard(self.budget.pause(request.model, DEFAULT_PAUSE))
                     if attempt > self._retries:
                         raise
+                    if self._metrics is not None:
+                        self._metrics.llm_429_retries.labels(self._metrics.bot).inc()
                     continue
                 except StopAsyncIteration:
                     return

@@ -55,6 +55,7 @@ class Ops:
                 counter=TokenCounter(s.openai_model),
                 max_wait=s.parley_llm_pace_max_wait,
                 retries=s.parley_llm_rate_retries,
+                metrics=self.metrics,
             )
             self.pacer.observe(llm)
             wrapped = self.pacer

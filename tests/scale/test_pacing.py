@@ -95,6 +95,7 @@ async def test_429_with_retry_after_pauses_both_replicas_and_every_turn_is_answe
                 for i in range(6)
             ),
         )
+        a_metrics, b_metrics = a.ops.metrics.render().decode(), b.ops.metrics.render().decode()
     assert [(r.kind.value, r.text) for r in results] == [("answer", "You said: first")] + [
         ("answer", f"You said: hello {i}") for i in range(6)
     ]
@@ -102,6 +103,9 @@ async def test_429_with_retry_after_pauses_both_replicas_and_every_turn_is_answe
     assert len(requests) == 8  # one 429, then each turn once: paced, retried, none apologised for
     limited_at = requests[0].at
     assert all(r.at >= limited_at + 0.4 for r in requests[1:])  # nobody on either replica went early
+    assert min(r.at for r in requests[1:]) < limited_at + 0.9  # the Retry-After, not the 1 s default
+    assert 'parley_llm_rate_limit_retries_total{bot="arcade"} 1.0' in a_metrics
+    assert "parley_llm_paced_seconds_count" in b_metrics
 
 
 async def test_a_provider_limit_with_headers_is_kept_by_two_replicas_without_a_429(
