@@ -38,7 +38,7 @@ bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a ta
 bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
 	$(BIN)/python -m tests.bench.scale_bench
 
-bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
+bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input
 	$(BIN)/python -m tests.safety.bench
 
 clean:

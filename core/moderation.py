@@ -40,7 +40,10 @@ class Verdict:
 class Moderator(Protocol):
     async def check_input(self, turn: Turn, text: str) -> Verdict: ...
 
-    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict: ...
+    async def check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
+        """``since``: on a streamed (non-final) check, ``text[:since]`` was already checked; a moderator may
+        then look only at what follows (plus an overlap), as the safety chain does."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -74,7 +77,7 @@ class RuleModerator:
     async def check_input(self, turn: Turn, text: str) -> Verdict:
         return self._check(text)
 
-    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
+    async def check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
         return self._check(text)
 
     async def aclose(self) -> None:
