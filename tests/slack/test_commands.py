@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from core.prompt import is_context
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -85,7 +86,8 @@ async def test_reset_by_thread_link_forgets_that_thread(
     await app.settle()
 
     sent = fake_openai.chat_requests[-1].body["messages"]
-    assert [m["role"] for m in sent if m["role"] != "system"] == ["user"]  # the thread's memory is gone
+    conversation = [m["content"] for m in sent if m["role"] != "system" and not is_context(m["content"])]
+    assert conversation == ["do you remember?"]  # the thread's memory is gone
     reset_reply = slack.bot_messages("C0GENERAL", root)[1]
     assert reset_reply.text.startswith("Done: I have forgotten")
 
