@@ -53,6 +53,7 @@ from adapters.slack.translate import (
     EventOptions,
     Feedback,
     feedback_from_action,
+    foreign_link,
     resume_target,
     turn_from_command,
     turn_from_event,
@@ -69,6 +70,10 @@ EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 THREAD_COMMANDS = frozenset({"resume", "reset"})
+FOREIGN_LINK = (
+    "That link points at a conversation in another channel. Run the command in that channel (or ask an "
+    "admin): I only act on conversations in the channel you run it in."
+)
 SLACK_ERRORS = (SlackApiError, SlackClientError)
 
 
@@ -194,6 +199,10 @@ class SlackAdapter:
             if turn is None:
                 return
             url = str(body.get("response_url", ""))
+            if foreign_link(cast(SlashCommand, body), turn):
+                self._log.info("slack_foreign_link_refused", command=body.get("command", ""))
+                self._start(self._answer_privately(url, FOREIGN_LINK), "slack:foreign-link")
+                return
             self._start(self._accept_command(turn, url, context.client), f"slack:accept:{turn.turn_id}")
         except Exception:  # task boundary, as above
             self._log.exception("slack_command_listener_failed", command=body.get("command", ""))
@@ -265,6 +274,18 @@ class SlackAdapter:
             self._log.exception(
                 "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
             )
+
+    async def _answer_privately(self, response_url: str, text: str) -> None:
+        if not response_url:
+            return
+        try:
+            await webhook_client(response_url).send(
+                text=text, response_type="ephemeral", replace_original=False, unfurl_links=False
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
 
     async def _with_name(self, turn: Turn, client: AsyncWebClient) -> Turn:
         """``turn`` with its author's display name from ``users.info`` (cached), when one can be had.

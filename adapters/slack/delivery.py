@@ -252,9 +252,9 @@ class SlackDelivery:
     ) -> ReplyResult | None:
         first = await anext(events)
         command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
-        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
+        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral) or target.private:
             result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
-            await self._respond(turn, result)
+            await self._respond(turn, result, private=target.private)
             return result
 
         async def stream() -> AsyncIterator[ReplyEvent]:
@@ -277,7 +277,9 @@ class SlackDelivery:
             await self._respond(turn, done.result, in_channel=True)
         return done.result
 
-    async def _respond(self, turn: Turn, result: ReplyResult, *, in_channel: bool = False) -> None:
+    async def _respond(
+        self, turn: Turn, result: ReplyResult, *, in_channel: bool = False, private: bool = False
+    ) -> None:
         """Answer a slash command through its ``response_url`` (ephemeral unless ``in_channel``)."""
         if not result.text.strip():
             return
@@ -291,7 +293,7 @@ class SlackDelivery:
                 "reply_undeliverable", via="response_url", error="expired", **_context(self.rt, turn)
             )
             return
-        private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
+        private = private or (not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL))
         hook = webhook_client(str(url))
         for chunk in split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
             response = await hook.send(
