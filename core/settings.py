@@ -40,8 +40,16 @@ class Settings(BaseSettings):
     parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
 
     # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.
-    parley_ops_port: int | None = Field(default=None, ge=0, le=65535)  # unset: /healthz etc. on PORT
-    parley_ops_host: str = "0.0.0.0"  # noqa: S104 - interface of the HTTP server(s) in `parley run`
+    # /healthz, /readyz and /metrics have their own server, on loopback unless told otherwise (Kubernetes
+    # probes need 0.0.0.0); PARLEY_OPS_PORT equal to PORT shares PORT's server (an explicit opt-in).
+    parley_ops_port: int = Field(default=9090, ge=0, le=65535)
+    parley_ops_host: str = "127.0.0.1"
+    parley_http_host: str = "0.0.0.0"  # noqa: S104 - interface of PORT (Slack HTTP mode) in `parley run`
+    # Slow and idle clients (core/ops/http.py): seconds for a request head (and idle keep-alive), seconds for
+    # a request body, open connections per server.
+    parley_http_keepalive: float = Field(default=5.0, gt=0, le=300)
+    parley_http_body_timeout: float = Field(default=10.0, gt=0, le=300)
+    parley_http_max_connections: int = Field(default=256, ge=1, le=100_000)
     parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"

@@ -22,6 +22,7 @@ from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 from tests.fakes.discord import FakeDiscord
+from tests.net import LOOPBACK
 
 
 @pytest.fixture
@@ -79,9 +80,7 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
         *, fake: FakeDiscord | None = None, wait_ready: bool = True, queue: bool = True, **overrides: Any
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
-        runtime = runtime_factory(
-            "arcade", port=0, parley_ops_host="127.0.0.1", parley_shutdown_grace=2.0, parley_queue=queue
-        )
+        runtime = runtime_factory("arcade", port=0, parley_shutdown_grace=2.0, parley_queue=queue, **LOOPBACK)
         async with runtime as rt:
             adapter = DiscordAdapter(rt, discord_settings(target, **overrides))
             stop = asyncio.Event()
@@ -114,7 +113,7 @@ async def gateway_and_worker(
     block ends; yields the gateway side's adapter once it is connected."""
     from adapters.discord.delivery import DiscordDelivery
 
-    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
+    ops = {"port": 0, "parley_shutdown_grace": 2.0, **LOOPBACK}
     async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
         worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
         adapter = DiscordAdapter(gateway_rt, settings)
