@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
+    rotate = sub.add_parser(
+        "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
+    )
+    rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     return parser
 
 
@@ -106,6 +110,8 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return asyncio.run(_chat(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, spec))
+        if args.command == "rotate-credentials":
+            return asyncio.run(_rotate(settings, spec))
         return asyncio.run(_run(args, settings, spec))
     except ParleyError as exc:
         return _report(exc)
@@ -147,6 +153,19 @@ async def _check(settings: Settings, spec: Any) -> int:
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _rotate(settings: Settings, spec: Any) -> int:
+    """Each platform's ``rotate_credentials(runtime)`` re-seals what it keeps for long (short-lived values
+    expire on their own)."""
+    if not settings.credential_box().enabled:
+        raise ConfigError("PARLEY_CREDENTIALS_KEYS is not set: there is no key to re-seal credentials with")
+    async with open_runtime(spec, settings, llm=_NullLLM()) as rt:
+        for platform in spec.config.platforms:
+            rotate = getattr(importlib.import_module(ADAPTERS[platform]), "rotate_credentials", None)
+            if rotate is not None:
+                print(await rotate(rt))
+    return 0
 
 
 async def _probe_llm(rt: Runtime, problems: list[str]) -> None:

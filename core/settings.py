@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.credentials import CredentialBox, parse_keys
 from core.errors import ConfigError
 
 
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     parley_http_keepalive: float = Field(default=5.0, gt=0, le=300)
     parley_http_body_timeout: float = Field(default=10.0, gt=0, le=300)
     parley_http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # Fernet keys, comma-separated, newest first: encrypt credentials kept in Redis (core/credentials.py).
+    parley_credentials_keys: SecretStr | None = None
     parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
@@ -63,7 +66,9 @@ class Settings(BaseSettings):
     parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
     parley_llm_breaker_reset: float = Field(default=30.0, gt=0)  # seconds open before a trial call
 
-    @field_validator("openai_api_key", "openai_base_url", "redis_url", mode="before")
+    @field_validator(
+        "openai_api_key", "openai_base_url", "redis_url", "parley_credentials_keys", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -76,6 +81,21 @@ class Settings(BaseSettings):
                 "turns that often; a shorter idle time would let another worker take a live turn)"
             )
         return self
+
+    @field_validator("parley_credentials_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        try:
+            parse_keys(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("PARLEY_CREDENTIALS_KEYS: ")) from None
+        return value
+
+    def credential_box(self) -> CredentialBox:
+        """The box that seals credentials kept in Redis (``ConfigError`` in production without keys)."""
+        return CredentialBox.from_settings(
+            self.parley_credentials_keys, production=self.parley_env == "production"
+        )
 
     @property
     def llm_configured(self) -> bool:

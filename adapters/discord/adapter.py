@@ -139,6 +139,7 @@ class DiscordAdapter:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._rt = runtime
         self._settings = settings
+        self._box = runtime.settings.credential_box()  # interaction tokens are sealed in Redis
         if PLATFORM not in runtime.ops.deliveries:  # `parley run` registers it first, via build_delivery
             runtime.ops.deliveries.register(PLATFORM, DiscordDelivery(runtime, settings))
         self._tasks = TaskOwner(f"discord:{runtime.bot.name}")
@@ -414,7 +415,7 @@ class DiscordAdapter:
             ttl = int(s.interaction_token_ttl) + 1
             key = interaction_token_key(self._rt.keys, interaction.id)
             try:
-                await self._rt.redis.set(key, interaction.token, ex=ttl)
+                await self._rt.redis.set(key, self._box.seal(interaction.token), ex=ttl)
             except RedisError as exc:  # the reply will go to the channel instead of the response
                 tlog.warning("interaction_token_not_stored", error=str(exc))
             target = InteractionTarget(

@@ -39,7 +39,7 @@ from adapters.discord.route import (
 )
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
-from core.errors import ConfigError
+from core.errors import ConfigError, CredentialError
 from core.ops.jobs import Job
 from core.runtime import Runtime
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
@@ -62,6 +62,7 @@ class DiscordDelivery:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._rt = runtime
         self._settings = settings
+        self._box = runtime.settings.credential_box()
         self._clock = clock  # wall clock: deadlines are shared between processes
         self._client: discord.Client | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -155,8 +156,9 @@ class DiscordDelivery:
         dlog: Any,
     ) -> ReplyResult | None:
         try:
-            token = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
-        except RedisError as exc:
+            sealed = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
+            token = self._box.open(sealed) if sealed else None
+        except (RedisError, CredentialError) as exc:
             dlog.warning("interaction_token_unreadable", error=str(exc))
             token = None
         webhook = None

@@ -1,5 +1,5 @@
 """The Slack adapter: ``build_adapter(runtime)`` and ``build_delivery(runtime)`` for ``parley run``,
-``check(runtime)`` for ``parley check``.
+``check(runtime)`` for ``parley check``, ``rotate_credentials(runtime)`` for ``parley rotate-credentials``.
 
 Modules (one job each):
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
+from adapters.slack.oauth import RedisInstallationStore
 from adapters.slack.route import PLATFORM
 from adapters.slack.settings import (
     SlackBotConfig,
@@ -38,7 +39,7 @@ from core.errors import ParleyError
 if TYPE_CHECKING:
     from core.runtime import Runtime
 
-__all__ = ["SlackAdapter", "SlackDelivery", "build_adapter", "build_delivery", "check"]
+__all__ = ["SlackAdapter", "SlackDelivery", "build_adapter", "build_delivery", "check", "rotate_credentials"]
 
 
 def _config(runtime: Runtime) -> SlackBotConfig:
@@ -68,6 +69,21 @@ def build_adapter(runtime: Runtime, settings: SlackSettings | None = None) -> Sl
         delivery = SlackDelivery(runtime, settings, _config(runtime))
         runtime.ops.deliveries.register(PLATFORM, delivery)
     return SlackAdapter(runtime, settings, delivery.config, mode, delivery)
+
+
+async def rotate_credentials(runtime: Runtime) -> str:
+    """Re-seal the stored OAuth installations under the newest credential key (response_urls live 30 min:
+    they need nothing)."""
+    settings = load_slack_settings()
+    if not settings.slack_client_id:
+        return "slack: no OAuth installations (single-workspace token): nothing to re-seal"
+    store = RedisInstallationStore(
+        runtime.redis,
+        runtime.keys,
+        client_id=settings.slack_client_id,
+        box=runtime.settings.credential_box(),
+    )
+    return f"slack: {await store.reseal_all()} installation record(s) re-sealed"
 
 
 async def check(runtime: Runtime) -> list[str]:

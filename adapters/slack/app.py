@@ -93,6 +93,7 @@ class SlackAdapter:
         self.config = config
         self.mode = mode
         self.delivery = delivery
+        self.box = delivery.box  # response_urls are sealed in Redis
         self.tasks = TaskOwner("slack")
         self.state = delivery.state
         self.names = delivery.names
@@ -266,7 +267,7 @@ class SlackAdapter:
         try:
             if response_url:
                 key = response_url_key(self.rt.keys, turn.turn_id)
-                await self.rt.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
+                await self.rt.redis.set(key, self.box.seal(response_url), ex=RESPONSE_URL_TTL)
             await self._dispatch(await self._with_name(turn, client))
         except asyncio.CancelledError:
             raise

@@ -36,7 +36,7 @@ from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
 from adapters.slack.state import SlackState
 from adapters.slack.translate import HANDOFF_RESUME
 from adapters.slack.users import UserNames
-from core.errors import AdapterError, ParleyError
+from core.errors import AdapterError, CredentialError, ParleyError
 from core.ops.jobs import Job
 from core.runtime import Runtime
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
@@ -62,10 +62,11 @@ class SlackDelivery:
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
         self.names = UserNames(runtime.redis, runtime.keys)
+        self.box = runtime.settings.credential_box()  # installations and response_urls are sealed in Redis
         self.installations: RedisInstallationStore | None = None
         if token is None and settings.slack_client_id:
             self.installations = RedisInstallationStore(
-                runtime.redis, runtime.keys, client_id=settings.slack_client_id
+                runtime.redis, runtime.keys, client_id=settings.slack_client_id, box=self.box
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
         self.delivered = 0  # jobs finished (shown or given up on): tests and logs
@@ -284,8 +285,9 @@ class SlackDelivery:
         if not result.text.strip():
             return
         try:
-            url = await self.rt.redis.get(response_url_key(self.rt.keys, turn.turn_id))
-        except RedisError as exc:
+            sealed = await self.rt.redis.get(response_url_key(self.rt.keys, turn.turn_id))
+            url = self.box.open(sealed) if sealed else None
+        except (RedisError, CredentialError) as exc:
             self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
             return
         if not url:

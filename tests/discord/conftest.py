@@ -77,10 +77,22 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
 
     @asynccontextmanager
     async def start(
-        *, fake: FakeDiscord | None = None, wait_ready: bool = True, queue: bool = True, **overrides: Any
+        *,
+        fake: FakeDiscord | None = None,
+        wait_ready: bool = True,
+        queue: bool = True,
+        runtime_settings: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
-        runtime = runtime_factory("arcade", port=0, parley_shutdown_grace=2.0, parley_queue=queue, **LOOPBACK)
+        runtime = runtime_factory(
+            "arcade",
+            port=0,
+            parley_shutdown_grace=2.0,
+            parley_queue=queue,
+            **LOOPBACK,
+            **(runtime_settings or {}),
+        )
         async with runtime as rt:
             adapter = DiscordAdapter(rt, discord_settings(target, **overrides))
             stop = asyncio.Event()

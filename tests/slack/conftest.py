@@ -136,11 +136,14 @@ async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> Asyn
             config: SlackBotConfig | None = None,
             runtime: Runtime | None = None,
             queue: bool = False,
+            runtime_settings: dict[str, Any] | None = None,
             **settings: Any,
         ) -> Running:
             if runtime is None:
                 runtime = await stack.enter_async_context(
-                    runtime_factory(spec=support_spec(), parley_queue=queue, **RUNTIME)
+                    runtime_factory(
+                        spec=support_spec(), parley_queue=queue, **RUNTIME, **(runtime_settings or {})
+                    )
                 )
             s = slack_settings(slack, **settings)
             mode = choose_mode(s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from cryptography.fernet import Fernet
+
 from core.prompt import is_context
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, last_user_text
 from tests.fakes.slack import FakeSlack
@@ -151,3 +153,18 @@ async def test_channel_the_bot_cannot_post_in_gets_response_url(
 
     ((rid, body),) = slack.responses
     assert (rid, body["response_type"], body["text"]) == ("s1", "in_channel", "A tiny tale.")
+
+
+async def test_response_urls_are_sealed_at_rest(
+    start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    key = Fernet.generate_key().decode()
+    app = await start_slack(runtime_settings={"parley_credentials_keys": key})
+    url = slack.response_url("h1")
+    await app.sender.command(rq.slash_command("/help", response_url=url))
+    await app.settle()
+    ((rid, body),) = slack.responses  # answered through the sealed response_url
+    assert (rid, body["response_type"]) == ("h1", "ephemeral")
+    redis = app.runtime.redis
+    (stored,) = [await redis.get(k) for k in await redis.keys("parley:support:slack:response_url:*")]
+    assert stored.startswith("enc1:") and url not in stored and "hooks" not in stored
