@@ -21,8 +21,10 @@ async def test_the_interaction_token_is_encrypted_at_rest(
         interaction = await fake.slash("story", {"prompt": "a sealed token"})
         state = fake.interactions[interaction["id"]]
         await fake.wait_for(
-            lambda: fake.messages.get(state.original_id or "", {}).get("content")
-            == "A short tale of a sealed token."
+            lambda: (
+                fake.messages.get(state.original_id or "", {}).get("content")
+                == "A short tale of a sealed token."
+            )
         )
         stored = await bot.runtime.redis.get(interaction_token_key(bot.runtime.keys, int(interaction["id"])))
     assert stored is not None and stored.startswith("enc1:")
