@@ -70,6 +70,7 @@ EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 THREAD_COMMANDS = frozenset({"resume", "reset"})
+RESUME_ADMINS_ONLY = "Only admins can resume the bot (the agents listed in admins in [slack] of bot.toml)."
 FOREIGN_LINK = (
     "That link points at a conversation in another channel. Run the command in that channel (or ask an "
     "admin): I only act on conversations in the channel you run it in."
@@ -220,9 +221,14 @@ class SlackAdapter:
         team = str((body.get("team") or {}).get("id", "") or context.team_id or "")
         place = resume_target(str(actions[0].get("value", "")), team)
         user = str((body.get("user") or {}).get("id", ""))
+        response_url = str(body.get("response_url", ""))
         if place is not None and user:
-            turn = Turn(author=Author(id=user), place=place, text="/resume")
-            self._start(self._resume_from_button(turn, str(body.get("response_url", ""))), "slack:resume")
+            if user not in self.config.admins:  # the same rule as the /resume command
+                self._log.info("slack_resume_refused", by=user)
+                self._start(self._answer_privately(response_url, RESUME_ADMINS_ONLY), "slack:resume-refused")
+                return
+            turn = Turn(author=Author(id=user, is_admin=True), place=place, text="/resume")
+            self._start(self._resume_from_button(turn, response_url), "slack:resume")
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Hand work to the adapter's task owner (never bolt's): refused once closing or overloaded."""
