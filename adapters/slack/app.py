@@ -40,7 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.client import web_client, webhook_client
 from adapters.slack.delivery import SlackDelivery, set_status
 from adapters.slack.mrkdwn import to_mrkdwn
-from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
+from adapters.slack.oauth import InstallRateLimit, RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.payloads import BlockActions, EventCallback, SlashCommand
 from adapters.slack.route import PLATFORM, RESPONSE_URL_TTL, response_url_key, route_for, target_for
 from adapters.slack.settings import BOT_SCOPES, Mode, SlackBotConfig, SlackSettings
@@ -95,6 +95,7 @@ class SlackAdapter:
         self.mode = mode
         self.delivery = delivery
         self.box = delivery.box  # response_urls are sealed in Redis
+        self.install_limit = InstallRateLimit(runtime.redis, runtime.keys)  # each install page writes a key
         self.tasks = TaskOwner("slack")
         self.state = delivery.state
         self.names = delivery.names
@@ -447,6 +448,9 @@ class SlackAdapter:
         flow = self.app.oauth_flow
         if flow is None:
             return web.Response(status=404)
+        if request.path == INSTALL_PATH and not await self.install_limit.allow(request.remote or ""):
+            self._log.info("slack_install_rate_limited")
+            return web.Response(status=429, text="Too many install attempts: try again in a minute.")
         bolt_request = await to_bolt_request(request)
         if request.path == INSTALL_PATH:
             bolt_response = await flow.handle_installation(bolt_request)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -191,6 +192,36 @@ class RedisInstallationStore(AsyncInstallationStore):
             return await awaitable
         except RedisError as exc:
             raise StoreError(f"Slack installation store: {type(exc).__name__}: {exc}") from exc
+
+
+class InstallRateLimit:
+    """``GET /slack/install`` issues a one-time state (a Redis key) per request: at most ``per_client`` a
+    minute from one address and ``per_minute`` in all (fixed one-minute windows, one round trip), so a
+    flood cannot fill Redis. Behind a proxy every request comes from the proxy: the total still holds, and
+    the proxy should limit per client (deploy/README.md, "The HTTP edge")."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: KeySpace, *, per_client: int = 10, per_minute: int = 120
+    ) -> None:
+        self._r = redis
+        self._keys = keys
+        self.per_client = per_client
+        self.per_minute = per_minute
+
+    async def allow(self, client: str, now: float | None = None) -> bool:
+        minute = int((time.time() if now is None else now) // 60)
+        mine = self._keys.scoped("slack", "install_rate", client or "-", str(minute))
+        everyone = self._keys.scoped("slack", "install_rate", "*all*", str(minute))
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.incr(mine)
+                pipe.expire(mine, 120)
+                pipe.incr(everyone)
+                pipe.expire(everyone, 120)
+                counts: list[Any] = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"Slack install rate limit: {type(exc).__name__}") from exc
+        return int(counts[0]) <= self.per_client and int(counts[2]) <= self.per_minute
 
 
 class RedisOAuthStateStore(AsyncOAuthStateStore):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -11,7 +13,7 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from slack_sdk.oauth.installation_store.models.installation import Installation
 
-from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
+from adapters.slack.oauth import InstallRateLimit, RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.settings import Mode
 from core.credentials import CredentialBox
 from core.errors import ConfigError, CredentialError
@@ -235,3 +237,28 @@ async def test_enterprise_uninstall_removes_the_org_wide_installation(redis_clie
     assert await org_bot() is None
     await store.async_delete_all(enterprise_id="E0GRID", team_id="T0INGRID")
     assert await redis_client.keys("parley:support:slack:install:5.6:*") == []
+
+
+async def test_the_install_page_is_rate_limited(start_slack: StartSlack, slack: FakeSlack) -> None:
+    app = await start_slack(
+        slack_bot_token=None, slack_client_id=slack.client_id, slack_client_secret=slack.client_secret
+    )
+    limit = app.adapter.install_limit.per_client
+    if time.time() % 60 > 55:  # the windows are calendar minutes: do not straddle one
+        await asyncio.sleep(60.5 - time.time() % 60)
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(limit + 5):
+            async with http.get(f"{app.url}/slack/install") as resp:
+                statuses.append(resp.status)
+    assert statuses == [200] * limit + [429] * 5
+    states = await app.runtime.redis.keys("parley:support:slack:oauth_state:*")
+    assert len(states) == limit  # a refused request writes no state
+
+
+async def test_install_rate_limit_counts_per_client_and_in_total(redis_client: aioredis.Redis) -> None:
+    limit = InstallRateLimit(redis_client, KEYS, per_client=2, per_minute=3)
+    at = 1_800_000_000.0
+    assert [await limit.allow("1.1.1.1", at) for _ in range(3)] == [True, True, False]
+    assert await limit.allow("2.2.2.2", at) is False  # 4 in this minute: over the total
+    assert await limit.allow("2.2.2.2", at + 60) is True  # the next minute
