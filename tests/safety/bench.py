@@ -139,8 +139,9 @@ def pathological_table() -> None:
                 per_10kb.append(((time.perf_counter() - started) * 1000 / (size / 10_000), label))
             worst.append(max(per_10kb))
         rows.append((name, worst[0][0], worst[1][0], worst[1][1]))
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'pathological input, worst ms per 10 KB':<{width}}  {'10 KB':>8}  {'100 KB':>8}  worst input")
+    header = "pathological input, worst ms per 10 KB"
+    width = max(len(header), *(len(r[0]) for r in rows))
+    print(f"\n{header:<{width}}  {'10 KB':>8}  {'100 KB':>8}  worst input")
     for name, small, big, label in rows:
         print(f"{name:<{width}}  {small:8.2f}  {big:8.2f}  {label}")
 
