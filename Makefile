@@ -91,7 +91,7 @@ bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fi
 bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (real discord.py, fake Discord + LLM), prints a table
 	$(BIN)/python -m tests.bench.load_bench
 
-bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
+bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input
 	$(BIN)/python -m tests.safety.bench
 
 lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)

@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
     console = sub.add_parser("console", help="serve the operator console alone (PARLEY_CONSOLE_PASSWORD)")
     console.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    rotate = sub.add_parser(
+        "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
+    )
+    rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     return parser
 
 
@@ -133,6 +137,8 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return asyncio.run(_check(settings, safety, spec))
         if args.command == "console":
             return asyncio.run(serve_console(settings, console, spec))
+        if args.command == "rotate-credentials":
+            return asyncio.run(_rotate(settings, safety, spec))
         return asyncio.run(_run(args, settings, safety, console, spec))
     except ParleyError as exc:
         return _report(exc)
@@ -197,6 +203,20 @@ async def _check_tools(rt: Runtime) -> list[str]:
     for line in lines or ["tools: none"]:
         print(line)
     return problems
+
+
+async def _rotate(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+    """Re-seal what the platforms keep for long (Slack's OAuth installations) under the newest credential
+    key; short-lived values (response_urls, interaction tokens) expire on their own."""
+    box = settings.credential_box()
+    if not box.enabled:
+        raise ConfigError("PARLEY_CREDENTIALS_KEYS is not set: there is no key to re-seal credentials with")
+    async with open_runtime(spec, settings, llm=_NullLLM(), safety_settings=safety) as rt:
+        if "slack" in spec.config.platforms:
+            from adapters.slack import rotate_credentials  # only a Slack bot loads slack-bolt
+
+            print(await rotate_credentials(rt.redis, rt.keys, box))
+    return 0
 
 
 async def _probe_llm(rt: Runtime, problems: list[str]) -> None:

@@ -17,6 +17,8 @@ from core.errors import ConfigError
 from core.settings import ModelLimits, describe_validation_error
 from core.tools.config import ToolsConfig
 
+MAX_INPUT_CHARS = 40_000  # the upper bound of [limits] max_input_chars
+
 if TYPE_CHECKING:
     from core.commands import Command
     from core.engine import TurnContext
@@ -50,7 +52,9 @@ class LimitsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_input_chars: int = Field(default=4_000, ge=1)
+    # bounded: every rule is linear, but a check still costs ~1-15 ms per 10 KB (make bench-safety); 40,000 is
+    # Slack's own message limit
+    max_input_chars: int = Field(default=4_000, ge=1, le=MAX_INPUT_CHARS)
     user_rate: list[RateWindow] = Field(
         default_factory=lambda: [RateWindow(count=5, seconds=10), RateWindow(count=60, seconds=3_600)]
     )

@@ -106,13 +106,14 @@ def forget_command(forget: Callable[[str, str], Awaitable[Forgotten]]) -> Comman
 
     async def _forget(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         done = await forget(ctx.turn.place.platform, ctx.turn.author.id)
-        if not done.conversations and not done.events:
+        if not done.conversations and not done.events and not done.records:
             yield "I have nothing stored about you. Nothing to forget."
             return
         yield (
             f"Done: I deleted {done.messages} stored message{'s' * (done.messages != 1)} (yours and my "
             f"replies to them) in {done.conversations} conversation{'s' * (done.conversations != 1)}, with "
-            "their summaries, and the moderation records about you. Only short-lived usage counters remain; "
+            "their summaries, the moderation records, votes, names and waiting messages of yours. Only "
+            "short-lived usage counters remain; "
             "they expire on their own."
         )
 

@@ -68,7 +68,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("parley.engine")
 
 MODERATION_STRIDE = 400  # re-check streaming output each time it grows by this many characters
-MODERATION_OVERLAP = 512  # ... looking at the new text plus this much before it (a match may straddle)
 FOLD_LOCK_SECONDS = 120
 
 
@@ -135,7 +134,6 @@ class TurnContext:
         return {
             "bot_name": self.bot.config.display_name,
             "date": datetime.now(UTC).strftime("%A %d %B %Y"),
-            "user_name": self.turn.author.display_name or "there",
             "persona": (persona or self.persona).name,
             "platform": self.turn.place.platform,
         }
@@ -440,9 +438,8 @@ class Engine:
                         size = sum(map(len, draft.parts))
                         if size - checked >= MODERATION_STRIDE:
                             # Only the new text (and a little before it) is checked: linear in the reply.
-                            window = draft.text[max(0, checked - MODERATION_OVERLAP) :]
-                            checked = size
-                            verdict = await self._check_output(ctx.turn, window, final=False)
+                            since, checked = checked, size
+                            verdict = await self._check_output(ctx.turn, draft.text, final=False, since=since)
                             if verdict.action is Action.REFUSE:
                                 draft.refused = verdict
                                 return
@@ -633,12 +630,14 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
+    async def _check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
+        """Output moderation; ``since``: a streamed check of ``text`` whose first ``since`` characters were
+        checked already (the chain looks at the new text plus an overlap)."""
         canary = self.safety.canary
-        if canary and canary in text:
+        if canary and canary in text[max(0, since - len(canary)) :]:
             reason = "the reply contains the system prompt's canary"
             return Verdict(Action.REFUSE, text, "prompt_leak", reason, flag="prompt_leak")
-        return await self.safety.moderator.check_output(turn, text, final=final)
+        return await self.safety.moderator.check_output(turn, text, final=final, since=since)
 
     def system_prompt(self, ctx: TurnContext, persona: Persona | None = None) -> str:
         text = (persona or ctx.persona).render_system(ctx.template_values(persona)) + "\n\n" + UNTRUSTED_NOTE

@@ -5,6 +5,7 @@
     +-- StoreError             Redis failed
     |   +-- StoreUnavailable   cannot reach Redis at all
     |   +-- LeaseLost          a conversation lock's lease expired before the turn's final write
+    |   +-- CredentialError    a stored credential cannot be decrypted (a retired key, or altered)
     +-- LLMError               the language model failed
     |   +-- LLMUnavailable     connection refused, 5xx after retries, circuit open
     |   +-- LLMRateLimited     429 after retries
@@ -41,6 +42,10 @@ class StoreUnavailable(StoreError):
 
 class LeaseLost(StoreError):
     """The conversation lock this turn held expired (another replica may own the conversation now)."""
+
+
+class CredentialError(StoreError):
+    """A stored credential cannot be opened: sealed with a key no longer configured, or altered."""
 
 
 class LLMError(ParleyError):

@@ -38,6 +38,19 @@ class KeySpace:
     def user_conversations(self, platform: str, user_id: str) -> str:
         return f"{self.prefix}:{self.bot}:user:{platform}:{user_id}:convs"
 
+    def user_data(self, platform: str, user_id: str) -> str:
+        """A set naming what else is stored about a user outside conversations (a feedback vote, a cached
+        display name): entries from :func:`user_data_entry`, erased by ``/forget``."""
+        return f"{self.prefix}:{self.bot}:user:{platform}:{user_id}:data"
+
     def scoped(self, *parts: str) -> str:
         """A key for adapter or plugin state, in this bot's namespace."""
         return ":".join((self.prefix, self.bot, *parts))
+
+
+USER_DATA_TTL = 90 * 86_400  # as long as the longest-kept per-user record (feedback votes)
+
+
+def user_data_entry(key: str, field: str = "") -> str:
+    """An entry of :meth:`KeySpace.user_data`: a whole key, or one field of a hash (``key<TAB>field``)."""
+    return f"{key}\t{field}" if field else key

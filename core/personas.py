@@ -1,7 +1,7 @@
 """Personas: who the bot is in a conversation, loaded from TOML files in a bot's folder.
 
-A persona file holds the system prompt (with ``{bot_name}``, ``{date}``, ``{user_name}``, ``{persona}``,
-``{platform}`` placeholders), the model settings, the history token budget and the texts the bot uses for a
+A persona file holds the system prompt (with ``{bot_name}``, ``{date}``, ``{persona}``, ``{platform}``
+placeholders), the model settings, the history token budget and the texts the bot uses for a
 greeting, refusals and errors, so that even failures speak in the persona's voice.
 """
 
@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.errors import ConfigError
 from core.settings import describe_validation_error
 
-_PLACEHOLDER = re.compile(r"\{(bot_name|date|user_name|persona|platform)\}")
+_PLACEHOLDER = re.compile(r"\{(bot_name|date|persona|platform)\}")
+# Values users control never enter the system prompt: the speaker's display name reaches the model as
+# quoted data beside the conversation (core/prompt.py), so a persona that still asks for it is refused.
+_USER_CONTROLLED = re.compile(r"\{user_name\}")
 
 
 class _PersonaFile(BaseModel):
@@ -69,6 +72,12 @@ def load_persona(path: Path) -> Persona:
         data = _PersonaFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc, prefix='persona.')}") from None
+    if _USER_CONTROLLED.search(data.system_prompt):
+        raise ConfigError(
+            f"{path}: persona.system_prompt: {{user_name}} is no longer filled in (a display name is chosen "
+            "by the user, so it stays out of the system prompt; the model is told the speaker's name as "
+            "quoted data beside the conversation): remove it"
+        )
     return Persona(**data.model_dump())
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.credentials import CredentialBox, parse_keys
 from core.errors import ConfigError
 
 
@@ -58,8 +59,18 @@ class Settings(BaseSettings):
     parley_mcp: bool = True  # start the bots' MCP servers ([[tools.mcp]]); false leaves their tools out
 
     # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.
-    parley_ops_port: int | None = Field(default=None, ge=0, le=65535)  # unset: /healthz etc. on PORT
-    parley_ops_host: str = "0.0.0.0"  # noqa: S104 - interface of the HTTP server(s) in `parley run`
+    # /healthz, /readyz and /metrics have their own server, on loopback unless told otherwise (Kubernetes
+    # probes need 0.0.0.0); PARLEY_OPS_PORT equal to PORT shares PORT's server (an explicit opt-in).
+    parley_ops_port: int = Field(default=9090, ge=0, le=65535)
+    parley_ops_host: str = "127.0.0.1"
+    parley_http_host: str = "0.0.0.0"  # noqa: S104 - interface of PORT (Slack HTTP mode) in `parley run`
+    # Slow and idle clients (core/ops/http.py): seconds for a request head (and idle keep-alive), seconds for
+    # a request body, open connections per server.
+    parley_http_keepalive: float = Field(default=5.0, gt=0, le=300)
+    parley_http_body_timeout: float = Field(default=10.0, gt=0, le=300)
+    parley_http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # Fernet keys, comma-separated, newest first: encrypt credentials kept in Redis (core/credentials.py).
+    parley_credentials_keys: SecretStr | None = None
     parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
@@ -83,7 +94,9 @@ class Settings(BaseSettings):
     parley_llm_pace_max_wait: float = Field(default=30.0, ge=0)  # longest wait for the budget, then apologise
     parley_llm_rate_retries: int = Field(default=3, ge=0, le=20)  # 429s retried (after the pause) per call
 
-    @field_validator("openai_api_key", "openai_base_url", "redis_url", mode="before")
+    @field_validator(
+        "openai_api_key", "openai_base_url", "redis_url", "parley_credentials_keys", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -96,6 +109,21 @@ class Settings(BaseSettings):
                 "turns that often; a shorter idle time would let another worker take a live turn)"
             )
         return self
+
+    @field_validator("parley_credentials_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        try:
+            parse_keys(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("PARLEY_CREDENTIALS_KEYS: ")) from None
+        return value
+
+    def credential_box(self) -> CredentialBox:
+        """The box that seals credentials kept in Redis (``ConfigError`` in production without keys)."""
+        return CredentialBox.from_settings(
+            self.parley_credentials_keys, production=self.parley_env == "production"
+        )
 
     @property
     def llm_configured(self) -> bool:

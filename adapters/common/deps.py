@@ -7,13 +7,14 @@ dispatcher; a Delivery shows replies; both keep their platform state in Redis un
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from core.bot import BotSpec
 from core.commands import CommandRegistry
+from core.credentials import CredentialBox
 from core.keys import KeySpace
 from core.ops.delivery import Dispatcher
 from core.ops.http import OpsHttp
@@ -35,6 +36,8 @@ class EdgeDeps:
     http: OpsHttp  # HTTP routes and readiness checks on the runtime's server
     # Who a proposed tool call waits for ('' when gone): confirm buttons go only when that user clicks.
     proposed_to: Callable[[str], Awaitable[str]] | None = None
+    # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).
+    box: CredentialBox = field(default_factory=lambda: CredentialBox(()))
 
     @classmethod
     def of(cls, rt: Runtime) -> EdgeDeps:
@@ -48,4 +51,5 @@ class EdgeDeps:
             redact=rt.safety.redactor.redact if rt.safety is not None else None,
             http=rt.ops.http,
             proposed_to=rt.tools.proposed_to if rt.tools is not None else None,
+            box=rt.settings.credential_box(),
         )

@@ -139,6 +139,7 @@ class DiscordAdapter:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._deps = deps
         self._settings = settings
+        self._box = deps.box  # interaction tokens are sealed in Redis
         self._tasks = TaskOwner(f"discord:{deps.bot.name}")
         self._client: _Client | None = None
         self._policy: MessagePolicy | None = None
@@ -421,7 +422,7 @@ class DiscordAdapter:
             ttl = int(s.interaction_token_ttl) + 1
             key = interaction_token_key(self._deps.keys, interaction.id)
             try:
-                await self._deps.redis.set(key, interaction.token, ex=ttl)
+                await self._deps.redis.set(key, self._box.seal(interaction.token), ex=ttl)
             except RedisError as exc:  # the reply will go to the channel instead of the response
                 tlog.warning("interaction_token_not_stored", error=str(exc))
             target = InteractionTarget(

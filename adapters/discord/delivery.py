@@ -43,7 +43,7 @@ from adapters.discord.route import (
 )
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
-from core.errors import ConfigError
+from core.errors import ConfigError, CredentialError
 from core.ops.jobs import Job
 from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyResult
@@ -66,6 +66,7 @@ class DiscordDelivery:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._deps = deps
         self._settings = settings
+        self._box = deps.box
         self._clock = clock  # wall clock: deadlines are shared between processes
         self._client: discord.Client | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -173,8 +174,9 @@ class DiscordDelivery:
         dlog: FilteringBoundLogger,
     ) -> ReplyResult | None:
         try:
-            token = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
-        except RedisError as exc:
+            sealed = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
+            token = self._box.open(sealed) if sealed else None
+        except (RedisError, CredentialError) as exc:
             dlog.warning("interaction_token_unreadable", error=str(exc))
             token = None
         webhook = None

@@ -1,5 +1,6 @@
 """The Slack platform package (:class:`~adapters.common.platform.PlatformModule`): ``load_settings``,
-``build_delivery`` and ``build_adapter`` for ``parley run``, ``check`` for ``parley check``.
+``build_delivery`` and ``build_adapter`` for ``parley run``, ``check`` for ``parley check``,
+``rotate_credentials`` for ``parley rotate-credentials``.
 
 Modules (one job each):
 
@@ -21,9 +22,12 @@ Modules (one job each):
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
+
 from adapters.common.deps import EdgeDeps
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
+from adapters.slack.oauth import RedisInstallationStore
 from adapters.slack.settings import (
     SlackSetup,
     choose_mode,
@@ -32,9 +36,19 @@ from adapters.slack.settings import (
     with_environment,
 )
 from core.bot import BotSpec
+from core.credentials import CredentialBox
 from core.errors import ParleyError
+from core.keys import KeySpace
 
-__all__ = ["SlackAdapter", "SlackDelivery", "build_adapter", "build_delivery", "check", "load_settings"]
+__all__ = [
+    "SlackAdapter",
+    "SlackDelivery",
+    "build_adapter",
+    "build_delivery",
+    "check",
+    "load_settings",
+    "rotate_credentials",
+]
 
 
 def load_settings(bot: BotSpec) -> SlackSetup:
@@ -54,6 +68,16 @@ def build_delivery(deps: EdgeDeps, setup: SlackSetup) -> SlackDelivery:
 def build_adapter(deps: EdgeDeps, setup: SlackSetup, delivery: SlackDelivery) -> SlackAdapter:
     """The event side; it shares ``delivery``'s Redis stores (thread marks, names, installations)."""
     return SlackAdapter(deps, setup.settings, setup.config, choose_mode(setup.settings), delivery)
+
+
+async def rotate_credentials(redis: aioredis.Redis, keys: KeySpace, box: CredentialBox) -> str:
+    """Re-seal the stored OAuth installations under the newest credential key (response_urls live 30 min:
+    they need nothing)."""
+    settings = load_slack_settings()
+    if not settings.slack_client_id:
+        return "slack: no OAuth installations (single-workspace token): nothing to re-seal"
+    store = RedisInstallationStore(redis, keys, client_id=settings.slack_client_id, box=box)
+    return f"slack: {await store.reseal_all()} installation record(s) re-sealed"
 
 
 async def check(deps: EdgeDeps, setup: SlackSetup) -> list[str]:

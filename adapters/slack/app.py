@@ -44,7 +44,7 @@ from adapters.slack.client import web_client, webhook_client
 from adapters.slack.confirm import TOOL_CANCEL, TOOL_CONFIRM, answered_blocks, turn_from_tool_click
 from adapters.slack.delivery import SlackDelivery, set_status
 from adapters.slack.mrkdwn import to_mrkdwn
-from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
+from adapters.slack.oauth import InstallRateLimit, RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.payloads import BlockActions, EventCallback, SlashCommand
 from adapters.slack.route import PLATFORM, RESPONSE_URL_TTL, response_url_key, route_for, target_for
 from adapters.slack.settings import BOT_SCOPES, Mode, SlackBotConfig, SlackSettings
@@ -57,6 +57,7 @@ from adapters.slack.translate import (
     EventOptions,
     Feedback,
     feedback_from_action,
+    foreign_link,
     resume_target,
     turn_from_command,
     turn_from_event,
@@ -72,6 +73,11 @@ EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 THREAD_COMMANDS = frozenset({"resume", "reset"})
+RESUME_ADMINS_ONLY = "Only admins can resume the bot (the agents listed in admins in [slack] of bot.toml)."
+FOREIGN_LINK = (
+    "That link points at a conversation in another channel. Run the command in that channel (or ask an "
+    "admin): I only act on conversations in the channel you run it in."
+)
 SLACK_ERRORS = (SlackApiError, SlackClientError)
 
 
@@ -91,6 +97,8 @@ class SlackAdapter:
         self.config = config
         self.mode = mode
         self.delivery = delivery
+        self.box = deps.box  # response_urls are sealed in Redis
+        self.install_limit = InstallRateLimit(deps.redis, deps.keys)  # each install page writes a key
         self.tasks = TaskOwner("slack")
         self.state = delivery.state
         self.names = delivery.names
@@ -199,6 +207,10 @@ class SlackAdapter:
             if turn is None:
                 return
             url = str(body.get("response_url", ""))
+            if foreign_link(cast(SlashCommand, body), turn):
+                self._log.info("slack_foreign_link_refused", command=body.get("command", ""))
+                self._start(self._answer_privately(url, FOREIGN_LINK), "slack:foreign-link")
+                return
             self._start(self._accept_command(turn, url, context.client), f"slack:accept:{turn.turn_id}")
         except Exception:  # task boundary, as above
             self._log.exception("slack_command_listener_failed", command=body.get("command", ""))
@@ -215,9 +227,14 @@ class SlackAdapter:
         team = str((body.get("team") or {}).get("id", "") or context.team_id or "")
         place = resume_target(str(actions[0].get("value", "")), team)
         user = str((body.get("user") or {}).get("id", ""))
+        response_url = str(body.get("response_url", ""))
         if place is not None and user:
-            turn = Turn(author=Author(id=user), place=place, text="/resume")
-            self._start(self._resume_from_button(turn, str(body.get("response_url", ""))), "slack:resume")
+            if user not in self.config.admins:  # the same rule as the /resume command
+                self._log.info("slack_resume_refused", by=user)
+                self._start(self._answer_privately(response_url, RESUME_ADMINS_ONLY), "slack:resume-refused")
+                return
+            turn = Turn(author=Author(id=user, is_admin=True), place=place, text="/resume")
+            self._start(self._resume_from_button(turn, response_url), "slack:resume")
 
     async def _on_tool_click(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
@@ -303,7 +320,7 @@ class SlackAdapter:
         try:
             if response_url:
                 key = response_url_key(self.deps.keys, turn.turn_id)
-                await self.deps.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
+                await self.deps.redis.set(key, self.deps.box.seal(response_url), ex=RESPONSE_URL_TTL)
             await self._dispatch(await self._with_name(turn, client))
         except asyncio.CancelledError:
             raise
@@ -311,6 +328,18 @@ class SlackAdapter:
             self._log.exception(
                 "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
             )
+
+    async def _answer_privately(self, response_url: str, text: str) -> None:
+        if not response_url:
+            return
+        try:
+            await webhook_client(response_url).send(
+                text=text, response_type="ephemeral", replace_original=False, unfurl_links=False
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
 
     async def _with_name(self, turn: Turn, client: AsyncWebClient) -> Turn:
         """``turn`` with its author's display name from ``users.info`` (cached), when one can be had.
@@ -467,6 +496,9 @@ class SlackAdapter:
         flow = self.app.oauth_flow
         if flow is None:
             return web.Response(status=404)
+        if request.path == INSTALL_PATH and not await self.install_limit.allow(request.remote or ""):
+            self._log.info("slack_install_rate_limited")
+            return web.Response(status=429, text="Too many install attempts: try again in a minute.")
         bolt_request = await to_bolt_request(request)
         if request.path == INSTALL_PATH:
             bolt_response = await flow.handle_installation(bolt_request)

@@ -39,7 +39,7 @@ from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
 from adapters.slack.state import SlackState
 from adapters.slack.translate import HANDOFF_RESUME
 from adapters.slack.users import UserNames
-from core.errors import AdapterError, ParleyError
+from core.errors import AdapterError, CredentialError, ParleyError
 from core.ops.jobs import Job
 from core.reply import fold_reply
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
@@ -65,10 +65,11 @@ class SlackDelivery:
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
         self.names = UserNames(deps.redis, deps.keys)
+        self.box = deps.box  # installations and response_urls are sealed in Redis
         self.installations: RedisInstallationStore | None = None
         if token is None and settings.slack_client_id:
             self.installations = RedisInstallationStore(
-                deps.redis, deps.keys, client_id=settings.slack_client_id
+                deps.redis, deps.keys, client_id=settings.slack_client_id, box=self.box
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
         self.delivered = 0  # jobs finished (shown or given up on): tests and logs
@@ -247,9 +248,9 @@ class SlackDelivery:
     ) -> ReplyResult | None:
         first = await anext(events)
         command = self.deps.commands.get(turn.command.name) if turn.command else None
-        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
+        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral) or target.private:
             result = (await fold_reply(events, first=first)).outcome()
-            await self._respond(turn, result)
+            await self._respond(turn, result, private=target.private)
             return result
 
         async def stream() -> AsyncIterator[ReplyEvent]:
@@ -272,13 +273,16 @@ class SlackDelivery:
             await self._respond(turn, done.result, in_channel=True)
         return done.result
 
-    async def _respond(self, turn: Turn, result: ReplyResult, *, in_channel: bool = False) -> None:
+    async def _respond(
+        self, turn: Turn, result: ReplyResult, *, in_channel: bool = False, private: bool = False
+    ) -> None:
         """Answer a slash command through its ``response_url`` (ephemeral unless ``in_channel``)."""
         if not result.text.strip():
             return
         try:
-            url = await self.deps.redis.get(response_url_key(self.deps.keys, turn.turn_id))
-        except RedisError as exc:
+            sealed = await self.deps.redis.get(response_url_key(self.deps.keys, turn.turn_id))
+            url = self.box.open(sealed) if sealed else None
+        except (RedisError, CredentialError) as exc:
             self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
             return
         if not url:
@@ -286,7 +290,7 @@ class SlackDelivery:
                 "reply_undeliverable", via="response_url", error="expired", **_context(self.deps, turn)
             )
             return
-        private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
+        private = private or (not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL))
         hook = webhook_client(str(url))
         for chunk in split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
             response = await hook.send(

@@ -29,6 +29,7 @@ class SlackTarget:
     user: str = ""  # who asked (streaming recipient, handoff notice)
     message_ts: str = ""  # the user's message (permalink for a handoff notice)
     assistant: bool = False  # an Assistant-panel thread: its "thinking" status is ours to clear
+    private: bool = False  # answer only the caller (a command that named a thread by its link)
 
 
 def target_for(turn: Turn, *, assistant: bool = False) -> SlackTarget:
@@ -41,6 +42,8 @@ def target_for(turn: Turn, *, assistant: bool = False) -> SlackTarget:
         user=turn.author.id,
         message_ts=turn.message_id,
         assistant=assistant,
+        # a command carries a thread only when it named one by its permalink: its answer is the caller's
+        private=turn.command is not None and bool(place.thread),
     )
 
 
@@ -55,6 +58,7 @@ def route_for(target: SlackTarget) -> Route:
             "user": target.user,
             "message_ts": target.message_ts,
             "assistant": "1" if target.assistant else "",
+            "private": "1" if target.private else "",
         },
     )
 
@@ -73,6 +77,7 @@ def target_of(route: Route) -> SlackTarget:
         user=data.get("user", ""),
         message_ts=data.get("message_ts", ""),
         assistant=data.get("assistant", "") == "1",
+        private=data.get("private", "") == "1",
     )
 
 

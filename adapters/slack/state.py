@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from adapters.slack.translate import Feedback
 from core.console.stats import queue_vote
 from core.errors import StoreError
-from core.keys import KeySpace
+from core.keys import USER_DATA_TTL, KeySpace, user_data_entry
 from core.types import Place
 
 FEEDBACK_TTL = 90 * 86_400
@@ -59,6 +59,11 @@ class SlackState:
                 pipe.hset(key, mapping={fb.user_id: fb.vote, "_conversation": fb.place.conversation_id})
                 pipe.expire(key, FEEDBACK_TTL)
                 previous, _, _ = await pipe.execute()
+            index = self._keys.user_data(fb.place.platform, fb.user_id)  # so that /forget finds the vote
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.sadd(index, user_data_entry(key, fb.user_id))
+                pipe.expire(index, USER_DATA_TTL)
+                await pipe.execute()
             if previous == fb.vote:
                 return False
             async with self._r.pipeline(transaction=False) as pipe:

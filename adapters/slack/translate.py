@@ -197,6 +197,16 @@ def turn_from_command(
     )
 
 
+def foreign_link(payload: SlashCommand, turn: Turn) -> bool:
+    """A command whose link names a conversation outside the channel it was run in, from a non-admin.
+
+    Slack runs a slash command only where the caller is a member, so the command's own channel is one the
+    caller is part of (and so is every thread in it); any other channel is refused: a member must not wipe
+    or un-pause a private channel's thread, or make the bot post there, by pasting its link.
+    """
+    return turn.place.channel != payload.get("channel_id", "") and not turn.author.is_admin
+
+
 def resume_target(value: str, team: str) -> Place | None:
     """The conversation a "Resume bot" button names (its value is ``channel:thread``)."""
     channel, _, thread = value.partition(":")

@@ -35,7 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.payloads import User
 from adapters.slack.sink import slack_error_code
-from core.keys import KeySpace
+from core.keys import USER_DATA_TTL, KeySpace, user_data_entry
 
 log = structlog.get_logger("parley.slack.users")
 
@@ -115,7 +115,12 @@ class UserNames:
             name, ttl = await self._fetch(client, user)
             if ttl:
                 try:
-                    await self._r.set(key, name, ex=ttl)
+                    index = self._keys.user_data("slack", user)  # so that /forget finds the cached name
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        pipe.set(key, name, ex=ttl)
+                        pipe.sadd(index, user_data_entry(key))
+                        pipe.expire(index, USER_DATA_TTL)
+                        await pipe.execute()
                 except RedisError as exc:
                     log.warning("slack_user_name_not_cached", error=type(exc).__name__, user_id=user)
             return name

@@ -5,11 +5,19 @@
                    adapter says it is connected; 503 with the failing checks (and while shutting down)
     GET /metrics   Prometheus text format
 
-By default everything listens on ``PORT``, and an adapter that needs HTTP (Slack in HTTP mode) mounts its
-routes on the same server with :meth:`OpsHttp.mount` (from ``build_adapter``, before ``parley run`` starts
-serving). With ``PARLEY_OPS_PORT`` set, the three endpoints move to that port and ``PORT`` serves only the
-mounted routes: keep metrics off a public load balancer that way. A whole sub-application (the operator
-console) mounts with :meth:`OpsHttp.mount_app`: beside the ops endpoints, or on a port of its own.
+The three endpoints have their own server: ``PARLEY_OPS_HOST:PARLEY_OPS_PORT`` (default 127.0.0.1:9090, so
+they are never on a public port by accident; Kubernetes sets 0.0.0.0 for its probes). ``PORT`` (on
+``PARLEY_HTTP_HOST``) serves only the routes adapters mount with :meth:`OpsHttp.mount` (Slack in HTTP mode).
+Setting ``PARLEY_OPS_PORT`` to ``PORT`` puts everything on one server (a deliberate opt-in).
+
+Both servers defend against slow and idle clients: a connection must send a full request head within
+``keepalive`` seconds (and is closed after as long idle between requests), a mounted route's body must
+arrive within ``body_timeout`` seconds (else 408), and at most ``max_connections`` are open per server
+(more are answered 503 and closed). Run a reverse proxy or load balancer in front of the public port for
+TLS and for buffering slow clients (deploy/README.md).
+
+A whole sub-application (the operator console) mounts with :meth:`OpsHttp.mount_app`: beside the ops
+endpoints (on ``PARLEY_OPS_HOST``), or on a port of its own (on the same host).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -32,6 +41,54 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """How long and how many: what a slow or idle client may hold."""
+
+    keepalive: float = 5.0  # seconds to send a request head, and idle between requests, before closing
+    body_timeout: float = 10.0  # seconds for a mounted route's request body to arrive
+    max_connections: int = 256  # open connections per server; more are answered 503 and closed
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers 503 and hangs up: the connection cap is reached."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site that refuses connections beyond ``max_connections`` (aiohttp's own has no cap)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
+        super().__init__(runner)
+        self._host, self._port, self._max = host, port, max_connections
+        self.refused = 0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._max:
+                self.refused += 1
+                return _Refuse()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self._host, self._port, backlog=self._backlog)
+
+
 class OpsHttp:
     def __init__(
         self,
@@ -39,14 +96,20 @@ class OpsHttp:
         *,
         host: str = "0.0.0.0",  # noqa: S104 - a container's server must listen beyond loopback
         port: int = 3000,
-        ops_port: int | None = None,
+        ops_host: str = "127.0.0.1",
+        ops_port: int | None = 9090,
         check_timeout: float = 2.0,
+        limits: EdgeLimits | None = None,
     ) -> None:
+        """``ops_port=None``: the ops endpoints share ``port`` (with ``host``)."""
         self.metrics = metrics
         self.host = host
         self.port = port
-        self.ops_port = ops_port if ops_port is not None and ops_port != port else None
+        self.ops_host = ops_host
+        self.ops_port = ops_port
         self.check_timeout = check_timeout
+        self.limits = limits or EdgeLimits()
+        self.sites: dict[str, _CappedSite] = {}
         self.draining = False
         self._checks: dict[str, ReadinessCheck] = {}
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
@@ -87,14 +150,14 @@ class OpsHttp:
             if port is not None:
                 alone = web.Application()
                 alone.add_subapp(prefix, app)
-                await self._serve(alone, port, prefix, "PARLEY_CONSOLE_PORT")
+                await self._serve(alone, self.ops_host, port, prefix, "PARLEY_CONSOLE_PORT")
         if self.ops_port is not None:
             ops = web.Application()
             self._add_ops_routes(ops)
             self._add_apps(ops)
-            await self._serve(ops, self.ops_port, "ops", "PARLEY_OPS_PORT")
+            await self._serve(ops, self.ops_host, self.ops_port, "ops", "PARLEY_OPS_PORT")
         if self.ops_port is None or self._routes:
-            await self._serve(public, self.port, "public", "PORT")
+            await self._serve(public, self.host, self.port, "public", "PORT")
 
     def _add_ops_routes(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self._healthz)
@@ -106,21 +169,31 @@ class OpsHttp:
             if port is None:
                 app.add_subapp(prefix, sub)
 
-    async def _serve(self, app: web.Application, port: int, name: str, variable: str) -> None:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    async def _serve(self, app: web.Application, host: str, port: int, name: str, variable: str) -> None:
+        # keepalive_timeout also bounds the wait for a first request head: aiohttp closes a connection
+        # still waiting for one when it fires (the default, 3630 s, let half-open clients sit for an hour).
+        # lingering_time: after an early answer (a 408), how long the rest of a body is drained (was 10 s).
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self.limits.keepalive,
+            lingering_time=1.0,
+        )
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self.host, port)
+        site = _CappedSite(runner, host, port, self.limits.max_connections)
         try:
             await site.start()
         except OSError as exc:
             raise ConfigError(
-                f"{variable}={port}: cannot listen on {self.host}: {exc.strerror or exc} (is another server "
+                f"{variable}={port}: cannot listen on {host}: {exc.strerror or exc} (is another server "
                 "using it? An adapter that serves HTTP itself needs PARLEY_OPS_PORT set to another port)"
             ) from None
+        self.sites[name] = site
         address = runner.addresses[0]
         self.bound[name] = int(address[1])
-        log.info("http_listening", server=name, host=self.host, port=self.bound[name])
+        log.info("http_listening", server=name, host=host, port=self.bound[name])
 
     async def aclose(self) -> None:
         """Stop listening. Idempotent."""
@@ -183,4 +256,11 @@ class OpsHttp:
             if allowed:
                 return web.Response(status=405, headers={"Allow": ", ".join(allowed)})
             return web.Response(status=404, text="not found")
+        if request.can_read_body:
+            try:  # read (and cache) the body under a deadline: a client that trickles it is cut off
+                async with asyncio.timeout(self.limits.body_timeout):
+                    await request.read()
+            except TimeoutError:
+                log.info("http_body_timeout", path=request.path)
+                return web.Response(status=408, text="request body too slow", headers={"Connection": "close"})
         return await handler(request)

@@ -1,19 +1,32 @@
 """Queue items, pure: a :class:`Turn` plus a :class:`Route` <-> one JSON string.
 
 A :class:`Route` is the small record a Delivery needs to show the reply where the question was asked
-(Slack: team, channel, thread_ts; Discord: channel and message ids, or an interaction token). It holds
+(Slack: team, channel, thread_ts; Discord: channel and message ids, or an interaction token id). It holds
 strings only, and no secrets: a worker looks credentials up itself.
+
+A queue item carries what the adapter established about its author (``is_admin``, who, where), and a worker
+acts on it. So that whoever can write to Redis cannot forge an admin's command, items are signed: with a
+:class:`JobSigner` (HMAC-SHA256, keys derived from ``PARLEY_CREDENTIALS_KEYS``, signing with the first and
+accepting any, so rotation needs no draining) an item ends in ``,"s":"<hex>"}`` over the exact bytes before
+it, and :func:`decode_job` refuses an item whose signature is missing or wrong. Without keys (development
+only) items are neither signed nor checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import SecretStr
+
+from core.credentials import key_material
 from core.types import Author, CommandCall, Place, Turn
 
 VERSION = 1
@@ -38,7 +51,37 @@ class Job:
         return self.turn.turn_id
 
 
-def encode_job(job: Job) -> str:
+_SIGNED = re.compile(r'(\{.*),"s":"([0-9a-f]{64})"\}', re.DOTALL)
+
+
+class JobSigner:
+    """Signs queue items and checks them (HMAC-SHA256; the newest key signs, any configured key verifies)."""
+
+    PURPOSE = b"parley queue item signature v1"
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self._keys = tuple(keys)
+
+    @classmethod
+    def from_keys(cls, raw: SecretStr | None) -> JobSigner:
+        """From ``Settings.parley_credentials_keys`` (no keys: a signer that signs and checks nothing)."""
+        return cls(key_material(raw, cls.PURPOSE))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def sign(self, payload: str) -> str:
+        return hmac.new(self._keys[0], payload.encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, payload: str, signature: str) -> bool:
+        return any(
+            hmac.compare_digest(hmac.new(k, payload.encode(), hashlib.sha256).hexdigest(), signature)
+            for k in self._keys
+        )
+
+
+def encode_job(job: Job, signer: JobSigner | None = None) -> str:
     t = job.turn
     body: dict[str, Any] = {
         "v": VERSION,
@@ -55,11 +98,19 @@ def encode_job(job: Job) -> str:
     }
     if t.command is not None:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if signer is None or not signer.enabled:
+        return payload
+    return f'{payload[:-1]},"s":"{signer.sign(payload)}"}}'
 
 
-def decode_job(raw: str) -> Job:
-    """The inverse of :func:`encode_job`; ``ValueError`` for anything else."""
+def decode_job(raw: str, signer: JobSigner | None = None) -> Job:
+    """The inverse of :func:`encode_job`; ``ValueError`` for anything else, and (with an enabled ``signer``)
+    for an item whose signature is missing or does not match: a forged or altered item."""
+    if signer is not None and signer.enabled:
+        signed = _SIGNED.fullmatch(raw)
+        if signed is None or not signer.verify(signed.group(1) + "}", signed.group(2)):
+            raise ValueError("queue item signature missing or invalid (forged, altered, or a retired key)")
     try:
         body = json.loads(raw)
         if not isinstance(body, dict) or body.get("v") != VERSION:

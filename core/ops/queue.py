@@ -28,7 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
-from core.ops.jobs import Job, decode_place, encode_job, encode_place
+from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
 from core.ops.lock import ConversationLocks, Lease
 from core.types import Place
 
@@ -134,12 +134,14 @@ class TurnQueue:
         max_len: int = 10_000,
         max_per_conversation: int = 100,
         inbox_ttl: int = 86_400,
+        signer: JobSigner | None = None,
     ) -> None:
         self._r = client
         self._keys = keys
         self.max_len = max_len
         self.max_per_conversation = max_per_conversation
         self._inbox_ttl = inbox_ttl
+        self.signer = signer or JobSigner(())  # queued turns carry is_admin: workers trust only signed ones
         self.stream = keys.scoped("queue")
         self._submit = client.register_script(_SUBMIT)
         self._take = client.register_script(_TAKE)
@@ -158,7 +160,7 @@ class TurnQueue:
         keys = [self.inbox(turn.place)]
         if turn.event_id:
             keys.insert(0, self._keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id))
-        place, item = encode_place(turn.place), encode_job(job)
+        place, item = encode_place(turn.place), encode_job(job, self.signer)
         bounds: list[str | int] = [
             DEDUPE_SECONDS,
             self.max_len,

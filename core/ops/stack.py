@@ -14,7 +14,8 @@ from core.keys import KeySpace
 from core.llm import LLM
 from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM, SharedCircuit
 from core.ops.delivery import Deliveries
-from core.ops.http import OpsHttp
+from core.ops.http import EdgeLimits, OpsHttp
+from core.ops.jobs import JobSigner
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
 from core.ops.pacing import PacedLLM, ProviderBudget, resolve_limits
@@ -118,9 +119,20 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             keys,
             max_len=settings.parley_queue_max,
             max_per_conversation=settings.parley_queue_max_per_conversation,
+            signer=JobSigner.from_keys(settings.parley_credentials_keys),
         )
+    shared = settings.parley_ops_port == settings.port != 0  # two 0s: two free ports
     http = OpsHttp(
-        metrics, host=settings.parley_ops_host, port=settings.port, ops_port=settings.parley_ops_port
+        metrics,
+        host=settings.parley_http_host,
+        port=settings.port,
+        ops_host=settings.parley_ops_host,
+        ops_port=None if shared else settings.parley_ops_port,
+        limits=EdgeLimits(
+            keepalive=settings.parley_http_keepalive,
+            body_timeout=settings.parley_http_body_timeout,
+            max_connections=settings.parley_http_max_connections,
+        ),
     )
 
     async def redis_ready() -> str | None:

@@ -299,7 +299,7 @@ class TurnWorker:
             return (await self.queue.retire(place, "", lease, signal.entry_id)).done
         while not self.stopping and not lease.lost:
             try:
-                job = decode_job(item)
+                job = decode_job(item, self.queue.signer)
                 delivery = self.deliveries.get(job.route.platform)
             except (ValueError, ConfigError) as exc:
                 self._log.error("worker_dropped_item", error=str(exc), conversation=lease.conversation)

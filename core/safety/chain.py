@@ -7,7 +7,9 @@
 
 While a reply streams, the engine asks again every few hundred characters (``final=False``): then only a
 refusal matters, the endpoint is asked only when the profile says ``stream_checks = "full"``, and nothing is
-recorded unless the reply is refused. The final check records every decision that is not a plain allow.
+recorded unless the reply is refused. With ``since`` (the length already checked) a streamed check looks only
+at the new text plus :data:`core.safety.rules.STREAM_OVERLAP` characters, so a reply costs linear time in all;
+the final check sees the whole reply and records every decision that is not a plain allow.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from core.moderation import Action, Verdict
 from core.safety.endpoint import ModerationEndpoint, ModerationUnavailable
 from core.safety.events import Decision, EventLog
 from core.safety.profiles import SEVERITY, Profile, Stage
-from core.safety.rules import Hit, LocalRules, apply_spans
+from core.safety.rules import Hit, LocalRules, apply_spans, stream_window_start
 from core.safety.text import has_invisible, neutralize_mentions, strip_invisible
 from core.types import Turn
 
@@ -48,8 +50,11 @@ class ModerationChain:
     async def check_input(self, turn: Turn, text: str) -> Verdict:
         return await self._check(turn, "input", text, final=True)
 
-    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
-        return await self._check(turn, "output", text, final=final)
+    async def check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
+        if final or since <= 0:
+            return await self._check(turn, "output", text, final=final)
+        verdict = await self._check(turn, "output", text[stream_window_start(text, since) :], final=False)
+        return verdict if verdict.action is Action.REFUSE else Verdict(Action.ALLOW, text)
 
     async def aclose(self) -> None:
         if self.endpoint is not None:

@@ -1,6 +1,6 @@
 """``/safety``: the admins' view of and controls over moderation and limits, per workspace or guild.
 
-    /safety                 the profile, limits and counters
+    /safety                 the profile, limits and this workspace's counters
     /safety events [n]      the newest moderation events and tool calls here (who, what, which action or
                             outcome; no message text; a tool call shows its duration and redacted arguments)
     /safety block <user>    ignore a user in this workspace from now on (also: unblock, blocked)
@@ -37,7 +37,7 @@ def safety_command(safety: Safety) -> Command:
         key = safety.blocked_key(place.platform, place.workspace)
         r = safety.redis
         if sub == "status":
-            yield await _status(safety)
+            yield await _status(safety, place.platform, place.workspace)
         elif sub == "events":
             n = int(words[1]) if len(words) > 1 and words[1].isdigit() else 10
             events = await safety.events.recent(
@@ -80,11 +80,13 @@ def safety_command(safety: Safety) -> Command:
     )
 
 
-async def _status(safety: Safety) -> str:
+async def _status(safety: Safety, platform: str, workspace: str) -> str:
+    """What a workspace's admin may see: the shared configuration, and counters of their workspace only (the
+    endpoint's address and other workspaces' figures are the operator's, in logs and /metrics)."""
     p, lim = safety.profile, safety.admission.limits
     lines = [f"*Safety*: {p.describe()}."]
     if p.endpoint and safety.endpoint is not None:
-        lines.append(f"Moderation endpoint: {safety.endpoint.base_url} ({safety.endpoint.model}).")
+        lines.append("Moderation endpoint: in use.")
     elif p.endpoint:
         lines.append("Moderation endpoint: configured in the profile but switched off for this process.")
     rates = ", ".join(f"{w.count} per {w.seconds:g}s" for w in lim.user_rate) or "none"
@@ -95,8 +97,10 @@ async def _status(safety: Safety) -> str:
         f"workspace {lim.workspace_tokens or 'none'}; "
         f"concurrent generations: {lim.max_concurrent or 'no limit'}."
     )
-    counters = await safety.events.counters()
+    counters = await safety.events.counters(platform=platform, workspace=workspace)
     if counters:
         top = sorted(counters.items(), key=lambda kv: -kv[1])[:12]
-        lines.append("Counters: " + ", ".join(f"{k}={v}" for k, v in top))
+        lines.append("Counters here: " + ", ".join(f"{k}={v}" for k, v in top))
+    else:
+        lines.append("Counters here: no moderation decisions recorded.")
     return "\n".join(lines)

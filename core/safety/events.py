@@ -3,7 +3,9 @@
 Stream ``parley:<bot>:safety:events`` (``XADD ... MAXLEN ~ N``), one entry per decision: who (platform,
 workspace, channel, user), turn id, stage (input / output), category, action, source (rules / endpoint /
 engine) and a short detail code (a score, a rule name). Never the text. Counters in the hash
-``parley:<bot>:safety:counters`` (``<stage>:<action>:<category>``, ``endpoint:<open|closed>:<code>``).
+``parley:<bot>:safety:counters`` (``<stage>:<action>:<category>``, ``endpoint:<open|closed>:<code>``), and
+the decisions' counters per workspace or guild in ``parley:<bot>:safety:counters:<platform>:<workspace>``:
+``/safety`` shows a workspace's admins only their own.
 
 Recording never fails a turn: a Redis error is logged and the decision still applies.
 """
@@ -66,6 +68,7 @@ class EventLog:
                 channel=place.channel,
                 user=turn.author.id,
             )
+        here = self.workspace_counters_key(place.platform, place.workspace)
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 for d in decisions:
@@ -79,6 +82,7 @@ class EventLog:
                     }
                     pipe.xadd(self.stream, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
                     pipe.hincrby(self.counters_key, f"{d.stage}:{d.action}:{d.category}", 1)
+                    pipe.hincrby(here, f"{d.stage}:{d.action}:{d.category}", 1)
                 await pipe.execute()
         except RedisError as exc:
             self._log.warning("moderation_event_not_saved", error=type(exc).__name__)
@@ -89,8 +93,13 @@ class EventLog:
         except RedisError as exc:
             self._log.warning("safety_counter_not_saved", error=type(exc).__name__)
 
-    async def counters(self) -> dict[str, int]:
-        raw: Any = await self._r.hgetall(self.counters_key)
+    def workspace_counters_key(self, platform: str, workspace: str) -> str:
+        return f"{self.counters_key}:{platform}:{workspace or '-'}"
+
+    async def counters(self, *, platform: str = "", workspace: str = "") -> dict[str, int]:
+        """The bot's counters, or (with ``platform``) those of one workspace or guild only."""
+        key = self.workspace_counters_key(platform, workspace) if platform else self.counters_key
+        raw: Any = await self._r.hgetall(key)
         return {str(k): int(v) for k, v in raw.items()}
 
     async def recent(

@@ -6,7 +6,10 @@ For each of them the stored messages are read and decoded (``core.memory.decode`
 replies to them (same turn id). A conversation left without anyone else's
 messages is deleted whole (messages, summary, persona, settings); a shared one keeps the other people's
 messages but loses its running summary and last story (they may quote the user). Then the index and the
-user's moderation events go.
+user's moderation events go, and so does what adapters stored about the user outside conversations and
+named in the user's data set (``KeySpace.user_data``: feedback votes, the cached display name), and the
+user's turns still waiting in a conversation's queue inbox (their raw text; an inbox lives up to a day). The
+head of an inbox is left: it is being answered (it may be this very ``/forget``).
 
 Not touched, on purpose: rate-limit and quota counters (keyed by a one-way hash, expiring within their
 window, so that ``/forget`` cannot reset a limit) and the admins' blocked-users lists. Dedupe keys hold
@@ -24,6 +27,7 @@ from redis.exceptions import RedisError
 from core.errors import StoreError
 from core.keys import KeySpace
 from core.memory import decode
+from core.ops.jobs import decode_job
 from core.safety.events import EventLog
 
 REMOVE = """
@@ -51,6 +55,7 @@ class Forgotten:
     deleted: int = 0  # of which deleted whole
     messages: int = 0  # messages removed (theirs, the replies to them, and lone conversations whole)
     events: int = 0  # moderation events removed
+    records: int = 0  # other records removed (feedback votes, cached names, queued turns)
 
 
 class Forgetter:
@@ -88,9 +93,37 @@ class Forgetter:
                 deleted += int(whole)
             await self._r.delete(index)
             events = await self._events.forget_user(platform, user_id)
+            records = await self._user_data(platform, user_id) + await self._queued(platform, user_id)
         except RedisError as exc:
             raise StoreError(f"forget: {type(exc).__name__}: {exc}") from exc
-        return Forgotten(len(conversations), deleted, messages, events)
+        return Forgotten(len(conversations), deleted, messages, events, records)
+
+    async def _user_data(self, platform: str, user_id: str) -> int:
+        """Erase what the user's data set names: whole keys, or one field of a hash (``key<TAB>field``)."""
+        index = self._keys.user_data(platform, user_id)
+        entries: Any = await self._r.smembers(index)
+        removed = 0
+        for entry in sorted(str(e) for e in entries):  # one key per command: fine on a Cluster
+            key, _, field = entry.partition("\t")
+            removed += int(await (self._r.hdel(key, field) if field else self._r.delete(key)))
+        await self._r.delete(index)
+        return removed
+
+    async def _queued(self, platform: str, user_id: str) -> int:
+        """Remove the user's turns waiting in any conversation inbox of ``platform`` (not an inbox's head)."""
+        glob = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+        pattern = f"{self._keys.conversation_prefix(platform).translate(glob)}*:inbox"
+        removed = 0
+        async for key in self._r.scan_iter(match=pattern, count=1000):
+            items: Any = await self._r.lrange(key, 1, -1)
+            for item in (str(i) for i in items):
+                try:
+                    author = decode_job(item).turn.author.id
+                except ValueError:
+                    continue
+                if author == user_id:
+                    removed += int(await self._r.lrem(key, 1, item))
+        return removed
 
     @staticmethod
     def _doomed(raw: list[str], user_id: str) -> list[str]:

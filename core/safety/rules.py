@@ -82,9 +82,30 @@ _INJECTION_NEEDS = {
 }
 _INJECTION = tuple((name, _INJECTION_NEEDS[name], re.compile(p)) for name, p in INJECTION_PATTERNS)
 
+# Streamed replies are re-checked incrementally: each check looks only at the text added since the last one
+# plus STREAM_OVERLAP characters before it, so that a match straddling the previous check's end is still
+# seen whole. It covers every bounded rule: mentions (<= ~300 chars), injection phrasings (<= ~200), e-mail,
+# phone, card, IBAN and labelled-id shapes (<= ~100), and LEAK_SHINGLES shingles of the prompt (~10 words).
+# Unbounded shapes (a URL, a PEM private key, a prompt echo scattered over the whole reply) longer than the
+# overlap are caught by the final check, which always sees the whole reply: streamed checks only stop early.
+STREAM_OVERLAP = 512
+
+
+def stream_window_start(text: str, since: int) -> int:
+    """Where an incremental check of ``text`` starts, given that ``text[:since]`` was already checked:
+    STREAM_OVERLAP characters before ``since``, moved forward to the next whitespace (at most to ``since``) so
+    that no word or URL is seen cut in half ("docs.example.com" as "ample.com" would read as another host)."""
+    if since <= STREAM_OVERLAP:
+        return 0
+    cut = since - STREAM_OVERLAP
+    m = _SPACE.search(text, cut, since)
+    return m.end() if m else since
+
+
 SHINGLE_WORDS = 8  # a reply that repeats >= LEAK_SHINGLES runs of this many words of a system prompt leaks it
 LEAK_SHINGLES = 3
 _WORD = re.compile(r"[\w']+")
+_SPACE = re.compile(r"\s")
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
 

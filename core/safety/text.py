@@ -65,11 +65,12 @@ _COMMON_TLDS = (
 )
 _URL_RE = re.compile(r"(?<![a-z0-9+.-])(?:[a-z][a-z0-9+.-]{1,15}://|www\.)[^\s<>|\"'`]+", re.IGNORECASE)
 # Bare domains ("evil.io/x") are found from their top-level domain (a literal after a dot: fast to scan for)
-# and extended to the left over the labels before it.
+# and extended to the left over the labels before it: to the start of the run of label characters holding
+# the TLD, found once per run (walking left from every TLD match was quadratic on ".com.com.com...").
 _TLD_RE = re.compile(
     rf"\.(?:{_COMMON_TLDS})(?![a-z0-9-]|\.[a-z0-9])(?::\d{{2,5}})?(?:/[^\s<>|\"'`]*)?", re.IGNORECASE
 )
-_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+_LABEL_RUN_RE = re.compile(r"[A-Za-z0-9.-]+")
 _HOST_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^/:?#\s]+)", re.IGNORECASE)
 
 
@@ -91,10 +92,13 @@ def find_links(text: str) -> Iterator[Link]:
     if "://" in text or "www." in text.lower():
         found += [(m.start(), m.end()) for m in _URL_RE.finditer(text)]
     if "." in text:
+        runs = _LABEL_RUN_RE.finditer(text)
+        run_start, run_end = -1, -1
         for m in _TLD_RE.finditer(text):
-            start = m.start()
-            while start > 0 and text[start - 1] in _LABEL_CHARS:
-                start -= 1
+            while run_end <= m.start():  # TLD matches come in order: the runs are walked once, in step
+                run = next(runs)
+                run_start, run_end = run.start(), run.end()
+            start = run_start
             if start == m.start() or (start > 0 and text[start - 1] in "@_/:") or text[start] in ".-":
                 continue  # no label before the TLD, an e-mail's domain, or part of a longer URL or path
             found.append((start, m.end()))
@@ -114,10 +118,12 @@ def host_allowed(host: str, domains: Sequence[str]) -> bool:
 
 # ------------------------------------------------------------------------------------------- mentions
 
+# Labels are bounded (Slack's are at most 80 characters): an unbounded ``[^>]*`` rescanned the rest of the
+# text from every "<@U1|" (quadratic). IDs are bounded for the same reason.
 _MENTION_RE = re.compile(
-    r"<!(everyone|here|channel)(?:\|[^>]*)?>"  # Slack broadcast mentions
-    r"|<!subteam\^[A-Z0-9]+(?:\|([^>]*))?>"  # Slack user-group mention
-    r"|<@[!&]?([A-Z0-9]+)(?:\|([^>]*))?>"  # Slack and Discord user / role mentions
+    r"<!(everyone|here|channel)(?:\|[^>]{0,255})?>"  # Slack broadcast mentions
+    r"|<!subteam\^[A-Z0-9]{1,40}(?:\|([^>]{0,255}))?>"  # Slack user-group mention
+    r"|<@[!&]?([A-Z0-9]{1,40})(?:\|([^>]{0,255}))?>"  # Slack and Discord user / role mentions
     r"|(?<![\w@])@(everyone|here|channel)\b",  # Discord broadcast mentions (and Slack's legacy ones)
     re.IGNORECASE,
 )

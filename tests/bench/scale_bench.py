@@ -126,6 +126,8 @@ def worker_env(url: str, concurrency: int) -> dict[str, str]:
             "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",  # never called: the LLM is in-process
             "PARLEY_WORKERS": str(concurrency),
             "PARLEY_OPS_HOST": "127.0.0.1",
+            "PARLEY_HTTP_HOST": "127.0.0.1",
+            "PARLEY_OPS_PORT": "0",
             "PORT": "0",
             "PARLEY_LOG_LEVEL": "INFO",  # the driver waits for "worker_started"
             "PARLEY_LOG_FORMAT": "json",

@@ -150,7 +150,7 @@ async def test_unaddressed_messages_are_context_not_prompts(
         assert fake_openai.chat_requests == []
         await rt.engine.collect(make_turn("when do we meet?"))
     contents = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]
-    assert "Bob: we meet at noon" in contents
+    assert '"Bob": we meet at noon' in contents
 
 
 async def test_paused_conversation_stays_silent_until_resumed(

@@ -122,7 +122,9 @@ async def test_long_conversation_folds_into_a_running_summary(
     transcript = summary_calls[0].body["messages"][1]["content"]
     assert "fact number 0" in transcript
     last = fake_openai.chat_requests[-1].body["messages"]
-    assert any("SUMMARY: Ada talked about otters" in m["content"] for m in last if m["role"] == "system")
+    # the summary is data in a user message (it was written from users' messages), never a system message
+    assert any("SUMMARY: Ada talked about otters" in m["content"] for m in last if m["role"] == "user")
+    assert not any("SUMMARY" in m["content"] for m in last if m["role"] == "system")
     # what the summary covers is not repeated in the window
     assert not any(m["content"].startswith("fact number 0 ") for m in last)
 

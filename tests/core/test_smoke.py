@@ -24,6 +24,7 @@ async def test_chat_turn_streams_and_remembers(
         second = await rt.engine.collect(turn("again"))
         assert second.text == "You said: again"
     sent = fake_openai.chat_requests[-1].body["messages"]
-    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
-    assert sent[1]["content"] == "hi"
-    assert sent[2]["content"] == "Hello there, Ada!"
+    # system, the context (the speaker's name, as data) and its acknowledgement, one exchange, the new one
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert sent[3]["content"] == "hi"
+    assert sent[4]["content"] == "Hello there, Ada!"

@@ -24,6 +24,7 @@ from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 from tests.fakes.discord import FakeDiscord
+from tests.net import LOOPBACK
 
 
 @pytest.fixture
@@ -78,11 +79,21 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
 
     @asynccontextmanager
     async def start(
-        *, fake: FakeDiscord | None = None, wait_ready: bool = True, queue: bool = True, **overrides: Any
+        *,
+        fake: FakeDiscord | None = None,
+        wait_ready: bool = True,
+        queue: bool = True,
+        runtime_settings: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
         runtime = runtime_factory(
-            "arcade", port=0, parley_ops_host="127.0.0.1", parley_shutdown_grace=2.0, parley_queue=queue
+            "arcade",
+            port=0,
+            parley_shutdown_grace=2.0,
+            parley_queue=queue,
+            **LOOPBACK,
+            **(runtime_settings or {}),
         )
         async with runtime as rt:
             settings = discord_settings(target, **overrides)
@@ -117,7 +128,7 @@ async def gateway_and_worker(
 ) -> AsyncIterator[DiscordAdapter]:
     """``parley run --adapters-only`` in one runtime and ``--workers-only`` in another, served until the
     block ends; yields the gateway side's adapter once it is connected."""
-    ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
+    ops = {"port": 0, "parley_shutdown_grace": 2.0, **LOOPBACK}
     async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
         worker_rt.ops.deliveries.register("discord", DiscordDelivery(EdgeDeps.of(worker_rt), settings))
         gateway = EdgeDeps.of(gateway_rt)

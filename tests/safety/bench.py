@@ -3,7 +3,9 @@
     python -m tests.safety.bench [--turns 1000]
 
 A zero-latency in-process LLM and a real redis-server; the moderation endpoint is the loopback fake (so its
-figure is plumbing, not OpenAI's latency). Prints a table.
+figure is plumbing, not OpenAI's latency). Prints a table, then the pathological-input table: for each local
+rule, the worst milliseconds per 10 KB over the inputs of tests/safety/pathological.py at 10 KB and 100 KB (a
+linear rule shows about the same figure in both columns; a quadratic one ten times more at 100 KB).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.bench.core_bench import ZeroLLM
 from tests.core.helpers import CountingConnection
 from tests.fakes.openai_server import FakeOpenAI
 from tests.safety.conftest import edit_spec
+from tests.safety.pathological import cases, rules
 
 CHAT = "Hi! My order from last Tuesday hasn't arrived yet and the tracking page shows nothing. Can you check?"
 BIG = (CHAT + " ") * 40  # ~4 KB
@@ -121,10 +124,36 @@ async def admissions_per_second(url: str) -> float:
     return rate
 
 
+def pathological_table() -> None:
+    """Worst ms per 10 KB for each rule at 10 KB and 100 KB, with the input that was worst at 100 KB."""
+    sizes = (10_000, 100_000)
+    inputs = {size: list(cases(size)) for size in sizes}
+    rows = []
+    for name, check in rules().items():
+        worst: list[tuple[float, str]] = []
+        for size in sizes:
+            per_10kb = []
+            for label, text in inputs[size]:
+                started = time.perf_counter()
+                check(text)
+                per_10kb.append(((time.perf_counter() - started) * 1000 / (size / 10_000), label))
+            worst.append(max(per_10kb))
+        rows.append((name, worst[0][0], worst[1][0], worst[1][1]))
+    header = "pathological input, worst ms per 10 KB"
+    width = max(len(header), *(len(r[0]) for r in rows))
+    print(f"\n{header:<{width}}  {'10 KB':>8}  {'100 KB':>8}  worst input")
+    for name, small, big, label in rows:
+        print(f"{name:<{width}}  {small:8.2f}  {big:8.2f}  {label}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=500)
+    parser.add_argument("--pathological-only", action="store_true", help="print only the pathological table")
     args = parser.parse_args()
+    if args.pathological_only:
+        pathological_table()
+        return
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     redactor = build_redactor(KINDS, [], source="bench")
     rules = LocalRules(blocked=[], redactor=redactor, link_domains=["example.com"], system_prompts=[BIG])
@@ -166,6 +195,7 @@ async def main() -> None:
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
+    pathological_table()
 
 
 if __name__ == "__main__":

@@ -72,3 +72,19 @@ async def test_admins_block_and_unblock_a_user_and_read_the_events(
     assert listing.text == "Blocked here: U_RUDE"
     assert "input harassment → refuse (user U_RUDE" in events.text and "idiot" not in events.text
     assert unblock.text == "Unblocked U_RUDE." and back.kind is ReplyKind.ANSWER
+
+
+async def test_safety_status_shows_a_workspace_only_its_own_counters(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    fake_openai.scores = {"idiot": ("harassment", 0.99)}
+    async with safety_factory("support") as rt:
+        await rt.engine.collect(make_turn("you idiot", user="U_RUDE", workspace="T_ONE"))
+        one = await rt.engine.collect(make_turn("/safety", admin=True, workspace="T_ONE"))
+        other = await rt.engine.collect(make_turn("/safety", admin=True, workspace="T_OTHER"))
+        endpoint = rt.safety.endpoint if rt.safety else None
+    assert endpoint is not None
+    assert "input:refuse:harassment=1" in one.text
+    assert "harassment" not in other.text and "no moderation decisions recorded" in other.text
+    for status in (one, other):
+        assert endpoint.base_url not in status.text and "127.0.0.1" not in status.text

@@ -3,6 +3,8 @@ people's messages survive, and forgetting does not reset a limit."""
 
 from __future__ import annotations
 
+from core.ops.jobs import Job, Route, decode_job
+from core.ops.queue import SubmitStatus, TurnQueue
 from core.types import CommandCall, ReplyKind
 from tests.fakes.openai_server import Reply
 from tests.safety.conftest import NO_LIMITS, ModerationFake, SafetyFactory, make_turn, redis_dump
@@ -80,3 +82,24 @@ async def test_forget_can_be_switched_off(safety_factory: SafetyFactory, fake_op
         assert "forget" not in rt.engine.commands
     async with safety_factory("arcade") as rt:
         assert "forget" in rt.engine.commands
+
+
+async def test_forget_removes_the_users_turns_still_waiting_in_a_queue(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    async with safety_factory("arcade") as rt:
+        assert rt.safety is not None
+        queue = TurnQueue(rt.redis, rt.keys)
+        shared = {"channel": "C0Q", "thread": "9.9"}
+        for turn in (
+            make_turn("Bob is being answered", user=BOB, **shared),  # the inbox's head: being answered
+            make_turn("AdaQueuedSecret one", user=ADA, **shared),
+            make_turn("Bob again", user=BOB, **shared),
+            make_turn("AdaQueuedSecret two", user=ADA, **shared),
+        ):
+            assert (await queue.submit(Job(turn, Route("test")))).status is SubmitStatus.QUEUED
+        inbox = queue.inbox(make_turn("x", **shared).place)
+        done = await rt.safety.forget("slack", ADA)
+        waiting = await rt.redis.lrange(inbox, 0, -1)
+    assert done.records == 2
+    assert [decode_job(item).turn.text for item in waiting] == ["Bob is being answered", "Bob again"]

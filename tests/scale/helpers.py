@@ -24,6 +24,7 @@ from core.ops.jobs import Job
 from core.ops.worker import TurnWorker
 from core.runtime import Runtime
 from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyEvent, ReplyResult, Turn
+from tests.net import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[2]
 DELIVERED = "test:delivered"  # Redis list of final replies (JSON), written by RedisRecordingDelivery
@@ -35,8 +36,8 @@ FAST = {
     "parley_queue_claim_idle": 0.6,
     "parley_shutdown_grace": 1.0,
     "parley_workers": 8,
-    "parley_ops_host": "127.0.0.1",
     "port": 0,
+    **LOOPBACK,
 }
 
 

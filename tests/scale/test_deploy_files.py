@@ -30,6 +30,7 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
     "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
     "Kustomization": "kustomize.config.k8s.io/v1beta1",
 }
 
@@ -148,10 +149,13 @@ def test_secrets_are_referenced_not_inlined_and_every_variable_is_a_real_setting
     assert {
         "OPENAI_API_KEY",
         "REDIS_URL",
+        "REDIS_PASSWORD",
+        "PARLEY_CREDENTIALS_KEYS",
         "SLACK_BOT_TOKEN",
         "SLACK_SIGNING_SECRET",
         "DISCORD_TOKEN",
     } <= referenced
+    assert "@redis:" in example["stringData"]["REDIS_URL"]  # the example URL carries the password
 
 
 def test_services_and_budgets_select_pods_and_ports_that_exist() -> None:
@@ -177,12 +181,36 @@ def test_redis_persists_append_only() -> None:
     assert statefulset["spec"]["volumeClaimTemplates"]
 
 
+def test_redis_needs_a_password_and_only_parley_pods_reach_it() -> None:
+    (statefulset,) = of_kind("StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    (env,) = [e for e in container["env"] if e["name"] == "REDIS_PASSWORD"]
+    assert env["valueFrom"]["secretKeyRef"]["key"] == "REDIS_PASSWORD"
+    assert "$REDIS_PASSWORD" in " ".join(container["readinessProbe"]["exec"]["command"])
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind("NetworkPolicy")}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    redis = policies["redis"]
+    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    (rule,) = redis["ingress"]
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    (selector,) = rule["from"]
+    (expression,) = selector["podSelector"]["matchExpressions"]
+    bots = {d["metadata"]["name"] for d in of_kind("Deployment")}
+    assert set(expression["values"]) == bots  # every bot, and nothing else
+    ops = int(config()["PARLEY_OPS_PORT"])
+    assert [r["ports"] for r in policies["parley-ops"]["ingress"]] == [[{"port": ops, "protocol": "TCP"}]]
+
+
 def test_compose_runs_both_bots_on_an_append_only_redis() -> None:
     (compose,) = load(DEPLOY / "compose.yaml")
     services = compose["services"]
     assert {"redis", "support", "arcade"} <= set(services)
     redis = services["redis"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert redis["command"][redis["command"].index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert "ports" not in redis  # reachable on the compose network only
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
     bots = set()
     for name, service in services.items():
@@ -191,7 +219,9 @@ def test_compose_runs_both_bots_on_an_append_only_redis() -> None:
         check_cli(service["command"])
         bots.add(service["command"][service["command"].index("--bot") + 1])
         assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
-        assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert service["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+        assert service["environment"]["REDIS_URL"].endswith("@redis:6379/0")
+        assert service["environment"]["PARLEY_CREDENTIALS_KEYS"].startswith("${PARLEY_CREDENTIALS_KEYS:?")
         assert set(service["environment"]) <= known_variables()
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "healthcheck" in service

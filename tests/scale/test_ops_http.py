@@ -14,6 +14,7 @@ from core.errors import ConfigError
 from core.ops.service import serve
 from core.redis_server import free_port
 from core.runtime import Runtime
+from core.settings import Settings
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, eventually, scale_spec, turn
@@ -52,14 +53,18 @@ async def test_health_readiness_and_metrics_on_port(
         rt.ops.deliveries.register("test", delivery)
         rt.ops.http.mount("POST", "/slack/events", slack_events)
         async with serving(rt):
-            base = f"http://127.0.0.1:{rt.ops.http.bound['public']}"
+            public = f"http://127.0.0.1:{rt.ops.http.bound['public']}"
+            base = f"http://127.0.0.1:{rt.ops.http.bound['ops']}"  # ops have their own server by default
+            assert rt.ops.http.bound["public"] != rt.ops.http.bound["ops"]
             assert (await get(f"{base}/healthz"))[0] == 200
             status, body = await get(f"{base}/readyz")
             assert status == 200, body
-            async with aiohttp.ClientSession() as http, http.post(f"{base}/slack/events") as response:
+            async with aiohttp.ClientSession() as http, http.post(f"{public}/slack/events") as response:
                 assert (response.status, await response.text()) == (200, "mounted")
-            assert (await get(f"{base}/slack/events"))[0] == 405
-            assert (await get(f"{base}/nothing-here"))[0] == 404
+            assert (await get(f"{public}/slack/events"))[0] == 405
+            assert (await get(f"{public}/nothing-here"))[0] == 404
+            for path in ("/metrics", "/healthz", "/readyz"):
+                assert (await get(f"{public}{path}"))[0] == 404  # nothing of the ops on the public port
 
             await rt.dispatcher.dispatch(turn("count me"))
             await delivery.wait_for(1)
@@ -82,26 +87,35 @@ async def test_health_readiness_and_metrics_on_port(
             assert "shutting down" in body
 
 
-async def test_the_ops_port_keeps_metrics_off_the_public_port(
+async def test_ops_port_equal_to_port_shares_one_server(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
-    async with runtime_factory(spec=scale_spec(), **FAST, parley_ops_port=free_port()) as rt:
+    port = free_port()
+    async with runtime_factory(spec=scale_spec(), **{**FAST, "port": port, "parley_ops_port": port}) as rt:
         rt.ops.http.mount("GET", "/hello", hello)
         async with serving(rt):
-            public = f"http://127.0.0.1:{rt.ops.http.bound['public']}"
-            ops = f"http://127.0.0.1:{rt.ops.http.bound['ops']}"
-            assert rt.ops.http.bound["public"] != rt.ops.http.bound["ops"]
+            assert set(rt.ops.http.bound) == {"public"}
+            public = f"http://127.0.0.1:{port}"
             assert (await get(f"{public}/hello")) == (200, "hello")
-            assert (await get(f"{public}/metrics"))[0] == 404
-            assert (await get(f"{ops}/metrics"))[0] == 200
-            assert (await get(f"{ops}/readyz"))[0] == 200
+            assert (await get(f"{public}/metrics"))[0] == 200
+            assert (await get(f"{public}/readyz"))[0] == 200
+
+
+def test_ops_endpoints_default_to_their_own_loopback_port() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.parley_ops_host, settings.parley_ops_port) == ("127.0.0.1", 9090)
+    assert settings.parley_http_host == "0.0.0.0"  # noqa: S104 - PORT is the public one
+    assert settings.parley_ops_port != settings.port
+
+
+async def ok(request: web.Request) -> web.Response:
+    return web.Response()
 
 
 async def test_a_taken_port_fails_loudly(runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
-
     blocker = web.AppRunner(web.Application())
     await blocker.setup()
     site = web.TCPSite(blocker, "127.0.0.1", 0)
@@ -109,7 +123,8 @@ async def test_a_taken_port_fails_loudly(runtime_factory: RuntimeFactory, fake_o
     port = blocker.addresses[0][1]
     try:
         async with runtime_factory(spec=scale_spec(), **{**FAST, "port": port}) as rt:
-            with pytest.raises(ConfigError, match=f"PORT={port}: cannot listen.*PARLEY_OPS_PORT"):
+            rt.ops.http.mount("POST", "/slack/events", ok)  # a mounted route: PORT is needed
+            with pytest.raises(ConfigError, match=f"^PORT={port}: cannot listen.*PARLEY_OPS_PORT"):
                 await serve(rt, [], workers=False, stop=asyncio.Event(), handle_signals=False)
     finally:
         await blocker.cleanup()

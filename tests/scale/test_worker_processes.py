@@ -160,6 +160,7 @@ async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigter
         redis_url,
         fake_openai.base_url,
         port=port,
+        parley_ops_port=port,  # PARLEY_OPS_PORT = PORT: one server for everything (the opt-in)
         discord_token="test-token",
         discord_api_url="http://127.0.0.1:9/api",
     )

@@ -27,13 +27,14 @@ from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 from tests.fakes.slack import FakeSlack, SlackSender
+from tests.net import LOOPBACK
 
 SIGNING_SECRET = "test-signing-secret"
 SUPPORT_CHANNEL = "C0SUPPORT"
 ADMIN = "U0ADMIN"
 
 # Runtime settings for the adapter tests: the HTTP server on a free loopback port, quick shutdown.
-RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+RUNTIME = {"port": 0, "parley_shutdown_grace": 0.5, **LOOPBACK}
 
 
 def support_spec() -> BotSpec:
@@ -136,11 +137,14 @@ async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> Asyn
             config: SlackBotConfig | None = None,
             runtime: Runtime | None = None,
             queue: bool = False,
+            runtime_settings: dict[str, Any] | None = None,
             **settings: Any,
         ) -> Running:
             if runtime is None:
                 runtime = await stack.enter_async_context(
-                    runtime_factory(spec=support_spec(), parley_queue=queue, **RUNTIME)
+                    runtime_factory(
+                        spec=support_spec(), parley_queue=queue, **RUNTIME, **(runtime_settings or {})
+                    )
                 )
             s = slack_settings(slack, **settings)
             mode = choose_mode(s)

@@ -26,6 +26,8 @@ def _env(slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, **extra: str
         "SLACK_API_URL": slack.api_url,
         "SLACK_BOT_TOKEN": slack.bot_token,
         "PARLEY_OPS_HOST": "127.0.0.1",
+        "PARLEY_HTTP_HOST": "127.0.0.1",
+        "PARLEY_OPS_PORT": "0",
         "PORT": "0",
         "REDIS_URL": redis_url,
         "OPENAI_BASE_URL": fake_openai.base_url,
@@ -85,6 +87,9 @@ async def test_parley_run_http_mode(
     seen: list[bytes] = []
     try:
         listening = await _log_event(proc, "http_listening", seen)
+        if listening["server"] != "public":  # the ops server (its own port) comes up first
+            listening = await _log_event(proc, "http_listening", seen)
+        assert listening["server"] == "public"
         url = f"http://127.0.0.1:{listening['port']}/slack/events"
         async with SlackSender(url, SIGNING_SECRET) as sender:
             sent = await sender.event(rq.app_mention("hello from the CLI", ts="1700000500.000100"))

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -381,3 +382,44 @@ async def test_moderation_takes_back_a_streamed_answer(
     assert "secret-launch-code" not in msg.shown
     assert not msg.streaming
     assert msg.blocks == []  # no feedback buttons under a refusal
+
+
+async def test_forget_erases_the_users_votes_and_cached_name(
+    start_slack: StartSlack, slack: FakeSlack
+) -> None:
+    slack.add_user("U0ADA", display_name="AdaDisplayName")
+    app = await start_slack()
+    await app.sender.event(rq.app_mention("rate me", ts="1700000071.000100", user="U0ADA"))
+    await app.settle()
+    (msg,) = slack.bot_messages("C0GENERAL")
+    turn_id = msg.blocks[-1]["elements"][0]["value"]
+    click = rq.block_action("parley_feedback_up", turn_id, user="U0ADA", message_ts=msg.ts)
+    assert (await app.sender.action(click)).status == 200
+    await app.settle()
+    redis = app.runtime.redis
+    assert (await redis.hgetall(app.adapter.state.feedback_key(turn_id)))["U0ADA"] == "up"
+    assert await redis.get(app.adapter.delivery.names.key("T0001", "U0ADA")) == "AdaDisplayName"
+
+    await app.sender.command(rq.slash_command("/forget", user="U0ADA", response_url=slack.response_url("f")))
+    await app.settle()
+    ((_, body),) = slack.responses
+    assert body["text"].startswith("Done:")
+    left = {}
+    async for key in redis.scan_iter(count=500):
+        value = str(await redis_dump_value(redis, key))
+        if "U0ADA" in key or "U0ADA" in value or "AdaDisplayName" in value:
+            left[key] = value
+    assert left == {}  # neither the vote nor the cached display name survive /forget
+    assert await redis.hgetall(app.adapter.state.feedback_totals_key()) == {"up": "1"}  # counts, no one's id
+
+
+async def redis_dump_value(redis: Any, key: str) -> object:
+    kind = await redis.type(key)
+    readers = {"hash": redis.hgetall, "string": redis.get, "set": redis.smembers}
+    if kind == "list":
+        return await redis.lrange(key, 0, -1)
+    if kind == "zset":
+        return await redis.zrange(key, 0, -1)
+    if kind == "stream":
+        return await redis.xrange(key)
+    return await readers[kind](key) if kind in readers else ""

@@ -47,20 +47,31 @@ async def test_handoff_stops_auto_replies_until_resumed_by_button(
     assert len(slack.bot_messages("C0GENERAL", ROOT)) == 1  # silent while a person handles it
     assert fake_openai.chat_requests == []
 
-    click = rq.block_action(
-        "parley_handoff_resume",
-        button["value"],
-        user="U0AGENT",
-        channel=SUPPORT_CHANNEL,
-        message_ts=notice.ts,
-        response_url=slack.response_url("notice"),
-    )
-    assert (await app.sender.action(click)).status == 200
+    def click(user: str, rid: str) -> dict[str, object]:
+        return rq.block_action(
+            "parley_handoff_resume",
+            button["value"],
+            user=user,
+            channel=SUPPORT_CHANNEL,
+            message_ts=notice.ts,
+            response_url=slack.response_url(rid),
+        )
+
+    # Anyone who can see the notice can press the button; only an admin resumes the bot (as with /resume).
+    assert (await app.sender.action(click("U0CUST", "denied"))).status == 200
     await app.settle()
+    await _follow_up(app, "did that work?", "1700000200.000350")
+    assert fake_openai.chat_requests == []  # still paused
     ((rid, body),) = slack.responses
+    assert (rid, body["response_type"]) == ("denied", "ephemeral")
+    assert body["text"].startswith("Only admins can resume")
+
+    assert (await app.sender.action(click(ADMIN, "notice"))).status == 200
+    await app.settle()
+    rid, body = slack.responses[-1]
     assert rid == "notice"
     assert body["replace_original"] is True
-    assert "<@U0AGENT> resumed" in body["text"]
+    assert f"<@{ADMIN}> resumed" in body["text"]
 
     await _follow_up(app, "thanks, one more question", "1700000200.000400")
     assert slack.bot_messages("C0GENERAL", ROOT)[-1].shown == "You said: thanks, one more question"

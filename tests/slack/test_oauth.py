@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
 from slack_sdk.oauth.installation_store.models.installation import Installation
 
-from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
+from adapters.slack.oauth import InstallRateLimit, RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.settings import Mode
+from core.credentials import CredentialBox
+from core.errors import ConfigError, CredentialError
 from core.keys import KeySpace
+from core.settings import Settings, load_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -151,3 +158,107 @@ async def test_tokens_revoked_event_drops_the_bot_token(start_slack: StartSlack,
     assert (await app.sender.event(revoked)).status == 200
     await app.settle()
     assert await store.async_find_bot(enterprise_id=None, team_id="T0001") is None
+
+
+def _box(*keys: bytes) -> CredentialBox:
+    return CredentialBox([Fernet(k) for k in keys])
+
+
+async def test_installation_records_are_encrypted_and_keys_rotate(redis_client: aioredis.Redis) -> None:
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    store = RedisInstallationStore(redis_client, KEYS, client_id="1.2", box=_box(old))
+    await store.async_save(_installation())
+    key = store.key(None, "T0NEW", False)
+    raw = await redis_client.hgetall(key)
+    assert set(raw) == {"bot", "installer", "installer:U0INST"}
+    assert all(v.startswith("enc1:") and NEW_TOKEN not in v for v in raw.values())  # no token in clear
+
+    # Rotation, step 1: the new key first, the old one still listed: everything still opens.
+    rotated = RedisInstallationStore(redis_client, KEYS, client_id="1.2", box=_box(new, old))
+    bot = await rotated.async_find_bot(enterprise_id=None, team_id="T0NEW")
+    assert bot is not None and bot.bot_token == NEW_TOKEN
+    # Step 2: re-seal under the new key; step 3: the old key can go.
+    assert await rotated.reseal_all() == 3
+    assert await rotated.reseal_all() == 0
+    only_new = RedisInstallationStore(redis_client, KEYS, client_id="1.2", box=_box(new))
+    found = await only_new.async_find_installation(enterprise_id=None, team_id="T0NEW", user_id="U0INST")
+    assert found is not None and found.bot_token == NEW_TOKEN
+    # A record sealed with a key no longer configured is an error naming the variable, not a crash elsewhere.
+    only_old = RedisInstallationStore(redis_client, KEYS, client_id="1.2", box=_box(old))
+    with pytest.raises(CredentialError, match="PARLEY_CREDENTIALS_KEYS"):
+        await only_old.async_find_bot(enterprise_id=None, team_id="T0NEW")
+
+
+async def test_records_stored_in_clear_are_read_then_sealed_by_rotation(redis_client: aioredis.Redis) -> None:
+    clear = RedisInstallationStore(redis_client, KEYS, client_id="3.4")  # before keys were configured
+    await clear.async_save(_installation())
+    sealed = RedisInstallationStore(redis_client, KEYS, client_id="3.4", box=_box(Fernet.generate_key()))
+    bot = await sealed.async_find_bot(enterprise_id=None, team_id="T0NEW")
+    assert bot is not None and bot.bot_token == NEW_TOKEN
+    assert await sealed.reseal_all() == 3
+    raw = await redis_client.hgetall(sealed.key(None, "T0NEW", False))
+    assert all(v.startswith("enc1:") for v in raw.values())
+
+
+def test_bad_credential_keys_name_the_variable_and_production_needs_them() -> None:
+    with pytest.raises(ConfigError, match=r"PARLEY_CREDENTIALS_KEYS: .*key #2 is not a Fernet key") as err:
+        load_settings(_env_file=None, parley_credentials_keys=f"{Fernet.generate_key().decode()},not-a-key")
+    assert "not-a-key" not in str(err.value)
+    production = Settings(_env_file=None, parley_env="production")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="PARLEY_CREDENTIALS_KEYS is not set"):
+        production.credential_box()
+
+
+def _org_installation() -> Installation:
+    return Installation(
+        app_id="A0001",
+        enterprise_id="E0GRID",
+        team_id="T0INGRID",
+        is_enterprise_install=True,
+        bot_token="xoxb-org",
+        bot_id="B0ORG",
+        bot_user_id="U0ORGBOT",
+        user_id="U0ADMIN",
+        installed_at=1_700_000_000.0,
+    )
+
+
+async def test_enterprise_uninstall_removes_the_org_wide_installation(redis_client: aioredis.Redis) -> None:
+    store = RedisInstallationStore(redis_client, KEYS, client_id="5.6")
+    await store.async_save(_org_installation())
+
+    async def org_bot() -> str | None:
+        bot = await store.async_find_bot(enterprise_id="E0GRID", team_id=None, is_enterprise_install=True)
+        return bot.bot_token if bot else None
+
+    assert await org_bot() == "xoxb-org"
+    # tokens_revoked and app_uninstalled arrive with the enterprise and a team (bolt's context)
+    await store.async_delete_bot(enterprise_id="E0GRID", team_id="T0INGRID")
+    assert await org_bot() is None
+    await store.async_delete_all(enterprise_id="E0GRID", team_id="T0INGRID")
+    assert await redis_client.keys("parley:support:slack:install:5.6:*") == []
+
+
+async def test_the_install_page_is_rate_limited(start_slack: StartSlack, slack: FakeSlack) -> None:
+    app = await start_slack(
+        slack_bot_token=None, slack_client_id=slack.client_id, slack_client_secret=slack.client_secret
+    )
+    limit = app.adapter.install_limit.per_client
+    if time.time() % 60 > 55:  # the windows are calendar minutes: do not straddle one
+        await asyncio.sleep(60.5 - time.time() % 60)
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(limit + 5):
+            async with http.get(f"{app.url}/slack/install") as resp:
+                statuses.append(resp.status)
+    assert statuses == [200] * limit + [429] * 5
+    states = await app.runtime.redis.keys("parley:support:slack:oauth_state:*")
+    assert len(states) == limit  # a refused request writes no state
+
+
+async def test_install_rate_limit_counts_per_client_and_in_total(redis_client: aioredis.Redis) -> None:
+    limit = InstallRateLimit(redis_client, KEYS, per_client=2, per_minute=3)
+    at = 1_800_000_000.0
+    assert [await limit.allow("1.1.1.1", at) for _ in range(3)] == [True, True, False]
+    assert await limit.allow("2.2.2.2", at) is False  # 4 in this minute: over the total
+    assert await limit.allow("2.2.2.2", at + 60) is True  # the next minute
