@@ -13,6 +13,7 @@ _._shards  # adapters/discord/settings.py
 _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
+_._fernet_keys  # core/settings.py (validates PARLEY_CREDENTIALS_KEYS)
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
 _.settings_customise_sources

@@ -27,7 +27,7 @@ async def test_off_without_a_password(runtime_factory: RuntimeFactory) -> None:
         assert await mount_console(rt, console_settings(parley_console_password=None)) is None
         await rt.ops.http.start()
         try:
-            port = rt.ops.http.bound["public"]
+            port = rt.ops.http.bound["ops"]  # where the console would be: beside /healthz
             async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/console/login") as r:
                 assert r.status == 404
         finally:
@@ -210,9 +210,9 @@ async def test_bad_conversation_link(
 async def test_a_port_of_its_own(serve_console: ServeConsole, client: aiohttp.ClientSession) -> None:
     served = await serve_console(parley_console_port=0)
     http = served.runtime.ops.http
-    alone, public = http.bound["/console"], http.bound["public"]
-    assert alone != public
-    async with client.get(f"http://127.0.0.1:{public}/console/login") as r:
+    alone, ops = http.bound["/console"], http.bound["ops"]
+    assert alone != ops
+    async with client.get(f"http://127.0.0.1:{ops}/console/login") as r:
         assert r.status == 404  # not beside the ops endpoints
     assert (await sign_in(client, f"http://127.0.0.1:{alone}/console")).status == 303
 

@@ -54,7 +54,7 @@ async def test_a_streamed_check_looks_at_the_new_text_and_the_overlap(safety_fac
     moderation = {"blocked_patterns": [r"\bzebra-\d+\b"], "blocked_category": "launch_codes"}
     async with safety_factory("arcade", moderation=moderation) as rt:
         assert rt.safety is not None
-        chain, turn = rt.engine.moderator, make_turn("hi", platform="discord")
+        chain, turn = rt.safety.moderator, make_turn("hi", platform="discord")
         early = "zebra-42 " + "word " * 400  # the code is far before the new text: already checked
         verdict = await chain.check_output(turn, early + "more", final=False, since=len(early))
         assert verdict.action is Action.ALLOW and verdict.text == early + "more"
