@@ -14,6 +14,7 @@ _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._fernet_keys  # core/settings.py (validates PARLEY_CREDENTIALS_KEYS)
+_._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
 _.settings_customise_sources
@@ -76,6 +77,8 @@ _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py
+_.is_context  # core/prompt.py: tests that read prompts as history skip the labelled context message
+_.iban_ok  # core/safety/redact.py: the IBAN checksum, tested on its own (tests/safety/test_redact.py)
 _.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
 _.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
 _.connected  # MCPConnection: tests/tools/test_mcp.py
