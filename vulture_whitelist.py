@@ -14,6 +14,7 @@ _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._fernet_keys  # core/settings.py (validates PARLEY_CREDENTIALS_KEYS)
+_.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
