@@ -141,6 +141,7 @@ class BotConfig(BaseModel):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)
