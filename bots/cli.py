@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.console.chat import ConsoleChat, ConsoleOptions
+from bots import kb_cli
 from bots.loader import available_bots, load_bot
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMRequest
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
+    kb_cli.add_parser(sub, bots)
     return parser
 
 
@@ -104,6 +106,8 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         spec = load_bot(args.bot)
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, spec))
+        if args.command == "kb":
+            return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, spec))
         return asyncio.run(_run(args, settings, spec))
@@ -130,6 +134,8 @@ async def _check(settings: Settings, spec: Any) -> int:
     print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
     if not settings.llm_configured:
         problems.append(NO_LLM)
+    if spec.config.kb is not None:
+        print(kb_cli.describe_embeddings(settings))
     try:
         async with open_runtime(spec, settings, llm=None if settings.llm_configured else _NullLLM()) as rt:
             print("redis: ok")

@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 from core.bot import BotSpec
 from core.kb.embed import make_embedder
 from core.kb.retrieve import KnowledgeBase, knowledge_file_index
+
+__all__ = ["kb_config", "knowledge_file_index", "naming", "open_knowledge_base", "screen"]
 from core.kb.screen import Screen
 from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings, parse_kb_config
 from core.kb.sources import Naming
