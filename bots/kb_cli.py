@@ -170,7 +170,8 @@ async def _search(
     for r in rows:
         sim = "" if r["similarity"] is None else f" cos {r['similarity']:.2f}"
         where = " › ".join([r["title"], *r["headings"]])
-        print(f"{r['rank']:>2}. {r['score']:.4f}  bm25 {r['bm25']:.2f}{sim}  cov {r['coverage']:.2f}  {where}")
+        scores = f"{r['score']:.4f}  bm25 {r['bm25']:.2f}{sim}  cov {r['coverage']:.2f}"
+        print(f"{r['rank']:>2}. {scores}  {where}")
         print(f"    {r['url'] or r['source']}")
         print(f"    {' '.join(str(r['text']).split())[:160]}")
     return 0
@@ -184,7 +185,8 @@ async def _status(settings: Settings, cfg: KbConfig, emb: EmbeddingSettings, sto
         return 0
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info.get("ingested_at", "0"))))
     size = int(info.get("bytes", "0"))
-    print(f"index: version {info.get('version')}, {info.get('documents')} documents, {info.get('chunks')} chunks")
+    counts = f"{info.get('documents')} documents, {info.get('chunks')} chunks"
+    print(f"index: version {info.get('version')}, {counts}")
     print(f"size: {size / 1024:.1f} KiB (stored in Redis), embeddings: {info.get('embed_model') or 'none'}")
     print(f"last ingest: {when}: {info.get('summary', '')}")
     scoped = ", ".join(f"{ch} -> {'/'.join(cols)}" for ch, cols in cfg.channels.items()) or "none"
