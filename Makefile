@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BOT ?= arcade
 STAMP := $(VENV)/.installed
 
-.PHONY: chat test lint bench bench-scale bench-safety run check clean
+.PHONY: chat test lint bench bench-scale bench-safety run check clean kb eval-kb bench-kb
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fi
 
 bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
 	$(BIN)/python -m tests.safety.bench
+
+kb: $(STAMP)  ## (re-)index a bot's knowledge base from its [kb] sources (BOT=support)
+	$(BIN)/parley kb ingest --bot $(BOT)
+
+eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5, MRR, cited sources
+	$(BIN)/python -m tests.bench.kb_eval
+
+bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
+	$(BIN)/python -m tests.bench.kb_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

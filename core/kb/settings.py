@@ -77,7 +77,7 @@ class KbConfig(BaseModel):
     budget_tokens: int = Field(default=1_200, ge=100, le=100_000)  # reference tokens in a prompt
     persona_budgets: dict[str, int] = Field(default_factory=dict)  # persona name -> its own budget
     # "Covered" when the best chunk holds this idf-weighted share of the question's words ...
-    min_coverage: float = Field(default=0.5, ge=0, le=1)
+    min_coverage: float = Field(default=0.3, ge=0, le=1)
     # ... or its embedding is at least this similar (cosine) to the question's.
     min_similarity: float = Field(default=0.5, ge=-1, le=1)
     # The answer to a question the base does not cover, without the model ("" = the model says so itself).
