@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from adapters.common.citations import shown_text
 from adapters.common.split import split_text
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyReplace, ReplyResult
 
@@ -87,7 +88,7 @@ class StreamRenderer(Generic[H]):
                 self._text = event.text
             elif isinstance(event, ReplyDone):
                 self.outcome.result = event.result
-                self._text = event.result.text
+                self._text = shown_text(event.result)  # with the sources line when it cites any
             self._dirty.set()
 
     async def _flusher(self) -> None:

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import TextIO
 
+from adapters.common.citations import sources_plain
 from core.runtime import Runtime
 from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyReplace, ReplyResult, Turn
 
@@ -104,6 +105,8 @@ class ConsoleChat:
             self._write(result.text + "\n")
         elif shown:
             self._write("\n")
+        if result.citations and not self._opt.jsonl:
+            self._write(sources_plain(result.citations) + "\n")
         return result
 
 
@@ -119,4 +122,5 @@ def _as_json(result: ReplyResult) -> dict[str, object]:
         },
         "turn_id": result.turn_id,
         "meta": dict(result.meta),
+        "citations": [{"number": c.number, "title": c.title, "url": c.url} for c in result.citations],
     }

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common.citations import shown_text
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
 from adapters.slack.flags import FlagNotice, notice_text
@@ -293,7 +294,7 @@ class SlackDelivery:
             return
         private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
         hook = webhook_client(str(url))
-        for chunk in split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
+        for chunk in split_text(to_mrkdwn(shown_text(result)), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
             response = await hook.send(
                 text=chunk,
                 response_type="ephemeral" if private else "in_channel",

@@ -16,7 +16,7 @@ import numpy as np
 from core.kb.chunking import chunk_page, index_text
 from core.kb.embed import Embedder
 from core.kb.index import KbIndex
-from core.kb.model import Chunk, DocumentEntry, IngestReport, Page
+from core.kb.model import Chunk, DocumentEntry, IngestReport, Page, content_hash
 from core.kb.parsers import ParseError, parse
 from core.kb.screen import Screen
 from core.kb.settings import KbConfig
@@ -84,7 +84,12 @@ async def ingest(
     seen: dict[str, RawDoc] = {}
     for doc in docs:
         seen.setdefault(doc.source, doc)  # the same file reached from two roots counts once
-    changed = [d for d in seen.values() if d.source not in old_docs or old_docs[d.source].hash != d.hash]
+    # A document is re-processed when its bytes change, or how it is chunked and screened does.
+    recipe = f"{cfg.chunk_tokens}:{cfg.overlap_tokens}:{screen.allow_flagged}:{screen.redactor is not None}"
+    hashes = {s: content_hash(f"{d.hash}:{recipe}") for s, d in seen.items()}
+    changed = [
+        d for d in seen.values() if d.source not in old_docs or old_docs[d.source].hash != hashes[d.source]
+    ]
     origins = {d.origin for d in seen.values()} | {naming.source_of_target(t) for t in targets}
     vanished = [s for s, e in old_docs.items() if e.origin in origins and s not in seen]
     report.pages = len(seen)
@@ -117,7 +122,7 @@ async def ingest(
                 documents.pop(source, None)
                 continue
             title = p.chunks[0].title if p.chunks else ""
-            documents[source] = DocumentEntry(source, p.doc.origin, p.doc.hash, len(p.chunks), title)
+            documents[source] = DocumentEntry(source, p.doc.origin, hashes[source], len(p.chunks), title)
             chunks += p.chunks
         else:
             chunks += old_chunks.get(source, [])
