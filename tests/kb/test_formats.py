@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -40,12 +41,16 @@ def make_pdf(pages: list[str], title: str = "") -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {info} 0 R >>\nstartxref\n{xref}\n%%EOF".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {info} 0 R >>\n".encode()
+    out += f"startxref\n{xref}\n%%EOF".encode()
     return bytes(out)
 
 
 def test_markdown_sections_follow_headings_and_front_matter() -> None:
-    data = b'+++\ntitle = "Returns"\nurl = "https://example.com/r"\n+++\nIntro.\n# Returns\nBody.\n## Steps\n```\n# not a heading\n```\n### Label\nPrint it.\n'
+    data = (
+        b'+++\ntitle = "Returns"\nurl = "https://example.com/r"\n+++\nIntro.\n# Returns\nBody.\n'
+        b"## Steps\n```\n# not a heading\n```\n### Label\nPrint it.\n"
+    )
     title, url, sections = parse_markdown(data)
     assert (title, url) == ("Returns", "https://example.com/r")
     assert [s.headings for s in sections] == [(), (), ("Steps",), ("Steps", "Label")]
@@ -88,7 +93,7 @@ def test_long_sections_split_with_overlap() -> None:
     assert len(chunks) > 3
     assert all(len(c) <= 100 * 4 + 10 for c in chunks)
     # The start of each chunk repeats the end of the previous one.
-    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+    for prev, nxt in itertools.pairwise(chunks):
         assert nxt.split(" … ")[0] in prev
 
 
@@ -117,7 +122,8 @@ async def test_every_format_ingested_from_a_folder(redis_client: aioredis.Redis,
 async def test_urls_and_sitemaps(redis_client: aioredis.Redis, tmp_path: Path) -> None:
     site = web.Application()
     pages = {
-        "/help/returns": "<html><head><title>Returns</title></head><body><main><h1>Returns</h1><p>30 days.</p></main></body></html>",
+        "/help/returns": "<html><head><title>Returns</title></head><body><main><h1>Returns</h1>"
+        "<p>30 days.</p></main></body></html>",
         "/help/shipping": "<html><body><article><h1>Shipping</h1><p>3 to 5 days.</p></article></body></html>",
     }
 
