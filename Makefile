@@ -1,19 +1,36 @@
 # Every target creates .venv on first use; nothing else needs installing by hand.
+# `make` installs the exact versions pinned (with hashes) in requirements.lock, so a fresh clone runs what CI
+# ran; pyproject.toml keeps the ranges for people who `pip install` the package. `make lock` / `make
+# update-deps` re-compile the lock (Python 3.11, Linux) with a pinned uv; `make help` lists the targets.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BOT ?= arcade
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.8
+COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
+	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: chat test lint bench bench-scale bench-safety run check clean kb eval-kb bench-kb
+.PHONY: help chat test lint bench bench-scale bench-safety run check lock update-deps clean kb eval-kb bench-kb
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Re-installs whenever the lock or pyproject.toml changes; the project itself goes in without its dependencies,
+# which all come from the lock (setuptools too, so the build needs no download).
+$(STAMP): $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
 chat: $(STAMP)  ## chat with a bot in the terminal (BOT=support|arcade)
 	$(BIN)/parley chat --bot $(BOT)
@@ -27,10 +44,11 @@ run: $(STAMP)  ## run a bot on its platforms
 test: $(STAMP)  ## the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff (check + format) and mypy strict on core/ and adapters/
+lint: $(STAMP)  ## ruff (check + format), mypy strict on core/ adapters/ bots/, vulture (dead code)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core adapters bots
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
@@ -49,6 +67,13 @@ eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5,
 
 bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
+
+lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)
+	$(COMPILE)
+
+update-deps: $(BIN)/uv  ## upgrade every pin in requirements.lock to the newest pyproject.toml allows
+	$(COMPILE) --upgrade
+	@echo "requirements.lock updated: run make test lint, then commit it"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

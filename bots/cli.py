@@ -10,20 +10,26 @@ import asyncio
 import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from adapters.console.chat import ConsoleChat, ConsoleOptions
 from bots import kb_cli
 from bots.loader import available_bots, load_bot
+from core.bot import BotSpec
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
-from core.llm import ChatMessage, LLMEnd, LLMRequest
+from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.logging import configure_logging
-from core.ops.service import serve
+from core.ops.delivery import Delivery
+from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.settings import Settings, load_settings
 
 ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
+
+# What a platform module in ADAPTERS offers: build_adapter always, build_delivery and check optionally.
+BuildAdapter = Callable[[Runtime], Servable]
+BuildDelivery = Callable[[Runtime], Delivery]
+PlatformCheck = Callable[[Runtime], Awaitable[list[str]]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,7 +123,7 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         return 130
 
 
-async def _chat(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
+async def _chat(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
     async with open_runtime(spec, settings) as rt:
         options = ConsoleOptions(
             user_id=args.user,
@@ -129,7 +135,7 @@ async def _chat(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
         return await ConsoleChat(rt, options).serve()
 
 
-async def _check(settings: Settings, spec: Any) -> int:
+async def _check(settings: Settings, spec: BotSpec) -> int:
     problems: list[str] = []
     print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
     if not settings.llm_configured:
@@ -145,7 +151,7 @@ async def _check(settings: Settings, spec: Any) -> int:
                 problems.extend(await rt.safety.check())
             for platform in spec.config.platforms:
                 module = importlib.import_module(ADAPTERS[platform])
-                checker = getattr(module, "check", None)
+                checker: PlatformCheck | None = getattr(module, "check", None)
                 if checker is not None:
                     problems.extend(await checker(rt))
     except StoreUnavailable as exc:
@@ -168,15 +174,15 @@ async def _probe_llm(rt: Runtime, problems: list[str]) -> None:
 class _NullLLM:
     """Stands in when no LLM is configured, so `check` can still test Redis and the platforms."""
 
-    async def stream(self, request: LLMRequest) -> Any:
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         raise LLMError(NO_LLM)
-        yield  # pragma: no cover - makes this an async generator
+        yield  # noqa: V201  # pragma: no cover - unreachable; makes this an async generator
 
     async def aclose(self) -> None:
         return None
 
 
-async def _run(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
+async def _run(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
     """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
     them. Each platform module may define ``build_delivery(runtime)``: the Delivery workers show replies
     through (registered in every mode, so a workers-only process can answer every platform)."""
@@ -186,16 +192,17 @@ async def _run(args: argparse.Namespace, settings: Settings, spec: Any) -> int:
     if args.workers_only and not settings.parley_queue:
         raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
     async with open_runtime(spec, settings) as rt:
-        adapters = []
+        adapters: list[tuple[str, Servable]] = []
         for platform in platforms:
             if platform not in ADAPTERS:
                 raise ConfigError(f"platforms: unknown platform {platform!r} (known: {', '.join(ADAPTERS)})")
             module = importlib.import_module(ADAPTERS[platform])
-            build_delivery = getattr(module, "build_delivery", None)
+            build_delivery: BuildDelivery | None = getattr(module, "build_delivery", None)
             if build_delivery is not None and platform not in rt.ops.deliveries:
                 rt.ops.deliveries.register(platform, build_delivery(rt))
             if not args.workers_only:
-                adapters.append((platform, module.build_adapter(rt)))
+                build_adapter: BuildAdapter = module.build_adapter
+                adapters.append((platform, build_adapter(rt)))
         return await serve(rt, adapters, workers=settings.parley_queue and not args.adapters_only)
 
 

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from core.bot import BotSpec, parse_bot_config
+from core.bot import BotPlugin, BotSpec, parse_bot_config
 from core.errors import ConfigError
 from core.personas import load_personas
 
@@ -42,7 +42,7 @@ def load_bot(name_or_path: str, *, root: Path = BOTS_DIR) -> BotSpec:
             knowledge = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{source}: knowledge: cannot read {path}: {exc.strerror}") from None
-    plugin = None
+    plugin: BotPlugin | None = None
     if (folder / "plugin.py").is_file() and folder.parent == root:
         module = importlib.import_module(f"bots.{folder.name}.plugin")
         plugin = module.make_plugin(config)

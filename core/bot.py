@@ -54,6 +54,8 @@ class LimitsConfig(BaseModel):
         default_factory=lambda: [RateWindow(count=5, seconds=10), RateWindow(count=60, seconds=3_600)]
     )
     channel_rate: list[RateWindow] = Field(default_factory=lambda: [RateWindow(count=30, seconds=60)])
+    # Commands that do not call the LLM (/help, /forget, /reset ...): a budget of their own per user.
+    command_rate: list[RateWindow] = Field(default_factory=lambda: [RateWindow(count=20, seconds=60)])
     user_daily_tokens: int = Field(default=200_000, ge=0)  # prompt + completion tokens per quota window
     workspace_daily_tokens: int = Field(default=5_000_000, ge=0)  # per workspace (Slack) or guild (Discord)
     quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC

@@ -94,7 +94,9 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     story = "".join(parts)
     if story:
         kept = ((ctx.state.meta.get("last_story", "") + "\n\n") if cont else "") + story
-        stored = ctx.engine.redactor.redact(kept[-LAST_STORY_CHARS:])  # nothing unredacted reaches Redis
+        stored = ctx.engine.safety.redactor.redact(
+            kept[-LAST_STORY_CHARS:]
+        )  # nothing unredacted reaches Redis
         await ctx.memory.set_meta(ctx.turn.place, {"last_story": stored})
 
 

@@ -1,34 +1,39 @@
 """The turn engine: one :class:`Turn` in, a stream of :data:`ReplyEvent` out.
 
-    admit (size, dedupe, addressed, paused)  -> command?  -> moderate input -> plugin hook
-    -> prompt (persona + reference + summary + token-budgeted window) -> LLM stream
-    -> moderate output as it grows -> remember (one pipelined write) -> ReplyDone
-    -> fold old messages into the running summary (owned background task)
+:meth:`Engine.reply` runs one turn through named stages (:meth:`Engine._stages` reads top to bottom)::
+
+    admit     what needs no Redis: parse a command; open the turn's admission
+    load      one pipelined read: memory tail + meta, dedupe, and admission's checks riding along
+    route     greeting, context-only (unaddressed, paused), admission's judgement, size
+    command   a command's handler, or
+    chat      moderate input -> plugin -> generate (LLM stream, output checked as it grows)
+              -> check (final output moderation) -> remember (one pipelined, fenced write)
+    finish    admission settles, metrics, safety decisions, the turn's log line
 
 The engine keeps no conversation state in process memory: everything lives in Redis, so any replica can
-take any turn. :meth:`Engine.reply` never raises (except cancellation): every failure ends the stream
-with a :class:`ReplyDone` whose text is the persona's apology.
+take any turn. Per-turn state travels as arguments (the :class:`TurnContext`, the turn's admission, the
+conversation lock's :class:`Fence`). :meth:`Engine.reply` never raises (except cancellation): every failure
+ends the stream with a :class:`ReplyDone` whose text is the persona's apology.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from core.bot import BotSpec
 from core.commands import CommandRegistry
 from core.errors import ContextTooLong, LLMError, StoreError
-from core.keys import KeySpace
 from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
-from core.memory import ConversationState, NewMessage, ReadExtra, RedisMemory, WriteExtra
-from core.moderation import Action, Moderator, Verdict
+from core.memory import ConversationState, Fence, NewMessage, RedisMemory
+from core.moderation import Action, Verdict
 from core.personas import Persona
 from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
 from core.tasks import TaskOwner
@@ -45,66 +50,36 @@ from core.types import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from core.ops.metrics import Metrics
+    from core.safety.gate import TurnAdmission
+    from core.safety.setup import Safety
+
 log = structlog.get_logger("parley.engine")
 
 MODERATION_STRIDE = 400  # re-check streaming output each time it grows by this many characters
+MODERATION_OVERLAP = 512  # ... looking at the new text plus this much before it (a match may straddle)
 FOLD_LOCK_SECONDS = 120
 
-Gate = Callable[["TurnContext"], Awaitable[ReplyResult | None]]
-"""An admission check run before any LLM work (rate limits, quotas, allow-lists); a result refuses."""
 
-TurnObserver = Callable[[Turn, ReplyResult, float], Awaitable[None]]
-"""Called after every turn with its result and duration in seconds (metrics, token quotas)."""
-
-
-class PreRead(ReadExtra, Protocol):
-    """Admission work queued on the turn's memory read; ``unused`` gives back what it took when no gate
-    looked at the turn after all."""
-
-    async def unused(self) -> None: ...
-
-
-ReadHook = Callable[[Turn, CommandCall | None], PreRead | None]
-"""Queues a gate's Redis work on the turn's first read (one round trip for memory and admission)."""
-
-WriteHook = Callable[["TurnContext"], WriteExtra | None]
-"""Adds commands to a turn's final write pipeline (token-quota accounting), keeping one write round trip."""
-
-TurnGuard = Callable[[Turn], AbstractAsyncContextManager[object]]
-"""Wraps a whole turn (e.g. a per-conversation lock so replicas answer one conversation in order)."""
-
-
-def _early(turn: Turn, kind: ReplyKind, text: str, persona: str, reason: str) -> ReplyDone:
-    """The end of a turn decided before its conversation's persona is known."""
-    return ReplyDone(ReplyResult(turn.turn_id, kind, text, persona=persona, meta={"reason": reason}))
-
-
-def _note_flag(ctx: TurnContext, verdict: Verdict) -> None:
-    """A flagged verdict puts ``meta["flag"] = category`` in the turn's result: adapters post it to the
-    moderators' channel."""
-    flag = verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
-    if flag:
-        ctx.meta["flag"] = flag
-
-
-class Redactor:
-    """Rewrites personal data out of text before it is stored (and, per profile, sent to the LLM).
-
-    The base class keeps text as it is; the safety module provides real ones."""
-
-    def redact(self, text: str) -> str:
-        return text
+def _flag_of(verdict: Verdict) -> str:
+    """A flagged verdict's category: adapters post it to the moderators' channel (``meta["flag"]``)."""
+    return verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
 
 
 @dataclass
 class TurnContext:
-    """What a command, gate or plugin hook may use while handling one turn."""
+    """One turn once its conversation is loaded: what stages, commands and plugin hooks use."""
 
     engine: Engine
     turn: Turn
     state: ConversationState
     persona: Persona
-    log: Any
+    log: FilteringBoundLogger
+    admission: TurnAdmission
+    fence: Fence | None = None  # the conversation lock's lease the final write must still hold
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = ""
     meta: dict[str, str] = field(default_factory=dict)
@@ -119,6 +94,10 @@ class TurnContext:
     def memory(self) -> RedisMemory:
         return self.engine.memory
 
+    def note(self, verdict: Verdict) -> None:
+        if flag := _flag_of(verdict):
+            self.meta["flag"] = flag
+
     def result(self, text: str, kind: ReplyKind, **extra: Any) -> ReplyResult:
         return ReplyResult(
             turn_id=self.turn.turn_id,
@@ -130,6 +109,9 @@ class TurnContext:
             ephemeral=extra.pop("ephemeral", self.ephemeral),
             meta=extra.pop("meta", dict(self.meta)),
         )
+
+    def refusal(self, category: str) -> ReplyResult:
+        return self.result(self.persona.refusal, ReplyKind.REFUSAL, meta={**self.meta, "category": category})
 
     def template_values(self, persona: Persona | None = None) -> dict[str, str]:
         return {
@@ -145,14 +127,12 @@ class TurnContext:
     ) -> AsyncIterator[str]:
         """Stream a completion for a command, adding its usage to the turn's."""
         p = persona or self.persona
+        engine = self.engine
         request = LLMRequest(
-            messages=messages,
-            model=p.model or self.engine.default_model,
-            temperature=p.temperature,
-            max_tokens=max_tokens or p.max_output_tokens,
+            messages, p.model or engine.default_model, p.temperature, max_tokens or p.max_output_tokens
         )
         produced: list[str] = []
-        async for event in self.engine.llm.stream(request):
+        async for event in engine.llm.stream(request):
             if isinstance(event, LLMDelta):
                 produced.append(event.text)
                 yield event.text
@@ -161,10 +141,26 @@ class TurnContext:
                 self.usage = self.usage + (
                     event.usage
                     or Usage(
-                        self.engine.counter.count_messages(m.content for m in messages),
-                        self.engine.counter.count("".join(produced)),
+                        engine.counter.count_messages(m.content for m in messages),
+                        engine.counter.count("".join(produced)),
                     )
                 )
+
+
+@dataclass
+class Draft:
+    """What the generate stage produced: the text shown so far and how the stream ended."""
+
+    prompt: Prompt
+    parts: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str = ""
+    refused: Verdict | None = None  # output moderation stopped the stream
+    error: LLMError | None = None  # the LLM failed (after a context-length retry, if one was possible)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 class Engine:
@@ -174,82 +170,53 @@ class Engine:
         bot: BotSpec,
         memory: RedisMemory,
         llm: LLM,
-        moderator: Moderator,
-        counter: TokenCounter,
+        safety: Safety,
+        commands: CommandRegistry,
         tasks: TaskOwner,
-        keys: KeySpace,
+        counter: TokenCounter,
         default_model: str,
-        commands: CommandRegistry | None = None,
-        gates: list[Gate] | None = None,
-        observers: list[TurnObserver] | None = None,
-        write_hooks: list[WriteHook] | None = None,
-        read_hooks: list[ReadHook] | None = None,
-        context_gates: list[Callable[[Turn], Awaitable[bool]]] | None = None,
-        guard: TurnGuard | None = None,
-        redactor: Redactor | None = None,
-        redact_before_llm: bool = False,
-        canary: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
         self.llm = llm
-        self.moderator = moderator
+        self.safety = safety  # moderation, redaction, admission, canary, event log
+        self.commands = commands
+        self.tasks = tasks  # owns the summary folds
         self.counter = counter
-        self.tasks = tasks
-        self.keys = keys
         self.default_model = default_model
-        self.commands = commands or CommandRegistry()
-        self.gates: list[Gate] = list(gates or [])
-        self.observers: list[TurnObserver] = list(observers or [])
-        self.write_hooks: list[WriteHook] = list(write_hooks or [])
-        self.read_hooks: list[ReadHook] = list(read_hooks or [])
-        self.context_gates = list(context_gates or [])  # may an unanswered message be kept as context?
-        self.guard = guard
-        self.redactor = redactor or Redactor()
-        self.redact_before_llm = redact_before_llm
-        self.canary = canary  # a marker in every system prompt: a reply that contains it leaks the prompt
+        self.metrics = metrics
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
 
-    async def reply(self, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
-        """Answer one turn as a stream of events ending with exactly one :class:`ReplyDone`."""
+    async def reply(self, turn: Turn, *, fence: Fence | None = None) -> AsyncGenerator[ReplyEvent, None]:
+        """Answer one turn as a stream of events ending with exactly one :class:`ReplyDone`. ``fence`` is
+        the lease of the conversation lock the caller holds (queue worker, dispatcher), if any."""
         tlog = self._log.bind(
             turn_id=turn.turn_id, platform=turn.place.platform, conversation=turn.place.conversation_id
         )
         started = time.perf_counter()
-        persona = self.bot.persona(None)
-        done: ReplyResult | None = None
+        # admit: a command is known before anything is read; the admission rides on the read and the write
+        call = turn.command or self.commands.parse(turn.text)
+        admission = self.safety.admission.begin(turn, call, judged=self._judged(turn, call))
+        result: ReplyResult | None = None
         try:
-            async with self.guard(turn) if self.guard else nullcontext():
-                async for event in self._reply(turn, tlog):
-                    if isinstance(event, ReplyDone):
-                        done = event.result
-                    yield event
+            async for event in self._stages(turn, call, admission, fence, tlog):
+                if isinstance(event, ReplyDone):
+                    result = event.result
+                yield event
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: the user gets the persona's apology, the bot goes on
             tlog.exception("turn_failed", error=type(exc).__name__)
-            done = ReplyResult(turn.turn_id, ReplyKind.ERROR, persona.error, persona=persona.name)
-            yield ReplyDone(done)
+            persona = self.bot.persona(None)
+            result = ReplyResult(turn.turn_id, ReplyKind.ERROR, persona.error, persona=persona.name)
+            yield ReplyDone(result)
         finally:
-            if done is not None:
-                elapsed = time.perf_counter() - started
-                for observer in self.observers:
-                    try:
-                        await observer(turn, done, elapsed)
-                    except Exception as exc:  # an observer must never break a turn
-                        tlog.warning("turn_observer_failed", error=repr(exc))
-                tlog.info(
-                    "turn_done",
-                    kind=done.kind.value,
-                    persona=done.persona,
-                    finish=done.finish_reason,
-                    tokens_in=done.usage.prompt_tokens,
-                    tokens_out=done.usage.completion_tokens,
-                    chars=len(done.text),
-                    ms=round(elapsed * 1000, 2),
-                )
+            await admission.finish(result)
+            if result is not None:
+                await self._finish(turn, result, time.perf_counter() - started, tlog)
 
     async def collect(self, turn: Turn) -> ReplyResult:
         """Run a turn to the end and return its result (for scripts, tests and non-streaming adapters)."""
@@ -270,125 +237,135 @@ class Engine:
     async def aclose(self) -> None:
         await self.tasks.aclose()
 
-    # ------------------------------------------------------------------ the pipeline
+    # ------------------------------------------------------------------ the stages
 
-    async def _reply(self, turn: Turn, tlog: Any) -> AsyncIterator[ReplyEvent]:
-        cfg = self.bot.config
-        default = self.bot.persona(None)
-        if len(turn.text) > cfg.limits.max_input_chars:
-            tlog.info("input_too_long", chars=len(turn.text))
-            yield _early(turn, ReplyKind.REFUSAL, default.too_long, default.name, "too_long")
-            return
-        call = turn.command or self.commands.parse(turn.text)
-        # Admission's Redis work (access, limits) rides on the memory read when the gates will judge this
-        # turn; what a read took for a turn the gates never saw (a duplicate, a paused thread) is given back.
-        judged = call is not None or ((turn.addressed or cfg.answer_unaddressed) and bool(turn.text.strip()))
-        reads = [r for hook in self.read_hooks if (r := hook(turn, call)) is not None] if judged else []
-        try:
-            async for event in self._loaded(turn, tlog, call, reads):
-                yield event
-        finally:
-            for read in reads:
-                await read.unused()
-
-    async def _loaded(
-        self, turn: Turn, tlog: Any, call: CommandCall | None, reads: list[PreRead]
+    async def _stages(
+        self,
+        turn: Turn,
+        call: CommandCall | None,
+        admission: TurnAdmission,
+        fence: Fence | None,
+        tlog: FilteringBoundLogger,
     ) -> AsyncIterator[ReplyEvent]:
+        state = await self._load(turn, admission, tlog)
+        if isinstance(state, ReplyResult):
+            yield ReplyDone(state)
+            return
+        ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog, admission, fence)
+        early = await self._route(ctx, call)
+        if early is not None:
+            if early.text and not early.ephemeral and early.kind is ReplyKind.ANSWER:
+                yield ReplyDelta(early.text)
+            yield ReplyDone(early)
+            return
+        steps = self._command(ctx, call) if call is not None else self._chat(ctx)
+        async for event in steps:
+            yield event
+
+    def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
+        """Whether admission will judge this turn (so its checks are worth sending with the read)."""
         cfg = self.bot.config
-        default = self.bot.persona(None)
+        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and bool(turn.text.strip()))
+
+    async def _load(
+        self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger
+    ) -> ConversationState | ReplyResult:
+        """Stage load: one round trip for the memory tail, the dedupe check and admission's checks."""
+        cfg = self.bot.config
         dedupe_key = (
-            self.keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
+            self.memory.keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
             if turn.event_id
             else None
         )
         try:
             state = await self.memory.load(
-                turn.place, tail=cfg.memory.window_max_messages, dedupe_key=dedupe_key, extras=reads
+                turn.place,
+                tail=cfg.memory.window_max_messages,
+                dedupe_key=dedupe_key,
+                also=admission.queue_read,
             )
         except StoreError as exc:
             tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)
             if cfg.memory.when_unavailable == "apologise":
-                yield _early(turn, ReplyKind.ERROR, default.memory_error, default.name, "memory_unavailable")
-                return
-            state = ConversationState(degraded=True)  # answer without memory
+                return self._early(turn, ReplyKind.ERROR, "memory_error", "memory_unavailable")
+            return ConversationState(degraded=True)  # answer without memory
+        admission.take_read(state.also)
         if state.duplicate:
             tlog.info("duplicate_event", event_id=turn.event_id)
-            yield _early(turn, ReplyKind.IGNORED, "", "", "duplicate")
-            return
+            return ReplyResult(turn.turn_id, ReplyKind.IGNORED, "", meta={"reason": "duplicate"})
+        return state
 
-        ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog)
+    async def _route(self, ctx: TurnContext, call: CommandCall | None) -> ReplyResult | None:
+        """Stage route: turns that end before any command or LLM work (None: go on)."""
+        turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-
         if call is None and turn.addressed and not turn.text.strip() and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
-            yield ReplyDelta(ctx.persona.greeting)
-            yield ReplyDone(ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"}))
-            return
+            return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
             if cfg.memory.remember_others and turn.text.strip():
                 await self._keep_as_context(ctx)
-            yield ReplyDone(ctx.result("", ReplyKind.IGNORED, meta={"reason": "not_addressed"}))
-            return
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "not_addressed"})
         if call is None and state.paused:
             await self._keep_as_context(ctx)
-            yield ReplyDone(
-                ctx.result("", ReplyKind.IGNORED, meta={"reason": "paused", "paused": state.meta["paused"]})
+            return ctx.result(
+                "", ReplyKind.IGNORED, meta={"reason": "paused", "paused": state.meta["paused"]}
             )
+        refused = await ctx.admission.judge(ctx)
+        if refused is not None:
+            return refused
+        if len(turn.text) > cfg.limits.max_input_chars:  # judged first: refusals count against the rate
+            ctx.log.info("input_too_long", chars=len(turn.text))
+            return ctx.result(ctx.persona.too_long, ReplyKind.REFUSAL, meta={"reason": "too_long"})
+        return None
+
+    async def _chat(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+        """Stage chat: moderate input, plugin, generate, check, remember."""
+        verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
+        ctx.note(verdict)
+        if verdict.action is Action.REFUSE:
+            ctx.log.info("input_refused", category=verdict.category)
+            yield ReplyDone(ctx.refusal(verdict.category))
+            return
+        user_text = (
+            self.safety.redactor.redact(verdict.text) if self.safety.redact_before_llm else verdict.text
+        )
+        plugin = self.bot.plugin
+        early = await plugin.before_turn(ctx) if plugin is not None else None
+        if early is not None:
+            await self._remember(ctx, self._exchange(ctx, user_text, early.text))
+            if early.text:
+                yield ReplyDelta(early.text)
+            yield ReplyDone(early)
             return
 
-        for gate in self.gates:
-            refusal = await gate(ctx)
-            if refusal is not None:
-                yield ReplyDone(refusal)
-                return
-
-        if call is not None:
-            async for event in self._run_command(ctx, call):
+        draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget))
+        async for delta in self._generate(ctx, user_text, draft):
+            yield delta
+        if draft.error is not None:
+            async for event in self._llm_failed(ctx, user_text, draft.text, draft.error):
                 yield event
             return
+        result = await self._check(ctx, draft)
+        if result.text != draft.text:
+            yield ReplyReplace(result.text)
+        if result.kind is ReplyKind.REFUSAL:  # the user's words are kept, the refused reply is not
+            await self._remember(ctx, [self._user_message(ctx, user_text)])
+        else:
+            fold_before = draft.prompt.window_start_seq or ctx.state.last_seq + 1
+            await self._remember(ctx, self._exchange(ctx, user_text, result.text), fold_before=fold_before)
+        yield ReplyDone(result)
 
-        verdict = await self.moderator.check_input(turn, turn.text)
-        _note_flag(ctx, verdict)
-        if verdict.action is Action.REFUSE:
-            tlog.info("input_refused", category=verdict.category)
-            yield ReplyDone(
-                ctx.result(
-                    ctx.persona.refusal, ReplyKind.REFUSAL, meta={**ctx.meta, "category": verdict.category}
-                )
-            )
-            return
-        user_text = verdict.text
-        if self.redact_before_llm:
-            user_text = self.redactor.redact(user_text)
-
-        plugin = self.bot.plugin
-        if plugin is not None:
-            early = await plugin.before_turn(ctx)
-            if early is not None:
-                await self._remember_safely(ctx, self._exchange(ctx, user_text, early.text))
-                if early.text:
-                    yield ReplyDelta(early.text)
-                yield ReplyDone(early)
-                return
-
-        async for event in self._chat(ctx, user_text):
-            yield event
-
-    async def _chat(self, ctx: TurnContext, user_text: str) -> AsyncIterator[ReplyEvent]:
-        persona, state, turn = ctx.persona, ctx.state, ctx.turn
-        upto = state.summary_upto
-        history = [m for m in state.messages if m.seq > upto]
+    async def _generate(self, ctx: TurnContext, user_text: str, draft: Draft) -> AsyncIterator[ReplyDelta]:
+        """Stage generate: stream the LLM's reply, checking the output every ``MODERATION_STRIDE`` chars.
+        A context-length error before anything was shown retries once with half the history budget."""
+        persona = ctx.persona
         budget = persona.history_budget
-        prompt = self._prompt(ctx, user_text, history, budget)
-        shown: list[str] = []
-        size = checked = 0
-        refused = None
-        finish = ""
-        usage: Usage | None = None
+        checked = 0
         for attempt in (1, 2):
             request = LLMRequest(
-                prompt.messages,
+                draft.prompt.messages,
                 persona.model or self.default_model,
                 persona.temperature,
                 persona.max_output_tokens,
@@ -397,72 +374,49 @@ class Engine:
                 async with aclosing(self.llm.stream(request)) as events:
                     async for event in events:
                         if isinstance(event, LLMEnd):
-                            finish, usage = event.finish_reason, event.usage
-                            break
-                        shown.append(event.text)
+                            draft.finish_reason, draft.usage = event.finish_reason, event.usage
+                            return
+                        draft.parts.append(event.text)
                         yield ReplyDelta(event.text)
-                        size += len(event.text)
+                        size = sum(map(len, draft.parts))
                         if size - checked >= MODERATION_STRIDE:
+                            # Only the new text (and a little before it) is checked: linear in the reply.
+                            window = draft.text[max(0, checked - MODERATION_OVERLAP) :]
                             checked = size
-                            verdict = await self._check_output(turn, "".join(shown), final=False)
+                            verdict = await self._check_output(ctx.turn, window, final=False)
                             if verdict.action is Action.REFUSE:
-                                refused = verdict
-                                _note_flag(ctx, verdict)
-                                break
-                break
-            except ContextTooLong:
-                if attempt == 2 or shown:
-                    raise
+                                draft.refused = verdict
+                                return
+                return
+            except ContextTooLong as exc:
+                if attempt == 2 or draft.parts:
+                    draft.error = exc
+                    return
                 budget //= 2
                 ctx.log.warning("context_too_long_retrying", budget=budget)
-                prompt = self._prompt(ctx, user_text, history, budget)
+                draft.prompt = self._prompt(ctx, user_text, budget)
             except LLMError as exc:
-                async for failure in self._llm_failed(ctx, user_text, shown, exc):
-                    yield failure
+                draft.error = exc
                 return
-        text = "".join(shown)
-        if refused is None:
-            verdict = await self._check_output(turn, text, final=True)
-            _note_flag(ctx, verdict)
-            if verdict.action is Action.REFUSE:
-                refused = verdict
-            elif verdict.action is Action.REDACT and verdict.text != text:
-                text = verdict.text
-                yield ReplyReplace(text)
-        ctx.usage = usage or Usage(prompt.tokens, self.counter.count(text))
-        ctx.finish_reason = finish
-        if refused is not None:
-            ctx.log.info("output_refused", category=refused.category)
-            yield ReplyReplace(persona.refusal)
-            await self._remember_safely(ctx, [self._user_message(ctx, user_text)])
-            yield ReplyDone(
-                ctx.result(
-                    persona.refusal, ReplyKind.REFUSAL, meta={**ctx.meta, "category": refused.category}
-                )
-            )
-            return
+
+    async def _check(self, ctx: TurnContext, draft: Draft) -> ReplyResult:
+        """Stage check: final output moderation (and the plugin's look at the answer)."""
+        text = draft.text
+        ctx.usage = draft.usage or Usage(draft.prompt.tokens, self.counter.count(text))
+        ctx.finish_reason = draft.finish_reason
+        verdict = draft.refused or await self._check_output(ctx.turn, text, final=True)
+        ctx.note(verdict)
+        if verdict.action is Action.REFUSE:
+            ctx.log.info("output_refused", category=verdict.category)
+            return ctx.refusal(verdict.category)
+        if verdict.action is Action.REDACT:
+            text = verdict.text
         result = ctx.result(text, ReplyKind.ANSWER)
-        hook = getattr(self.bot.plugin, "after_turn", None)
-        if hook is not None:
-            result = await hook(ctx, result)
-            if result.text != text:
-                yield ReplyReplace(result.text)
-        fold_before = prompt.window_start_seq or state.last_seq + 1
-        await self._remember_safely(ctx, self._exchange(ctx, user_text, result.text), fold_before=fold_before)
-        yield ReplyDone(result)
+        after = getattr(self.bot.plugin, "after_turn", None)
+        return await after(ctx, result) if after is not None else result
 
-    async def _llm_failed(
-        self, ctx: TurnContext, user_text: str, shown: list[str], exc: LLMError
-    ) -> AsyncIterator[ReplyEvent]:
-        ctx.log.error("llm_failed", error=type(exc).__name__, detail=str(exc), partial=bool(shown))
-        apology = ctx.persona.error
-        text = ("".join(shown) + "\n\n" + apology) if shown else apology
-        yield ReplyDelta(("\n\n" + apology) if shown else apology)
-        # Keep the user's words: the next turn can still refer to them.
-        await self._remember_safely(ctx, [self._user_message(ctx, user_text)])
-        yield ReplyDone(ctx.result(text, ReplyKind.ERROR, meta={"reason": type(exc).__name__}))
-
-    async def _run_command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
+    async def _command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
+        """Stage command: run a command's handler (admin check, argument moderation, output check)."""
         command = self.commands.get(call.name)
         if command is None:
             yield ReplyDone(
@@ -479,73 +433,130 @@ class Engine:
             )
             return
         if call.args:
-            verdict = await self.moderator.check_input(ctx.turn, call.args)
-            _note_flag(ctx, verdict)
+            verdict = await self.safety.moderator.check_input(ctx.turn, call.args)
+            ctx.note(verdict)
             if verdict.action is Action.REFUSE:
-                yield ReplyDone(
-                    ctx.result(
-                        ctx.persona.refusal,
-                        ReplyKind.REFUSAL,
-                        meta={**ctx.meta, "category": verdict.category},
-                    )
-                )
+                yield ReplyDone(ctx.refusal(verdict.category))
                 return
             call = CommandCall(call.name, verdict.text, call.options)
         ctx.ephemeral = command.ephemeral
+        asked = f"/{call.name} {call.args}".strip()
         shown: list[str] = []
         try:
             async for delta in command.handler(ctx, call):
                 shown.append(delta)
                 yield ReplyDelta(delta)
         except LLMError as exc:
-            async for event in self._llm_failed(ctx, f"/{call.name} {call.args}".strip(), shown, exc):
+            async for event in self._llm_failed(ctx, asked, "".join(shown), exc):
                 yield event
             return
         text = "".join(shown)
         if command.remember:
             verdict = await self._check_output(ctx.turn, text, final=True)
-            _note_flag(ctx, verdict)
+            ctx.note(verdict)
             if verdict.action is Action.REFUSE:
                 yield ReplyReplace(ctx.persona.refusal)
-                yield ReplyDone(
-                    ctx.result(
-                        ctx.persona.refusal,
-                        ReplyKind.REFUSAL,
-                        meta={**ctx.meta, "category": verdict.category},
-                    )
-                )
+                yield ReplyDone(ctx.refusal(verdict.category))
                 return
-            await self._remember_safely(ctx, self._exchange(ctx, f"/{call.name} {call.args}".strip(), text))
+            await self._remember(ctx, self._exchange(ctx, asked, text))
         yield ReplyDone(
             ctx.result(text, ctx.kind or ReplyKind.COMMAND, meta={**ctx.meta, "command": call.name})
         )
 
+    async def _llm_failed(
+        self, ctx: TurnContext, user_text: str, shown: str, exc: LLMError
+    ) -> AsyncIterator[ReplyEvent]:
+        ctx.log.error("llm_failed", error=type(exc).__name__, detail=str(exc), partial=bool(shown))
+        apology = ctx.persona.error
+        yield ReplyDelta(("\n\n" + apology) if shown else apology)
+        # Keep the user's words: the next turn can still refer to them.
+        await self._remember(ctx, [self._user_message(ctx, user_text)])
+        text = (shown + "\n\n" + apology) if shown else apology
+        yield ReplyDone(ctx.result(text, ReplyKind.ERROR, meta={"reason": type(exc).__name__}))
+
+    async def _remember(self, ctx: TurnContext, messages: list[NewMessage], *, fold_before: int = 0) -> None:
+        """Stage remember: the turn's one pipelined write (redacted messages, admission's accounting),
+        fenced by the conversation lock's lease; then, maybe, a summary fold in the background."""
+        if ctx.state.degraded:  # Redis was down when the turn started: answer without memory, store nothing
+            return
+        mem = self.bot.config.memory
+        unsummarized = fold_before - ctx.state.summary_upto - 1
+        want_fold = mem.summary and fold_before > 0 and unsummarized >= mem.fold_after
+        redactor = self.safety.redactor
+        redacted = [(m, redactor.redact(m.text)) for m in messages]
+        messages = [
+            m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
+        ]
+        try:
+            recorded = await self.memory.record(
+                ctx.turn.place,
+                messages,
+                user_id=ctx.turn.author.id,
+                fold_lock_seconds=FOLD_LOCK_SECONDS if want_fold else 0,
+                fence=ctx.fence,
+                also=lambda pipe: ctx.admission.queue_write(pipe, ctx.usage.total),
+            )
+        except StoreError as exc:
+            ctx.meta["memory"] = "not_saved"
+            ctx.log.error("memory_write_failed", error=str(exc))
+            return
+        ctx.admission.written(recorded.also_ok)
+        if recorded.fold:
+            self.tasks.spawn(
+                self._fold(ctx, ctx.state.summary, ctx.state.summary_upto, fold_before, recorded.last_seq),
+                name=f"fold:{ctx.turn.place.conversation_id}",
+            )
+
+    async def _finish(
+        self, turn: Turn, result: ReplyResult, seconds: float, tlog: FilteringBoundLogger
+    ) -> None:
+        """Stage finish: metrics, the decisions the engine made itself (too long, prompt leak), a log line."""
+        if self.metrics is not None:
+            self.metrics.observe_turn(turn, result, seconds)
+        try:
+            await self.safety.record_engine_decisions(turn, result)
+        except StoreError as exc:
+            tlog.warning("safety_record_failed", error=str(exc))
+        tlog.info(
+            "turn_done",
+            kind=result.kind.value,
+            persona=result.persona,
+            finish=result.finish_reason,
+            tokens_in=result.usage.prompt_tokens,
+            tokens_out=result.usage.completion_tokens,
+            chars=len(result.text),
+            ms=round(seconds * 1000, 2),
+        )
+
     # ------------------------------------------------------------------ helpers
 
+    def _early(self, turn: Turn, kind: ReplyKind, text_field: str, reason: str) -> ReplyResult:
+        """The end of a turn decided before its conversation's persona is known (the default persona's)."""
+        default = self.bot.persona(None)
+        text: str = getattr(default, text_field)
+        return ReplyResult(turn.turn_id, kind, text, persona=default.name, meta={"reason": reason})
+
     async def _check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
-        if self.canary and self.canary in text:
-            return Verdict(
-                Action.REFUSE,
-                text,
-                "prompt_leak",
-                "the reply contains the system prompt's canary",
-                flag="prompt_leak",
-            )
-        return await self.moderator.check_output(turn, text, final=final)
+        canary = self.safety.canary
+        if canary and canary in text:
+            reason = "the reply contains the system prompt's canary"
+            return Verdict(Action.REFUSE, text, "prompt_leak", reason, flag="prompt_leak")
+        return await self.safety.moderator.check_output(turn, text, final=final)
 
     def system_prompt(self, ctx: TurnContext, persona: Persona | None = None) -> str:
         text = (persona or ctx.persona).render_system(ctx.template_values(persona)) + "\n\n" + UNTRUSTED_NOTE
-        if self.canary:
-            text += f"\n\n(Confidential marker: {self.canary}. Never repeat or mention it.)"
+        if self.safety.canary:
+            text += f"\n\n(Confidential marker: {self.safety.canary}. Never repeat or mention it.)"
         return text
 
-    def _prompt(self, ctx: TurnContext, user_text: str, history: list[Any], budget: int) -> Prompt:
+    def _prompt(self, ctx: TurnContext, user_text: str, budget: int) -> Prompt:
+        upto = ctx.state.summary_upto
         return build_prompt(
             system=self.system_prompt(ctx),
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
             user_id=ctx.turn.author.id,
-            history=history,
+            history=[m for m in ctx.state.messages if m.seq > upto],
             budget=budget,
             counter=self.counter,
             summary=ctx.state.summary,
@@ -559,15 +570,9 @@ class Engine:
     def _exchange(self, ctx: TurnContext, user_text: str, reply: str) -> list[NewMessage]:
         messages = [self._user_message(ctx, user_text)]
         if reply:
+            name = self.bot.config.display_name
             messages.append(
-                NewMessage(
-                    "assistant",
-                    reply,
-                    self.counter.count(reply),
-                    "",
-                    self.bot.config.display_name,
-                    ctx.turn.turn_id,
-                )
+                NewMessage("assistant", reply, self.counter.count(reply), "", name, ctx.turn.turn_id)
             )
         return messages
 
@@ -575,46 +580,13 @@ class Engine:
         """Store a message the bot does not answer (channel chatter, a handed-off thread) as context for
         later turns, but only what would have been admitted: denied or blocked authors and refused text
         (planted instructions, abuse) never reach other users' prompts."""
-        for may_store in self.context_gates:
-            if not await may_store(ctx.turn):
-                return
-        verdict = await self.moderator.check_input(ctx.turn, ctx.turn.text)
+        if not await self.safety.admission.may_store(ctx.turn):
+            return
+        verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
         if verdict.action is Action.REFUSE:
             ctx.log.info("context_refused", category=verdict.category)
             return
-        await self._remember_safely(ctx, [self._user_message(ctx, verdict.text)])
-
-    async def _remember_safely(
-        self, ctx: TurnContext, messages: list[NewMessage], *, fold_before: int = 0
-    ) -> None:
-        if ctx.state.degraded:  # Redis was down when the turn started: answer without memory, store nothing
-            return
-        mem = self.bot.config.memory
-        unsummarized = fold_before - ctx.state.summary_upto - 1
-        want_fold = mem.summary and fold_before > 0 and unsummarized >= mem.fold_after
-        if messages and type(self.redactor) is not Redactor:
-            redacted = [(m, self.redactor.redact(m.text)) for m in messages]
-            messages = [
-                m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
-            ]
-        extras = [extra for hook in self.write_hooks if (extra := hook(ctx)) is not None]
-        try:
-            last_seq, fold = await self.memory.record(
-                ctx.turn.place,
-                messages,
-                user_id=ctx.turn.author.id,
-                fold_lock_seconds=FOLD_LOCK_SECONDS if want_fold else 0,
-                extras=extras,
-            )
-        except StoreError as exc:
-            ctx.meta["memory"] = "not_saved"
-            ctx.log.error("memory_write_failed", error=str(exc))
-            return
-        if fold:
-            self.tasks.spawn(
-                self._fold(ctx, ctx.state.summary, ctx.state.summary_upto, fold_before, last_seq),
-                name=f"fold:{ctx.turn.place.conversation_id}",
-            )
+        await self._remember(ctx, [self._user_message(ctx, verdict.text)])
 
     async def _fold(self, ctx: TurnContext, previous: str, upto: int, before: int, last_seq: int) -> None:
         """Fold messages ``upto < seq < before`` into the running summary (one replica at a time)."""
@@ -635,6 +607,3 @@ class Engine:
                 ctx.log.info("summary_folded", messages=len(old), upto=old[-1].seq, saved=saved)
         except (LLMError, StoreError) as exc:
             ctx.log.warning("summary_fold_failed", error=type(exc).__name__, detail=str(exc))
-
-    def persona_names(self) -> Mapping[str, str]:
-        return {name: p.description for name, p in self.bot.personas.items()}

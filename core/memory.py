@@ -8,19 +8,21 @@ Messages are stored as ``"<seq>|role␟tokens␟ts␟author id␟author name␟t
 ``seq`` comes from the meta hash inside one Lua script, so
 sequence numbers are dense and ordered even with several replicas writing.
 
-A turn that runs under a conversation lock sets :data:`current_fence`: its final write then checks, in the
-same script, that the lock's lease is still held (and retires the turn's queue item), so a replica that lost
-its lease cannot write behind another's back.
+A turn that runs under a conversation lock passes its :class:`Fence` to the final write, which then checks,
+in the same script, that the lock's lease is still held (and retires the turn's queue item), so a replica that
+lost its lease cannot write behind another's back.
+
+Other parts of the turn ride on the same two round trips: ``also=`` queues a caller's commands (admission's
+checks on the read, its quota accounting on the write) on the memory's own pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -81,10 +83,6 @@ class Fence:
     inbox_item: str = ""
 
 
-current_fence: ContextVar[Fence | None] = ContextVar("parley_fence", default=None)
-"""Set by the conversation lock (core.ops.lock) for the duration of a turn."""
-
-
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     seq: int
@@ -122,6 +120,7 @@ class ConversationState:
     meta: Mapping[str, str] = field(default_factory=dict)
     duplicate: bool = False
     degraded: bool = False  # Redis was unreachable: an empty stand-in, nothing was read
+    also: list[Any] | None = None  # results of the commands the caller's ``also`` queued (None: any failed)
 
     @property
     def summary(self) -> str:
@@ -153,42 +152,17 @@ def decode(raw: str) -> StoredMessage:
     return StoredMessage(int(seq), role, text, author_id, author_name, float(ts), int(tokens), turn_id)
 
 
-class WriteExtra(Protocol):
-    """Commands another module adds to a turn's final write pipeline (e.g. token-quota accounting), so a
-    turn keeps one write round trip. ``load_scripts`` is called when Redis answers NOSCRIPT."""
-
-    def build(self, pipe: Any) -> None: ...
-
-    async def load_scripts(self) -> None: ...
-
-    def written(self) -> None:
-        """The pipeline succeeded (until then, the extra's owner must still do its own write)."""
-        ...
+Rider = Callable[[Any], None]
+"""Queues a caller's commands on the memory's pipeline (a redis-py pipeline or a CommandRecorder)."""
 
 
-class ReadExtra(Protocol):
-    """Commands another module adds to a turn's first read pipeline (admission: access and limits), so a
-    turn keeps one read round trip. ``take`` gets the results of exactly those commands, or None when any
-    of them failed (the owner then does its own round trip)."""
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the final write did: the last seq, whether the fold lock was taken, whether ``also`` ran."""
 
-    def build(self, pipe: Any) -> None: ...
-
-    def take(self, results: list[Any] | None) -> None: ...
-
-
-class MemoryStore(Protocol):
-    async def load(self, place: Place, *, tail: int, dedupe_key: str | None = None) -> ConversationState: ...
-
-    async def record(
-        self,
-        place: Place,
-        messages: Sequence[NewMessage],
-        *,
-        user_id: str = "",
-        fold_lock_seconds: int = 0,
-    ) -> tuple[int, bool]: ...
-
-    async def aclose(self) -> None: ...
+    last_seq: int
+    fold: bool
+    also_ok: bool
 
 
 def _store_error(exc: RedisError) -> StoreError:
@@ -198,7 +172,7 @@ def _store_error(exc: RedisError) -> StoreError:
 
 
 class RedisMemory:
-    """:class:`MemoryStore` on a redis-py asyncio client (which the caller owns)."""
+    """Conversation memory on a redis-py asyncio client (which the caller owns)."""
 
     def __init__(
         self, client: aioredis.Redis, keys: KeySpace, *, max_messages: int, ttl_seconds: int
@@ -215,15 +189,16 @@ class RedisMemory:
         self._save_summary = client.register_script(_SAVE_SUMMARY)
         self._cluster = isinstance(client, RedisCluster)  # REDIS_URL=redis+cluster://... (core/ops/redisconn)
 
+    @property
+    def keys(self) -> KeySpace:
+        return self._keys
+
     async def load(
-        self,
-        place: Place,
-        *,
-        tail: int,
-        dedupe_key: str | None = None,
-        extras: Sequence[ReadExtra] = (),
+        self, place: Place, *, tail: int, dedupe_key: str | None = None, also: Rider | None = None
     ) -> ConversationState:
-        spans: list[tuple[ReadExtra, int, int]] = []
+        """The conversation's tail and meta (and the dedupe check) in one round trip, with ``also``'s
+        commands riding along; their results are in ``state.also`` (None when any of them failed: their
+        owner then does its own round trip)."""
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if dedupe_key:
@@ -231,17 +206,13 @@ class RedisMemory:
                 pipe.lrange(self._keys.messages(place), -tail, -1)
                 pipe.hgetall(self._keys.meta(place))
                 own = len(pipe)
-                for extra in extras:
-                    begin = len(pipe)
-                    extra.build(pipe)
-                    spans.append((extra, begin, len(pipe)))
-                # Errors come back in place: an extra's failure is its owner's to handle, not the memory's.
+                if also is not None:
+                    also(pipe)
+                # Errors come back in place: a rider's failure is its owner's to handle, not the memory's.
                 results: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise _store_error(exc) from exc
-        for extra, begin, stop in spans:
-            part = results[begin:stop]
-            extra.take(None if any(isinstance(r, Exception) for r in part) else part)
+        riders = results[own:]
         results = results[:own]
         failed = next((r for r in results if isinstance(r, RedisError)), None)
         if failed is not None:
@@ -251,7 +222,10 @@ class RedisMemory:
             duplicate = results.pop(0) is None
         raw_messages, meta = results
         return ConversationState(
-            messages=tuple(decode(m) for m in raw_messages), meta=meta, duplicate=duplicate
+            messages=tuple(decode(m) for m in raw_messages),
+            meta=meta,
+            duplicate=duplicate,
+            also=None if any(isinstance(r, Exception) for r in riders) else riders,
         )
 
     async def record(
@@ -261,12 +235,14 @@ class RedisMemory:
         *,
         user_id: str = "",
         fold_lock_seconds: int = 0,
-        extras: Sequence[WriteExtra] = (),
-    ) -> tuple[int, bool]:
-        """Append messages (one round trip, ``extras`` riding along). Returns the last seq and whether the
-        fold lock was taken."""
+        fence: Fence | None = None,
+        also: Rider | None = None,
+    ) -> Recorded:
+        """Append messages in one round trip, ``also``'s commands riding along. Behind a ``fence`` (the
+        conversation lock's lease) the append happens only while the lease holds: :class:`LeaseLost`
+        otherwise. ``also`` failing (e.g. NOSCRIPT) does not fail the write: ``also_ok`` says so, and its
+        owner sends its commands itself."""
         conv_key = self._keys.conversation(place)
-        fence = current_fence.get()
         if fence is not None and fence.conversation != conv_key:
             fence = None
         if fence is None:
@@ -294,7 +270,6 @@ class RedisMemory:
                 fence.inbox_item,
             )
         encoded = [m.encode() for m in messages]
-        spans: list[tuple[WriteExtra, int, int]] = []
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if not self._cluster:
@@ -306,47 +281,36 @@ class RedisMemory:
                 fold_at = len(pipe)
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
-                # redis-py refuses EVALSHA in a cluster pipeline: there, extras are recorded and sent one by
-                # one after the pipelined commands.
+                own = len(pipe)
+                # redis-py refuses EVALSHA in a cluster pipeline: there, the rider's commands are recorded
+                # and sent one by one after the append script (its keys share the conversation's slot).
                 target: Any = CommandRecorder() if self._cluster else pipe
-                base = len(pipe) if self._cluster else 0
-                for extra in extras:
-                    begin = base + len(target)
-                    extra.build(target)
-                    spans.append((extra, begin, base + len(target)))
+                if also is not None:
+                    also(target)
                 if self._cluster:
-                    # The append script goes first, on its own (its keys share the conversation's slot),
-                    # then the pipelined commands, then the recorded extras.
                     first = await self._append_alone(script, encoded)
                     piped = await pipe.execute(raise_on_error=False)
-                    extra_results = await target.execute(self._r, raise_on_error=False)
-                    results: list[Any] = [first, *piped, *extra_results]
+                    riders = await target.execute(self._r, raise_on_error=False)
+                    results: list[Any] = [first, *piped]
+                    fold_at += 1
                 else:
-                    results = await pipe.execute(raise_on_error=False)
-            # Errors come back in place, so that nothing that did run is run twice: only what Redis refused
-            # for a missing script (after a Redis restart) is sent again, once the script is loaded.
+                    everything = await pipe.execute(raise_on_error=False)
+                    results, riders = everything[:own], everything[own:]
+            # Errors come back in place, so that nothing that did run is run twice: only an append Redis
+            # refused for a missing script (after a Redis restart) is sent again, once the script is loaded.
             if isinstance(results[0], NoScriptError):
                 results[0] = await self._append_alone(script, encoded)
-            shift = 1 if self._cluster else 0
-            for extra, begin, stop in spans:
-                if any(isinstance(r, NoScriptError) for r in results[begin + shift : stop + shift]):
-                    await extra.load_scripts()
-                    again = CommandRecorder()
-                    extra.build(again)
-                    results[begin + shift : stop + shift] = await again.execute(self._r)
             failed = next((r for r in results if isinstance(r, RedisError)), None)
             if failed is not None:
                 raise failed
         except NoScriptError:
-            raise StoreError("Redis refused a script of the final write") from None
+            raise StoreError("Redis refused the append script of the final write") from None
         except RedisError as exc:
             raise _store_error(exc) from exc
-        for extra in extras:
-            extra.written()
         if int(results[0]) < 0:
             raise LeaseLost("the conversation lock's lease was lost before the final write")
-        fold_result = results[fold_at + shift] if fold_lock_seconds else None
-        return int(results[0]), bool(fold_result)
+        fold = bool(results[fold_at]) if fold_lock_seconds else False
+        return Recorded(int(results[0]), fold, not any(isinstance(r, Exception) for r in riders))
 
     async def _append_alone(self, script: tuple[Any, ...], encoded: list[str]) -> Any:
         try:
@@ -377,13 +341,6 @@ class RedisMemory:
             await self._r.hdel(self._keys.meta(place), *fields)
         except RedisError as exc:
             raise _store_error(exc) from exc
-
-    async def get_meta(self, place: Place) -> dict[str, str]:
-        try:
-            meta: dict[str, str] = await self._r.hgetall(self._keys.meta(place))  # type: ignore[assignment]
-        except RedisError as exc:
-            raise _store_error(exc) from exc
-        return meta
 
     async def reset(self, place: Place) -> None:
         """Forget one conversation: its messages, summary and settings."""

@@ -16,12 +16,11 @@ from redis.exceptions import RedisError
 
 from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
-from core.engine import Engine, Gate
+from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.memory import RedisMemory
-from core.moderation import Moderator
 from core.ops.delivery import Dispatcher
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
@@ -49,7 +48,7 @@ class Runtime:
     keys: KeySpace
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
-    safety: Safety | None = None  # moderation chain, redactor, limits, event log (core/safety)
+    safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
@@ -82,13 +81,12 @@ async def open_runtime(
     settings: Settings,
     *,
     llm: LLM | None = None,
-    moderator: Moderator | None = None,
-    gates: list[Gate] | None = None,
     redis: aioredis.Redis | None = None,
     safety_settings: SafetySettings | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
-    by default one is made from REDIS_URL, or an embedded redis-server is started."""
+    by default one is made from REDIS_URL, or an embedded redis-server is started. ``safety_settings``: the
+    CLI reads them once with the other settings; a library caller may leave them to the environment."""
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
@@ -130,10 +128,10 @@ async def open_runtime(
         )
         await memory.load_scripts()
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
-        safety = await stack.enter_async_context(open_safety(spec, settings, client, keys, safety_settings))
-        if moderator is None:
-            moderator = safety.moderator
-        stack.push_async_callback(moderator.aclose)
+        safety = await stack.enter_async_context(
+            open_safety(spec, settings, client, keys, safety_settings or SafetySettings())
+        )
+        stack.push_async_callback(safety.moderator.aclose)
         registry = builtin_registry(cfg.commands)
         if cfg.privacy.forget_command:
             registry.add(forget_command(safety.forget))
@@ -148,23 +146,13 @@ async def open_runtime(
             bot=spec,
             memory=memory,
             llm=llm,
-            moderator=moderator,
-            counter=TokenCounter(settings.openai_model),
-            tasks=tasks,
-            keys=keys,
-            default_model=settings.openai_model,
+            safety=safety,
             commands=registry,
-            gates=[*safety.gates, *(gates or [])],
-            observers=[ops.metrics.observe_turn, *safety.observers],
-            write_hooks=safety.write_hooks,
-            read_hooks=safety.read_hooks,
-            context_gates=safety.context_gates,
-            redactor=safety.redactor,
-            redact_before_llm=safety.redact_before_llm,
-            canary=safety.canary,
-            # Queued turns are ordered and locked by the worker; without the queue, each turn takes the lock.
-            guard=None if ops.queue is not None else ops.locks.guard,
+            tasks=tasks,
+            counter=TokenCounter(settings.openai_model),
+            default_model=settings.openai_model,
+            metrics=ops.metrics,
         )
-        dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.metrics)
+        dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
         yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety)

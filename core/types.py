@@ -16,6 +16,10 @@ from types import MappingProxyType
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
+DIRECT_WORKSPACE = "@me"
+"""The workspace of direct messages outside any workspace (Discord DMs): budgets shared per workspace are
+kept per user there."""
+
 
 @dataclass(frozen=True, slots=True)
 class Author:

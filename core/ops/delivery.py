@@ -23,7 +23,9 @@ import structlog
 from core.bot import BotSpec
 from core.engine import Engine
 from core.errors import ConfigError, StoreError
+from core.memory import Fence
 from core.ops.jobs import Job, Route
+from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
 from core.ops.queue import SubmitStatus, TurnQueue
 from core.tasks import TaskOwner
@@ -86,15 +88,22 @@ class _Watched:
 
 
 async def run_turn(
-    engine: Engine, delivery: Delivery, job: Job, metrics: Metrics | None = None, *, deduplicated: bool = True
+    engine: Engine,
+    delivery: Delivery,
+    job: Job,
+    metrics: Metrics | None = None,
+    *,
+    fence: Fence | None = None,
+    deduplicated: bool = True,
 ) -> ReplyResult | None:
     """Answer ``job`` with the engine and show it through ``delivery``; always finish the engine's turn.
 
-    A queued turn was deduplicated at enqueue time (``deduplicated``): the engine sees it without its
-    ``event_id``, so a worker that takes over a dead worker's turn is not refused as a duplicate.
+    ``fence`` is the conversation lock's lease the turn's final write must still hold. A queued turn was
+    deduplicated at enqueue time (``deduplicated``): the engine sees it without its ``event_id``, so a
+    worker that takes over a dead worker's turn is not refused as a duplicate.
     """
     turn = replace(job.turn, event_id="") if deduplicated else job.turn
-    events = engine.reply(turn)
+    events = engine.reply(turn, fence=fence)
     watched = _Watched(events)
     if metrics is not None:
         metrics.in_flight.labels(metrics.bot).inc()
@@ -148,12 +157,14 @@ class Dispatcher:
         bot: BotSpec,
         deliveries: Deliveries,
         queue: TurnQueue | None,
+        locks: ConversationLocks,
         metrics: Metrics,
     ) -> None:
         self.engine = engine
         self.bot = bot
         self.deliveries = deliveries
         self.queue = queue
+        self.locks = locks
         self.metrics = metrics
         self.tasks = TaskOwner(f"dispatch:{bot.name}")
 
@@ -195,8 +206,10 @@ class Dispatcher:
         self.tasks.spawn(work, name=f"turn:{turn.turn_id}")
 
     async def _direct(self, delivery: Delivery, job: Job) -> None:
-        # Not queued, so not deduplicated yet: the engine dedupes on the event id itself.
-        await run_turn(self.engine, delivery, job, self.metrics, deduplicated=False)
+        # Not queued, so not deduplicated yet: the engine dedupes on the event id itself. The lock keeps
+        # replicas answering one conversation in order.
+        async with self.locks.hold(job.turn.place) as fence:
+            await run_turn(self.engine, delivery, job, self.metrics, fence=fence, deduplicated=False)
 
     async def _notify(self, delivery: Delivery, job: Job, result: ReplyResult) -> None:
         try:

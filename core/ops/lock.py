@@ -1,12 +1,14 @@
 """A per-conversation lock in Redis with a finite lease, renewed while its holder works.
 
 The lock is advisory (a stalled holder can lose its lease to another replica), so the write that ends a turn
-is *fenced*: :data:`core.memory.current_fence` names the lease, and the memory's append script checks in the
-same atomic step that the lease is still ours (:class:`~core.errors.LeaseLost` otherwise).
+is *fenced*: the holder passes its :class:`~core.memory.Fence` down to the turn's final write, whose
+append script checks in the same atomic step that the lease is still ours (:class:`~core.errors.LeaseLost`
+otherwise).
 
 The lock key sits in the conversation's hash slot (``parley:<bot>:{<conversation>}:lock``). Its value is
 ``<kind>:<owner>:<random>``: ``w`` for a queue worker (which drains the conversation's inbox and re-checks it
-after unlocking), ``d`` for a direct turn (:meth:`ConversationLocks.guard`, the engine's TurnGuard).
+after unlocking), ``d`` for a direct turn (:meth:`ConversationLocks.hold`, taken by the dispatcher when the
+queue is off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -25,8 +26,8 @@ from redis.exceptions import RedisError
 
 from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
-from core.memory import Fence, current_fence
-from core.types import Place, Turn
+from core.memory import Fence
+from core.types import Place
 
 log = structlog.get_logger("parley.lock")
 
@@ -68,14 +69,6 @@ def holder_kind(value: str) -> str:
     return value.split(":", 1)[0] if value else ""
 
 
-def reset_var(var: Any, token: Any, previous: Any) -> None:
-    """Reset a ContextVar; an async generator may be finalised in another context than it set it in."""
-    try:
-        var.reset(token)
-    except ValueError:
-        var.set(previous)
-
-
 class ConversationLocks:
     def __init__(
         self,
@@ -100,12 +93,20 @@ class ConversationLocks:
     def key(self, place: Place) -> str:
         return self._keys.conversation(place) + ":lock"
 
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease * 1000)
+
+    def token(self, kind: str) -> str:
+        """A fresh lock value: ``<kind>:<owner>:<random>``."""
+        return f"{kind}:{self.owner}:{secrets.token_hex(6)}"
+
     async def try_acquire(self, place: Place, kind: str) -> tuple[Lease | None, str]:
         """Take the lock if it is free: ``(lease, "")``, else ``(None, holder's value)``."""
         key = self.key(place)
-        token = f"{kind}:{self.owner}:{secrets.token_hex(6)}"
+        token = self.token(kind)
         try:
-            holder = await self._acquire(keys=[key], args=[token, int(self.lease * 1000)])
+            holder = await self._acquire(keys=[key], args=[token, self.lease_ms])
         except RedisError as exc:
             raise _unavailable(exc) from exc
         if holder:
@@ -125,7 +126,7 @@ class ConversationLocks:
 
     async def renew(self, lease: Lease) -> bool:
         try:
-            ok = await self._renew(keys=[lease.key], args=[lease.token, int(self.lease * 1000)])
+            ok = await self._renew(keys=[lease.key], args=[lease.token, self.lease_ms])
         except RedisError as exc:
             raise _unavailable(exc) from exc
         if not ok:
@@ -165,32 +166,28 @@ class ConversationLocks:
             await asyncio.wait({task})
 
     @asynccontextmanager
-    async def guard(self, turn: Turn) -> AsyncIterator[Lease | None]:
-        """The engine's TurnGuard: one turn of a conversation at a time across replicas.
+    async def hold(self, place: Place) -> AsyncIterator[Fence | None]:
+        """One direct turn of a conversation at a time across replicas; yields the fence for its final write.
 
-        A no-op when this task already holds the conversation (a queue worker). When Redis is unreachable
-        the turn goes on unlocked, so the engine can degrade (memory_error, or an answer without memory).
-        After ``wait`` seconds without the lock the turn also goes on (advisory lock), with a warning.
+        When Redis is unreachable the turn goes on unlocked (``None``), so the engine can degrade
+        (memory_error, or an answer without memory). After ``wait`` seconds without the lock the turn also
+        goes on (advisory lock), with a warning.
         """
-        conversation = self._keys.conversation(turn.place)
-        fence = current_fence.get()
-        if fence is not None and fence.conversation == conversation:
-            yield None
-            return
         try:
-            lease, holder = await self.acquire(turn.place, DIRECT, self.wait)
+            lease, holder = await self.acquire(place, DIRECT, self.wait)
         except StoreError:
             yield None
             return
         if lease is None:
-            log.warning("lock_wait_exceeded", conversation=conversation, holder_kind=holder_kind(holder))
+            log.warning(
+                "lock_wait_exceeded",
+                conversation=self._keys.conversation(place),
+                holder_kind=holder_kind(holder),
+            )
             yield None
             return
-        previous = current_fence.get()
-        token = current_fence.set(Fence(conversation, lease.key, lease.token))
         try:
             async with self.keep(lease):
-                yield lease
+                yield Fence(lease.conversation, lease.key, lease.token)
         finally:
-            reset_var(current_fence, token, previous)
             await self.release(lease)

@@ -79,8 +79,8 @@ class Metrics:
         self.circuit_state.labels(bot).set(0)
         self.in_flight.labels(bot).set(0)
 
-    async def observe_turn(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
-        """The engine's TurnObserver."""
+    def observe_turn(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
+        """Count a finished turn (the engine's finish stage)."""
         platform = turn.place.platform
         self.turns.labels(self.bot, platform, result.kind.value).inc()
         self.turn_seconds.labels(self.bot, platform).observe(seconds)

@@ -6,9 +6,12 @@ Keys (bot ``b``, conversation ``c``)::
     parley:b:{c}:inbox          list of queue items (encoded Job), oldest first; a worker reads the head
     parley:b:dedupe:...         the engine's event dedupe key, now set at enqueue time
 
-Submitting costs three round trips: dedupe + depth check, inbox push, signal. The bound is soft (concurrent
-submitters may overshoot by their number): ``max_len`` stream entries not yet trimmed,
-``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
+Round trips of one queued turn (counted by the server in ``make bench``): submit 1 (one script: dedupe,
+bounds, inbox push, signal), XREADGROUP 1 (shared by the signals it returns), lock + inbox head 1, the
+engine's read 1 and fenced write 1 (which pops the head), then retire 1 (next head, or unlock + XACK when the
+inbox is empty): six. On Redis Cluster the stream and an inbox live on different nodes, so submit and the
+acknowledgement are sent apart there (two more). The bounds are ``max_len`` stream entries not yet trimmed
+and ``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
 oldest pending one), so the stream holds only work that is waiting or in progress, never a turn that nobody
 answered.
 """
@@ -20,23 +23,52 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, decode_place, encode_job, encode_place
-from core.ops.lock import Lease
+from core.ops.lock import ConversationLocks, Lease
 from core.types import Place
 
 GROUP = "workers"
 DEDUPE_SECONDS = 3600
 
-# Pop the head of an inbox if it is still this item, as long as the lease is ours; return the next head.
-# {1, next head or false} = done, {0} = lease lost.
+# Enqueue one turn: dedupe (KEYS[1], may be absent), bound the stream (KEYS[2]) and the inbox (KEYS[3]),
+# push the item, signal. Returns "queued", "duplicate", "queue_full" or "conversation_full".
+_SUBMIT = """
+local n = #KEYS
+if n == 3 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+local stream, inbox = KEYS[n - 1], KEYS[n]
+if redis.call('XLEN', stream) >= tonumber(ARGV[2]) then return 'queue_full' end
+if redis.call('LLEN', inbox) >= tonumber(ARGV[3]) then return 'conversation_full' end
+redis.call('RPUSH', inbox, ARGV[5])
+redis.call('EXPIRE', inbox, ARGV[4])
+if ARGV[6] ~= '' then redis.call('XADD', stream, '*', 'p', ARGV[6], 't', ARGV[7]) end
+return 'queued'
+"""
+
+# Take the conversation's lock (KEYS[1]) and read its inbox head (KEYS[2]) in one step.
+# {"", head or false} = taken; {holder} = someone else holds it.
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {'', redis.call('LINDEX', KEYS[2], 0)}
+end
+return {redis.call('GET', KEYS[1]) or ''}
+"""
+
+# After a turn: pop the head if it is still this item, as long as the lease is ours. If another item waits,
+# return it (the holder keeps the lock and answers it); else unlock and, when KEYS[3] (the stream) is given,
+# acknowledge the signal ARGV[3]. {0} = lease lost, {1, next head} = go on, {2} = unlocked, inbox empty.
 _RETIRE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
-return {1, redis.call('LINDEX', KEYS[2], 0)}
+local following = redis.call('LINDEX', KEYS[2], 0)
+if following then return {1, following} end
+redis.call('DEL', KEYS[1])
+if KEYS[3] then redis.call('XACK', KEYS[3], ARGV[4], ARGV[3]) end
+return {2}
 """
 
 # Release the lock if it is still ours, and say how many items wait in the inbox (one round trip).
@@ -62,6 +94,17 @@ class SubmitStatus(enum.StrEnum):
 class Submitted:
     status: SubmitStatus
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """After a turn: the lock is still ``held`` with a ``following`` item to answer, or the inbox was
+    empty and the conversation is unlocked and its signal acknowledged (``done``), or neither: the lease
+    was lost."""
+
+    held: bool
+    following: str | None = None
+    done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +141,10 @@ class TurnQueue:
         self.max_per_conversation = max_per_conversation
         self._inbox_ttl = inbox_ttl
         self.stream = keys.scoped("queue")
+        self._submit = client.register_script(_SUBMIT)
+        self._take = client.register_script(_TAKE)
         self._retire = client.register_script(_RETIRE)
+        self._cluster = isinstance(client, RedisCluster)
         self._release_and_count = client.register_script(_RELEASE_AND_COUNT)
 
     def inbox(self, place: Place) -> str:
@@ -107,37 +153,52 @@ class TurnQueue:
     # ------------------------------------------------------------------ submitting (adapters)
 
     async def submit(self, job: Job) -> Submitted:
-        """Enqueue one turn. Raises :class:`StoreError` when Redis cannot take it."""
+        """Enqueue one turn (one round trip). Raises :class:`StoreError` when Redis cannot take it."""
         turn = job.turn
-        dedupe = (
-            self._keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
-            if turn.event_id
-            else None
-        )
-        inbox = self.inbox(turn.place)
-        item = encode_job(job)
+        keys = [self.inbox(turn.place)]
+        if turn.event_id:
+            keys.insert(0, self._keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id))
+        place, item = encode_place(turn.place), encode_job(job)
+        bounds: list[str | int] = [
+            DEDUPE_SECONDS,
+            self.max_len,
+            self.max_per_conversation,
+            self._inbox_ttl,
+            item,
+        ]
         try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                if dedupe:
-                    pipe.set(dedupe, "1", nx=True, ex=DEDUPE_SECONDS)
-                pipe.xlen(self.stream)
-                checked: list[Any] = await pipe.execute()
-            if dedupe and checked[0] is None:
-                return Submitted(SubmitStatus.DUPLICATE)
-            if int(checked[-1]) >= self.max_len:
-                return Submitted(SubmitStatus.BUSY, "queue_full")
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.rpush(inbox, item)
-                pipe.expire(inbox, self._inbox_ttl)
-                pushed: list[Any] = await pipe.execute()
-            if int(pushed[0]) > self.max_per_conversation:
-                await self._r.lrem(inbox, -1, item)
-                return Submitted(SubmitStatus.BUSY, "conversation_full")
-            # The signal goes after the item (separate round trip: on a Cluster they live on different nodes).
-            await self._r.xadd(self.stream, {"p": encode_place(turn.place), "t": turn.turn_id})
+            if self._cluster:
+                # The stream and the inbox live in different slots: check and push in the inbox's slot (the
+                # dedupe key goes first, alone), then signal (after the item, so a worker finds it).
+                status = await self._submit_on_cluster(keys, bounds, place, turn.turn_id)
+            else:
+                keys.insert(len(keys) - 1, self.stream)
+                status = str(await self._submit(keys=keys, args=[*bounds, place, turn.turn_id]))
         except RedisError as exc:
             raise _error(exc) from exc
+        if status == "duplicate":
+            return Submitted(SubmitStatus.DUPLICATE)
+        if status in ("queue_full", "conversation_full"):
+            return Submitted(SubmitStatus.BUSY, status)
         return Submitted(SubmitStatus.QUEUED)
+
+    async def _submit_on_cluster(
+        self, keys: list[str], bounds: list[str | int], place: str, turn_id: str
+    ) -> str:
+        dedupe, inbox, item = (keys[0] if len(keys) == 2 else None), keys[-1], str(bounds[-1])
+        if dedupe and not await self._r.set(dedupe, "1", nx=True, ex=DEDUPE_SECONDS):
+            return "duplicate"
+        if int(await self._r.xlen(self.stream)) >= self.max_len:
+            return "queue_full"
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.rpush(inbox, item)
+            pipe.expire(inbox, self._inbox_ttl)
+            pushed: list[Any] = await pipe.execute()
+        if int(pushed[0]) > self.max_per_conversation:
+            await self._r.lrem(inbox, -1, item)
+            return "conversation_full"
+        await self._r.xadd(self.stream, {"p": place, "t": turn_id})
+        return "queued"
 
     # ------------------------------------------------------------------ consuming (workers)
 
@@ -212,26 +273,38 @@ class TurnQueue:
         except RedisError as exc:
             raise _error(exc) from exc
 
-    async def head(self, place: Place) -> str | None:
+    async def take(
+        self, place: Place, locks: ConversationLocks, token: str
+    ) -> tuple[Lease | None, str | None, str]:
+        """Take the conversation's lock as ``token`` and read its inbox head in one round trip:
+        ``(lease, head, "")``, or ``(None, None, holder)`` when someone else holds it."""
+        key = locks.key(place)
         try:
-            item = await self._r.lindex(self.inbox(place), 0)
+            result: list[Any] = await self._take(keys=[key, self.inbox(place)], args=[token, locks.lease_ms])
         except RedisError as exc:
             raise _error(exc) from exc
-        return None if item is None else str(item)
+        if result[0]:
+            return None, None, str(result[0])
+        head = result[1] if len(result) > 1 and result[1] else None
+        return Lease(key, token, self._keys.conversation(place)), None if head is None else str(head), ""
 
-    async def retire(self, place: Place, item: str, lease: Lease) -> tuple[bool, str | None]:
-        """Pop ``item`` off the inbox head while ``lease`` holds; ``(False, None)``: the lease was lost.
-        Also returns the new head (the next item to answer), saving a round trip."""
+    async def retire(self, place: Place, item: str, lease: Lease, entry_id: str) -> Retired:
+        """Pop ``item`` off the inbox head while ``lease`` holds, and return the next item; with nothing
+        left, unlock and acknowledge the signal ``entry_id`` in the same step."""
+        keys = [lease.key, self.inbox(place)]
+        if not self._cluster:
+            keys.append(self.stream)
         try:
-            result: list[Any] = await self._retire(
-                keys=[lease.key, self.inbox(place)], args=[lease.token, item]
-            )
+            result: list[Any] = await self._retire(keys=keys, args=[lease.token, item, entry_id, GROUP])
+            if result and int(result[0]) == 2 and self._cluster:
+                await self._r.xack(self.stream, GROUP, entry_id)
         except RedisError as exc:
             raise _error(exc) from exc
-        if not result or not result[0]:
-            return False, None
-        following = result[1] if len(result) > 1 else None
-        return True, str(following) if following else None
+        if not result or not int(result[0]):
+            return Retired(held=False)
+        if int(result[0]) == 1:
+            return Retired(held=True, following=str(result[1]))
+        return Retired(held=False, done=True)
 
     async def unlock(self, place: Place, lease: Lease) -> int:
         """Release ``lease`` (if still ours) and return how many items wait in the conversation's inbox."""

@@ -2,13 +2,15 @@
 
 For each signal (new, or claimed from a consumer that went quiet):
 
-1. Lock the conversation. A new signal whose conversation a worker already holds is acknowledged at once:
-   that holder drains the whole inbox and re-checks it after unlocking, so the item will be answered. A
-   claimed signal waits up to two leases for the lock (its holder may have died; its lease then runs out).
-2. While the inbox has items: read the head, run the engine, hand the reply stream to the platform's
-   Delivery. The final memory write checks the lease and pops the head in one script (a fenced write); the
-   worker then retires the head itself for turns that wrote nothing. A lease lost midway stops the drain.
-3. Unlock, re-check the inbox (an item may have landed after the last read), acknowledge the signal.
+1. Lock the conversation and read its inbox head (one script). A new signal whose conversation a worker
+   already holds is acknowledged at once: that holder drains the whole inbox and looks again before it
+   unlocks, so the item will be answered. A claimed signal waits up to two leases for the lock (its holder
+   may have died; its lease then runs out).
+2. While the inbox has items: run the engine on the head with the lease's :class:`~core.memory.Fence`, hand
+   the reply stream to the platform's Delivery. The final memory write checks the lease and pops the head in
+   one script (a fenced write); then one more script retires the head (for turns that wrote nothing) and
+   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
+   A lease lost midway stops the drain.
 
 While it works, the worker renews the lease and resets the signal's idle time, so nobody claims a turn that
 is merely slow. If the worker dies, its signal stays pending: another worker claims it with XAUTOCLAIM after
@@ -31,10 +33,10 @@ import structlog
 
 from core.engine import Engine
 from core.errors import ConfigError, StoreError
-from core.memory import Fence, current_fence
+from core.memory import Fence
 from core.ops.delivery import Deliveries, run_turn
 from core.ops.jobs import decode_job
-from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind, reset_var
+from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
 from core.ops.metrics import Metrics
 from core.ops.queue import Signal, TurnQueue
 from core.tasks import TaskOwner
@@ -237,38 +239,50 @@ class TurnWorker:
             await self.queue.requeue(place, signal.entry_id, signal.turn_id)
             self.metrics.event("requeued")
             return
-        wait = 2 * self.locks.lease + 0.5 if signal.claimed else 0.0
-        lease, holder = await self.locks.acquire(place, WORKER, wait)
+        lease, head = await self._take(place, signal)
         if lease is None:
-            if holder_kind(holder) == WORKER:
-                # Another worker holds the conversation: it drains the inbox and re-checks after unlocking.
-                await self.queue.ack(signal.entry_id)
-            # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
             return
-        while lease is not None:
-            try:
-                async with self.locks.keep(lease, tick=lambda: self.queue.touch(self.name, signal.entry_id)):
-                    await self._drain(place, lease, signal)
-            except asyncio.CancelledError:
-                # Shutdown deadline: hand the conversation back. The unanswered item is still the inbox head.
-                await self._hand_back(place, lease, signal)
-                raise
-            except BaseException:
-                await self.locks.release(lease)
-                raise
-            waiting = await self.queue.unlock(place, lease)
-            if self.stopping:
-                if waiting:
-                    await self.queue.requeue(place, signal.entry_id, signal.turn_id)
-                    self.metrics.event("requeued")
-                else:
-                    await self.queue.ack(signal.entry_id)
-                return
-            if lease.lost or not waiting:
+        try:
+            async with self.locks.keep(lease, tick=lambda: self.queue.touch(self.name, signal.entry_id)):
+                done = await self._drain(place, lease, head, signal)
+        except asyncio.CancelledError:
+            # Shutdown deadline: hand the conversation back. The unanswered item is still the inbox head.
+            await self._hand_back(place, lease, signal)
+            raise
+        except BaseException:
+            await self.locks.release(lease)
+            raise
+        if done:
+            return  # unlocked and acknowledged with the last item's retirement
+        if lease.lost:
+            await self.queue.ack(signal.entry_id)  # the lease's new holder drains the inbox
+            return
+        # Stopping with items left: unlock and hand the conversation to another worker.
+        if await self.queue.unlock(place, lease):
+            await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+            self.metrics.event("requeued")
+        else:
+            await self.queue.ack(signal.entry_id)
+
+    async def _take(self, place: Place, signal: Signal) -> tuple[Lease | None, str | None]:
+        """Lock the conversation and read its inbox head. A new signal whose conversation another worker
+        holds is acknowledged at once (that holder drains the whole inbox and re-checks it before unlocking);
+        a claimed one waits up to two leases (its holder may have died: its lease then runs out)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (2 * self.locks.lease + 0.5 if signal.claimed else 0.0)
+        delay = 0.02
+        while True:
+            lease, head, holder = await self.queue.take(place, self.locks, self.locks.token(WORKER))
+            if lease is not None:
+                return lease, head
+            if loop.time() >= deadline:
                 break
-            # An item landed after our last read: go on if the lock is free (else its new holder drains it).
-            lease, _ = await self.locks.try_acquire(place, WORKER)
-        await self.queue.ack(signal.entry_id)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.25)
+        if holder_kind(holder) == WORKER:
+            await self.queue.ack(signal.entry_id)
+        # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
+        return None, None
 
     async def _hand_back(self, place: Place, lease: Lease, signal: Signal) -> None:
         try:
@@ -279,27 +293,31 @@ class TurnWorker:
         except StoreError as exc:  # the signal stays pending and will be claimed after claim_idle
             self._log.warning("worker_hand_back_failed", error=str(exc))
 
-    async def _drain(self, place: Place, lease: Lease, signal: Signal) -> None:
-        conversation = lease.conversation
+    async def _drain(self, place: Place, lease: Lease, item: str | None, signal: Signal) -> bool:
+        """Answer the inbox's items in order while the lease holds. True when the inbox was emptied (the
+        conversation is then unlocked and the signal acknowledged)."""
         inbox = self.queue.inbox(place)
-        item = await self.queue.head(place)
-        while item is not None and not self.stopping and not lease.lost:
+        if item is None:  # nothing waits (another worker drained it): unlock and acknowledge in one step
+            return (await self.queue.retire(place, "", lease, signal.entry_id)).done
+        while not self.stopping and not lease.lost:
             try:
                 job = decode_job(item)
                 delivery = self.deliveries.get(job.route.platform)
             except (ValueError, ConfigError) as exc:
-                self._log.error("worker_dropped_item", error=str(exc), conversation=conversation)
+                self._log.error("worker_dropped_item", error=str(exc), conversation=lease.conversation)
                 self.metrics.event("dropped")
             else:
                 if signal.claimed:
                     job = replace(job, attempt=2)
-                previous = current_fence.get()
-                token = current_fence.set(Fence(conversation, lease.key, lease.token, inbox, item))
-                try:
-                    await run_turn(self.engine, delivery, job, self.metrics)
-                finally:
-                    reset_var(current_fence, token, previous)
-            held, item = await self.queue.retire(place, item, lease)
-            if not held:
+                fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
+                await run_turn(self.engine, delivery, job, self.metrics, fence=fence)
+            retired = await self.queue.retire(place, item, lease, signal.entry_id)
+            if retired.done:
+                return True
+            if not retired.held:
                 lease.lost = True
-                self._log.warning("lock_lease_lost", conversation=conversation)
+                self._log.warning("lock_lease_lost", conversation=lease.conversation)
+                return False
+            assert retired.following is not None
+            item = retired.following
+        return False

@@ -1,30 +1,32 @@
-"""Admission: who may talk to the bot, and how much. An engine :data:`~core.engine.Gate` plus a turn observer.
+"""Admission: who may talk to the bot, and how much. One :class:`TurnAdmission` per turn, held by the engine.
 
-    access lists (config, in process)  ->  one Redis round trip: the blocked-users set, rate windows (user,
-    channel), token quotas (user, workspace) and a generation slot (workspace)  ->  admit, or refuse saying
-    when to try again (no LLM call is made)
+    access lists (config, in process)  ->  riding on the turn's memory read: the blocked-users set, rate
+    windows (user, channel), token quotas (user, workspace) and a generation slot (workspace)  ->  admit, or
+    refuse saying when to try again (no LLM call is made)  ->  riding on the turn's final write: the turn's
+    token usage counted into the quotas, the generation slot freed
 
 A refused user is told once per window; further messages in the same window are ignored silently, so a
-spammer cannot make the bot flood a channel with "slow down" replies. After the turn, the observer counts
-the reported token usage into the quotas and frees the generation slot, in one round trip.
+spammer cannot make the bot flood a channel with "slow down" replies. Commands that do not call the LLM have
+a rate budget of their own (``command_rate``).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from core.engine import TurnContext
 from core.errors import StoreError
 from core.safety.events import EventLog
-from core.safety.limits import Check, LimitStore, Outcome, Window, user_tag
+from core.safety.limits import LimitCheck, LimitOutcome, LimitStore, Window, user_tag
 from core.safety.text import humanize_seconds
-from core.types import CommandCall, ReplyKind, ReplyResult, Turn
+from core.types import DIRECT_WORKSPACE, CommandCall, ReplyKind, ReplyResult, Turn
+
+if TYPE_CHECKING:
+    from core.engine import TurnContext
 
 log = structlog.get_logger("parley.safety")
 
@@ -76,6 +78,7 @@ class AccessPolicy:
 class LimitPolicy:
     user_rate: tuple[Window, ...] = ()
     channel_rate: tuple[Window, ...] = ()
+    command_rate: tuple[Window, ...] = ()  # commands that do not call the LLM
     user_tokens: int = 0  # per quota window; 0: no quota
     workspace_tokens: int = 0
     quota_window_seconds: int = 86_400
@@ -87,14 +90,8 @@ class LimitPolicy:
     texts: dict[str, str] = field(default_factory=dict)  # reason -> text with {retry}
 
 
-@dataclass
-class _Held:
-    key: str
-    since: float
-
-
 class Admission:
-    """The gate and the observer, sharing the generation slots this process holds."""
+    """A bot's admission policy. :meth:`begin` makes the per-turn :class:`TurnAdmission` the engine holds."""
 
     def __init__(
         self,
@@ -110,161 +107,16 @@ class Admission:
         self.access = access
         self.limits = limits
         self._blocked_key = blocked_key  # (platform, workspace) -> key of the blocked-users set
-        self._held: dict[str, _Held] = {}  # turn id -> slot key, until the turn's observer frees it
-        self._written: set[str] = set()  # turns whose usage rode on the final memory write
-        self._prefetched: dict[str, _PreRead] = {}  # turn id -> checks that rode on the memory read
 
-    def _forget_stale(self) -> None:
-        """Slots of turns whose observer never ran (cancelled) expire by their lease in Redis; drop them."""
-        cutoff = time.monotonic() - self.limits.lease_seconds
-        for turn_id in [t for t, h in self._held.items() if h.since < cutoff]:
-            del self._held[turn_id]
-
-    # ------------------------------------------------------------------------------------------ the gate
-
-    def _exempt(self, turn: Turn) -> bool:
-        return turn.place.platform in self.limits.exempt_platforms or (
-            self.limits.exempt_admins and turn.author.is_admin
-        )
-
-    def _checks(self, turn: Turn, call: CommandCall | None) -> list[Check]:
-        lim, store = self.limits, self.store
-        p = turn.place
-        if call is not None and call.name not in lim.llm_commands:
-            return []  # commands that do not call the LLM cost nothing worth limiting
-        uid = user_tag(p.platform, turn.author.id)
-        member = turn.turn_id
-        checks = [store.rate("user", f"{p.platform}:{uid}", w, member) for w in lim.user_rate]
-        channel = f"{p.platform}:{p.workspace}:{p.channel}"
-        checks += [store.rate("channel", channel, w, member) for w in lim.channel_rate]
-        checks += self._quotas(turn)
-        if lim.max_concurrent:
-            lease = int(lim.lease_seconds * 1000)
-            checks.append(store.acquire(p.platform, p.workspace, lim.max_concurrent, lease, turn.turn_id))
-        return checks
-
-    def _quotas(self, turn: Turn) -> list[Check]:
-        lim, p = self.limits, turn.place
-        quotas = []
-        if lim.user_tokens:
-            who = f"{p.platform}:{user_tag(p.platform, turn.author.id)}"
-            quotas.append(self.store.quota("user", who, lim.user_tokens, lim.quota_window_seconds))
-        if lim.workspace_tokens:
-            where = f"{p.platform}:{p.workspace}"
-            quotas.append(
-                self.store.quota("workspace", where, lim.workspace_tokens, lim.quota_window_seconds)
-            )
-        return quotas
-
-    async def gate(self, ctx: TurnContext) -> ReplyResult | None:
-        turn = ctx.turn
-        denial = self.access.denial(turn)
-        if denial:
-            log.info("access_denied", reason=denial, turn_id=turn.turn_id, platform=turn.place.platform)
-            await self.events.count(f"admission:ignore:{denial}")
-            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "access_denied", "access": denial})
-        if self._held:
-            self._forget_stale()
-        pre = self._prefetched.pop(turn.turn_id, None)
-        if pre is not None and pre.outcomes is not None:
-            pre.consumed = True  # the checks ran with the memory read: no round trip of our own
-            outcomes, blocked = pre.outcomes, pre.blocked
-        else:
-            call = turn.command or ctx.engine.commands.parse(turn.text)
-            checks = [] if self._exempt(turn) else self._checks(turn, call)
-            blocked_key = self._blocked_key(turn.place.platform, turn.place.workspace)
-            try:
-                outcomes, (blocked,) = await self.store.run(
-                    checks, ("sismember", (blocked_key, turn.author.id))
-                )
-            except StoreError as exc:
-                # Limits cannot be checked: answer anyway (the memory read failed too if Redis is down).
-                log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
-                return None
-        for o in outcomes:
-            if o.check.kind == "acquire" and o.admitted:
-                self._held[turn.turn_id] = _Held(o.check.key, time.monotonic())
-        if blocked:
-            await self._refund(turn, outcomes)
-            log.info("user_blocked", turn_id=turn.turn_id, platform=turn.place.platform)
-            await self.events.count("admission:ignore:blocked")
-            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "blocked"})
-        denied = [o for o in outcomes if not o.admitted]
-        if not denied:
-            return None
-        return await self._refuse(ctx, outcomes, denied)
-
-    def read_hook(self, turn: Turn, call: CommandCall | None) -> _PreRead | None:
-        """Queue the access and limit checks on the turn's memory read (engine ``read_hooks``)."""
-        if self.store.cluster or self.access.denial(turn):
-            return None  # cluster pipelines carry no scripts; a denied turn needs no Redis at all
-        if len(self._prefetched) > 10_000:  # turns that ended without gate or engine cleanup (cancelled)
-            self._prefetched.clear()
-        checks = [] if self._exempt(turn) else self._checks(turn, call)
-        pre = _PreRead(self, turn, checks, self._blocked_key(turn.place.platform, turn.place.workspace))
-        self._prefetched[turn.turn_id] = pre
-        return pre
-
-    async def give_back(self, turn: Turn, outcomes: Sequence[Outcome]) -> None:
-        await self._refund(turn, outcomes)
-
-    async def _refund(
-        self, turn: Turn, outcomes: Sequence[Outcome], notice: tuple[str, int] | None = None
-    ) -> bool:
-        self._held.pop(turn.turn_id, None)
-        try:
-            return await self.store.refund(outcomes, notice)
-        except StoreError as exc:
-            log.warning("limits_refund_failed", error=str(exc), turn_id=turn.turn_id)
-            return True
-
-    async def _refuse(
-        self, ctx: TurnContext, outcomes: Sequence[Outcome], denied: Sequence[Outcome]
-    ) -> ReplyResult:
-        turn = ctx.turn
-        worst = max(denied, key=lambda o: o.retry_ms)
-        kind = worst.check.kind
-        reason = {"rate": "rate_limited", "quota": "quota_exceeded", "acquire": "busy"}[kind]
-        retry_ms = worst.retry_ms if kind != "acquire" else 5_000
-        # Tell the user once per window, then stay quiet: a flood of refusals is a flood too.
-        p = turn.place
-        who = f"{p.platform}:{user_tag(p.platform, turn.author.id)}"
-        notice = self.store.notice_key(worst.check.scope, who, reason)
-        tell = await self._refund(turn, outcomes, (notice, max(retry_ms, 1000)))
-        log.info(
-            "limit_refused",
-            reason=reason,
-            scope=worst.check.scope,
-            retry_ms=retry_ms,
-            told=tell,
-            turn_id=turn.turn_id,
-            platform=turn.place.platform,
-        )
-        await self.events.count(f"admission:{reason}:{worst.check.scope}")
-        meta = {
-            "reason": reason,
-            "limit": worst.check.scope,
-            "retry_after": str(max(1, (retry_ms + 999) // 1000)),
-        }
-        if not tell:
-            return ctx.result("", ReplyKind.IGNORED, meta={**meta, "silent": "1"})
-        template = self.limits.texts.get(f"{reason}:{worst.check.scope}") or self.limits.texts.get(reason, "")
-        if reason == "busy" and not template:
-            template = ctx.persona.busy
-        text = template.replace("{retry}", humanize_seconds(retry_ms / 1000))
-        return ctx.result(text, ReplyKind.REFUSAL, meta=meta, ephemeral=True)
-
-    # -------------------------------------------------------------------------------------- the observer
-
-    def write_hook(self, ctx: TurnContext) -> _UsageWrite | None:
-        """Count the turn's tokens and free its slot inside the turn's final memory write (one round trip
-        instead of two); :meth:`observe` does it alone for turns that write nothing."""
-        turn, tokens = ctx.turn, ctx.usage.total
-        held = self._held.get(turn.turn_id)
-        quotas = self._quotas(turn) if tokens > 0 and not self._exempt(turn) else []
-        if not quotas and held is None:
-            return None
-        return _UsageWrite(self, turn.turn_id, quotas, tokens, (held.key, turn.turn_id) if held else None)
+    def begin(self, turn: Turn, call: CommandCall | None, *, judged: bool) -> TurnAdmission:
+        """Start admitting ``turn``. ``judged``: the engine will ask :meth:`TurnAdmission.judge` (an
+        addressed message or a command); only then do the checks ride on the memory read."""
+        exempt = self._exempt(turn)
+        checks = [] if exempt else self._checks(turn, call)
+        quotas = [] if exempt else self._quotas(turn)
+        prefetch = judged and not self.store.cluster and not self.access.denial(turn)
+        blocked = self._blocked_key(turn.place.platform, turn.place.workspace)
+        return TurnAdmission(self, turn, checks, quotas, blocked, prefetch)
 
     async def may_store(self, turn: Turn) -> bool:
         """Whether an unanswered message may be kept as context: its author passes the access lists and is
@@ -280,78 +132,196 @@ class Admission:
             return True  # the memory write will fail too if Redis is down; nothing to protect against
         return not blocked[1][0]
 
-    def usage_written(self, turn_id: str) -> None:
-        self._held.pop(turn_id, None)
-        if len(self._written) > 10_000:  # observers of cancelled turns never ran: forget them
-            self._written.clear()
-        self._written.add(turn_id)
+    def _exempt(self, turn: Turn) -> bool:
+        return turn.place.platform in self.limits.exempt_platforms or (
+            self.limits.exempt_admins and turn.author.is_admin
+        )
 
-    async def observe(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
-        if turn.turn_id in self._written:
-            self._written.discard(turn.turn_id)
-            return
-        held = self._held.pop(turn.turn_id, None)
-        tokens = result.usage.total
-        if held is None and (tokens <= 0 or self._exempt(turn)):
-            return
-        quotas = self._quotas(turn) if tokens > 0 and not self._exempt(turn) else []
-        release = (held.key, turn.turn_id) if held is not None else None
-        if quotas or release is not None:
-            await self.store.add_usage(quotas, tokens, release)
+    def _checks(self, turn: Turn, call: CommandCall | None) -> list[LimitCheck]:
+        lim, store, p = self.limits, self.store, turn.place
+        member = turn.turn_id
+        if call is not None and call.name not in lim.llm_commands:
+            # Commands that do not call the LLM have a budget of their own: /help does not eat into the
+            # chat budget, and a flood of /forget (which scans the keyspace) is still cut short.
+            return [store.rate("command", _who(turn), w, member) for w in lim.command_rate]
+        checks = [store.rate("user", _who(turn), w, member) for w in lim.user_rate]
+        channel = f"{p.platform}:{p.workspace}:{p.channel}"
+        checks += [store.rate("channel", channel, w, member) for w in lim.channel_rate]
+        checks += self._quotas(turn)
+        if lim.max_concurrent:
+            lease = int(lim.lease_seconds * 1000)
+            checks.append(store.acquire(p.platform, _where(turn), lim.max_concurrent, lease, turn.turn_id))
+        return checks
 
-    async def aclose(self) -> None:
-        """Free the slots still held (turns cancelled at shutdown); their leases would free them later."""
-        held, self._held = self._held, {}
+    def _quotas(self, turn: Turn) -> list[LimitCheck]:
+        lim = self.limits
+        quotas = []
+        if lim.user_tokens:
+            quotas.append(self.store.quota("user", _who(turn), lim.user_tokens, lim.quota_window_seconds))
+        if lim.workspace_tokens:
+            where = f"{turn.place.platform}:{_where(turn)}"
+            quotas.append(
+                self.store.quota("workspace", where, lim.workspace_tokens, lim.quota_window_seconds)
+            )
+        return quotas
+
+
+def _who(turn: Turn) -> str:
+    return f"{turn.place.platform}:{user_tag(turn.place.platform, turn.author.id)}"
+
+
+def _where(turn: Turn) -> str:
+    """The workspace a turn's shared budgets (generation slots, workspace quota) belong to. Direct messages
+    outside any workspace (Discord's ``@me``) are each user's own: one DM user cannot starve the others."""
+    p = turn.place
+    if p.workspace == DIRECT_WORKSPACE:
+        return f"{DIRECT_WORKSPACE}:{user_tag(p.platform, turn.author.id)}"
+    return p.workspace
+
+
+class TurnAdmission:
+    """Admission of one turn, held by the engine from start to finish.
+
+    ``queue_read`` puts the checks on the turn's memory read; ``judge`` decides (access, blocked, limits);
+    ``queue_write`` puts quota accounting and the slot's release on the final memory write; ``finish``
+    settles whatever the write did not carry, and gives back what an unjudged turn took.
+    """
+
+    def __init__(
+        self,
+        admission: Admission,
+        turn: Turn,
+        checks: list[LimitCheck],
+        quotas: list[LimitCheck],
+        blocked_key: str,
+        prefetch: bool,
+    ) -> None:
+        self._a = admission
+        self.turn = turn
+        self._checks = checks
+        self._quotas = quotas
+        self._blocked_key = blocked_key
+        self._prefetch = prefetch
+        self._outcomes: list[LimitOutcome] | None = None  # what the checks took (prefetched or run)
+        self._blocked = False
+        self._judged = False
+        self._slot: tuple[str, str] | None = None  # (slots key, turn id) while a generation slot is held
+        self._settled = False  # usage counted and slot freed (by the final write or by finish)
+
+    def queue_read(self, pipe: Any) -> None:
+        """Queue the access and limit checks on the turn's memory read (a rider of RedisMemory.load)."""
+        if self._prefetch:
+            LimitStore.queue_checks(
+                pipe, self._checks, ("sismember", (self._blocked_key, self.turn.author.id))
+            )
+
+    def take_read(self, results: list[Any] | None) -> None:
+        """The read's results for :meth:`queue_read`'s commands (None: some failed, e.g. NOSCRIPT; the
+        checks then run again in :meth:`judge`)."""
+        if self._prefetch and results is not None:
+            self._outcomes, (blocked,) = LimitStore.parse(self._checks, 1, results)
+            self._blocked = bool(blocked)
+
+    async def judge(self, ctx: TurnContext) -> ReplyResult | None:
+        """None admits the turn; a result refuses or ignores it."""
+        a, turn = self._a, self.turn
+        self._judged = True
+        denial = a.access.denial(turn)
+        if denial:
+            log.info("access_denied", reason=denial, turn_id=turn.turn_id, platform=turn.place.platform)
+            await a.events.count(f"admission:ignore:{denial}")
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "access_denied", "access": denial})
+        if self._outcomes is None:  # not prefetched (Redis Cluster, or the read's checks failed)
+            try:
+                self._outcomes, (blocked,) = await a.store.run(
+                    self._checks, ("sismember", (self._blocked_key, turn.author.id))
+                )
+            except StoreError as exc:
+                # Limits cannot be checked: answer anyway (the memory read failed too if Redis is down).
+                log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
+                self._outcomes = []
+                return None
+            self._blocked = bool(blocked)
+        outcomes = self._outcomes
+        self._slot = next(
+            ((o.check.key, turn.turn_id) for o in outcomes if o.check.kind == "acquire" and o.admitted), None
+        )
+        if self._blocked:
+            await self._refund()
+            log.info("user_blocked", turn_id=turn.turn_id, platform=turn.place.platform)
+            await a.events.count("admission:ignore:blocked")
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "blocked"})
+        denied = [o for o in outcomes if not o.admitted]
+        if not denied:
+            return None
+        return await self._refuse(ctx, denied)
+
+    def queue_write(self, pipe: Any, tokens: int) -> None:
+        """Queue the turn's quota accounting and the slot's release on its final memory write."""
+        if self._judged:
+            LimitStore.queue_usage(pipe, self._quotas, tokens, self._slot)
+
+    def written(self, ok: bool) -> None:
+        """The final write ran :meth:`queue_write`'s commands (``ok``), or not: :meth:`finish` does it."""
+        if ok and self._judged:
+            self._settled = True
+
+    async def finish(self, result: ReplyResult | None) -> None:
+        """Settle at the turn's end (``result`` None: the turn was cancelled or failed before its end)."""
+        if self._settled:
+            return
+        self._settled = True
         try:
-            await self.store.release([(h.key, turn_id) for turn_id, h in held.items()])
+            if not self._judged:
+                # A duplicate delivery, a paused thread, an early end: give back what the read's checks took.
+                if self._outcomes:
+                    await self._a.store.refund(self._outcomes)
+                return
+            tokens = result.usage.total if result is not None else 0
+            quotas = self._quotas if tokens > 0 else []
+            if quotas or self._slot is not None:
+                await self._a.store.add_usage(quotas, tokens, self._slot)
+        except StoreError as exc:  # the slot's lease frees it; the quota misses one turn's tokens
+            log.warning("admission_settle_failed", error=str(exc), turn_id=self.turn.turn_id)
+
+    async def _refund(self, notice: tuple[str, int] | None = None) -> bool:
+        self._slot = None
+        self._settled = True
+        try:
+            return await self._a.store.refund(self._outcomes or [], notice)
         except StoreError as exc:
-            log.warning("slot_release_failed", error=str(exc))
+            log.warning("limits_refund_failed", error=str(exc), turn_id=self.turn.turn_id)
+            return True
 
-
-@dataclass
-class _UsageWrite:
-    """Quota accounting and slot release queued on the turn's final write (core.memory.WriteExtra)."""
-
-    admission: Admission
-    turn_id: str
-    quotas: list[Check]
-    tokens: int
-    release: tuple[str, str] | None
-
-    def build(self, pipe: Any) -> None:
-        LimitStore.queue_usage(pipe, self.quotas, self.tokens, self.release)
-
-    async def load_scripts(self) -> None:
-        await self.admission.store.load()
-
-    def written(self) -> None:
-        self.admission.usage_written(self.turn_id)
-
-
-@dataclass
-class _PreRead:
-    """Admission checks queued on the turn's memory read (core.engine.PreRead)."""
-
-    admission: Admission
-    turn: Turn
-    checks: list[Check]
-    blocked_key: str
-    outcomes: list[Outcome] | None = None
-    blocked: bool = False
-    consumed: bool = False
-
-    def build(self, pipe: Any) -> None:
-        LimitStore.queue_checks(pipe, self.checks, ("sismember", (self.blocked_key, self.turn.author.id)))
-
-    def take(self, results: list[Any] | None) -> None:
-        if results is not None:  # None: a check failed (e.g. NOSCRIPT); the gate then runs them itself
-            self.outcomes, (blocked,) = LimitStore.parse(self.checks, 1, results)
-            self.blocked = bool(blocked)
-
-    async def unused(self) -> None:
-        """The gate never judged the turn (a duplicate delivery, a paused thread): give back what the
-        checks took, so that such turns cost no rate budget and hold no generation slot."""
-        self.admission._prefetched.pop(self.turn.turn_id, None)
-        if not self.consumed and self.outcomes:
-            self.consumed = True
-            await self.admission.give_back(self.turn, self.outcomes)
+    async def _refuse(self, ctx: TurnContext, denied: Sequence[LimitOutcome]) -> ReplyResult:
+        turn = ctx.turn
+        worst = max(denied, key=lambda o: o.retry_ms)
+        kind = worst.check.kind
+        reason = {"rate": "rate_limited", "quota": "quota_exceeded", "acquire": "busy"}[kind]
+        retry_ms = worst.retry_ms if kind != "acquire" else 5_000
+        # Tell the user once per window, then stay quiet: a flood of refusals is a flood too.
+        notice = self._a.store.notice_key(worst.check.scope, _who(turn), reason)
+        tell = await self._refund((notice, max(retry_ms, 1000)))
+        log.info(
+            "limit_refused",
+            reason=reason,
+            scope=worst.check.scope,
+            retry_ms=retry_ms,
+            told=tell,
+            turn_id=turn.turn_id,
+            platform=turn.place.platform,
+        )
+        await self._a.events.count(f"admission:{reason}:{worst.check.scope}")
+        meta = {
+            "reason": reason,
+            "limit": worst.check.scope,
+            "retry_after": str(max(1, (retry_ms + 999) // 1000)),
+        }
+        if not tell:
+            return ctx.result("", ReplyKind.IGNORED, meta={**meta, "silent": "1"})
+        texts = self._a.limits.texts
+        template = texts.get(f"{reason}:{worst.check.scope}") or texts.get(reason, "")
+        if reason == "busy" and not template:
+            template = ctx.persona.busy
+        text = template.replace("{retry}", humanize_seconds(retry_ms / 1000))
+        return ctx.result(text, ReplyKind.REFUSAL, meta=meta, ephemeral=True)

@@ -99,7 +99,7 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
+class LimitCheck:
     """One limit to check in the admission pipeline."""
 
     kind: str  # "rate" | "quota" | "acquire"
@@ -111,8 +111,8 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    check: Check
+class LimitOutcome:
+    check: LimitCheck
     admitted: bool
     retry_ms: int = 0
     used: int = 0
@@ -146,20 +146,20 @@ class LimitStore:
 
     # ------------------------------------------------------------------------------------------- checks
 
-    def rate(self, scope: str, ident: str, window: Window, member: str) -> Check:
+    def rate(self, scope: str, ident: str, window: Window, member: str) -> LimitCheck:
         key = self.rate_key(scope, ident, window)
-        return Check(
+        return LimitCheck(
             "rate", scope, key, (int(window.seconds * 1_000_000), window.count, member), window.count, member
         )
 
-    def quota(self, scope: str, ident: str, limit: int, window_seconds: int) -> Check:
-        return Check(
+    def quota(self, scope: str, ident: str, limit: int, window_seconds: int) -> LimitCheck:
+        return LimitCheck(
             "quota", scope, self.quota_key(scope, ident, window_seconds), (window_seconds * 1000, 0), limit
         )
 
-    def acquire(self, platform: str, workspace: str, limit: int, lease_ms: int, turn_id: str) -> Check:
+    def acquire(self, platform: str, workspace: str, limit: int, lease_ms: int, turn_id: str) -> LimitCheck:
         key = self.slots_key(platform, workspace)
-        return Check("acquire", "workspace", key, (limit, lease_ms, turn_id), limit, turn_id)
+        return LimitCheck("acquire", "workspace", key, (limit, lease_ms, turn_id), limit, turn_id)
 
     async def load(self) -> None:
         try:
@@ -186,12 +186,12 @@ class LimitStore:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _queue(pipe: Pipeline, check: Check) -> None:
+    def _queue(pipe: Pipeline, check: LimitCheck) -> None:
         pipe.evalsha(SHAS[check.kind], 1, check.key, *check.args)
 
     async def run(
-        self, checks: Sequence[Check], *extra: tuple[str, tuple[Any, ...]]
-    ) -> tuple[list[Outcome], list[Any]]:
+        self, checks: Sequence[LimitCheck], *extra: tuple[str, tuple[Any, ...]]
+    ) -> tuple[list[LimitOutcome], list[Any]]:
         """Run checks (and extra plain commands, queued first) in one round trip."""
         try:
             results = await self._run(lambda pipe: self.queue_checks(pipe, checks, *extra))
@@ -200,7 +200,9 @@ class LimitStore:
         return self.parse(checks, len(extra), results)
 
     @classmethod
-    def queue_checks(cls, pipe: Any, checks: Sequence[Check], *extra: tuple[str, tuple[Any, ...]]) -> None:
+    def queue_checks(
+        cls, pipe: Any, checks: Sequence[LimitCheck], *extra: tuple[str, tuple[Any, ...]]
+    ) -> None:
         """Queue what :meth:`run` sends on someone else's pipeline (the turn's first read)."""
         for name, args in extra:
             getattr(pipe, name)(*args)
@@ -209,21 +211,23 @@ class LimitStore:
 
     @staticmethod
     def parse(
-        checks: Sequence[Check], n_extra: int, results: Sequence[Any]
-    ) -> tuple[list[Outcome], list[Any]]:
+        checks: Sequence[LimitCheck], n_extra: int, results: Sequence[Any]
+    ) -> tuple[list[LimitOutcome], list[Any]]:
         plain, scripted = list(results[:n_extra]), results[n_extra:]
         outcomes = []
         for check, raw in zip(checks, scripted, strict=True):
             if check.kind == "quota":
                 used, ttl = int(raw[0]), int(raw[1])
-                outcomes.append(Outcome(check, used < check.limit, ttl if used >= check.limit else 0, used))
+                outcomes.append(
+                    LimitOutcome(check, used < check.limit, ttl if used >= check.limit else 0, used)
+                )
             else:
                 outcomes.append(
-                    Outcome(check, bool(raw[0]), int(raw[2]) if check.kind == "rate" else 0, int(raw[1]))
+                    LimitOutcome(check, bool(raw[0]), int(raw[2]) if check.kind == "rate" else 0, int(raw[1]))
                 )
         return outcomes, plain
 
-    async def refund(self, outcomes: Sequence[Outcome], notice: tuple[str, int] | None = None) -> bool:
+    async def refund(self, outcomes: Sequence[LimitOutcome], notice: tuple[str, int] | None = None) -> bool:
         """Give back what admitted checks took (another limit refused the turn). With ``notice=(key, ms)``,
         also claim the once-per-window notice: True when this refusal should be shown."""
 
@@ -255,7 +259,7 @@ class LimitStore:
 
     @staticmethod
     def queue_usage(
-        pipe: Pipeline, quotas: Sequence[Check], tokens: int, release: tuple[str, str] | None = None
+        pipe: Pipeline, quotas: Sequence[LimitCheck], tokens: int, release: tuple[str, str] | None = None
     ) -> None:
         """Queue what :meth:`add_usage` does on someone else's pipeline (the turn's final write)."""
         if tokens > 0:
@@ -265,7 +269,7 @@ class LimitStore:
             pipe.zrem(*release)
 
     async def add_usage(
-        self, quotas: Sequence[Check], tokens: int, release: tuple[str, str] | None = None
+        self, quotas: Sequence[LimitCheck], tokens: int, release: tuple[str, str] | None = None
     ) -> list[Any]:
         """Count ``tokens`` into each quota and free a generation slot ``(key, turn id)``: one round trip."""
         try:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from core.engine import Redactor
 from core.errors import ConfigError
 from core.safety.text import strip_invisible
 
@@ -287,7 +286,7 @@ def placeholder(kind: str) -> str:
     return f"[redacted {kind.replace('_', ' ')}]"
 
 
-class PIIRedactor(Redactor):
+class PIIRedactor:
     """Replaces what its detectors find with ``[redacted <kind>]``."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:

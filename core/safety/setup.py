@@ -55,26 +55,6 @@ class Safety:
     def redact_before_llm(self) -> bool:
         return self.profile.action("input", "pii") is Action.REDACT
 
-    @property
-    def gates(self) -> list[Any]:
-        return [self.admission.gate]
-
-    @property
-    def context_gates(self) -> list[Any]:
-        return [self.admission.may_store]
-
-    @property
-    def read_hooks(self) -> list[Any]:
-        return [self.admission.read_hook]
-
-    @property
-    def write_hooks(self) -> list[Any]:
-        return [self.admission.write_hook]
-
-    @property
-    def observers(self) -> list[Any]:
-        return [self.admission.observe, self.record_engine_decisions]
-
     def blocked_key(self, platform: str, workspace: str) -> str:
         return blocked_key(self.keys, platform, workspace)
 
@@ -98,7 +78,7 @@ class Safety:
     async def forget(self, platform: str, user_id: str) -> Forgotten:
         return await self.forgetter.forget(platform, user_id)
 
-    async def record_engine_decisions(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
+    async def record_engine_decisions(self, turn: Turn, result: ReplyResult) -> None:
         """Record what the engine decided on its own: too-long input and system-prompt leaks."""
         if result.kind is not ReplyKind.REFUSAL:
             return
@@ -124,6 +104,7 @@ def _limit_policy(spec: BotSpec) -> LimitPolicy:
     return LimitPolicy(
         user_rate=_windows(lim.user_rate),
         channel_rate=_windows(lim.channel_rate),
+        command_rate=_windows(lim.command_rate),
         user_tokens=lim.user_daily_tokens,
         workspace_tokens=lim.workspace_daily_tokens,
         quota_window_seconds=lim.quota_window_seconds,
@@ -209,7 +190,7 @@ async def open_safety(
     settings: Settings,
     client: aioredis.Redis,
     keys: KeySpace,
-    safety_settings: SafetySettings | None = None,
+    safety_settings: SafetySettings,
 ) -> AsyncIterator[Safety]:
     source = str(spec.folder / "bot.toml")
     cfg = spec.config
@@ -231,7 +212,7 @@ async def open_safety(
     store = LimitStore(client, keys)
     await store.load()
     async with AsyncExitStack() as stack:
-        endpoint = await _endpoint(profile, settings, safety_settings or SafetySettings(), source)
+        endpoint = await _endpoint(profile, settings, safety_settings, source)
         if endpoint is not None:
             stack.push_async_callback(endpoint.aclose)
         chain = ModerationChain(profile=profile, rules=rules, events=events, endpoint=endpoint)
@@ -253,7 +234,6 @@ async def open_safety(
             keys=keys,
             canary=canary,
         )
-        stack.push_async_callback(safety.admission.aclose)
         log.info(
             "safety_ready",
             bot=spec.name,

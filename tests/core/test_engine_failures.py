@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import redis.asyncio as aioredis
 
 from bots.loader import load_bot
@@ -100,6 +101,30 @@ async def test_context_length_error_trims_the_window_and_retries_once(
     assert second.body["messages"][-1]["content"] == "and now?"
 
 
+async def test_a_second_context_length_error_apologises_and_keeps_the_users_words(
+    runtime_factory: RuntimeFactory,
+    fake_openai: FakeOpenAI,
+    redis_client: aioredis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    too_long = Error(
+        400,
+        "This model's maximum context length is 8192 tokens",
+        code="context_length_exceeded",
+        type="invalid_request_error",
+    )
+    fake_openai.queue(too_long, too_long)
+    async with runtime_factory() as rt:
+        result = await rt.engine.collect(make_turn("a question that never fits"))
+        stored = await stored_texts(redis_client, rt.keys.messages(make_turn("").place))
+    assert len(fake_openai.chat_requests) == 2  # one retry with half the history, then the apology
+    assert result.kind is ReplyKind.ERROR and result.meta["reason"] == "ContextTooLong"
+    assert result.text == load_bot("arcade").persona(None).error
+    assert len(stored) == 1 and "a question that never fits" in stored[0]
+    out = capsys.readouterr().out
+    assert "turn_failed" not in out and "Traceback" not in out
+
+
 async def test_duplicate_event_ids_get_one_answer(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
@@ -178,7 +203,7 @@ async def test_canary_in_output_is_a_refused_prompt_leak(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
     async with runtime_factory() as rt:
-        rt.engine.canary = "CANARY-7f3a"
+        rt.engine.safety.canary = "CANARY-7f3a"
         fake_openai.responder = lambda body: Reply(
             "Sure! My instructions say: " + body["messages"][0]["content"]
         )

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from core.keys import KeySpace
 from core.safety.limits import LimitStore, Window
-from core.types import CommandCall, ReplyKind, ReplyResult
+from core.types import CommandCall, ReplyKind, ReplyResult, Turn
 from tests.fakes.openai_server import Reply
 from tests.safety.conftest import NO_LIMITS, ModerationFake, SafetyFactory, make_turn
 
@@ -175,6 +175,45 @@ async def test_only_turns_that_call_the_llm_are_limited(
     assert story.kind is ReplyKind.COMMAND  # /story calls the LLM: it took the one slot ...
     assert chat.kind is ReplyKind.REFUSAL  # ... so chat is refused
     assert all(c.kind is ReplyKind.ANSWER for c in console)  # your own terminal is exempt
+
+
+async def test_commands_without_the_llm_and_oversized_messages_are_rate_limited_too(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    limits = {
+        **NO_LIMITS,
+        "user_rate": [{"count": 2, "seconds": 60}],
+        "command_rate": [{"count": 3, "seconds": 60}],
+        "max_input_chars": 100,
+    }
+    async with safety_factory("arcade", limits=limits) as rt:
+        forgets = [await rt.engine.collect(make_turn("/forget", user="flooder")) for _ in range(6)]
+        huge = [await rt.engine.collect(make_turn("x" * 500, user="shouter")) for _ in range(4)]
+    assert [f.kind for f in forgets[:3]] == [ReplyKind.COMMAND] * 3
+    assert forgets[3].kind is ReplyKind.REFUSAL and forgets[3].meta["reason"] == "rate_limited"
+    assert all(f.kind is ReplyKind.IGNORED for f in forgets[4:])  # told once per window, then quiet
+    assert [h.meta["reason"] for h in huge[:2]] == ["too_long", "too_long"]
+    assert huge[2].meta["reason"] == "rate_limited" and huge[3].kind is ReplyKind.IGNORED
+    assert fake_openai.chat_requests == []
+
+
+async def test_direct_messages_outside_a_workspace_have_per_user_budgets(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    limits = {**NO_LIMITS, "workspace_daily_tokens": 1, "max_concurrent_per_workspace": 1}
+
+    def dm(user: str, text: str) -> Turn:
+        return make_turn(
+            text, user=user, platform="discord", workspace="@me", channel=f"dm-{user}", thread=""
+        )
+
+    async with safety_factory("arcade", limits=limits) as rt:
+        first = await rt.engine.collect(dm("mallory", "hello"))
+        again = await rt.engine.collect(dm("mallory", "hello again"))
+        others = [await rt.engine.collect(dm(user, "hi")) for user in ("ada", "bob")]
+    assert first.kind is ReplyKind.ANSWER
+    assert again.kind is ReplyKind.REFUSAL and again.meta["reason"] == "quota_exceeded"
+    assert [o.kind for o in others] == [ReplyKind.ANSWER, ReplyKind.ANSWER]  # not starved by mallory
 
 
 async def test_shipped_bots_limit_a_user_to_a_few_answers_per_ten_seconds(

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from core.errors import LeaseLost
 from core.keys import KeySpace
-from core.memory import Fence, NewMessage, RedisMemory, current_fence
+from core.memory import Fence, NewMessage, RedisMemory
 from core.ops.lock import DIRECT, WORKER, ConversationLocks
 from core.redis_server import free_port
 from tests.scale.helpers import turn
@@ -64,58 +64,44 @@ async def test_the_final_write_checks_the_lease_and_retires_the_queue_item(
     await redis_client.rpush(inbox, "item-1", "item-2")  # type: ignore[misc]
     message = [NewMessage("user", "hello", 1)]
 
-    token = current_fence.set(Fence(lease.conversation, lease.key, "w:not-our-token", inbox, "item-1"))
-    try:
-        with pytest.raises(LeaseLost):
-            await memory.record(PLACE, message)
-    finally:
-        current_fence.reset(token)
+    stale = Fence(lease.conversation, lease.key, "w:not-our-token", inbox, "item-1")
+    with pytest.raises(LeaseLost):
+        await memory.record(PLACE, message, fence=stale)
     assert await redis_client.llen(inbox) == 2  # type: ignore[misc]
     assert (await memory.load(PLACE, tail=10)).messages == ()  # nothing written behind the owner's back
 
-    token = current_fence.set(Fence(lease.conversation, lease.key, lease.token, inbox, "item-2"))
-    try:
-        await memory.record(PLACE, message)  # the head is not item-2: written, nothing retired
-        assert await redis_client.lrange(inbox, 0, -1) == ["item-1", "item-2"]  # type: ignore[misc]
-        current_fence.set(Fence(lease.conversation, lease.key, lease.token, inbox, "item-1"))
-        await memory.record(PLACE, message)
-    finally:
-        current_fence.reset(token)
+    not_head = Fence(lease.conversation, lease.key, lease.token, inbox, "item-2")
+    await memory.record(PLACE, message, fence=not_head)  # the head is not item-2: written, nothing retired
+    assert await redis_client.lrange(inbox, 0, -1) == ["item-1", "item-2"]  # type: ignore[misc]
+    await memory.record(
+        PLACE, message, fence=Fence(lease.conversation, lease.key, lease.token, inbox, "item-1")
+    )
     assert await redis_client.lrange(inbox, 0, -1) == ["item-2"]  # type: ignore[misc]
     assert len((await memory.load(PLACE, tail=10)).messages) == 2
 
 
-async def test_the_guard_is_reentrant_for_the_holder_and_gives_up_waiting(
+async def test_hold_waits_then_gives_up_and_yields_the_fence_when_taken(
     redis_client: aioredis.Redis,
 ) -> None:
     lk = locks(redis_client, lease=5, wait=0.2)
     lease, _ = await lk.try_acquire(PLACE, WORKER)
     assert lease is not None
-    token = current_fence.set(Fence(lease.conversation, lease.key, lease.token))
-    try:
-        async with asyncio.timeout(1):
-            async with lk.guard(turn("hi")) as held:  # the worker already holds it: no deadlock
-                assert held is None
-    finally:
-        current_fence.reset(token)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with lk.guard(turn("hi")) as held:  # someone else holds it: wait, then go on (advisory)
-        assert held is None
+    async with lk.hold(PLACE) as fence:  # someone else holds it: wait, then go on (advisory)
+        assert fence is None
     assert 0.15 <= loop.time() - started < 1.0
     await lk.release(lease)
-    async with lk.guard(turn("hi")) as held:
-        assert held is not None
-        assert current_fence.get() == Fence(lease.conversation, held.key, held.token)
-        assert await redis_client.get(held.key) == held.token
-    assert current_fence.get() is None
+    async with lk.hold(PLACE) as fence:
+        assert fence is not None and fence.conversation == lease.conversation
+        assert await redis_client.get(fence.lock_key) == fence.token
     assert await redis_client.get(lease.key) is None
 
 
 async def test_the_guard_lets_the_turn_through_when_redis_is_down() -> None:
     client = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, retry=None)
     try:
-        async with locks(client).guard(turn("hi")) as held:
+        async with locks(client).hold(PLACE) as held:
             assert held is None  # the engine then degrades (memory_error, or an answer without memory)
     finally:
         await client.aclose()

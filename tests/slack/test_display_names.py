@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
@@ -10,7 +12,9 @@ import redis.asyncio as aioredis
 from adapters.slack.client import web_client
 from adapters.slack.payloads import User
 from adapters.slack.users import MISS_TTL, NAME_TTL, UserNames, clean_name, display_name_of
+from core.engine import TurnContext
 from core.keys import KeySpace
+from core.types import CommandCall
 from tests.fakes.openai_server import FakeOpenAI, Recorded
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -114,17 +118,19 @@ async def test_a_slash_command_gets_the_display_name_not_the_legacy_username(
 ) -> None:
     slack.add_user(ADA, display_name="Ada")
     app = await start_slack(queue=True)
-    seen: list[str] = []
-    app.runtime.engine.observers.append(lambda turn, result, elapsed: _note(seen, turn.author.display_name))
+    help_command = app.runtime.engine.commands.get("help")
+    assert help_command is not None  # answered by a /help that says whom it was asked by
+    app.runtime.engine.commands.add(replace(help_command, handler=_whoami))
     await app.sender.command(rq.slash_command("/help", "", user=ADA, response_url=slack.response_url("h")))
     await app.settle()
-    await eventually(lambda: bool(seen))
-    assert seen == ["Ada"]
+    await eventually(lambda: bool(slack.responses))
+    ((_, body),) = slack.responses
+    assert body["text"] == "asked by Ada"
     assert len(slack.attempts("users.info")) == 1
 
 
-async def _note(seen: list[str], name: str) -> None:
-    seen.append(name)
+async def _whoami(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+    yield f"asked by {ctx.turn.author.display_name}"
 
 
 # ---------------------------------------------------------------------------------- the cache, directly
