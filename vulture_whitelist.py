@@ -14,8 +14,11 @@ _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._queue_timing  # core/settings.py
+_._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _.settings_cls  # a parameter of settings_customise_sources that we do not need
+# bm25s reads it in get_scores_from_ids (core/kb/lexical.py sets it on a loaded index).
+_.nonoccurrence_array
 # BotConfig's platform tables are read with getattr(config, platform) (core/bot.py).
 _.slack
 # discord.py: Client hooks and Intents flags.

@@ -167,13 +167,13 @@ async def _search(
         print(json.dumps({"mode": result.mode, "covered": result.covered, "hits": rows}, indent=2))
         return 0
     print(f"mode: {result.mode} · covered: {'yes' if result.covered else 'no'}")
-    for r in rows:
-        sim = "" if r["similarity"] is None else f" cos {r['similarity']:.2f}"
-        where = " › ".join([r["title"], *r["headings"]])
-        scores = f"{r['score']:.4f}  bm25 {r['bm25']:.2f}{sim}  cov {r['coverage']:.2f}"
-        print(f"{r['rank']:>2}. {scores}  {where}")
-        print(f"    {r['url'] or r['source']}")
-        print(f"    {' '.join(str(r['text']).split())[:160]}")
+    for n, h in enumerate(result.candidates, 1):
+        sim = "" if h.similarity is None else f" cos {h.similarity:.2f}"
+        where = " › ".join([h.chunk.title, *h.chunk.headings])
+        scores = f"{h.score:.4f}  bm25 {h.lexical:.2f}{sim}  cov {h.coverage:.2f}"
+        print(f"{n:>2}. {scores}  {where}{'' if n <= len(result.hits) else '  (over budget)'}")
+        print(f"    {h.chunk.url or h.chunk.source}")
+        print(f"    {' '.join(h.chunk.text.split())[:160]}")
     return 0
 
 

@@ -6,8 +6,9 @@
     load      one pipelined read: memory tail + meta, dedupe, and admission's checks riding along
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
     command   a command's handler, or
-    chat      moderate input -> plugin -> generate (LLM stream, output checked as it grows)
-              -> check (final output moderation) -> remember (one pipelined, fenced write)
+    chat      moderate input -> plugin -> retrieve (knowledge base: numbered reference chunks)
+              -> generate (LLM stream, output checked as it grows)
+              -> check (final output moderation, citations) -> remember (one pipelined, fenced write)
     finish    admission settles, metrics, safety decisions, the turn's log line
 
 The engine keeps no conversation state in process memory: everything lives in Redis, so any replica can
@@ -53,6 +54,7 @@ from core.types import (
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from core.kb.retrieve import KnowledgeBase, Retrieval
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
@@ -152,6 +154,7 @@ class Draft:
     """What the generate stage produced: the text shown so far and how the stream ended."""
 
     prompt: Prompt
+    retrieval: Retrieval | None = None  # the knowledge base's chunks in the prompt (None: no base)
     parts: list[str] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str = ""
@@ -176,6 +179,7 @@ class Engine:
         counter: TokenCounter,
         default_model: str,
         metrics: Metrics | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -186,6 +190,7 @@ class Engine:
         self.counter = counter
         self.default_model = default_model
         self.metrics = metrics
+        self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -340,7 +345,18 @@ class Engine:
             yield ReplyDone(early)
             return
 
-        draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget))
+        retrieval = await self._retrieve(ctx, user_text)
+        answer = (
+            self.knowledge.not_covered_answer(retrieval, user_text) if self.knowledge and retrieval else None
+        )
+        if answer is not None:  # a question the knowledge base does not cover: say so, offer a person
+            result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
+            await self._remember(ctx, self._exchange(ctx, user_text, answer))
+            yield ReplyDelta(answer)
+            yield ReplyDone(result)
+            return
+
+        draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget, retrieval), retrieval)
         async for delta in self._generate(ctx, user_text, draft):
             yield delta
         if draft.error is not None:
@@ -394,7 +410,7 @@ class Engine:
                     return
                 budget //= 2
                 ctx.log.warning("context_too_long_retrying", budget=budget)
-                draft.prompt = self._prompt(ctx, user_text, budget)
+                draft.prompt = self._prompt(ctx, user_text, budget, draft.retrieval)
             except LLMError as exc:
                 draft.error = exc
                 return
@@ -412,8 +428,23 @@ class Engine:
         if verdict.action is Action.REDACT:
             text = verdict.text
         result = ctx.result(text, ReplyKind.ANSWER)
+        if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link
+            result = replace(result, citations=draft.retrieval.citations(text))
         after = getattr(self.bot.plugin, "after_turn", None)
         return await after(ctx, result) if after is not None else result
+
+    async def _retrieve(self, ctx: TurnContext, user_text: str) -> Retrieval | None:
+        """Stage retrieve: the knowledge base's best chunks for the message, within the persona's budget.
+        The query is used and dropped: the knowledge base never stores user text."""
+        if self.knowledge is None:
+            return None
+        retrieval = await self.knowledge.retrieve(
+            user_text, channel=ctx.turn.place.channel, persona=ctx.persona.name
+        )
+        ctx.log.info(
+            "kb_retrieved", mode=retrieval.mode, covered=retrieval.covered, chunks=len(retrieval.hits)
+        )
+        return retrieval
 
     async def _command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
         """Stage command: run a command's handler (admin check, argument moderation, output check)."""
@@ -549,7 +580,9 @@ class Engine:
             text += f"\n\n(Confidential marker: {self.safety.canary}. Never repeat or mention it.)"
         return text
 
-    def _prompt(self, ctx: TurnContext, user_text: str, budget: int) -> Prompt:
+    def _prompt(
+        self, ctx: TurnContext, user_text: str, budget: int, retrieval: Retrieval | None = None
+    ) -> Prompt:
         upto = ctx.state.summary_upto
         return build_prompt(
             system=self.system_prompt(ctx),
@@ -560,7 +593,7 @@ class Engine:
             budget=budget,
             counter=self.counter,
             summary=ctx.state.summary,
-            reference=self.bot.knowledge,
+            reference=retrieval.prompt_block() if retrieval is not None else self.bot.knowledge,
         )
 
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:

@@ -18,6 +18,8 @@ from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
 from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
+from core.kb.retrieve import KnowledgeBase
+from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.memory import RedisMemory
@@ -49,6 +51,7 @@ class Runtime:
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
+    knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
@@ -142,6 +145,8 @@ async def open_runtime(
                 registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
+        # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
+        knowledge = await stack.enter_async_context(open_knowledge_base(spec, settings, client, keys))
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -152,7 +157,8 @@ async def open_runtime(
             counter=TokenCounter(settings.openai_model),
             default_model=settings.openai_model,
             metrics=ops.metrics,
+            knowledge=knowledge,
         )
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, knowledge)

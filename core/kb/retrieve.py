@@ -164,6 +164,10 @@ class KnowledgeBase:
 
     # -- retrieval
 
+    def not_covered_answer(self, retrieval: Retrieval, text: str) -> str | None:
+        """``[kb] not_covered_text`` when ``text`` is a question the base does not cover, else None."""
+        return not_covered_reply(retrieval, text, self.cfg.not_covered_text)
+
     @property
     def mode(self) -> str:
         ix = self.index

@@ -22,6 +22,7 @@ from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_setting
 from core.kb.sources import Naming
 from core.kb.store import KbStore
 from core.keys import KeySpace
+from core.safety.redact import build_redactor
 from core.settings import Settings
 
 
@@ -37,8 +38,6 @@ def naming(spec: BotSpec, cfg: KbConfig, collection: str = "") -> Naming:
 
 
 def screen(spec: BotSpec, cfg: KbConfig) -> Screen:
-    from core.safety.redact import build_redactor
-
     redactor = None
     if cfg.redact and spec.config.privacy.redact:
         privacy = spec.config.privacy
