@@ -78,7 +78,10 @@ class Retrieval:
         return tuple(Citation(i, h.chunk.title, h.chunk.url) for i, h in enumerate(self.hits, 1))
 
     def prompt_block(self) -> str:
-        """The reference text for the prompt (the engine wraps it in its <reference> fence)."""
+        """The reference text for the prompt (the engine wraps it in its <reference> fence); empty when
+        the bot has no index at all (nothing was ingested and there is no knowledge file)."""
+        if self.mode == "none":
+            return ""
         if not self.covered or not self.hits:
             return NOT_COVERED_NOTE
         parts = [BLOCK_INTRO]
@@ -192,6 +195,10 @@ class KnowledgeBase:
             except EmbeddingError as exc:
                 log.warning("kb_query_embedding_failed", error=str(exc))
                 mode = "lexical"
+            if qvec is not None and index.vectors is not None and len(qvec) != index.vectors.dims:
+                # Same model name, other dimensions (a reconfigured server): search what still works.
+                log.warning("kb_embedding_dims_differ", query=len(qvec), index=index.vectors.dims)
+                qvec, mode = None, "lexical"
         hits = await asyncio.to_thread(self._search, index, query, qvec, self.cfg.scope(channel))
         if self.reranker is not None and hits:
             hits = await self.reranker(query, hits)

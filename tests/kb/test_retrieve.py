@@ -144,3 +144,11 @@ async def test_knowledge_file_is_a_one_document_base() -> None:
     result = await kb.retrieve("how long do reset links last?")
     assert result.covered and result.hits[0].chunk.headings == ("Accounts",)
     assert result.sources[0].title == "FAQ"
+
+
+async def test_no_index_adds_no_reference() -> None:
+    kb = KnowledgeBase(kb_cfg(), None)
+    await kb.refresh()
+    result = await kb.retrieve("anything?")
+    assert (result.mode, result.covered, result.prompt_block()) == ("none", False, "")
+    assert not_covered_reply(result, "anything?", "I don't know.") is None  # nothing indexed: no claim
