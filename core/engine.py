@@ -346,10 +346,10 @@ class Engine:
             return
 
         retrieval = await self._retrieve(ctx, user_text)
-        answer = (
-            self.knowledge.not_covered_answer(retrieval, user_text) if self.knowledge and retrieval else None
-        )
-        if answer is not None:  # a question the knowledge base does not cover: say so, offer a person
+        fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
+        kb = self.knowledge
+        answer = kb.not_covered_answer(retrieval, user_text, fresh=fresh) if kb and retrieval else None
+        if answer is not None:  # a question nothing here covers: say so and offer a person, no LLM call
             result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
             await self._remember(ctx, self._exchange(ctx, user_text, answer))
             yield ReplyDelta(answer)

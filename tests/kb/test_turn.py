@@ -73,6 +73,13 @@ async def test_not_covered_says_so_and_offers_a_person(
         fake_openai.queue(Reply("You're welcome!"))
         thanks = await rt.engine.collect(make_turn("thanks a lot", thread="t2"))
         assert thanks.text == "You're welcome!"
+        # Later in a conversation the answer may be in what was said: the model decides, told the base
+        # has nothing on it.
+        fake_openai.queue(Reply("You said you like trains."))
+        later = await rt.engine.collect(make_turn("what did I tell you about trains?", thread="t2"))
+        assert later.text == "You said you like trains." and "kb" not in later.meta
+        reference = fake_openai.chat_requests[-1].body["messages"][1]["content"]
+        assert "The knowledge base has nothing relevant" in reference
 
 
 async def test_instruction_hidden_in_a_document_never_reaches_the_model(
@@ -107,7 +114,9 @@ async def test_channel_scope_from_bot_toml(
         await rt.engine.collect(make_turn("How do I pay and when is my card charged?", channel="C-BILLING"))
         billing = fake_openai.chat_requests[-1].body["messages"][1]["content"]
         # Password resets live in accounts/: out of this channel's scope, so not covered here ...
-        scoped = await rt.engine.collect(make_turn("How long is the reset link valid?", channel="C-BILLING"))
+        scoped = await rt.engine.collect(
+            make_turn("How long is the reset link valid?", channel="C-BILLING", thread="t-new")
+        )
         # ... and covered anywhere else.
         fake_openai.responder = extractive
         other = await rt.engine.collect(make_turn("How long is the reset link valid?", channel="C-OTHER"))
