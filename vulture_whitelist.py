@@ -63,19 +63,3 @@ _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py
-
-# --- TO DELETE (issue 9) ---
-# Dead today; listed here only so `make lint` passes until the engine rewrite deletes them. Empty this section
-# as they go (vulture then fails on any that remain).
-_.AssistantThreadEvent  # adapters/slack/payloads.py:45
-_.assistant_thread  # adapters/slack/payloads.py:47 (AssistantThreadEvent's field)
-_.bypass_pause  # core/commands.py:41 Command.bypass_pause
-_.remove  # core/commands.py:51 CommandRegistry.remove
-_.persona_names  # core/engine.py:639 Engine.persona_names
-_.MemoryStore  # core/memory.py:179 (the engine does not use the protocol)
-_.get_meta  # core/memory.py:381 RedisMemory.get_meta
-_.RuleModerator  # core/moderation.py:59
-_.load_safety_settings  # core/safety/settings.py:30
-_.redis_client  # core/runtime.py:55 (tests/conftest.py has its own fixture of that name)
-_.handled  # core/ops/worker.py:104,226 Worker.handled: counted, never read
-_.AfterTurn  # core/bot.py:165 type alias nothing uses

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
+from adapters.common.deps import EdgeDeps
+from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
 from bots import kb_cli
 from bots.loader import available_bots, load_bot
@@ -19,17 +20,26 @@ from core.bot import BotSpec
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.logging import configure_logging
-from core.ops.delivery import Delivery
 from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
+from core.safety.settings import SafetySettings, load_safety_settings
 from core.settings import Settings, load_settings
 
-ADAPTERS = {"slack": "adapters.slack", "discord": "adapters.discord"}
 
-# What a platform module in ADAPTERS offers: build_adapter always, build_delivery and check optionally.
-BuildAdapter = Callable[[Runtime], Servable]
-BuildDelivery = Callable[[Runtime], Delivery]
-PlatformCheck = Callable[[Runtime], Awaitable[list[str]]]
+def _slack(bot: BotSpec) -> LoadedPlatform:
+    import adapters.slack as module  # imported on demand: a Discord-only bot never loads slack-bolt
+
+    return Platform("slack", module, bot)
+
+
+def _discord(bot: BotSpec) -> LoadedPlatform:
+    import adapters.discord as module  # and a Slack-only bot never loads discord.py
+
+    return Platform("discord", module, bot)
+
+
+# mypy checks each module against adapters.common.platform.PlatformModule where it is passed to Platform.
+PLATFORMS: dict[str, Callable[[BotSpec], LoadedPlatform]] = {"slack": _slack, "discord": _discord}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     run = sub.add_parser("run", help="run a bot on its platforms")
     run.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    run.add_argument("--platform", action="append", choices=sorted(ADAPTERS), help="only these platforms")
+    run.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="only these platforms")
     split = run.add_mutually_exclusive_group()
     split.add_argument(
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
@@ -109,22 +119,23 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             configure_logging(settings, log_file)
         else:
             configure_logging(settings)
+        safety = load_safety_settings()
         spec = load_bot(args.bot)
         if args.command == "chat":
-            return asyncio.run(_chat(args, settings, spec))
+            return asyncio.run(_chat(args, settings, safety, spec))
         if args.command == "kb":
             return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
-            return asyncio.run(_check(settings, spec))
-        return asyncio.run(_run(args, settings, spec))
+            return asyncio.run(_check(settings, safety, spec))
+        return asyncio.run(_run(args, settings, safety, spec))
     except ParleyError as exc:
         return _report(exc)
     except KeyboardInterrupt:
         return 130
 
 
-async def _chat(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
-    async with open_runtime(spec, settings) as rt:
+async def _chat(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+    async with open_runtime(spec, settings, safety_settings=safety) as rt:
         options = ConsoleOptions(
             user_id=args.user,
             user_name=args.name or spec.config.console.get("user_name", "You"),
@@ -132,10 +143,10 @@ async def _chat(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> 
             interactive=sys.stdin.isatty() and not args.jsonl,
             conversation=args.conversation,
         )
-        return await ConsoleChat(rt, options).serve()
+        return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
 
 
-async def _check(settings: Settings, spec: BotSpec) -> int:
+async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
     problems: list[str] = []
     print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
     if not settings.llm_configured:
@@ -143,17 +154,21 @@ async def _check(settings: Settings, spec: BotSpec) -> int:
     if spec.config.kb is not None:
         print(kb_cli.describe_embeddings(settings))
     try:
-        async with open_runtime(spec, settings, llm=None if settings.llm_configured else _NullLLM()) as rt:
+        llm = None if settings.llm_configured else _NullLLM()
+        async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
             print("redis: ok")
             if settings.llm_configured:
                 await _probe_llm(rt, problems)
             if rt.safety is not None:
                 problems.extend(await rt.safety.check())
-            for platform in spec.config.platforms:
-                module = importlib.import_module(ADAPTERS[platform])
-                checker: PlatformCheck | None = getattr(module, "check", None)
-                if checker is not None:
-                    problems.extend(await checker(rt))
+            deps = EdgeDeps.of(rt)
+            for name in spec.config.platforms:
+                try:
+                    platform = PLATFORMS[name](spec)
+                except ConfigError as exc:  # a bad setting is a problem to report, like a bad token
+                    problems.append(f"{name}: {exc}")
+                    continue
+                problems.extend(await platform.check(deps))
     except StoreUnavailable as exc:
         problems.append(str(exc))
     for problem in problems:
@@ -176,33 +191,32 @@ class _NullLLM:
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         raise LLMError(NO_LLM)
-        yield  # noqa: V201  # pragma: no cover - unreachable; makes this an async generator
+        yield  # noqa: V201 - unreachable on purpose: makes this an async generator
 
     async def aclose(self) -> None:
         return None
 
 
-async def _run(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
+async def _run(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
     """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
-    them. Each platform module may define ``build_delivery(runtime)``: the Delivery workers show replies
-    through (registered in every mode, so a workers-only process can answer every platform)."""
-    platforms = args.platform or spec.config.platforms
-    if not platforms:
+    them. Every platform's Delivery (how workers show its replies) is registered in every mode, so a
+    workers-only process can answer every platform."""
+    names = args.platform or spec.config.platforms
+    if not names:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
     if args.workers_only and not settings.parley_queue:
         raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
-    async with open_runtime(spec, settings) as rt:
+    for name in names:
+        if name not in PLATFORMS:
+            raise ConfigError(f"platforms: unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
+    platforms = [PLATFORMS[name](spec) for name in names]  # each platform's settings, read once
+    async with open_runtime(spec, settings, safety_settings=safety) as rt:
+        deps = EdgeDeps.of(rt)
         adapters: list[tuple[str, Servable]] = []
         for platform in platforms:
-            if platform not in ADAPTERS:
-                raise ConfigError(f"platforms: unknown platform {platform!r} (known: {', '.join(ADAPTERS)})")
-            module = importlib.import_module(ADAPTERS[platform])
-            build_delivery: BuildDelivery | None = getattr(module, "build_delivery", None)
-            if build_delivery is not None and platform not in rt.ops.deliveries:
-                rt.ops.deliveries.register(platform, build_delivery(rt))
+            rt.ops.deliveries.register(platform.name, platform.delivery(deps))
             if not args.workers_only:
-                build_adapter: BuildAdapter = module.build_adapter
-                adapters.append((platform, build_adapter(rt)))
+                adapters.append((platform.name, platform.adapter(deps)))
         return await serve(rt, adapters, workers=settings.parley_queue and not args.adapters_only)
 
 

@@ -6,8 +6,8 @@ Platform tables (``[slack]``, ``[discord]``) stay raw here: each adapter validat
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -156,7 +156,8 @@ class BotConfig(BaseModel):
 
 
 class BotPlugin(Protocol):
-    """Optional bot-specific Python (``plugin.py`` in the bot folder exposing ``plugin``)."""
+    """Optional bot-specific Python: ``plugin.py`` in the bot folder defines ``make_plugin(config)``, which
+    returns one of these (see :func:`bots.loader.load_bot`)."""
 
     def commands(self) -> Iterable[Command]: ...
 
@@ -164,8 +165,9 @@ class BotPlugin(Protocol):
         """Return a result to answer the turn without the LLM (e.g. a handoff), or None to go on."""
         ...
 
-
-AfterTurn = Callable[["TurnContext", "ReplyResult"], Awaitable["ReplyResult"]]
+    async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
+        """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,6 @@ class BotSpec:
     personas: Mapping[str, Persona]
     knowledge: str = ""
     plugin: BotPlugin | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def platform_config(self, platform: str) -> dict[str, Any]:
         table = getattr(self.config, platform, None)

@@ -15,7 +15,7 @@ from core.types import CommandCall
 if TYPE_CHECKING:
     from core.engine import TurnContext
 
-Handler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
+CommandHandler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +31,13 @@ class CommandOption:
 class Command:
     name: str
     description: str
-    handler: Handler
+    handler: CommandHandler
     usage: str = ""  # e.g. "<prompt>"
     args_description: str = ""  # what the free-text argument is, for platforms that need a named option
     options: tuple[CommandOption, ...] = ()
     admin_only: bool = False
     remember: bool = False  # store the command and its answer in the conversation's memory
     ephemeral: bool = False  # the answer is for the asker only, where the platform allows it
-    bypass_pause: bool = True  # runs even while the conversation is handed off to a human
 
 
 @dataclass
@@ -47,9 +46,6 @@ class CommandRegistry:
 
     def add(self, command: Command) -> None:
         self._commands[command.name] = command
-
-    def remove(self, name: str) -> None:
-        self._commands.pop(name, None)
 
     def get(self, name: str) -> Command | None:
         return self._commands.get(name.lower())

@@ -291,8 +291,12 @@ class Engine:
             )
         except StoreError as exc:
             tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)
-            if cfg.memory.when_unavailable == "apologise":
-                return self._early(turn, ReplyKind.ERROR, "memory_error", "memory_unavailable")
+            if cfg.memory.when_unavailable == "apologise":  # the conversation's persona is unknown
+                default = self.bot.persona(None)
+                meta = {"reason": "memory_unavailable"}
+                return ReplyResult(
+                    turn.turn_id, ReplyKind.ERROR, default.memory_error, default.name, meta=meta
+                )
             return ConversationState(degraded=True)  # answer without memory
         admission.take_read(state.also)
         if state.duplicate:
@@ -430,8 +434,8 @@ class Engine:
         result = ctx.result(text, ReplyKind.ANSWER)
         if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link
             result = replace(result, citations=draft.retrieval.citations(text))
-        after = getattr(self.bot.plugin, "after_turn", None)
-        return await after(ctx, result) if after is not None else result
+        plugin = self.bot.plugin
+        return await plugin.after_turn(ctx, result) if plugin is not None else result
 
     async def _retrieve(self, ctx: TurnContext, user_text: str) -> Retrieval | None:
         """Stage retrieve: the knowledge base's best chunks for the message, within the persona's budget.
@@ -560,12 +564,6 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ helpers
-
-    def _early(self, turn: Turn, kind: ReplyKind, text_field: str, reason: str) -> ReplyResult:
-        """The end of a turn decided before its conversation's persona is known (the default persona's)."""
-        default = self.bot.persona(None)
-        text: str = getattr(default, text_field)
-        return ReplyResult(turn.turn_id, kind, text, persona=default.name, meta={"reason": reason})
 
     async def _check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
         canary = self.safety.canary

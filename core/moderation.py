@@ -54,28 +54,3 @@ def compile_patterns(patterns: Sequence[str], *, source: str) -> list[re.Pattern
         except re.error as exc:
             raise ConfigError(f"{source}[{i}]: invalid regular expression: {exc}") from None
     return compiled
-
-
-class RuleModerator:
-    """Block-list patterns on input and output; everything else is allowed."""
-
-    def __init__(
-        self, patterns: Sequence[str] = (), *, category: str = "blocked_pattern", source: str = ""
-    ) -> None:
-        self._patterns = compile_patterns(patterns, source=source or "moderation.blocked_patterns")
-        self._category = category
-
-    def _check(self, text: str) -> Verdict:
-        for pattern in self._patterns:
-            if pattern.search(text):
-                return Verdict(Action.REFUSE, text, self._category, f"matched {pattern.pattern!r}")
-        return Verdict(Action.ALLOW, text)
-
-    async def check_input(self, turn: Turn, text: str) -> Verdict:
-        return self._check(text)
-
-    async def check_output(self, turn: Turn, text: str, *, final: bool) -> Verdict:
-        return self._check(text)
-
-    async def aclose(self) -> None:
-        return None

@@ -27,7 +27,7 @@ from core.ops.delivery import Dispatcher
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
-from core.safety.settings import SafetySettings
+from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.tasks import TaskOwner
@@ -52,23 +52,6 @@ class Runtime:
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
     knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
-
-
-def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A standalone client (tests, tools). ``open_runtime`` uses :func:`core.ops.redisconn.connect`, which
-    also understands Sentinel and Cluster URLs."""
-    # A blocking pool: under a burst, turns wait (up to 5 s) for a connection instead of failing with
-    # MaxConnectionsError, and the bot never opens more than ``max_connections`` sockets per process.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=5,
-        decode_responses=True,
-        socket_connect_timeout=3,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -132,7 +115,7 @@ async def open_runtime(
         await memory.load_scripts()
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
         safety = await stack.enter_async_context(
-            open_safety(spec, settings, client, keys, safety_settings or SafetySettings())
+            open_safety(spec, settings, client, keys, safety_settings or load_safety_settings())
         )
         stack.push_async_callback(safety.moderator.aclose)
         registry = builtin_registry(cfg.commands)

@@ -16,7 +16,8 @@ import structlog
 
 from adapters.common.citations import shown_text
 from adapters.common.split import split_text
-from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyReplace, ReplyResult
+from core.reply import ReplyFold
+from core.types import ReplyEvent, ReplyResult
 
 H = TypeVar("H")
 log = structlog.get_logger("parley.render")
@@ -81,14 +82,12 @@ class StreamRenderer(Generic[H]):
         return self.outcome
 
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
+        fold = ReplyFold()
         async for event in events:
-            if isinstance(event, ReplyDelta):
-                self._text += event.text
-            elif isinstance(event, ReplyReplace):
-                self._text = event.text
-            elif isinstance(event, ReplyDone):
-                self.outcome.result = event.result
-                self._text = shown_text(event.result)  # with the sources line when it cites any
+            fold.add(event)
+            self.outcome.result = fold.result
+            # The finished reply shows with its sources line when it cites any.
+            self._text = shown_text(fold.result) if fold.result is not None else fold.text
             self._dirty.set()
 
     async def _flusher(self) -> None:

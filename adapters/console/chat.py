@@ -11,12 +11,14 @@ import asyncio
 import json
 import sys
 import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from adapters.common.citations import sources_plain
-from core.runtime import Runtime
-from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyReplace, ReplyResult, Turn
+from core.bot import BotSpec
+from core.reply import ReplyFold
+from core.types import Author, Place, ReplyDelta, ReplyEvent, ReplyReplace, ReplyResult, Turn
 
 QUIT = {"/quit", "/exit"}
 
@@ -42,13 +44,15 @@ def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], s
 class ConsoleChat:
     def __init__(
         self,
-        runtime: Runtime,
+        bot: BotSpec,
+        reply: Callable[[Turn], AsyncIterator[ReplyEvent]],
         options: ConsoleOptions,
         *,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
     ) -> None:
-        self._rt = runtime
+        self._bot = bot
+        self._reply = reply  # the engine's: one turn in, its reply stream out
         self._opt = options
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
@@ -63,7 +67,7 @@ class ConsoleChat:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         threading.Thread(target=_reader, args=(loop, queue, self._in), daemon=True, name="stdin").start()
-        bot = self._rt.bot
+        bot = self._bot
         if self._opt.interactive:
             persona = bot.persona(None)
             self._write(f"{bot.config.display_name} ({persona.name}) — /help for commands, /quit to leave.\n")
@@ -84,21 +88,15 @@ class ConsoleChat:
         turn = Turn(author=self._author, place=self._place, text=text)
         streaming = not self._opt.jsonl
         if streaming and self._opt.interactive:
-            self._write(f"{self._rt.bot.config.display_name}: ")
-        shown = ""
-        result: ReplyResult | None = None
-        async for event in self._rt.engine.reply(turn):
-            if isinstance(event, ReplyDelta):
-                shown += event.text
-                if streaming:
-                    self._write(event.text)
-            elif isinstance(event, ReplyReplace):
-                shown = event.text
-                if streaming:
-                    self._write(f"\n[replaced] {event.text}")
-            elif isinstance(event, ReplyDone):
-                result = event.result
-        assert result is not None
+            self._write(f"{self._bot.config.display_name}: ")
+        fold = ReplyFold()
+        async for event in self._reply(turn):
+            fold.add(event)
+            if streaming and isinstance(event, ReplyDelta):
+                self._write(event.text)
+            elif streaming and isinstance(event, ReplyReplace):
+                self._write(f"\n[replaced] {event.text}")
+        result, shown = fold.outcome(), fold.shown
         if self._opt.jsonl:
             self._write(json.dumps(_as_json(result), ensure_ascii=False) + "\n")
         elif result.text and not shown:

@@ -1,4 +1,5 @@
-"""Discord: ``build_adapter`` / ``build_delivery`` for ``parley run``, ``check`` for ``parley check``.
+"""The Discord platform package (:class:`~adapters.common.platform.PlatformModule`): ``load_settings``,
+``build_delivery`` / ``build_adapter`` for ``parley run``, ``check`` for ``parley check``.
 
 Modules: :mod:`.settings` (DISCORD_* and bot.toml ``[discord]``), :mod:`.translate` (events -> Turn, pure),
 :mod:`.commands` (registry -> slash commands, fingerprint, pure), :mod:`.route` (where a queued reply goes,
@@ -13,12 +14,12 @@ from __future__ import annotations
 import aiohttp
 import discord
 
+from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.adapter import DiscordAdapter, build_intents
 from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.settings import DiscordSettings, load_discord_settings
-from core.errors import ConfigError
-from core.runtime import Runtime
+from core.bot import BotSpec
 
 __all__ = [
     "DiscordAdapter",
@@ -28,25 +29,28 @@ __all__ = [
     "build_delivery",
     "check",
     "load_discord_settings",
+    "load_settings",
 ]
 
 
-def build_adapter(runtime: Runtime) -> DiscordAdapter:
-    """The adapter for ``runtime``'s bot, configured from the environment over its ``[discord]`` table."""
-    return DiscordAdapter(runtime, load_discord_settings(runtime.bot.platform_config("discord")))
+def load_settings(bot: BotSpec) -> DiscordSettings:
+    """DISCORD_* from the environment over ``bot``'s ``[discord]`` table over the defaults."""
+    return load_discord_settings(bot.platform_config("discord"))
 
 
-def build_delivery(runtime: Runtime) -> DiscordDelivery:
+def build_adapter(deps: EdgeDeps, settings: DiscordSettings, delivery: DiscordDelivery) -> DiscordAdapter:
+    """The gateway side. It shares nothing with ``delivery``: replies go through the queue's workers."""
+    del delivery
+    return DiscordAdapter(deps, settings)
+
+
+def build_delivery(deps: EdgeDeps, settings: DiscordSettings) -> DiscordDelivery:
     """How queue workers show replies on Discord (REST only: also fine in a ``--workers-only`` process)."""
-    return DiscordDelivery(runtime, load_discord_settings(runtime.bot.platform_config("discord")))
+    return DiscordDelivery(deps, settings)
 
 
-async def check(runtime: Runtime) -> list[str]:
-    """Problems that would stop the bot on Discord: settings, the token, the message-content intent."""
-    try:
-        settings = load_discord_settings(runtime.bot.platform_config("discord"))
-    except ConfigError as exc:
-        return [str(exc)]
+async def check(deps: EdgeDeps, settings: DiscordSettings) -> list[str]:
+    """Problems that would stop the bot on Discord: the token, the message-content intent."""
     if settings.token is None:
         return ["DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)"]
     endpoints.use_api(settings.api_url)

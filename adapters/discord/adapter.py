@@ -1,7 +1,7 @@
 """The Discord adapter's gateway side: discord.py events in, turns out to the dispatcher.
 
     gateway event --(on_message / on_interaction)--> pure translation -> Turn
-        -> owned task: [open a thread] [defer within 3 s] -> Route -> runtime.dispatcher.dispatch(turn, route)
+        -> owned task: [open a thread] [defer within 3 s] -> Route -> deps.dispatcher.dispatch(turn, route)
     durable queue -> a worker (this process or another) -> engine.reply -> DiscordDelivery (REST only)
 
 - One ``discord.AutoShardedClient`` (automatic sharding, or ``DISCORD_SHARD_IDS`` / ``DISCORD_SHARD_COUNT``).
@@ -23,19 +23,19 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import discord
 import structlog
 from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
+from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
-from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.route import (
-    PLATFORM,
     ChannelTarget,
     InteractionTarget,
     Origin,
@@ -53,7 +53,6 @@ from adapters.discord.translate import (
     turn_from_message,
 )
 from core.errors import ConfigError
-from core.runtime import Runtime
 from core.tasks import TaskOwner
 from core.types import Place, Turn
 
@@ -134,24 +133,22 @@ class _Client(discord.AutoShardedClient):
 class DiscordAdapter:
     """Serve one bot on Discord until cancelled. ``async with`` it, or call :meth:`aclose` when done."""
 
-    def __init__(self, runtime: Runtime, settings: DiscordSettings) -> None:
+    def __init__(self, deps: EdgeDeps, settings: DiscordSettings) -> None:
         if settings.token is None:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
-        self._rt = runtime
+        self._deps = deps
         self._settings = settings
-        if PLATFORM not in runtime.ops.deliveries:  # `parley run` registers it first, via build_delivery
-            runtime.ops.deliveries.register(PLATFORM, DiscordDelivery(runtime, settings))
-        self._tasks = TaskOwner(f"discord:{runtime.bot.name}")
+        self._tasks = TaskOwner(f"discord:{deps.bot.name}")
         self._client: _Client | None = None
         self._policy: MessagePolicy | None = None
         self._closed = False
-        self._failures_key = runtime.keys.scoped("discord", "login_failures")
+        self._failures_key = deps.keys.scoped("discord", "login_failures")
         self._max_concurrency = 1
-        registry = runtime.engine.commands
+        registry = deps.commands
         self._command_names = {option_name(c.name): c.name for c in registry}
         self._args_options = args_options(registry)
         self.ready = asyncio.Event()  # set once every shard is connected (for tests and health checks)
-        self.log = log.bind(bot=runtime.bot.name)
+        self.log = log.bind(bot=deps.bot.name)
 
     @property
     def client(self) -> discord.Client | None:
@@ -228,14 +225,14 @@ class DiscordAdapter:
 
     async def _failures(self) -> int:
         try:
-            return int(await self._rt.redis.get(self._failures_key) or 0)
+            return int(await self._deps.redis.get(self._failures_key) or 0)
         except (RedisError, ValueError):
             return 0
 
     async def _failed(self, exc: BaseException) -> int:
         self.log.warning("discord_connection_failed", error=type(exc).__name__, detail=str(exc)[:200])
         try:
-            async with self._rt.redis.pipeline(transaction=True) as pipe:
+            async with self._deps.redis.pipeline(transaction=True) as pipe:
                 pipe.incr(self._failures_key)
                 pipe.expire(self._failures_key, FAILURES_TTL)
                 count, _ = await pipe.execute()
@@ -282,11 +279,11 @@ class DiscordAdapter:
         max_concurrency) per 5 s. The slot is a Redis key, so every process of this bot (replicas, shards
         split across processes) shares the limit."""
         bucket = (shard_id or 0) % self._max_concurrency
-        key = self._rt.keys.scoped("discord", "identify", str(bucket))
+        key = self._deps.keys.scoped("discord", "identify", str(bucket))
         try:
             window_ms = int(self._settings.identify_window * 1000)
-            while not await self._rt.redis.set(key, str(shard_id or 0), nx=True, px=window_ms):
-                wait_ms = await self._rt.redis.pttl(key)
+            while not await self._deps.redis.set(key, str(shard_id or 0), nx=True, px=window_ms):
+                wait_ms = await self._deps.redis.pttl(key)
                 await asyncio.sleep(max(50, wait_ms) / 1000)
         except RedisError as exc:
             self.log.warning("discord_identify_gate_unavailable", error=str(exc))
@@ -304,7 +301,7 @@ class DiscordAdapter:
             listen_channels=frozenset(map(str, self._settings.listen_channels)),
         )
         try:
-            await self._rt.redis.delete(self._failures_key)
+            await self._deps.redis.delete(self._failures_key)
         except RedisError as exc:
             self.log.warning("discord_failures_reset_failed", error=str(exc))
         self.log.info(
@@ -337,7 +334,7 @@ class DiscordAdapter:
         )
         self._spawn(self._accept_interaction(interaction, turn, received), turn, "interaction")
 
-    def _spawn(self, coro: Any, turn: Turn, kind: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], turn: Turn, kind: str) -> None:
         try:
             self._tasks.spawn(coro, name=f"discord:{kind}:{turn.event_id}")
         except RuntimeError:  # closing: no new turns
@@ -352,10 +349,10 @@ class DiscordAdapter:
             "event_id": turn.event_id,
         }
 
-    async def _dispatch(self, turn: Turn, target: Target, tlog: Any) -> None:
+    async def _dispatch(self, turn: Turn, target: Target, tlog: FilteringBoundLogger) -> None:
         """Hand the turn to the engine's dispatcher: the durable queue (any worker answers it through
         :class:`~adapters.discord.delivery.DiscordDelivery`), or this process when the queue is off."""
-        dispatched = await self._rt.dispatcher.dispatch(turn, route_for(target))
+        dispatched = await self._deps.dispatcher.dispatch(turn, route_for(target))
         tlog.debug("discord_turn_dispatched", outcome=dispatched.outcome.value, reason=dispatched.reason)
 
     async def _accept_message(self, message: discord.Message, turn: Turn) -> None:
@@ -387,7 +384,9 @@ class DiscordAdapter:
             and not turn.text.startswith("/")
         )
 
-    async def _open_thread(self, message: discord.Message, turn: Turn, tlog: Any) -> discord.Thread | None:
+    async def _open_thread(
+        self, message: discord.Message, turn: Turn, tlog: FilteringBoundLogger
+    ) -> discord.Thread | None:
         try:
             return await message.create_thread(name=thread_name(turn.text), auto_archive_duration=1440)
         except discord.HTTPException as exc:
@@ -398,7 +397,7 @@ class DiscordAdapter:
         self, interaction: discord.Interaction[discord.Client], turn: Turn, received: float
     ) -> None:
         tlog = self.log.bind(**self._context(turn), command=turn.command.name if turn.command else "")
-        command = self._rt.engine.commands.get(turn.command.name) if turn.command else None
+        command = self._deps.commands.get(turn.command.name) if turn.command else None
         ephemeral = bool(command and command.ephemeral)
         try:
             # First, within Discord's 3 s: the user sees "thinking..." while the turn waits for a worker.
@@ -412,9 +411,9 @@ class DiscordAdapter:
                 original_id = (await interaction.original_response()).id
             s = self._settings
             ttl = int(s.interaction_token_ttl) + 1
-            key = interaction_token_key(self._rt.keys, interaction.id)
+            key = interaction_token_key(self._deps.keys, interaction.id)
             try:
-                await self._rt.redis.set(key, interaction.token, ex=ttl)
+                await self._deps.redis.set(key, interaction.token, ex=ttl)
             except RedisError as exc:  # the reply will go to the channel instead of the response
                 tlog.warning("interaction_token_not_stored", error=str(exc))
             target = InteractionTarget(
@@ -439,13 +438,14 @@ class DiscordAdapter:
         """Register the slash commands if their definitions changed; True when Discord was called."""
         app_id = client.application_id
         assert app_id is not None
-        engine = self._rt.engine
-        definitions = command_definitions(engine.commands, admin_names=engine.bot.config.admin_commands)
+        definitions = command_definitions(
+            self._deps.commands, admin_names=self._deps.bot.config.admin_commands
+        )
         guild = self._settings.dev_guild_id
         scope = f"guild:{guild}" if guild else "global"
         digest = definitions_hash(definitions, scope)
-        key = self._rt.keys.scoped("discord", "commands", str(app_id), scope)
-        if await self._rt.redis.get(key) == digest:
+        key = self._deps.keys.scoped("discord", "commands", str(app_id), scope)
+        if await self._deps.redis.get(key) == digest:
             self.log.info("discord_commands_unchanged", scope=scope, count=len(definitions))
             return False
         try:
@@ -465,6 +465,6 @@ class DiscordAdapter:
                 "discord_commands_sync_failed", scope=scope, status=exc.status, detail=exc.text[:200]
             )
             return True
-        await self._rt.redis.set(key, digest, ex=COMMAND_HASH_TTL)
+        await self._deps.redis.set(key, digest, ex=COMMAND_HASH_TTL)
         self.log.info("discord_commands_synced", scope=scope, count=len(definitions))
         return True

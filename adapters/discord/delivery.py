@@ -20,16 +20,19 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiohttp
 import discord
 import structlog
 from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger
 
+from adapters.common.deps import EdgeDeps
+from adapters.common.flags import WarnOnce, flag_report
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
-from adapters.discord.notice import excerpt, flag_notice, origin_of
+from adapters.discord.notice import flag_notice, origin_of
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -41,8 +44,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from core.errors import ConfigError
 from core.ops.jobs import Job
-from core.runtime import Runtime
-from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult
+from core.types import ReplyDone, ReplyEvent, ReplyResult
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -56,11 +58,11 @@ class DiscordDelivery:
     """Render reply streams onto Discord over REST. ``aclose()`` is idempotent."""
 
     def __init__(
-        self, runtime: Runtime, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
+        self, deps: EdgeDeps, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
         if settings.token is None:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
-        self._rt = runtime
+        self._deps = deps
         self._settings = settings
         self._clock = clock  # wall clock: deadlines are shared between processes
         self._client: discord.Client | None = None
@@ -68,8 +70,8 @@ class DiscordDelivery:
         self._login = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
-        self._warned_unrouted = False  # one delivery per process: "flags have nowhere to go" is said once
-        self.log = log.bind(bot=runtime.bot.name)
+        self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
+        self.log = log.bind(bot=deps.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
         """The REST client (logged in once, on first use) and the session for interaction webhooks."""
@@ -128,7 +130,7 @@ class DiscordDelivery:
         target: ChannelTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: Any,
+        dlog: FilteringBoundLogger,
     ) -> ReplyResult | None:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
@@ -152,10 +154,10 @@ class DiscordDelivery:
         target: InteractionTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: Any,
+        dlog: FilteringBoundLogger,
     ) -> ReplyResult | None:
         try:
-            token = await self._rt.redis.get(interaction_token_key(self._rt.keys, target.interaction_id))
+            token = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
         except RedisError as exc:
             dlog.warning("interaction_token_unreadable", error=str(exc))
             token = None
@@ -181,31 +183,29 @@ class DiscordDelivery:
         return outcome.result
 
     async def _report_flag(
-        self, client: discord.Client, job: Job, target: Target, result: ReplyResult, dlog: Any
+        self,
+        client: discord.Client,
+        job: Job,
+        target: Target,
+        result: ReplyResult,
+        dlog: FilteringBoundLogger,
     ) -> None:
         """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
-        category = result.meta.get("flag", "")
-        if not category or result.kind is ReplyKind.IGNORED:
+        report = flag_report(job.turn, result, self._deps.redact)
+        if report is None:
             return
+        category = report.category
         channel_id = self._settings.moderators_channel_id
         if channel_id is None:
-            if not self._warned_unrouted:
-                self._warned_unrouted = True
-                dlog.warning(
-                    "discord_flags_unrouted",
-                    category=category,
-                    detail="flagged turns have nowhere to go: set DISCORD_MODERATORS_CHANNEL_ID "
-                    "(or moderators_channel_id in bot.toml [discord]); said once per process",
-                )
+            self._warn_unrouted(
+                dlog,
+                "discord_flags_unrouted",
+                category=category,
+                detail="flagged turns have nowhere to go: set DISCORD_MODERATORS_CHANNEL_ID "
+                "(or moderators_channel_id in bot.toml [discord]); said once per process",
+            )
             return
-        safety = self._rt.safety
-        text = flag_notice(
-            category=category,
-            turn=job.turn,
-            guild_id=target.guild_id,
-            origin=origin_of(target),
-            excerpt_text=excerpt(job.turn.text, safety.redactor.redact if safety is not None else None),
-        )
+        text = flag_notice(report, guild_id=target.guild_id, origin=origin_of(target))
         channel = client.get_partial_messageable(channel_id)
         try:
             await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
@@ -240,7 +240,7 @@ class DiscordDelivery:
                 await self._client.close()
 
 
-def _log_outcome(dlog: Any, failures: int, posts: int, edits: int) -> None:
+def _log_outcome(dlog: FilteringBoundLogger, failures: int, posts: int, edits: int) -> None:
     if failures:
         dlog.warning("discord_reply_incomplete", failures=failures, posts=posts, edits=edits)
     else:

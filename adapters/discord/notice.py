@@ -4,21 +4,18 @@ When moderation flags a turn (input or output) the engine puts ``meta["flag"] = 
 :class:`~adapters.discord.delivery.DiscordDelivery` then posts :func:`flag_notice` to the configured
 moderators' channel (``moderators_channel_id``). The notice names the category, the turn, who (display name
 and user id as plain text, never a mention), where (guild and channel, with a jump link to the user's message
-when there is one) and an excerpt of what the user wrote: personal data redacted first, then cut to
-:data:`EXCERPT_CHARS`, shown as typed (Markdown escaped) and mention-safe.
+when there is one) and the shared :class:`~adapters.common.flags.FlagReport`'s excerpt of what the user wrote
+(redacted, then cut), shown as typed (Markdown escaped) and mention-safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import discord
 
+from adapters.common.flags import FlagReport
 from adapters.discord.format import neutralise_mentions
 from adapters.discord.route import ChannelTarget, Origin, Target
-from core.types import Turn
 
-EXCERPT_CHARS = 300
 NOTICE_LIMIT = 2000  # Discord's message length
 JUMP_BASE = "https://discord.com/channels"
 DM_GUILD = "@me"  # what Discord's links use for DMs
@@ -39,17 +36,6 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"{JUMP_BASE}/{guild}/{channel_id}/{message_id}"
 
 
-def excerpt(text: str, redact: Callable[[str], str] | None = None, *, limit: int = EXCERPT_CHARS) -> str:
-    """At most ``limit`` characters of the user's words, personal data redacted. Redaction comes first: a
-    cut must not leave half an address that the redactor would no longer recognise."""
-    if redact is not None:
-        text = redact(text)
-    text = text.strip()
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
-
-
 def plain(text: str) -> str:
     """Text shown as typed: Markdown escaped, mentions neutralised (on top of allowed_mentions)."""
     return neutralise_mentions(discord.utils.escape_markdown(text))
@@ -64,22 +50,21 @@ def _where(guild_id: int | None, origin: Origin) -> str:
     return f"{names} ({ids})" if names else ids
 
 
-def flag_notice(*, category: str, turn: Turn, guild_id: int | None, origin: Origin, excerpt_text: str) -> str:
-    """The moderators' message for one flagged turn (``excerpt_text`` already from :func:`excerpt`)."""
-    author = turn.author
-    name = plain(author.display_name)
-    who = f"{name} (user id {author.id})" if name else f"user id {author.id}"
+def flag_notice(report: FlagReport, *, guild_id: int | None, origin: Origin) -> str:
+    """The moderators' message for one flagged turn."""
+    name = plain(report.user_name)
+    who = f"{name} (user id {report.user_id})" if name else f"user id {report.user_id}"
     lines = [
-        f"**Flagged: {plain(category)}**",
-        f"Turn: `{turn.turn_id}`",
+        f"**Flagged: {plain(report.category)}**",
+        f"Turn: `{report.turn_id}`",
         f"Who: {who}",
         f"Where: {_where(guild_id, origin)}",
     ]
     if origin.message_id is not None:
         lines.append(f"Message: {jump_url(guild_id, origin.channel_id, origin.message_id)}")
-    elif turn.command is not None:
-        lines.append(f"Command: /{plain(turn.command.name)}")
-    quoted = [f"> {plain(line)}" if line.strip() else ">" for line in excerpt_text.splitlines()]
+    elif report.command:
+        lines.append(f"Command: /{plain(report.command)}")
+    quoted = [f"> {plain(line)}" if line.strip() else ">" for line in report.excerpt.splitlines()]
     lines += quoted or ["> (no text)"]
     text = "\n".join(lines)
     return text if len(text) <= NOTICE_LIMIT else text[: NOTICE_LIMIT - 1] + "…"

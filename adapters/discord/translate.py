@@ -30,11 +30,6 @@ DM_WORKSPACE = "@me"  # what Discord itself calls the DM "guild" in its URLs
 
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
 _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-_THREAD_TYPES = (
-    discord.ChannelType.public_thread,
-    discord.ChannelType.private_thread,
-    discord.ChannelType.news_thread,
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,15 @@
-"""The Slack adapter: ``build_adapter(runtime)`` and ``build_delivery(runtime)`` for ``parley run``,
-``check(runtime)`` for ``parley check``.
+"""The Slack platform package (:class:`~adapters.common.platform.PlatformModule`): ``load_settings``,
+``build_delivery`` and ``build_adapter`` for ``parley run``, ``check`` for ``parley check``.
 
 Modules (one job each):
 
-    settings   credentials from the environment, the bot's [slack] table, Socket Mode vs HTTP vs OAuth
+    settings   SLACK_* credentials, the bot's [slack] table (env over it), Socket Mode vs HTTP vs OAuth
     translate  pure: Slack payloads -> Turn / CommandCall / Feedback; feedback and section blocks
     route      pure: where a queued turn's reply goes (Route <-> SlackTarget)
     mrkdwn     pure: model Markdown -> safe Slack mrkdwn (escaping, no pings, no broadcasts)
     sink       post / edit one reply's messages (MessageSink for the shared StreamRenderer)
     streaming  native chat.startStream / appendStream / stopStream with fallback and handover
-    reply      render one engine reply stream (native or post + update, feedback buttons)
+    reply      render_reply: one engine reply stream (native or post + update, feedback buttons)
     delivery   the Delivery port for queue workers: messages, slash commands, handoff and flag notices
     flags      pure: the moderators' notice for a flagged turn (plain text, mention-safe)
     users      display names from users.info, cached in Redis per workspace and user for a day
@@ -21,62 +21,47 @@ Modules (one job each):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from adapters.common.deps import EdgeDeps
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
-from adapters.slack.route import PLATFORM
 from adapters.slack.settings import (
-    SlackBotConfig,
-    SlackSettings,
+    SlackSetup,
     choose_mode,
     load_slack_settings,
     parse_bot_config,
+    with_environment,
 )
+from core.bot import BotSpec
 from core.errors import ParleyError
 
-if TYPE_CHECKING:
-    from core.runtime import Runtime
-
-__all__ = ["SlackAdapter", "SlackDelivery", "build_adapter", "build_delivery", "check"]
+__all__ = ["SlackAdapter", "SlackDelivery", "build_adapter", "build_delivery", "check", "load_settings"]
 
 
-def _config(runtime: Runtime) -> SlackBotConfig:
-    source = str(runtime.bot.folder / "bot.toml") + ": [slack]"
-    return parse_bot_config(runtime.bot.platform_config("slack"), source)
+def load_settings(bot: BotSpec) -> SlackSetup:
+    """SLACK_* from the environment and ``bot``'s ``[slack]`` table, the environment winning where both set
+    a value (the moderators' and handoff channels)."""
+    settings = load_slack_settings()
+    config = parse_bot_config(bot.platform_config("slack"), f"{bot.folder / 'bot.toml'}: [slack]")
+    return SlackSetup(settings, with_environment(config, settings))
 
 
-def build_delivery(runtime: Runtime, settings: SlackSettings | None = None) -> SlackDelivery:
+def build_delivery(deps: EdgeDeps, setup: SlackSetup) -> SlackDelivery:
     """What queue workers show Slack replies through (any process: it needs only the Web API)."""
-    settings = settings or load_slack_settings()
-    choose_mode(settings)  # the same credentials rules as the adapter, same one-line errors
-    return SlackDelivery(runtime, settings, _config(runtime))
+    choose_mode(setup.settings)  # the same credentials rules as the adapter, same one-line errors
+    return SlackDelivery(deps, setup.settings, setup.config)
 
 
-def build_adapter(runtime: Runtime, settings: SlackSettings | None = None) -> SlackAdapter:
-    """The Slack adapter for ``runtime``'s bot, configured from the environment and ``[slack]``.
-
-    Registers the Slack Delivery on the runtime unless ``parley run`` already did.
-    """
-    settings = settings or load_slack_settings()
-    mode = choose_mode(settings)
-    if PLATFORM in runtime.ops.deliveries:
-        delivery = runtime.ops.deliveries.get(PLATFORM)
-        if not isinstance(delivery, SlackDelivery):
-            raise TypeError(f"the {PLATFORM!r} Delivery is not a SlackDelivery: {delivery!r}")
-    else:
-        delivery = SlackDelivery(runtime, settings, _config(runtime))
-        runtime.ops.deliveries.register(PLATFORM, delivery)
-    return SlackAdapter(runtime, settings, delivery.config, mode, delivery)
+def build_adapter(deps: EdgeDeps, setup: SlackSetup, delivery: SlackDelivery) -> SlackAdapter:
+    """The event side; it shares ``delivery``'s Redis stores (thread marks, names, installations)."""
+    return SlackAdapter(deps, setup.settings, setup.config, choose_mode(setup.settings), delivery)
 
 
-async def check(runtime: Runtime) -> list[str]:
+async def check(deps: EdgeDeps, setup: SlackSetup) -> list[str]:
     """Problems with the Slack set-up, one line each (credentials present and accepted by Slack)."""
     try:
-        settings = load_slack_settings()
-        mode = choose_mode(settings)
-        delivery = SlackDelivery(runtime, settings, _config(runtime))
-        adapter = SlackAdapter(runtime, settings, delivery.config, mode, delivery)
+        mode = choose_mode(setup.settings)
+        delivery = SlackDelivery(deps, setup.settings, setup.config)
+        adapter = SlackAdapter(deps, setup.settings, setup.config, mode, delivery)
     except ParleyError as exc:
         return [f"slack: {exc}"]
     try:

@@ -4,7 +4,7 @@ Ack first, work after, and the work is never bolt's: bolt runs with ``process_be
 awaits each listener before answering Slack, and every listener here only translates the payload (pure
 functions) and hands a small accept task to this adapter's :class:`~core.tasks.TaskOwner`, then returns.
 Slack gets its ack in milliseconds. The accept task decides whether a thread follow-up is addressed, shows
-"thinking…" in the Assistant panel, and hands the turn to ``runtime.dispatcher``: into the durable queue
+"thinking…" in the Assistant panel, and hands the turn to the dispatcher: into the durable queue
 (a worker answers it and shows the reply through :class:`~adapters.slack.delivery.SlackDelivery`) or,
 with the queue off, into a task the dispatcher owns. Nothing runs in bolt's bare ``ensure_future``.
 
@@ -36,7 +36,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+from structlog.typing import FilteringBoundLogger
 
+from adapters.common.deps import EdgeDeps
 from adapters.slack.client import web_client, webhook_client
 from adapters.slack.delivery import SlackDelivery, set_status
 from adapters.slack.mrkdwn import to_mrkdwn
@@ -58,8 +60,7 @@ from adapters.slack.translate import (
     turn_from_event,
 )
 from core.errors import AdapterError, ConfigError, ParleyError
-from core.ops.delivery import Outcome
-from core.runtime import Runtime
+from core.ops.delivery import DispatchOutcome
 from core.tasks import TaskOwner
 from core.types import Author, Turn
 
@@ -77,13 +78,13 @@ class SlackAdapter:
 
     def __init__(
         self,
-        runtime: Runtime,
+        deps: EdgeDeps,
         settings: SlackSettings,
         config: SlackBotConfig,
         mode: Mode,
         delivery: SlackDelivery,
     ) -> None:
-        self.rt = runtime
+        self.deps = deps
         self.settings = settings
         self.config = config
         self.mode = mode
@@ -92,7 +93,7 @@ class SlackAdapter:
         self.state = delivery.state
         self.names = delivery.names
         self.installations: RedisInstallationStore | None = delivery.installations
-        self.commands = config.command_map([c.name for c in runtime.engine.commands])
+        self.commands = config.command_map([c.name for c in deps.commands])
         self.event_options = EventOptions(
             answer_bots=config.answer_bots,
             follow_threads=config.follow_threads,
@@ -102,30 +103,30 @@ class SlackAdapter:
         self.ready = asyncio.Event()
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = False
-        self._log = log.bind(bot=runtime.bot.name, platform=PLATFORM, mode=mode.value)
+        self._log = log.bind(bot=deps.bot.name, platform=PLATFORM, mode=mode.value)
         self.client = web_client(
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             settings.slack_api_url,
         )
         self.app = self._build_app()
-        runtime.ops.http.add_check("slack", self._readiness)
+        deps.http.add_check("slack", self._readiness)
         if mode is not Mode.SOCKET:
-            runtime.ops.http.mount("POST", EVENTS_PATH, self._http_events)
+            deps.http.mount("POST", EVENTS_PATH, self._http_events)
             if mode is Mode.OAUTH:
-                runtime.ops.http.mount("GET", INSTALL_PATH, self._http_oauth)
-                runtime.ops.http.mount("GET", REDIRECT_PATH, self._http_oauth)
+                deps.http.mount("GET", INSTALL_PATH, self._http_oauth)
+                deps.http.mount("GET", REDIRECT_PATH, self._http_oauth)
 
     @property
     def port(self) -> int | None:
         """The port HTTP mode is served on (the runtime's public HTTP server), once it listens."""
-        return self.rt.ops.http.bound.get("public")
+        return self.deps.http.bound.get("public")
 
     # ------------------------------------------------------------------ bolt wiring
 
     def _build_app(self) -> AsyncApp:
         s = self.settings
         common: dict[str, Any] = {
-            "name": f"parley-{self.rt.bot.name}",
+            "name": f"parley-{self.deps.bot.name}",
             "logger": logging.getLogger("parley.slack.bolt"),
             "process_before_response": True,  # listeners only hand work off; see the module docstring
             "client": self.client,
@@ -143,7 +144,7 @@ class SlackAdapter:
                 install_path=INSTALL_PATH,
                 redirect_uri_path=REDIRECT_PATH,
                 installation_store=self.installations,
-                state_store=RedisOAuthStateStore(self.rt.redis, self.rt.keys),
+                state_store=RedisOAuthStateStore(self.deps.redis, self.deps.keys),
             )
             app = AsyncApp(oauth_settings=oauth, **common)
             app.enable_token_revocation_listeners()
@@ -246,7 +247,7 @@ class SlackAdapter:
                 await set_status(client, place.channel, place.thread, self.config.thinking_status)
             turn = await self._with_name(turn, client)
             outcome = await self._dispatch(turn, assistant=assistant)
-            if assistant and outcome is Outcome.DUPLICATE:
+            if assistant and outcome is DispatchOutcome.DUPLICATE:
                 await set_status(client, place.channel, place.thread, "")
         except asyncio.CancelledError:
             raise
@@ -256,8 +257,8 @@ class SlackAdapter:
     async def _accept_command(self, turn: Turn, response_url: str, client: AsyncWebClient) -> None:
         try:
             if response_url:
-                key = response_url_key(self.rt.keys, turn.turn_id)
-                await self.rt.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
+                key = response_url_key(self.deps.keys, turn.turn_id)
+                await self.deps.redis.set(key, response_url, ex=RESPONSE_URL_TTL)
             await self._dispatch(await self._with_name(turn, client))
         except asyncio.CancelledError:
             raise
@@ -278,12 +279,14 @@ class SlackAdapter:
             return turn
         return replace(turn, author=replace(turn.author, display_name=name))
 
-    async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> Outcome:
-        dispatched = await self.rt.dispatcher.dispatch(turn, route_for(target_for(turn, assistant=assistant)))
+    async def _dispatch(self, turn: Turn, *, assistant: bool = False) -> DispatchOutcome:
+        dispatched = await self.deps.dispatcher.dispatch(
+            turn, route_for(target_for(turn, assistant=assistant))
+        )
         self.outcomes[dispatched.outcome.value] += 1
         return dispatched.outcome
 
-    async def _joined(self, turn: Turn, tlog: Any) -> bool:
+    async def _joined(self, turn: Turn, tlog: FilteringBoundLogger) -> bool:
         try:
             return await self.state.in_thread(turn.place)
         except ParleyError as exc:  # Redis trouble: treat as "not joined"; the engine reports its own
@@ -291,7 +294,7 @@ class SlackAdapter:
             return False
 
     async def _greet_assistant_thread(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
-        persona = self.rt.bot.persona(None)
+        persona = self.deps.bot.persona(None)
         try:
             await client.chat_postMessage(
                 channel=channel,
@@ -337,7 +340,7 @@ class SlackAdapter:
 
     async def _resume_from_button(self, turn: Turn, response_url: str) -> None:
         try:
-            await self.rt.engine.resume(turn)
+            await self.deps.resume(turn)
         except ParleyError as exc:
             self._log.error("slack_resume_failed", error=str(exc), conversation=turn.place.conversation_id)
             return

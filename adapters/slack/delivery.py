@@ -16,6 +16,7 @@ Failures are logged with the conversation and never raised: the engine's turn st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -25,12 +26,14 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common.citations import shown_text
+from adapters.common.deps import EdgeDeps
+from adapters.common.flags import FlagReport, WarnOnce, flag_report
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
-from adapters.slack.flags import FlagNotice, notice_text
+from adapters.slack.flags import notice_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
-from adapters.slack.reply import Rendered, ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, render_reply
 from adapters.slack.route import SlackTarget, response_url_key, target_of
 from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
@@ -39,8 +42,8 @@ from adapters.slack.translate import HANDOFF_RESUME
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
 from core.ops.jobs import Job
-from core.runtime import Runtime
-from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
+from core.reply import fold_reply
+from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.slack")
 
@@ -53,27 +56,27 @@ NOTICE_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, 
 class SlackDelivery:
     """Render reply streams onto Slack. ``aclose()`` is idempotent."""
 
-    def __init__(self, runtime: Runtime, settings: SlackSettings, config: SlackBotConfig) -> None:
-        self.rt = runtime
+    def __init__(self, deps: EdgeDeps, settings: SlackSettings, config: SlackBotConfig) -> None:
+        self.deps = deps
         self.settings = settings
         self.config = config
         self.state = SlackState(
-            runtime.redis, runtime.keys, thread_ttl=int(runtime.bot.config.memory.ttl_days * 86_400)
+            deps.redis, deps.keys, thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400)
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
-        self.names = UserNames(runtime.redis, runtime.keys)
+        self.names = UserNames(deps.redis, deps.keys)
         self.installations: RedisInstallationStore | None = None
         if token is None and settings.slack_client_id:
             self.installations = RedisInstallationStore(
-                runtime.redis, runtime.keys, client_id=settings.slack_client_id
+                deps.redis, deps.keys, client_id=settings.slack_client_id
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
         self.delivered = 0  # jobs finished (shown or given up on): tests and logs
         self.flag_notices = 0  # moderators' notices posted: tests and logs
-        self._log = log.bind(bot=runtime.bot.name, platform="slack")
+        self._log = log.bind(bot=deps.bot.name, platform="slack")
         self._closed = False
-        self._warned_no_moderators = False
+        self._warn_unrouted = WarnOnce()
 
     # ------------------------------------------------------------------ the port
 
@@ -85,10 +88,11 @@ class SlackDelivery:
                 result = await self._command(job.turn, target, client, events)
             else:
                 result = await self._message(job.turn, target, client, events)
-            if result is not None and result.kind is not ReplyKind.IGNORED and result.meta.get("flag"):
-                await self._flag_notice(client, job.turn, target, result)
+            report = None if result is None else flag_report(job.turn, result, self.deps.redact)
+            if report is not None:
+                await self._flag_notice(client, job.turn, target, report)
         except ParleyError as exc:
-            self._log.error("reply_undeliverable", error=str(exc), **_context(self.rt, job.turn))
+            self._log.error("reply_undeliverable", error=str(exc), **_context(self.deps, job.turn))
         except ValueError as exc:
             self._log.error("reply_undeliverable", error=str(exc), turn_id=job.turn.turn_id)
         finally:
@@ -116,7 +120,7 @@ class SlackDelivery:
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
     ) -> ReplyResult | None:
         native = self.config.streaming != "edit" and target.team not in self.no_native
-        done = await deliver(
+        done = await render_reply(
             client,
             events,
             channel=target.channel,
@@ -129,7 +133,7 @@ class SlackDelivery:
                 min_interval=self.config.edit_interval,
                 limit=MESSAGE_LIMIT,
             ),
-            log_context=_context(self.rt, turn),
+            log_context=_context(self.deps, turn),
         )
         if done.native_unsupported and self.config.streaming == "auto":
             self.no_native.add(target.team)
@@ -143,15 +147,15 @@ class SlackDelivery:
             try:
                 await self.state.mark_thread(turn.place)
             except ParleyError as exc:  # the reply is out; only later follow-ups lose the shortcut
-                self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.rt, turn))
+                self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.deps, turn))
         if result.meta.get("handoff"):
             await self._handoff_notice(client, turn, target)
         return result
 
     async def _handoff_notice(self, client: AsyncWebClient, turn: Turn, target: SlackTarget) -> None:
         """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
-        channel = self.settings.slack_handoff_channel or self.config.handoff_channel
-        context = _context(self.rt, turn)
+        channel = self.config.handoff_channel
+        context = _context(self.deps, turn)
         if not channel:
             self._log.warning("slack_handoff_without_channel", **context)
             return
@@ -201,50 +205,41 @@ class SlackDelivery:
     # ------------------------------------------------------------------ moderators' notices
 
     def moderators_channel(self) -> str:
-        return self.settings.slack_moderators_channel or self.config.moderators_channel
+        return self.config.moderators_channel
 
     async def _flag_notice(
-        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, report: FlagReport
     ) -> None:
         """Tell the moderators: category, turn, who, where, and a redacted excerpt. Never raises."""
-        context = _context(self.rt, turn)
+        context = _context(self.deps, turn)
         channel = self.moderators_channel()
         if not channel:
-            if not self._warned_no_moderators:
-                self._warned_no_moderators = True
-                self._log.warning(
-                    "slack_flag_without_channel",
-                    hint="set moderators_channel in [slack] or SLACK_MODERATORS_CHANNEL; logged once",
-                    category=result.meta["flag"],
-                    **context,
-                )
+            self._warn_unrouted(
+                self._log,
+                "slack_flag_without_channel",
+                hint="set moderators_channel in [slack] or SLACK_MODERATORS_CHANNEL; logged once",
+                category=report.category,
+                **context,
+            )
             return
-        text = turn.text
-        if self.rt.safety is not None:
-            text = self.rt.safety.redactor.redact(text)
-        name = turn.author.display_name
+        name = report.user_name
         if not name and self.config.display_names:
             name = await self.names.lookup(client, target.team, target.user or turn.author.id)
-        notice = FlagNotice(
-            category=result.meta["flag"],
-            turn_id=turn.turn_id,
-            kind=result.kind,
-            user_id=target.user or turn.author.id,
-            user_name=name,
-            channel=target.channel,
-            # The user's own message; a slash command has none (its channel is all there is to show).
-            permalink=await self._permalink(client, target, context, message_ts=target.message_ts),
-            excerpt=text,
-        )
+        report = replace(report, user_id=target.user or turn.author.id, user_name=name)
+        # The user's own message; a slash command has none (its channel is all there is to show).
+        permalink = await self._permalink(client, target, context, message_ts=target.message_ts)
         try:
             await client.chat_postMessage(
-                channel=channel, text=notice_text(notice), unfurl_links=False, unfurl_media=False
+                channel=channel,
+                text=notice_text(report, target.channel, permalink),
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except NOTICE_ERRORS as exc:
             self._log.error("reply_undeliverable", via="flag_notice", error=slack_error_code(exc), **context)
             return
         self.flag_notices += 1
-        self._log.info("slack_flag_notice", category=notice.category, channel=channel, **context)
+        self._log.info("slack_flag_notice", category=report.category, channel=channel, **context)
 
     # ------------------------------------------------------------------ slash commands
 
@@ -252,9 +247,9 @@ class SlackDelivery:
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
     ) -> ReplyResult | None:
         first = await anext(events)
-        command = self.rt.engine.commands.get(turn.command.name) if turn.command else None
+        command = self.deps.commands.get(turn.command.name) if turn.command else None
         if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
-            result = first.result if isinstance(first, ReplyDone) else await _collect(first, events)
+            result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result)
             return result
 
@@ -263,7 +258,7 @@ class SlackDelivery:
             async for event in events:
                 yield event
 
-        done: Rendered = await deliver(
+        done: Rendered = await render_reply(
             client,
             stream(),
             channel=target.channel,
@@ -271,7 +266,7 @@ class SlackDelivery:
             team_id=target.team,
             user_id=target.user,
             options=ReplyOptions(native=False, feedback=False, min_interval=self.config.edit_interval),
-            log_context=_context(self.rt, turn),
+            log_context=_context(self.deps, turn),
         )
         if not done.messages and done.result is not None:
             # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
@@ -283,13 +278,13 @@ class SlackDelivery:
         if not result.text.strip():
             return
         try:
-            url = await self.rt.redis.get(response_url_key(self.rt.keys, turn.turn_id))
+            url = await self.deps.redis.get(response_url_key(self.deps.keys, turn.turn_id))
         except RedisError as exc:
             self._log.error("reply_undeliverable", via="response_url", error=type(exc).__name__)
             return
         if not url:
             self._log.error(
-                "reply_undeliverable", via="response_url", error="expired", **_context(self.rt, turn)
+                "reply_undeliverable", via="response_url", error="expired", **_context(self.deps, turn)
             )
             return
         private = not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL)
@@ -307,7 +302,7 @@ class SlackDelivery:
                     "reply_undeliverable",
                     via="response_url",
                     status=response.status_code,
-                    **_context(self.rt, turn),
+                    **_context(self.deps, turn),
                 )
                 return
 
@@ -320,26 +315,10 @@ async def set_status(client: AsyncWebClient, channel: str, thread_ts: str, statu
         log.debug("slack_set_status_failed", error=slack_error_code(exc))
 
 
-def _context(rt: Runtime, turn: Turn) -> dict[str, str]:
+def _context(deps: EdgeDeps, turn: Turn) -> dict[str, str]:
     return {
-        "bot": rt.bot.name,
+        "bot": deps.bot.name,
         "platform": "slack",
         "conversation": turn.place.conversation_id,
         "turn_id": turn.turn_id,
     }
-
-
-async def _collect(first: ReplyEvent, events: AsyncIterator[ReplyEvent]) -> ReplyResult:
-    text = ""
-    event: ReplyEvent = first
-    while True:
-        if isinstance(event, ReplyDelta):
-            text += event.text
-        elif isinstance(event, ReplyReplace):
-            text = event.text
-        elif isinstance(event, ReplyDone):
-            return event.result
-        try:
-            event = await anext(events)
-        except StopAsyncIteration:
-            return ReplyResult("", ReplyKind.ERROR, text)

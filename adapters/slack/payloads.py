@@ -35,19 +35,6 @@ class MessageEvent(TypedDict, total=False):
     client_msg_id: str
 
 
-class AssistantThread(TypedDict, total=False):
-    user_id: str
-    channel_id: str
-    thread_ts: str
-    context: dict[str, str]
-
-
-class AssistantThreadEvent(TypedDict, total=False):
-    type: str
-    assistant_thread: AssistantThread
-    event_ts: str
-
-
 class EventCallback(TypedDict, total=False):
     """The Events API envelope (HTTP body, or a Socket Mode ``events_api`` payload)."""
 

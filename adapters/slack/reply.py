@@ -59,7 +59,7 @@ def _wants_feedback(result: ReplyResult | None, options: ReplyOptions) -> bool:
     return bool(result.text) and not result.meta.get("handoff")
 
 
-async def deliver(
+async def render_reply(
     client: AsyncWebClient,
     events: AsyncIterator[ReplyEvent],
     *,
@@ -71,7 +71,7 @@ async def deliver(
     log_context: dict[str, str],
 ) -> Rendered:
     """Render ``events`` into ``channel`` (threaded under ``thread_ts`` when set)."""
-    delivery = Rendered()
+    rendered = Rendered()
     sink = SlackSink(client, channel, thread_ts, limit=options.limit)
     renderer: StreamRenderer[str] = StreamRenderer(
         sink, min_interval=options.min_interval, log_context=log_context
@@ -93,19 +93,19 @@ async def deliver(
             return feedback_blocks(result.turn_id) if _wants_feedback(result, options) else []
 
         native: NativeOutcome = await streamer.run(events, blocks_for)
-        delivery.native_unsupported = native.unsupported
+        rendered.native_unsupported = native.unsupported
         if native.status == "done":
-            delivery.native = True
-            delivery.result = native.result
-            delivery.messages = [native.ts]
-            return delivery
+            rendered.native = True
+            rendered.result = native.result
+            rendered.messages = [native.ts]
+            return rendered
         if native.status == "failed":
-            delivery.native = True
-            delivery.result = native.result
-            delivery.messages = [native.ts]
-            delivery.failures = 1
+            rendered.native = True
+            rendered.result = native.result
+            rendered.messages = [native.ts]
+            rendered.failures = 1
             log.error("reply_undeliverable", error=native.error, stage="stopStream", **log_context)
-            return delivery
+            return rendered
         if native.error:
             log.info("slack_native_stream_fallback", error=native.error, **log_context)
         head: list[ReplyEvent]
@@ -114,28 +114,28 @@ async def deliver(
         else:
             head = [ReplyReplace(native.text)] if native.text else []
         if native.status == "handover" and native.ts:
-            delivery.native = True
+            rendered.native = True
             renderer.outcome.handles.append(native.ts)  # the renderer edits the stopped stream from here
             sink.order.append(native.ts)
         stream = _prepend(head, events)
 
     outcome = await renderer.run(stream)
-    delivery.result = outcome.result
-    delivery.messages = list(sink.order)
-    delivery.failures = outcome.failures
-    if _wants_feedback(delivery.result, options) and sink.order and outcome.failures == 0:
-        assert delivery.result is not None
+    rendered.result = outcome.result
+    rendered.messages = list(sink.order)
+    rendered.failures = outcome.failures
+    if _wants_feedback(rendered.result, options) and sink.order and outcome.failures == 0:
+        assert rendered.result is not None
         last = sink.texts.get(sink.order[-1], "")
         try:
-            await sink.attach_blocks(feedback_blocks(delivery.result.turn_id), section_blocks(last))
+            await sink.attach_blocks(feedback_blocks(rendered.result.turn_id), section_blocks(last))
         except AdapterError as exc:
             log.warning("slack_feedback_buttons_failed", error=str(exc), **log_context)
-    if not delivery.delivered:
+    if not rendered.delivered:
         log.error(
             "reply_undeliverable",
             failures=outcome.failures,
             posted=len(sink.order),
-            chars=len(delivery.result.text) if delivery.result else 0,
+            chars=len(rendered.result.text) if rendered.result else 0,
             **log_context,
         )
-    return delivery
+    return rendered

@@ -12,6 +12,7 @@ fails loudly, in one line, when they do not add up (house rule 5).
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -153,6 +154,23 @@ class SlackBotConfig(BaseModel):
         mapping = {f"/{self.command_prefix}{name}": name for name in names}
         mapping.update({k if k.startswith("/") else "/" + k: v for k, v in self.commands.items()})
         return mapping
+
+
+def with_environment(config: SlackBotConfig, settings: SlackSettings) -> SlackBotConfig:
+    """``config`` with the environment's overrides applied: env over bot.toml over defaults, once, here."""
+    overrides = {
+        "handoff_channel": settings.slack_handoff_channel,
+        "moderators_channel": settings.slack_moderators_channel,
+    }
+    return config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSetup:
+    """Everything Slack reads from configuration, read once: credentials and ``[slack]`` (env applied)."""
+
+    settings: SlackSettings
+    config: SlackBotConfig
 
 
 def parse_bot_config(raw: dict[str, Any], source: str) -> SlackBotConfig:

@@ -24,7 +24,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.common.citations import shown_text
 from adapters.slack.mrkdwn import sanitise_markdown
 from adapters.slack.sink import slack_error_code
-from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyReplace, ReplyResult
+from core.reply import ReplyFold
+from core.types import ReplyEvent, ReplyReplace, ReplyResult
 
 log = structlog.get_logger("parley.slack.stream")
 
@@ -88,20 +89,19 @@ class NativeStreamer:
         events: AsyncIterator[ReplyEvent],
         blocks_for: Callable[[ReplyResult], list[dict[str, object]]],
     ) -> NativeOutcome:
-        raw = ""
+        fold = ReplyFold()
         sent = ""
         ts = ""
         last = float("-inf")
         async for event in events:
-            if isinstance(event, ReplyDone):
-                return await self._finish(event.result, sent, ts, blocks_for)
+            fold.add(event)
+            raw = fold.shown
+            if fold.result is not None:
+                return await self._finish(fold.result, sent, ts, blocks_for)
             if isinstance(event, ReplyReplace):
-                raw = event.text
                 if ts:
                     return await self._handover(raw, ts, None)
                 continue
-            if isinstance(event, ReplyDelta):
-                raw += event.text
             text = sanitise_markdown(raw)
             if len(text) > self._limit:
                 return await self._handover(raw, ts, None) if ts else NativeOutcome("fallback", raw)
@@ -124,8 +124,8 @@ class NativeStreamer:
             last = self._clock()
         # The engine always ends with ReplyDone; if it did not, close what we opened.
         if ts:
-            return await self._handover(raw, ts, None)
-        return NativeOutcome("fallback", raw)
+            return await self._handover(fold.shown, ts, None)
+        return NativeOutcome("fallback", fold.shown)
 
     async def _start(self, text: str) -> str:
         self.calls += 1

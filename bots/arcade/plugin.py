@@ -32,6 +32,9 @@ class ArcadePlugin:
     async def before_turn(self, ctx: TurnContext) -> ReplyResult | None:
         return None
 
+    async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
+        return result
+
 
 def make_plugin(config: BotConfig) -> ArcadePlugin:
     return ArcadePlugin(config)

@@ -28,6 +28,7 @@ from core.ops.jobs import Job, Route
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
 from core.ops.queue import SubmitStatus, TurnQueue
+from core.reply import ReplyFold
 from core.tasks import TaskOwner
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
@@ -50,6 +51,8 @@ class Deliveries:
         self._by_platform: dict[str, Delivery] = {}
 
     def register(self, platform: str, delivery: Delivery) -> None:
+        if platform in self._by_platform:  # the first one would never be closed
+            raise ConfigError(f"a Delivery for {platform!r} is already registered")
         self._by_platform[platform] = delivery
 
     def get(self, platform: str) -> Delivery:
@@ -70,23 +73,6 @@ class Deliveries:
             await delivery.aclose()
 
 
-class _Watched:
-    """Passes the engine's events through and remembers the final result."""
-
-    def __init__(self, events: AsyncIterator[ReplyEvent]) -> None:
-        self._events = events
-        self.result: ReplyResult | None = None
-
-    def __aiter__(self) -> _Watched:
-        return self
-
-    async def __anext__(self) -> ReplyEvent:
-        event = await anext(self._events)
-        if isinstance(event, ReplyDone):
-            self.result = event.result
-        return event
-
-
 async def run_turn(
     engine: Engine,
     delivery: Delivery,
@@ -104,7 +90,8 @@ async def run_turn(
     """
     turn = replace(job.turn, event_id="") if deduplicated else job.turn
     events = engine.reply(turn, fence=fence)
-    watched = _Watched(events)
+    fold = ReplyFold()
+    watched = fold.watch(events)
     if metrics is not None:
         metrics.in_flight.labels(metrics.bot).inc()
     try:
@@ -126,7 +113,7 @@ async def run_turn(
         await events.aclose()
         if metrics is not None:
             metrics.in_flight.labels(metrics.bot).dec()
-    return watched.result
+    return fold.result
 
 
 async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:
@@ -136,7 +123,7 @@ async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:
     yield ReplyDone(result)
 
 
-class Outcome(enum.StrEnum):
+class DispatchOutcome(enum.StrEnum):
     QUEUED = "queued"
     DUPLICATE = "duplicate"
     BUSY = "busy"
@@ -146,7 +133,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dispatched:
-    outcome: Outcome
+    outcome: DispatchOutcome
     reason: str = ""
 
 
@@ -176,7 +163,7 @@ class Dispatcher:
         if self.queue is None:
             self._spawn(self._direct(delivery, job), turn)
             self.metrics.event("direct")
-            return Dispatched(Outcome.DIRECT)
+            return Dispatched(DispatchOutcome.DIRECT)
         try:
             submitted = await self.queue.submit(job)
         except StoreError as exc:
@@ -184,10 +171,10 @@ class Dispatcher:
             self.metrics.redis_unavailable.labels(self.metrics.bot, "queue").inc()
             self.metrics.event("fallback")
             self._spawn(self._direct(delivery, job), turn)
-            return Dispatched(Outcome.FALLBACK, str(exc))
+            return Dispatched(DispatchOutcome.FALLBACK, str(exc))
         self.metrics.event(submitted.status.value)
         if submitted.status is SubmitStatus.DUPLICATE:
-            return Dispatched(Outcome.DUPLICATE)
+            return Dispatched(DispatchOutcome.DUPLICATE)
         if submitted.status is SubmitStatus.BUSY:
             persona = self.bot.persona(None)
             busy = ReplyResult(
@@ -199,8 +186,8 @@ class Dispatcher:
             )
             log.warning("queue_busy", reason=submitted.reason, turn_id=turn.turn_id)
             self._spawn(self._notify(delivery, job, busy), turn)
-            return Dispatched(Outcome.BUSY, submitted.reason)
-        return Dispatched(Outcome.QUEUED)
+            return Dispatched(DispatchOutcome.BUSY, submitted.reason)
+        return Dispatched(DispatchOutcome.QUEUED)
 
     def _spawn(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
         self.tasks.spawn(work, name=f"turn:{turn.turn_id}")

@@ -25,10 +25,10 @@ from core.ops.metrics import CONTENT_TYPE, Metrics
 
 log = structlog.get_logger("parley.http")
 
-Check = Callable[[], Awaitable[str | None]]
+ReadinessCheck = Callable[[], Awaitable[str | None]]
 """A readiness check: None when fine, else a short reason (never a secret)."""
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OpsHttp:
@@ -47,20 +47,20 @@ class OpsHttp:
         self.ops_port = ops_port if ops_port is not None and ops_port != port else None
         self.check_timeout = check_timeout
         self.draining = False
-        self._checks: dict[str, Check] = {}
+        self._checks: dict[str, ReadinessCheck] = {}
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
-        self._routes: dict[tuple[str, str], Handler] = {}
+        self._routes: dict[tuple[str, str], RouteHandler] = {}
         self._runners: list[web.AppRunner] = []
         self.bound: dict[str, int] = {}  # "public" / "ops" -> the port actually bound (PORT=0 picks one)
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ what others register
 
-    def mount(self, method: str, path: str, handler: Handler) -> None:
+    def mount(self, method: str, path: str, handler: RouteHandler) -> None:
         """Serve ``method path`` on ``PORT`` (e.g. ``mount("POST", "/slack/events", handler)``)."""
         self._routes[(method.upper(), path)] = handler
 
-    def add_check(self, name: str, check: Check) -> None:
+    def add_check(self, name: str, check: ReadinessCheck) -> None:
         """A readiness check (an adapter: "connected to the gateway"); replaces one of the same name."""
         self._checks[name] = check
 
@@ -127,7 +127,7 @@ class OpsHttp:
         if self.draining:
             problems["shutdown"] = "shutting down"
 
-        async def run(name: str, check: Check) -> None:
+        async def run(name: str, check: ReadinessCheck) -> None:
             try:
                 problem = await asyncio.wait_for(check(), self.check_timeout)
             except TimeoutError:

@@ -103,7 +103,6 @@ class TurnWorker:
         self._loops_done = asyncio.Event()
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
         self._cursor = "0-0"
-        self.handled = 0  # signals finished (for tests and logs)
 
     @property
     def stopping(self) -> bool:
@@ -225,7 +224,6 @@ class TurnWorker:
             # Redis went away mid-way: leave the signal pending; it is claimed again once Redis is back.
             self._log.warning("worker_signal_failed", error=str(exc), entry=signal.entry_id)
         finally:
-            self.handled += 1
             self._running -= 1
             self._slot_free.set()
 

@@ -28,6 +28,8 @@ class SafetySettings(BaseSettings):
 
 
 def load_safety_settings(**overrides: object) -> SafetySettings:
+    """Read the safety settings once (the CLI does, with the other settings); a bad value is a ConfigError
+    naming the variable, never echoing it."""
     try:
         return SafetySettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

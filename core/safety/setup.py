@@ -20,7 +20,7 @@ from core.bot import BotSpec
 from core.commands import Command
 from core.errors import ConfigError
 from core.keys import KeySpace
-from core.moderation import Action, compile_patterns
+from core.moderation import Action, Moderator, compile_patterns
 from core.safety.chain import ModerationChain
 from core.safety.commands import safety_command
 from core.safety.endpoint import ModerationEndpoint, ModerationUnavailable
@@ -41,7 +41,7 @@ log = structlog.get_logger("parley.safety")
 @dataclass
 class Safety:
     profile: Profile
-    moderator: ModerationChain
+    moderator: Moderator  # a ModerationChain
     redactor: PIIRedactor
     admission: Admission
     events: EventLog

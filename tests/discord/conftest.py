@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from adapters.common.deps import EdgeDeps
 from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.settings import DiscordSettings
 from core.ops.service import serve
 from core.runtime import Runtime
@@ -83,7 +85,10 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
             "arcade", port=0, parley_ops_host="127.0.0.1", parley_shutdown_grace=2.0, parley_queue=queue
         )
         async with runtime as rt:
-            adapter = DiscordAdapter(rt, discord_settings(target, **overrides))
+            settings = discord_settings(target, **overrides)
+            deps = EdgeDeps.of(rt)
+            rt.ops.deliveries.register("discord", DiscordDelivery(deps, settings))  # as `parley run` does
+            adapter = DiscordAdapter(deps, settings)
             stop = asyncio.Event()
             service = serve(rt, [("discord", adapter)], workers=queue, stop=stop, handle_signals=False)
             serving = asyncio.create_task(service, name="test:parley-run")
@@ -112,14 +117,14 @@ async def gateway_and_worker(
 ) -> AsyncIterator[DiscordAdapter]:
     """``parley run --adapters-only`` in one runtime and ``--workers-only`` in another, served until the
     block ends; yields the gateway side's adapter once it is connected."""
-    from adapters.discord.delivery import DiscordDelivery
-
     ops = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 2.0}
     async with runtime_factory("arcade", **ops) as gateway_rt, runtime_factory("arcade", **ops) as worker_rt:
-        worker_rt.ops.deliveries.register("discord", DiscordDelivery(worker_rt, settings))
-        adapter = DiscordAdapter(gateway_rt, settings)
+        worker_rt.ops.deliveries.register("discord", DiscordDelivery(EdgeDeps.of(worker_rt), settings))
+        gateway = EdgeDeps.of(gateway_rt)
+        gateway_rt.ops.deliveries.register("discord", DiscordDelivery(gateway, settings))
+        adapter = DiscordAdapter(gateway, settings)
         stop = asyncio.Event()
-        gateway = asyncio.create_task(
+        front = asyncio.create_task(
             serve(gateway_rt, [("discord", adapter)], workers=False, stop=stop, handle_signals=False)
         )
         worker = asyncio.create_task(serve(worker_rt, [], workers=True, stop=stop, handle_signals=False))
@@ -128,5 +133,5 @@ async def gateway_and_worker(
             yield adapter
         finally:
             stop.set()
-            await asyncio.gather(gateway, worker, return_exceptions=True)
+            await asyncio.gather(front, worker, return_exceptions=True)
             await adapter.aclose()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import adapters.discord as discord_adapter
+from adapters.common.deps import EdgeDeps
 from tests.conftest import RuntimeFactory
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
@@ -86,13 +87,18 @@ async def test_check_reports_token_and_intent_problems(
     mp.setenv("DISCORD_API_URL", fake_discord.api_url)
     async with runtime_factory("arcade") as rt:
         mp.setenv("DISCORD_TOKEN", fake_discord.token)
-        assert await discord_adapter.check(rt) == []
+        deps = EdgeDeps.of(rt)
+
+        async def check() -> list[str]:  # settings are read once per `parley check`: read them again
+            return await discord_adapter.check(deps, discord_adapter.load_settings(rt.bot))
+
+        assert await check() == []
         mp.setenv("DISCORD_MESSAGE_CONTENT", "true")
-        (problem,) = await discord_adapter.check(rt)
+        (problem,) = await check()
         assert "Message Content intent" in problem
         mp.setenv("DISCORD_TOKEN", "wrong")
-        (problem,) = await discord_adapter.check(rt)
+        (problem,) = await check()
         assert problem.startswith("DISCORD_TOKEN")
         mp.delenv("DISCORD_TOKEN")
-        (problem,) = await discord_adapter.check(rt)
+        (problem,) = await check()
         assert "DISCORD_TOKEN is not set" in problem

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import structlog
 
+from adapters.common.deps import EdgeDeps
+from adapters.common.flags import EXCERPT_CHARS, excerpt, flag_report
 from adapters.discord.delivery import DiscordDelivery
-from adapters.discord.notice import EXCERPT_CHARS, excerpt, flag_notice, jump_url, origin_of
+from adapters.discord.notice import flag_notice, jump_url, origin_of
 from adapters.discord.route import ChannelTarget, InteractionTarget, Origin, route_for, target_of
 from core.moderation import Action
 from core.ops.jobs import Job
@@ -228,7 +230,7 @@ async def test_ignored_results_never_post_a_notice(
     fake = fake_discord
     settings = discord_settings(fake, moderators_channel_id=mods_id(fake))
     async with runtime_factory("arcade") as rt:
-        delivery = DiscordDelivery(rt, settings)
+        delivery = DiscordDelivery(EdgeDeps.of(rt), settings)
         try:
             job = _job(fake, "some words")
             text = "" if kind is ReplyKind.IGNORED else "shown"
@@ -263,13 +265,10 @@ def test_the_notice_is_plain_text_and_mention_safe() -> None:
         text="/story",
         command=CommandCall("story"),
     )
-    content = flag_notice(
-        category="violence",
-        turn=turn,
-        guild_id=None,
-        origin=Origin(7, 9),
-        excerpt_text="# shout\n[click](https://evil.example) <@123> @here",
-    )
+    result = ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "violence"})
+    report = flag_report(turn, result, lambda text: "# shout\n[click](https://evil.example) <@123> @here")
+    assert report is not None and report.command == "story"
+    content = flag_notice(report, guild_id=None, origin=Origin(7, 9))
     assert not PINGS.search(content), content
     assert "user id 42" in content
     assert "Where: DM (channel 7)" in content

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from core.prompt import UNTRUSTED_NOTE
+from core.reply import ReplyFold
 from core.safety.text import strip_invisible
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
 from tests.fakes.openai_server import Reply
@@ -30,13 +31,10 @@ OUTPUT: list[dict[str, Any]] = tomllib.loads((CORPUS / "output.toml").read_text(
 
 def shown(events: Sequence[ReplyEvent]) -> str:
     """What a user sees at the end: deltas appended, a replace swapping everything shown so far."""
-    text = ""
+    fold = ReplyFold()
     for event in events:
-        if isinstance(event, ReplyDelta):
-            text += event.text
-        elif isinstance(event, ReplyReplace):
-            text = event.text
-    return text
+        fold.add(event)
+    return fold.shown
 
 
 async def run(rt: Any, turn: Turn) -> tuple[list[ReplyEvent], ReplyResult]:

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.errors import ConfigError
-from core.ops.delivery import Outcome
+from core.ops.delivery import DispatchOutcome as Outcome
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI, Reply, last_user_text
 from tests.scale.helpers import FAST, MemoryDelivery, eventually, running_worker, scale_spec, turn
@@ -80,7 +80,9 @@ async def test_a_full_queue_answers_busy_and_recovers_after_trimming(
                 return int(await redis_client.xlen(rt.ops.queue.stream)) <= 1  # type: ignore[union-attr]
 
             await eventually(trimmed, what="acknowledged entries trimmed")
-            assert (await rt.dispatcher.dispatch(turn("again", thread="t9"))).outcome is Outcome.QUEUED
+            assert (
+                await rt.dispatcher.dispatch(turn("again", thread="t9"))
+            ).outcome is Outcome.QUEUED
             await delivery.wait_for(6)
     answered = sorted(d.text for d in delivery.delivered if d.kind == "answer")
     assert answered == ["You said: again", "You said: q0", "You said: q1", "You said: q2"]
@@ -93,9 +95,15 @@ async def test_one_conversation_cannot_fill_the_queue(
     async with runtime_factory(spec=scale_spec(), **FAST, parley_queue_max_per_conversation=2) as rt:
         rt.ops.deliveries.register("test", delivery)
         got = [await rt.dispatcher.dispatch(turn(f"q{i}")) for i in range(3)]
-        assert [g.outcome for g in got] == [Outcome.QUEUED, Outcome.QUEUED, Outcome.BUSY]
+        assert [g.outcome for g in got] == [
+            Outcome.QUEUED,
+            Outcome.QUEUED,
+            Outcome.BUSY,
+        ]
         assert got[2].reason == "conversation_full"
-        assert (await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))).outcome is Outcome.QUEUED
+        assert (
+            await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))
+        ).outcome is Outcome.QUEUED
         async with running_worker(rt):
             await delivery.wait_for(4)
     assert sorted(d.text for d in delivery.delivered if d.kind == "answer") == [

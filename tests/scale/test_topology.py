@@ -14,7 +14,7 @@ import redis
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.errors import ConfigError
-from core.ops.delivery import Outcome
+from core.ops.delivery import DispatchOutcome
 from core.ops.redisconn import connect, parse_redis_url
 from core.redis_server import RedisServer, find_redis_server, free_port
 from core.runtime import open_runtime
@@ -177,10 +177,10 @@ async def answer_through_the_queue(
         async with running_worker(rt):
             for text in ("hello", "again"):
                 outcome = await rt.dispatcher.dispatch(turn(text, event_id=f"ev-{text}"))
-                assert outcome.outcome is Outcome.QUEUED
+                assert outcome.outcome is DispatchOutcome.QUEUED
             assert (
                 await rt.dispatcher.dispatch(turn("hello", event_id="ev-hello"))
-            ).outcome is Outcome.DUPLICATE
+            ).outcome is DispatchOutcome.DUPLICATE
             await delivery.wait_for(2)
         state = await rt.engine.memory.load(turn("x").place, tail=10)
     assert [d.text for d in delivery.delivered] == ["You said: hello", "You said: again"]

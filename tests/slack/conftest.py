@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from adapters.common.deps import EdgeDeps
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
-from adapters.slack.settings import Mode, SlackBotConfig, SlackSettings, choose_mode
+from adapters.slack.settings import Mode, SlackBotConfig, SlackSettings, choose_mode, with_environment
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.ops.service import serve
@@ -143,9 +144,11 @@ async def start_slack(runtime_factory: RuntimeFactory, slack: FakeSlack) -> Asyn
                 )
             s = slack_settings(slack, **settings)
             mode = choose_mode(s)
-            delivery = SlackDelivery(runtime, s, config or bot_config())
+            deps = EdgeDeps.of(runtime)
+            # env over bot.toml: the SLACK_* overrides of [slack] values, applied as load_settings does
+            delivery = SlackDelivery(deps, s, with_environment(config or bot_config(), s))
             runtime.ops.deliveries.register("slack", delivery)
-            adapter = SlackAdapter(runtime, s, delivery.config, mode, delivery)
+            adapter = SlackAdapter(deps, s, delivery.config, mode, delivery)
             stop = asyncio.Event()
             workers = runtime.ops.queue is not None
             serving = asyncio.create_task(

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import structlog
 
+from adapters.common.deps import EdgeDeps
+from adapters.common.flags import EXCERPT_CHARS, FlagReport
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
-from adapters.slack.flags import EXCERPT_CHARS, FlagNotice, notice_text
+from adapters.slack.flags import notice_text
 from adapters.slack.route import route_for, target_for
 from adapters.slack.settings import Mode, SlackBotConfig, load_slack_settings, parse_bot_config
 from core.bot import BotSpec
@@ -190,10 +192,11 @@ async def test_a_workers_only_process_reports_what_the_adapter_queued(
         runtime_factory(spec=spec, parley_queue=True, **RUNTIME) as front_rt,
         runtime_factory(spec=spec, parley_queue=True, **RUNTIME) as worker_rt,
     ):
-        front_delivery = SlackDelivery(front_rt, settings, config)
+        front_deps = EdgeDeps.of(front_rt)
+        front_delivery = SlackDelivery(front_deps, settings, config)
         front_rt.ops.deliveries.register("slack", front_delivery)
-        adapter = SlackAdapter(front_rt, settings, config, Mode.HTTP, front_delivery)
-        worker_delivery = SlackDelivery(worker_rt, settings, config)
+        adapter = SlackAdapter(front_deps, settings, config, Mode.HTTP, front_delivery)
+        worker_delivery = SlackDelivery(EdgeDeps.of(worker_rt), settings, config)
         worker_rt.ops.deliveries.register("slack", worker_delivery)
         front = asyncio.create_task(
             serve(front_rt, [("slack", adapter)], workers=False, stop=stop, handle_signals=False)
@@ -256,7 +259,7 @@ async def test_ignored_results_never_post_a_notice(
     runtime_factory: RuntimeFactory, slack: FakeSlack, kind: ReplyKind, reported: bool
 ) -> None:
     async with runtime_factory(spec=support_spec()) as rt:
-        delivery = SlackDelivery(rt, slack_settings(slack), mods_config())
+        delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job("some words")
         text = "" if kind is ReplyKind.IGNORED else "shown"
         result = ReplyResult(job.turn.turn_id, kind, text, meta={"flag": "violence"})
@@ -273,7 +276,7 @@ async def test_the_excerpt_is_redacted_before_it_is_cut(
     # The address straddles the cut: cutting first would leave "alice.smi…" for the redactor to miss.
     text = "x" * (EXCERPT_CHARS - 10) + " " + EMAIL + " and more"
     async with runtime_factory(spec=support_spec()) as rt:
-        delivery = SlackDelivery(rt, slack_settings(slack), mods_config())
+        delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job(text, message_ts="")  # and no message to link to (a slash command)
         result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "x"})
         await delivery.deliver(job, _stream(result))
@@ -291,17 +294,16 @@ async def test_the_excerpt_is_redacted_before_it_is_cut(
 
 
 def test_the_notice_is_mention_safe_whatever_it_quotes() -> None:
-    notice = FlagNotice(
+    report = FlagReport(
         category="<!channel>",
         turn_id="t1",
         kind=ReplyKind.ANSWER,
         user_id="U0EVIL",
         user_name="@everyone <@U0BOSS>",
-        channel="C0GENERAL",
-        permalink="https://acme.slack.com/archives/C0GENERAL/p1?thread_ts=1.2&cid=C0GENERAL",
         excerpt="hi <!subteam^S123|@team> <https://evil.example|docs> @channel\n> quoted\n",
     )
-    body = notice_text(notice)
+    permalink = "https://acme.slack.com/archives/C0GENERAL/p1?thread_ts=1.2&cid=C0GENERAL"
+    body = notice_text(report, "C0GENERAL", permalink)
     assert not CONTROL.search(body), body
     assert "&lt;@U0BOSS&gt;" in body and "@\u2060everyone" in body
     assert "thread_ts=1.2&amp;cid=C0GENERAL|the message>" in body  # & escaped inside the link
@@ -310,12 +312,12 @@ def test_the_notice_is_mention_safe_whatever_it_quotes() -> None:
 
 
 def test_a_permalink_that_is_not_slack_shaped_is_left_out() -> None:
-    base = FlagNotice("violence", "t1", ReplyKind.REFUSAL, "U1", "", "C1", "", "words")
+    base = FlagReport("violence", "t1", ReplyKind.REFUSAL, "U1", "", "words")
     for bad in ("javascript:alert(1)", "https://x.example/a|click", "https://x.example/a b", "http://plain"):
-        body = notice_text(dataclasses.replace(base, permalink=bad))
+        body = notice_text(base, "C1", bad)
         assert "Where: C1\n" in body, bad
-    assert "Who: U1\n" in notice_text(base)  # no name: the id alone
-    assert notice_text(dataclasses.replace(base, excerpt="  ")).endswith("(no text)")
+    assert "Who: U1\n" in notice_text(base, "C1")  # no name: the id alone
+    assert notice_text(dataclasses.replace(base, excerpt="  "), "C1").endswith("(no text)")
 
 
 def test_a_moderators_channel_that_is_not_an_id_stops_start_up() -> None:

@@ -1,4 +1,4 @@
-"""``deliver()`` on its own: whatever the engine streams, Slack gets safe, sized, well-formed messages."""
+"""``render_reply()`` alone: whatever the engine streams, Slack gets safe, sized, well-formed messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from adapters.slack.client import web_client
 from adapters.slack.mrkdwn import WORD_JOINER
-from adapters.slack.reply import Rendered, ReplyOptions, deliver
+from adapters.slack.reply import Rendered, ReplyOptions, render_reply
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 from tests.fakes.slack import FakeSlack
 
@@ -26,10 +26,10 @@ async def _stream(
     yield ReplyDone(ReplyResult("turn-1", kind, text))
 
 
-async def _deliver(
+async def _render(
     slack: FakeSlack, events: AsyncIterator[ReplyEvent], *, native: bool, thread: str = "1.000001"
 ) -> Rendered:
-    return await deliver(
+    return await render_reply(
         web_client(slack.bot_token, slack.api_url),
         events,
         channel="C1",
@@ -43,7 +43,7 @@ async def _deliver(
 
 @pytest.mark.parametrize("native", [True, False])
 async def test_no_control_sequence_reaches_slack(slack: FakeSlack, native: bool) -> None:
-    delivery = await _deliver(slack, _stream(HOSTILE * 3), native=native)
+    delivery = await _render(slack, _stream(HOSTILE * 3), native=native)
     assert delivery.delivered
     assert delivery.native is native
     (msg,) = slack.bot_messages("C1")
@@ -60,7 +60,7 @@ async def test_no_control_sequence_reaches_slack(slack: FakeSlack, native: bool)
 
 async def test_native_stream_appends_only_whole_words(slack: FakeSlack) -> None:
     text = "Streaming answers arrive word by word, never cut inside a word. " * 5
-    delivery = await _deliver(slack, _stream(text, step=7, pause=0.01), native=True)
+    delivery = await _render(slack, _stream(text, step=7, pause=0.01), native=True)
     assert delivery.native
     pieces = [
         str(c.params.get("markdown_text") or "")
@@ -80,7 +80,7 @@ async def test_replacement_after_streaming_hands_over_to_edits(slack: FakeSlack)
         yield ReplyReplace("Sorry, I can't help with that.")
         yield ReplyDone(ReplyResult("turn-1", ReplyKind.REFUSAL, "Sorry, I can't help with that."))
 
-    delivery = await _deliver(slack, events(), native=True)
+    delivery = await _render(slack, events(), native=True)
     (msg,) = slack.bot_messages("C1")
     assert msg.text == "Sorry, I can't help with that."
     assert not msg.streaming
@@ -92,7 +92,7 @@ async def test_replacement_after_streaming_hands_over_to_edits(slack: FakeSlack)
 
 
 async def test_top_level_reply_is_never_streamed_natively(slack: FakeSlack) -> None:
-    delivery = await _deliver(slack, _stream("A DM answer."), native=True, thread="")
+    delivery = await _render(slack, _stream("A DM answer."), native=True, thread="")
     assert not delivery.native
     assert not slack.calls_to("chat.startStream")
     (msg,) = slack.bot_messages("C1")
@@ -103,7 +103,7 @@ async def test_ignored_turn_posts_nothing(slack: FakeSlack) -> None:
     async def events() -> AsyncIterator[ReplyEvent]:
         yield ReplyDone(ReplyResult("turn-1", ReplyKind.IGNORED, ""))
 
-    delivery = await _deliver(slack, events(), native=True)
+    delivery = await _render(slack, events(), native=True)
     assert delivery.delivered
     assert delivery.messages == []
     assert [c.method for c in slack.calls] == []

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import adapters.slack as slack_adapter
+from adapters.common.deps import EdgeDeps
 from adapters.slack.settings import BOT_SCOPES, Mode, choose_mode, load_slack_settings
 from core.errors import ConfigError
 from tests.conftest import RuntimeFactory
@@ -99,15 +100,17 @@ async def test_build_adapter_and_check_from_the_environment(
     clean_env: None, runtime_factory: RuntimeFactory, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with runtime_factory("support") as rt:
-        problems = await slack_adapter.check(rt)
+        deps = EdgeDeps.of(rt)
+        problems = await slack_adapter.check(deps, slack_adapter.load_settings(rt.bot))
         assert len(problems) == 1
         assert problems[0].startswith("slack: Slack needs credentials")
 
         monkeypatch.setenv("SLACK_BOT_TOKEN", slack.bot_token)
         monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
         monkeypatch.setenv("SLACK_API_URL", slack.api_url)
-        assert await slack_adapter.check(rt) == []
-        adapter = slack_adapter.build_adapter(rt)
+        setup = slack_adapter.load_settings(rt.bot)  # read once, after the environment changed
+        assert await slack_adapter.check(deps, setup) == []
+        adapter = slack_adapter.build_adapter(deps, setup, slack_adapter.build_delivery(deps, setup))
         assert adapter.mode is Mode.HTTP
         assert "/resume" in adapter.commands  # the support plugin's command is exposed
         await adapter.aclose()
