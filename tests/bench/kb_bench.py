@@ -20,6 +20,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
 
 from bots.loader import load_bot  # noqa: E402
 from core.kb import setup as kb_setup  # noqa: E402
@@ -30,7 +31,11 @@ from core.kb.settings import KbConfig  # noqa: E402
 from core.kb.store import KbStore  # noqa: E402
 from core.keys import KeySpace  # noqa: E402
 from core.redis_server import RedisServer  # noqa: E402
-from core.runtime import redis_client  # noqa: E402
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
 
 PAGES = 1_000
 SECTIONS = 10  # per page: 10,000 chunks
@@ -65,7 +70,7 @@ async def main() -> int:
         _write_pages(root, rng, vocab)
         server = RedisServer(Path(tmp) / "redis", appendonly=False)
         await asyncio.to_thread(server.start)
-        client = redis_client(server.url)
+        client = _client(server.url)
         try:
             store = KbStore(client, KeySpace("bench"))
             args = {

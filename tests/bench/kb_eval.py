@@ -17,6 +17,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from bots.loader import load_bot
 from core.kb import setup as kb_setup
 from core.kb.embed import Embedder, OpenAIEmbedder
@@ -28,11 +30,15 @@ from core.keys import KeySpace
 from core.llm import LLMDelta, LLMRequest, OpenAILLM
 from core.prompt import build_prompt
 from core.redis_server import RedisServer
-from core.runtime import redis_client
 from core.settings import Settings, load_settings
 from core.tokens import TokenCounter
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.extractive import extractive
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
 
 QUESTIONS = Path(__file__).resolve().parents[2] / "bots" / "support" / "kb-questions.toml"
 
@@ -108,7 +114,7 @@ async def main(use_llm: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis", appendonly=False)
         await asyncio.to_thread(server.start)
-        client = redis_client(server.url)
+        client = _client(server.url)
         fake = await FakeOpenAI().start()
         fake.responder = extractive
         try:

@@ -13,7 +13,7 @@ from adapters.common.citations import shown_text, sources_plain
 from adapters.common.stream import StreamRenderer
 from adapters.discord.sink import ChannelSink
 from adapters.slack.client import web_client
-from adapters.slack.reply import ReplyOptions, deliver
+from adapters.slack.reply import ReplyOptions, render_reply
 from core.types import Citation, ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult
 from tests.fakes.slack import FakeSlack
 
@@ -39,7 +39,7 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.mark.parametrize("native", [False, True], ids=["post-and-edit", "native-stream"])
 async def test_slack_links_each_source(slack: FakeSlack, native: bool) -> None:
-    delivery = await deliver(
+    delivery = await render_reply(
         web_client(slack.bot_token, slack.api_url),
         _events(),
         channel="C1",

@@ -11,14 +11,16 @@ import redis.asyncio as aioredis
 from core.kb.retrieve import KnowledgeBase
 from core.kb.store import KbStore
 from core.keys import KeySpace
-from core.runtime import redis_client
 from tests.kb.conftest import kb_cfg, run_ingest
 from tests.scale.helpers import eventually
 
 
 async def test_two_replicas_pick_up_a_reingest(redis_url: str, help_centre: Path) -> None:
-    writer = redis_client(redis_url)
-    clients = [redis_client(redis_url), redis_client(redis_url)]
+    writer = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    clients = [
+        aioredis.Redis.from_url(redis_url, decode_responses=True),
+        aioredis.Redis.from_url(redis_url, decode_responses=True),
+    ]
     try:
         await run_ingest(writer, help_centre.parent)
         replicas = [
