@@ -73,6 +73,7 @@ class Retrieval:
     covered: bool
     mode: str  # "hybrid", "lexical" or "none" (no index)
     candidates: tuple[Hit, ...] = ()  # every fused hit before the budget cut (for `kb search`)
+    published: bool = False  # searched an ingested index (not the knowledge-file stand-in)
 
     @property
     def sources(self) -> tuple[Citation, ...]:
@@ -210,7 +211,7 @@ class KnowledgeBase:
             for h in hits
         )
         chosen = self._within_budget(hits, budget or self.cfg.budget(persona))
-        return Retrieval(query, tuple(chosen), covered, mode, tuple(hits))
+        return Retrieval(query, tuple(chosen), covered, mode, tuple(hits), index.version > 0)
 
     def _search(
         self, index: KbIndex, query: str, qvec: Sequence[float] | None, scope: Sequence[str]
@@ -269,8 +270,9 @@ def knowledge_file_index(text: str, source: str, url: str, cfg: KbConfig) -> KbI
 
 
 def not_covered_reply(retrieval: Retrieval, text: str, cfg_text: str) -> str | None:
-    """The fixed "I don't know" answer, when the bot has one and the message is a question the base does
-    not cover (greetings and thanks still go to the model)."""
-    if not cfg_text or retrieval.mode == "none" or retrieval.covered or not looks_like_question(text):
+    """The fixed "I don't know" answer, when the bot has one and the message is a question an ingested
+    help centre does not cover (greetings and thanks still go to the model, and so does everything while
+    only a knowledge file stands in: a few paragraphs are no ground for "we don't cover that")."""
+    if not cfg_text or not retrieval.published or retrieval.covered or not looks_like_question(text):
         return None
     return cfg_text

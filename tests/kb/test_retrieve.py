@@ -152,3 +152,14 @@ async def test_no_index_adds_no_reference() -> None:
     result = await kb.retrieve("anything?")
     assert (result.mode, result.covered, result.prompt_block()) == ("none", False, "")
     assert not_covered_reply(result, "anything?", "I don't know.") is None  # nothing indexed: no claim
+
+
+async def test_knowledge_file_alone_never_gives_the_fixed_answer() -> None:
+    index = knowledge_file_index(
+        "# FAQ\n## Returns\nUnused items within 30 days.\n", "knowledge.md", "", kb_cfg()
+    )
+    kb = KnowledgeBase(kb_cfg(not_covered_text="I don't know."), None, fallback=index)
+    await kb.refresh()
+    result = await kb.retrieve("Do you sell horse saddles?")
+    assert not result.covered and not result.published
+    assert kb.not_covered_answer(result, "Do you sell horse saddles?", fresh=True) is None
