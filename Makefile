@@ -13,7 +13,9 @@ UV_VERSION := 0.13.8
 COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
 	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: help chat test lint bench bench-scale bench-safety run check lock update-deps clean kb eval-kb bench-kb
+SUPPORT_DB := .parley/support.db
+
+.PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db kb eval-kb bench-kb
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -32,13 +34,18 @@ $(STAMP): $(LOCK) pyproject.toml | $(BIN)/python
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
-chat: $(STAMP)  ## chat with a bot in the terminal (BOT=support|arcade)
+$(SUPPORT_DB): bots/support/seed.sql | $(STAMP)
+	$(BIN)/python -m bots.support.tools --build-db --db $(SUPPORT_DB)
+
+support-db: $(SUPPORT_DB)  ## the support bot's sample orders database (SQLite, from bots/support/seed.sql)
+
+chat: $(STAMP) $(SUPPORT_DB)  ## chat with a bot in the terminal (BOT=support|arcade)
 	$(BIN)/parley chat --bot $(BOT)
 
-check: $(STAMP)  ## validate a bot's config and reach Redis and the LLM
+check: $(STAMP) $(SUPPORT_DB)  ## validate a bot's config and reach Redis and the LLM
 	$(BIN)/parley check --bot $(BOT)
 
-run: $(STAMP)  ## run a bot on its platforms
+run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
 test: $(STAMP)  ## the whole suite
@@ -55,6 +62,9 @@ bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a ta
 
 bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
 	$(BIN)/python -m tests.bench.scale_bench
+
+bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (real discord.py, fake Discord + LLM), prints a table
+	$(BIN)/python -m tests.bench.load_bench
 
 bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs
 	$(BIN)/python -m tests.safety.bench

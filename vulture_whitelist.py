@@ -16,6 +16,13 @@ _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._queue_timing  # core/settings.py
 _._budgets  # core/kb/settings.py
 _.settings_customise_sources
+_._one_transport  # core/tools/config.py
+_._unique  # core/tools/config.py
+# sqlite3: how rows come back (bots/support/tools.py).
+_.row_factory
+# mcp: tools registered by the MCPServer.tool() decorator and called by MCP clients (bots/support/tools.py).
+_.order_status
+_.create_ticket
 _.settings_cls  # a parameter of settings_customise_sources that we do not need
 # bm25s reads it in get_scores_from_ids (core/kb/lexical.py sets it on a loaded index).
 _.nonoccurrence_array
@@ -63,3 +70,6 @@ _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py
+_.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
+_.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
+_.connected  # MCPConnection: tests/tools/test_mcp.py

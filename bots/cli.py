@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AsyncExitStack
 
 from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
@@ -24,6 +25,7 @@ from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.safety.settings import SafetySettings, load_safety_settings
 from core.settings import Settings, load_settings
+from core.tools.setup import open_tools, plugin_tools
 
 
 def _slack(bot: BotSpec) -> LoadedPlatform:
@@ -161,6 +163,7 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
                 await _probe_llm(rt, problems)
             if rt.safety is not None:
                 problems.extend(await rt.safety.check())
+            problems.extend(await _check_tools(rt))
             deps = EdgeDeps.of(rt)
             for name in spec.config.platforms:
                 try:
@@ -174,6 +177,24 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _check_tools(rt: Runtime) -> list[str]:
+    """List the bot's tools and probe its MCP servers (the runtime's own, or started here for the check)."""
+    cfg = rt.bot.config.tools
+    if not cfg.enabled:
+        print("tools: off")
+        return []
+    async with AsyncExitStack() as stack:
+        tools = rt.tools
+        if tools is None:  # MCP servers switched off (PARLEY_MCP=false): still list and probe them here
+            tools = await stack.enter_async_context(
+                open_tools(cfg, rt.llm, rt.redis, rt.keys, tools=plugin_tools(rt.bot))
+            )
+        lines, problems = await tools.check()
+    for line in lines or ["tools: none"]:
+        print(line)
+    return problems
 
 
 async def _probe_llm(rt: Runtime, problems: list[str]) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from core.settings import describe_validation_error
+from core.tools.config import ToolsConfig
 
 if TYPE_CHECKING:
     from core.commands import Command
@@ -68,7 +69,12 @@ class LimitsConfig(BaseModel):
     channel_rate_limited_text: str = "This channel is keeping me very busy. Please try again in {retry}."
     quota_text: str = "You've reached your usage limit for today. It resets in {retry}."
     workspace_quota_text: str = "This workspace has reached its usage limit for today. It resets in {retry}."
-    busy_text: str = ""  # too many generations at once; empty: the persona's ``busy`` text
+    busy_text: str = ""  # waited past max_queue_seconds for a generation slot; empty: the persona's ``busy``
+    # Over max_concurrent_per_workspace a turn waits in line (fair across users); the user is told once when
+    # the expected wait is over busy_after_seconds; the turn ends "busy" only past max_queue_seconds.
+    busy_after_seconds: float = Field(default=60, ge=0)
+    max_queue_seconds: float = Field(default=600, gt=0)
+    waiting_text: str = "Lots of people are talking to me right now: I'll answer you in about {wait}."
 
 
 ModerationAction = Literal["allow", "refuse", "redact", "flag"]
@@ -143,6 +149,7 @@ class BotConfig(BaseModel):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)  # tools and MCP servers (core/tools/config.py)
     kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
@@ -168,6 +175,9 @@ class BotPlugin(Protocol):
     async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
         """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
         ...
+
+
+# A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
 
 
 @dataclass(frozen=True)

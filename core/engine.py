@@ -5,6 +5,7 @@
     admit     what needs no Redis: parse a command; open the turn's admission
     load      one pipelined read: memory tail + meta, dedupe, and admission's checks riding along
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
+    queue     over the generation cap: wait in a fair line for a slot (no round trip when one is free)
     command   a command's handler, or
     chat      moderate input -> plugin -> retrieve (knowledge base: numbered reference chunks)
               -> generate (LLM stream, output checked as it grows)
@@ -36,15 +37,18 @@ from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.personas import Persona
-from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
+from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, with_tools
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
+from core.tools.loop import ToolConfirm, ToolEvent
+from core.tools.setup import confirm_meta
 from core.types import (
     CommandCall,
     ReplyDelta,
     ReplyDone,
     ReplyEvent,
     ReplyKind,
+    ReplyNotice,
     ReplyReplace,
     ReplyResult,
     Turn,
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
+    from core.tools.setup import Tools
 
 log = structlog.get_logger("parley.engine")
 
@@ -179,6 +184,7 @@ class Engine:
         counter: TokenCounter,
         default_model: str,
         metrics: Metrics | None = None,
+        tools: Tools | None = None,
         knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.bot = bot
@@ -190,6 +196,7 @@ class Engine:
         self.counter = counter
         self.default_model = default_model
         self.metrics = metrics
+        self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
         self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
         self._log = log.bind(bot=bot.name)
 
@@ -263,6 +270,10 @@ class Engine:
                 yield ReplyDelta(early.text)
             yield ReplyDone(early)
             return
+        async for event in self._queue(ctx):
+            yield event
+            if isinstance(event, ReplyDone):
+                return
         steps = self._command(ctx, call) if call is not None else self._chat(ctx)
         async for event in steps:
             yield event
@@ -329,6 +340,31 @@ class Engine:
             return ctx.result(ctx.persona.too_long, ReplyKind.REFUSAL, meta={"reason": "too_long"})
         return None
 
+    async def _queue(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+        """Stage queue: over the generation cap the turn waits in a fair line for a slot (the platform shows
+        typing meanwhile). The user is told once when the wait looks long; only past ``max_queue_seconds``
+        does the turn end "busy". Nothing to do (no round trip) when a slot came with the read."""
+        admission = ctx.admission
+        if not admission.place:
+            return
+        limits = self.safety.admission.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.max_queue_seconds
+        told = False
+        ctx.log.info("waiting_for_slot", place=admission.place)
+        while admission.place:
+            wait = self.safety.admission.estimate(admission.place)
+            if not told and wait > limits.busy_after_seconds:
+                told = True
+                yield ReplyNotice(admission.waiting_notice())
+            if loop.time() >= deadline:
+                ctx.log.warning("slot_wait_exceeded", place=admission.place)
+                yield ReplyDone(admission.busy(ctx))
+                return
+            # The next in line asks often, those far back less: a quarter of the expected wait, 50 ms to 2 s.
+            await asyncio.sleep(min(2.0, max(0.05, wait / 4)))
+            await admission.poll_slot()
+
     async def _chat(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
         """Stage chat: moderate input, plugin, generate, check, remember."""
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
@@ -391,7 +427,7 @@ class Engine:
                 persona.max_output_tokens,
             )
             try:
-                async with aclosing(self.llm.stream(request)) as events:
+                async with aclosing(self._stream(ctx, request)) as events:
                     async for event in events:
                         if isinstance(event, LLMEnd):
                             draft.finish_reason, draft.usage = event.finish_reason, event.usage
@@ -418,6 +454,27 @@ class Engine:
             except LLMError as exc:
                 draft.error = exc
                 return
+
+    async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
+        """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
+        A proposed side-effecting call ends the reply with its question; ``ctx.meta`` carries its id for the
+        adapters' confirm / cancel buttons, and any flags tools set (e.g. handoff)."""
+        tools = self.tools
+        if tools is None or not tools.offers(ctx.turn):
+            async with aclosing(self.llm.stream(request)) as plain:
+                async for part in plain:
+                    if isinstance(part, LLMDelta | LLMEnd):
+                        yield part
+            return
+        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta)) as looped:
+            async for event in looped:
+                if isinstance(event, ToolEvent):
+                    continue
+                if isinstance(event, ToolConfirm):
+                    ctx.meta.update(confirm_meta(event))
+                    yield LLMDelta(event.text)
+                    continue
+                yield event
 
     async def _check(self, ctx: TurnContext, draft: Draft) -> ReplyResult:
         """Stage check: final output moderation (and the plugin's look at the answer)."""
@@ -582,8 +639,11 @@ class Engine:
         self, ctx: TurnContext, user_text: str, budget: int, retrieval: Retrieval | None = None
     ) -> Prompt:
         upto = ctx.state.summary_upto
+        system = self.system_prompt(ctx)
+        if self.tools is not None and self.tools.offers(ctx.turn):
+            system = with_tools(system)  # the "no tools" line gives way to the tools note
         return build_prompt(
-            system=self.system_prompt(ctx),
+            system=system,
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
             user_id=ctx.turn.author.id,

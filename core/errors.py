@@ -12,6 +12,9 @@
     |   +-- ContextTooLong     the prompt exceeded the model's context window
     |   +-- LLMRejected        any other 4xx (bad model name, bad key)
     +-- ModerationError        the moderation service failed
+    +-- ToolError              a tool call failed (the model is told, the turn goes on)
+    |   +-- ToolUnavailable    its MCP server is not connected
+    |   +-- ToolTimeout        it did not answer within the per-tool timeout
     +-- AdapterError           a platform call failed in a way the adapter cannot absorb
 
 Library errors are mapped at the edge with ``raise ... from``.
@@ -66,6 +69,18 @@ class LLMRejected(LLMError):
 
 class ModerationError(ParleyError):
     """The moderation service failed or timed out."""
+
+
+class ToolError(ParleyError):
+    """A tool call failed; the message is safe to show the model (never the arguments)."""
+
+
+class ToolUnavailable(ToolError):
+    """The tool's MCP server is not connected (it is being reconnected)."""
+
+
+class ToolTimeout(ToolError):
+    """The tool did not answer within its timeout."""
 
 
 class AdapterError(ParleyError):

@@ -1,5 +1,10 @@
 """The LLM port and its OpenAI-compatible implementation (Chat Completions, ``stream=True``).
 
+With ``LLMRequest.tools`` the model may answer with tool calls instead of (or after) text: their arguments
+arrive as streamed JSON fragments keyed by ``index`` (several calls in parallel), assembled here into one
+:class:`LLMToolCalls` event before :class:`LLMEnd`. ``<think>`` blocks of reasoning models are removed from
+the streamed text (core/think.py).
+
 The openai client retries connection errors, 408/409/429 and 5xx with backoff (honouring Retry-After) up
 to ``max_retries``; we add deadlines it does not have (first token, whole reply) and map its errors onto
 our tree so the engine can answer in the persona's voice.
@@ -8,7 +13,7 @@ our tree so the engine can answer in the persona's voice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,13 +28,36 @@ from core.errors import (
     LLMUnavailable,
 )
 from core.settings import Settings
+from core.think import ThinkFilter
 from core.types import Usage
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for; ``arguments`` is the raw JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str  # "system", "user" or "assistant"
+    role: str  # "system", "user", "assistant" or "tool"
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message that asked for tools
+    tool_call_id: str = ""  # a "tool" message answers this call
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +66,7 @@ class LLMRequest:
     model: str
     temperature: float = 0.7
     max_tokens: int = 600
+    tools: Sequence[Mapping[str, Any]] = ()  # OpenAI "tools" entries ({"type": "function", ...})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +75,48 @@ class LLMDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class LLMToolCalls:
+    """The tool calls of one completion, in index order (sent once, just before :class:`LLMEnd`)."""
+
+    calls: tuple[ToolCall, ...]
+
+    @property
+    def text(self) -> str:
+        """No text: lets a consumer that offered no tools treat every non-end event as text."""
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
 class LLMEnd:
     finish_reason: str
     usage: Usage | None  # None when the server sent no usage chunk
 
 
-LLMEvent = LLMDelta | LLMEnd
+LLMEvent = LLMDelta | LLMToolCalls | LLMEnd
+
+
+class ToolCallAssembler:
+    """Streamed tool-call fragments -> whole calls. The first fragment of a call carries its id and name;
+    later ones (same ``index``) append to its arguments."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> None:
+        entry = self._calls.setdefault(index, ["", "", ""])
+        if call_id:
+            entry[0] = call_id
+        if name and not entry[1]:  # some servers repeat the name in every fragment
+            entry[1] = name
+        if arguments:
+            entry[2] += arguments
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(cid or f"call_{i}", name, args or "{}")
+            for i, (cid, name, args) in sorted(self._calls.items())
+            if name
+        )
 
 
 class LLM(Protocol):
@@ -111,13 +176,17 @@ class OpenAILLM:
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         kwargs: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [m.to_openai() for m in request.messages],
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": True,
         }
+        if request.tools:
+            kwargs["tools"] = list(request.tools)
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
+        think = ThinkFilter()
+        assembler = ToolCallAssembler()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout
         finish = ""
@@ -139,8 +208,20 @@ class OpenAILLM:
                     if chunk.usage is not None:
                         usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                     for choice in chunk.choices:
-                        if choice.delta is not None and choice.delta.content:
-                            yield LLMDelta(choice.delta.content)
+                        delta = choice.delta
+                        if delta is not None and delta.content:
+                            shown = think.feed(delta.content)
+                            if shown:
+                                yield LLMDelta(shown)
+                        if delta is not None and delta.tool_calls:
+                            for part in delta.tool_calls:
+                                fn = part.function
+                                assembler.add(
+                                    part.index,
+                                    part.id,
+                                    fn.name if fn is not None else None,
+                                    fn.arguments if fn is not None else None,
+                                )
                         if choice.finish_reason:
                             finish = choice.finish_reason
             finally:
@@ -149,6 +230,12 @@ class OpenAILLM:
             raise LLMTimeout("the model did not start answering in time") from None
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
+        rest = think.flush()
+        if rest:
+            yield LLMDelta(rest)
+        calls = assembler.calls()
+        if calls:
+            yield LLMToolCalls(calls)
         yield LLMEnd(finish or "stop", usage)
 
     async def aclose(self) -> None:

@@ -32,6 +32,7 @@ from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
+from core.tools.setup import Tools, open_tools, plugin_tools
 
 NO_LLM = (
     "no LLM configured: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible server, "
@@ -51,6 +52,7 @@ class Runtime:
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
+    tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
     knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
 
 
@@ -126,6 +128,26 @@ async def open_runtime(
         if spec.plugin is not None:
             for command in spec.plugin.commands():
                 registry.add(command)
+        # Tools: the plugin's functions and the MCP servers, started now and stopped after the dispatcher.
+        tools: Tools | None = None
+        declared = plugin_tools(spec)
+        servers = cfg.tools.mcp if settings.parley_mcp else []
+        if cfg.tools.enabled and (declared or servers):
+            tools = await stack.enter_async_context(
+                open_tools(
+                    cfg.tools.model_copy(update={"mcp": servers}),
+                    llm,
+                    client,
+                    keys,
+                    tools=declared,
+                    events=safety.events,
+                    metrics=ops.metrics,
+                    redact=safety.redactor.redact,
+                    redact_before_llm=safety.redact_before_llm,
+                )
+            )
+            for command in tools.commands():
+                registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
         # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
@@ -140,8 +162,13 @@ async def open_runtime(
             counter=TokenCounter(settings.openai_model),
             default_model=settings.openai_model,
             metrics=ops.metrics,
+            tools=tools,
             knowledge=knowledge,
         )
+        if tools is not None:
+            tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, knowledge)
+        yield Runtime(
+            settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, knowledge
+        )

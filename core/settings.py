@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     parley_llm_total_timeout: float = Field(default=120.0, gt=0)
     parley_llm_max_retries: int = Field(default=2, ge=0, le=10)
     parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
+    parley_mcp: bool = True  # start the bots' MCP servers ([[tools.mcp]]); false leaves their tools out
 
     # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.
     parley_ops_port: int | None = Field(default=None, ge=0, le=65535)  # unset: /healthz etc. on PORT
@@ -47,7 +48,9 @@ class Settings(BaseSettings):
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
     parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
-    parley_workers: int = Field(default=16, ge=1)  # turns one process works on at once
+    # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
+    # (max_concurrent_per_workspace bounds the LLM calls themselves).
+    parley_workers: int = Field(default=128, ge=1)
     parley_worker_name: str | None = None  # consumer name prefix (e.g. the pod name); default host-pid
     parley_lock_lease: float = Field(default=30.0, gt=0)  # conversation lock lease, renewed every third
     parley_lock_wait: float = Field(default=60.0, ge=0)  # how long a direct turn waits for the lock

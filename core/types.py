@@ -136,10 +136,18 @@ class ReplyReplace:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyNotice:
+    """A word to the user beside the reply, not part of it (e.g. "lots of people are talking to me: about
+    two minutes"). Shown as its own short message; never stored, never folded into the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyDone:
     """The last event of every reply stream."""
 
     result: ReplyResult
 
 
-ReplyEvent = ReplyDelta | ReplyReplace | ReplyDone
+ReplyEvent = ReplyDelta | ReplyReplace | ReplyNotice | ReplyDone

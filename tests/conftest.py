@@ -73,6 +73,7 @@ def make_settings(**overrides: Any) -> Settings:
         "parley_llm_max_retries": 0,
         "parley_llm_first_token_timeout": 10.0,
         "parley_llm_total_timeout": 30.0,
+        "parley_mcp": False,  # no MCP subprocess per runtime; tests/tools switch it on where it matters
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

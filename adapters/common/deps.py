@@ -33,6 +33,8 @@ class EdgeDeps:
     resume: Callable[[Turn], Awaitable[None]]  # a person hands a paused conversation back to the bot
     redact: Callable[[str], str] | None  # the PII redactor, for what adapters show moderators
     http: OpsHttp  # HTTP routes and readiness checks on the runtime's server
+    # Who a proposed tool call waits for ('' when gone): confirm buttons go only when that user clicks.
+    proposed_to: Callable[[str], Awaitable[str]] | None = None
 
     @classmethod
     def of(cls, rt: Runtime) -> EdgeDeps:
@@ -45,4 +47,5 @@ class EdgeDeps:
             resume=rt.engine.resume,
             redact=rt.safety.redactor.redact if rt.safety is not None else None,
             http=rt.ops.http,
+            proposed_to=rt.tools.proposed_to if rt.tools is not None else None,
         )

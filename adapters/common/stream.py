@@ -8,6 +8,7 @@ is logged with the conversation and never stops the engine's stream (the engine 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -17,7 +18,7 @@ import structlog
 from adapters.common.citations import shown_text
 from adapters.common.split import split_text
 from core.reply import ReplyFold
-from core.types import ReplyEvent, ReplyResult
+from core.types import ReplyEvent, ReplyNotice, ReplyResult
 
 H = TypeVar("H")
 log = structlog.get_logger("parley.render")
@@ -67,6 +68,7 @@ class StreamRenderer(Generic[H]):
         self._log = log.bind(**(log_context or {}))
         self._text = ""
         self._done = False
+        self._finished = asyncio.Event()  # the stream ended: the last edit need not wait a whole interval
         self._dirty = asyncio.Event()
         self._shown: list[str] = []
         self.outcome: RenderOutcome[H] = RenderOutcome()
@@ -78,17 +80,30 @@ class StreamRenderer(Generic[H]):
                 await self._consume(events)
             finally:
                 self._done = True
+                self._finished.set()
                 self._dirty.set()
         return self.outcome
 
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
         fold = ReplyFold()
         async for event in events:
+            if isinstance(event, ReplyNotice):
+                await self._notice(event.text)
+                continue
             fold.add(event)
             self.outcome.result = fold.result
             # The finished reply shows with its sources line when it cites any.
             self._text = shown_text(fold.result) if fold.result is not None else fold.text
             self._dirty.set()
+
+    async def _notice(self, text: str) -> None:
+        """A word beside the reply (a long wait): its own message, not one the reply will edit."""
+        try:
+            await self._sink.post(self._sink.format(text))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: a notice that cannot be shown must not stop the reply
+            self._log.warning("notice_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _flusher(self) -> None:
         while True:
@@ -98,10 +113,16 @@ class StreamRenderer(Generic[H]):
             await self._flush(final)
             if final:
                 return
-            # Pace edits: a full interval between the end of one flush and the next, the last one included
-            # (platform rate limits). Counting from the flush's end means a slow or rate-limited call (a 429
-            # retried inside the SDK) cannot shorten the gap before the next edit of the same message.
-            await asyncio.sleep(self._interval)
+            # Pace edits: a full interval between the end of one flush and the next (platform rate limits),
+            # but the final text goes out a quarter interval after the last edit: one early edit per reply
+            # stays well within the platforms' per-message buckets, and the user is not kept waiting for
+            # an answer that is already complete. Counting from the flush's end means a slow or
+            # rate-limited call (a 429 retried inside the SDK) cannot shorten the gap.
+            loop = asyncio.get_running_loop()
+            flushed = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), self._interval)
+            await asyncio.sleep(max(0.0, flushed + self._interval / 4 - loop.time()))
 
     async def _flush(self, final: bool) -> None:
         text = self._text

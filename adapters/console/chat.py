@@ -3,6 +3,9 @@
 Interactive on a terminal (the reply streams as it is written); scripted when stdin is not a terminal: each
 input line is one user message and the process ends at end of input. ``--jsonl`` prints one JSON object per
 reply so the chat can be driven by another program.
+
+When the bot proposes a side-effecting tool call (``meta["tool_confirm"]``), it asks ``Run it? [y/n]`` and the
+next line answers: ``y``/``yes`` confirms, anything else cancels (as a ``/tool confirm|cancel`` turn).
 """
 
 from __future__ import annotations
@@ -18,9 +21,22 @@ from typing import TextIO
 from adapters.common.citations import sources_plain
 from core.bot import BotSpec
 from core.reply import ReplyFold
-from core.types import Author, Place, ReplyDelta, ReplyEvent, ReplyReplace, ReplyResult, Turn
+from core.tools.setup import confirm_call, confirm_id
+from core.types import (
+    Author,
+    CommandCall,
+    Place,
+    ReplyDelta,
+    ReplyEvent,
+    ReplyNotice,
+    ReplyReplace,
+    ReplyResult,
+    Turn,
+)
 
 QUIT = {"/quit", "/exit"}
+YES = {"y", "yes"}
+CONFIRM_PROMPT = "Run it? [y/n] "
 
 
 @dataclass(frozen=True)
@@ -72,20 +88,26 @@ class ConsoleChat:
             persona = bot.persona(None)
             self._write(f"{bot.config.display_name} ({persona.name}) — /help for commands, /quit to leave.\n")
             self._write(f"{bot.config.display_name}: {persona.greeting}\n")
+        pending = ""  # a proposed tool call waiting for y/n
         while True:
             if self._opt.interactive:
-                self._write(f"\n{self._opt.user_name}> ")
+                self._write(CONFIRM_PROMPT if pending else f"\n{self._opt.user_name}> ")
             line = await queue.get()
             if line is None or line.strip() in QUIT:
                 if self._opt.interactive:
                     self._write("\n")
                 return 0
-            if not line.strip():
+            if pending:
+                call = confirm_call(pending, line.strip().lower() in YES)
+                result = await self.say(f"/{call.name} {call.args}", command=call)
+            elif not line.strip():
                 continue
-            await self.say(line)
+            else:
+                result = await self.say(line)
+            pending = confirm_id(result)
 
-    async def say(self, text: str) -> ReplyResult:
-        turn = Turn(author=self._author, place=self._place, text=text)
+    async def say(self, text: str, *, command: CommandCall | None = None) -> ReplyResult:
+        turn = Turn(author=self._author, place=self._place, text=text, command=command)
         streaming = not self._opt.jsonl
         if streaming and self._opt.interactive:
             self._write(f"{self._bot.config.display_name}: ")
@@ -94,6 +116,8 @@ class ConsoleChat:
             fold.add(event)
             if streaming and isinstance(event, ReplyDelta):
                 self._write(event.text)
+            elif streaming and isinstance(event, ReplyNotice):
+                self._write(f"[{event.text}] ")
             elif streaming and isinstance(event, ReplyReplace):
                 self._write(f"\n[replaced] {event.text}")
         result, shown = fold.outcome(), fold.shown
@@ -103,6 +127,8 @@ class ConsoleChat:
             self._write(result.text + "\n")
         elif shown:
             self._write("\n")
+        if confirm_id(result) and not self._opt.interactive and not self._opt.jsonl:
+            self._write(CONFIRM_PROMPT + "\n")
         if result.citations and not self._opt.jsonl:
             self._write(sources_plain(result.citations) + "\n")
         return result

@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from structlog.typing import FilteringBoundLogger
 from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
+from adapters.discord.confirm import call_from_custom_id, turn_from_tool_click
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -52,7 +53,7 @@ from adapters.discord.translate import (
     turn_from_interaction,
     turn_from_message,
 )
-from core.errors import ConfigError
+from core.errors import ConfigError, ParleyError
 from core.tasks import TaskOwner
 from core.types import Place, Turn
 
@@ -324,6 +325,13 @@ class DiscordAdapter:
             self._spawn(self._accept_message(message, turn), turn, "message")
 
     def _on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        if interaction.type is discord.InteractionType.component:
+            data: Mapping[str, object] = interaction.data or {}
+            call = call_from_custom_id(str(data.get("custom_id", "")))
+            if call is not None:
+                turn = turn_from_tool_click(interaction_view(interaction), call)
+                self._spawn(self._accept_tool_click(interaction, turn), turn, "tool")
+            return
         if interaction.type is not discord.InteractionType.application_command:
             return
         received = time.time()
@@ -426,6 +434,33 @@ class DiscordAdapter:
                 ephemeral=ephemeral,
                 origin=_origin(interaction.guild, interaction.channel, interaction.channel_id or 0, None),
             )
+            await self._dispatch(turn, target, tlog)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            tlog.exception("discord_turn_failed", error=type(exc).__name__)
+
+    async def _accept_tool_click(self, interaction: discord.Interaction[discord.Client], turn: Turn) -> None:
+        """Take the buttons off (Discord's "update message" answer, within its 3 s), then answer the click in
+        the channel like a message."""
+        tlog = self.log.bind(**self._context(turn))
+        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
+        try:
+            proposed_to = self._deps.proposed_to
+            owner = await proposed_to(pending_id) if proposed_to is not None else ""
+        except (ParleyError, RedisError) as exc:
+            tlog.warning("discord_tool_owner_unknown", error=type(exc).__name__)
+            owner = ""
+        try:
+            if owner == turn.author.id:
+                await interaction.response.edit_message(view=None)  # answered: the buttons go
+            else:
+                await interaction.response.defer()  # someone else's question: the buttons stay
+        except discord.HTTPException as exc:
+            tlog.warning("discord_tool_click_ack_failed", status=exc.status, code=exc.code)
+        try:
+            origin = _origin(interaction.guild, interaction.channel, interaction.channel_id or 0, None)
+            target = ChannelTarget(interaction.channel_id or 0, interaction.guild_id, None, True, origin)
             await self._dispatch(turn, target, tlog)
         except asyncio.CancelledError:
             raise

@@ -32,6 +32,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.common.flags import WarnOnce, flag_report
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
+from adapters.discord.confirm import confirm_view
 from adapters.discord.notice import flag_notice, origin_of
 from adapters.discord.route import (
     ChannelTarget,
@@ -44,6 +45,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from core.errors import ConfigError
 from core.ops.jobs import Job
+from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyResult
 
 if TYPE_CHECKING:
@@ -119,10 +121,24 @@ class DiscordDelivery:
                     result = await self._to_interaction(client, session, target, events, context, dlog)
                 if result is not None:
                     await self._report_flag(client, job, target, result, dlog)
+                if result is not None and (pending := confirm_id(result)):
+                    await self._ask_confirm(client, target, pending, dlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
             dlog.error("discord_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _ask_confirm(
+        self, client: discord.Client, target: Target, pending_id: str, dlog: FilteringBoundLogger
+    ) -> None:
+        """Confirm / cancel buttons under the question that shows a proposed call's exact arguments."""
+        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+        try:
+            await channel.send(
+                "Confirm or cancel:", view=confirm_view(pending_id), allowed_mentions=NO_MENTIONS
+            )
+        except discord.HTTPException as exc:
+            dlog.error("discord_confirm_buttons_failed", status=exc.status, code=exc.code)
 
     async def _to_channel(
         self,

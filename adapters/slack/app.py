@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -40,6 +41,7 @@ from structlog.typing import FilteringBoundLogger
 
 from adapters.common.deps import EdgeDeps
 from adapters.slack.client import web_client, webhook_client
+from adapters.slack.confirm import TOOL_CANCEL, TOOL_CONFIRM, answered_blocks, turn_from_tool_click
 from adapters.slack.delivery import SlackDelivery, set_status
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore, RedisOAuthStateStore
@@ -160,6 +162,8 @@ class SlackAdapter:
         app.action(FEEDBACK_UP)(self._on_feedback)
         app.action(FEEDBACK_DOWN)(self._on_feedback)
         app.action(HANDOFF_RESUME)(self._on_resume_click)
+        app.action(TOOL_CONFIRM)(self._on_tool_click)
+        app.action(TOOL_CANCEL)(self._on_tool_click)
         return app
 
     # ------------------------------------------------------------------ listeners (fast: translate, hand off)
@@ -214,6 +218,47 @@ class SlackAdapter:
         if place is not None and user:
             turn = Turn(author=Author(id=user), place=place, text="/resume")
             self._start(self._resume_from_button(turn, str(body.get("response_url", ""))), "slack:resume")
+
+    async def _on_tool_click(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await ack()
+        turn = turn_from_tool_click(cast(BlockActions, body))
+        if turn is not None:
+            message = body.get("message") or {}
+            self._start(
+                self._accept_tool_click(
+                    turn, context.client, str(message.get("ts", "")), str(message.get("text", ""))
+                ),
+                f"slack:tool:{turn.turn_id}",
+            )
+
+    async def _accept_tool_click(self, turn: Turn, client: AsyncWebClient, ts: str, text: str) -> None:
+        """Take the buttons off the question (the core also refuses a second click), then answer the click
+        in the conversation's thread like a message."""
+        confirmed = turn.command is not None and turn.command.args.startswith("confirm")
+        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
+        try:
+            proposed_to = self.deps.proposed_to
+            owner = await proposed_to(pending_id) if proposed_to is not None else ""
+            if ts and owner == turn.author.id:
+                await client.chat_update(
+                    channel=turn.place.channel,
+                    ts=ts,
+                    text=text,
+                    blocks=answered_blocks(text, turn.author.id, confirmed),
+                )
+        except (SlackClientError, ParleyError, RedisError) as exc:
+            self._log.warning("slack_tool_buttons_not_cleared", error=type(exc).__name__)
+        try:
+            turn = await self._with_name(turn, client)
+            target = replace(target_for(turn), kind="message")
+            dispatched = await self.deps.dispatcher.dispatch(turn, route_for(target))
+            self.outcomes[dispatched.outcome.value] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary
+            self._log.exception(
+                "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
+            )
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Hand work to the adapter's task owner (never bolt's): refused once closing or overloaded."""

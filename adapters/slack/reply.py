@@ -15,10 +15,12 @@ import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common.stream import StreamRenderer
+from adapters.slack.confirm import confirm_blocks
 from adapters.slack.sink import SlackSink
 from adapters.slack.streaming import NativeOutcome, NativeStreamer
 from adapters.slack.translate import feedback_blocks, section_blocks
 from core.errors import AdapterError
+from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 
 log = structlog.get_logger("parley.slack.reply")
@@ -59,6 +61,13 @@ def _wants_feedback(result: ReplyResult | None, options: ReplyOptions) -> bool:
     return bool(result.text) and not result.meta.get("handoff")
 
 
+def _blocks(result: ReplyResult | None, options: ReplyOptions) -> list[dict[str, object]]:
+    """Buttons under the last message: confirm / cancel for a proposed tool call, else 👍/👎."""
+    if result is not None and (pending := confirm_id(result)):
+        return confirm_blocks(pending)
+    return feedback_blocks(result.turn_id) if result is not None and _wants_feedback(result, options) else []
+
+
 async def render_reply(
     client: AsyncWebClient,
     events: AsyncIterator[ReplyEvent],
@@ -90,7 +99,7 @@ async def render_reply(
         )
 
         def blocks_for(result: ReplyResult) -> list[dict[str, object]]:
-            return feedback_blocks(result.turn_id) if _wants_feedback(result, options) else []
+            return _blocks(result, options)
 
         native: NativeOutcome = await streamer.run(events, blocks_for)
         rendered.native_unsupported = native.unsupported
@@ -123,11 +132,11 @@ async def render_reply(
     rendered.result = outcome.result
     rendered.messages = list(sink.order)
     rendered.failures = outcome.failures
-    if _wants_feedback(rendered.result, options) and sink.order and outcome.failures == 0:
-        assert rendered.result is not None
+    blocks = _blocks(rendered.result, options)
+    if blocks and sink.order and outcome.failures == 0:
         last = sink.texts.get(sink.order[-1], "")
         try:
-            await sink.attach_blocks(feedback_blocks(rendered.result.turn_id), section_blocks(last))
+            await sink.attach_blocks(blocks, section_blocks(last))
         except AdapterError as exc:
             log.warning("slack_feedback_buttons_failed", error=str(exc), **log_context)
     if not rendered.delivered:

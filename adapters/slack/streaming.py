@@ -22,10 +22,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common.citations import shown_text
-from adapters.slack.mrkdwn import sanitise_markdown
+from adapters.slack.mrkdwn import escape, sanitise_markdown
 from adapters.slack.sink import slack_error_code
 from core.reply import ReplyFold
-from core.types import ReplyEvent, ReplyReplace, ReplyResult
+from core.types import ReplyEvent, ReplyNotice, ReplyReplace, ReplyResult
 
 log = structlog.get_logger("parley.slack.stream")
 
@@ -94,6 +94,9 @@ class NativeStreamer:
         ts = ""
         last = float("-inf")
         async for event in events:
+            if isinstance(event, ReplyNotice):
+                await self._notice(event.text)
+                continue
             fold.add(event)
             raw = fold.shown
             if fold.result is not None:
@@ -126,6 +129,20 @@ class NativeStreamer:
         if ts:
             return await self._handover(fold.shown, ts, None)
         return NativeOutcome("fallback", fold.shown)
+
+    async def _notice(self, text: str) -> None:
+        """A word beside the reply (a long wait), posted in the thread as a plain message."""
+        try:
+            self.calls += 1
+            await self._client.chat_postMessage(
+                channel=self._channel,
+                thread_ts=self._thread_ts or None,
+                text=escape(text),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except (SlackApiError, SlackClientError) as exc:
+            log.warning("slack_notice_failed", error=slack_error_code(exc), channel=self._channel)
 
     async def _start(self, text: str) -> str:
         self.calls += 1

@@ -3,7 +3,8 @@
 Handoff starts in two ways, both deterministic (no model output decides on its own):
 
 - the customer asks for a person ("can I talk to a human?"): answered at once, without the LLM;
-- the model says it cannot help, using the exact sentence the persona prescribes (:data:`HANDOFF_LINE`).
+- the model says it cannot help, using the exact sentence the persona prescribes (:data:`HANDOFF_LINE`);
+- the model calls the ``handoff`` tool, and the customer confirms it (a side effect: it pauses the bot).
 
 Either way the conversation is paused in Redis (``engine.pause``): the bot stays quiet there, still
 remembering what is said, until a support agent resumes it (``/resume``, or the "Resume bot" button the
@@ -16,10 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
+from typing import Annotated
+
+from pydantic import Field
 
 from core.bot import BotConfig
 from core.commands import Command
 from core.engine import TurnContext
+from core.tools.function import FunctionTool, function_tool
+from core.tools.spec import Tool, ToolContext
 from core.types import CommandCall, ReplyKind, ReplyResult
 
 # The sentence the persona is told to end with when it cannot help (personas/agent.toml says the same).
@@ -81,12 +87,31 @@ RESUME = Command(
 )
 
 
+@function_tool(name="handoff", side_effects=True)
+async def handoff_tool(
+    reason: Annotated[str, Field(description="why a person should take over, in one line", max_length=300)],
+    ctx: ToolContext,
+) -> str:
+    """Hand this conversation to a human colleague (the bot stays quiet here until an agent resumes it)."""
+    if ctx.control is None:
+        return "Handoff is not available here."
+    await ctx.control.pause(ctx.turn, "handoff")
+    ctx.meta["handoff"] = "requested"
+    return f"Handed off ({reason}). Tell the customer a colleague will follow up here, Monday to Friday."
+
+
+HANDOFF_TOOL: FunctionTool = handoff_tool
+
+
 class SupportPlugin:
     def __init__(self, config: BotConfig) -> None:
         self.config = config
 
     def commands(self) -> Iterable[Command]:
         return [RESUME]
+
+    def tools(self) -> Iterable[Tool]:
+        return [HANDOFF_TOOL]
 
     async def before_turn(self, ctx: TurnContext) -> ReplyResult | None:
         if not asks_for_person(ctx.turn.text):

@@ -16,6 +16,8 @@ parley_queue_events_total{bot,event}                  queued duplicate busy clai
 parley_turns_in_flight{bot}                           turns running in this process
 parley_delivery_failures_total{bot,platform}          replies a Delivery could not show
 parley_redis_unavailable_total{bot,where}             operations that found Redis unreachable
+parley_tool_calls_total{bot,tool,outcome}             calls by outcome (ok error timeout denied pending ...)
+parley_tool_seconds{bot,tool}                         tool call duration
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ class Metrics:
             ["bot", "where"],
             registry=r,
         )
+        self.tool_calls = Counter(
+            "parley_tool_calls", "Tool calls by outcome", ["bot", "tool", "outcome"], registry=r
+        )
+        self.tool_seconds = Histogram(
+            "parley_tool_seconds", "Tool call duration", ["bot", "tool"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.circuit_state.labels(bot).set(0)
         self.in_flight.labels(bot).set(0)
 
@@ -98,6 +106,11 @@ class Metrics:
                 self.rate_limited.labels(self.bot, platform).inc()
         if result.meta.get("memory") in ("unavailable", "not_saved"):
             self.redis_unavailable.labels(self.bot, "turn").inc()
+
+    def observe_tool(self, tool: str, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(self.bot, tool, outcome).inc()
+        if seconds:
+            self.tool_seconds.labels(self.bot, tool).observe(seconds)
 
     def event(self, name: str, amount: int = 1) -> None:
         self.queue_events.labels(self.bot, name).inc(amount)

@@ -209,8 +209,8 @@ def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
         sentinel_kwargs["password"] = target.sentinel_password
     if target.sentinel_username:
         sentinel_kwargs["username"] = target.sentinel_username
-    # redis-py's Sentinel.__init__ carries no annotations.
-    sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    # redis-py before 8.2: Sentinel.__init__ carries no annotations (8.2 has them).
+    sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client = sentinel.master_for(
         target.service, redis_class=aioredis.Redis, db=target.db, retry_on_error=retry_errors, **common
     )

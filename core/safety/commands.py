@@ -1,7 +1,8 @@
 """``/safety``: the admins' view of and controls over moderation and limits, per workspace or guild.
 
     /safety                 the profile, limits and counters
-    /safety events [n]      the newest moderation events here (who, what category, what action; no text)
+    /safety events [n]      the newest moderation events and tool calls here (who, what, which action or
+                            outcome; no message text; a tool call shows its duration and redacted arguments)
     /safety block <user>    ignore a user in this workspace from now on (also: unblock, blocked)
 
 Admin-only (the engine checks ``Author.is_admin``, which the adapters set from platform permissions).
@@ -45,10 +46,12 @@ def safety_command(safety: Safety) -> Command:
             if not events:
                 yield "No moderation events recorded here."
                 return
-            lines = [f"Newest {len(events)} moderation events here:"]
+            lines = [f"Newest {len(events)} moderation and tool events here:"]
             lines += [
                 f"• {_when(e['ms'])} {e.get('stage', '')} {e.get('category', '')} → {e.get('action', '')} "
                 f"(user {e.get('user', '?')}, channel {e.get('channel', '?')}, turn {e.get('turn', '?')})"
+                # A tool call's detail is its duration and redacted arguments (core/tools/audit.py).
+                + (f" {e.get('source', '')} {e.get('detail', '')}" if e.get("stage") == "tool" else "")
                 for e in events
             ]
             yield "\n".join(lines)

@@ -13,6 +13,7 @@ a rate budget of their own (``command_rate``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from core.engine import TurnContext
 
 log = structlog.get_logger("parley.safety")
+
+WAIT_MS = 15_000  # a turn waiting in line that has not asked again for this long leaves the line
 
 _MENTION_ID = re.compile(r"^<@!?([\w-]+)(?:\|[^>]*)?>$")
 
@@ -87,7 +90,9 @@ class LimitPolicy:
     llm_commands: frozenset[str] = frozenset({"story"})
     exempt_platforms: frozenset[str] = frozenset()
     exempt_admins: bool = False
-    texts: dict[str, str] = field(default_factory=dict)  # reason -> text with {retry}
+    texts: dict[str, str] = field(default_factory=dict)  # reason -> text with {retry} (or {wait})
+    busy_after_seconds: float = 60.0  # tell a waiting user when the expected wait is longer
+    max_queue_seconds: float = 600.0  # past this, a turn waiting for a generation slot ends "busy"
 
 
 class Admission:
@@ -107,6 +112,16 @@ class Admission:
         self.access = access
         self.limits = limits
         self._blocked_key = blocked_key  # (platform, workspace) -> key of the blocked-users set
+        # How long a generation holds its slot, on average (this process's view): for wait estimates.
+        self.generation_seconds = 3.0
+
+    def estimate(self, place: int) -> float:
+        """Expected seconds until a turn at ``place`` in line gets a generation slot: with every slot busy,
+        one frees every ``generation_seconds / slots`` seconds on average."""
+        return place * self.generation_seconds / max(1, self.limits.max_concurrent)
+
+    def generated(self, seconds: float) -> None:
+        self.generation_seconds += (seconds - self.generation_seconds) * 0.2  # moving average
 
     def begin(self, turn: Turn, call: CommandCall | None, *, judged: bool) -> TurnAdmission:
         """Start admitting ``turn``. ``judged``: the engine will ask :meth:`TurnAdmission.judge` (an
@@ -150,7 +165,12 @@ class Admission:
         checks += self._quotas(turn)
         if lim.max_concurrent:
             lease = int(lim.lease_seconds * 1000)
-            checks.append(store.acquire(p.platform, _where(turn), lim.max_concurrent, lease, turn.turn_id))
+            tag = user_tag(p.platform, turn.author.id)
+            who = f"{p.platform}:{tag}"
+            slot = store.acquire(
+                p.platform, _where(turn), lim.max_concurrent, lease, turn.turn_id, who, WAIT_MS
+            )
+            checks.append(slot)
         return checks
 
     def _quotas(self, turn: Turn) -> list[LimitCheck]:
@@ -206,7 +226,36 @@ class TurnAdmission:
         self._blocked = False
         self._judged = False
         self._slot: tuple[str, str] | None = None  # (slots key, turn id) while a generation slot is held
+        self._line: LimitOutcome | None = None  # the slot check's outcome while the turn waits in line
+        self._slot_since = 0.0  # when the slot was granted (for the admission's wait estimates)
         self._settled = False  # usage counted and slot freed (by the final write or by finish)
+
+    @property
+    def place(self) -> int:
+        """The turn's place in line for a generation slot (1 = next); 0 when it needs none or has one."""
+        return self._line.place if self._line is not None else 0
+
+    async def poll_slot(self) -> int:
+        """Ask again for a generation slot; returns the new place in line (0: granted)."""
+        line = self._line
+        if line is None:
+            return 0
+        try:
+            outcome = await self._a.store.poll(line.check)
+        except StoreError as exc:  # Redis went away while waiting: go on (the memory write will tell)
+            log.warning("slot_poll_failed", error=str(exc), turn_id=self.turn.turn_id)
+            self._line = None
+            return 0
+        if outcome.admitted:
+            self._line = None
+            self._hold(outcome)
+            return 0
+        self._line = outcome
+        return outcome.place
+
+    def _hold(self, outcome: LimitOutcome) -> None:
+        self._slot = (outcome.check.key, self.turn.turn_id)
+        self._slot_since = time.monotonic()
 
     def queue_read(self, pipe: Any) -> None:
         """Queue the access and limit checks on the turn's memory read (a rider of RedisMemory.load)."""
@@ -243,15 +292,18 @@ class TurnAdmission:
                 return None
             self._blocked = bool(blocked)
         outcomes = self._outcomes
-        self._slot = next(
-            ((o.check.key, turn.turn_id) for o in outcomes if o.check.kind == "acquire" and o.admitted), None
-        )
+        for o in outcomes:
+            if o.check.kind == "acquire":
+                if o.admitted:
+                    self._hold(o)
+                else:
+                    self._line = o  # no free slot: the turn waits in line (unless another limit refuses it)
         if self._blocked:
             await self._refund()
             log.info("user_blocked", turn_id=turn.turn_id, platform=turn.place.platform)
             await a.events.count("admission:ignore:blocked")
             return ctx.result("", ReplyKind.IGNORED, meta={"reason": "blocked"})
-        denied = [o for o in outcomes if not o.admitted]
+        denied = [o for o in outcomes if not o.admitted and o.check.kind != "acquire"]
         if not denied:
             return None
         return await self._refuse(ctx, denied)
@@ -261,6 +313,19 @@ class TurnAdmission:
         if self._judged:
             LimitStore.queue_usage(pipe, self._quotas, tokens, self._slot)
 
+    def busy(self, ctx: TurnContext) -> ReplyResult:
+        """The end of a turn that waited past ``max_queue_seconds`` for a generation slot."""
+        wait = self._a.estimate(self.place)
+        template = self._a.limits.texts.get("busy") or ctx.persona.busy
+        text = template.replace("{retry}", humanize_seconds(wait))
+        meta = {"reason": "busy", "limit": "workspace", "retry_after": str(max(1, round(wait)))}
+        return ctx.result(text, ReplyKind.REFUSAL, meta=meta, ephemeral=True)
+
+    def waiting_notice(self) -> str:
+        return self._a.limits.texts.get("waiting", "").replace(
+            "{wait}", humanize_seconds(self._a.estimate(self.place))
+        )
+
     def written(self, ok: bool) -> None:
         """The final write ran :meth:`queue_write`'s commands (``ok``), or not: :meth:`finish` does it."""
         if ok and self._judged:
@@ -268,10 +333,14 @@ class TurnAdmission:
 
     async def finish(self, result: ReplyResult | None) -> None:
         """Settle at the turn's end (``result`` None: the turn was cancelled or failed before its end)."""
+        if self._slot is not None:
+            self._a.generated(time.monotonic() - self._slot_since)
         if self._settled:
             return
         self._settled = True
         try:
+            if self._line is not None:  # gave up waiting (or was cancelled): leave the line
+                await self._a.store.refund([self._line])
             if not self._judged:
                 # A duplicate delivery, a paused thread, an early end: give back what the read's checks took.
                 if self._outcomes:
@@ -285,7 +354,7 @@ class TurnAdmission:
             log.warning("admission_settle_failed", error=str(exc), turn_id=self.turn.turn_id)
 
     async def _refund(self, notice: tuple[str, int] | None = None) -> bool:
-        self._slot = None
+        self._slot = self._line = None
         self._settled = True
         try:
             return await self._a.store.refund(self._outcomes or [], notice)
@@ -296,9 +365,8 @@ class TurnAdmission:
     async def _refuse(self, ctx: TurnContext, denied: Sequence[LimitOutcome]) -> ReplyResult:
         turn = ctx.turn
         worst = max(denied, key=lambda o: o.retry_ms)
-        kind = worst.check.kind
-        reason = {"rate": "rate_limited", "quota": "quota_exceeded", "acquire": "busy"}[kind]
-        retry_ms = worst.retry_ms if kind != "acquire" else 5_000
+        reason = "rate_limited" if worst.check.kind == "rate" else "quota_exceeded"
+        retry_ms = worst.retry_ms
         # Tell the user once per window, then stay quiet: a flood of refusals is a flood too.
         notice = self._a.store.notice_key(worst.check.scope, _who(turn), reason)
         tell = await self._refund((notice, max(retry_ms, 1000)))
@@ -321,7 +389,5 @@ class TurnAdmission:
             return ctx.result("", ReplyKind.IGNORED, meta={**meta, "silent": "1"})
         texts = self._a.limits.texts
         template = texts.get(f"{reason}:{worst.check.scope}") or texts.get(reason, "")
-        if reason == "busy" and not template:
-            template = ctx.persona.busy
         text = template.replace("{retry}", humanize_seconds(retry_ms / 1000))
         return ctx.result(text, ReplyKind.REFUSAL, meta=meta, ephemeral=True)

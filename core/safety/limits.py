@@ -8,7 +8,9 @@
   (or nothing, to check) and returns the total and the milliseconds until the reset. Checked before a turn,
   counted after it: concurrent turns may overshoot a quota by what they use between the two.
 - **Concurrent generations** (per workspace/guild): a sorted set of turn ids scored by lease expiry; a slot
-  is freed when the turn ends, or by its lease if the replica died.
+  is freed when the turn ends, or by its lease if the replica died. A turn that finds no free slot waits in
+  a fair line (start-time fair queueing over users, first-come among equals) and asks again; it is never
+  refused for lack of a slot unless it waited longer than ``max_queue_seconds``.
 
 Keys name users by a one-way hash of ``platform:user`` (see :func:`user_tag`), so no user id appears in
 key names and ``/forget`` cannot reset a limit; counters expire by themselves.
@@ -72,19 +74,60 @@ return {used, ttl}
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, lease, me, who = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if n < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, n + 1}
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, turn in ipairs(gone) do
+  redis.call('ZREM', KEYS[2], turn)
+  redis.call('ZREM', KEYS[3], turn)
 end
-return {0, n}
+if redis.call('ZSCORE', KEYS[1], me) then return {1, redis.call('ZCARD', KEYS[1]), 0} end
+local clock = tonumber(redis.call('HGET', KEYS[4], '') or '0')
+local mine = tonumber(redis.call('ZSCORE', KEYS[2], me))
+local start
+if mine then
+  start = math.floor(mine / 1048576)
+else
+  start = math.max(clock, tonumber(redis.call('HGET', KEYS[4], who) or '0')) + 1
+  redis.call('HSET', KEYS[4], who, start)
+  -- ties (the same virtual start) go first-come: the arrival count breaks them
+  mine = start * 1048576 + redis.call('HINCRBY', KEYS[4], '#', 1) % 1048576
+  redis.call('ZADD', KEYS[2], mine, me)
+end
+redis.call('PEXPIRE', KEYS[4], 3600000)
+local used = redis.call('ZCARD', KEYS[1])
+local ahead = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. mine)
+if limit - used > ahead then
+  redis.call('ZREM', KEYS[2], me)
+  redis.call('ZREM', KEYS[3], me)
+  redis.call('ZADD', KEYS[1], now + lease, me)
+  redis.call('PEXPIRE', KEYS[1], lease)
+  if start > clock then redis.call('HSET', KEYS[4], '', start) end
+  return {1, used + 1, 0}
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), me)
+redis.call('PEXPIRE', KEYS[2], lease)
+redis.call('PEXPIRE', KEYS[3], lease)
+return {0, used, ahead + 1}
 """
-"""KEYS: the slots' sorted set. ARGV: limit, lease (ms), the turn id. Returns {acquired 0/1, slots in use}."""
+"""A generation slot, handed out in fair order. KEYS: the slots (turn id -> lease expiry), the waiting line
+(turn id -> virtual start x 2^20 + arrival count), the waiters' deadlines (turn id -> when a waiter that
+stopped asking leaves the line), the virtual clock (user -> last virtual start; '' -> the clock; '#' -> the
+arrival count). ARGV: limit, lease (ms), turn id, user tag, how long a waiter stays in line without asking
+again (ms).
+
+Start-time fair queueing: a waiter's virtual start is one past the later of the clock and its user's last
+one, so a user with ten turns waiting takes every tenth place, not the first ten; ties go first-come. A turn
+gets a slot when fewer turns wait ahead of it than slots are free. Returns {acquired 0/1, slots in use,
+place in line (1 = next; 0 when acquired)}."""
 
 SCRIPTS = {"rate": RATE, "quota": QUOTA, "acquire": ACQUIRE}
 SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}  # noqa: S324 - Redis's script id
+
+
+def waiting_keys(slots: str) -> tuple[str, str, str, str]:
+    """The slots key and its waiting line, the waiters' deadlines and the virtual clock (one hash slot)."""
+    return slots, slots + ":line", slots + ":deadlines", slots + ":clock"
 
 
 def user_tag(platform: str, user_id: str) -> str:
@@ -116,6 +159,7 @@ class LimitOutcome:
     admitted: bool
     retry_ms: int = 0
     used: int = 0
+    place: int = 0  # acquire: the turn's place in the waiting line (1 = next), 0 when it got a slot
 
 
 class LimitStore:
@@ -139,7 +183,9 @@ class LimitStore:
         return self._keys.scoped("limit", "quota", scope, ident, f"{window_seconds}s")
 
     def slots_key(self, platform: str, workspace: str) -> str:
-        return self._keys.scoped("limit", "slots", platform, workspace)
+        # A hash tag: the slots, the waiting line and the clock are one script's keys (one Cluster slot).
+        tag = f"{platform}:{workspace}".replace("{", "_").replace("}", "_")
+        return self._keys.scoped("limit", "slots", "{" + tag + "}")
 
     def notice_key(self, scope: str, ident: str, reason: str) -> str:
         return self._keys.scoped("limit", "notice", scope, ident, reason)
@@ -157,9 +203,15 @@ class LimitStore:
             "quota", scope, self.quota_key(scope, ident, window_seconds), (window_seconds * 1000, 0), limit
         )
 
-    def acquire(self, platform: str, workspace: str, limit: int, lease_ms: int, turn_id: str) -> LimitCheck:
+    def acquire(
+        self, platform: str, workspace: str, limit: int, lease_ms: int, turn_id: str, who: str, wait_ms: int
+    ) -> LimitCheck:
+        """A generation slot in fair order (``who``: the user's tag); a turn that gets none waits in line
+        and asks again within ``wait_ms`` (else it leaves the line)."""
         key = self.slots_key(platform, workspace)
-        return LimitCheck("acquire", "workspace", key, (limit, lease_ms, turn_id), limit, turn_id)
+        return LimitCheck(
+            "acquire", "workspace", key, (limit, lease_ms, turn_id, who, wait_ms), limit, turn_id
+        )
 
     async def load(self) -> None:
         try:
@@ -187,7 +239,10 @@ class LimitStore:
 
     @staticmethod
     def _queue(pipe: Pipeline, check: LimitCheck) -> None:
-        pipe.evalsha(SHAS[check.kind], 1, check.key, *check.args)
+        if check.kind == "acquire":
+            pipe.evalsha(SHAS["acquire"], 4, *waiting_keys(check.key), *check.args)
+        else:
+            pipe.evalsha(SHAS[check.kind], 1, check.key, *check.args)
 
     async def run(
         self, checks: Sequence[LimitCheck], *extra: tuple[str, tuple[Any, ...]]
@@ -221,11 +276,16 @@ class LimitStore:
                 outcomes.append(
                     LimitOutcome(check, used < check.limit, ttl if used >= check.limit else 0, used)
                 )
+            elif check.kind == "acquire":
+                outcomes.append(LimitOutcome(check, bool(raw[0]), used=int(raw[1]), place=int(raw[2])))
             else:
-                outcomes.append(
-                    LimitOutcome(check, bool(raw[0]), int(raw[2]) if check.kind == "rate" else 0, int(raw[1]))
-                )
+                outcomes.append(LimitOutcome(check, bool(raw[0]), int(raw[2]), int(raw[1])))
         return outcomes, plain
+
+    async def poll(self, check: LimitCheck) -> LimitOutcome:
+        """Ask again for what ``check`` asks (a waiting turn's generation slot): one round trip."""
+        outcomes, _ = await self.run([check])
+        return outcomes[0]
 
     async def refund(self, outcomes: Sequence[LimitOutcome], notice: tuple[str, int] | None = None) -> bool:
         """Give back what admitted checks took (another limit refused the turn). With ``notice=(key, ms)``,
@@ -233,7 +293,11 @@ class LimitStore:
 
         def build(pipe: Pipeline) -> None:
             for o in outcomes:
-                if o.admitted and o.check.member:
+                if o.check.kind == "acquire":  # held, or still waiting in line
+                    slots, line, deadlines, _ = waiting_keys(o.check.key)
+                    for key in (slots, line, deadlines):
+                        pipe.zrem(key, o.check.member)
+                elif o.admitted and o.check.member:
                     pipe.zrem(o.check.key, o.check.member)
             if notice is not None:
                 pipe.set(notice[0], "1", px=max(1, notice[1]), nx=True)

@@ -119,7 +119,10 @@ def _limit_policy(spec: BotSpec) -> LimitPolicy:
             "quota_exceeded": lim.quota_text,
             "quota_exceeded:workspace": lim.workspace_quota_text,
             "busy": lim.busy_text,
+            "waiting": lim.waiting_text,
         },
+        busy_after_seconds=lim.busy_after_seconds,
+        max_queue_seconds=lim.max_queue_seconds,
     )
 
 

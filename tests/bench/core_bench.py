@@ -145,7 +145,9 @@ async def queued_path(rt: Runtime, counter: ServerCounter, turns: int) -> dict[s
 
 
 def turn(conv: str, text: str = "hello, how are you today?") -> Turn:
-    return Turn(author=Author("u-" + conv, "Bench"), place=Place("bench", "w", "c", conv), text=text)
+    # A user and a channel of its own per conversation: the shipped per-user and per-channel limits admit it.
+    place = Place("bench", "w", "c-" + conv, conv)
+    return Turn(author=Author("u-" + conv, "Bench"), place=place, text=text)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -180,6 +182,7 @@ async def run(turns: int) -> dict[str, Any]:
         client = aioredis.Redis(connection_pool=pool)
         # One user sending thousands of turns a second is exactly what the shipped rate limits refuse: measure
         # the answering path with them off (make bench-safety measures the limits themselves).
+        limits = load_bot("arcade").config.limits
         spec = without_limits(load_bot("arcade"))
         memory = spec.config.memory.model_copy(update={"max_messages": 20_000, "fold_after": 10**9})
         spec = replace(spec, config=spec.config.model_copy(update={"memory": memory}))
@@ -191,6 +194,12 @@ async def run(turns: int) -> dict[str, Any]:
                 counter = ServerCounter(client)
                 results["direct"] = await direct_path(rt, counter, min(turns, 500))
                 results["queued"] = await queued_path(rt, counter, min(turns, 300))
+            # The same queued path with the shipped limits on: rate windows, quotas and the fair line for
+            # generation slots ride on the engine's read and write.
+            shipped = replace(load_bot("arcade"), config=spec.config.model_copy(update={"limits": limits}))
+            async with open_runtime(shipped, settings, llm=ZeroLLM(), redis=client) as rt:
+                results["queued_limits"] = await queued_path(rt, ServerCounter(client), min(turns, 300))
+            async with open_runtime(spec, settings, llm=ZeroLLM(), redis=client) as rt:
                 results["round_trips_per_turn"] = results["direct"]["round_trips"]
                 latencies = await timed_turns(rt, "seq", turns)
                 results["overhead_ms"] = {
@@ -242,6 +251,11 @@ def report(results: dict[str, Any]) -> str:
             "<= 6",
         ),
         ("Redis commands per turn, queued", f"{results['queued']['commands']:.2f}", ""),
+        (
+            "Redis round trips per turn, queued, shipped limits",
+            f"{results['queued_limits']['round_trips']:.2f}",
+            "<= 6",
+        ),
         ("turns/s, 1 conversation", f"{tps['1']:.0f}", ""),
         ("turns/s, 100 concurrent conversations", f"{tps['100']:.0f}", ""),
         ("turns/s, 1,000 concurrent conversations", f"{tps['1000']:.0f}", ""),
@@ -252,7 +266,7 @@ def report(results: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{'measure':<{width}}  {'value':>12}  target", "-" * (width + 24)]
     lines += [f"{name:<{width}}  {value:>12}  {target}" for name, value, target in rows]
-    for path in ("direct", "queued"):
+    for path in ("direct", "queued", "queued_limits"):
         calls = ", ".join(f"{name} {n:g}" for name, n in results[path]["by_command"].items())
         lines.append(f"commands per {path} turn: {calls}")
     return "\n".join(lines)

@@ -5,6 +5,9 @@ completion), ``POST /v1/moderations`` and ``POST /v1/embeddings`` (deterministic
 texts that share words are near, no model needed), records every request, and plays scripted behaviours:
 replies with chosen pacing, HTTP errors (429 with Retry-After, 500, context-length 400) and hangs.
 
+Tool calls: ``ToolCalls([Call("name", {...}), ...])`` streams the calls' arguments as small JSON fragments,
+interleaving parallel calls by ``index`` as real servers do, and ends with ``finish_reason="tool_calls"``.
+
 Scripting: ``fake.queue(...)`` appends behaviours used in order by the next chat requests; when the queue is
 empty ``fake.responder(body)`` decides (default: echo the last user message).
 """
@@ -35,6 +38,9 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool = True  # send the usage chunk when the client asks for it
     fail_after_chunks: int | None = None  # drop the connection after this many chunks
+    # Pace chunks on an absolute clock instead of ``delay``: chunk n leaves first_delay + n / tokens_per_s
+    # after the request (one chunk per token), so many concurrent streams do not drift under load.
+    tokens_per_s: float | None = None
 
 
 @dataclass
@@ -51,7 +57,22 @@ class Hang:
     seconds: float = 3600.0
 
 
-Behaviour = Reply | Error | Hang
+@dataclass
+class Call:
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)  # a str is sent as is (even broken JSON)
+    id: str = ""
+
+
+@dataclass
+class ToolCalls:
+    calls: list[Call]
+    text: str = ""  # content streamed before the calls ("Let me check...")
+    arg_chunk_chars: int = 6  # characters of arguments JSON per streamed fragment
+    usage: bool = True
+
+
+Behaviour = Reply | Error | Hang | ToolCalls
 
 
 @dataclass
@@ -172,6 +193,9 @@ class FakeOpenAI:
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
         self.active_streams = 0
+        # Chat requests from arrival to the end of the response (the load bench reads the peak).
+        self.chat_in_flight = 0
+        self.peak_chat_in_flight = 0
 
     # -- scripting and inspection
 
@@ -185,6 +209,10 @@ class FakeOpenAI:
     @property
     def moderation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/moderations")]
+
+    def reset_peak(self) -> None:
+        """Start counting the peak of chat requests in flight afresh (from those in flight now)."""
+        self.peak_chat_in_flight = self.chat_in_flight
 
     @property
     def embedding_requests(self) -> list[Recorded]:
@@ -247,6 +275,14 @@ class FakeOpenAI:
         return web.json_response(payload, status=err.status, headers=err.headers)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.chat_in_flight += 1
+        self.peak_chat_in_flight = max(self.peak_chat_in_flight, self.chat_in_flight)
+        try:
+            return await self._chat_response(request)
+        finally:
+            self.chat_in_flight -= 1
+
+    async def _chat_response(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         behaviour = self._next(body)
         if isinstance(behaviour, Hang):
@@ -254,6 +290,8 @@ class FakeOpenAI:
             return web.Response(status=504)
         if isinstance(behaviour, Error):
             return self._error(behaviour)
+        if isinstance(behaviour, ToolCalls):
+            return await self._tool_calls(request, body, behaviour)
         created = int(time.time())
         prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
         model = body.get("model", "fake-model")
@@ -295,12 +333,19 @@ class FakeOpenAI:
             text = behaviour.text
             step = max(1, behaviour.chunk_chars)
             pieces = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+            paced_from = time.monotonic()
             for n, piece in enumerate(pieces):
                 if behaviour.fail_after_chunks is not None and n >= behaviour.fail_after_chunks:
                     assert request.transport is not None
                     request.transport.close()
                     return resp
-                if n and behaviour.delay:
+                if n and behaviour.tokens_per_s:
+                    due = paced_from + n / behaviour.tokens_per_s - time.monotonic()
+                    if due > 0:
+                        await self._hang(due)
+                    if self._closing.is_set():
+                        return resp
+                elif n and behaviour.delay:
                     await self._hang(behaviour.delay)
                     if self._closing.is_set():
                         return resp
@@ -324,6 +369,59 @@ class FakeOpenAI:
             self.active_streams -= 1
         return resp
 
+    async def _tool_calls(
+        self, request: web.Request, body: dict[str, Any], b: ToolCalls
+    ) -> web.StreamResponse:
+        created = int(time.time())
+        model = body.get("model", "fake-model")
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model}
+        calls = []
+        for n, call in enumerate(b.calls):
+            args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+            calls.append((call.id or f"call_{len(self.chat_requests)}_{n}", call.name, args))
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": b.text or None}
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                for cid, name, args in calls
+            ]
+            choice = {"index": 0, "finish_reason": "tool_calls", "message": message}
+            return web.json_response({**base, "object": "chat.completion", "choices": [choice]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": b.text or None})
+        # The head of each call (id, name), then argument fragments round-robin across the calls.
+        for index, (cid, name, _) in enumerate(calls):
+            head = {
+                "index": index,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            await send({"tool_calls": [head]})
+        step = max(1, b.arg_chunk_chars)
+        pieces = [[args[i : i + step] for i in range(0, len(args), step)] for _, _, args in calls]
+        for round_ in range(max((len(p) for p in pieces), default=0)):
+            for index, parts in enumerate(pieces):
+                if round_ < len(parts):
+                    await send({"tool_calls": [{"index": index, "function": {"arguments": parts[round_]}}]})
+        await send({}, "tool_calls")
+        if b.usage and body.get("stream_options", {}).get("include_usage"):
+            prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 5,
+                "total_tokens": prompt_tokens + 5,
+            }
+            await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self.embeddings_behaviour

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.prompt import UNTRUSTED_NOTE
+from core.prompt import UNTRUSTED_NOTE, with_tools
 from core.reply import ReplyFold
 from core.safety.text import strip_invisible
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult, Turn
@@ -90,7 +90,8 @@ async def test_relaxed_arcade_passes_injections_as_untrusted_user_text_and_flags
     assert messages[-1] == {"role": "user", "content": user_text}
     system = [m["content"] for m in messages if m["role"] == "system"]
     assert not any(user_text in s for s in system)  # user text never travels in a system message
-    assert UNTRUSTED_NOTE in system[0] and rt.safety is not None and rt.safety.canary in system[0]
+    # The security note is there (its "no tools" sentence gives way to the tools note: arcade has tools).
+    assert with_tools(UNTRUSTED_NOTE) in system[0] and rt.safety is not None and rt.safety.canary in system[0]
     assert any(e["category"] == "prompt_injection" and e["action"] == "flag" for e in recorded)
 
 

@@ -313,6 +313,46 @@ def slash_command(
     return data
 
 
+def component_click(
+    *,
+    application_id: str,
+    custom_id: str,
+    message: dict[str, Any],
+    user_data: dict[str, Any],
+    channel: dict[str, Any],
+    guild_id: str | None = None,
+    permissions: int = MEMBER_DEFAULT,
+) -> dict[str, Any]:
+    """An INTERACTION_CREATE payload for a button click (a message component interaction)."""
+    iid = snowflake()
+    data: dict[str, Any] = {
+        "id": iid,
+        "application_id": application_id,
+        "type": 3,
+        "token": f"itoken-{iid}",
+        "version": 1,
+        "data": {"custom_id": custom_id, "component_type": 2},
+        "message": message,
+        "channel_id": channel["id"],
+        "channel": channel,
+        "app_permissions": str(MEMBER_DEFAULT),
+        "locale": "en-US",
+        "entitlements": [],
+        "attachment_size_limit": 8 * 1024 * 1024,
+    }
+    if guild_id is not None:
+        data["guild_id"] = guild_id
+        data["guild_locale"] = "en-US"
+        data["member"] = {**member(user_data), "permissions": str(permissions)}
+        data["authorizing_integration_owners"] = {"0": guild_id}
+        data["context"] = 0
+    else:
+        data["user"] = user_data
+        data["authorizing_integration_owners"] = {"1": user_data["id"]}
+        data["context"] = 1
+    return data
+
+
 def application(app_id: str, owner: dict[str, Any], name: str = "arcade") -> dict[str, Any]:
     """GET /oauth2/applications/@me."""
     return {

@@ -375,6 +375,15 @@ class FakeDiscord:
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread
 
+    async def add_text_channel(self, name: str) -> dict[str, Any]:
+        """A new text channel in the guild: part of GUILD_CREATE for later sessions, CHANNEL_CREATE for
+        the connected ones (the load bench gives each of its users a channel of their own)."""
+        channel = p.text_channel(self.guild_id, name)
+        self.channels[channel["id"]] = channel
+        self.guilds[self.guild_id]["channels"].append(channel)
+        await self.dispatch("CHANNEL_CREATE", channel)
+        return channel
+
     async def slash(
         self,
         name: str,
@@ -406,6 +415,25 @@ class FakeDiscord:
         self.interactions[data["id"]] = InteractionState(data, now())
         delivered = await self.dispatch("INTERACTION_CREATE", data, guild_id=None if dm else self.guild_id)
         assert delivered, "no gateway session received the interaction"
+        return data
+
+    async def click(
+        self, message: dict[str, Any], custom_id: str, *, author: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A user clicks a button on ``message``; returns the INTERACTION_CREATE (component) payload."""
+        author = author or self.alice
+        channel = self.channels[message["channel_id"]]
+        data = p.component_click(
+            application_id=self.app_id,
+            custom_id=custom_id,
+            message=message,
+            user_data=author,
+            channel=channel,
+            guild_id=message.get("guild_id"),
+        )
+        self.interactions[data["id"]] = InteractionState(data, now())
+        delivered = await self.dispatch("INTERACTION_CREATE", data, guild_id=message.get("guild_id"))
+        assert delivered, "no gateway session received the click"
         return data
 
     def bot_messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
@@ -686,6 +714,7 @@ class FakeDiscord:
             author_member=p.member(None),
         )
         message["embeds"] = body.get("embeds") or []
+        message["components"] = body.get("components") or []  # buttons (confirm / cancel a tool call)
         self.messages[message["id"]] = message
         self._record_pings(message, body)
         if self.echo_own_messages:
@@ -788,6 +817,13 @@ class FakeDiscord:
             state.original_id = message["id"]
             if kind == 4:
                 self._record_pings(message, data)
+        if kind == 7 and "message" in state.payload:  # UPDATE_MESSAGE: a component's message is edited
+            clicked = self.messages.get(state.payload["message"]["id"])
+            if clicked is not None:
+                if "components" in data:
+                    clicked["components"] = data["components"] or []
+                if "content" in data:
+                    clicked["content"] = data["content"] or ""
         if query.get("with_response") not in ("1", "true", "True"):
             return 204, None
         result: dict[str, Any] = {

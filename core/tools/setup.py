@@ -1,0 +1,169 @@
+"""The tools bundle a runtime owns (:func:`open_tools`) and the command a confirmation click becomes.
+
+A click on "Confirm" / "Cancel" (Slack button, Discord button, y/n in the terminal) arrives as a new turn
+running ``/tool confirm <id>`` or ``/tool cancel <id>`` by the clicking user: the command resumes the
+pending call through :meth:`ToolLoop.resume` and streams the model's answer like a chat reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from core.bot import BotSpec
+from core.commands import Command
+from core.keys import KeySpace
+from core.llm import LLM, LLMDelta, LLMEnd
+from core.ops.metrics import Metrics
+from core.prompt import with_tools
+from core.safety.events import EventLog
+from core.tools.audit import ToolAudit
+from core.tools.config import ToolsConfig
+from core.tools.loop import ToolConfirm, ToolLoop
+from core.tools.pending import PendingStore
+from core.tools.registry import ToolRegistry
+from core.tools.spec import Tool
+from core.types import CommandCall, ReplyKind, ReplyResult, Turn
+
+if TYPE_CHECKING:
+    from core.engine import TurnContext
+
+CONFIRM_META = "tool_confirm"  # ReplyResult.meta: the pending id; adapters show confirm / cancel for it
+TOOL_META = "tool_name"
+CONFIRM, CANCEL = "confirm", "cancel"
+
+
+def confirm_call(pending_id: str, confirmed: bool) -> CommandCall:
+    """The command a click becomes (adapters build their turn with it)."""
+    return CommandCall("tool", f"{CONFIRM if confirmed else CANCEL} {pending_id}")
+
+
+def confirm_id(result: ReplyResult) -> str:
+    """The pending call a reply asks about ('' for none): adapters put confirm / cancel under it. A reply
+    that moderation refused, or that failed, shows no buttons (its question was never seen)."""
+    if result.kind not in (ReplyKind.ANSWER, ReplyKind.COMMAND):
+        return ""
+    return result.meta.get(CONFIRM_META, "")
+
+
+def confirm_meta(event: ToolConfirm) -> dict[str, str]:
+    return {CONFIRM_META: event.pending.id, TOOL_META: event.pending.tool}
+
+
+@dataclass
+class Tools:
+    registry: ToolRegistry
+    loop: ToolLoop
+
+    @property
+    def config(self) -> ToolsConfig:
+        return self.registry.config
+
+    def offers(self, turn: Turn) -> bool:
+        return bool(self.registry.config.enabled and self.registry.available(turn))
+
+    def commands(self) -> list[Command]:
+        return [tool_command(self)]
+
+    async def proposed_to(self, pending_id: str) -> str:
+        """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
+        user clicks (anyone else's click is answered, and the buttons stay for the right person)."""
+        pending = await self.loop.pending.peek(pending_id)
+        return pending.user if pending is not None else ""
+
+    async def check(self) -> tuple[list[str], list[str]]:
+        """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
+        lines: list[str] = []
+        problems: list[str] = []
+        found = self.registry.all()
+        for name in sorted(found):
+            spec = found[name].spec
+            kind = "asks first" if spec.side_effects else "read-only"
+            extra = ", admins only" if spec.admin_only else ""
+            allowed = "" if not self.config.allow or name in self.config.allow else ", not in tools.allow"
+            lines.append(f"tool {name}: {kind}, {spec.source}{extra}{allowed}")
+        for name in self.config.allow:
+            if name not in found:
+                problems.append(
+                    f"tools.allow: no tool named {name!r} (have {', '.join(sorted(found)) or 'none'})"
+                )
+        for server, problem in await self.registry.status():
+            count = sum(1 for t in found.values() if t.spec.source == f"mcp:{server}")
+            if problem:
+                problems.append(f"mcp server {server}: {problem}")
+            else:
+                lines.append(f"mcp server {server}: ok ({count} tools)")
+        return lines, problems
+
+
+def plugin_tools(spec: BotSpec) -> list[Tool]:
+    """The Python tools a bot's plugin declares (``plugin.tools()``, optional)."""
+    declare = getattr(spec.plugin, "tools", None)
+    return list(declare()) if declare is not None else []
+
+
+def tool_command(tools: Tools) -> Command:
+    async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+        words = call.args.split()
+        if len(words) != 2 or words[0] not in (CONFIRM, CANCEL):
+            yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
+            return
+        ctx.kind = ReplyKind.ANSWER
+        system = with_tools(ctx.engine.system_prompt(ctx))
+        events = tools.loop.resume(
+            words[1], ctx.turn, confirmed=words[0] == CONFIRM, system=system, meta=ctx.meta
+        )
+        async for event in events:
+            if isinstance(event, LLMDelta):
+                yield event.text
+            elif isinstance(event, ToolConfirm):
+                ctx.meta.update(confirm_meta(event))
+                yield event.text
+            elif isinstance(event, LLMEnd):
+                ctx.finish_reason = event.finish_reason
+                if event.usage is not None:
+                    ctx.usage = ctx.usage + event.usage
+
+    return Command(
+        "tool",
+        "Confirm or cancel an action I proposed",
+        handler,
+        usage="confirm|cancel <id>",
+        args_description="confirm <id> or cancel <id>",
+        remember=True,
+    )
+
+
+@asynccontextmanager
+async def open_tools(
+    config: ToolsConfig,
+    llm: LLM,
+    client: aioredis.Redis,
+    keys: KeySpace,
+    *,
+    tools: Iterable[Tool] = (),
+    events: EventLog | None = None,
+    metrics: Metrics | None = None,
+    redact: Callable[[str], str] = lambda text: text,
+    redact_before_llm: bool = False,
+) -> AsyncIterator[Tools]:
+    """Start the bot's MCP servers and build the loop; stops the servers on exit.
+
+    ``redact`` is the profile's redactor: always applied to what is stored (pending calls, audit), and to
+    what the model sees when ``redact_before_llm`` (the strict profile)."""
+    registry = ToolRegistry(config, tools)
+    async with registry:
+        loop = ToolLoop(
+            llm,
+            registry,
+            pending=PendingStore(client, keys, ttl_seconds=config.confirm_ttl_seconds),
+            audit=ToolAudit(events=events, metrics=metrics, redact=redact),
+            redact_model=redact if redact_before_llm else (lambda text: text),
+            redact_store=redact,
+            redis=client,
+        )
+        yield Tools(registry, loop)

@@ -1,0 +1,630 @@
+"""Load benchmark: N different users mention ``arcade`` at once, each in their own channel of one guild.
+
+The bot is a real ``parley run --bot arcade`` process (:mod:`tests.bench.load_bot`: the Discord adapter, the
+Redis queue and a worker, with the real discord.py, openai and redis-py clients). This process hosts the
+test suite's fake Discord (REST + gateway) and fake OpenAI-compatible server, and starts a redis-server;
+everything is on 127.0.0.1. The fake LLM answers every chat request with about 70 tokens, its first token
+after 300 ms, then 60 tokens/s.
+
+Per N it prints: replies completed, busy refusals (and any other answer), first visible text p50/p95 (the
+user's message -> the bot's first message in that channel, as the fake Discord records it), whole answer
+p50/p95 (-> the last post or edit in that channel), bot CPU ms per reply (the bot process's user+system
+time over the run / replies), REST calls per reply (every call the fake Discord saw during the run / replies)
+and the peak of LLM chat requests in flight (counted by the fake LLM). Then N=128 again with a cap of 32
+generations (``max_concurrent_per_workspace=32`` on a copy of the config) against ceil(N/cap) x one reply's
+time (the whole answer p50 at N=1). Targets are printed beside the figures, never asserted.
+
+    python -m tests.bench.load_bench                  # make bench-load
+    python -m tests.bench.load_bench --sizes 1 8 --no-cap-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.discord.settings import DiscordSettings
+from bots.loader import load_bot
+from core.redis_server import RedisServer
+from core.settings import Settings
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import payloads as p
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+CURSOR = " …"  # what the stream renderer appends to a reply still being written
+_MESSAGE_PATH = re.compile(r"/channels/(\d+)/messages(?:/\d+)?")
+# Four-letter words: with a leading space every token is one 5-character chunk of the fake's stream.
+_WORDS = ("game", "play", "tale", "hero", "gold", "maze", "dice", "card", "team", "door", "lore", "king")
+
+# Targets from issue 10 (figures printed beside the values; nothing here fails a run).
+TARGET_N = 32
+TARGET_FIRST_P50 = 0.45
+TARGET_WHOLE_P95 = 2.2
+TARGET_CPU_MS = 40.0
+CAP_N, CAP = 128, 32
+CAP_TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class LLMProfile:
+    first_token: float = 0.3  # seconds to the first token
+    tokens_per_s: float = 60.0
+    reply_tokens: int = 70
+
+    def text(self) -> str:
+        words = [_WORDS[i % len(_WORDS)] for i in range(max(1, self.reply_tokens) - 1)]
+        return "Well," + "".join(f" {w}" for w in words)  # "Well," and " word": 5 characters each
+
+    def reply(self) -> Reply:
+        return Reply(self.text(), chunk_chars=5, first_delay=self.first_token, tokens_per_s=self.tokens_per_s)
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    n: int
+    cap: int | None = None  # max_concurrent_per_workspace on a copy of the config; None: as shipped
+
+
+@dataclass
+class Channel:
+    """One user's channel and what the fake Discord saw there."""
+
+    data: dict[str, Any]
+    user: dict[str, Any]
+    sent_at: float = 0.0
+    first_at: float | None = None
+    last_at: float | None = None
+    kind: str = "unanswered"  # reply, busy, other, unanswered
+    text: str = ""
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+
+@dataclass
+class Result:
+    label: str
+    n: int
+    cap: int
+    replies: int
+    busy: int
+    other: int
+    unanswered: int
+    first_p50_s: float | None
+    first_p95_s: float | None
+    whole_p50_s: float | None
+    whole_p95_s: float | None
+    cpu_ms_per_reply: float | None
+    bot_cpu_ms: float | None  # the bot process over the whole run, refusals included
+    rest_calls: int
+    rest_calls_per_reply: float | None
+    peak_llm_in_flight: int
+    llm_chat_calls: int
+    elapsed_s: float
+    driver_cpu_pct: float  # this process (the fakes): high values mean the fakes may have slowed the run
+    other_sample: str = ""
+    rest_routes: dict[str, int] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+class Refusals:
+    """Recognises the bot's "busy" texts: every persona's, and the configured one ({retry} filled in)."""
+
+    def __init__(self, bot: str = "arcade") -> None:
+        spec = load_bot(bot)
+        templates = {persona.busy for persona in spec.personas.values()}
+        templates.add(spec.config.limits.busy_text)
+        self._templates = [t for t in templates if t.strip()]
+
+    def is_busy(self, text: str) -> bool:
+        for template in self._templates:
+            head, sep, tail = template.partition("{retry}")
+            if (sep and text.startswith(head) and text.endswith(tail)) or text == template:
+                return True
+        return False
+
+
+# ---------------------------------------------------------------------- the bot process
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc); None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BotProcess:
+    """``python -m tests.bench.load_bot``: ``parley run`` for arcade (optionally with another cap)."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, cap: int | None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "bot.log"
+        self._log = self.log_path.open("wb")
+        argv = [sys.executable, "-m", "tests.bench.load_bot"]
+        if cap is not None:
+            argv += ["--cap", str(cap)]
+        # The scratch directory as cwd: no developer's .env is read.
+        self.proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    async def ready(self, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while '"discord_ready"' not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bot did not get ready:\n{self.output()}")
+            await asyncio.sleep(0.05)
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid)
+
+    async def stop(self, within: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, within)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+        self._log.close()
+
+
+def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int | None) -> dict[str, str]:
+    prefixes = ("PARLEY_", "OPENAI_", "REDIS_", "DISCORD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": llm.base_url,
+            "OPENAI_API_KEY": "bench-key",
+            "OPENAI_MODEL": "fake-model",
+            "DISCORD_TOKEN": discord.token,
+            "DISCORD_API_URL": discord.api_url,
+            "DISCORD_GUILD_READY_TIMEOUT": "0.2",  # start-up only: on_ready 0.2 s after the last guild
+            "PORT": "0",
+            "PARLEY_OPS_HOST": "127.0.0.1",
+            "PARLEY_LOG_FORMAT": "json",
+            "PARLEY_LOG_LEVEL": "INFO",  # the shipped level; the bench waits for "discord_ready"
+            "TIKTOKEN_CACHE_DIR": "",  # never download an encoding
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    if workers is not None:
+        env["PARLEY_WORKERS"] = str(workers)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    env: dict[str, str], workdir: Path, cap: int | None, within: float = 60.0
+) -> AsyncIterator[BotProcess]:
+    bot = BotProcess(env, workdir, cap)
+    try:
+        await bot.ready(within)
+        yield bot
+    finally:
+        await bot.stop()
+
+
+# ---------------------------------------------------------------------- one run
+
+
+def classify(channels: Iterable[Channel], discord: FakeDiscord, expected: str, refusals: Refusals) -> None:
+    """Each channel's state from the bot's latest message there: reply, busy, other, or still going."""
+    latest: dict[str, dict[str, Any]] = {}
+    for message in discord.messages.values():
+        if message["author"]["id"] == discord.app_id:
+            cid = str(message["channel_id"])
+            if cid not in latest or int(message["id"]) > int(latest[cid]["id"]):
+                latest[cid] = message
+    for channel in channels:
+        shown = latest.get(channel.id)
+        if shown is None:
+            continue
+        text = shown.get("content") or ""
+        channel.text = text
+        if text == expected:
+            channel.kind = "reply"
+        elif text.endswith(CURSOR):
+            channel.kind = "writing"
+        elif refusals.is_busy(text):
+            channel.kind = "busy"
+        else:
+            channel.kind = "other"
+
+
+def timings(channels: Iterable[Channel], discord: FakeDiscord, since: int) -> dict[str, int]:
+    """First and last post/edit per channel, from the fake's log of REST calls; the routes counted."""
+    by_id = {c.id: c for c in channels}
+    routes: dict[str, int] = {}
+    for call in discord.calls[since:]:
+        routes[call.route] = routes.get(call.route, 0) + 1
+        match = _MESSAGE_PATH.fullmatch(call.path)
+        if match is None or call.method not in ("POST", "PATCH") or not 200 <= call.status < 300:
+            continue
+        channel = by_id.get(match.group(1))
+        if channel is None:
+            continue
+        if call.method == "POST" and channel.first_at is None:
+            channel.first_at = call.at
+        channel.last_at = call.at
+    return routes
+
+
+async def wait_until_settled(
+    channels: list[Channel],
+    discord: FakeDiscord,
+    llm: FakeOpenAI,
+    expected: str,
+    refusals: Refusals,
+    *,
+    deadline: float,
+    quiet: float = 10.0,
+) -> None:
+    """Until every channel has its final answer, or nothing has happened for ``quiet`` seconds (no REST
+    call, no LLM request in flight: a turn dropped or refused silently), or the deadline."""
+    last_activity, seen_calls = time.monotonic(), len(discord.calls)
+    while True:
+        classify(channels, discord, expected, refusals)
+        if all(c.kind in ("reply", "busy", "other") for c in channels):
+            return
+        now = time.monotonic()
+        if len(discord.calls) != seen_calls or llm.chat_in_flight:
+            last_activity, seen_calls = now, len(discord.calls)
+        if now - last_activity > quiet or now > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def measure(
+    run: Run,
+    channels: list[Channel],
+    discord: FakeDiscord,
+    llm: FakeOpenAI,
+    bot: BotProcess,
+    profile: LLMProfile,
+    refusals: Refusals,
+    cap: int,
+    time_limit: float,
+) -> Result:
+    expected = profile.text()
+    since, chats_before = len(discord.calls), len(llm.chat_requests)
+    llm.reset_peak()
+    cpu_before, driver_before, started = bot.cpu(), time.process_time(), time.monotonic()
+    for i, channel in enumerate(channels):
+        channel.sent_at = time.monotonic()
+        await discord.send_message(
+            f"hi, I'm player {i}: tell me something fun",
+            author=channel.user,
+            channel=channel.data,
+            mention_bot=True,
+        )
+    await wait_until_settled(channels, discord, llm, expected, refusals, deadline=started + time_limit)
+    elapsed = time.monotonic() - started
+    cpu_after, driver_cpu = bot.cpu(), time.process_time() - driver_before
+    routes = timings(channels, discord, since)
+    answered = [c for c in channels if c.kind == "reply"]
+    firsts = [c.first_at - c.sent_at for c in answered if c.first_at is not None]
+    wholes = [c.last_at - c.sent_at for c in answered if c.last_at is not None]
+    replies = len(answered)
+    rest_calls = len(discord.calls) - since
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    others = [c for c in channels if c.kind == "other"]
+    return Result(
+        label=run.label,
+        n=run.n,
+        cap=cap,
+        replies=replies,
+        busy=sum(c.kind == "busy" for c in channels),
+        other=len(others),
+        unanswered=sum(c.kind in ("unanswered", "writing") for c in channels),
+        first_p50_s=_round(percentile(firsts, 0.5)),
+        first_p95_s=_round(percentile(firsts, 0.95)),
+        whole_p50_s=_round(percentile(wholes, 0.5)),
+        whole_p95_s=_round(percentile(wholes, 0.95)),
+        cpu_ms_per_reply=round(cpu * 1000 / replies, 1) if cpu is not None and replies else None,
+        bot_cpu_ms=None if cpu is None else round(cpu * 1000, 1),
+        rest_calls=rest_calls,
+        rest_calls_per_reply=round(rest_calls / replies, 1) if replies else None,
+        peak_llm_in_flight=llm.peak_chat_in_flight,
+        llm_chat_calls=len(llm.chat_requests) - chats_before,
+        elapsed_s=round(elapsed, 2),
+        driver_cpu_pct=round(100 * driver_cpu / elapsed, 1) if elapsed else 0.0,
+        other_sample=others[0].text[:200] if others else "",
+        rest_routes=dict(sorted(routes.items(), key=lambda kv: -kv[1])),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+async def warm_up(discord: FakeDiscord, llm: FakeOpenAI, profile: LLMProfile, refusals: Refusals) -> None:
+    """One turn through the fresh process (imports, pools, first connections), not measured."""
+    channel = Channel(await discord.add_text_channel("warm-up"), p.user(None, "warmup"))
+    await discord.send_message("hello", author=channel.user, channel=channel.data, mention_bot=True)
+    await wait_until_settled(
+        [channel], discord, llm, profile.text(), refusals, deadline=time.monotonic() + 30
+    )
+    if channel.kind != "reply":
+        raise RuntimeError(f"warm-up turn got no reply ({channel.kind}: {channel.text!r})")
+
+
+# ---------------------------------------------------------------------- the whole bench
+
+
+def default_plan(sizes: Iterable[int], cap_run: bool) -> list[Run]:
+    plan = [Run("shipped", n) for n in sizes]
+    if cap_run:
+        plan.append(Run(f"cap {CAP}", CAP_N, CAP))
+    return plan
+
+
+@dataclass
+class BenchInfo:
+    shipped_cap: int
+    workers: int
+    workers_set: bool  # --workers changed PARLEY_WORKERS from the shipped default
+    delivery_slots: int
+    edit_interval: float
+    profile: LLMProfile
+    cpu_source: str = field(
+        default_factory=lambda: (
+            "/proc/<pid>/stat user+system time of the bot process "
+            f"({1000 / os.sysconf('SC_CLK_TCK'):.0f} ms ticks)"
+        )
+    )
+    topology: str = (
+        "bot: its own process (parley run: Discord adapter + Redis queue + worker); this process: fake "
+        "Discord + fake LLM + the driver; redis-server: its own process"
+    )
+
+
+def bench_info(profile: LLMProfile, workers: int | None) -> BenchInfo:
+    spec = load_bot("arcade")
+    discord = spec.platform_config("discord")
+    return BenchInfo(
+        shipped_cap=spec.config.limits.max_concurrent_per_workspace,
+        workers=workers or int(Settings.model_fields["parley_workers"].default),
+        workers_set=workers is not None,
+        delivery_slots=int(DiscordSettings.model_fields["max_concurrent_turns"].default),
+        edit_interval=float(
+            discord.get("edit_interval", DiscordSettings.model_fields["edit_interval"].default)
+        ),
+        profile=profile,
+    )
+
+
+async def bench(
+    plan: list[Run],
+    profile: LLMProfile,
+    workdir: Path,
+    *,
+    redis_url: str | None = None,
+    workers: int | None = None,
+    time_limit: float = 90.0,
+) -> list[Result]:
+    """Run ``plan`` (one bot process per cap, runs in order) and return one Result per Run."""
+    server = None
+    if redis_url is None:
+        server = RedisServer(workdir / "redis", tcp=True, appendonly=False)
+        await asyncio.to_thread(server.start)
+        redis_url = server.url
+    refusals = Refusals()
+    shipped_cap = load_bot("arcade").config.limits.max_concurrent_per_workspace
+    results: dict[int, Result] = {}
+    try:
+        async with FakeDiscord() as discord, FakeOpenAI() as llm:
+            llm.responder = lambda body: profile.reply()
+            # Every user's channel exists before the bot connects (it arrives in GUILD_CREATE).
+            channels = {
+                id(run): [
+                    Channel(
+                        await discord.add_text_channel(f"{run.label}-{run.n}-{i}".replace(" ", "-")),
+                        p.user(None, f"player-{k}-{i}", global_name=f"Player {k}.{i}"),
+                    )
+                    for i in range(run.n)
+                ]
+                for k, run in enumerate(plan)
+            }
+            env = bot_env(redis_url, llm, discord, workers)
+            for cap in dict.fromkeys(run.cap for run in plan):
+                await _flush(redis_url)  # each bot process starts on an empty Redis
+                name = "shipped" if cap is None else f"cap-{cap}"
+                async with running_bot(env, workdir / name, cap) as bot:
+                    await warm_up(discord, llm, profile, refusals)
+                    for run in (r for r in plan if r.cap == cap):
+                        await asyncio.sleep(0.5)  # let the previous run's last calls land
+                        result = await measure(
+                            run,
+                            channels[id(run)],
+                            discord,
+                            llm,
+                            bot,
+                            profile,
+                            refusals,
+                            cap if cap is not None else shipped_cap,
+                            time_limit,
+                        )
+                        results[id(run)] = result
+                        print(f"  done: {summary_line(result)}", file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+    return [results[id(run)] for run in plan]
+
+
+async def _flush(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def summary_line(r: Result) -> str:
+    return (
+        f"{r.label} N={r.n}: {r.replies} replies, {r.busy} busy, {r.other} other, {r.unanswered} unanswered"
+        f" in {r.elapsed_s:.1f}s"
+    )
+
+
+def one_reply_time(results: list[Result]) -> float | None:
+    """One reply's whole time: the whole answer p50 of the N=1 run."""
+    for r in results:
+        if r.n == 1 and r.whole_p50_s is not None:
+            return r.whole_p50_s
+    return None
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def targets(results: list[Result]) -> list[str]:
+    lines = []
+    at_n = next((r for r in results if r.n == TARGET_N and r.label == "shipped"), None)
+    for r in results:
+        ok = r.replies == r.n
+        lines.append(f"  {r.label} N={r.n}: all answered: {r.replies}/{r.n} -> {_mark(ok)}")
+    if at_n is not None:
+        first, whole, cpu = at_n.first_p50_s, at_n.whole_p95_s, at_n.cpu_ms_per_reply
+        lines += [
+            f"  N={TARGET_N}: first visible p50 {_s(first)} s <= {TARGET_FIRST_P50} s -> "
+            f"{_mark(None if first is None else first <= TARGET_FIRST_P50)}",
+            f"  N={TARGET_N}: whole answer p95 {_s(whole)} s <= {TARGET_WHOLE_P95} s -> "
+            f"{_mark(None if whole is None else whole <= TARGET_WHOLE_P95)}",
+            f"  N={TARGET_N}: CPU {_n(cpu)} ms/reply <= {TARGET_CPU_MS:.0f} ms -> "
+            f"{_mark(None if cpu is None else cpu <= TARGET_CPU_MS)}",
+        ]
+    capped = next((r for r in results if r.label == f"cap {CAP}"), None)
+    one = one_reply_time(results)
+    if capped is not None:
+        lines.append(
+            f"  N={capped.n} cap {CAP}: peak in flight {capped.peak_llm_in_flight} <= {CAP} -> "
+            f"{_mark(capped.peak_llm_in_flight <= CAP)}"
+        )
+        if one is not None:
+            ref = math.ceil(capped.n / CAP) * one
+            whole = capped.whole_p95_s
+            ratio = None if whole is None else whole / ref
+            lines.append(
+                f"  N={capped.n} cap {CAP}: whole answer p95 {_s(whole)} s vs ceil({capped.n}/{CAP}) x "
+                f"{one:.2f} s = {ref:.2f} s (x{_s(ratio)}, within {CAP_TOLERANCE:.0%}) -> "
+                f"{_mark(None if ratio is None else ratio <= 1 + CAP_TOLERANCE)}"
+            )
+    return lines
+
+
+def report(results: list[Result], info: BenchInfo) -> str:
+    pr = info.profile
+    lines = [
+        "Parley load benchmark: N users mention arcade at once, one channel each, one Discord guild",
+        f"fake LLM: first token {pr.first_token * 1000:.0f} ms, {pr.tokens_per_s:g} tokens/s, "
+        f"{pr.reply_tokens} tokens per reply",
+        f"arcade as shipped: max_concurrent_per_workspace={info.shipped_cap}, "
+        f"PARLEY_WORKERS={info.workers}{' (set by --workers)' if info.workers_set else ''}, "
+        f"DISCORD_MAX_CONCURRENT_TURNS={info.delivery_slots}, edit_interval={info.edit_interval:g} s",
+        f"{info.topology}",
+        f"CPU: {info.cpu_source}; times over answered turns only",
+        "",
+        f"{'run':<9}{'N':>4}{'cap':>4}{'replies':>8}{'busy':>5}{'other':>6}{'none':>5}"
+        f"{'first p50':>10}{'p95':>6}{'whole p50':>10}{'p95':>6}{'CPU ms/r':>9}{'REST/r':>7}"
+        f"{'LLM peak':>9}{'secs':>6}{'fakes%':>7}",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.label:<9}{r.n:>4}{r.cap:>4}{r.replies:>8}{r.busy:>5}{r.other:>6}{r.unanswered:>5}"
+            f"{_s(r.first_p50_s):>10}{_s(r.first_p95_s):>6}{_s(r.whole_p50_s):>10}{_s(r.whole_p95_s):>6}"
+            f"{_n(r.cpu_ms_per_reply):>9}{_n(r.rest_calls_per_reply):>7}{r.peak_llm_in_flight:>9}"
+            f"{r.elapsed_s:>6.1f}{r.driver_cpu_pct:>7.0f}"
+        )
+    for r in results:
+        if r.other_sample:
+            lines.append(f"  {r.label} N={r.n}, an 'other' answer: {r.other_sample!r}")
+    lines += ["", "Targets (issue 10; figures, not assertions):", *targets(results)]
+    lines += [
+        "",
+        "replies: the LLM's whole text shown; busy: the persona's busy text; other: any other final text;",
+        "none: nothing final in the channel. first/whole in seconds from the user's message to the bot's",
+        "first post / last post or edit there. CPU ms/r and REST/r: everything over the run (refusals",
+        "included) / replies. fakes%: CPU of this process (fakes + driver) over the run.",
+    ]
+    return "\n".join(lines)
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="users at once")
+    parser.add_argument("--no-cap-run", action="store_true", help=f"skip N={CAP_N} with a cap of {CAP}")
+    parser.add_argument("--workers", type=int, default=None, help="PARLEY_WORKERS (default: as shipped)")
+    parser.add_argument("--first-token", type=float, default=0.3, help="seconds to the first token")
+    parser.add_argument("--tokens-per-s", type=float, default=60.0)
+    parser.add_argument("--reply-tokens", type=int, default=70)
+    parser.add_argument("--time-limit", type=float, default=90.0, help="seconds per run before giving up")
+    parser.add_argument("--json", type=Path, default=ROOT / ".parley" / "bench-load.json")
+    args = parser.parse_args()
+    profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)
+    plan = default_plan(args.sizes, not args.no_cap_run)
+    with tempfile.TemporaryDirectory(prefix="parley-load-bench-") as tmp:
+        results = asyncio.run(
+            bench(plan, profile, Path(tmp), workers=args.workers, time_limit=args.time_limit)
+        )
+    info = bench_info(profile, args.workers)
+    print(report(results, info))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "info": asdict(info),
+        "one_reply_s": one_reply_time(results),
+        "results": [asdict(r) for r in results],
+    }
+    args.json.write_text(json.dumps(payload, indent=2))
+    print(f"\n(written to {args.json})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

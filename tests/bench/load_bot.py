@@ -1,0 +1,50 @@
+"""The bot process of the load bench: ``parley run --bot arcade`` (the same ``bots.cli`` code path: the
+Discord adapter and a queue worker in one process), optionally with ``max_concurrent_per_workspace`` changed
+on a copy of the shipped config.
+
+Settings come from the environment only (no ``.env``: the bench runs it in a scratch directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+
+from bots.cli import _run
+from bots.loader import load_bot
+from core.bot import BotSpec
+from core.errors import ParleyError
+from core.logging import configure_logging
+from core.settings import load_settings
+
+
+def with_cap(spec: BotSpec, cap: int | None) -> BotSpec:
+    """``spec`` with at most ``cap`` generations at once per guild (None: as shipped)."""
+    if cap is None:
+        return spec
+    limits = spec.config.limits.model_copy(update={"max_concurrent_per_workspace": cap})
+    return dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": limits}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bot", default="arcade")
+    parser.add_argument(
+        "--cap", type=int, default=None, help="max_concurrent_per_workspace (default: shipped)"
+    )
+    args = parser.parse_args()
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        spec = with_cap(load_bot(args.bot), args.cap)
+        run_args = argparse.Namespace(platform=None, workers_only=False, adapters_only=False)
+        return asyncio.run(_run(run_args, settings, spec))
+    except ParleyError as exc:
+        print(f"load bench bot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
