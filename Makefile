@@ -15,7 +15,8 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 
 SUPPORT_DB := .parley/support.db
 
-.PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db kb eval-kb bench-kb
+.PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
+	browser console vendor-chartjs kb eval-kb bench-kb
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -48,8 +49,32 @@ check: $(STAMP) $(SUPPORT_DB)  ## validate a bot's config and reach Redis and th
 run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
-test: $(STAMP)  ## the whole suite
+test: $(STAMP) browser  ## the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's chromium through its matching chromium-driver (nothing is
+# downloaded by selenium). Installed here when missing and we are root (CI is); otherwise say what to run.
+CHARTJS_VERSION ?= 4.5.1
+browser:  ## install Debian's chromium + chromium-driver for the browser tests (as root, when missing)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver (apt) for the console's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "NOTE: chromium/chromium-driver missing and not root: the console's browser tests will be skipped"; \
+		echo "      (sudo apt-get install chromium chromium-driver)"; \
+	fi
+
+console: $(STAMP)  ## the operator console alone, on http://127.0.0.1:3000/console/ (needs PARLEY_CONSOLE_PASSWORD)
+	$(BIN)/parley console --bot $(BOT)
+
+vendor-chartjs:  ## re-vendor Chart.js (pinned) into the console's static files, with its licence
+	rm -rf .vendor-tmp && mkdir .vendor-tmp
+	cd .vendor-tmp && npm pack --silent chart.js@$(CHARTJS_VERSION) && tar xzf chart.js-$(CHARTJS_VERSION).tgz
+	cp .vendor-tmp/package/dist/chart.umd.min.js core/console/static/vendor/chart.umd.min.js
+	cp .vendor-tmp/package/LICENSE.md core/console/static/vendor/chart.js.LICENSE.md
+	sha256sum .vendor-tmp/chart.js-$(CHARTJS_VERSION).tgz
+	rm -rf .vendor-tmp
 
 lint: $(STAMP)  ## ruff (check + format), mypy strict on core/ adapters/ bots/, vulture (dead code)
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._queue_timing  # core/settings.py
+_._long_enough  # core/console/settings.py
 _._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
@@ -65,7 +66,14 @@ _.action_ts
 _.is_ephemeral
 _.real_name
 
+# Read by the console's Jinja2 templates (core/console/templates), which vulture does not parse.
+_.categories
+_.thumbs_up_rate
+_.resumed_by
+_.waiting
+
 # --- Read only by tests/ and the benchmarks ---
+_.record_vote  # DailyStats: tests/console/test_stats.py (Slack votes ride on its own pipeline: queue_vote)
 _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench.py
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py

@@ -16,8 +16,11 @@ from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
 from bots import kb_cli
+from bots.console_cmd import serve_console
 from bots.loader import available_bots, load_bot
 from core.bot import BotSpec
+from core.console.mount import mount_console
+from core.console.settings import ConsoleSettings, load_console_settings
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.logging import configure_logging
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
+    console = sub.add_parser("console", help="serve the operator console alone (PARLEY_CONSOLE_PASSWORD)")
+    console.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     kb_cli.add_parser(sub, bots)
     return parser
 
@@ -122,6 +127,7 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         else:
             configure_logging(settings)
         safety = load_safety_settings()
+        console = load_console_settings()
         spec = load_bot(args.bot)
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, safety, spec))
@@ -129,7 +135,9 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, safety, spec))
-        return asyncio.run(_run(args, settings, safety, spec))
+        if args.command == "console":
+            return asyncio.run(serve_console(settings, console, spec))
+        return asyncio.run(_run(args, settings, safety, console, spec))
     except ParleyError as exc:
         return _report(exc)
     except KeyboardInterrupt:
@@ -218,7 +226,13 @@ class _NullLLM:
         return None
 
 
-async def _run(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+async def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    safety: SafetySettings,
+    console: ConsoleSettings,
+    spec: BotSpec,
+) -> int:
     """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
     them. Every platform's Delivery (how workers show its replies) is registered in every mode, so a
     workers-only process can answer every platform."""
@@ -231,7 +245,8 @@ async def _run(args: argparse.Namespace, settings: Settings, safety: SafetySetti
         if name not in PLATFORMS:
             raise ConfigError(f"platforms: unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
     platforms = [PLATFORMS[name](spec) for name in names]  # each platform's settings, read once
-    async with open_runtime(spec, settings, safety_settings=safety) as rt:
+    async with open_runtime(spec, settings, safety_settings=safety, console_settings=console) as rt:
+        await mount_console(rt, console)  # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
         deps = EdgeDeps.of(rt)
         adapters: list[tuple[str, Servable]] = []
         for platform in platforms:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
-from core.settings import describe_validation_error
+from core.settings import ModelLimits, describe_validation_error
 from core.tools.config import ToolsConfig
 
 if TYPE_CHECKING:
@@ -75,6 +75,16 @@ class LimitsConfig(BaseModel):
     busy_after_seconds: float = Field(default=60, ge=0)
     max_queue_seconds: float = Field(default=600, gt=0)
     waiting_text: str = "Lots of people are talking to me right now: I'll answer you in about {wait}."
+
+
+class LLMLimitsConfig(BaseModel):
+    """The provider's rate limits where it sends no headers (PARLEY_LLM_RPM/_TPM/_MODEL_LIMITS override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int = Field(default=0, ge=0)  # requests per minute, every model; 0 = unknown
+    tpm: int = Field(default=0, ge=0)  # tokens per minute, every model; 0 = unknown
+    models: dict[str, ModelLimits] = Field(default_factory=dict)  # per model, instead of rpm/tpm
 
 
 ModerationAction = Literal["allow", "refuse", "redact", "flag"]
@@ -146,6 +156,7 @@ class BotConfig(BaseModel):
     answer_unaddressed: bool = False
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    llm_limits: LLMLimitsConfig = Field(default_factory=LLMLimitsConfig)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)

@@ -9,8 +9,10 @@
     command   a command's handler, or
     chat      moderate input -> plugin -> retrieve (knowledge base: numbered reference chunks)
               -> generate (LLM stream, output checked as it grows)
-              -> check (final output moderation, citations) -> remember (one pipelined, fenced write)
-    finish    admission settles, metrics, safety decisions, the turn's log line
+              -> check (final output moderation, citations) -> remember (one pipelined, fenced write,
+              the console's daily aggregates riding on it)
+    finish    admission settles, metrics, safety decisions, aggregates of turns that wrote nothing, the
+              turn's log line
 
 The engine keeps no conversation state in process memory: everything lives in Redis, so any replica can
 take any turn. Per-turn state travels as arguments (the :class:`TurnContext`, the turn's admission, the
@@ -58,6 +60,7 @@ from core.types import (
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from core.console.stats import DailyStats
     from core.kb.retrieve import KnowledgeBase, Retrieval
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
@@ -77,6 +80,15 @@ def _flag_of(verdict: Verdict) -> str:
 
 
 @dataclass
+class StatsMark:
+    """Per turn: when it started, and whether its console aggregates rode on its final write (if not, the
+    finish stage records them)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    queued: bool = False
+
+
+@dataclass
 class TurnContext:
     """One turn once its conversation is loaded: what stages, commands and plugin hooks use."""
 
@@ -92,6 +104,7 @@ class TurnContext:
     meta: dict[str, str] = field(default_factory=dict)
     ephemeral: bool = False
     kind: ReplyKind | None = None
+    stats: StatsMark = field(default_factory=StatsMark)
 
     @property
     def bot(self) -> BotSpec:
@@ -185,6 +198,7 @@ class Engine:
         default_model: str,
         metrics: Metrics | None = None,
         tools: Tools | None = None,
+        stats: DailyStats | None = None,
         knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.bot = bot
@@ -197,6 +211,7 @@ class Engine:
         self.default_model = default_model
         self.metrics = metrics
         self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
+        self.stats = stats  # the console's daily aggregates (core/console/stats.py)
         self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
         self._log = log.bind(bot=bot.name)
 
@@ -208,13 +223,13 @@ class Engine:
         tlog = self._log.bind(
             turn_id=turn.turn_id, platform=turn.place.platform, conversation=turn.place.conversation_id
         )
-        started = time.perf_counter()
+        mark = StatsMark()
         # admit: a command is known before anything is read; the admission rides on the read and the write
         call = turn.command or self.commands.parse(turn.text)
         admission = self.safety.admission.begin(turn, call, judged=self._judged(turn, call))
         result: ReplyResult | None = None
         try:
-            async for event in self._stages(turn, call, admission, fence, tlog):
+            async for event in self._stages(turn, call, admission, fence, tlog, mark):
                 if isinstance(event, ReplyDone):
                     result = event.result
                 yield event
@@ -228,7 +243,7 @@ class Engine:
         finally:
             await admission.finish(result)
             if result is not None:
-                await self._finish(turn, result, time.perf_counter() - started, tlog)
+                await self._finish(turn, result, time.perf_counter() - mark.started, tlog, mark)
 
     async def collect(self, turn: Turn) -> ReplyResult:
         """Run a turn to the end and return its result (for scripts, tests and non-streaming adapters)."""
@@ -258,12 +273,15 @@ class Engine:
         admission: TurnAdmission,
         fence: Fence | None,
         tlog: FilteringBoundLogger,
+        mark: StatsMark,
     ) -> AsyncIterator[ReplyEvent]:
         state = await self._load(turn, admission, tlog)
         if isinstance(state, ReplyResult):
             yield ReplyDone(state)
             return
-        ctx = TurnContext(self, turn, state, self.bot.persona(state.persona), tlog, admission, fence)
+        ctx = TurnContext(
+            self, turn, state, self.bot.persona(state.persona), tlog, admission, fence, stats=mark
+        )
         early = await self._route(ctx, call)
         if early is not None:
             if early.text and not early.ephemeral and early.kind is ReplyKind.ANSWER:
@@ -379,7 +397,7 @@ class Engine:
         plugin = self.bot.plugin
         early = await plugin.before_turn(ctx) if plugin is not None else None
         if early is not None:
-            await self._remember(ctx, self._exchange(ctx, user_text, early.text))
+            await self._remember(ctx, self._exchange(ctx, user_text, early.text), result=early)
             if early.text:
                 yield ReplyDelta(early.text)
             yield ReplyDone(early)
@@ -407,10 +425,11 @@ class Engine:
         if result.text != draft.text:
             yield ReplyReplace(result.text)
         if result.kind is ReplyKind.REFUSAL:  # the user's words are kept, the refused reply is not
-            await self._remember(ctx, [self._user_message(ctx, user_text)])
+            await self._remember(ctx, [self._user_message(ctx, user_text)], result=result)
         else:
             fold_before = draft.prompt.window_start_seq or ctx.state.last_seq + 1
-            await self._remember(ctx, self._exchange(ctx, user_text, result.text), fold_before=fold_before)
+            exchange = self._exchange(ctx, user_text, result.text)
+            await self._remember(ctx, exchange, fold_before=fold_before, result=result)
         yield ReplyDone(result)
 
     async def _generate(self, ctx: TurnContext, user_text: str, draft: Draft) -> AsyncIterator[ReplyDelta]:
@@ -550,7 +569,9 @@ class Engine:
                 yield ReplyReplace(ctx.persona.refusal)
                 yield ReplyDone(ctx.refusal(verdict.category))
                 return
-            await self._remember(ctx, self._exchange(ctx, asked, text))
+            done = ctx.result(text, ctx.kind or ReplyKind.COMMAND, meta={**ctx.meta, "command": call.name})
+            await self._remember(ctx, self._exchange(ctx, asked, text), result=done)
+        # Built after the write, so a failed write shows in the result's meta.
         yield ReplyDone(
             ctx.result(text, ctx.kind or ReplyKind.COMMAND, meta={**ctx.meta, "command": call.name})
         )
@@ -561,14 +582,23 @@ class Engine:
         ctx.log.error("llm_failed", error=type(exc).__name__, detail=str(exc), partial=bool(shown))
         apology = ctx.persona.error
         yield ReplyDelta(("\n\n" + apology) if shown else apology)
-        # Keep the user's words: the next turn can still refer to them.
-        await self._remember(ctx, [self._user_message(ctx, user_text)])
         text = (shown + "\n\n" + apology) if shown else apology
+        failed = ctx.result(text, ReplyKind.ERROR, meta={"reason": type(exc).__name__})
+        # Keep the user's words: the next turn can still refer to them.
+        await self._remember(ctx, [self._user_message(ctx, user_text)], result=failed)
         yield ReplyDone(ctx.result(text, ReplyKind.ERROR, meta={"reason": type(exc).__name__}))
 
-    async def _remember(self, ctx: TurnContext, messages: list[NewMessage], *, fold_before: int = 0) -> None:
-        """Stage remember: the turn's one pipelined write (redacted messages, admission's accounting),
-        fenced by the conversation lock's lease; then, maybe, a summary fold in the background."""
+    async def _remember(
+        self,
+        ctx: TurnContext,
+        messages: list[NewMessage],
+        *,
+        fold_before: int = 0,
+        result: ReplyResult | None = None,
+    ) -> None:
+        """Stage remember: the turn's one pipelined write (redacted messages, admission's accounting, and,
+        given the turn's ``result``, the console's aggregates), fenced by the conversation lock's lease;
+        then, maybe, a summary fold in the background."""
         if ctx.state.degraded:  # Redis was down when the turn started: answer without memory, store nothing
             return
         mem = self.bot.config.memory
@@ -579,6 +609,13 @@ class Engine:
         messages = [
             m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
         ]
+        stats = self.stats if result is not None else None
+
+        def also(pipe: Any) -> None:
+            ctx.admission.queue_write(pipe, ctx.usage.total)
+            if stats is not None and result is not None:
+                stats.queue(pipe, ctx.turn, result, time.perf_counter() - ctx.stats.started)
+
         try:
             recorded = await self.memory.record(
                 ctx.turn.place,
@@ -586,13 +623,15 @@ class Engine:
                 user_id=ctx.turn.author.id,
                 fold_lock_seconds=FOLD_LOCK_SECONDS if want_fold else 0,
                 fence=ctx.fence,
-                also=lambda pipe: ctx.admission.queue_write(pipe, ctx.usage.total),
+                also=also,
             )
         except StoreError as exc:
             ctx.meta["memory"] = "not_saved"
             ctx.log.error("memory_write_failed", error=str(exc))
             return
         ctx.admission.written(recorded.also_ok)
+        # Sent (a failed aggregate command is not re-sent: a lost count beats a doubled one).
+        ctx.stats.queued = stats is not None
         if recorded.fold:
             self.tasks.spawn(
                 self._fold(ctx, ctx.state.summary, ctx.state.summary_upto, fold_before, recorded.last_seq),
@@ -600,11 +639,14 @@ class Engine:
             )
 
     async def _finish(
-        self, turn: Turn, result: ReplyResult, seconds: float, tlog: FilteringBoundLogger
+        self, turn: Turn, result: ReplyResult, seconds: float, tlog: FilteringBoundLogger, mark: StatsMark
     ) -> None:
-        """Stage finish: metrics, the decisions the engine made itself (too long, prompt leak), a log line."""
+        """Stage finish: metrics, the decisions the engine made itself (too long, prompt leak), the console's
+        aggregates of a turn that wrote nothing (a refusal at admission, a greeting), a log line."""
         if self.metrics is not None:
             self.metrics.observe_turn(turn, result, seconds)
+        if self.stats is not None and not mark.queued:
+            await self.stats.record(turn, result, seconds)  # never raises; no round trip for ignored turns
         try:
             await self.safety.record_engine_decisions(turn, result)
         except StoreError as exc:

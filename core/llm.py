@@ -8,12 +8,16 @@ the streamed text (core/think.py).
 The openai client retries connection errors, 408/409/429 and 5xx with backoff (honouring Retry-After) up
 to ``max_retries``; we add deadlines it does not have (first token, whole reply) and map its errors onto
 our tree so the engine can answer in the persona's voice.
+
+:meth:`OpenAILLM.observe_responses` lets a wrapper see every HTTP response's status and headers (the
+provider's ``x-ratelimit-*`` and ``Retry-After``, internal retries included), through an httpx event hook on
+the client's own http_client; ``core/ops/pacing.py`` uses it to keep the shared provider budget.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,6 +129,15 @@ class LLM(Protocol):
     async def aclose(self) -> None: ...
 
 
+# Called with (HTTP status, response headers) for every response of the endpoint, before its body is read.
+ResponseObserver = Callable[[int, Mapping[str, str]], Awaitable[None]]
+
+
+class _Response(Protocol):
+    status_code: int
+    headers: Mapping[str, str]
+
+
 def map_openai_error(exc: openai.OpenAIError) -> LLMError:
     """openai's exceptions -> ours; the message never includes the request (it may hold user text)."""
     if isinstance(exc, openai.APITimeoutError):
@@ -160,6 +173,7 @@ class OpenAILLM:
 
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+        self._observers: list[ResponseObserver] = []
         self._client = openai.AsyncOpenAI(
             api_key=key,
             base_url=settings.openai_base_url or None,
@@ -167,11 +181,20 @@ class OpenAILLM:
                 settings.parley_llm_total_timeout, connect=settings.parley_llm_connect_timeout
             ),
             max_retries=settings.parley_llm_max_retries,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [self._observe]}),
         )
         self._first_token_timeout = settings.parley_llm_first_token_timeout
         self._total_timeout = settings.parley_llm_total_timeout
         self._stream_usage = settings.parley_llm_stream_usage
         self._closed = False
+
+    def observe_responses(self, observer: ResponseObserver) -> None:
+        """Call ``observer(status, headers)`` for every HTTP response, the client's own retries included."""
+        self._observers.append(observer)
+
+    async def _observe(self, response: _Response) -> None:
+        for observer in self._observers:
+            await observer(response.status_code, response.headers)
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         kwargs: dict[str, Any] = {

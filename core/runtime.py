@@ -16,6 +16,8 @@ from redis.exceptions import RedisError
 
 from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
+from core.console.settings import ConsoleSettings, load_console_settings
+from core.console.stats import DailyStats, build_stats
 from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
 from core.kb.retrieve import KnowledgeBase
@@ -53,6 +55,7 @@ class Runtime:
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
     tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
+    stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
     knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
 
 
@@ -71,10 +74,12 @@ async def open_runtime(
     llm: LLM | None = None,
     redis: aioredis.Redis | None = None,
     safety_settings: SafetySettings | None = None,
+    console_settings: ConsoleSettings | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
     by default one is made from REDIS_URL, or an embedded redis-server is started. ``safety_settings``: the
-    CLI reads them once with the other settings; a library caller may leave them to the environment."""
+    CLI reads them once with the other settings; a library caller may leave them to the environment. So
+    do ``console_settings`` (the price table and retention of the console's aggregates, always kept)."""
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
@@ -150,6 +155,7 @@ async def open_runtime(
                 registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
+        stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
         # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
         knowledge = await stack.enter_async_context(open_knowledge_base(spec, settings, client, keys))
         engine = Engine(
@@ -163,6 +169,7 @@ async def open_runtime(
             default_model=settings.openai_model,
             metrics=ops.metrics,
             tools=tools,
+            stats=stats,
             knowledge=knowledge,
         )
         if tools is not None:
@@ -170,5 +177,5 @@ async def open_runtime(
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
         yield Runtime(
-            settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, knowledge
+            settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, stats, knowledge
         )

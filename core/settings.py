@@ -9,10 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+
+
+class ModelLimits(BaseModel):
+    """A model's provider limits, for servers that send no ``x-ratelimit-*`` headers; 0 = unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int = Field(default=0, ge=0)  # requests per minute
+    tpm: int = Field(default=0, ge=0)  # tokens (prompt + max_tokens) per minute
 
 
 class Settings(BaseSettings):
@@ -57,6 +74,14 @@ class Settings(BaseSettings):
     parley_shutdown_grace: float = Field(default=25.0, ge=0)  # SIGTERM: time for running turns to finish
     parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
     parley_llm_breaker_reset: float = Field(default=30.0, gt=0)  # seconds open before a trial call
+    # The provider's limits as one budget in Redis for all replicas (core/ops/pacing.py). RPM/TPM and the
+    # per-model table (JSON: {"model": {"rpm": 500, "tpm": 200000}}) override bot.toml [llm_limits].
+    parley_llm_pacing: bool = True  # pace starts by the shared budget; a 429 pauses every replica
+    parley_llm_rpm: int = Field(default=0, ge=0)  # requests per minute, every model; 0 = unknown
+    parley_llm_tpm: int = Field(default=0, ge=0)  # tokens per minute, every model; 0 = unknown
+    parley_llm_model_limits: dict[str, ModelLimits] = Field(default_factory=dict)
+    parley_llm_pace_max_wait: float = Field(default=30.0, ge=0)  # longest wait for the budget, then apologise
+    parley_llm_rate_retries: int = Field(default=3, ge=0, le=20)  # 429s retried (after the pause) per call
 
     @field_validator("openai_api_key", "openai_base_url", "redis_url", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """The little Slack-side state the adapter keeps, in Redis so every replica shares it.
 
 - thread marks: "the bot answered in this thread", so a follow-up without a mention is answered there;
-- feedback: 👍/👎 per answer (turn id) and per user, with running totals.
+- feedback: 👍/👎 per answer (turn id) and per user, with running totals (and on the console's daily
+  aggregates, in the same round trip).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adapters.slack.translate import Feedback
+from core.console.stats import queue_vote
 from core.errors import StoreError
 from core.keys import KeySpace
 from core.types import Place
@@ -63,6 +65,7 @@ class SlackState:
                 pipe.hincrby(self.feedback_totals_key(), fb.vote, 1)
                 if previous:
                     pipe.hincrby(self.feedback_totals_key(), previous, -1)
+                queue_vote(pipe, self._keys, fb.place, fb.vote, previous)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"slack feedback: {type(exc).__name__}") from exc

@@ -6,7 +6,8 @@
     queue      the durable turn queue: per-conversation inboxes + a Redis Streams consumer group of signals
     delivery   the Delivery port (one per platform), its registry, and the Dispatcher adapters hand turns to
     worker     takes signals, drains a conversation's inbox in order under its lock, hands replies to Delivery
-    breaker    LLM wrappers: a circuit breaker and a metering layer (time to first token, errors)
+    breaker    LLM wrappers: a circuit breaker (state shared in Redis) and a metering layer (TTFT, errors)
+    pacing     LLM wrapper: the provider's rate limits as one Redis budget for all replicas; 429s retried
     metrics    Prometheus metrics of one bot (its own registry)
     http       /healthz, /readyz, /metrics and the routes adapters mount, on PORT (or PARLEY_OPS_PORT)
     service    ``parley run``: adapters and/or workers, graceful SIGTERM shutdown

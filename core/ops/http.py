@@ -8,7 +8,8 @@
 By default everything listens on ``PORT``, and an adapter that needs HTTP (Slack in HTTP mode) mounts its
 routes on the same server with :meth:`OpsHttp.mount` (from ``build_adapter``, before ``parley run`` starts
 serving). With ``PARLEY_OPS_PORT`` set, the three endpoints move to that port and ``PORT`` serves only the
-mounted routes: keep metrics off a public load balancer that way.
+mounted routes: keep metrics off a public load balancer that way. A whole sub-application (the operator
+console) mounts with :meth:`OpsHttp.mount_app`: beside the ops endpoints, or on a port of its own.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class OpsHttp:
         self._checks: dict[str, ReadinessCheck] = {}
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._routes: dict[tuple[str, str], RouteHandler] = {}
+        self._apps: list[tuple[str, web.Application, int | None]] = []
         self._runners: list[web.AppRunner] = []
         self.bound: dict[str, int] = {}  # "public" / "ops" -> the port actually bound (PORT=0 picks one)
         self.started_at = time.time()
@@ -59,6 +61,11 @@ class OpsHttp:
     def mount(self, method: str, path: str, handler: RouteHandler) -> None:
         """Serve ``method path`` on ``PORT`` (e.g. ``mount("POST", "/slack/events", handler)``)."""
         self._routes[(method.upper(), path)] = handler
+
+    def mount_app(self, prefix: str, app: web.Application, *, port: int | None = None) -> None:
+        """Serve a sub-application under ``prefix``: on the server of /healthz and /metrics, or alone on
+        ``port`` (bound as ``bound[prefix]``)."""
+        self._apps.append((prefix, app, port))
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """A readiness check (an adapter: "connected to the gateway"); replaces one of the same name."""
@@ -74,10 +81,17 @@ class OpsHttp:
         public = web.Application()
         if self.ops_port is None:
             self._add_ops_routes(public)
+            self._add_apps(public)
         public.router.add_route("*", "/{tail:.*}", self._dispatch)
+        for prefix, app, port in self._apps:
+            if port is not None:
+                alone = web.Application()
+                alone.add_subapp(prefix, app)
+                await self._serve(alone, port, prefix, "PARLEY_CONSOLE_PORT")
         if self.ops_port is not None:
             ops = web.Application()
             self._add_ops_routes(ops)
+            self._add_apps(ops)
             await self._serve(ops, self.ops_port, "ops", "PARLEY_OPS_PORT")
         if self.ops_port is None or self._routes:
             await self._serve(public, self.port, "public", "PORT")
@@ -86,6 +100,11 @@ class OpsHttp:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+
+    def _add_apps(self, app: web.Application) -> None:
+        for prefix, sub, port in self._apps:
+            if port is None:
+                app.add_subapp(prefix, sub)
 
     async def _serve(self, app: web.Application, port: int, name: str, variable: str) -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None)

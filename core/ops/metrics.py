@@ -63,6 +63,19 @@ class Metrics:
         self.circuit_opens = Counter(
             "parley_llm_circuit_opens", "Times the circuit opened", ["bot"], registry=r
         )
+        self.llm_paced = Histogram(
+            "parley_llm_paced_seconds",
+            "Time an LLM call waited for the shared provider budget (calls that waited)",
+            ["bot"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.llm_429_retries = Counter(
+            "parley_llm_rate_limit_retries",
+            "LLM calls retried after a 429 and the shared pause",
+            ["bot"],
+            registry=r,
+        )
         self.queue_depth = Gauge("parley_queue_depth", "Queue entries not yet trimmed", ["bot"], registry=r)
         self.queue_pending = Gauge(
             "parley_queue_pending", "Queue entries being worked on", ["bot"], registry=r

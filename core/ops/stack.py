@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -11,14 +12,16 @@ from core.bot import BotSpec
 from core.engine import Engine
 from core.keys import KeySpace
 from core.llm import LLM
-from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM
+from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM, SharedCircuit
 from core.ops.delivery import Deliveries
 from core.ops.http import OpsHttp
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
+from core.ops.pacing import PacedLLM, ProviderBudget, resolve_limits
 from core.ops.queue import TurnQueue
 from core.ops.worker import TurnWorker
-from core.settings import Settings
+from core.settings import ModelLimits, Settings
+from core.tokens import TokenCounter
 
 
 @dataclass
@@ -31,27 +34,54 @@ class Ops:
     queue: TurnQueue | None  # None with PARLEY_QUEUE=false
     deliveries: Deliveries
     http: OpsHttp
+    spec: BotSpec
+    client: aioredis.Redis
+    keys: KeySpace
     breaker: CircuitBreakerLLM | None = None
+    pacer: PacedLLM | None = None
     _closed: bool = field(default=False, repr=False)
 
     def wrap_llm(self, llm: LLM) -> LLM:
-        """Meter ``llm`` and put the circuit breaker in front of it (unless PARLEY_LLM_BREAKER_FAILURES=0)."""
+        """Meter ``llm``, pace it by the shared provider budget (unless PARLEY_LLM_PACING=false) and put the
+        circuit breaker in front (unless PARLEY_LLM_BREAKER_FAILURES=0): the breaker sees a call's outcome
+        after the pacer's 429 retries, so a burst of paced 429s does not open it."""
         wrapped: LLM = MeteredLLM(llm, self.metrics)
         s = self.settings
+        if s.parley_llm_pacing:
+            self.pacer = PacedLLM(
+                wrapped,
+                ProviderBudget(self.client, self.keys),
+                limits=self.provider_limits(),
+                counter=TokenCounter(s.openai_model),
+                max_wait=s.parley_llm_pace_max_wait,
+                retries=s.parley_llm_rate_retries,
+                metrics=self.metrics,
+            )
+            self.pacer.observe(llm)
+            wrapped = self.pacer
         if s.parley_llm_breaker_failures:
             self.breaker = CircuitBreakerLLM(
                 wrapped,
                 failures=s.parley_llm_breaker_failures,
                 reset_after=s.parley_llm_breaker_reset,
                 metrics=self.metrics,
+                shared=SharedCircuit(self.client, self.keys, trial_lease=s.parley_llm_total_timeout),
             )
             wrapped = self.breaker
             if s.parley_ready_llm:
                 self.http.add_check("llm", self._llm_ready)
         return wrapped
 
+    def provider_limits(self) -> Callable[[str], ModelLimits]:
+        """Per-model RPM/TPM: PARLEY_LLM_RPM/_TPM/_MODEL_LIMITS where set, else bot.toml [llm_limits]."""
+        s, cfg = self.settings, self.spec.config.llm_limits
+        given = s.model_fields_set
+        rpm = s.parley_llm_rpm if "parley_llm_rpm" in given else cfg.rpm
+        tpm = s.parley_llm_tpm if "parley_llm_tpm" in given else cfg.tpm
+        return resolve_limits(rpm, tpm, {**cfg.models, **s.parley_llm_model_limits})
+
     async def _llm_ready(self) -> str | None:
-        if self.breaker is not None and self.breaker.state is CircuitState.OPEN:
+        if self.breaker is not None and await self.breaker.refresh() is CircuitState.OPEN:
             return "LLM circuit open (the endpoint keeps failing)"
         return None
 
@@ -109,4 +139,4 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             metrics.queue_pending.labels(metrics.bot).set(pending)
 
         http.add_refresher(refresh_queue)
-    return Ops(settings, metrics, locks, queue, Deliveries(), http)
+    return Ops(settings, metrics, locks, queue, Deliveries(), http, spec, client, keys)

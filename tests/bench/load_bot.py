@@ -15,8 +15,10 @@ import sys
 from bots.cli import _run
 from bots.loader import load_bot
 from core.bot import BotSpec
+from core.console.settings import load_console_settings
 from core.errors import ParleyError
 from core.logging import configure_logging
+from core.safety.settings import load_safety_settings
 from core.settings import load_settings
 
 
@@ -40,7 +42,8 @@ def main() -> int:
         configure_logging(settings)
         spec = with_cap(load_bot(args.bot), args.cap)
         run_args = argparse.Namespace(platform=None, workers_only=False, adapters_only=False)
-        return asyncio.run(_run(run_args, settings, spec))
+        safety, console = load_safety_settings(), load_console_settings()
+        return asyncio.run(_run(run_args, settings, safety, console, spec))
     except ParleyError as exc:
         print(f"load bench bot: {exc}", file=sys.stderr)
         return 2

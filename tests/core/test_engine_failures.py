@@ -49,8 +49,11 @@ async def test_persistent_failure_apologises_in_persona_voice_and_keeps_the_mess
 async def test_rate_limited_and_rejected_requests_end_with_the_apology(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.queue(Error(429, headers={"Retry-After": "0"}), Error(401, code="invalid_api_key"))
-    async with runtime_factory() as rt:
+    # A 429 is paced and retried (PARLEY_LLM_RATE_RETRIES, tests/scale/test_pacing.py); one that persists
+    # through the retries ends with the apology.
+    limited = [Error(429, headers={"Retry-After": "0"}) for _ in range(3)]
+    fake_openai.queue(*limited, Error(401, code="invalid_api_key"))
+    async with runtime_factory(parley_llm_rate_retries=2) as rt:
         limited = await rt.engine.collect(make_turn("one"))
         rejected = await rt.engine.collect(make_turn("two"))
     assert limited.kind is rejected.kind is ReplyKind.ERROR

@@ -8,6 +8,10 @@ replies with chosen pacing, HTTP errors (429 with Retry-After, 500, context-leng
 Tool calls: ``ToolCalls([Call("name", {...}), ...])`` streams the calls' arguments as small JSON fragments,
 interleaving parallel calls by ``index`` as real servers do, and ends with ``finish_reason="tool_calls"``.
 
+``fake.rate_limit = RateLimit(requests=N, window=seconds)`` makes it a provider with a limit: every chat
+response carries ``x-ratelimit-*`` headers, and a request over the limit gets 429 with ``Retry-After`` and
+``retry-after-ms`` (``fake.limited`` holds when each 429 was sent, ``fake.accepted`` when each accepted one).
+
 Scripting: ``fake.queue(...)`` appends behaviours used in order by the next chat requests; when the queue is
 empty ``fake.responder(body)`` decides (default: echo the last user message).
 """
@@ -41,6 +45,7 @@ class Reply:
     # Pace chunks on an absolute clock instead of ``delay``: chunk n leaves first_delay + n / tokens_per_s
     # after the request (one chunk per token), so many concurrent streams do not drift under load.
     tokens_per_s: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (e.g. x-ratelimit-*)
 
 
 @dataclass
@@ -73,6 +78,24 @@ class ToolCalls:
 
 
 Behaviour = Reply | Error | Hang | ToolCalls
+
+
+@dataclass
+class RateLimit:
+    """The fake's own limit: at most ``requests`` chat requests accepted in any ``window`` seconds."""
+
+    requests: int
+    window: float = 60.0
+    headers: bool = True  # send x-ratelimit-limit/remaining/reset-requests on every chat response
+    retry_after: bool = True  # send Retry-After / retry-after-ms with the 429
+
+
+def openai_duration(seconds: float) -> str:
+    """How OpenAI writes x-ratelimit-reset-*: ``"250ms"``, ``"1.5s"``, ``"6m0s"``."""
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:.3g}s"
 
 
 @dataclass
@@ -196,6 +219,9 @@ class FakeOpenAI:
         # Chat requests from arrival to the end of the response (the load bench reads the peak).
         self.chat_in_flight = 0
         self.peak_chat_in_flight = 0
+        self.rate_limit: RateLimit | None = None
+        self.accepted: list[float] = []  # monotonic times of chat requests within the rate limit
+        self.limited: list[float] = []  # ... and of those answered 429 by it
 
     # -- scripting and inspection
 
@@ -274,6 +300,37 @@ class FakeOpenAI:
         payload = {"error": {"message": err.message, "type": err.type, "code": err.code, "param": None}}
         return web.json_response(payload, status=err.status, headers=err.headers)
 
+    def _rate(self) -> tuple[dict[str, str], web.Response | None]:
+        """Apply ``rate_limit``: the headers to send, and the 429 to send instead (None: go ahead)."""
+        limit = self.rate_limit
+        if limit is None:
+            return {}, None
+        now = time.monotonic()
+        recent = [t for t in self.accepted if t > now - limit.window]
+        reset = (recent[0] + limit.window - now) if recent else 0.0
+        over = len(recent) >= limit.requests
+        if not over:
+            self.accepted.append(now)
+            recent.append(now)
+            reset = recent[0] + limit.window - now
+        headers: dict[str, str] = {}
+        if limit.headers:
+            headers = {
+                "x-ratelimit-limit-requests": str(limit.requests),
+                "x-ratelimit-remaining-requests": str(max(0, limit.requests - len(recent))),
+                "x-ratelimit-reset-requests": openai_duration(reset),
+            }
+        if not over:
+            return headers, None
+        self.limited.append(now)
+        if limit.retry_after:
+            headers |= {
+                "retry-after": str(max(1, round(reset))),
+                "retry-after-ms": str(max(1, round(reset * 1000))),
+            }
+        error = Error(429, "Rate limit reached for requests", "rate_limit_exceeded", "requests", headers)
+        return headers, self._error(error)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.chat_in_flight += 1
         self.peak_chat_in_flight = max(self.peak_chat_in_flight, self.chat_in_flight)
@@ -284,6 +341,9 @@ class FakeOpenAI:
 
     async def _chat_response(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        rate_headers, refused = self._rate()
+        if refused is not None:
+            return refused
         behaviour = self._next(body)
         if isinstance(behaviour, Hang):
             await self._hang(behaviour.seconds)
@@ -295,6 +355,7 @@ class FakeOpenAI:
         created = int(time.time())
         prompt_tokens = sum(_approx_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
         model = body.get("model", "fake-model")
+        headers = {**rate_headers, **behaviour.headers}
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -314,9 +375,12 @@ class FakeOpenAI:
                         "completion_tokens": _approx_tokens(behaviour.text),
                         "total_tokens": prompt_tokens + _approx_tokens(behaviour.text),
                     },
-                }
+                },
+                headers=headers,
             )
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
+        )
         await resp.prepare(request)
         self.active_streams += 1
         try:

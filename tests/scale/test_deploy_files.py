@@ -16,6 +16,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.slack.settings import SlackSettings
 from bots.cli import _parser
 from bots.loader import available_bots
+from core.console.settings import ConsoleSettings
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,7 @@ def known_variables() -> set[str]:
     names = {name.upper() for name in Settings.model_fields}
     names |= {f"DISCORD_{name.upper()}" for name in DiscordSettings.model_fields}
     names |= {name.upper() for name in SlackSettings.model_fields}
+    names |= {name.upper() for name in ConsoleSettings.model_fields}
     return names
 
 

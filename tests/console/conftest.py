@@ -1,0 +1,94 @@
+"""Fixtures for the console tests: a real runtime on the test Redis with the console mounted on its ops
+server (127.0.0.1, a free port), and an HTTP client that signs in through the login form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from core.console.mount import mount_console
+from core.console.settings import ConsoleSettings
+from core.console.stats import DailyStats
+from core.runtime import Runtime
+from tests.conftest import RuntimeFactory
+
+PASSWORD = "correct horse battery staple"
+RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def console_settings(**overrides: Any) -> ConsoleSettings:
+    values: dict[str, Any] = {"parley_console_password": PASSWORD}
+    values.update(overrides)
+    return ConsoleSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def csrf_of(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "no CSRF field in the page"
+    return match.group(1)
+
+
+@dataclass
+class Served:
+    runtime: Runtime
+    stats: DailyStats
+    base: str  # http://127.0.0.1:PORT/console
+
+
+async def sign_in(
+    session: aiohttp.ClientSession, base: str, password: str = PASSWORD
+) -> aiohttp.ClientResponse:
+    async with session.get(f"{base}/login") as page:
+        token = csrf_of(await page.text())
+    async with session.post(
+        f"{base}/login", data={"csrf": token, "password": password}, allow_redirects=False
+    ) as response:
+        await response.read()
+        return response
+
+
+ServeConsole = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve_console(runtime_factory: RuntimeFactory) -> AsyncIterator[ServeConsole]:
+    """``await serve_console(bot="support", runtime=None, **console_settings)``: the console on a started
+    ops server (a given runtime is used as it is, and its server started by the caller)."""
+    async with AsyncExitStack() as stack:
+
+        async def start(bot: str = "support", *, runtime: Runtime | None = None, **overrides: Any) -> Served:
+            own = runtime is None
+            if runtime is None:
+                runtime = await stack.enter_async_context(runtime_factory(bot, **RUNTIME))
+            settings = console_settings(**overrides)
+            await mount_console(runtime, settings)
+            assert runtime.stats is not None
+            if own:
+                await runtime.ops.http.start()
+                stack.push_async_callback(runtime.ops.http.aclose)
+            return Served(runtime, runtime.stats, "")
+
+        yield start
+
+
+def base_url(served: Served) -> str:
+    http = served.runtime.ops.http
+    port = http.bound.get("/console") or http.bound.get("ops") or http.bound["public"]
+    return f"http://127.0.0.1:{port}/console"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+# The Slack adapter's fixtures (fake Slack, a running adapter on a given runtime), for the browser test.
+from tests.slack.conftest import slack, start_slack  # noqa: E402, F401
