@@ -16,7 +16,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 SUPPORT_DB := .parley/support.db
 
 .PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
-	browser console vendor-chartjs
+	browser console vendor-chartjs kb eval-kb bench-kb
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -93,6 +93,15 @@ bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (real discord.py,
 
 bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input
 	$(BIN)/python -m tests.safety.bench
+
+kb: $(STAMP)  ## (re-)index a bot's knowledge base from its [kb] sources (BOT=support)
+	$(BIN)/parley kb ingest --bot $(BOT)
+
+eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5, MRR, cited sources
+	$(BIN)/python -m tests.bench.kb_eval
+
+bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
+	$(BIN)/python -m tests.bench.kb_bench
 
 lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)
 	$(COMPILE)

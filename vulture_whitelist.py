@@ -18,6 +18,7 @@ _.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
+_._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
 _._unique  # core/tools/config.py
@@ -27,6 +28,8 @@ _.row_factory
 _.order_status
 _.create_ticket
 _.settings_cls  # a parameter of settings_customise_sources that we do not need
+# bm25s reads it in get_scores_from_ids (core/kb/lexical.py sets it on a loaded index).
+_.nonoccurrence_array
 # BotConfig's platform tables are read with getattr(config, platform) (core/bot.py).
 _.slack
 # discord.py: Client hooks and Intents flags.

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
+from bots import kb_cli
 from bots.console_cmd import serve_console
 from bots.loader import available_bots, load_bot
 from core.bot import BotSpec
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
     )
     rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    kb_cli.add_parser(sub, bots)
     return parser
 
 
@@ -133,6 +135,8 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         spec = load_bot(args.bot)
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, safety, spec))
+        if args.command == "kb":
+            return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, safety, spec))
         if args.command == "console":
@@ -163,6 +167,8 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
     print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
     if not settings.llm_configured:
         problems.append(NO_LLM)
+    if spec.config.kb is not None:
+        print(kb_cli.describe_embeddings(settings))
     try:
         llm = None if settings.llm_configured else _NullLLM()
         async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:

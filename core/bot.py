@@ -165,6 +165,7 @@ class BotConfig(BaseModel):
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)  # tools and MCP servers (core/tools/config.py)
+    kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

@@ -7,9 +7,10 @@
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
     queue     over the generation cap: wait in a fair line for a slot (no round trip when one is free)
     command   a command's handler, or
-    chat      moderate input -> plugin -> generate (LLM stream, output checked as it grows)
-              -> check (final output moderation) -> remember (one pipelined, fenced write, the
-              console's daily aggregates riding on it)
+    chat      moderate input -> plugin -> retrieve (knowledge base: numbered reference chunks)
+              -> generate (LLM stream, output checked as it grows)
+              -> check (final output moderation, citations) -> remember (one pipelined, fenced write,
+              the console's daily aggregates riding on it)
     finish    admission settles, metrics, safety decisions, aggregates of turns that wrote nothing, the
               turn's log line
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from core.console.stats import DailyStats
+    from core.kb.retrieve import KnowledgeBase, Retrieval
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
@@ -168,6 +170,7 @@ class Draft:
     """What the generate stage produced: the text shown so far and how the stream ended."""
 
     prompt: Prompt
+    retrieval: Retrieval | None = None  # the knowledge base's chunks in the prompt (None: no base)
     parts: list[str] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str = ""
@@ -194,6 +197,7 @@ class Engine:
         metrics: Metrics | None = None,
         tools: Tools | None = None,
         stats: DailyStats | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -206,6 +210,7 @@ class Engine:
         self.metrics = metrics
         self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
         self.stats = stats  # the console's daily aggregates (core/console/stats.py)
+        self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -396,7 +401,18 @@ class Engine:
             yield ReplyDone(early)
             return
 
-        draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget))
+        retrieval = await self._retrieve(ctx, user_text)
+        fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
+        kb = self.knowledge
+        answer = kb.not_covered_answer(retrieval, user_text, fresh=fresh) if kb and retrieval else None
+        if answer is not None:  # a question nothing here covers: say so and offer a person, no LLM call
+            result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
+            await self._remember(ctx, self._exchange(ctx, user_text, answer))
+            yield ReplyDelta(answer)
+            yield ReplyDone(result)
+            return
+
+        draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget, retrieval), retrieval)
         async for delta in self._generate(ctx, user_text, draft):
             yield delta
         if draft.error is not None:
@@ -450,7 +466,7 @@ class Engine:
                     return
                 budget //= 2
                 ctx.log.warning("context_too_long_retrying", budget=budget)
-                draft.prompt = self._prompt(ctx, user_text, budget)
+                draft.prompt = self._prompt(ctx, user_text, budget, draft.retrieval)
             except LLMError as exc:
                 draft.error = exc
                 return
@@ -489,8 +505,23 @@ class Engine:
         if verdict.action is Action.REDACT:
             text = verdict.text
         result = ctx.result(text, ReplyKind.ANSWER)
+        if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link
+            result = replace(result, citations=draft.retrieval.citations(text))
         plugin = self.bot.plugin
         return await plugin.after_turn(ctx, result) if plugin is not None else result
+
+    async def _retrieve(self, ctx: TurnContext, user_text: str) -> Retrieval | None:
+        """Stage retrieve: the knowledge base's best chunks for the message, within the persona's budget.
+        The query is used and dropped: the knowledge base never stores user text."""
+        if self.knowledge is None:
+            return None
+        retrieval = await self.knowledge.retrieve(
+            user_text, channel=ctx.turn.place.channel, persona=ctx.persona.name
+        )
+        ctx.log.info(
+            "kb_retrieved", mode=retrieval.mode, covered=retrieval.covered, chunks=len(retrieval.hits)
+        )
+        return retrieval
 
     async def _command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
         """Stage command: run a command's handler (admin check, argument moderation, output check)."""
@@ -645,7 +676,9 @@ class Engine:
             text += f"\n\n(Confidential marker: {self.safety.canary}. Never repeat or mention it.)"
         return text
 
-    def _prompt(self, ctx: TurnContext, user_text: str, budget: int) -> Prompt:
+    def _prompt(
+        self, ctx: TurnContext, user_text: str, budget: int, retrieval: Retrieval | None = None
+    ) -> Prompt:
         upto = ctx.state.summary_upto
         system = self.system_prompt(ctx)
         if self.tools is not None and self.tools.offers(ctx.turn):
@@ -659,7 +692,7 @@ class Engine:
             budget=budget,
             counter=self.counter,
             summary=ctx.state.summary,
-            reference=self.bot.knowledge,
+            reference=retrieval.prompt_block() if retrieval is not None else self.bot.knowledge,
         )
 
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:

@@ -20,6 +20,8 @@ from core.console.settings import ConsoleSettings, load_console_settings
 from core.console.stats import DailyStats, build_stats
 from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
+from core.kb.retrieve import KnowledgeBase
+from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.memory import RedisMemory
@@ -54,6 +56,7 @@ class Runtime:
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
     tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
     stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
+    knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -153,6 +156,8 @@ async def open_runtime(
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
         stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
+        # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
+        knowledge = await stack.enter_async_context(open_knowledge_base(spec, settings, client, keys))
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -165,9 +170,12 @@ async def open_runtime(
             metrics=ops.metrics,
             tools=tools,
             stats=stats,
+            knowledge=knowledge,
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, stats)
+        yield Runtime(
+            settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, stats, knowledge
+        )

@@ -98,6 +98,15 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """A source the reply cites as ``[number]`` (a knowledge-base page); adapters render it as a link."""
+
+    number: int
+    title: str
+    url: str = ""  # empty: a local document with no public address (the title alone is shown)
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyResult:
     """What the engine concluded about a turn."""
 
@@ -109,6 +118,7 @@ class ReplyResult:
     usage: Usage = field(default_factory=Usage)
     ephemeral: bool = False  # only the asker should see it (Slack ephemeral, Discord ephemeral followup)
     meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # bot-specific flags, e.g. handoff
+    citations: tuple[Citation, ...] = ()  # knowledge-base sources the reply cites, in number order
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from adapters.common.citations import shown_text
 from adapters.common.split import split_text
 from core.reply import ReplyFold
 from core.types import ReplyEvent, ReplyNotice, ReplyResult
@@ -91,7 +92,8 @@ class StreamRenderer(Generic[H]):
                 continue
             fold.add(event)
             self.outcome.result = fold.result
-            self._text = fold.text
+            # The finished reply shows with its sources line when it cites any.
+            self._text = shown_text(fold.result) if fold.result is not None else fold.text
             self._dirty.set()
 
     async def _notice(self, text: str) -> None:

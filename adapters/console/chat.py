@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from adapters.common.citations import sources_plain
 from core.bot import BotSpec
 from core.reply import ReplyFold
 from core.tools.setup import confirm_call, confirm_id
@@ -128,6 +129,8 @@ class ConsoleChat:
             self._write("\n")
         if confirm_id(result) and not self._opt.interactive and not self._opt.jsonl:
             self._write(CONFIRM_PROMPT + "\n")
+        if result.citations and not self._opt.jsonl:
+            self._write(sources_plain(result.citations) + "\n")
         return result
 
 
@@ -143,4 +146,5 @@ def _as_json(result: ReplyResult) -> dict[str, object]:
         },
         "turn_id": result.turn_id,
         "meta": dict(result.meta),
+        "citations": [{"number": c.number, "title": c.title, "url": c.url} for c in result.citations],
     }

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common.citations import shown_text
 from adapters.common.deps import EdgeDeps
 from adapters.common.flags import FlagReport, WarnOnce, flag_report
 from adapters.common.split import split_text
@@ -292,7 +293,7 @@ class SlackDelivery:
             return
         private = private or (not in_channel and (result.ephemeral or result.kind is ReplyKind.REFUSAL))
         hook = webhook_client(str(url))
-        for chunk in split_text(to_mrkdwn(result.text), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
+        for chunk in split_text(to_mrkdwn(shown_text(result)), MESSAGE_LIMIT)[:RESPONSE_URL_POSTS]:
             response = await hook.send(
                 text=chunk,
                 response_type="ephemeral" if private else "in_channel",

@@ -21,6 +21,7 @@ import structlog
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.common.citations import shown_text
 from adapters.slack.mrkdwn import escape, sanitise_markdown
 from adapters.slack.sink import slack_error_code
 from core.reply import ReplyFold
@@ -168,7 +169,7 @@ class NativeStreamer:
         ts: str,
         blocks_for: Callable[[ReplyResult], list[dict[str, object]]],
     ) -> NativeOutcome:
-        text = sanitise_markdown(result.text)
+        text = sanitise_markdown(shown_text(result))  # the sources line comes after the streamed text
         if not ts:
             # Decided before anything streamed (a command, a refusal, a duplicate): one plain post is cheaper.
             return NativeOutcome("fallback", result.text, result=result)

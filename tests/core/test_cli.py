@@ -106,14 +106,23 @@ async def test_scripted_chat_prints_one_json_reply_per_line_and_remembers(
 async def test_plain_scripted_chat_streams_text(fake_openai: FakeOpenAI, redis_url: str) -> None:
     fake_openai.queue(Reply("Arr, a fine day!", chunk_chars=2))
     code, out, err = await parley(
-        "chat", "--bot", "support", stdin="hi\n", env=llm_env(fake_openai, redis_url)
+        "chat",
+        "--bot",
+        "support",
+        stdin="How do returns and refunds work?\n",
+        env=llm_env(fake_openai, redis_url),
     )
     assert code == 0, err
     assert out == "Arr, a fine day!\n"
     system = fake_openai.chat_requests[0].body["messages"][0]["content"]
     assert "customer-support assistant" in system
     reference = fake_openai.chat_requests[0].body["messages"][1]["content"]
-    assert "<reference>" in reference and "Returns and refunds" in reference
+    # No index published: knowledge.md is a one-document knowledge base, its matching section numbered [1].
+    assert (
+        "<reference>" in reference
+        and "[1] Example Co. customer FAQ (sample: replace with your company's own) › Returns and refunds"
+        in reference
+    )
 
 
 async def test_no_llm_configured_names_both_variables(redis_url: str) -> None:

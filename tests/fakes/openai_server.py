@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible server on loopback (aiohttp), for the real ``openai`` client.
 
 It serves ``POST /v1/chat/completions`` (streaming SSE with an optional usage chunk, or a whole JSON
-completion) and ``POST /v1/moderations``, records every request, and plays scripted behaviours: replies
-with chosen pacing, HTTP errors (429 with Retry-After, 500, context-length 400) and hangs.
+completion), ``POST /v1/moderations`` and ``POST /v1/embeddings`` (deterministic hashed bag-of-words vectors:
+texts that share words are near, no model needed), records every request, and plays scripted behaviours:
+replies with chosen pacing, HTTP errors (429 with Retry-After, 500, context-length 400) and hangs.
 
 Tool calls: ``ToolCalls([Call("name", {...}), ...])`` streams the calls' arguments as small JSON fragments,
 interleaving parallel calls by ``index`` as real servers do, and ends with ``finish_reason="tool_calls"``.
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -114,6 +118,88 @@ def echo(body: dict[str, Any]) -> Behaviour:
     return Reply(f"You said: {last_user_text(body)}")
 
 
+EMBEDDING_DIMS = 256
+_EMBED_WORD = re.compile(r"[a-z0-9]+")
+_EMBED_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "my",
+        "me",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+    ]
+)
+
+
+def _bucket(feature: str) -> tuple[int, float]:
+    digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+    return int.from_bytes(digest[:4], "little") % EMBEDDING_DIMS, (1.0 if digest[4] & 1 else -1.0)
+
+
+def fake_embedding(text: str) -> list[float]:
+    """A deterministic stand-in for a sentence embedding: each word (crudely stemmed) and its character
+    trigrams hashed into 256 signed buckets, L2-normalised. Shared words and word stems pull texts
+    together."""
+    vec = [0.0] * EMBEDDING_DIMS
+    for word in _EMBED_WORD.findall(text.lower()):
+        if word in _EMBED_STOP:
+            continue
+        stem = re.sub(r"(?:ing|ed|es|s)$", "", word) if len(word) > 4 else word
+        features = [(f"w:{stem}", 1.0)] + [
+            (f"t:{stem[i : i + 3]}", 0.3) for i in range(max(0, len(stem) - 2))
+        ]
+        for feature, weight in features:
+            i, sign = _bucket(feature)
+            vec[i] += sign * weight
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
 def _approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -125,6 +211,7 @@ class FakeOpenAI:
         self.responder: Callable[[dict[str, Any]], Behaviour] = echo
         self.flagged_words: set[str] = set()  # /v1/moderations flags input containing any of these
         self.moderation_behaviour: Behaviour | None = None
+        self.embeddings_behaviour: Behaviour | None = None  # an Error or Hang for /v1/embeddings
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
@@ -154,6 +241,10 @@ class FakeOpenAI:
         self.peak_chat_in_flight = self.chat_in_flight
 
     @property
+    def embedding_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
@@ -163,6 +254,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/moderations", self._moderations)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -394,6 +486,31 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        behaviour = self.embeddings_behaviour
+        if isinstance(behaviour, Hang):
+            await self._hang(behaviour.seconds)
+        if isinstance(behaviour, Error):
+            return self._error(behaviour)
+        inputs = body.get("input", "")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        if not all(isinstance(item, str) for item in items):
+            return self._error(
+                Error(400, "fake: token-id inputs are not supported", type="invalid_request_error")
+            )
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(items)
+        ]
+        tokens = sum(_approx_tokens(t) for t in items)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "fake-embeddings"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def _moderations(self, request: web.Request) -> web.Response:
         body = await self._record(request)
@@ -449,6 +566,7 @@ async def _serve(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake._chat)
     app.router.add_post("/v1/moderations", fake._moderations)
+    app.router.add_post("/v1/embeddings", fake._embeddings)
     app.router.add_get("/v1/models", fake._models)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -1,0 +1,141 @@
+"""One knowledge-base index: its chunks, the documents they came from, the BM25 and vector indexes.
+
+An index is immutable once built; ``to_bytes``/``from_bytes`` make the artifact every replica loads (numpy's
+npz, no pickle: arrays for BM25 and the vectors, stored as float16 to halve the size, and one JSON record for
+the chunks, documents and vocabulary).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.kb.chunking import index_text
+from core.kb.errors import IndexCorrupt
+from core.kb.lexical import LexicalIndex
+from core.kb.model import Chunk, DocumentEntry
+from core.kb.vectors import FloatArray, VectorIndex, normalise
+
+FORMAT = 1
+
+
+@dataclass
+class KbIndex:
+    chunks: list[Chunk]
+    documents: dict[str, DocumentEntry]
+    lexical: LexicalIndex
+    vectors: VectorIndex | None = None
+    embed_model: str = ""
+    built_at: float = field(default_factory=time.time)
+    version: int = 0
+    collection_codes: np.ndarray[Any, np.dtype[np.int16]] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int16)
+    )
+    collections: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.collections:
+            self.collections = sorted({c.collection for c in self.chunks})
+        codes = {name: i for i, name in enumerate(self.collections)}
+        self.collection_codes = np.array([codes[c.collection] for c in self.chunks], dtype=np.int16)
+
+    @property
+    def size(self) -> int:
+        return len(self.chunks)
+
+    def mask(self, collections: Sequence[str]) -> np.ndarray[Any, np.dtype[np.bool_]] | None:
+        """Chunks in any of ``collections`` (None: no restriction)."""
+        if not collections:
+            return None
+        wanted = [i for i, name in enumerate(self.collections) if name in collections]
+        return np.isin(self.collection_codes, wanted)
+
+    # -- building
+
+    @classmethod
+    def build(
+        cls,
+        chunks: Sequence[Chunk],
+        documents: dict[str, DocumentEntry],
+        vectors: FloatArray | None = None,
+        embed_model: str = "",
+    ) -> KbIndex:
+        numbered = [
+            Chunk(i, c.source, c.url, c.title, c.headings, c.text, c.hash, c.collection)
+            for i, c in enumerate(chunks)
+        ]
+        lexical = LexicalIndex.build([index_text(c) for c in numbered])
+        vindex = VectorIndex(normalise(vectors)) if vectors is not None and len(numbered) else None
+        return cls(numbered, documents, lexical, vindex, embed_model if vindex is not None else "")
+
+    # -- the artifact
+
+    def to_bytes(self) -> bytes:
+        arrays, vocab = self.lexical.to_arrays()
+        record = {
+            "format": FORMAT,
+            "embed_model": self.embed_model,
+            "built_at": self.built_at,
+            "num_docs": int(arrays["num_docs"]),
+            "vocab": vocab,
+            "chunks": [
+                [c.source, c.url, c.title, list(c.headings), c.text, c.hash, c.collection]
+                for c in self.chunks
+            ],
+            "documents": [asdict(d) for d in self.documents.values()],
+        }
+        parts: dict[str, Any] = {
+            "record": np.frombuffer(json.dumps(record, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
+            "bm25_data": arrays["data"],
+            "bm25_indices": arrays["indices"],
+            "bm25_indptr": arrays["indptr"],
+        }
+        if self.vectors is not None:
+            parts["vectors"] = self.vectors.matrix.astype(np.float16)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **parts)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, version: int = 0) -> KbIndex:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                record = json.loads(npz["record"].tobytes().decode("utf-8"))
+                arrays = {
+                    "data": npz["bm25_data"],
+                    "indices": npz["bm25_indices"],
+                    "indptr": npz["bm25_indptr"],
+                    "num_docs": int(record["num_docs"]),
+                }
+                vectors = npz["vectors"].astype(np.float32) if "vectors" in npz.files else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise IndexCorrupt(f"cannot decode the index artifact: {type(exc).__name__}") from None
+        if record.get("format") != FORMAT:
+            raise IndexCorrupt(f"index artifact format {record.get('format')} (this version reads {FORMAT})")
+        chunks = [
+            Chunk(i, s, u, t, tuple(h), x, hs, col)
+            for i, (s, u, t, h, x, hs, col) in enumerate(record["chunks"])
+        ]
+        documents = {d["source"]: DocumentEntry(**d) for d in record["documents"]}
+        return cls(
+            chunks,
+            documents,
+            LexicalIndex(arrays, record["vocab"]),
+            VectorIndex(vectors) if vectors is not None else None,
+            record["embed_model"],
+            record["built_at"],
+            version,
+        )
+
+    def embeddings_by_hash(self) -> dict[str, FloatArray]:
+        """Reusable vectors for unchanged chunks on re-ingest."""
+        if self.vectors is None:
+            return {}
+        return {c.hash: self.vectors.matrix[i] for i, c in enumerate(self.chunks)}

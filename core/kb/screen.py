@@ -1,0 +1,34 @@
+"""Ingested text is untrusted: the prompt-injection tripwires of core/safety run on every chunk at ingest
+(flagged chunks are reported and, unless ``[kb] allow_flagged``, kept out of the index), and personal data is
+redacted with the bot's ``[privacy] redact`` kinds before anything is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from core.kb.model import Chunk, Flagged
+from core.safety.redact import PIIRedactor
+from core.safety.rules import injection_hits
+from core.safety.text import normalize
+
+
+@dataclass
+class Screen:
+    redactor: PIIRedactor | None
+    allow_flagged: bool = False
+
+    def check(self, chunk: Chunk) -> tuple[Chunk | None, Flagged | None, bool]:
+        """(the chunk to index or None, what the tripwires found, whether personal data was redacted)."""
+        hits = injection_hits(normalize(f"{chunk.heading_path}\n{chunk.text}"))
+        flagged = None
+        if hits:
+            flagged = Flagged(chunk.source, chunk.headings, hits[0].detail, self.allow_flagged)
+            if not self.allow_flagged:
+                return None, flagged, False
+        redacted = False
+        if self.redactor is not None:
+            text, kinds = self.redactor.scan(chunk.text)
+            if kinds:
+                chunk = replace(chunk, text=text)
+                redacted = True
+        return chunk, flagged, redacted
