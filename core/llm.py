@@ -17,6 +17,8 @@ the client's own http_client; ``core/ops/pacing.py`` uses it to keep the shared 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -161,9 +163,25 @@ def map_openai_error(exc: openai.OpenAIError) -> LLMError:
     return LLMUnavailable(f"model call failed: {type(exc).__name__}")
 
 
+def _chunk(data: str) -> dict[str, Any]:
+    """One server-sent chunk; an error event mid-stream (or garbage) ends the reply as a failure."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise LLMUnavailable("the model endpoint sent a malformed stream") from None
+    if not isinstance(chunk, dict):
+        raise LLMUnavailable("the model endpoint sent a malformed stream")
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        raise LLMUnavailable(f"the model endpoint failed mid-stream: {message[:200]}")
+    return chunk
+
+
 async def _next_within(events: AsyncIterator[Any], seconds: float) -> Any:
     try:
-        return await asyncio.wait_for(anext(events), seconds)
+        async with asyncio.timeout(seconds):  # no task per chunk, unlike wait_for
+            return await anext(events)
     except TimeoutError:
         raise LLMTimeout(f"no output from the model within {seconds:.0f}s") from None
 
@@ -215,40 +233,50 @@ class OpenAILLM:
         finish = ""
         usage: Usage | None = None
         try:
-            response = await asyncio.wait_for(
-                self._client.chat.completions.create(**kwargs), self._first_token_timeout
-            )
-            chunks = aiter(response)
-            first = True
-            try:
+            async with contextlib.AsyncExitStack() as stack:
+                # The raw event stream, decoded here with json.loads: the SDK's typed chunks cost about
+                # 0.2 ms each, a third of a busy bot's CPU at 60 tokens/s per reply. The SDK still sends the
+                # request, retries, and raises its errors for a failed status.
+                opened = self._client.chat.completions.with_streaming_response.create(**kwargs)
+                response = await asyncio.wait_for(
+                    stack.enter_async_context(opened), self._first_token_timeout
+                )
+                lines = aiter(response.iter_lines())
+                first = True
                 while True:
                     wait = self._first_token_timeout if first else max(0.0, deadline - loop.time())
                     try:
-                        chunk = await _next_within(chunks, wait)
+                        line = await _next_within(lines, wait)
                     except StopAsyncIteration:
                         break
+                    except LLMError:
+                        raise
+                    except Exception as exc:  # the HTTP client's transport errors (the SDK's own are private)
+                        raise LLMUnavailable("the connection to the model broke mid-reply") from exc
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments (": keep-alive"), event names
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
                     first = False
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta is not None and delta.content:
-                            shown = think.feed(delta.content)
+                    chunk = _chunk(data)
+                    if raw_usage := chunk.get("usage"):
+                        usage = Usage(
+                            raw_usage.get("prompt_tokens") or 0, raw_usage.get("completion_tokens") or 0
+                        )
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if content := delta.get("content"):
+                            shown = think.feed(content)
                             if shown:
                                 yield LLMDelta(shown)
-                        if delta is not None and delta.tool_calls:
-                            for part in delta.tool_calls:
-                                fn = part.function
-                                assembler.add(
-                                    part.index,
-                                    part.id,
-                                    fn.name if fn is not None else None,
-                                    fn.arguments if fn is not None else None,
-                                )
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
-            finally:
-                await response.close()
+                        for part in delta.get("tool_calls") or ():
+                            fn = part.get("function") or {}
+                            assembler.add(
+                                part.get("index", 0), part.get("id"), fn.get("name"), fn.get("arguments")
+                            )
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
         except TimeoutError:
             raise LLMTimeout("the model did not start answering in time") from None
         except openai.OpenAIError as exc:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
+import os
 import sys
 
 from bots.cli import _run
@@ -43,7 +45,14 @@ def main() -> int:
         spec = with_cap(load_bot(args.bot), args.cap)
         run_args = argparse.Namespace(platform=None, workers_only=False, adapters_only=False)
         safety, console = load_safety_settings(), load_console_settings()
-        return asyncio.run(_run(run_args, settings, safety, console, spec))
+        profile_to = os.environ.get("BENCH_PROFILE")  # a path: cProfile the bot, stats written there
+        if not profile_to:
+            return asyncio.run(_run(run_args, settings, safety, console, spec))
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(asyncio.run, _run(run_args, settings, safety, console, spec))
+        finally:
+            profiler.dump_stats(profile_to)
     except ParleyError as exc:
         print(f"load bench bot: {exc}", file=sys.stderr)
         return 2
