@@ -54,6 +54,10 @@ _.block_id
 _.action_ts
 _.is_ephemeral
 _.real_name
+_.alt_txt  # SlackFile: read with .get() in adapters/slack/translate.py:image_refs
+_.mimetype
+_.url_private
+_.url_private_download
 
 # --- Read only by tests/ and the benchmarks ---
 _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench.py

@@ -130,6 +130,23 @@ class PrivacyConfig(BaseModel):
     forget_command: bool = True  # /forget: a user deletes everything stored about them
 
 
+class ImagesConfig(BaseModel):
+    """``[images]``: images in (attachments for vision personas) and out (``/imagine``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_bytes: int = Field(default=5_000_000, ge=1_000, le=50_000_000)  # per attachment, checked on the bytes
+    max_per_message: int = Field(default=4, ge=1, le=16)  # more are ignored (and said so)
+    types: list[str] = Field(default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"])
+    fetch_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    model: str = "gpt-image-1"  # the Images API model for /imagine (PARLEY_IMAGE_MODEL overrides)
+    size: str = "1024x1024"
+    timeout_seconds: float = Field(default=120, gt=0, le=600)
+    user_daily: int = Field(default=10, ge=0)  # /imagine images per user per quota window; 0: no limit
+    workspace_daily: int = Field(default=100, ge=0)  # per Slack workspace / Discord server
+    quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
+
+
 class BotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +165,7 @@ class BotConfig(BaseModel):
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

@@ -40,6 +40,7 @@ from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.types import (
+    Attachment,
     CommandCall,
     ReplyDelta,
     ReplyDone,
@@ -55,6 +56,7 @@ from core.types import (
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from core.media.setup import Media
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
@@ -87,6 +89,8 @@ class TurnContext:
     meta: dict[str, str] = field(default_factory=dict)
     ephemeral: bool = False
     kind: ReplyKind | None = None
+    images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
+    attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
 
     @property
     def bot(self) -> BotSpec:
@@ -110,6 +114,7 @@ class TurnContext:
             usage=extra.pop("usage", self.usage),
             ephemeral=extra.pop("ephemeral", self.ephemeral),
             meta=extra.pop("meta", dict(self.meta)),
+            attachments=extra.pop("attachments", tuple(self.attachments)),
         )
 
     def refusal(self, category: str) -> ReplyResult:
@@ -178,6 +183,7 @@ class Engine:
         counter: TokenCounter,
         default_model: str,
         metrics: Metrics | None = None,
+        media: Media | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -188,6 +194,7 @@ class Engine:
         self.counter = counter
         self.default_model = default_model
         self.metrics = metrics
+        self.media = media  # images in (vision) and out (/imagine); None: attachments are ignored
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -271,7 +278,8 @@ class Engine:
     def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
         """Whether admission will judge this turn (so its checks are worth sending with the read)."""
         cfg = self.bot.config
-        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and bool(turn.text.strip()))
+        has_words = bool(turn.text.strip() or turn.images)
+        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and has_words)
 
     async def _load(
         self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger
@@ -310,7 +318,7 @@ class Engine:
         turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        if call is None and turn.addressed and not turn.text.strip() and not state.paused:
+        if call is None and turn.addressed and not turn.text.strip() and not turn.images and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
             return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
@@ -374,6 +382,25 @@ class Engine:
                 yield ReplyDelta(early.text)
             yield ReplyDone(early)
             return
+        if ctx.turn.images and self.media is not None:  # stage see: images in, for a vision persona
+            seen = await self.media.vision.see(ctx.turn, ctx.persona)
+            user_text = f"{user_text}\n{seen.note}".strip()  # memory keeps a reference, never the bytes
+            if seen.flag:
+                ctx.meta["flag"] = seen.flag
+            if seen.reply and (seen.reason != "no_vision" or not ctx.turn.text.strip()):
+                ctx.meta["reason"] = seen.reason
+                if seen.reason == "image_refused":
+                    yield ReplyDone(ctx.refusal(seen.category))
+                    return
+                if seen.reason == "no_vision":
+                    await self._remember(ctx, self._exchange(ctx, user_text, seen.reply))
+                kinds = {"image_rejected": ReplyKind.REFUSAL, "image_unreadable": ReplyKind.ERROR}
+                yield ReplyDelta(seen.reply)
+                yield ReplyDone(ctx.result(seen.reply, kinds.get(seen.reason, ReplyKind.ANSWER)))
+                return
+            if seen.reply:  # no vision, but words to answer: say so beside the answer
+                yield ReplyNotice(seen.reply)
+            ctx.images = seen.images
 
         draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget))
         async for delta in self._generate(ctx, user_text, draft):
@@ -580,7 +607,7 @@ class Engine:
 
     def _prompt(self, ctx: TurnContext, user_text: str, budget: int) -> Prompt:
         upto = ctx.state.summary_upto
-        return build_prompt(
+        prompt = build_prompt(
             system=self.system_prompt(ctx),
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
@@ -591,6 +618,10 @@ class Engine:
             summary=ctx.state.summary,
             reference=self.bot.knowledge,
         )
+        if not ctx.images:
+            return prompt
+        *head, last = prompt.messages  # the new user message carries the images as content parts
+        return replace(prompt, messages=(*head, replace(last, images=ctx.images)))
 
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:
         a = ctx.turn.author

@@ -30,6 +30,16 @@ from core.types import Usage
 class ChatMessage:
     role: str  # "system", "user" or "assistant"
     content: str
+    images: tuple[str, ...] = ()  # image URLs (``data:`` or https) sent as ``image_url`` content parts
+
+
+def wire_message(m: ChatMessage) -> dict[str, Any]:
+    """A message as Chat Completions wants it: plain text, or text + image parts when it carries images."""
+    if not m.images:
+        return {"role": m.role, "content": m.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in m.images]
+    return {"role": m.role, "content": parts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +121,7 @@ class OpenAILLM:
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         kwargs: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [wire_message(m) for m in request.messages],
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": True,

@@ -20,6 +20,8 @@ from core.engine import Engine
 from core.errors import ConfigError, StoreUnavailable
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
+from core.media.fetch import ImageAuth
+from core.media.setup import Media, build_media
 from core.memory import RedisMemory
 from core.ops.delivery import Dispatcher
 from core.ops.redisconn import connect as connect_redis
@@ -49,6 +51,7 @@ class Runtime:
     ops: Ops  # metrics, health server, locks, queue, Deliveries (core/ops)
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
+    media: Media | None = None  # images in (vision) and out (/imagine)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -123,6 +126,17 @@ async def open_runtime(
         if spec.plugin is not None:
             for command in spec.plugin.commands():
                 registry.add(command)
+        deliveries = ops.deliveries
+
+        def image_auth(platform: str) -> ImageAuth | None:
+            delivery = deliveries.get(platform) if platform in deliveries else None
+            return delivery if isinstance(delivery, ImageAuth) else None
+
+        media = build_media(spec, settings, safety.moderator, image_auth, safety.admission.store)
+        stack.push_async_callback(media.aclose)
+        if "imagine" in cfg.commands:
+            for command in media.commands():
+                registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
         engine = Engine(
@@ -135,7 +149,8 @@ async def open_runtime(
             counter=TokenCounter(settings.openai_model),
             default_model=settings.openai_model,
             metrics=ops.metrics,
+            media=media,
         )
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
-        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety)
+        yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, media)

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import discord
 
-from core.types import Author, CommandCall, Place, Turn
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "discord"
 DM_WORKSPACE = "@me"  # what Discord itself calls the DM "guild" in its URLs
@@ -54,6 +54,7 @@ class MessageView:
     user_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)  # mentioned user id -> name
     role_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     channel_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
+    images: tuple[ImageRef, ...] = ()  # image attachments (content type image/*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         role_names=view.role_names,
         channel_names=view.channel_names,
     )
-    if not text and not view.mentions_bot:
+    if not text and not view.mentions_bot and not view.images:
         # Nothing to answer. In a followed thread or listened channel this is what a message looks like when
         # the message-content intent is off: Discord sends it with empty content.
         return None
@@ -175,6 +176,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         message_id=view.id,
         addressed=addressed,
         event_id=view.id,
+        images=view.images,
     )
 
 
@@ -223,6 +225,22 @@ def _is_admin(user: discord.abc.User) -> bool:
     return False
 
 
+def image_refs(attachments: list[discord.Attachment]) -> tuple[ImageRef, ...]:
+    """The image attachments of a message, as references (the bytes are fetched by the worker)."""
+    return tuple(
+        ImageRef(
+            url=a.url,
+            mime=a.content_type or "",
+            size=a.size,
+            name=a.filename,
+            caption=a.description or "",
+            id=str(a.id),
+        )
+        for a in attachments
+        if (a.content_type or "").startswith("image/")
+    )
+
+
 def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
     """Copy what we need out of a discord.py :class:`discord.Message`."""
     guild = message.guild
@@ -258,6 +276,7 @@ def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
         channel_names=MappingProxyType(
             {str(c.id): getattr(c, "name", "channel") for c in message.channel_mentions}
         ),
+        images=image_refs(message.attachments),
     )
 
 

@@ -15,9 +15,10 @@ Failures are logged with the conversation and never raised: the engine's turn st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -42,7 +43,7 @@ from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
 from core.ops.jobs import Job
 from core.reply import fold_reply
-from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
+from core.types import ImageRef, Place, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.slack")
 
@@ -112,6 +113,17 @@ class SlackDelivery:
         if bot is None or not bot.bot_token:
             raise AdapterError(f"Slack workspace {team} has no installation (app uninstalled?)")
         return web_client(bot.bot_token, self.settings.slack_api_url)
+
+    async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
+        """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts
+        (or the configured Web API host: a proxy, a test fake)."""
+        url, api = urlsplit(ref.url), urlsplit(self.settings.slack_api_url or "")
+        host = (url.hostname or "").lower()
+        slack_host = url.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
+        if not (slack_host or (api.netloc and url.netloc == api.netloc)):
+            raise AdapterError("a Slack file URL outside Slack's hosts: not sending the token there")
+        client = await self.client_for(place.workspace)
+        return {"Authorization": f"Bearer {client.token}"} if client.token else {}
 
     # ------------------------------------------------------------------ messages
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.common.split import split_text
-from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlashCommand
-from core.types import Author, CommandCall, Place, Turn
+from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "slack"
 
@@ -126,7 +126,29 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
         message_id=ts,
         addressed=addressed,
         event_id=message_key(channel, ts),
+        images=image_refs(event.get("files") or []),
     )
+
+
+def image_refs(files: list[SlackFile]) -> tuple[ImageRef, ...]:
+    """A message's image files (``url_private``: the worker downloads it with the bot token)."""
+    refs = []
+    for f in files:
+        if not str(f.get("mimetype", "")).startswith("image/"):
+            continue
+        url = str(f.get("url_private_download") or f.get("url_private") or "")
+        if url:
+            refs.append(
+                ImageRef(
+                    url=url,
+                    mime=str(f.get("mimetype", "")),
+                    size=int(f.get("size") or 0),
+                    name=str(f.get("name") or ""),
+                    caption=str(f.get("alt_txt") or f.get("title") or ""),
+                    id=str(f.get("id") or ""),
+                )
+            )
+    return tuple(refs)
 
 
 def _mentions(text: str, user_id: str) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from core.types import Author, CommandCall, Place, Turn
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 VERSION = 1
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -55,6 +55,8 @@ def encode_job(job: Job) -> str:
     }
     if t.command is not None:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
+    if t.images:  # references only: a worker fetches the bytes itself
+        body["im"] = [[i.url, i.mime, i.size, i.name, i.caption, i.id] for i in t.images]
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -85,6 +87,10 @@ def decode_job(raw: str) -> Job:
             command=command,
             received_at=float(body.get("r", 0.0)),
             turn_id=str(body["id"]),
+            images=tuple(
+                ImageRef(str(u), str(m), int(n), str(fn), str(c), str(i))
+                for u, m, n, fn, c, i in body.get("im", [])
+            ),
         )
         route = Route(str(route_platform), MappingProxyType({str(k): str(v) for k, v in route_data.items()}))
         return Job(turn, route, float(body.get("q", 0.0)))

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.images import decode_data_url
+
 
 @dataclass
 class Reply:
@@ -65,7 +67,11 @@ def last_user_text(body: dict[str, Any]) -> str:
     for message in reversed(body.get("messages", [])):
         if message.get("role") == "user":
             content = message.get("content", "")
-            return content if isinstance(content, str) else json.dumps(content)
+            if isinstance(content, list):  # content parts: the text, and a count of the images
+                texts = [str(p.get("text", "")) for p in content if p.get("type") == "text"]
+                images = sum(1 for p in content if p.get("type") == "image_url")
+                return " ".join([*texts, f"[{images} image(s)]" if images else ""]).strip()
+            return str(content)
     return ""
 
 
@@ -83,6 +89,8 @@ class FakeOpenAI:
         self.behaviours: deque[Behaviour] = deque()
         self.responder: Callable[[dict[str, Any]], Behaviour] = echo
         self.flagged_words: set[str] = set()  # /v1/moderations flags input containing any of these
+        self.flagged_image_markers: set[bytes] = set()  # ... and images whose bytes contain any of these
+        self.image_flag_category = "sexual"  # the category a flagged image scores high in
         self.moderation_behaviour: Behaviour | None = None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
@@ -104,6 +112,17 @@ class FakeOpenAI:
     @property
     def moderation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/moderations")]
+
+    def image_inputs(self) -> list[str]:
+        """Image URLs the chat requests carried as ``image_url`` content parts, oldest first."""
+        return [
+            str(part["image_url"]["url"])
+            for r in self.chat_requests
+            for m in r.body.get("messages", [])
+            if isinstance(m.get("content"), list)
+            for part in m["content"]
+            if isinstance(part, dict) and part.get("type") == "image_url"
+        ]
 
     def reset_peak(self) -> None:
         """Start counting the peak of chat requests in flight afresh (from those in flight now)."""
@@ -268,13 +287,18 @@ class FakeOpenAI:
         items = inputs if isinstance(inputs, list) else [inputs]
         results = []
         for item in items:
-            text = item if isinstance(item, str) else json.dumps(item)
-            hit = any(w.lower() in text.lower() for w in self.flagged_words)
+            if isinstance(item, dict) and item.get("type") == "image_url":
+                data = decode_data_url(str((item.get("image_url") or {}).get("url", "")))
+                hit = any(m in data for m in self.flagged_image_markers)
+            else:
+                text = item if isinstance(item, str) else json.dumps(item)
+                hit = any(w.lower() in text.lower() for w in self.flagged_words)
             categories = dict.fromkeys(MODERATION_CATEGORIES, False)
             scores = dict.fromkeys(MODERATION_CATEGORIES, 0.001)
             if hit:
-                categories["harassment"] = True
-                scores["harassment"] = 0.97
+                category = self.image_flag_category if isinstance(item, dict) else "harassment"
+                categories[category] = True
+                scores[category] = 0.97
             results.append(
                 {
                     "flagged": hit,
