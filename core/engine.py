@@ -7,7 +7,8 @@
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
     queue     over the generation cap: wait in a fair line for a slot (no round trip when one is free)
     command   a command's handler, or
-    chat      moderate input -> plugin -> generate (LLM stream, output checked as it grows)
+    chat      moderate input -> plugin -> see (images for a vision persona, core/media/vision.py)
+              -> generate (LLM stream, output checked as it grows)
               -> check (final output moderation) -> remember (one pipelined, fenced write)
     finish    admission settles, metrics, safety decisions, the turn's log line
 

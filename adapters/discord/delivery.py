@@ -145,6 +145,7 @@ class DiscordDelivery:
             finally:
                 stop_typing.set()
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        await _upload(sink, outcome.result, dlog)
         return outcome.result
 
     async def _to_interaction(
@@ -180,6 +181,7 @@ class DiscordDelivery:
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        await _upload(sink, outcome.result, dlog)
         return outcome.result
 
     async def _report_flag(
@@ -238,6 +240,20 @@ class DiscordDelivery:
                 await self._session.close()
             if self._client is not None:
                 await self._client.close()
+
+
+async def _upload(
+    sink: ChannelSink | InteractionSink, result: ReplyResult | None, dlog: FilteringBoundLogger
+) -> None:
+    """Upload the reply's files (``/imagine``'s picture); a refused upload is logged, never raised."""
+    if result is None or not result.attachments:
+        return
+    try:
+        await sink.upload(result.attachments)
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+        dlog.warning("discord_upload_failed", error=type(exc).__name__, detail=str(exc)[:200])
+    else:
+        dlog.info("discord_files_uploaded", files=[a.filename for a in result.attachments])
 
 
 def _log_outcome(dlog: FilteringBoundLogger, failures: int, posts: int, edits: int) -> None:

@@ -88,6 +88,8 @@ class SlackDelivery:
                 result = await self._command(job.turn, target, client, events)
             else:
                 result = await self._message(job.turn, target, client, events)
+            if result is not None and result.attachments:
+                await self._upload(client, job.turn, target, result)
             report = None if result is None else flag_report(job.turn, result, self.deps.redact)
             if report is not None:
                 await self._flag_notice(client, job.turn, target, report)
@@ -113,6 +115,28 @@ class SlackDelivery:
         if bot is None or not bot.bot_token:
             raise AdapterError(f"Slack workspace {team} has no installation (app uninstalled?)")
         return web_client(bot.bot_token, self.settings.slack_api_url)
+
+    async def _upload(
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+    ) -> None:
+        """The reply's files (``/imagine``'s picture) with ``files_upload_v2``, in the reply's thread; a
+        refused upload (no ``files:write`` scope, not in the channel) is logged, never raised."""
+        uploads = [
+            {"file": a.data, "filename": a.filename, "title": a.title or a.filename}
+            for a in result.attachments
+        ]
+        try:
+            await client.files_upload_v2(
+                file_uploads=uploads, channel=target.channel, thread_ts=target.thread_ts or None
+            )
+        except SLACK_ERRORS as exc:
+            self._log.warning("slack_upload_failed", error=slack_error_code(exc), **_context(self.deps, turn))
+        else:
+            self._log.info(
+                "slack_files_uploaded",
+                files=[a.filename for a in result.attachments],
+                **_context(self.deps, turn),
+            )
 
     async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
         """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts

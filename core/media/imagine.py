@@ -23,7 +23,7 @@ import aiohttp
 import openai
 import structlog
 
-from core.bot import ImagesConfig
+from core.bot import ImagesConfig, LimitsConfig
 from core.commands import Command
 from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
@@ -123,9 +123,14 @@ class ImageQuotas:
     """Daily image counts per user and per server, on the limit store's QUOTA script (one round trip to
     check, one to count)."""
 
-    def __init__(self, store: LimitStore, config: ImagesConfig) -> None:
+    def __init__(self, store: LimitStore, config: ImagesConfig, limits: LimitsConfig) -> None:
         self.store = store
         self.config = config
+        self.limits = limits  # exemptions shared with the chat limits (your own terminal, maybe admins)
+
+    def exempt(self, turn: Turn) -> bool:
+        lim = self.limits
+        return turn.place.platform in lim.exempt_platforms or (lim.exempt_admins and turn.author.is_admin)
 
     def _checks(self, place: Place, user_id: str) -> list[LimitCheck]:
         cfg, checks = self.config, []
@@ -141,7 +146,7 @@ class ImageQuotas:
 
     async def refusal(self, turn: Turn) -> str | None:
         """What to tell the user when a quota is used up (None: go on)."""
-        checks = self._checks(turn.place, turn.author.id)
+        checks = [] if self.exempt(turn) else self._checks(turn.place, turn.author.id)
         if not checks:
             return None
         outcomes, _ = await self.store.run(checks)

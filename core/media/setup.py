@@ -56,4 +56,4 @@ def build_media(
         timeout=cfg.timeout_seconds,
     )
     vision = Vision(fetcher, judge, max_per_message=cfg.max_per_message)
-    return Media(vision, fetcher, generator, ImageQuotas(limits, cfg))
+    return Media(vision, fetcher, generator, ImageQuotas(limits, cfg, spec.config.limits))

@@ -36,7 +36,7 @@ def safety_command(safety: Safety) -> Command:
         key = safety.blocked_key(place.platform, place.workspace)
         r = safety.redis
         if sub == "status":
-            yield await _status(safety)
+            yield await _status(safety, ctx)
         elif sub == "events":
             n = int(words[1]) if len(words) > 1 and words[1].isdigit() else 10
             events = await safety.events.recent(
@@ -77,7 +77,7 @@ def safety_command(safety: Safety) -> Command:
     )
 
 
-async def _status(safety: Safety) -> str:
+async def _status(safety: Safety, ctx: TurnContext) -> str:
     p, lim = safety.profile, safety.admission.limits
     lines = [f"*Safety*: {p.describe()}."]
     if p.endpoint and safety.endpoint is not None:
@@ -92,6 +92,9 @@ async def _status(safety: Safety) -> str:
         f"workspace {lim.workspace_tokens or 'none'}; "
         f"concurrent generations: {lim.max_concurrent or 'no limit'}."
     )
+    media = ctx.engine.media
+    if media is not None and "imagine" in ctx.engine.commands:
+        lines.append(await media.quotas.status(ctx.turn.place))
     counters = await safety.events.counters()
     if counters:
         top = sorted(counters.items(), key=lambda kv: -kv[1])[:12]

@@ -11,6 +11,7 @@ empty ``fake.responder(body)`` decides (default: echo the last user message).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.images import decode_data_url
+from tests.fakes.images import decode_data_url, png
 
 
 @dataclass
@@ -91,7 +92,9 @@ class FakeOpenAI:
         self.flagged_words: set[str] = set()  # /v1/moderations flags input containing any of these
         self.flagged_image_markers: set[bytes] = set()  # ... and images whose bytes contain any of these
         self.image_flag_category = "sexual"  # the category a flagged image scores high in
+        self.text_flag_category = "harassment"  # ... and flagged text
         self.moderation_behaviour: Behaviour | None = None
+        self.images_behaviour: Error | Hang | None = None  # e.g. Error(404): a server without an Images API
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
@@ -112,6 +115,10 @@ class FakeOpenAI:
     @property
     def moderation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/moderations")]
+
+    @property
+    def image_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith("/images/generations")]
 
     def image_inputs(self) -> list[str]:
         """Image URLs the chat requests carried as ``image_url`` content parts, oldest first."""
@@ -139,6 +146,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/images/generations", self._images)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -296,7 +304,7 @@ class FakeOpenAI:
             categories = dict.fromkeys(MODERATION_CATEGORIES, False)
             scores = dict.fromkeys(MODERATION_CATEGORIES, 0.001)
             if hit:
-                category = self.image_flag_category if isinstance(item, dict) else "harassment"
+                category = self.image_flag_category if isinstance(item, dict) else self.text_flag_category
                 categories[category] = True
                 scores[category] = 0.97
             results.append(
@@ -310,6 +318,21 @@ class FakeOpenAI:
         return web.json_response(
             {"id": "modr-fake", "model": body.get("model", "omni-moderation-latest"), "results": results}
         )
+
+
+    async def _images(self, request: web.Request) -> web.Response:
+        """``POST /v1/images/generations``: a small PNG made on the spot, as ``b64_json``."""
+        body = await self._record(request)
+        behaviour = self.images_behaviour
+        if isinstance(behaviour, Hang):
+            await self._hang(behaviour.seconds)
+            return web.Response(status=504)
+        if isinstance(behaviour, Error):
+            return self._error(behaviour)
+        n = int(body.get("n") or 1)
+        picture = png(16, 16, rgb=(30, 90, 200), text=str(body.get("prompt", ""))[:64].encode())
+        data = [{"b64_json": base64.b64encode(picture).decode(), "revised_prompt": None} for _ in range(n)]
+        return web.json_response({"created": int(time.time()), "data": data})
 
 
 MODERATION_CATEGORIES = (
@@ -336,6 +359,7 @@ async def _serve(port: int) -> None:
     app.router.add_post("/v1/chat/completions", fake._chat)
     app.router.add_post("/v1/moderations", fake._moderations)
     app.router.add_get("/v1/models", fake._models)
+    app.router.add_post("/v1/images/generations", fake._images)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
