@@ -147,6 +147,18 @@ class ImagesConfig(BaseModel):
     quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
 
 
+class StoryConfig(BaseModel):
+    """``[story]``: the branching, voted ``/story`` (core/story.py); off: one story in one reply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branching: bool = False
+    vote_seconds: float = Field(default=30, ge=1, le=3_600)  # a channel's vote window per part
+    choices: int = Field(default=3, ge=2, le=3)
+    part_words: int = Field(default=150, ge=40, le=600)
+    cover: bool = False  # a cover picture for a new story (the Images API; counts against image quotas)
+
+
 class BotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -166,6 +178,7 @@ class BotConfig(BaseModel):
     access: AccessConfig = Field(default_factory=AccessConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    story: StoryConfig = Field(default_factory=StoryConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

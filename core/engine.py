@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
+    from core.story import StoryStore
 
 log = structlog.get_logger("parley.engine")
 
@@ -92,6 +93,7 @@ class TurnContext:
     kind: ReplyKind | None = None
     images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
     attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
+    choices: tuple[str, ...] = ()  # buttons under the reply: "round:n:label" (/story)
 
     @property
     def bot(self) -> BotSpec:
@@ -116,6 +118,7 @@ class TurnContext:
             ephemeral=extra.pop("ephemeral", self.ephemeral),
             meta=extra.pop("meta", dict(self.meta)),
             attachments=extra.pop("attachments", tuple(self.attachments)),
+            choices=extra.pop("choices", self.choices),
         )
 
     def refusal(self, category: str) -> ReplyResult:
@@ -185,6 +188,7 @@ class Engine:
         default_model: str,
         metrics: Metrics | None = None,
         media: Media | None = None,
+        story: StoryStore | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -196,6 +200,7 @@ class Engine:
         self.default_model = default_model
         self.metrics = metrics
         self.media = media  # images in (vision) and out (/imagine); None: attachments are ignored
+        self.story = story  # branching /story state (core/story.py)
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API

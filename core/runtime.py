@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,15 +24,18 @@ from core.llm import LLM, OpenAILLM
 from core.media.fetch import ImageAuth
 from core.media.setup import Media, build_media
 from core.memory import RedisMemory
-from core.ops.delivery import Dispatcher
+from core.ops.delivery import Deliveries, Dispatcher
+from core.ops.jobs import Route
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
 from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
+from core.story import StoryClock, StoryStore
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
+from core.types import Turn
 
 NO_LLM = (
     "no LLM configured: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible server, "
@@ -52,6 +56,14 @@ class Runtime:
     dispatcher: Dispatcher  # adapters: await rt.dispatcher.dispatch(turn, route)
     safety: Safety  # moderation chain, redactor, admission, event log (core/safety)
     media: Media | None = None  # images in (vision) and out (/imagine)
+
+
+def story_route(deliveries: Deliveries, turn: Turn) -> Route:
+    """Where a story's next part is shown: the platform Delivery's ``story_route(turn)`` if it has one (a
+    channel message rather than a spent interaction), else a plain route."""
+    make = getattr(deliveries.get(turn.place.platform), "story_route", None)
+    route = make(turn) if make is not None else None
+    return route if isinstance(route, Route) else Route(turn.place.platform)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -139,6 +151,7 @@ async def open_runtime(
                 registry.add(command)
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
+        story = StoryStore(client, keys, ttl_seconds=int(cfg.memory.ttl_days * 86_400))
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -150,7 +163,15 @@ async def open_runtime(
             default_model=settings.openai_model,
             metrics=ops.metrics,
             media=media,
+            story=story,
         )
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
+        if cfg.story.branching:  # vote windows close here or on any other replica, whichever is first
+            clock = StoryClock(
+                story, dispatcher.dispatch, partial(story_route, deliveries), deliveries.__contains__
+            )
+            clocks = TaskOwner(f"story:{spec.name}")  # closed before the dispatcher it hands turns to
+            stack.push_async_callback(clocks.aclose)
+            clocks.spawn(clock.run(), name="story-clock")
         yield Runtime(settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, media)

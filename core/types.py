@@ -133,6 +133,7 @@ class ReplyResult:
     ephemeral: bool = False  # only the asker should see it (Slack ephemeral, Discord ephemeral followup)
     meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # bot-specific flags, e.g. handoff
     attachments: tuple[Attachment, ...] = ()  # files to upload with the reply (``/imagine``)
+    choices: tuple[str, ...] = ()  # "round:n:label": buttons a platform shows under the reply (``/story``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import discord
 from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "discord"
+STORY_BUTTON = "parley_story:"  # custom_id of a story choice's button: parley_story:<round>:<n>
 DM_WORKSPACE = "@me"  # what Discord itself calls the DM "guild" in its URLs
 
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
@@ -197,6 +198,14 @@ def turn_from_interaction(view: InteractionView, *, args_option: str | None) -> 
         event_id=view.id,
         command=CommandCall(name=view.command, args=args, options=MappingProxyType(options)),
     )
+
+
+def story_vote(custom_id: str) -> str | None:
+    """The choice number a story button stands for (``parley_story:<round>:<n>``), or None."""
+    if not custom_id.startswith(STORY_BUTTON):
+        return None
+    _round, _, n = custom_id[len(STORY_BUTTON) :].partition(":")
+    return n if n.isdigit() else None
 
 
 def thread_name(text: str, limit: int = 80) -> str:

@@ -51,6 +51,7 @@ from adapters.slack.translate import (
     FEEDBACK_DOWN,
     FEEDBACK_UP,
     HANDOFF_RESUME,
+    STORY_VOTE,
     BotIdentity,
     EventOptions,
     Feedback,
@@ -58,6 +59,7 @@ from adapters.slack.translate import (
     resume_target,
     turn_from_command,
     turn_from_event,
+    vote_from_action,
 )
 from core.errors import AdapterError, ConfigError, ParleyError
 from core.ops.delivery import DispatchOutcome
@@ -160,6 +162,7 @@ class SlackAdapter:
         app.action(FEEDBACK_UP)(self._on_feedback)
         app.action(FEEDBACK_DOWN)(self._on_feedback)
         app.action(HANDOFF_RESUME)(self._on_resume_click)
+        app.action(STORY_VOTE)(self._on_story_vote)
         return app
 
     # ------------------------------------------------------------------ listeners (fast: translate, hand off)
@@ -214,6 +217,14 @@ class SlackAdapter:
         if place is not None and user:
             turn = Turn(author=Author(id=user), place=place, text="/resume")
             self._start(self._resume_from_button(turn, str(body.get("response_url", ""))), "slack:resume")
+
+    async def _on_story_vote(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """A story choice's button: the same turn as ``/story <n>`` (answered privately)."""
+        await ack()
+        turn = vote_from_action(cast(BlockActions, body))
+        if turn is not None:
+            url = str(body.get("response_url", ""))
+            self._start(self._accept_command(turn, url, context.client), f"slack:vote:{turn.event_id}")
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Hand work to the adapter's task owner (never bolt's): refused once closing or overloaded."""

@@ -34,14 +34,14 @@ from adapters.slack.flags import notice_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
 from adapters.slack.reply import Rendered, ReplyOptions, render_reply
-from adapters.slack.route import SlackTarget, response_url_key, target_of
+from adapters.slack.route import SlackTarget, response_url_key, route_for, target_for, target_of
 from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
 from adapters.slack.state import SlackState
-from adapters.slack.translate import HANDOFF_RESUME
+from adapters.slack.translate import HANDOFF_RESUME, story_blocks
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, ParleyError
-from core.ops.jobs import Job
+from core.ops.jobs import Job, Route
 from core.reply import fold_reply
 from core.types import ImageRef, Place, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
@@ -90,6 +90,8 @@ class SlackDelivery:
                 result = await self._message(job.turn, target, client, events)
             if result is not None and result.attachments:
                 await self._upload(client, job.turn, target, result)
+            if result is not None and result.choices:
+                await self._choices(client, job.turn, target, result)
             report = None if result is None else flag_report(job.turn, result, self.deps.redact)
             if report is not None:
                 await self._flag_notice(client, job.turn, target, report)
@@ -137,6 +139,28 @@ class SlackDelivery:
                 files=[a.filename for a in result.attachments],
                 **_context(self.deps, turn),
             )
+
+    async def _choices(
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+    ) -> None:
+        """A story part's choices as buttons (a click is a vote: adapters/slack/app.py)."""
+        try:
+            await client.chat_postMessage(
+                channel=target.channel,
+                thread_ts=target.thread_ts or None,
+                text="Vote for what happens next: " + ", ".join(c.split(":", 2)[2] for c in result.choices),
+                blocks=story_blocks(result.choices),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SLACK_ERRORS as exc:
+            self._log.warning(
+                "slack_choices_failed", error=slack_error_code(exc), **_context(self.deps, turn)
+            )
+
+    def story_route(self, turn: Turn) -> Route:
+        """Where a story's next part goes (core/runtime.py:story_route): the story's channel."""
+        return route_for(target_for(turn))
 
     async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
         """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts
@@ -283,7 +307,9 @@ class SlackDelivery:
     ) -> ReplyResult | None:
         first = await anext(events)
         command = self.deps.commands.get(turn.command.name) if turn.command else None
-        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral):
+        vote = turn.command is not None and turn.command.name == "story" and turn.command.args.isdigit()
+        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral) or vote:
+            # A story vote's answer is the voter's alone: fold it and answer through response_url.
             result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result)
             return result

@@ -70,6 +70,7 @@ class Feedback:
 FEEDBACK_UP = "parley_feedback_up"
 FEEDBACK_DOWN = "parley_feedback_down"
 HANDOFF_RESUME = "parley_handoff_resume"
+STORY_VOTE = re.compile(r"^parley_story_vote_[1-3]$")  # a story choice's button; value "<round>:<n>"
 
 
 def workspace_of(body: EventCallback) -> str:
@@ -252,6 +253,49 @@ def feedback_from_action(payload: BlockActions) -> Feedback | None:
         user_id=user,
         place=Place(PLATFORM, team, channel, thread),
         message_ts=message_ts,
+    )
+
+
+def story_blocks(choices: tuple[str, ...]) -> list[dict[str, object]]:
+    """A story part's choices (``round:n:label``) as buttons; a click is a vote (:func:`vote_from_action`)."""
+    buttons: list[dict[str, object]] = []
+    for choice in choices:
+        round_, n, label = choice.split(":", 2)
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": f"parley_story_vote_{n}",
+                "text": {"type": "plain_text", "text": f"{n}. {label}"[:75]},
+                "value": f"{round_}:{n}",
+            }
+        )
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Vote for what happens next:*"}},
+        {"type": "actions", "block_id": "parley_story", "elements": buttons},
+    ]
+
+
+def vote_from_action(payload: BlockActions) -> Turn | None:
+    """A click on a story choice -> the same turn as ``/story <n>`` in the story's conversation."""
+    actions = payload.get("actions") or []
+    user = (payload.get("user") or {}).get("id", "")
+    container = payload.get("container") or {}
+    channel = container.get("channel_id", "")
+    if not actions or not user or not channel:
+        return None
+    n = str(actions[0].get("value", "")).rpartition(":")[2]
+    if not n.isdigit():
+        return None
+    message = payload.get("message") or {}
+    team = (payload.get("team") or {}).get("id", "")
+    event = f"{channel}:{container.get('message_ts', '')}:{user}:{actions[0].get('action_ts', '')}"
+    return Turn(
+        author=Author(id=user),
+        place=Place(PLATFORM, team, channel, str(message.get("thread_ts", "") or "")),
+        text=f"/story {n}",
+        message_id=str(container.get("message_ts", "")),
+        event_id=event,
+        command=CommandCall("story", n),
     )
 
 

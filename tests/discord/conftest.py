@@ -20,6 +20,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.settings import DiscordSettings
+from core.bot import BotSpec
 from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
@@ -78,11 +79,21 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
 
     @asynccontextmanager
     async def start(
-        *, fake: FakeDiscord | None = None, wait_ready: bool = True, queue: bool = True, **overrides: Any
+        *,
+        fake: FakeDiscord | None = None,
+        wait_ready: bool = True,
+        queue: bool = True,
+        spec: BotSpec | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
         runtime = runtime_factory(
-            "arcade", port=0, parley_ops_host="127.0.0.1", parley_shutdown_grace=2.0, parley_queue=queue
+            "arcade",
+            spec=spec,
+            port=0,
+            parley_ops_host="127.0.0.1",
+            parley_shutdown_grace=2.0,
+            parley_queue=queue,
         )
         async with runtime as rt:
             settings = discord_settings(target, **overrides)

@@ -319,7 +319,6 @@ class FakeOpenAI:
             {"id": "modr-fake", "model": body.get("model", "omni-moderation-latest"), "results": results}
         )
 
-
     async def _images(self, request: web.Request) -> web.Response:
         """``POST /v1/images/generations``: a small PNG made on the spot, as ``b64_json``."""
         body = await self._record(request)

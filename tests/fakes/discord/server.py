@@ -467,6 +467,30 @@ class FakeDiscord:
         assert delivered, "no gateway session received the interaction"
         return data
 
+    async def click(
+        self, message: dict[str, Any], custom_id: str, *, author: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A user clicks a button on ``message``; returns the component INTERACTION_CREATE payload."""
+        author = author or self.alice
+        channel = self.channels[message["channel_id"]]
+        data = p.slash_command(
+            application_id=self.app_id,
+            name="",
+            user_data=author,
+            channel=channel,
+            guild_id=channel.get("guild_id"),
+        )
+        data["type"] = 3
+        data["data"] = {"custom_id": custom_id, "component_type": 2}
+        data["message"] = message
+        self.interactions[data["id"]] = InteractionState(data, now())
+        delivered = await self.dispatch("INTERACTION_CREATE", data, guild_id=channel.get("guild_id"))
+        assert delivered, "no gateway session received the click"
+        return data
+
+    def buttons(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [c for row in message.get("components") or [] for c in row.get("components", [])]
+
     def bot_messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
         """Messages the bot posted (channel messages and interaction responses), oldest first."""
         found = [
@@ -759,6 +783,7 @@ class FakeDiscord:
         )
         message["embeds"] = body.get("embeds") or []
         message["attachments"] = self._uploaded(message, body)
+        message["components"] = body.get("components") or []
         self.messages[message["id"]] = message
         self._record_pings(message, body)
         if self.echo_own_messages:
