@@ -68,6 +68,10 @@ _.block_id
 _.action_ts
 _.is_ephemeral
 _.real_name
+_.alt_txt  # SlackFile: read with .get() in adapters/slack/translate.py:image_refs
+_.mimetype
+_.url_private
+_.url_private_download
 
 # Read by the console's Jinja2 templates (core/console/templates), which vulture does not parse.
 _.categories

@@ -158,6 +158,7 @@ async def _chat(args: argparse.Namespace, settings: Settings, safety: SafetySett
             jsonl=args.jsonl,
             interactive=sys.stdin.isatty() and not args.jsonl,
             conversation=args.conversation,
+            files_dir=settings.parley_data_dir / "images",
         )
         return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
 

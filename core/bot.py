@@ -145,6 +145,35 @@ class PrivacyConfig(BaseModel):
     forget_command: bool = True  # /forget: a user deletes everything stored about them
 
 
+class ImagesConfig(BaseModel):
+    """``[images]``: images in (attachments for vision personas) and out (``/imagine``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_bytes: int = Field(default=5_000_000, ge=1_000, le=50_000_000)  # per attachment, checked on the bytes
+    max_per_message: int = Field(default=4, ge=1, le=16)  # more are ignored (and said so)
+    types: list[str] = Field(default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"])
+    fetch_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    model: str = "gpt-image-1"  # the Images API model for /imagine (PARLEY_IMAGE_MODEL overrides)
+    size: str = "1024x1024"
+    timeout_seconds: float = Field(default=120, gt=0, le=600)
+    user_daily: int = Field(default=10, ge=0)  # /imagine images per user per quota window; 0: no limit
+    workspace_daily: int = Field(default=100, ge=0)  # per Slack workspace / Discord server
+    quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
+
+
+class StoryConfig(BaseModel):
+    """``[story]``: the branching, voted ``/story`` (core/story.py); off: one story in one reply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branching: bool = False
+    vote_seconds: float = Field(default=30, ge=1, le=3_600)  # a channel's vote window per part
+    choices: int = Field(default=3, ge=2, le=3)
+    part_words: int = Field(default=150, ge=40, le=600)
+    cover: bool = False  # a cover picture for a new story (the Images API; counts against image quotas)
+
+
 class BotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -166,6 +195,8 @@ class BotConfig(BaseModel):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)  # tools and MCP servers (core/tools/config.py)
     kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    story: StoryConfig = Field(default_factory=StoryConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ from core.commands import Command, CommandOption, CommandRegistry
 from core.engine import TurnContext
 from core.llm import ChatMessage
 from core.safety.forget import Forgotten
+from core.story import branching_story
 from core.types import CommandCall
 
 STORY_LENGTHS = {"short": (150, 450), "medium": (400, 900), "long": (800, 1_600)}  # words, max tokens
@@ -59,6 +60,10 @@ async def _persona(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
 
 
 async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+    if ctx.bot.config.story.branching and ctx.engine.story is not None:
+        async for delta in branching_story(ctx, call, ctx.engine.story):
+            yield delta
+        return
     storyteller = ctx.bot.personas.get(ctx.bot.config.story_persona, ctx.persona)
     genre = call.options.get("genre", "any").lower()
     length = call.options.get("length", "short").lower()

@@ -7,8 +7,9 @@
     route     greeting, context-only (unaddressed, paused), admission's judgement, size
     queue     over the generation cap: wait in a fair line for a slot (no round trip when one is free)
     command   a command's handler, or
-    chat      moderate input -> plugin -> retrieve (knowledge base: numbered reference chunks)
-              -> generate (LLM stream, output checked as it grows)
+    chat      moderate input -> plugin -> see (images for a vision persona, core/media/vision.py)
+              -> retrieve (knowledge base: numbered reference chunks)
+              -> generate (LLM stream or tool loop, output checked as it grows)
               -> check (final output moderation, citations) -> remember (one pipelined, fenced write,
               the console's daily aggregates riding on it)
     finish    admission settles, metrics, safety decisions, aggregates of turns that wrote nothing, the
@@ -45,6 +46,7 @@ from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
 from core.tools.setup import confirm_meta
 from core.types import (
+    Attachment,
     CommandCall,
     ReplyDelta,
     ReplyDone,
@@ -62,9 +64,11 @@ if TYPE_CHECKING:
 
     from core.console.stats import DailyStats
     from core.kb.retrieve import KnowledgeBase, Retrieval
+    from core.media.setup import Media
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
     from core.safety.setup import Safety
+    from core.story import StoryStore
     from core.tools.setup import Tools
 
 log = structlog.get_logger("parley.engine")
@@ -104,6 +108,9 @@ class TurnContext:
     ephemeral: bool = False
     kind: ReplyKind | None = None
     stats: StatsMark = field(default_factory=StatsMark)
+    images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
+    attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
+    choices: tuple[str, ...] = ()  # buttons under the reply: "round:n:label" (/story)
 
     @property
     def bot(self) -> BotSpec:
@@ -127,6 +134,8 @@ class TurnContext:
             usage=extra.pop("usage", self.usage),
             ephemeral=extra.pop("ephemeral", self.ephemeral),
             meta=extra.pop("meta", dict(self.meta)),
+            attachments=extra.pop("attachments", tuple(self.attachments)),
+            choices=extra.pop("choices", self.choices),
         )
 
     def refusal(self, category: str) -> ReplyResult:
@@ -198,6 +207,8 @@ class Engine:
         tools: Tools | None = None,
         stats: DailyStats | None = None,
         knowledge: KnowledgeBase | None = None,
+        media: Media | None = None,
+        story: StoryStore | None = None,
     ) -> None:
         self.bot = bot
         self.memory = memory
@@ -211,6 +222,8 @@ class Engine:
         self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
         self.stats = stats  # the console's daily aggregates (core/console/stats.py)
         self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
+        self.media = media  # images in (vision) and out (/imagine); None: attachments are ignored
+        self.story = story  # branching /story state (core/story.py)
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API
@@ -297,7 +310,8 @@ class Engine:
     def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
         """Whether admission will judge this turn (so its checks are worth sending with the read)."""
         cfg = self.bot.config
-        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and bool(turn.text.strip()))
+        has_words = bool(turn.text.strip() or turn.images)
+        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and has_words)
 
     async def _load(
         self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger
@@ -336,7 +350,7 @@ class Engine:
         turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        if call is None and turn.addressed and not turn.text.strip() and not state.paused:
+        if call is None and turn.addressed and not turn.text.strip() and not turn.images and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
             return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
@@ -400,6 +414,25 @@ class Engine:
                 yield ReplyDelta(early.text)
             yield ReplyDone(early)
             return
+        if ctx.turn.images and self.media is not None:  # stage see: images in, for a vision persona
+            seen = await self.media.vision.see(ctx.turn, ctx.persona)
+            user_text = f"{user_text}\n{seen.note}".strip()  # memory keeps a reference, never the bytes
+            if seen.flag:
+                ctx.meta["flag"] = seen.flag
+            if seen.reply and (seen.reason != "no_vision" or not ctx.turn.text.strip()):
+                ctx.meta["reason"] = seen.reason
+                if seen.reason == "image_refused":
+                    yield ReplyDone(ctx.refusal(seen.category))
+                    return
+                if seen.reason == "no_vision":
+                    await self._remember(ctx, self._exchange(ctx, user_text, seen.reply))
+                kinds = {"image_rejected": ReplyKind.REFUSAL, "image_unreadable": ReplyKind.ERROR}
+                yield ReplyDelta(seen.reply)
+                yield ReplyDone(ctx.result(seen.reply, kinds.get(seen.reason, ReplyKind.ANSWER)))
+                return
+            if seen.reply:  # no vision, but words to answer: say so beside the answer
+                yield ReplyNotice(seen.reply)
+            ctx.images = seen.images
 
         retrieval = await self._retrieve(ctx, user_text)
         fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
@@ -683,7 +716,7 @@ class Engine:
         system = self.system_prompt(ctx)
         if self.tools is not None and self.tools.offers(ctx.turn):
             system = with_tools(system)  # the "no tools" line gives way to the tools note
-        return build_prompt(
+        prompt = build_prompt(
             system=system,
             user_text=user_text,
             user_name=ctx.turn.author.display_name,
@@ -694,6 +727,10 @@ class Engine:
             summary=ctx.state.summary,
             reference=retrieval.prompt_block() if retrieval is not None else self.bot.knowledge,
         )
+        if not ctx.images:
+            return prompt
+        *head, last = prompt.messages  # the new user message carries the images as content parts
+        return replace(prompt, messages=(*head, replace(last, images=ctx.images)))
 
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:
         a = ctx.turn.author

@@ -17,6 +17,9 @@
     |   +-- ToolUnavailable    its MCP server is not connected
     |   +-- ToolTimeout        it did not answer within the per-tool timeout
     +-- AdapterError           a platform call failed in a way the adapter cannot absorb
+    +-- MediaError             an image could not be fetched or made
+        +-- ImageRejected      an attachment's type or size is not accepted
+        +-- ImagesUnsupported  the endpoint has no Images API (404/405/501)
 
 Library errors are mapped at the edge with ``raise ... from``.
 """
@@ -90,3 +93,15 @@ class ToolTimeout(ToolError):
 
 class AdapterError(ParleyError):
     """A platform call failed and could not be retried."""
+
+
+class MediaError(ParleyError):
+    """An image could not be fetched (attachment) or generated (``/imagine``). The message is safe to log."""
+
+
+class ImageRejected(MediaError):
+    """An attachment's type or size is outside the bot's ``[images]`` limits."""
+
+
+class ImagesUnsupported(MediaError):
+    """The configured endpoint has no Images API (404, 405 or 501)."""

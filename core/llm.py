@@ -53,9 +53,16 @@ class ChatMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant message that asked for tools
     tool_call_id: str = ""  # a "tool" message answers this call
+    images: tuple[str, ...] = ()  # image URLs (``data:`` or https) sent as ``image_url`` content parts
 
     def to_openai(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        """The message as Chat Completions wants it: plain text, or text + image parts when it carries
+        images; tool calls and tool results as their fields."""
+        content: Any = self.content
+        if self.images:
+            content = [{"type": "text", "text": self.content}] if self.content else []
+            content += [{"type": "image_url", "image_url": {"url": url}} for url in self.images]
+        out: dict[str, Any] = {"role": self.role, "content": content}
         if self.tool_calls:
             out["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

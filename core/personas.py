@@ -40,6 +40,8 @@ class _PersonaFile(BaseModel):
     too_long: str = "That message is too long for me. Could you shorten it?"
     memory_error: str = "I can't reach my memory right now, so please try again in a moment."
     busy: str = "I'm a little busy right now. Please try again shortly."
+    vision: bool = False  # the model can look at images: attachments reach it as image parts
+    no_vision: str = "I can't see images, sorry. Could you describe it in words?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class Persona:
     too_long: str
     memory_error: str
     busy: str
+    vision: bool = False
+    no_vision: str = "I can't see images, sorry. Could you describe it in words?"
 
     def render_system(self, values: Mapping[str, str]) -> str:
         """Fill the known placeholders; any other braces in the prompt are left alone."""

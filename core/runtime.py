@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,17 +25,22 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
+from core.media.fetch import ImageAuth
+from core.media.setup import Media, build_media
 from core.memory import RedisMemory
-from core.ops.delivery import Dispatcher
+from core.ops.delivery import Deliveries, Dispatcher
+from core.ops.jobs import Route
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
 from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
+from core.story import StoryClock, StoryStore
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.setup import Tools, open_tools, plugin_tools
+from core.types import Turn
 
 NO_LLM = (
     "no LLM configured: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible server, "
@@ -57,6 +63,15 @@ class Runtime:
     tools: Tools | None = None  # function tools and MCP servers (core/tools); None: the bot has none
     stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
     knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
+    media: Media | None = None  # images in (vision) and out (/imagine)
+
+
+def story_route(deliveries: Deliveries, turn: Turn) -> Route:
+    """Where a story's next part is shown: the platform Delivery's ``story_route(turn)`` if it has one (a
+    channel message rather than a spent interaction), else a plain route."""
+    make = getattr(deliveries.get(turn.place.platform), "story_route", None)
+    route = make(turn) if make is not None else None
+    return route if isinstance(route, Route) else Route(turn.place.platform)
 
 
 async def ping(client: aioredis.Redis, what: str) -> None:
@@ -133,6 +148,17 @@ async def open_runtime(
         if spec.plugin is not None:
             for command in spec.plugin.commands():
                 registry.add(command)
+        deliveries = ops.deliveries
+
+        def image_auth(platform: str) -> ImageAuth | None:
+            delivery = deliveries.get(platform) if platform in deliveries else None
+            return delivery if isinstance(delivery, ImageAuth) else None
+
+        media = build_media(spec, settings, safety.moderator, image_auth, safety.admission.store)
+        stack.push_async_callback(media.aclose)
+        if "imagine" in cfg.commands:
+            for command in media.commands():
+                registry.add(command)
         # Tools: the plugin's functions and the MCP servers, started now and stopped after the dispatcher.
         tools: Tools | None = None
         declared = plugin_tools(spec)
@@ -158,6 +184,7 @@ async def open_runtime(
         stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
         # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
         knowledge = await stack.enter_async_context(open_knowledge_base(spec, settings, client, keys))
+        story = StoryStore(client, keys, ttl_seconds=int(cfg.memory.ttl_days * 86_400))
         engine = Engine(
             bot=spec,
             memory=memory,
@@ -171,11 +198,33 @@ async def open_runtime(
             tools=tools,
             stats=stats,
             knowledge=knowledge,
+            media=media,
+            story=story,
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
         dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
+        if cfg.story.branching:  # vote windows close here or on any other replica, whichever is first
+            clock = StoryClock(
+                story, dispatcher.dispatch, partial(story_route, deliveries), deliveries.__contains__
+            )
+            clocks = TaskOwner(f"story:{spec.name}")  # closed before the dispatcher it hands turns to
+            stack.push_async_callback(clocks.aclose)
+            clocks.spawn(clock.run(), name="story-clock")
         yield Runtime(
-            settings, spec, client, llm, engine, tasks, keys, ops, dispatcher, safety, tools, stats, knowledge
+            settings,
+            spec,
+            client,
+            llm,
+            engine,
+            tasks,
+            keys,
+            ops,
+            dispatcher,
+            safety,
+            tools,
+            stats,
+            knowledge,
+            media,
         )

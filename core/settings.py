@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
+    parley_image_model: str | None = None  # /imagine's Images API model (overrides bot.toml [images] model)
 
     # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
     redis_url: SecretStr | None = None

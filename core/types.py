@@ -60,6 +60,28 @@ class CommandCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An image attached to a user's message: where to fetch it, never its bytes (memory keeps this)."""
+
+    url: str  # the platform's URL (Discord CDN, Slack ``url_private``)
+    mime: str = ""  # as the platform declared it; checked again on the bytes
+    size: int = 0  # bytes, as declared (0: unknown)
+    name: str = ""
+    caption: str = ""  # the platform's alt text or title, if any
+    id: str = ""  # the platform's id of the attachment or file
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a reply carries (a generated image): the Delivery uploads it beside the reply's text."""
+
+    filename: str
+    mime: str
+    data: bytes = field(repr=False)
+    title: str = ""  # alt text / file title; never the prompt's raw text in logs
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One incoming user message, platform-neutral."""
 
@@ -72,6 +94,7 @@ class Turn:
     command: CommandCall | None = None
     received_at: float = field(default_factory=time.time)
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    images: tuple[ImageRef, ...] = ()  # image attachments (vision personas see them)
 
 
 class ReplyKind(enum.StrEnum):
@@ -119,6 +142,8 @@ class ReplyResult:
     ephemeral: bool = False  # only the asker should see it (Slack ephemeral, Discord ephemeral followup)
     meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # bot-specific flags, e.g. handoff
     citations: tuple[Citation, ...] = ()  # knowledge-base sources the reply cites, in number order
+    attachments: tuple[Attachment, ...] = ()  # files to upload with the reply (``/imagine``)
+    choices: tuple[str, ...] = ()  # "round:n:label": buttons a platform shows under the reply (``/story``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,12 @@ def without_limits(spec: BotSpec) -> BotSpec:
     return dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": limits}))
 
 
+def single_shot_story(spec: BotSpec) -> BotSpec:
+    """The bot with the one-reply /story (arcade ships the branching one, tested in tests/media)."""
+    story = spec.config.story.model_copy(update={"branching": False})
+    return dataclasses.replace(spec, config=spec.config.model_copy(update={"story": story}))
+
+
 @pytest.fixture
 def runtime_factory(redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> RuntimeFactory:
     """``async with runtime_factory("arcade", spec=None, llm=None, **settings) as rt:`` a real runtime

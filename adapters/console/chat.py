@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from adapters.common.citations import sources_plain
@@ -23,6 +24,7 @@ from core.bot import BotSpec
 from core.reply import ReplyFold
 from core.tools.setup import confirm_call, confirm_id
 from core.types import (
+    Attachment,
     Author,
     CommandCall,
     Place,
@@ -46,6 +48,7 @@ class ConsoleOptions:
     jsonl: bool = False
     interactive: bool = False
     conversation: str = "default"
+    files_dir: Path | None = None  # where a reply's files (/imagine) are saved; None: PARLEY_DATA_DIR/images
 
 
 def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], stream: TextIO) -> None:
@@ -121,9 +124,11 @@ class ConsoleChat:
             elif streaming and isinstance(event, ReplyReplace):
                 self._write(f"\n[replaced] {event.text}")
         result, shown = fold.outcome(), fold.shown
+        saved = await self._save(result.attachments)
         if self._opt.jsonl:
-            self._write(json.dumps(_as_json(result), ensure_ascii=False) + "\n")
-        elif result.text and not shown:
+            self._write(json.dumps({**_as_json(result), "files": saved}, ensure_ascii=False) + "\n")
+            return result
+        if result.text and not shown:
             self._write(result.text + "\n")
         elif shown:
             self._write("\n")
@@ -131,7 +136,24 @@ class ConsoleChat:
             self._write(CONFIRM_PROMPT + "\n")
         if result.citations and not self._opt.jsonl:
             self._write(sources_plain(result.citations) + "\n")
+        for path in saved:
+            self._write(f"[image saved: {path}]\n")
         return result
+
+    async def _save(self, attachments: tuple[Attachment, ...]) -> list[str]:
+        """Write a reply's files under the files folder (a thread: no blocking file I/O in the loop)."""
+        folder = self._opt.files_dir or Path(".parley") / "images"
+        paths = []
+        for a in attachments:
+            path = folder / Path(a.filename).name  # a bare file name: nothing outside the folder
+            await asyncio.to_thread(_write_file, path, a.data)
+            paths.append(str(path.resolve()))
+        return paths
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _as_json(result: ReplyResult) -> dict[str, object]:

@@ -49,6 +49,7 @@ from adapters.discord.translate import (
     MessagePolicy,
     interaction_view,
     message_view,
+    story_vote,
     thread_name,
     turn_from_interaction,
     turn_from_message,
@@ -332,6 +333,8 @@ class DiscordAdapter:
             if call is not None:
                 turn = turn_from_tool_click(interaction_view(interaction), call)
                 self._spawn(self._accept_tool_click(interaction, turn), turn, "tool")
+            else:
+                self._on_click(interaction)  # a story vote (or nothing of ours)
             return
         if interaction.type is not discord.InteractionType.application_command:
             return
@@ -342,6 +345,19 @@ class DiscordAdapter:
             dataclasses.replace(view, command=name), args_option=self._args_options.get(view.command)
         )
         self._spawn(self._accept_interaction(interaction, turn, received), turn, "interaction")
+
+    def _on_click(self, interaction: discord.Interaction[discord.Client]) -> None:
+        """A story choice's button: the same turn as ``/story <n>`` (a vote, answered privately)."""
+        data: Mapping[str, object] = interaction.data or {}
+        choice = story_vote(str(data.get("custom_id", "")))
+        if choice is None or "story" not in self._deps.commands:
+            return
+        received = time.time()
+        view = dataclasses.replace(
+            interaction_view(interaction), command="story", options=(("prompt", choice),)
+        )
+        turn = turn_from_interaction(view, args_option="prompt")
+        self._spawn(self._accept_interaction(interaction, turn, received, private=True), turn, "click")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], turn: Turn, kind: str) -> None:
         try:
@@ -403,11 +419,16 @@ class DiscordAdapter:
             return None
 
     async def _accept_interaction(
-        self, interaction: discord.Interaction[discord.Client], turn: Turn, received: float
+        self,
+        interaction: discord.Interaction[discord.Client],
+        turn: Turn,
+        received: float,
+        *,
+        private: bool = False,
     ) -> None:
         tlog = self.log.bind(**self._context(turn), command=turn.command.name if turn.command else "")
         command = self._deps.commands.get(turn.command.name) if turn.command else None
-        ephemeral = bool(command and command.ephemeral)
+        ephemeral = private or bool(command and command.ephemeral)
         try:
             # First, within Discord's 3 s: the user sees "thinking..." while the turn waits for a worker.
             response = await interaction.response.defer(thinking=True, ephemeral=ephemeral)

@@ -39,14 +39,16 @@ from adapters.discord.route import (
     InteractionTarget,
     Target,
     interaction_token_key,
+    route_for,
     target_of,
 )
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
+from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
 from core.errors import ConfigError, CredentialError
-from core.ops.jobs import Job
+from core.ops.jobs import Job, Route
 from core.tools.setup import confirm_id
-from core.types import ReplyDone, ReplyEvent, ReplyResult
+from core.types import ReplyDone, ReplyEvent, ReplyResult, Turn
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -162,6 +164,8 @@ class DiscordDelivery:
             finally:
                 stop_typing.set()
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        await _upload(sink, outcome.result, dlog)
+        await _choices(channel, outcome.result, dlog)
         return outcome.result
 
     async def _to_interaction(
@@ -198,7 +202,17 @@ class DiscordDelivery:
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
+        await _upload(sink, outcome.result, dlog)
+        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+        await _choices(channel, outcome.result, dlog)
         return outcome.result
+
+    def story_route(self, turn: Turn) -> Route:
+        """A story's next part goes to the channel (or thread) as a new message: the interaction that
+        started it may be spent by then (core/runtime.py:story_route)."""
+        place = turn.place
+        guild = None if place.workspace == DM_WORKSPACE else int(place.workspace)
+        return route_for(ChannelTarget(int(place.thread or place.channel), guild, None, typing=True))
 
     async def _report_flag(
         self,
@@ -256,6 +270,42 @@ class DiscordDelivery:
                 await self._session.close()
             if self._client is not None:
                 await self._client.close()
+
+
+async def _choices(
+    channel: discord.abc.Messageable, result: ReplyResult | None, dlog: FilteringBoundLogger
+) -> None:
+    """A story part's choices as buttons under it (a click is a vote: adapters/discord/adapter.py)."""
+    if result is None or not result.choices:
+        return
+    view = discord.ui.View(timeout=None)
+    for choice in result.choices:
+        round_, n, label = choice.split(":", 2)
+        view.add_item(
+            discord.ui.Button(
+                label=f"{n}. {label}"[:80],
+                custom_id=f"{STORY_BUTTON}{round_}:{n}",
+                style=discord.ButtonStyle.primary,
+            )
+        )
+    try:
+        await channel.send("Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS)
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+        dlog.warning("discord_choices_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+async def _upload(
+    sink: ChannelSink | InteractionSink, result: ReplyResult | None, dlog: FilteringBoundLogger
+) -> None:
+    """Upload the reply's files (``/imagine``'s picture); a refused upload is logged, never raised."""
+    if result is None or not result.attachments:
+        return
+    try:
+        await sink.upload(result.attachments)
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+        dlog.warning("discord_upload_failed", error=type(exc).__name__, detail=str(exc)[:200])
+    else:
+        dlog.info("discord_files_uploaded", files=[a.filename for a in result.attachments])
 
 
 def _log_outcome(dlog: FilteringBoundLogger, failures: int, posts: int, edits: int) -> None:

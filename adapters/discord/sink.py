@@ -14,8 +14,9 @@ embed-safe by :func:`~adapters.discord.format.to_discord` first.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,7 @@ import discord
 import structlog
 
 from adapters.discord.format import to_discord
+from core.types import Attachment
 
 MESSAGE_LIMIT = 2000
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -72,6 +74,17 @@ class ChannelSink:
 
     async def edit(self, handle: discord.Message, text: str) -> None:
         await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def upload(self, attachments: Sequence[Attachment]) -> None:
+        """The reply's files (a generated image) as one more message, under the text."""
+        await self._channel.send(files=discord_files(attachments), allowed_mentions=NO_MENTIONS)
+
+
+def discord_files(attachments: Sequence[Attachment]) -> list[discord.File]:
+    return [
+        discord.File(io.BytesIO(a.data), filename=a.filename, description=a.title[:1024] or None)
+        for a in attachments
+    ]
 
 
 @dataclass
@@ -198,6 +211,24 @@ class InteractionSink:
             return
         assert handle.message is not None
         await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def upload(self, attachments: Sequence[Attachment]) -> None:
+        """The reply's files as a follow-up (the channel once the token is gone; never for a private one)."""
+        if not self.expired:
+            assert self._webhook is not None
+            try:
+                await self._webhook.send(
+                    files=discord_files(attachments),
+                    wait=True,
+                    allowed_mentions=NO_MENTIONS,
+                    ephemeral=self._ephemeral,
+                )
+                return
+            except discord.HTTPException as exc:
+                self._token_gone(exc)
+        if self._ephemeral:
+            raise discord.ClientException("interaction token expired; private files not delivered")
+        await self._channel.send(files=discord_files(attachments), allowed_mentions=NO_MENTIONS)
 
     async def discard_original(self) -> None:
         """Remove the "thinking..." response of a turn that had nothing to say."""

@@ -23,9 +23,10 @@ from types import MappingProxyType
 
 import discord
 
-from core.types import Author, CommandCall, Place, Turn
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "discord"
+STORY_BUTTON = "parley_story:"  # custom_id of a story choice's button: parley_story:<round>:<n>
 DM_WORKSPACE = "@me"  # what Discord itself calls the DM "guild" in its URLs
 
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
@@ -54,6 +55,7 @@ class MessageView:
     user_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)  # mentioned user id -> name
     role_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     channel_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
+    images: tuple[ImageRef, ...] = ()  # image attachments (content type image/*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         role_names=view.role_names,
         channel_names=view.channel_names,
     )
-    if not text and not view.mentions_bot:
+    if not text and not view.mentions_bot and not view.images:
         # Nothing to answer. In a followed thread or listened channel this is what a message looks like when
         # the message-content intent is off: Discord sends it with empty content.
         return None
@@ -175,6 +177,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         message_id=view.id,
         addressed=addressed,
         event_id=view.id,
+        images=view.images,
     )
 
 
@@ -195,6 +198,14 @@ def turn_from_interaction(view: InteractionView, *, args_option: str | None) -> 
         event_id=view.id,
         command=CommandCall(name=view.command, args=args, options=MappingProxyType(options)),
     )
+
+
+def story_vote(custom_id: str) -> str | None:
+    """The choice number a story button stands for (``parley_story:<round>:<n>``), or None."""
+    if not custom_id.startswith(STORY_BUTTON):
+        return None
+    _round, _, n = custom_id[len(STORY_BUTTON) :].partition(":")
+    return n if n.isdigit() else None
 
 
 def thread_name(text: str, limit: int = 80) -> str:
@@ -221,6 +232,22 @@ def _is_admin(user: discord.abc.User) -> bool:
         perms = user.guild_permissions
         return perms.manage_guild or perms.administrator
     return False
+
+
+def image_refs(attachments: list[discord.Attachment]) -> tuple[ImageRef, ...]:
+    """The image attachments of a message, as references (the bytes are fetched by the worker)."""
+    return tuple(
+        ImageRef(
+            url=a.url,
+            mime=a.content_type or "",
+            size=a.size,
+            name=a.filename,
+            caption=a.description or "",
+            id=str(a.id),
+        )
+        for a in attachments
+        if (a.content_type or "").startswith("image/")
+    )
 
 
 def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
@@ -258,6 +285,7 @@ def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
         channel_names=MappingProxyType(
             {str(c.id): getattr(c, "name", "channel") for c in message.channel_mentions}
         ),
+        images=image_refs(message.attachments),
     )
 
 

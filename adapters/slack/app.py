@@ -53,6 +53,7 @@ from adapters.slack.translate import (
     FEEDBACK_DOWN,
     FEEDBACK_UP,
     HANDOFF_RESUME,
+    STORY_VOTE,
     BotIdentity,
     EventOptions,
     Feedback,
@@ -61,6 +62,7 @@ from adapters.slack.translate import (
     resume_target,
     turn_from_command,
     turn_from_event,
+    vote_from_action,
 )
 from core.errors import AdapterError, ConfigError, ParleyError
 from core.ops.delivery import DispatchOutcome
@@ -172,6 +174,7 @@ class SlackAdapter:
         app.action(HANDOFF_RESUME)(self._on_resume_click)
         app.action(TOOL_CONFIRM)(self._on_tool_click)
         app.action(TOOL_CANCEL)(self._on_tool_click)
+        app.action(STORY_VOTE)(self._on_story_vote)
         return app
 
     # ------------------------------------------------------------------ listeners (fast: translate, hand off)
@@ -276,6 +279,14 @@ class SlackAdapter:
             self._log.exception(
                 "slack_accept_failed", error=type(exc).__name__, conversation=turn.place.conversation_id
             )
+
+    async def _on_story_vote(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """A story choice's button: the same turn as ``/story <n>`` (answered privately)."""
+        await ack()
+        turn = vote_from_action(cast(BlockActions, body))
+        if turn is not None:
+            url = str(body.get("response_url", ""))
+            self._start(self._accept_command(turn, url, context.client), f"slack:vote:{turn.event_id}")
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Hand work to the adapter's task owner (never bolt's): refused once closing or overloaded."""

@@ -15,9 +15,10 @@ Failures are logged with the conversation and never raised: the engine's turn st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -34,16 +35,16 @@ from adapters.slack.flags import notice_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import RedisInstallationStore
 from adapters.slack.reply import Rendered, ReplyOptions, render_reply
-from adapters.slack.route import SlackTarget, response_url_key, target_of
+from adapters.slack.route import SlackTarget, response_url_key, route_for, target_for, target_of
 from adapters.slack.settings import SlackBotConfig, SlackSettings
 from adapters.slack.sink import MESSAGE_LIMIT, slack_error_code
 from adapters.slack.state import SlackState
-from adapters.slack.translate import HANDOFF_RESUME
+from adapters.slack.translate import HANDOFF_RESUME, story_blocks
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, CredentialError, ParleyError
-from core.ops.jobs import Job
+from core.ops.jobs import Job, Route
 from core.reply import fold_reply
-from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
+from core.types import ImageRef, Place, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
 log = structlog.get_logger("parley.slack")
 
@@ -89,6 +90,10 @@ class SlackDelivery:
                 result = await self._command(job.turn, target, client, events)
             else:
                 result = await self._message(job.turn, target, client, events)
+            if result is not None and result.attachments:
+                await self._upload(client, job.turn, target, result)
+            if result is not None and result.choices:
+                await self._choices(client, job.turn, target, result)
             report = None if result is None else flag_report(job.turn, result, self.deps.redact)
             if report is not None:
                 await self._flag_notice(client, job.turn, target, report)
@@ -114,6 +119,61 @@ class SlackDelivery:
         if bot is None or not bot.bot_token:
             raise AdapterError(f"Slack workspace {team} has no installation (app uninstalled?)")
         return web_client(bot.bot_token, self.settings.slack_api_url)
+
+    async def _upload(
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+    ) -> None:
+        """The reply's files (``/imagine``'s picture) with ``files_upload_v2``, in the reply's thread; a
+        refused upload (no ``files:write`` scope, not in the channel) is logged, never raised."""
+        uploads = [
+            {"file": a.data, "filename": a.filename, "title": a.title or a.filename}
+            for a in result.attachments
+        ]
+        try:
+            await client.files_upload_v2(
+                file_uploads=uploads, channel=target.channel, thread_ts=target.thread_ts or None
+            )
+        except SLACK_ERRORS as exc:
+            self._log.warning("slack_upload_failed", error=slack_error_code(exc), **_context(self.deps, turn))
+        else:
+            self._log.info(
+                "slack_files_uploaded",
+                files=[a.filename for a in result.attachments],
+                **_context(self.deps, turn),
+            )
+
+    async def _choices(
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+    ) -> None:
+        """A story part's choices as buttons (a click is a vote: adapters/slack/app.py)."""
+        try:
+            await client.chat_postMessage(
+                channel=target.channel,
+                thread_ts=target.thread_ts or None,
+                text="Vote for what happens next: " + ", ".join(c.split(":", 2)[2] for c in result.choices),
+                blocks=story_blocks(result.choices),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SLACK_ERRORS as exc:
+            self._log.warning(
+                "slack_choices_failed", error=slack_error_code(exc), **_context(self.deps, turn)
+            )
+
+    def story_route(self, turn: Turn) -> Route:
+        """Where a story's next part goes (core/runtime.py:story_route): the story's channel."""
+        return route_for(target_for(turn))
+
+    async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
+        """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts
+        (or the configured Web API host: a proxy, a test fake)."""
+        url, api = urlsplit(ref.url), urlsplit(self.settings.slack_api_url or "")
+        host = (url.hostname or "").lower()
+        slack_host = url.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
+        if not (slack_host or (api.netloc and url.netloc == api.netloc)):
+            raise AdapterError("a Slack file URL outside Slack's hosts: not sending the token there")
+        client = await self.client_for(place.workspace)
+        return {"Authorization": f"Bearer {client.token}"} if client.token else {}
 
     # ------------------------------------------------------------------ messages
 
@@ -249,7 +309,10 @@ class SlackDelivery:
     ) -> ReplyResult | None:
         first = await anext(events)
         command = self.deps.commands.get(turn.command.name) if turn.command else None
-        if isinstance(first, ReplyDone) or (command is not None and command.ephemeral) or target.private:
+        vote = turn.command is not None and turn.command.name == "story" and turn.command.args.isdigit()
+        private = (command is not None and command.ephemeral) or target.private or vote
+        if isinstance(first, ReplyDone) or private:
+            # A story vote's answer is the voter's alone: fold it and answer through response_url.
             result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result, private=target.private)
             return result

@@ -16,6 +16,19 @@ class Authorization(TypedDict, total=False):
     is_bot: bool
 
 
+class SlackFile(TypedDict, total=False):
+    """A file object in a message event (``files``)."""
+
+    id: str
+    name: str
+    title: str
+    alt_txt: str
+    mimetype: str
+    size: int
+    url_private: str
+    url_private_download: str
+
+
 class MessageEvent(TypedDict, total=False):
     """``message`` (all channel types) and ``app_mention`` events."""
 
@@ -33,6 +46,7 @@ class MessageEvent(TypedDict, total=False):
     team: str
     event_ts: str
     client_msg_id: str
+    files: list[SlackFile]  # file_share messages (and mentions with attachments)
 
 
 class EventCallback(TypedDict, total=False):

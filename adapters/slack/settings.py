@@ -31,6 +31,8 @@ BOT_SCOPES = (
     "channels:history",
     "chat:write",
     "commands",
+    "files:read",
+    "files:write",
     "groups:history",
     "im:history",
     "im:read",

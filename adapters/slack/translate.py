@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.common.split import split_text
-from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlashCommand
-from core.types import Author, CommandCall, Place, Turn
+from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "slack"
 
@@ -70,6 +70,7 @@ class Feedback:
 FEEDBACK_UP = "parley_feedback_up"
 FEEDBACK_DOWN = "parley_feedback_down"
 HANDOFF_RESUME = "parley_handoff_resume"
+STORY_VOTE = re.compile(r"^parley_story_vote_[1-3]$")  # a story choice's button; value "<round>:<n>"
 
 
 def workspace_of(body: EventCallback) -> str:
@@ -126,7 +127,29 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
         message_id=ts,
         addressed=addressed,
         event_id=message_key(channel, ts),
+        images=image_refs(event.get("files") or []),
     )
+
+
+def image_refs(files: list[SlackFile]) -> tuple[ImageRef, ...]:
+    """A message's image files (``url_private``: the worker downloads it with the bot token)."""
+    refs = []
+    for f in files:
+        if not str(f.get("mimetype", "")).startswith("image/"):
+            continue
+        url = str(f.get("url_private_download") or f.get("url_private") or "")
+        if url:
+            refs.append(
+                ImageRef(
+                    url=url,
+                    mime=str(f.get("mimetype", "")),
+                    size=int(f.get("size") or 0),
+                    name=str(f.get("name") or ""),
+                    caption=str(f.get("alt_txt") or f.get("title") or ""),
+                    id=str(f.get("id") or ""),
+                )
+            )
+    return tuple(refs)
 
 
 def _mentions(text: str, user_id: str) -> bool:
@@ -240,6 +263,49 @@ def feedback_from_action(payload: BlockActions) -> Feedback | None:
         user_id=user,
         place=Place(PLATFORM, team, channel, thread),
         message_ts=message_ts,
+    )
+
+
+def story_blocks(choices: tuple[str, ...]) -> list[dict[str, object]]:
+    """A story part's choices (``round:n:label``) as buttons; a click is a vote (:func:`vote_from_action`)."""
+    buttons: list[dict[str, object]] = []
+    for choice in choices:
+        round_, n, label = choice.split(":", 2)
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": f"parley_story_vote_{n}",
+                "text": {"type": "plain_text", "text": f"{n}. {label}"[:75]},
+                "value": f"{round_}:{n}",
+            }
+        )
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Vote for what happens next:*"}},
+        {"type": "actions", "block_id": "parley_story", "elements": buttons},
+    ]
+
+
+def vote_from_action(payload: BlockActions) -> Turn | None:
+    """A click on a story choice -> the same turn as ``/story <n>`` in the story's conversation."""
+    actions = payload.get("actions") or []
+    user = (payload.get("user") or {}).get("id", "")
+    container = payload.get("container") or {}
+    channel = container.get("channel_id", "")
+    if not actions or not user or not channel:
+        return None
+    n = str(actions[0].get("value", "")).rpartition(":")[2]
+    if not n.isdigit():
+        return None
+    message = payload.get("message") or {}
+    team = (payload.get("team") or {}).get("id", "")
+    event = f"{channel}:{container.get('message_ts', '')}:{user}:{actions[0].get('action_ts', '')}"
+    return Turn(
+        author=Author(id=user),
+        place=Place(PLATFORM, team, channel, str(message.get("thread_ts", "") or "")),
+        text=f"/story {n}",
+        message_id=str(container.get("message_ts", "")),
+        event_id=event,
+        command=CommandCall("story", n),
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from core.credentials import key_material
-from core.types import Author, CommandCall, Place, Turn
+from core.types import Author, CommandCall, ImageRef, Place, Turn
 
 VERSION = 1
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -98,6 +98,8 @@ def encode_job(job: Job, signer: JobSigner | None = None) -> str:
     }
     if t.command is not None:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
+    if t.images:  # references only: a worker fetches the bytes itself
+        body["im"] = [[i.url, i.mime, i.size, i.name, i.caption, i.id] for i in t.images]
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     if signer is None or not signer.enabled:
         return payload
@@ -136,6 +138,10 @@ def decode_job(raw: str, signer: JobSigner | None = None) -> Job:
             command=command,
             received_at=float(body.get("r", 0.0)),
             turn_id=str(body["id"]),
+            images=tuple(
+                ImageRef(str(u), str(m), int(n), str(fn), str(c), str(i))
+                for u, m, n, fn, c, i in body.get("im", [])
+            ),
         )
         route = Route(str(route_platform), MappingProxyType({str(k): str(v) for k, v in route_data.items()}))
         return Job(turn, route, float(body.get("q", 0.0)))

@@ -56,6 +56,27 @@ class ModerationChain:
         verdict = await self._check(turn, "output", text[stream_window_start(text, since) :], final=False)
         return verdict if verdict.action is Action.REFUSE else Verdict(Action.ALLOW, text)
 
+    async def check_image(self, turn: Turn, url: str) -> Verdict:
+        """An image attachment, before any model sees it: the endpoint's image scores, judged like input
+        text. Without an endpoint nothing can look at it: the profile's fail-open / fail-closed applies."""
+        if self.endpoint is None:
+            if self.profile.on_error == "open":
+                return Verdict(Action.ALLOW, "")
+            hit = Hit("moderation_unavailable", detail="fail_closed:no_endpoint")
+            await self.events.record(
+                turn, [Decision("input", hit.category, "refuse", "endpoint", hit.detail)]
+            )
+            return Verdict(Action.REFUSE, "", hit.category, hit.detail)
+        hits = await self._endpoint_hits(turn, "input", url, image=True)
+        decisions = [
+            Decision("input", h.category, a.value, s, h.detail) for h, a, s in hits if a is not Action.ALLOW
+        ]
+        verdict = self._verdict("input", "", hits)
+        await self.events.record(turn, decisions)
+        if verdict.action is Action.REDACT:  # an image cannot be partly shown: a redaction refuses it
+            return Verdict(Action.REFUSE, "", verdict.category, verdict.reason, flag=verdict.flag)
+        return verdict
+
     async def aclose(self) -> None:
         if self.endpoint is not None:
             await self.endpoint.aclose()
@@ -100,11 +121,16 @@ class ModerationChain:
             await self.events.record(turn, [d for d in decisions if d.category not in RECORDED_BY_ENGINE])
         return verdict
 
-    async def _endpoint_hits(self, turn: Turn, stage: Stage, text: str) -> list[tuple[Hit, Action, str]]:
+    async def _endpoint_hits(
+        self, turn: Turn, stage: Stage, text: str, *, image: bool = False
+    ) -> list[tuple[Hit, Action, str]]:
         assert self.endpoint is not None
-        probe = self.rules.redactor.redact(text)  # the endpoint never sees personal data
         try:
-            scores = await self.endpoint.scores(probe, deadline=self.profile.timeout)
+            if image:
+                scores = await self.endpoint.image_scores(text, deadline=self.profile.timeout)
+            else:
+                probe = self.rules.redactor.redact(text)  # the endpoint never sees personal data
+                scores = await self.endpoint.scores(probe, deadline=self.profile.timeout)
         except ModerationUnavailable as exc:
             mode = self.profile.on_error
             log.warning(

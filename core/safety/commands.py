@@ -37,7 +37,7 @@ def safety_command(safety: Safety) -> Command:
         key = safety.blocked_key(place.platform, place.workspace)
         r = safety.redis
         if sub == "status":
-            yield await _status(safety, place.platform, place.workspace)
+            yield await _status(safety, ctx)
         elif sub == "events":
             n = int(words[1]) if len(words) > 1 and words[1].isdigit() else 10
             events = await safety.events.recent(
@@ -80,9 +80,10 @@ def safety_command(safety: Safety) -> Command:
     )
 
 
-async def _status(safety: Safety, platform: str, workspace: str) -> str:
+async def _status(safety: Safety, ctx: TurnContext) -> str:
     """What a workspace's admin may see: the shared configuration, and counters of their workspace only (the
     endpoint's address and other workspaces' figures are the operator's, in logs and /metrics)."""
+    place = ctx.turn.place
     p, lim = safety.profile, safety.admission.limits
     lines = [f"*Safety*: {p.describe()}."]
     if p.endpoint and safety.endpoint is not None:
@@ -97,7 +98,10 @@ async def _status(safety: Safety, platform: str, workspace: str) -> str:
         f"workspace {lim.workspace_tokens or 'none'}; "
         f"concurrent generations: {lim.max_concurrent or 'no limit'}."
     )
-    counters = await safety.events.counters(platform=platform, workspace=workspace)
+    media = ctx.engine.media
+    if media is not None and "imagine" in ctx.engine.commands:
+        lines.append(await media.quotas.status(place))
+    counters = await safety.events.counters(platform=place.platform, workspace=place.workspace)
     if counters:
         top = sorted(counters.items(), key=lambda kv: -kv[1])[:12]
         lines.append("Counters here: " + ", ".join(f"{k}={v}" for k, v in top))

@@ -61,7 +61,16 @@ class ModerationEndpoint:
         self._closed = False
 
     async def scores(self, text: str, *, deadline: float | None = None) -> dict[str, float]:
-        key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return await self._scores(text, text, deadline)
+
+    async def image_scores(self, url: str, *, deadline: float | None = None) -> dict[str, float]:
+        """Scores for one image (a ``data:`` URL or a public https URL): the omni models accept images."""
+        return await self._scores(
+            "image:" + url, [{"type": "image_url", "image_url": {"url": url}}], deadline
+        )
+
+    async def _scores(self, key_text: str, query: object, deadline: float | None) -> dict[str, float]:
+        key = hashlib.blake2b(key_text.encode(), digest_size=16).hexdigest()
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -69,7 +78,8 @@ class ModerationEndpoint:
         deadline = deadline or self.timeout
         try:
             response = await asyncio.wait_for(
-                self._client.moderations.create(model=self.model, input=text), deadline
+                self._client.moderations.create(model=self.model, input=query),  # type: ignore[arg-type]
+                deadline,
             )
         except TimeoutError:
             raise ModerationUnavailable(f"no answer within {deadline:g}s", code="timeout") from None

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from bots.loader import load_bot
+from core.bot import BotSpec
 from core.types import CommandCall, ReplyKind
-from tests.conftest import RuntimeFactory
+from tests.conftest import RuntimeFactory, single_shot_story
 from tests.core.helpers import make_turn
 from tests.fakes.openai_server import FakeOpenAI, Reply
+
+
+def single_shot() -> BotSpec:
+    return single_shot_story(load_bot("arcade"))
 
 
 async def test_help_lists_commands_without_calling_the_llm(
@@ -63,7 +69,7 @@ async def test_story_uses_the_storyteller_with_options_and_can_continue(
         Reply("**The Otter Map**\nOnce upon a time an otter found a map."),
         Reply("The otter followed the map to the sea."),
     )
-    async with runtime_factory() as rt:
+    async with runtime_factory(spec=single_shot()) as rt:
         call = CommandCall("story", "an otter and a map", {"genre": "mystery", "length": "long"})
         first = await rt.engine.collect(make_turn("/story", command=call))
         assert first.kind is ReplyKind.COMMAND and "otter found a map" in first.text
@@ -82,7 +88,7 @@ async def test_story_uses_the_storyteller_with_options_and_can_continue(
 async def test_story_without_prompt_explains_usage_and_text_commands_parse(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
-    async with runtime_factory() as rt:
+    async with runtime_factory(spec=single_shot()) as rt:
         empty = await rt.engine.collect(make_turn("/story"))
         assert "/story" in empty.text
         nothing = await rt.engine.collect(make_turn("/story continue"))
@@ -100,7 +106,7 @@ async def test_stories_are_remembered_in_the_conversation(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.queue(Reply("A tale of two teapots."))
-    async with runtime_factory() as rt:
+    async with runtime_factory(spec=single_shot()) as rt:
         await rt.engine.collect(make_turn("/story teapots"))
         await rt.engine.collect(make_turn("who was in the story?"))
     contents = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]

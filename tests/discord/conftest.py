@@ -20,6 +20,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.delivery import DiscordDelivery
 from adapters.discord.settings import DiscordSettings
+from core.bot import BotSpec
 from core.ops.service import serve
 from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
@@ -84,11 +85,13 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
         wait_ready: bool = True,
         queue: bool = True,
         runtime_settings: dict[str, Any] | None = None,
+        spec: BotSpec | None = None,
         **overrides: Any,
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
         runtime = runtime_factory(
             "arcade",
+            spec=spec,
             port=0,
             parley_shutdown_grace=2.0,
             parley_queue=queue,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -10,7 +11,9 @@ import structlog
 
 from adapters.discord.commands import option_name
 from adapters.discord.sink import MOVED
+from bots.loader import load_bot
 from core.errors import ConfigError
+from tests.conftest import single_shot_story
 from tests.discord.conftest import BotFactory
 from tests.fakes.discord import FakeDiscord, InteractionState
 from tests.fakes.discord import payloads as p
@@ -23,6 +26,12 @@ def original(state: InteractionState) -> str:
 
 
 CALLBACK = r"/interactions/\d+/[^/]+/callback"
+
+
+@pytest.fixture
+def bot_factory(bot_factory: BotFactory) -> BotFactory:
+    """These tests stream the one-reply /story (arcade ships the branching one, tested in tests/media)."""
+    return functools.partial(bot_factory, spec=single_shot_story(load_bot("arcade")))
 
 
 def story_text(words: int) -> str:

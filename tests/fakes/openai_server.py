@@ -19,6 +19,7 @@ empty ``fake.responder(body)`` decides (default: echo the last user message).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.images import decode_data_url, png
 
 
 @dataclass
@@ -110,7 +113,11 @@ def last_user_text(body: dict[str, Any]) -> str:
     for message in reversed(body.get("messages", [])):
         if message.get("role") == "user":
             content = message.get("content", "")
-            return content if isinstance(content, str) else json.dumps(content)
+            if isinstance(content, list):  # content parts: the text, and a count of the images
+                texts = [str(p.get("text", "")) for p in content if p.get("type") == "text"]
+                images = sum(1 for p in content if p.get("type") == "image_url")
+                return " ".join([*texts, f"[{images} image(s)]" if images else ""]).strip()
+            return str(content)
     return ""
 
 
@@ -210,8 +217,12 @@ class FakeOpenAI:
         self.behaviours: deque[Behaviour] = deque()
         self.responder: Callable[[dict[str, Any]], Behaviour] = echo
         self.flagged_words: set[str] = set()  # /v1/moderations flags input containing any of these
+        self.flagged_image_markers: set[bytes] = set()  # ... and images whose bytes contain any of these
+        self.image_flag_category = "sexual"  # the category a flagged image scores high in
+        self.text_flag_category = "harassment"  # ... and flagged text
         self.moderation_behaviour: Behaviour | None = None
         self.embeddings_behaviour: Behaviour | None = None  # an Error or Hang for /v1/embeddings
+        self.images_behaviour: Error | Hang | None = None  # e.g. Error(404): a server without an Images API
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
@@ -236,6 +247,21 @@ class FakeOpenAI:
     def moderation_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/moderations")]
 
+    @property
+    def image_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith("/images/generations")]
+
+    def image_inputs(self) -> list[str]:
+        """Image URLs the chat requests carried as ``image_url`` content parts, oldest first."""
+        return [
+            str(part["image_url"]["url"])
+            for r in self.chat_requests
+            for m in r.body.get("messages", [])
+            if isinstance(m.get("content"), list)
+            for part in m["content"]
+            if isinstance(part, dict) and part.get("type") == "image_url"
+        ]
+
     def reset_peak(self) -> None:
         """Start counting the peak of chat requests in flight afresh (from those in flight now)."""
         self.peak_chat_in_flight = self.chat_in_flight
@@ -256,6 +282,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/images/generations", self._images)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -523,13 +550,18 @@ class FakeOpenAI:
         items = inputs if isinstance(inputs, list) else [inputs]
         results = []
         for item in items:
-            text = item if isinstance(item, str) else json.dumps(item)
-            hit = any(w.lower() in text.lower() for w in self.flagged_words)
+            if isinstance(item, dict) and item.get("type") == "image_url":
+                data = decode_data_url(str((item.get("image_url") or {}).get("url", "")))
+                hit = any(m in data for m in self.flagged_image_markers)
+            else:
+                text = item if isinstance(item, str) else json.dumps(item)
+                hit = any(w.lower() in text.lower() for w in self.flagged_words)
             categories = dict.fromkeys(MODERATION_CATEGORIES, False)
             scores = dict.fromkeys(MODERATION_CATEGORIES, 0.001)
             if hit:
-                categories["harassment"] = True
-                scores["harassment"] = 0.97
+                category = self.image_flag_category if isinstance(item, dict) else self.text_flag_category
+                categories[category] = True
+                scores[category] = 0.97
             results.append(
                 {
                     "flagged": hit,
@@ -541,6 +573,20 @@ class FakeOpenAI:
         return web.json_response(
             {"id": "modr-fake", "model": body.get("model", "omni-moderation-latest"), "results": results}
         )
+
+    async def _images(self, request: web.Request) -> web.Response:
+        """``POST /v1/images/generations``: a small PNG made on the spot, as ``b64_json``."""
+        body = await self._record(request)
+        behaviour = self.images_behaviour
+        if isinstance(behaviour, Hang):
+            await self._hang(behaviour.seconds)
+            return web.Response(status=504)
+        if isinstance(behaviour, Error):
+            return self._error(behaviour)
+        n = int(body.get("n") or 1)
+        picture = png(16, 16, rgb=(30, 90, 200), text=str(body.get("prompt", ""))[:64].encode())
+        data = [{"b64_json": base64.b64encode(picture).decode(), "revised_prompt": None} for _ in range(n)]
+        return web.json_response({"created": int(time.time()), "data": data})
 
 
 MODERATION_CATEGORIES = (
@@ -568,6 +614,7 @@ async def _serve(port: int) -> None:
     app.router.add_post("/v1/moderations", fake._moderations)
     app.router.add_post("/v1/embeddings", fake._embeddings)
     app.router.add_get("/v1/models", fake._models)
+    app.router.add_post("/v1/images/generations", fake._images)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

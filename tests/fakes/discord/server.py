@@ -29,6 +29,8 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as email_default
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -73,6 +75,35 @@ class Call:
     at: float  # time.monotonic() when it arrived
     status: int
     authorized: bool
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the bot uploaded with a message (multipart ``files[n]``)."""
+
+    channel_id: str
+    message_id: str
+    filename: str
+    data: bytes
+    content_type: str
+
+
+def parse_multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """discord.py's multipart body -> its ``payload_json`` plus ``_files``: [(filename, bytes, type)]."""
+    parsed = BytesParser(policy=email_default).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw
+    )
+    body: dict[str, Any] = {}
+    files: list[tuple[str, bytes, str]] = []
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "payload_json":
+            body = json.loads(data)
+        elif part.get_filename():
+            files.append((str(part.get_filename()), bytes(data), part.get_content_type()))
+    body["_files"] = files
+    return body
 
 
 @dataclass
@@ -164,6 +195,11 @@ class FakeDiscord:
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> definitions
 
         self.calls: list[Call] = []
+        self.cdn: dict[
+            str, tuple[bytes, str]
+        ] = {}  # attachment id -> (bytes, content type), served as the CDN
+        self.cdn_downloads: list[str] = []  # attachment ids fetched
+        self.uploads: list[Upload] = []  # files the bot uploaded (multipart message posts)
         self.pings: list[Ping] = []
         self.identifies: list[Identify] = []
         self.faults: list[Fault] = []
@@ -191,6 +227,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{attachment_id}/{filename}", self._cdn)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -326,8 +363,10 @@ class FakeDiscord:
         channel: dict[str, Any] | None = None,
         mention_bot: bool = False,
         reply_to: dict[str, Any] | None = None,
+        attachments: list[tuple[str, bytes, str]] | None = None,
     ) -> dict[str, Any]:
-        """A user posts in a guild channel or thread; returns the MESSAGE_CREATE payload."""
+        """A user posts in a guild channel or thread; returns the MESSAGE_CREATE payload. ``attachments``:
+        ``(filename, bytes, content type)`` files, served at the fake CDN's URLs."""
         author = author or self.alice
         channel = channel or self.general
         content = f"<@{self.app_id}> {text}" if mention_bot else text
@@ -343,6 +382,7 @@ class FakeDiscord:
             referenced=reply_to,
             author_member=p.member(None),
         )
+        data["attachments"] = [self.attach(*a) for a in attachments or []]
         self.messages[data["id"]] = data
         delivered = await self.dispatch("MESSAGE_CREATE", data)
         assert delivered, "no gateway session received the message (not connected, or intents missing)"
@@ -356,6 +396,25 @@ class FakeDiscord:
         delivered = await self.dispatch("MESSAGE_CREATE", data)
         assert delivered, "no gateway session received the DM"
         return data
+
+    def attach(self, filename: str, data: bytes, content_type: str, description: str = "") -> dict[str, Any]:
+        """An attachment object whose URL the fake CDN serves."""
+        aid = p.snowflake()
+        self.cdn[aid] = (data, content_type)
+        url = f"{self.base_url}/attachments/{aid}/{filename}"
+        out = {"id": aid, "filename": filename, "size": len(data), "url": url, "proxy_url": url}
+        out["content_type"] = content_type
+        if description:
+            out["description"] = description
+        return out
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        aid = request.match_info["attachment_id"]
+        if aid not in self.cdn:
+            return web.Response(status=404)
+        self.cdn_downloads.append(aid)
+        data, content_type = self.cdn[aid]
+        return web.Response(body=data, content_type=content_type)
 
     def dm_channel_for(self, user: dict[str, Any]) -> dict[str, Any]:
         for channel in self.channels.values():
@@ -435,6 +494,9 @@ class FakeDiscord:
         delivered = await self.dispatch("INTERACTION_CREATE", data, guild_id=message.get("guild_id"))
         assert delivered, "no gateway session received the click"
         return data
+
+    def buttons(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [c for row in message.get("components") or [] for c in row.get("components", [])]
 
     def bot_messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
         """Messages the bot posted (channel messages and interaction responses), oldest first."""
@@ -566,6 +628,8 @@ class FakeDiscord:
         if raw:
             if request.headers.get("Content-Type", "").startswith("application/json"):
                 body = json.loads(raw)
+            elif request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+                body = parse_multipart(request.headers["Content-Type"], raw)
             else:
                 body = {"_raw": raw.decode(errors="replace")}
         query = dict(request.query)
@@ -665,9 +729,20 @@ class FakeDiscord:
                     }
                 },
             }
-        if not editing and not content and not (isinstance(body, dict) and body.get("embeds")):
+        if (
+            not editing
+            and not content
+            and not (isinstance(body, dict) and (body.get("embeds") or body.get("_files")))
+        ):
             return 400, {"message": "Cannot send an empty message", "code": 50006}
         return None
+
+    def _uploaded(self, message: dict[str, Any], body: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for filename, data, content_type in body.get("_files") or []:
+            self.uploads.append(Upload(message["channel_id"], message["id"], filename, data, content_type))
+            out.append(self.attach(filename, data, content_type))
+        return out
 
     def _record_pings(self, message: dict[str, Any], body: dict[str, Any]) -> None:
         """Who Discord would notify for this content, honouring allowed_mentions (absent = parse all)."""
@@ -714,7 +789,8 @@ class FakeDiscord:
             author_member=p.member(None),
         )
         message["embeds"] = body.get("embeds") or []
-        message["components"] = body.get("components") or []  # buttons (confirm / cancel a tool call)
+        message["attachments"] = self._uploaded(message, body)
+        message["components"] = body.get("components") or []
         self.messages[message["id"]] = message
         self._record_pings(message, body)
         if self.echo_own_messages:
@@ -893,6 +969,7 @@ class FakeDiscord:
             webhook_id=self.app_id,
         )
         message["flags"] = int(body.get("flags") or 0) & EPHEMERAL
+        message["attachments"] = self._uploaded(message, body)
         self.messages[message["id"]] = message
         state.followups.append(message["id"])
         self._record_pings(message, body)

@@ -75,6 +75,19 @@ class Workspace:
 
 
 @dataclass
+class SlackFile:
+    id: str
+    name: str
+    data: bytes
+    mimetype: str
+    title: str = ""
+    channel: str = ""  # bot uploads: where files.completeUploadExternal shared it
+    thread_ts: str = ""
+    comment: str = ""
+    completed: bool = False
+
+
+@dataclass
 class Fault:
     status: int
     error: str
@@ -118,6 +131,8 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.calls: list[Call] = []
+        self.files: dict[str, SlackFile] = {}  # id -> a user's file (add_file) or one the bot uploaded
+        self.file_downloads: list[tuple[str, str]] = []  # (file id, token used) for every download
         self.messages: dict[tuple[str, str], Message] = {}
         self.ephemerals: list[Call] = []
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url id, body)
@@ -154,6 +169,8 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/link", self._socket)
         app.router.add_post("/response/{rid}", self._response_url)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._file_download)
+        app.router.add_post("/upload/{file_id}", self._file_upload)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -235,6 +252,76 @@ class FakeSlack:
 
     def delay(self, method: str, seconds: float) -> None:
         self._delays[method] = seconds
+
+    def add_file(self, name: str, data: bytes, mimetype: str, *, title: str = "") -> dict[str, Any]:
+        """A file a user shared: the ``files`` entry of its message event (``url_private`` needs a token)."""
+        fid = "F" + uuid.uuid4().hex[:10].upper()
+        self.files[fid] = SlackFile(fid, name, data, mimetype, title)
+        url = f"{self.url}/files-pri/{fid}/{name}"
+        return {
+            "id": fid,
+            "name": name,
+            "title": title or name,
+            "mimetype": mimetype,
+            "filetype": mimetype.split("/")[-1],
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+        }
+
+    def uploads(self) -> list[SlackFile]:
+        """Files the bot uploaded and shared (files_upload_v2), oldest first."""
+        return [f for f in self.files.values() if f.completed]
+
+    async def _file_download(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        fid = request.match_info["file_id"]
+        self.file_downloads.append((fid, token))
+        f = self.files.get(fid)
+        if f is None:
+            return web.Response(status=404)
+        if self._ws(token) is None:  # what Slack does without a token: a sign-in page, not an error
+            return web.Response(text="<html>Sign in to Slack</html>", content_type="text/html")
+        return web.Response(body=f.data, content_type=f.mimetype)
+
+    async def _file_upload(self, request: web.Request) -> web.Response:
+        f = self.files.get(request.match_info["file_id"])
+        if f is None:
+            return web.Response(status=404)
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            field_ = next(iter(form.values()), None)
+            f.data = field_.file.read() if hasattr(field_, "file") else str(field_ or "").encode()
+        else:
+            f.data = await request.read()
+        return web.Response(text=f"OK - {len(f.data)}")
+
+    async def _m_files_getUploadURLExternal(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self._ws(token) is None:
+            return {"ok": False, "error": "invalid_auth"}
+        fid = "F" + uuid.uuid4().hex[:10].upper()
+        self.files[fid] = SlackFile(fid, str(params.get("filename", "")), b"", "")
+        return {"ok": True, "upload_url": f"{self.url}/upload/{fid}", "file_id": fid}
+
+    async def _m_files_completeUploadExternal(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self._ws(token) is None:
+            return {"ok": False, "error": "invalid_auth"}
+        entries = params.get("files")
+        entries = json.loads(entries) if isinstance(entries, str) else entries or []
+        out = []
+        for entry in entries:
+            f = self.files.get(str(entry.get("id", "")))
+            if f is None or not f.data:
+                return {"ok": False, "error": "file_not_found"}
+            f.title = str(entry.get("title") or f.name)
+            f.channel = str(params.get("channel_id", "") or "")
+            f.thread_ts = str(params.get("thread_ts", "") or "")
+            f.comment = str(params.get("initial_comment", "") or "")
+            f.mimetype = "image/png" if f.data.startswith(b"\x89PNG") else "application/octet-stream"
+            f.completed = True
+            out.append({"id": f.id, "title": f.title, "name": f.name})
+        return {"ok": True, "files": out}
 
     def seed_message(self, channel: str, ts: str, text: str, user: str, thread_ts: str = "") -> Message:
         msg = Message(channel=channel, ts=ts, text=text, thread_ts=thread_ts, user=user)

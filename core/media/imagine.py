@@ -1,0 +1,240 @@
+"""Images out: ``/imagine <prompt>`` through the OpenAI Images API (any compatible server), with quotas.
+
+    /imagine <prompt> -> the engine's command stage moderates the prompt (a refused one never gets here)
+                      -> per-user and per-server daily image quotas (Redis, core/safety/limits.py's QUOTA)
+                      -> a progress line -> ``images.generate`` -> the PNG as a reply :class:`Attachment`
+                      -> the quotas count it (only images actually made are counted)
+
+An image is logged by its id, model, size and timing, never by its prompt or its bytes. An endpoint without
+an Images API (404/405/501) gets a clear answer naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+import openai
+import structlog
+
+from core.bot import ImagesConfig, LimitsConfig
+from core.commands import Command
+from core.errors import ImagesUnsupported, MediaError, StoreError
+from core.media.fetch import sniff
+from core.safety.limits import LimitCheck, LimitStore, user_tag
+from core.types import Attachment, CommandCall, Place, Turn
+
+if TYPE_CHECKING:
+    from core.engine import TurnContext
+
+log = structlog.get_logger("parley.media")
+
+UNSUPPORTED_STATUSES = frozenset({404, 405, 501})
+MAX_IMAGE_BYTES = 20_000_000  # a generated image fetched by URL (servers that return URLs, not base64)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    id: str  # ours, for logs: never the prompt
+    mime: str
+    data: bytes = field(repr=False)
+
+
+class ImageGenerator:
+    """``images.generate`` on an ``openai.AsyncOpenAI`` client; ``aclose()`` is idempotent."""
+
+    def __init__(self, *, api_key: str, base_url: str | None, model: str, size: str, timeout: float) -> None:
+        self.model = model
+        self.size = size
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self._timeout = timeout
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=openai.Timeout(timeout, connect=5.0), max_retries=1
+        )
+        self._closed = False
+
+    async def generate(self, prompt: str, *, user: str = "") -> Generated:
+        image_id = uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(
+                self._client.images.generate(model=self.model, prompt=prompt, size=self.size, n=1),
+                self._timeout,
+            )
+        except TimeoutError:
+            raise MediaError(f"no image within {self._timeout:g}s") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code in UNSUPPORTED_STATUSES:
+                raise ImagesUnsupported(
+                    f"the endpoint at {self.base_url} has no Images API (HTTP {exc.status_code})"
+                ) from None
+            raise MediaError(f"the Images API refused the request (HTTP {exc.status_code})") from None
+        except openai.OpenAIError as exc:
+            raise MediaError(f"the Images API failed ({type(exc).__name__})") from None
+        if not response.data:
+            raise MediaError("the Images API returned no image")
+        item = response.data[0]
+        if item.b64_json:
+            data = base64.b64decode(item.b64_json)
+        elif item.url:
+            data = await _download(item.url, self._timeout)
+        else:
+            raise MediaError("the Images API returned neither b64_json nor a url")
+        mime = sniff(data)
+        if not mime:
+            raise MediaError("the Images API returned something that is not an image")
+        log.info(
+            "image_generated",
+            image=image_id,
+            model=self.model,
+            bytes=len(data),
+            ms=round((time.perf_counter() - started) * 1000),
+            user=user,
+        )
+        return Generated(image_id, mime, data)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.close()
+
+
+async def _download(url: str, seconds: float) -> bytes:
+    client_timeout = aiohttp.ClientTimeout(total=seconds)
+    try:
+        async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as response:
+            if response.status != 200:
+                raise MediaError(f"the generated image could not be fetched (HTTP {response.status})")
+            data = await response.content.read(MAX_IMAGE_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise MediaError(f"the generated image could not be fetched ({type(exc).__name__})") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise MediaError("the generated image is too large")
+    return data
+
+
+class ImageQuotas:
+    """Daily image counts per user and per server, on the limit store's QUOTA script (one round trip to
+    check, one to count)."""
+
+    def __init__(self, store: LimitStore, config: ImagesConfig, limits: LimitsConfig) -> None:
+        self.store = store
+        self.config = config
+        self.limits = limits  # exemptions shared with the chat limits (your own terminal, maybe admins)
+
+    def exempt(self, turn: Turn) -> bool:
+        lim = self.limits
+        return turn.place.platform in lim.exempt_platforms or (lim.exempt_admins and turn.author.is_admin)
+
+    def _checks(self, place: Place, user_id: str) -> list[LimitCheck]:
+        cfg, checks = self.config, []
+        window = cfg.quota_window_seconds
+        if cfg.user_daily:
+            checks.append(
+                self.store.quota("image-user", user_tag(place.platform, user_id), cfg.user_daily, window)
+            )
+        if cfg.workspace_daily:
+            ident = f"{place.platform}:{place.workspace}"
+            checks.append(self.store.quota("image-workspace", ident, cfg.workspace_daily, window))
+        return checks
+
+    async def refusal(self, turn: Turn) -> str | None:
+        """What to tell the user when a quota is used up (None: go on)."""
+        checks = [] if self.exempt(turn) else self._checks(turn.place, turn.author.id)
+        if not checks:
+            return None
+        outcomes, _ = await self.store.run(checks)
+        for o in outcomes:
+            if not o.admitted:
+                whose = "your" if o.check.scope == "image-user" else "this server's"
+                return f"That's {whose} {o.check.limit} images for today. More in {_duration(o.retry_ms)}."
+        return None
+
+    async def count(self, turn: Turn) -> None:
+        await self.store.add_usage(self._checks(turn.place, turn.author.id), 1)
+
+    async def status(self, place: Place) -> str:
+        """The server's line for ``/safety status``: limits and what is used today."""
+        cfg = self.config
+        line = (
+            f"Image quotas per {cfg.quota_window_seconds}s: user {cfg.user_daily or 'none'}, "
+            f"server {cfg.workspace_daily or 'none'}"
+        )
+        if not cfg.workspace_daily:
+            return line + "."
+        check = self.store.quota(
+            "image-workspace",
+            f"{place.platform}:{place.workspace}",
+            cfg.workspace_daily,
+            cfg.quota_window_seconds,
+        )
+        outcomes, _ = await self.store.run([check])
+        return line + f"; used here today: {outcomes[0].used}."
+
+
+def _duration(ms: int) -> str:
+    minutes = max(1, round(ms / 60_000))
+    return f"{minutes} minutes" if minutes < 120 else f"{round(minutes / 60)} hours"
+
+
+NO_IMAGES_API = (
+    "I can't make pictures here: the model server has no image API. (Admins: point OPENAI_BASE_URL at a "
+    "server with /v1/images/generations, or set PARLEY_IMAGE_MODEL to a model it serves.)"
+)
+FAILED = "Sorry, the picture didn't come out. Please try again in a moment."
+
+
+def imagine_command(generator: ImageGenerator, quotas: ImageQuotas) -> Command:
+    async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+        prompt = call.args.strip()  # already moderated by the engine's command stage
+        if not prompt:
+            yield "Tell me what to draw, e.g. /imagine a lighthouse in a storm, watercolour"
+            return
+        try:
+            over = await quotas.refusal(ctx.turn)
+        except StoreError as exc:
+            ctx.log.error("image_quota_unavailable", error=str(exc))
+            yield "I can't check the image quota right now. Please try again in a moment."
+            return
+        if over is not None:
+            ctx.meta["reason"] = "image_quota"
+            yield over
+            return
+        yield f"🎨 {prompt}"  # the progress line, and the picture's caption once it is there
+        try:
+            image = await generator.generate(
+                prompt, user=user_tag(ctx.turn.place.platform, ctx.turn.author.id)
+            )
+        except ImagesUnsupported as exc:
+            ctx.log.error("images_unsupported", detail=str(exc))
+            ctx.meta["reason"] = "images_unsupported"
+            yield "\n\n" + NO_IMAGES_API
+            return
+        except MediaError as exc:
+            ctx.log.error("image_failed", detail=str(exc))
+            ctx.meta["reason"] = "image_failed"
+            yield "\n\n" + FAILED
+            return
+        try:
+            await quotas.count(ctx.turn)
+        except StoreError as exc:  # the picture is made: show it, and say what was not counted
+            ctx.log.warning("image_quota_not_counted", error=str(exc), image=image.id)
+        ext = image.mime.split("/")[-1].replace("jpeg", "jpg")
+        ctx.meta["image"] = image.id
+        ctx.attachments.append(
+            Attachment(f"imagine-{image.id}.{ext}", image.mime, image.data, title=prompt[:200])
+        )
+
+    return Command(
+        "imagine",
+        "Draw a picture from your words",
+        handler,
+        usage="<prompt>",
+        args_description="what to draw",
+    )
