@@ -5,6 +5,8 @@ from __future__ import annotations
 from cryptography.fernet import Fernet
 
 from adapters.discord.route import interaction_token_key
+from bots.loader import load_bot
+from tests.conftest import single_shot_story
 from tests.discord.conftest import BotFactory
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -17,7 +19,8 @@ async def test_the_interaction_token_is_encrypted_at_rest(
 ) -> None:
     fake = fake_discord
     fake_openai.queue(Reply("A short tale of a sealed token.", chunk_chars=8, delay=0.05))
-    async with bot_factory(runtime_settings={"parley_credentials_keys": KEY}) as bot:
+    spec = single_shot_story(load_bot("arcade"))  # one reply, no vote buttons
+    async with bot_factory(spec=spec, runtime_settings={"parley_credentials_keys": KEY}) as bot:
         interaction = await fake.slash("story", {"prompt": "a sealed token"})
         state = fake.interactions[interaction["id"]]
         await fake.wait_for(
