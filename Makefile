@@ -65,7 +65,7 @@ browser:  ## install Debian's chromium + chromium-driver for the browser tests (
 		echo "      (sudo apt-get install chromium chromium-driver)"; \
 	fi
 
-console: $(STAMP)  ## the operator console alone, on http://127.0.0.1:3000/console/ (needs PARLEY_CONSOLE_PASSWORD)
+console: $(STAMP)  ## the operator console alone, on http://127.0.0.1:9090/console/ (needs PARLEY_CONSOLE_PASSWORD)
 	$(BIN)/parley console --bot $(BOT)
 
 vendor-chartjs:  ## re-vendor Chart.js (pinned) into the console's static files, with its licence
