@@ -191,6 +191,17 @@ class Draft:
         return "".join(self.parts)
 
 
+@dataclass(frozen=True, slots=True)
+class Features:
+    """The optional parts a bot may have; each stage that uses one skips it when it is None."""
+
+    tools: Tools | None = None  # function tools and MCP servers (core/tools): the generate stage's loop
+    stats: DailyStats | None = None  # the console's daily aggregates (core/console): on the final write
+    knowledge: KnowledgeBase | None = None  # retrieval (core/kb): the retrieve stage
+    media: Media | None = None  # images in (vision) and out (/imagine) (core/media): the see stage
+    story: StoryStore | None = None  # branching /story state (core/story.py)
+
+
 class Engine:
     def __init__(
         self,
@@ -204,12 +215,9 @@ class Engine:
         counter: TokenCounter,
         default_model: str,
         metrics: Metrics | None = None,
-        tools: Tools | None = None,
-        stats: DailyStats | None = None,
-        knowledge: KnowledgeBase | None = None,
-        media: Media | None = None,
-        story: StoryStore | None = None,
+        features: Features | None = None,
     ) -> None:
+        features = features or Features()
         self.bot = bot
         self.memory = memory
         self.llm = llm
@@ -219,11 +227,11 @@ class Engine:
         self.counter = counter
         self.default_model = default_model
         self.metrics = metrics
-        self.tools = tools  # function tools and MCP servers (core/tools); None: the model has no tools
-        self.stats = stats  # the console's daily aggregates (core/console/stats.py)
-        self.knowledge = knowledge  # retrieval for the chat stage (core/kb); None: the whole knowledge file
-        self.media = media  # images in (vision) and out (/imagine); None: attachments are ignored
-        self.story = story  # branching /story state (core/story.py)
+        self.tools = features.tools  # None: the model has no tools
+        self.stats = features.stats
+        self.knowledge = features.knowledge  # None: the whole knowledge file is the reference
+        self.media = features.media  # None: attachments are ignored
+        self.story = features.story
         self._log = log.bind(bot=bot.name)
 
     # ------------------------------------------------------------------ public API

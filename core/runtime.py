@@ -19,7 +19,7 @@ from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
 from core.console.settings import ConsoleSettings, load_console_settings
 from core.console.stats import DailyStats, build_stats
-from core.engine import Engine
+from core.engine import Engine, Features
 from core.errors import ConfigError, StoreUnavailable
 from core.kb.retrieve import KnowledgeBase
 from core.kb.setup import open_knowledge_base
@@ -195,11 +195,7 @@ async def open_runtime(
             counter=TokenCounter(settings.openai_model),
             default_model=settings.openai_model,
             metrics=ops.metrics,
-            tools=tools,
-            stats=stats,
-            knowledge=knowledge,
-            media=media,
-            story=story,
+            features=Features(tools=tools, stats=stats, knowledge=knowledge, media=media, story=story),
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
