@@ -300,17 +300,7 @@ def slash_command(
         "entitlements": [],
         "attachment_size_limit": 8 * 1024 * 1024,
     }
-    if guild_id is not None:
-        data["guild_id"] = guild_id
-        data["guild_locale"] = "en-US"
-        data["member"] = {**member(user_data), "permissions": str(permissions)}
-        data["authorizing_integration_owners"] = {"0": guild_id}
-        data["context"] = 0
-    else:
-        data["user"] = user_data
-        data["authorizing_integration_owners"] = {"1": user_data["id"]}
-        data["context"] = 1
-    return data
+    return _invoked(data, user_data, guild_id, permissions)
 
 
 def component_click(
@@ -340,17 +330,7 @@ def component_click(
         "entitlements": [],
         "attachment_size_limit": 8 * 1024 * 1024,
     }
-    if guild_id is not None:
-        data["guild_id"] = guild_id
-        data["guild_locale"] = "en-US"
-        data["member"] = {**member(user_data), "permissions": str(permissions)}
-        data["authorizing_integration_owners"] = {"0": guild_id}
-        data["context"] = 0
-    else:
-        data["user"] = user_data
-        data["authorizing_integration_owners"] = {"1": user_data["id"]}
-        data["context"] = 1
-    return data
+    return _invoked(data, user_data, guild_id, permissions)
 
 
 def application(app_id: str, owner: dict[str, Any], name: str = "arcade") -> dict[str, Any]:
@@ -372,3 +352,20 @@ def application(app_id: str, owner: dict[str, Any], name: str = "arcade") -> dic
         "tags": [],
         "redirect_uris": [],
     }
+
+
+def _invoked(
+    data: dict[str, Any], user_data: dict[str, Any], guild_id: str | None, permissions: int
+) -> dict[str, Any]:
+    """Where an interaction was invoked: a guild member (with permissions) or a DM user."""
+    if guild_id is not None:
+        data["guild_id"] = guild_id
+        data["guild_locale"] = "en-US"
+        data["member"] = {**member(user_data), "permissions": str(permissions)}
+        data["authorizing_integration_owners"] = {"0": guild_id}
+        data["context"] = 0
+    else:
+        data["user"] = user_data
+        data["authorizing_integration_owners"] = {"1": user_data["id"]}
+        data["context"] = 1
+    return data
