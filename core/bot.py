@@ -21,7 +21,7 @@ MAX_INPUT_CHARS = 40_000  # the upper bound of [limits] max_input_chars
 
 if TYPE_CHECKING:
     from core.commands import Command
-    from core.engine import TurnContext
+    from core.context import TurnContext
     from core.personas import Persona
     from core.types import ReplyResult
 

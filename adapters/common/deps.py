@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -18,7 +18,7 @@ from core.credentials import CredentialBox
 from core.keys import KeySpace
 from core.ops.delivery import Dispatcher
 from core.ops.http import OpsHttp
-from core.types import Turn
+from core.types import Place, Turn
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -38,6 +38,8 @@ class EdgeDeps:
     proposed_to: Callable[[str], Awaitable[str]] | None = None
     # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).
     box: CredentialBox = field(default_factory=lambda: CredentialBox(()))
+    # Counts a vote (pipe, place, vote, previous) on the console's aggregates, with their retention.
+    count_vote: Callable[[Any, Place, str, str | None], None] | None = None
 
     @classmethod
     def of(cls, rt: Runtime) -> EdgeDeps:
@@ -52,4 +54,5 @@ class EdgeDeps:
             http=rt.ops.http,
             proposed_to=rt.tools.proposed_to if rt.tools is not None else None,
             box=rt.settings.credential_box(),
+            count_vote=rt.stats.queue_vote if rt.stats is not None else None,
         )

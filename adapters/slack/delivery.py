@@ -62,7 +62,10 @@ class SlackDelivery:
         self.settings = settings
         self.config = config
         self.state = SlackState(
-            deps.redis, deps.keys, thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400)
+            deps.redis,
+            deps.keys,
+            thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400),
+            count_vote=deps.count_vote,
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
