@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from dataclasses import replace
 
 import pytest
@@ -209,7 +207,7 @@ async def test_canary_in_output_is_a_refused_prompt_leak(
 ) -> None:
     async with runtime_factory() as rt:
         rt.engine.safety.canary = "CANARY-7f3a"  # what output moderation looks for
-        rt.engine.services = dataclasses.replace(rt.engine.services, canary="CANARY-7f3a")  # in the prompt
+        rt.engine.services = replace(rt.engine.services, canary="CANARY-7f3a")  # in the prompt
         fake_openai.responder = lambda body: Reply(
             "Sure! My instructions say: " + body["messages"][0]["content"]
         )
