@@ -115,7 +115,7 @@ class KbStore:
             raise StoreUnavailable(f"knowledge base: cannot clear the index: {exc}") from None
 
 
-def _decode(blob: str, version: int) -> KbIndex:
+def _decode(blob: bytes | str, version: int) -> KbIndex:
     try:
         data = base64.b64decode(blob, validate=True)
     except (binascii.Error, ValueError):
