@@ -56,11 +56,16 @@ async def test_the_terminal_reader_picks_and_ends_with_a_recap(
     fake_openai.queue(part(1), part(2), Reply("A dragon woke, hid, and made a friend."))
     async with runtime_factory(spec=spec()) as rt:
         first = await rt.engine.collect(story_turn("a sleepy dragon", place=console))
-        assert first.choices == ("1:1:Fly north", "1:2:Hide in the cave", "1:3:Talk to it")
+        assert [(c.round, c.number, c.label) for c in first.choices] == [
+            (1, 1, "Fly north"),
+            (1, 2, "Hide in the cave"),
+            (1, 3, "Talk to it"),
+        ]
+        assert len({c.story for c in first.choices}) == 1  # one story id on every button
         assert "Part 1: the dragon wakes." in first.text and "2. Hide in the cave" in first.text
         assert "Choices:" not in first.text  # the raw block is replaced by the formatted one
         second = await rt.engine.collect(story_turn("2", place=console))
-        assert "➜ Hide in the cave" in second.text and second.choices[0].startswith("2:")
+        assert "➜ Hide in the cave" in second.text and second.choices[0].round == 2
         assert "The players chose: Hide in the cave" in last_user_text(fake_openai.chat_requests[-1].body)
         end = await rt.engine.collect(story_turn("end", place=console))
         assert "A dragon woke, hid, and made a friend." in end.text
