@@ -34,9 +34,9 @@ class EdgeDeps:
     resume: Callable[[Turn], Awaitable[None]]  # a person hands a paused conversation back to the bot
     redact: Callable[[str], str] | None  # the PII redactor, for what adapters show moderators
     http: OpsHttp  # HTTP routes and readiness checks on the runtime's server
-    # (pending id, clicker) -> what a click on a proposed call's buttons is told privately, "" when it may
-    # go ahead (then the buttons go). None: the bot has no tools.
-    click_refusal: Callable[[str, str], Awaitable[str]] | None = None
+    # (pending id, the click as a turn) -> what a click on a proposed call's buttons is told privately, ""
+    # when it may go ahead (then the buttons go). None: the bot has no tools.
+    click_refusal: Callable[[str, Turn], Awaitable[str]] | None = None
     # (pipeline, place, vote, previous): a 👍/👎 on the console's daily aggregates, in the caller's pipeline.
     count_vote: Callable[[Any, Place, str, str | None], None] | None = None
     # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).

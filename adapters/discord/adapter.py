@@ -472,7 +472,7 @@ class DiscordAdapter:
         pending_id = pending_of(turn.command)[1] if turn.command is not None else ""
         try:
             check = self._deps.click_refusal
-            refusal = await check(pending_id, turn.author.id) if check is not None else ""
+            refusal = await check(pending_id, turn) if check is not None else ""
         except (ParleyError, RedisError) as exc:
             tlog.warning("discord_tool_owner_unknown", error=type(exc).__name__)
             refusal = ""  # the core checks again when it resumes the call

@@ -265,7 +265,7 @@ class SlackAdapter:
         confirmed, pending_id = pending_of(turn.command) if turn.command is not None else (False, "")
         try:
             check = self.deps.click_refusal
-            refusal = await check(pending_id, turn.author.id) if check is not None else ""
+            refusal = await check(pending_id, turn) if check is not None else ""
         except (ParleyError, RedisError) as exc:
             self._log.warning("slack_tool_owner_unknown", error=type(exc).__name__)
             refusal = ""  # the core checks again when it resumes the call

@@ -68,14 +68,18 @@ class Tools:
         pending = await self.loop.pending.peek(pending_id)
         return pending.user if pending is not None else ""
 
-    async def click_refusal(self, pending_id: str, user: str) -> str:
-        """What a click on a proposed call's buttons is told privately, or "" when it may go ahead: only
-        the person the call was proposed to answers it, once. Adapters take the buttons away on ""."""
+    async def click_refusal(self, pending_id: str, turn: Turn) -> str:
+        """What a click (``turn``, by the person who clicked) on a proposed call's buttons is told
+        privately, or "" when it may go ahead: only the person the call was proposed to answers it, once.
+        A refusal is audited like one the resume would make; adapters take the buttons away on ""."""
         owner = await self.proposed_to(pending_id)
-        texts = self.loop.options.take_failed
-        if not owner:
-            return texts.get("expired", TAKE_FAILED["expired"])
-        return "" if owner == user else texts.get("not_yours", TAKE_FAILED["not_yours"])
+        if owner == turn.author.id:
+            return ""
+        why = "not_yours" if owner else "expired"
+        await self.loop.audit.record(
+            turn, tool="?", source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
+        )
+        return self.loop.options.take_failed.get(why, TAKE_FAILED[why])
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""

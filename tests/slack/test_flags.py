@@ -262,7 +262,7 @@ async def test_ignored_results_never_post_a_notice(
         delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job("some words")
         text = "" if kind is ReplyKind.IGNORED else "shown"
-        result = ReplyResult(job.turn.turn_id, kind, text, meta={"flag": "violence"})
+        result = ReplyResult(job.turn.turn_id, kind, text, flag="violence")
         await delivery.deliver(job, _stream(result))
         await delivery.aclose()
     assert len(notices(slack)) == (1 if reported else 0)
@@ -278,7 +278,7 @@ async def test_the_excerpt_is_redacted_before_it_is_cut(
     async with runtime_factory(spec=support_spec()) as rt:
         delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job(text, message_ts="")  # and no message to link to (a slash command)
-        result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "x"})
+        result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", flag="x")
         await delivery.deliver(job, _stream(result))
         await delivery.aclose()
     (notice,) = notices(slack)

@@ -7,10 +7,10 @@ import dataclasses
 from typing import Any
 
 from bots.loader import load_bot
+from core.clicks import confirm_call
 from core.prompt import NO_TOOLS, TOOLS_NOTE
 from core.runtime import Runtime
 from core.tools.function import function_tool
-from core.clicks import confirm_call
 from core.types import ReplyKind, Turn
 from tests.conftest import RuntimeFactory, without_limits
 from tests.core.helpers import make_turn
