@@ -29,7 +29,7 @@ from core.tools.loop import TAKE_FAILED, ToolConfirm, ToolLoop
 from core.tools.pending import PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
-from core.types import CommandCall, ConfirmRequest, ReplyKind, ReplyResult, Turn
+from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
@@ -40,12 +40,6 @@ def confirm_request(event: ToolConfirm) -> ConfirmRequest:
     pending = event.pending
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
     return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
-
-
-def confirm_id(result: ReplyResult) -> str:
-    """The pending call a reply asks about ('' for none). A reply that moderation refused, or that failed,
-    shows no buttons (its question was never seen)."""
-    return result.question.id if result.question is not None else ""
 
 
 @dataclass
