@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from core.llm import ChatMessage, LLMDelta, LLMEnd, LLMRequest
 from core.moderation import Action, Verdict
 from core.prompt import UNTRUSTED_NOTE
-from core.types import Attachment, ReplyKind, ReplyResult, Turn, Usage
+from core.types import Attachment, Choice, ConfirmRequest, Notice, ReplyKind, ReplyResult, Turn, Usage
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def flag_of(verdict: Verdict) -> str:
-    """A flagged verdict's category: adapters post it to the moderators' channel (``meta["flag"]``)."""
+    """A flagged verdict's category: deliveries post it to the moderators' channel (``ReplyResult.flag``)."""
     return verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
 
 
@@ -78,13 +78,18 @@ class TurnContext:
     fence: Fence | None = None  # the conversation lock's lease the final write must still hold
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)  # diagnostics (logs, metrics); tools' flags
     ephemeral: bool = False
     kind: ReplyKind | None = None
     stats: StatsMark = field(default_factory=StatsMark)
     images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
     attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
-    choices: tuple[str, ...] = ()  # buttons under the reply: "round:n:label" (/story)
+    choices: tuple[Choice, ...] = ()  # buttons under the reply (/story)
+    confirm: ConfirmRequest | None = None  # a proposed tool call waiting for the asker's yes or no
+    notices: list[Notice] = field(default_factory=list)  # words beside the reply, with their audience
+    handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
+    flag: str = ""  # moderation flagged the turn: the category
+    retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
 
     @property
     def bot(self) -> BotSpec:
@@ -123,7 +128,7 @@ class TurnContext:
 
     def note(self, verdict: Verdict) -> None:
         if flag := flag_of(verdict):
-            self.meta["flag"] = flag
+            self.flag = flag
 
     def result(self, text: str, kind: ReplyKind, **extra: Any) -> ReplyResult:
         return ReplyResult(
@@ -137,6 +142,11 @@ class TurnContext:
             meta=extra.pop("meta", dict(self.meta)),
             attachments=extra.pop("attachments", tuple(self.attachments)),
             choices=extra.pop("choices", self.choices),
+            confirm=extra.pop("confirm", self.confirm),
+            notices=extra.pop("notices", tuple(self.notices)),
+            handoff=extra.pop("handoff", self.handoff or self.meta.get("handoff") == "requested"),
+            flag=extra.pop("flag", self.flag),
+            retire=extra.pop("retire", self.retire),
         )
 
     def refusal(self, category: str) -> ReplyResult:

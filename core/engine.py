@@ -43,7 +43,7 @@ from core.prompt import Prompt, build_prompt, summary_request, with_tools
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import confirm_meta
+from core.tools.setup import confirm_request
 from core.types import (
     CommandCall,
     ReplyDelta,
@@ -341,7 +341,7 @@ class Engine:
             seen = await self.media.vision.see(ctx.turn, ctx.persona)
             user_text = f"{user_text}\n{seen.note}".strip()  # memory keeps a reference, never the bytes
             if seen.flag:
-                ctx.meta["flag"] = seen.flag
+                ctx.flag = seen.flag
             if seen.reply and (seen.reason != "no_vision" or not ctx.turn.text.strip()):
                 ctx.meta["reason"] = seen.reason
                 if seen.reason == "image_refused":
@@ -429,8 +429,8 @@ class Engine:
 
     async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
         """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
-        A proposed side-effecting call ends the reply with its question; ``ctx.meta`` carries its id for the
-        adapters' confirm / cancel buttons, and any flags tools set (e.g. handoff)."""
+        A proposed side-effecting call ends the reply with its question; ``ctx.confirm`` carries it for the
+        deliveries' confirm / cancel buttons; ``ctx.meta`` any flags tools set (e.g. handoff)."""
         tools = self.tools
         if tools is None or not tools.offers(ctx.turn):
             async with aclosing(self.llm.stream(request)) as plain:
@@ -443,7 +443,7 @@ class Engine:
                 if isinstance(event, ToolEvent):
                     continue
                 if isinstance(event, ToolConfirm):
-                    ctx.meta.update(confirm_meta(event))
+                    ctx.confirm = confirm_request(event)
                     yield LLMDelta(event.text)
                     continue
                 yield event

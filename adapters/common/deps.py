@@ -34,12 +34,13 @@ class EdgeDeps:
     resume: Callable[[Turn], Awaitable[None]]  # a person hands a paused conversation back to the bot
     redact: Callable[[str], str] | None  # the PII redactor, for what adapters show moderators
     http: OpsHttp  # HTTP routes and readiness checks on the runtime's server
-    # Who a proposed tool call waits for ('' when gone): confirm buttons go only when that user clicks.
-    proposed_to: Callable[[str], Awaitable[str]] | None = None
+    # (pending id, the click as a turn) -> what a click on a proposed call's buttons is told privately, ""
+    # when it may go ahead (then the buttons go). None: the bot has no tools.
+    click_refusal: Callable[[str, Turn], Awaitable[str]] | None = None
+    # (pipeline, place, vote, previous): a 👍/👎 on the console's daily aggregates, in the caller's pipeline.
+    count_vote: Callable[[Any, Place, str, str | None], None] | None = None
     # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).
     box: CredentialBox = field(default_factory=lambda: CredentialBox(()))
-    # Counts a vote (pipe, place, vote, previous) on the console's aggregates, with their retention.
-    count_vote: Callable[[Any, Place, str, str | None], None] | None = None
 
     @classmethod
     def of(cls, rt: Runtime) -> EdgeDeps:
@@ -52,7 +53,7 @@ class EdgeDeps:
             resume=rt.engine.resume,
             redact=rt.safety.redactor.redact if rt.safety is not None else None,
             http=rt.ops.http,
-            proposed_to=rt.tools.proposed_to if rt.tools is not None else None,
-            box=rt.settings.credential_box(),
+            click_refusal=rt.tools.click_refusal if rt.tools is not None else None,
             count_vote=rt.stats.queue_vote if rt.stats is not None else None,
+            box=rt.settings.credential_box(),
         )

@@ -21,6 +21,10 @@ from core.types import Place
 FEEDBACK_TTL = 90 * 86_400
 
 
+VoteCounter = Callable[[Any, Place, str, "str | None"], None]
+"""(pipeline, place, vote, previous): queue a 👍/👎 on the console's aggregates (``EdgeDeps.count_vote``)."""
+
+
 class SlackState:
     def __init__(
         self,
@@ -28,9 +32,8 @@ class SlackState:
         keys: KeySpace,
         *,
         thread_ttl: int,
-        count_vote: Callable[[Any, Place, str, str | None], None] | None = None,
+        count_vote: VoteCounter | None = None,
     ) -> None:
-        """``count_vote``: the console's vote counter (its retention included); None: no console."""
         self._r = redis
         self._count_vote = count_vote
         self._keys = keys
