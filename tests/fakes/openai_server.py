@@ -513,7 +513,6 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
-
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self.embeddings_behaviour
