@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 
+from dotenv import dotenv_values
+
 from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
-from bots import kb_cli
+from bots import config_cmd, kb_cli, scaffold, test_cmd
 from bots.console_cmd import serve_console
 from bots.loader import available_bots, load_bot
 from core.bot import BotSpec
@@ -74,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     kb_cli.add_parser(sub, bots)
+    scaffold.add_parser(sub)
+    test_cmd.add_parser(sub, bots)
+    config_cmd.add_parser(sub, bots)
     return parser
 
 
@@ -118,21 +124,36 @@ def _main(argv: Sequence[str] | None) -> int:
         return _dispatch(args, stack)
 
 
+def _environ() -> dict[str, str]:
+    """Where ``PARLEY_BOT__*`` overrides come from: ``.env`` (as for every other setting), then the process
+    environment, which wins."""
+    return {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+
+
 def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     try:
+        if args.command == "new":
+            return scaffold.run(args)
         settings = load_settings()
-        if args.command == "chat" and sys.stdin.isatty() and not args.jsonl:
-            # An interactive chat owns the terminal: logs go to a file beside the embedded Redis data.
+        owns_terminal = args.command == "chat" and sys.stdin.isatty() and not args.jsonl
+        if owns_terminal or args.command == "test":
+            # An interactive chat owns the terminal, and a test run's report is what it prints: logs go to a
+            # file beside the embedded Redis data.
             settings.parley_data_dir.mkdir(parents=True, exist_ok=True)
             log_file = stack.enter_context(
-                (settings.parley_data_dir / "chat.log").open("a", encoding="utf-8")
+                (settings.parley_data_dir / f"{args.command}.log").open("a", encoding="utf-8")
             )
             configure_logging(settings, log_file)
         else:
             configure_logging(settings)
         safety = load_safety_settings()
         console = load_console_settings()
-        spec = load_bot(args.bot)
+        environ = _environ()
+        spec = load_bot(args.bot, environ=environ)
+        if args.command == "config":
+            return config_cmd.run(args, spec, environ)
+        if args.command == "test":
+            return asyncio.run(test_cmd.run(args, settings, safety, spec))
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, safety, spec))
         if args.command == "kb":

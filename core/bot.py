@@ -6,10 +6,10 @@ Platform tables (``[slack]``, ``[discord]``) stay raw here: each adapter validat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,10 +20,8 @@ from core.tools.config import ToolsConfig
 MAX_INPUT_CHARS = 40_000  # the upper bound of [limits] max_input_chars
 
 if TYPE_CHECKING:
-    from core.commands import Command
-    from core.engine import TurnContext
     from core.personas import Persona
-    from core.types import ReplyResult
+    from core.plugin import Plugin
 
 
 class MemoryConfig(BaseModel):
@@ -208,24 +206,6 @@ class BotConfig(BaseModel):
         return self
 
 
-class BotPlugin(Protocol):
-    """Optional bot-specific Python: ``plugin.py`` in the bot folder defines ``make_plugin(config)``, which
-    returns one of these (see :func:`bots.loader.load_bot`)."""
-
-    def commands(self) -> Iterable[Command]: ...
-
-    async def before_turn(self, ctx: TurnContext) -> ReplyResult | None:
-        """Return a result to answer the turn without the LLM (e.g. a handoff), or None to go on."""
-        ...
-
-    async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
-        """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
-        ...
-
-
-# A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
-
-
 @dataclass(frozen=True)
 class BotSpec:
     name: str
@@ -233,7 +213,7 @@ class BotSpec:
     config: BotConfig
     personas: Mapping[str, Persona]
     knowledge: str = ""
-    plugin: BotPlugin | None = None
+    plugin: Plugin | None = None  # the folder's plugin.py (core/plugin.py: the plugin API)
 
     def platform_config(self, platform: str) -> dict[str, Any]:
         table = getattr(self.config, platform, None)

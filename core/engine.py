@@ -444,8 +444,16 @@ class Engine:
 
         retrieval = await self._retrieve(ctx, user_text)
         fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
+        # ... and no tool could: a bot with tools (an order lookup) answers what its help centre does not
+        # cover, so the model is asked (found by the support bot's own conversation tests).
+        tools = self.tools
+        can_look_up = tools is not None and tools.offers(ctx.turn)
         kb = self.knowledge
-        answer = kb.not_covered_answer(retrieval, user_text, fresh=fresh) if kb and retrieval else None
+        answer = (
+            kb.not_covered_answer(retrieval, user_text, fresh=fresh and not can_look_up)
+            if kb and retrieval
+            else None
+        )
         if answer is not None:  # a question nothing here covers: say so and offer a person, no LLM call
             result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
             await self._remember(ctx, self._exchange(ctx, user_text, answer))
