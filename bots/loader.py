@@ -2,12 +2,14 @@
 ones), knowledge, ``plugin.py``.
 
 A bot folder may live anywhere: ``--bot support`` names a shipped bot, ``--bot ./mybot`` a folder. Its
-``plugin.py`` is imported as the package ``parley_bot_<name>`` rooted at the folder, so a plugin can import
-its sibling modules relatively (``from . import helpers``); shipped bots keep their ``bots.<name>`` package.
+``plugin.py`` is imported as a package rooted at the folder (``parley_bot_<name>_<digest of the path>``),
+so a plugin can import its sibling modules relatively (``from . import helpers``); shipped bots keep
+their ``bots.<name>`` package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -92,7 +94,9 @@ def load_bot(
 def _plugin_module(folder: Path, name: str, root: Path) -> ModuleType:
     if folder.parent == root.resolve():
         return importlib.import_module(f"bots.{folder.name}.plugin")
-    package = f"parley_bot_{name.replace('-', '_')}"
+    # one package per folder: two folders with the same bot name never share a cached module
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
+    package = f"parley_bot_{name.replace('-', '_')}_{digest}"
     if package not in sys.modules:  # a package rooted at the folder: relative imports work in plugin.py
         spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
         if spec is None or spec.submodule_search_locations is None:  # not for a namespace-less loader
