@@ -97,12 +97,15 @@ def _plugin_module(folder: Path, name: str, root: Path) -> ModuleType:
     # one package per folder: two folders with the same bot name never share a cached module
     digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
     package = f"parley_bot_{name.replace('-', '_')}_{digest}"
-    if package not in sys.modules:  # a package rooted at the folder: relative imports work in plugin.py
-        spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
-        if spec is None or spec.submodule_search_locations is None:  # not for a namespace-less loader
-            raise ConfigError(f"{folder}: cannot make a package for its plugin.py")
-        spec.submodule_search_locations.append(str(folder))
-        sys.modules[package] = importlib.util.module_from_spec(spec)
+    for cached in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[cached]  # each load reads the folder as it is now (the files may have changed)
+    importlib.invalidate_caches()
+    # a package rooted at the folder: relative imports work in plugin.py
+    spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ConfigError(f"{folder}: cannot make a package for its plugin.py")
+    spec.submodule_search_locations.append(str(folder))
+    sys.modules[package] = importlib.util.module_from_spec(spec)
     return importlib.import_module(f"{package}.plugin")
 
 

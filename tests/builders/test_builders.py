@@ -58,7 +58,7 @@ def test_a_broken_expectation_fails_with_a_readable_diff(capsys: pytest.CaptureF
     assert "-Hello! How may I help you?" in out
     assert "+Hello! How can I help you today?" in out
     assert "3 passed, 1 failed" in out
-    failure = ET.parse("report.xml").getroot()  # noqa: S314 - our own report.find("testcase/failure")
+    failure = ET.parse("report.xml").getroot().find("testcase/failure")  # noqa: S314 - our own report
     assert failure is not None
     assert "differs from `equals`" in (failure.get("message") or "")
 
@@ -131,7 +131,7 @@ def test_plugins_load_from_any_folder(tmp_path: Path) -> None:
     assert "handoff" in {t.spec.name for t in spec.plugin.tools()}
     (tmp_path / "elsewhere/helpdesk/helpers.py").write_text("GREETING = 'from a sibling module'\n")
     plugin = tmp_path / "elsewhere/helpdesk/plugin.py"
-    plugin.write_text("from .helpers import GREETING\n" + plugin.read_text())
+    plugin.write_text(plugin.read_text() + "\nfrom .helpers import GREETING  # noqa: E402\n")
     assert load_bot("./elsewhere/helpdesk").plugin is not None  # relative imports work beside plugin.py
 
 
