@@ -444,10 +444,9 @@ class Engine:
 
         retrieval = await self._retrieve(ctx, user_text)
         fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
-        # ... and no tool could: a bot with tools (an order lookup) answers what its help centre does not
-        # cover, so the model is asked (found by the support bot's own conversation tests).
-        tools = self.tools
-        can_look_up = tools is not None and tools.offers(ctx.turn)
+        # ... and no lookup tool could: a bot that can look things up (an order's status) answers what its
+        # help centre does not cover, so the model is asked (found by the support bot's conversation tests).
+        can_look_up = self.tools is not None and self.tools.offers_lookup(ctx.turn)
         kb = self.knowledge
         answer = (
             kb.not_covered_answer(retrieval, user_text, fresh=fresh and not can_look_up)

@@ -67,6 +67,11 @@ class Tools:
     def offers(self, turn: Turn) -> bool:
         return bool(self.registry.config.enabled and self.registry.available(turn))
 
+    def offers_lookup(self, turn: Turn) -> bool:
+        """Does the turn offer a tool that only reads (the model may find an answer the knowledge base
+        lacks)?"""
+        return self.offers(turn) and any(not s.side_effects for s in self.registry.available(turn))
+
     def commands(self) -> list[Command]:
         return [tool_command(self)]
 

@@ -34,7 +34,8 @@ def steps(text: str) -> list[tuple[str, ...]]:
         if action:
             found.append((m.start(), ("write" if action == "file" else "append", path, body)))
         elif lang == "console":
-            found.extend((m.start(), ("run", line[2:])) for line in body.splitlines() if line.startswith("$ "))
+            lines = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+            found.extend((m.start(), ("run", line)) for line in lines)
     found.extend((m.start(), ("replace", *m.groups())) for m in REPLACE.finditer(text))
     return [step for _, step in sorted(found)]
 
