@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bots.convtest.runner import junit_xml, run_tests, summarise
 from core.bot import BotSpec
 from core.errors import ConfigError
 from core.safety.settings import SafetySettings
@@ -30,6 +29,8 @@ def add_parser(sub: Any, bots: str) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+    from bots.convtest.runner import junit_xml, run_tests, summarise  # the engine: only when testing
+
     runs = args.runs if args.runs is not None else (3 if args.live else 1)
     rate = args.min_pass_rate if args.min_pass_rate is not None else (0.8 if args.live else 1.0)
     if runs < 1 or not 0 < rate <= 1:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.convtest.cases import Expect
-from core.tools.setup import TOOL_META, confirm_id
-from core.types import ReplyResult
+from core.reply import ReplyResult
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,15 @@ class Failure:
 
 def kind_of(result: ReplyResult) -> str:
     """The turn's kind as a test names it: a handoff or a confirmation question first, else the engine's."""
-    if result.meta.get("handoff"):
+    if result.handoff:
         return "handoff"
-    if confirm_id(result):
+    if result.question is not None:
         return "confirm"
     return result.kind.value
 
 
 def confirm_tool(result: ReplyResult) -> str:
-    return result.meta.get(TOOL_META, "") if confirm_id(result) else ""
+    return result.question.tool if result.question is not None else ""
 
 
 def _subset(want: dict[str, Any], got: dict[str, Any]) -> bool:

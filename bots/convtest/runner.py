@@ -32,6 +32,7 @@ from bots.convtest.cases import Case, TurnSpec, load_cases
 from bots.convtest.check import Failure, TurnOutcome, check_turn
 from bots.convtest.model import RecordingModel, ScriptedModel
 from core.bot import BotSpec
+from core.clicks import confirm_call
 from core.errors import ConfigError
 from core.llm import LLM
 from core.redis_server import RedisServer
@@ -39,7 +40,6 @@ from core.reply import fold_reply
 from core.runtime import Runtime, open_runtime
 from core.safety.settings import SafetySettings
 from core.settings import Settings
-from core.tools.setup import confirm_call, confirm_id
 from core.types import Author, CommandCall, Place, Turn
 
 
@@ -97,7 +97,7 @@ async def _run_case(
         if scripted is not None and scripted.exhausted:
             return Failure(where, "model script", scripted.exhausted, fold.text)
         result = fold.outcome()
-        pending = confirm_id(result)
+        pending = result.question.id if result.question is not None else ""
         failure = check_turn(spec.expect, TurnOutcome(result, tuple(rec.calls)), where)
         if failure is not None:
             return failure

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bots.cli import main
 from bots.loader import load_bot
@@ -22,15 +23,17 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 
 
 @pytest.fixture(autouse=True)
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test in its own folder, with no .env and no override of the developer's."""
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test in its own folder, with no .env and no override of the developer's; logging as it was
+    afterwards (``main`` configures it for a stream this test's capture closes)."""
     monkeypatch.chdir(tmp_path)
     for name in list(__import__("os").environ):
         if name.startswith(("PARLEY_BOT__", "OPENAI_", "EMBEDDINGS_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PARLEY_SUPPORT_DB", str(build_db(tmp_path / "support.db")))
-    return tmp_path
+    yield tmp_path
+    structlog.reset_defaults()
 
 
 def test_new_minimal_bot_passes_its_own_tests(capsys: pytest.CaptureFixture[str]) -> None:
