@@ -25,6 +25,7 @@ from core.reply import ReplyFold
 from core.tools.setup import confirm_call, confirm_id
 from core.types import (
     Attachment,
+    AudioRef,
     Author,
     CommandCall,
     Place,
@@ -49,6 +50,7 @@ class ConsoleOptions:
     interactive: bool = False
     conversation: str = "default"
     files_dir: Path | None = None  # where a reply's files (/imagine) are saved; None: PARLEY_DATA_DIR/images
+    audio: Path | None = None  # a clip sent as the first message (``parley chat --audio FILE``)
 
 
 def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], stream: TextIO) -> None:
@@ -92,6 +94,10 @@ class ConsoleChat:
             self._write(f"{bot.config.display_name} ({persona.name}) — /help for commands, /quit to leave.\n")
             self._write(f"{bot.config.display_name}: {persona.greeting}\n")
         pending = ""  # a proposed tool call waiting for y/n
+        if self._opt.audio is not None:  # a voice message first: the bot transcribes it and answers
+            clip = self._opt.audio.resolve()
+            ref = AudioRef(url=f"file://{clip}", name=clip.name, id=clip.name)
+            pending = confirm_id(await self.say("", audio=(ref,)))
         while True:
             if self._opt.interactive:
                 self._write(CONFIRM_PROMPT if pending else f"\n{self._opt.user_name}> ")
@@ -109,8 +115,10 @@ class ConsoleChat:
                 result = await self.say(line)
             pending = confirm_id(result)
 
-    async def say(self, text: str, *, command: CommandCall | None = None) -> ReplyResult:
-        turn = Turn(author=self._author, place=self._place, text=text, command=command)
+    async def say(
+        self, text: str, *, command: CommandCall | None = None, audio: tuple[AudioRef, ...] = ()
+    ) -> ReplyResult:
+        turn = Turn(author=self._author, place=self._place, text=text, command=command, audio=audio)
         streaming = not self._opt.jsonl
         if streaming and self._opt.interactive:
             self._write(f"{self._bot.config.display_name}: ")
@@ -137,12 +145,12 @@ class ConsoleChat:
         if result.citations and not self._opt.jsonl:
             self._write(sources_plain(result.citations) + "\n")
         for path in saved:
-            self._write(f"[image saved: {path}]\n")
+            self._write(f"[file saved: {path}]\n")
         return result
 
     async def _save(self, attachments: tuple[Attachment, ...]) -> list[str]:
         """Write a reply's files under the files folder (a thread: no blocking file I/O in the loop)."""
-        folder = self._opt.files_dir or Path(".parley") / "images"
+        folder = self._opt.files_dir or Path(".parley") / "files"
         paths = []
         for a in attachments:
             path = folder / Path(a.filename).name  # a bare file name: nothing outside the folder
