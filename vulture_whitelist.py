@@ -75,6 +75,7 @@ _.alt_txt  # SlackFile: read with .get() in adapters/slack/translate.py:image_re
 _.mimetype
 _.url_private
 _.url_private_download
+_.duration_ms  # SlackFile: read with .get() in adapters/slack/translate.py:audio_refs
 
 # Read by the console's Jinja2 templates (core/console/templates), which vulture does not parse.
 _.categories

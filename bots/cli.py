@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from dotenv import dotenv_values
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--name", default=None, help="display name of the speaker")
     chat.add_argument("--conversation", default="default", help="conversation id (a thread, in effect)")
     chat.add_argument("--jsonl", action="store_true", help="print one JSON object per reply")
+    chat.add_argument("--audio", type=Path, default=None, help="send this audio clip first (transcribed)")
     check = sub.add_parser("check", help="validate config and reach Redis and the LLM")
     check.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     run = sub.add_parser("run", help="run a bot on its platforms")
@@ -179,7 +181,8 @@ async def _chat(args: argparse.Namespace, settings: Settings, safety: SafetySett
             jsonl=args.jsonl,
             interactive=sys.stdin.isatty() and not args.jsonl,
             conversation=args.conversation,
-            files_dir=settings.parley_data_dir / "images",
+            files_dir=settings.parley_data_dir / "files",
+            audio=args.audio,
         )
         return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
 

@@ -160,6 +160,37 @@ class ImagesConfig(BaseModel):
     quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
 
 
+class AudioConfig(BaseModel):
+    """``[audio]``: speech out (``/speak``, narrated stories) and voice messages in (transcribed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    narrate: bool = False  # every /story part is also read aloud (one story: ``/story ... --narrate``)
+    listen: bool = True  # voice messages and audio clips are transcribed and answered as text
+    voice: str = "alloy"  # the default voice; a persona's ``voice`` wins
+    format: Literal["mp3", "opus", "wav"] = "mp3"  # opus: an OGG/Opus file
+    max_speak_chars: int = Field(default=2_000, ge=1, le=4_096)  # the speech API takes 4,096 at most
+    max_bytes: int = Field(default=10_000_000, ge=1_000, le=25_000_000)  # per clip in (the API's 25 MB)
+    max_seconds: float = Field(default=180, gt=0, le=1_800)  # per clip in, where its length is known
+    types: list[str] = Field(
+        default_factory=lambda: [
+            "audio/ogg",
+            "audio/mpeg",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/webm",
+            "audio/mp4",
+            "audio/flac",
+        ]
+    )
+    timeout_seconds: float = Field(default=60, gt=0, le=600)
+    user_daily_speech: int = Field(default=20, ge=0)  # /speak and narrations per user per quota window
+    workspace_daily_speech: int = Field(default=200, ge=0)  # per Slack workspace / Discord server
+    user_daily_clips: int = Field(default=30, ge=0)  # clips transcribed per user per quota window
+    workspace_daily_clips: int = Field(default=300, ge=0)
+    quota_window_seconds: int = Field(default=86_400, ge=1)
+
+
 class StoryConfig(BaseModel):
     """``[story]``: the branching, voted ``/story`` (core/story.py); off: one story in one reply."""
 
@@ -195,6 +226,7 @@ class BotConfig(BaseModel):
     kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     story: StoryConfig = Field(default_factory=StoryConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)

@@ -157,11 +157,12 @@ async def open_runtime(
             delivery = deliveries.get(platform) if platform in deliveries else None
             return delivery if isinstance(delivery, ImageAuth) else None
 
-        media = build_media(spec, settings, safety.moderator, image_auth, safety.admission.store)
+        media = build_media(
+            spec, settings, safety.moderator, image_auth, safety.admission.store, client, keys
+        )
         stack.push_async_callback(media.aclose)
-        if "imagine" in cfg.commands:
-            for command in media.commands():
-                registry.add(command)
+        for command in media.commands(cfg.commands):
+            registry.add(command)
         # Tools: the plugin's functions and the MCP servers, started now and stopped after the dispatcher.
         tools: Tools | None = None
         declared = plugin_tools(spec)
