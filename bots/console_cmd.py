@@ -1,17 +1,27 @@
-"""``parley console --bot NAME``: serve only the operator console, for a local look at a bot's data.
+"""``parley console --bot NAME``: serve only the operator console, for a local look at a bot's data; and
+``parley console user add|list|remove``: the console's accounts.
 
 It opens the bot's runtime (REDIS_URL, or the embedded redis-server under PARLEY_DATA_DIR as ``parley chat``
 does), connects to no platform and answers no turn; it needs no LLM. ``parley run`` serves the same console
-beside the bot when PARLEY_CONSOLE_PASSWORD is set.
+beside the bot when PARLEY_CONSOLE_PASSWORD (or PARLEY_CONSOLE_ACCOUNTS) is set.
+
+    parley console user add NAME --role agent --bot support     asks for the password (or --password-stdin)
+    parley console user list --bot support
+    parley console user remove NAME --bot support
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import getpass
 import signal
+import sys
 from typing import Any
 
 from core.bot import BotSpec
+from core.console.accounts import Accounts, Role, check_name, check_role
+from core.console.audit import AuditLog
 from core.console.mount import PREFIX, mount_console
 from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError
@@ -22,8 +32,66 @@ from core.settings import Settings
 
 CONSOLE_OFF = (
     "PARLEY_CONSOLE_PASSWORD: not set; the console is off without a password (12 characters or more, in the "
-    "environment or .env)"
+    "environment or .env) or PARLEY_CONSOLE_ACCOUNTS=true (accounts made with `parley console user add`)"
 )
+
+
+def add_user_parser(console: argparse.ArgumentParser, bots: str) -> None:
+    """``parley console user ...`` (``--bot`` may also come after the subcommand)."""
+    sub = console.add_subparsers(dest="console_command")
+    user = sub.add_parser("user", help="manage the console's accounts")
+    actions = user.add_subparsers(dest="user_command", required=True)
+    add = actions.add_parser("add", help="create an account (asks for its password)")
+    add.add_argument("name", help="account name: lowercase letters, digits, '.', '_' or '-'")
+    add.add_argument("--role", default="agent", help="admin, agent (default) or viewer")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--replace", action="store_true", help="change an existing account's role and password")
+    remove = actions.add_parser("remove", help="delete an account")
+    remove.add_argument("name")
+    listing = actions.add_parser("list", help="list the accounts")
+    for parser in (add, remove, listing):
+        parser.add_argument("--bot", default=argparse.SUPPRESS, help=f"bot name or folder ({bots})")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password (12 characters or more): ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError("the two passwords differ")
+    return first
+
+
+async def manage_users(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
+    safety = load_safety_settings(parley_moderation_endpoint=False)
+    role: Role | None = None
+    password_hash = ""
+    name = ""
+    if args.user_command == "add":
+        name = check_name(args.name)  # bad input is refused before anything is opened
+        role = check_role(args.role)
+        password = _read_password(args.password_stdin)
+    async with open_runtime(spec, settings, llm=_NoLLM(), safety_settings=safety) as rt:
+        accounts = Accounts(rt.redis, rt.keys)
+        audit = AuditLog(rt.redis, rt.keys)
+        if args.user_command == "add":
+            assert role is not None
+            password_hash = await asyncio.to_thread(accounts.hash, password)
+            account = await accounts.add(name, role, password_hash, replace=args.replace)
+            await audit.record("cli", "admin", "user_add", account.name, account.role.value)
+            print(f"console account {account.name} ({account.role.value}) saved for bot {spec.name}")
+        elif args.user_command == "remove":
+            removed = await accounts.remove(args.name)
+            if not removed:
+                raise ConfigError(f"no console account {args.name!r}")
+            await audit.record("cli", "admin", "user_remove", args.name.strip().lower())
+            print(
+                f"console account {args.name.strip().lower()} removed (its open sessions end within the hour)"
+            )
+        else:
+            for account in await accounts.all():
+                print(f"{account.name}\t{account.role.value}")
+    return 0
 
 
 class _NoLLM:

@@ -30,9 +30,11 @@ from structlog.typing import FilteringBoundLogger
 
 from adapters.common.deps import EdgeDeps
 from adapters.common.flags import WarnOnce, flag_report
+from adapters.common.split import split_text
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
 from adapters.discord.confirm import confirm_view
+from adapters.discord.format import to_discord
 from adapters.discord.notice import flag_notice, origin_of
 from adapters.discord.route import (
     ChannelTarget,
@@ -43,12 +45,12 @@ from adapters.discord.route import (
     target_of,
 )
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
+from adapters.discord.sink import MESSAGE_LIMIT, NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
-from core.errors import ConfigError, CredentialError
+from core.errors import AdapterError, ConfigError, CredentialError
 from core.ops.jobs import Job, Route
 from core.tools.setup import confirm_id
-from core.types import ReplyDone, ReplyEvent, ReplyResult, Turn
+from core.types import Place, ReplyDone, ReplyEvent, ReplyResult, Turn
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -130,6 +132,21 @@ class DiscordDelivery:
             raise
         except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
             dlog.error("discord_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def post(self, place: Place, text: str) -> str:
+        """The console's :class:`~core.console.outbox.Outbox`: ``text`` in the conversation's channel (a
+        thread is a channel), as the bot, mention-safe; the first message's id."""
+        client, _ = await self._rest()
+        guild = int(place.workspace) if place.workspace.isdigit() else None
+        channel = client.get_partial_messageable(int(place.thread or place.channel), guild_id=guild)
+        posted = ""
+        try:
+            for part in split_text(to_discord(text), MESSAGE_LIMIT):
+                message = await channel.send(part, allowed_mentions=NO_MENTIONS)
+                posted = posted or str(message.id)
+        except discord.HTTPException as exc:
+            raise AdapterError(f"Discord refused the message: HTTP {exc.status}") from None
+        return posted
 
     async def _ask_confirm(
         self, client: discord.Client, target: Target, pending_id: str, dlog: FilteringBoundLogger

@@ -70,7 +70,7 @@ class SlackState:
                 pipe.hincrby(self.feedback_totals_key(), fb.vote, 1)
                 if previous:
                     pipe.hincrby(self.feedback_totals_key(), previous, -1)
-                queue_vote(pipe, self._keys, fb.place, fb.vote, previous)
+                queue_vote(pipe, self._keys, fb.place, fb.vote, previous, turn_id=fb.turn_id)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"slack feedback: {type(exc).__name__}") from exc

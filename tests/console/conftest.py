@@ -19,7 +19,7 @@ from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 
 PASSWORD = "correct horse battery staple"
-RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+RUNTIME = {"port": 0, "parley_ops_port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
