@@ -34,6 +34,7 @@ from core.tools.function import FunctionTool
 from core.tools.pending import PendingCall, PendingStore, dump_messages, new_id
 from core.tools.registry import ToolRegistry
 from core.tools.spec import ConversationControl, Tool, ToolContext
+from core.tools.wording import confirm_summary
 from core.types import Turn, Usage
 
 log = structlog.get_logger("parley.tools")
@@ -70,9 +71,11 @@ class ToolConfirm:
 LoopEvent = LLMDelta | ToolEvent | ToolConfirm | LLMEnd
 
 
-def confirm_text(tool: str, arguments: Mapping[str, Any]) -> str:
+def confirm_text(tool: str, arguments: Mapping[str, Any], template: str = "") -> str:
+    """The summary in words (the tool's confirmation template, if any) and the exact arguments."""
     args = json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
-    return f"I'd like to run **{tool}** with exactly these arguments:\n```\n{args}\n```\nShall I go ahead?"
+    summary = confirm_summary(tool, arguments, template)
+    return f"{summary}\nDetails, the exact arguments:\n```\n{args}\n```\nShall I go ahead?"
 
 
 @dataclass
@@ -235,7 +238,8 @@ class ToolLoop:
                     meta=dict(meta),
                 )
                 await self.pending.save(pending)
-                text = confirm_text(call.name, arguments)
+                tool = self.registry.get(call.name)
+                text = confirm_text(call.name, arguments, tool.spec.confirm if tool is not None else "")
                 if said or shown:
                     text = "\n\n" + text
                 yield ToolConfirm(pending, text)
