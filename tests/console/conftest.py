@@ -4,7 +4,7 @@ server (127.0.0.1, a free port), and an HTTP client that signs in through the lo
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -92,3 +92,16 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 
 # The Slack adapter's fixtures (fake Slack, a running adapter on a given runtime), for the browser test.
 from tests.slack.conftest import slack, start_slack  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the run (each starts by clearing its cookies)."""
+    from tests.console.browser import chromium_paths, start_chromium
+
+    chromium_paths()  # skips, saying what is missing
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
