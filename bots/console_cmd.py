@@ -17,7 +17,11 @@ import asyncio
 import getpass
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from core.bot import BotSpec
 from core.console.accounts import Accounts, Role, check_name, check_role
@@ -25,8 +29,11 @@ from core.console.audit import AuditLog
 from core.console.mount import PREFIX, mount_console
 from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError
+from core.keys import KeySpace
 from core.llm import LLMRequest
-from core.runtime import open_runtime
+from core.ops.redisconn import connect as connect_redis
+from core.redis_server import RedisServer
+from core.runtime import open_runtime, ping
 from core.safety.settings import load_safety_settings
 from core.settings import Settings
 
@@ -62,18 +69,36 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
+@asynccontextmanager
+async def _redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """The bot's Redis alone (REDIS_URL, or the embedded server under PARLEY_DATA_DIR), as the runtime
+    opens it; no LLM, tools or knowledge base are started for an account change."""
+    async with AsyncExitStack() as stack:
+        if settings.redis_url is not None:
+            url, where = settings.redis_url.get_secret_value(), "REDIS_URL"
+        else:
+            server = RedisServer(settings.parley_data_dir / "redis")
+            await asyncio.to_thread(server.start)
+            stack.callback(server.stop)
+            url, where = server.url, f"embedded redis-server ({server.data_dir})"
+        connection = connect_redis(url)
+        stack.push_async_callback(connection.aclose)
+        await ping(connection.client, where)
+        yield connection.client
+
+
 async def manage_users(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
-    safety = load_safety_settings(parley_moderation_endpoint=False)
     role: Role | None = None
-    password_hash = ""
     name = ""
+    password = ""
     if args.user_command == "add":
         name = check_name(args.name)  # bad input is refused before anything is opened
         role = check_role(args.role)
         password = _read_password(args.password_stdin)
-    async with open_runtime(spec, settings, llm=_NoLLM(), safety_settings=safety) as rt:
-        accounts = Accounts(rt.redis, rt.keys)
-        audit = AuditLog(rt.redis, rt.keys)
+    async with _redis(settings) as client:
+        keys = KeySpace(spec.name)
+        accounts = Accounts(client, keys)
+        audit = AuditLog(client, keys)
         if args.user_command == "add":
             assert role is not None
             password_hash = await asyncio.to_thread(accounts.hash, password)
@@ -81,13 +106,11 @@ async def manage_users(args: argparse.Namespace, settings: Settings, spec: BotSp
             await audit.record("cli", "admin", "user_add", account.name, account.role.value)
             print(f"console account {account.name} ({account.role.value}) saved for bot {spec.name}")
         elif args.user_command == "remove":
-            removed = await accounts.remove(args.name)
-            if not removed:
-                raise ConfigError(f"no console account {args.name!r}")
-            await audit.record("cli", "admin", "user_remove", args.name.strip().lower())
-            print(
-                f"console account {args.name.strip().lower()} removed (its open sessions end within the hour)"
-            )
+            gone = args.name.strip().lower()
+            if not await accounts.remove(gone):
+                raise ConfigError(f"no console account {gone!r}")
+            await audit.record("cli", "admin", "user_remove", gone)
+            print(f"console account {gone} removed (its open sessions end now)")
         else:
             for account in await accounts.all():
                 print(f"{account.name}\t{account.role.value}")

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -100,11 +100,16 @@ class ConsoleAuth:
         raw: Any = await self._r.get(self._session_key(token))
         try:
             data = json.loads(raw) if raw else None
-            return (
-                Session(token, str(data["csrf"]), str(data["account"]), Role(data["role"])) if data else None
-            )
+            if not data:
+                return None
+            session = Session(token, str(data["csrf"]), str(data["account"]), Role(data["role"]))
         except (ValueError, KeyError, TypeError):
             return None  # a session of an older version: sign in again
+        if session.account == SHARED_ACCOUNT:
+            return session if self.shared else None
+        # A removed account's sessions end now; a changed role applies at the next request.
+        found = await self.accounts.stored_hash(session.account)
+        return replace(session, role=found[0].role) if found else None
 
     async def close_session(self, token: str) -> None:
         await self._r.delete(self._session_key(token))
