@@ -12,10 +12,13 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bots import cli
+from bots import cli, console_cmd
+from bots.loader import load_bot
 from core.console.accounts import Accounts, Role
 from core.console.limits import LoginLimiter, client_address, parse_networks
+from core.errors import ConfigError
 from core.keys import KeySpace
+from tests.conftest import make_settings
 from tests.console.conftest import ServeConsole, base_url, csrf_of, sign_in
 
 AGENT_PW = "agent passphrase 123"
@@ -148,24 +151,40 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_address_limit(
         assert await attempt("someone", "198.51.100.2") == 401
 
 
-def test_user_add_list_remove(
+async def test_user_add_list_remove(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
-    code = cli.main(
-        ["console", "user", "add", "Bob", "--role", "viewer", "--password-stdin", "--bot", "support"]
+    """``parley console user ...`` as parsed by the CLI (in-process, without the CLI's logging set-up)."""
+    settings = make_settings(redis_url=redis_url)
+    spec = load_bot("support")
+
+    async def run(*argv: str, stdin: str = "") -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        args = cli._parser().parse_args(["console", *argv])
+        await console_cmd.manage_users(args, settings, spec)
+
+    await run(
+        "user",
+        "add",
+        "Bob",
+        "--role",
+        "viewer",
+        "--password-stdin",
+        "--bot",
+        "support",
+        stdin="a fine long password\n",
     )
-    assert code == 0, capsys.readouterr().err
     assert "console account bob (viewer) saved" in capsys.readouterr().out
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert cli.main(["console", "--bot", "support", "user", "add", "carl"]) == 2
-    assert "at least 12 characters" in capsys.readouterr().err
-    assert cli.main(["console", "--bot", "support", "user", "add", "operator"]) == 2
-    assert "reserved" in capsys.readouterr().err
-    assert cli.main(["console", "user", "add", "bob", "--role", "boss", "--bot", "support"]) == 2
-    assert "role 'boss'" in capsys.readouterr().err
-    assert cli.main(["console", "user", "list", "--bot", "support"]) == 0
+    for argv, stdin, error in (
+        (("--bot", "support", "user", "add", "carl"), "short\n", "at least 12 characters"),
+        (("--bot", "support", "user", "add", "operator"), "", "reserved"),
+        (("user", "add", "bob", "--role", "boss", "--bot", "support"), "", "role 'boss'"),
+        (("user", "add", "bob", "--bot", "support"), "another long password\n", "exists already"),
+    ):
+        with pytest.raises(ConfigError, match=error):
+            await run(*argv, stdin=stdin)
+    await run("user", "list", "--bot", "support")
     assert capsys.readouterr().out.strip() == "bob\tviewer"
-    assert cli.main(["console", "user", "remove", "bob", "--bot", "support"]) == 0
-    assert cli.main(["console", "user", "remove", "bob", "--bot", "support"]) == 2
+    await run("user", "remove", "bob", "--bot", "support")
+    with pytest.raises(ConfigError, match="no console account"):
+        await run("user", "remove", "bob", "--bot", "support")
