@@ -90,7 +90,8 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-# The Slack adapter's fixtures (fake Slack, a running adapter on a given runtime), for the browser test.
+# The platforms' fixtures: fake Discord (the outbox test); fake Slack and a running adapter (browser tests).
+from tests.discord.conftest import fake_discord  # noqa: E402, F401
 from tests.slack.conftest import slack, start_slack  # noqa: E402, F401
 
 
