@@ -95,6 +95,7 @@ class Inbox:
             resumed_by=info.get("resumed_by", ""),
             assignee=info.get("assignee", ""),
             state=info.get("state", ""),
+            name=info.get("name", ""),
         )
 
 

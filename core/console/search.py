@@ -185,6 +185,8 @@ class SearchIndex:
         hits = []
         want = set(wanted)
         for (place, last), raw in zip(found, tails, strict=True):
+            if not raw:  # forgotten or expired since: its index entries lapse with their TTL
+                continue
             lines = []
             for message in map(decode, raw):
                 said = set(terms([message.text, message.author_name]))

@@ -191,6 +191,7 @@ class HandoffRow:
     resumed_by: str
     assignee: str = ""
     state: str = ""  # what the inbox set: assigned, waiting (empty: open)
+    name: str = ""  # the asker's display name, where the platform gave one
 
     @property
     def status(self) -> str:
@@ -311,7 +312,8 @@ class DailyStats:
             pipe.zremrangebyrank(self.handoffs_key, 0, -(self.recent_max + 1))
             pipe.expire(self.handoffs_key, self._ttl)
             pipe.delete(hkey)
-            pipe.hset(hkey, mapping={"requested": f"{now:.3f}", "turn": turn.turn_id, "user": turn.author.id})
+            who = {"requested": f"{now:.3f}", "turn": turn.turn_id, "user": turn.author.id}
+            pipe.hset(hkey, mapping={**who, "name": turn.author.display_name[:80]})
             pipe.expire(hkey, self._ttl)
 
     def index(self, pipe: Any, place: Place, texts: Iterable[str]) -> None:
@@ -413,6 +415,7 @@ class DailyStats:
                     resumed_by=info.get("resumed_by", ""),
                     assignee=info.get("assignee", ""),
                     state=info.get("state", ""),
+                    name=info.get("name", ""),
                 )
             )
         return rows

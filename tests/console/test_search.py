@@ -57,6 +57,8 @@ async def test_all_terms_must_match_newest_first_within_retention(redis_client: 
     assert (await index.search("dana")).total == 2  # the writer's name
     assert (await index.search("nothing-like-this")).total == 0
     assert (await index.search("  ?! ")).terms == []
+    await redis_client.delete(KEYS.messages(b))  # /forget, or expired: no longer shown
+    assert [h.place for h in (await index.search("refund order")).hits] == [a]
 
 
 async def test_a_turn_is_searchable_once_written(runtime_factory: RuntimeFactory) -> None:
