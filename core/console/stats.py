@@ -279,7 +279,7 @@ class DailyStats:
         key = self.day_key(day_of(now))
         prefix = f"{_clean(place.platform)}{_SEP}{_clean(place.workspace)}{_SEP}"
         usage = result.usage
-        handoff = result.meta.get("handoff") == "requested"
+        handoff = result.handoff
         if handoff and metric == "answers":
             metric = "handoffs"  # the handoff's reply is counted once, as a handoff, not as an answer
         pipe.hincrby(key, prefix + metric, 1)
@@ -331,9 +331,13 @@ class DailyStats:
         except RedisError as exc:
             log.warning("console_stats_not_saved", bot=self._keys.bot, error=type(exc).__name__)
 
-    def queue_vote(self, pipe: Any, place: Place, vote: str, previous: str | None = None) -> None:
-        """A 👍/👎 on an answer (``vote`` "up" or "down"; ``previous`` the vote it replaces)."""
-        queue_vote(pipe, self._keys, place, vote, previous, retention_days=self.retention_days)
+    def queue_vote(
+        self, pipe: Any, place: Place, vote: str, previous: str | None = None, turn_id: str = ""
+    ) -> None:
+        """A 👍/👎 on an answer (``vote`` "up" or "down"; ``previous`` the vote it replaces; a 👎 on
+        ``turn_id`` also goes to the unanswered list)."""
+        days = self.retention_days
+        queue_vote(pipe, self._keys, place, vote, previous, retention_days=days, turn_id=turn_id)
 
     async def record_vote(self, place: Place, vote: str, previous: str | None = None) -> None:
         try:

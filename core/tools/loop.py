@@ -66,6 +66,7 @@ class ToolConfirm:
 
     pending: PendingCall
     text: str
+    summary: str = ""  # the question in words (the tool's confirmation template), one line
 
 
 LoopEvent = LLMDelta | ToolEvent | ToolConfirm | LLMEnd
@@ -239,10 +240,11 @@ class ToolLoop:
                 )
                 await self.pending.save(pending)
                 tool = self.registry.get(call.name)
-                text = confirm_text(call.name, arguments, tool.spec.confirm if tool is not None else "")
+                template = tool.spec.confirm if tool is not None else ""
+                text = confirm_text(call.name, arguments, template)
                 if said or shown:
                     text = "\n\n" + text
-                yield ToolConfirm(pending, text)
+                yield ToolConfirm(pending, text, confirm_summary(call.name, arguments, template))
                 yield LLMEnd("tool_confirm", total if known else None)
                 return
         raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover
