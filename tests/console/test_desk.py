@@ -7,6 +7,7 @@ import csv
 import io
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from adapters.common.deps import EdgeDeps
@@ -106,3 +107,26 @@ async def test_replying_needs_the_platform_and_bad_input_is_answered(serve_conso
             async with client.post(f"{base}{path}", data={"csrf": csrf, **place, **extra}) as response:
                 assert response.status == status, (path, extra)
                 assert says in await response.text()
+
+
+async def test_overview_ranges_favicon_and_masked_credentials(
+    serve_console: ServeConsole, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-token-value")
+    served = await serve_console()
+    base = base_url(served)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        assert (await sign_in(client, base)).status == 303
+        async with client.get(f"{base}/overview?days=1") as page:
+            html = await page.text()
+            assert "Today by the hour (UTC)" in html and '"hourly": true' in html
+        async with client.get(f"{base}/overview?from=2026-12-07&to=2026-11-30") as page:
+            html = await page.text()
+            assert "2026-11-30 to 2026-12-07 (UTC)" in html  # either order; ISO dates
+            assert "No data yet" in html and "20261207" not in html
+        async with client.get(f"{base}/static/favicon.svg") as icon:
+            assert icon.status == 200 and icon.content_type == "image/svg+xml"
+        async with client.get(f"{base}/settings") as page:
+            html = await page.text()
+            assert "slack_bot_token" in html and "******** (set)" in html
+            assert "xoxb-secret-token-value" not in html
