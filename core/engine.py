@@ -704,6 +704,10 @@ class Engine:
 
         def also(pipe: Any) -> None:
             ctx.admission.queue_write(pipe, ctx.usage.total)
+            if self.stats is not None:  # the console's search index: the redacted words, and who wrote
+                self.stats.index(
+                    pipe, ctx.turn.place, [*(m.text for m in messages), ctx.turn.author.display_name]
+                )
             if stats is not None and result is not None:
                 stats.queue(pipe, ctx.turn, result, time.perf_counter() - ctx.stats.started)
 

@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 
 
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
-    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
+    words (the tool's confirmation template, core/tools/wording.py)."""
     pending = event.pending
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
-    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
+    return ConfirmRequest(pending.id, pending.tool, arguments, event.summary or f"run {pending.tool}?")
 
 
 @dataclass
