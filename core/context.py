@@ -90,6 +90,7 @@ class TurnContext:
     handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
     flag: str = ""  # moderation flagged the turn: the category
     retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
+    spoken: str = ""  # what a narrated command reads aloud (a story part), once its output check passed
 
     @property
     def bot(self) -> BotSpec:
