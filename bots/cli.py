@@ -1,53 +1,28 @@
 """``parley`` (also ``python -m bots``): chat, check and run bots.
 
 Exit codes: 0 fine, 1 a check failed, 2 bad configuration, 3 Redis unreachable, 4 LLM unreachable.
+
+This module parses and dispatches only: each command's module (and with it the engine, openai, the adapters
+or the knowledge base stack) is imported once the command is known, so ``parley --help`` and a bad argument
+answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from dotenv import dotenv_values
-
-from adapters.common.deps import EdgeDeps
-from adapters.common.platform import LoadedPlatform, Platform
-from adapters.console.chat import ConsoleChat, ConsoleOptions
-from bots import config_cmd, console_cmd, kb_cli, scaffold, test_cmd
-from bots.loader import available_bots, load_bot
-from core.bot import BotSpec
-from core.console.mount import mount_console
-from core.console.settings import ConsoleSettings, load_console_settings
+from bots import scaffold
+from bots.folders import available_bots
 from core.errors import ConfigError, LLMError, ParleyError, StoreUnavailable
-from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
-from core.logging import configure_logging
-from core.ops.service import Servable, serve
-from core.runtime import NO_LLM, Runtime, open_runtime
-from core.safety.settings import SafetySettings, load_safety_settings
-from core.settings import Settings, load_settings
-from core.tools.setup import open_tools, plugin_tools
 
-
-def _slack(bot: BotSpec) -> LoadedPlatform:
-    import adapters.slack as module  # imported on demand: a Discord-only bot never loads slack-bolt
-
-    return Platform("slack", module, bot)
-
-
-def _discord(bot: BotSpec) -> LoadedPlatform:
-    import adapters.discord as module  # and a Slack-only bot never loads discord.py
-
-    return Platform("discord", module, bot)
-
-
-# mypy checks each module against adapters.common.platform.PlatformModule where it is passed to Platform.
-PLATFORMS: dict[str, Callable[[BotSpec], LoadedPlatform]] = {"slack": _slack, "discord": _discord}
+# bots.cli_commands.PLATFORMS has one loader per name (tests/core/test_cli.py checks they agree).
+PLATFORM_NAMES = ("discord", "slack")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     run = sub.add_parser("run", help="run a bot on its platforms")
     run.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    run.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="only these platforms")
+    run.add_argument(
+        "--platform", action="append", choices=sorted(PLATFORM_NAMES), help="only these platforms"
+    )
     split = run.add_mutually_exclusive_group()
     split.add_argument(
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
@@ -75,16 +52,71 @@ def _parser() -> argparse.ArgumentParser:
         "console", help="serve the operator console alone, or manage its accounts (console user ...)"
     )
     console.add_argument("--bot", help=f"bot name or folder ({bots})")
-    console_cmd.add_user_parser(console, bots)
+    _console_user_parser(console, bots)
     rotate = sub.add_parser(
         "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
     )
     rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    kb_cli.add_parser(sub, bots)
+    _kb_parser(sub, bots)
     scaffold.add_parser(sub)
-    test_cmd.add_parser(sub, bots)
-    config_cmd.add_parser(sub, bots)
+    _test_parser(sub, bots)
+    _config_parser(sub, bots)
     return parser
+
+
+def _kb_parser(sub: Any, bots: str) -> None:
+    kb = sub.add_parser("kb", help="the knowledge base: ingest documents, search, status")
+    kbsub = kb.add_subparsers(dest="kb_command", required=True)
+    ing = kbsub.add_parser("ingest", help="index documents (folders, files, URLs, sitemaps)")
+    ing.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    ing.add_argument("paths", nargs="*", help="what to read (default: [kb] sources in bot.toml)")
+    ing.add_argument("--collection", default="", help="file these documents under this collection")
+    ing.add_argument("--rebuild", action="store_true", help="drop the index and re-read everything")
+    search = kbsub.add_parser("search", help="the ranked chunks for a question")
+    search.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    search.add_argument("question")
+    search.add_argument("--channel", default="", help="search as this channel id (its collections)")
+    search.add_argument("--json", action="store_true", help="print JSON")
+    status = kbsub.add_parser("status", help="documents, chunks, last ingest, index size")
+    status.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+
+
+def _console_user_parser(console: argparse.ArgumentParser, bots: str) -> None:
+    """``parley console user ...`` (``--bot`` may also come after the subcommand)."""
+    sub = console.add_subparsers(dest="console_command")
+    user = sub.add_parser("user", help="manage the console's accounts")
+    actions = user.add_subparsers(dest="user_command", required=True)
+    add = actions.add_parser("add", help="create an account (asks for its password)")
+    add.add_argument("name", help="account name: lowercase letters, digits, '.', '_' or '-'")
+    add.add_argument("--role", default="agent", help="admin, agent (default) or viewer")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--replace", action="store_true", help="change an existing account's role and password")
+    remove = actions.add_parser("remove", help="delete an account")
+    remove.add_argument("name")
+    listing = actions.add_parser("list", help="list the accounts")
+    for parser in (add, remove, listing):
+        parser.add_argument("--bot", default=argparse.SUPPRESS, help=f"bot name or folder ({bots})")
+
+
+def _test_parser(sub: Any, bots: str) -> None:
+    test = sub.add_parser("test", help="run a bot's conversation tests (its tests/*.toml)")
+    test.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    test.add_argument("--live", action="store_true", help="ask the configured model instead of the scripts")
+    test.add_argument("--runs", type=int, default=None, help="runs per case (default 1, with --live 3)")
+    test.add_argument(
+        "--min-pass-rate",
+        type=float,
+        default=None,
+        help="share of runs each case must pass (default 1, live 0.8)",
+    )
+    test.add_argument("-k", dest="only", default="", help="only cases whose name contains this")
+    test.add_argument("--junit", type=Path, default=None, help="also write a JUnit XML report here")
+
+
+def _config_parser(sub: Any, bots: str) -> None:
+    config = sub.add_parser("config", help="print a bot's effective settings and where each came from")
+    config.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    config.add_argument("--json", action="store_true", help="one JSON object: {key: {value, source}}")
 
 
 def _fail(message: str, code: int) -> int:
@@ -134,6 +166,8 @@ def _main(argv: Sequence[str] | None) -> int:
 def _environ() -> dict[str, str]:
     """Where ``PARLEY_BOT__*`` overrides come from: ``.env`` (as for every other setting), then the process
     environment, which wins."""
+    from dotenv import dotenv_values
+
     return {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
 
 
@@ -141,171 +175,66 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     try:
         if args.command == "new":
             return scaffold.run(args)
-        settings = load_settings()
-        owns_terminal = args.command == "chat" and sys.stdin.isatty() and not args.jsonl
-        if owns_terminal or args.command == "test":
-            # An interactive chat owns the terminal, and a test run's report is what it prints: logs go to a
-            # file beside the embedded Redis data.
-            settings.parley_data_dir.mkdir(parents=True, exist_ok=True)
-            log_file = stack.enter_context(
-                (settings.parley_data_dir / f"{args.command}.log").open("a", encoding="utf-8")
-            )
-            configure_logging(settings, log_file)
-        else:
-            configure_logging(settings)
-        safety = load_safety_settings()
-        console = load_console_settings()
-        environ = _environ()
-        spec = load_bot(args.bot, environ=environ)
-        if args.command == "config":
-            return config_cmd.run(args, spec, environ)
-        if args.command == "test":
-            return asyncio.run(test_cmd.run(args, settings, safety, spec))
-        if args.command == "chat":
-            return asyncio.run(_chat(args, settings, safety, spec))
-        if args.command == "kb":
-            return asyncio.run(kb_cli.run(args, settings, spec))
-        if args.command == "check":
-            return asyncio.run(_check(settings, safety, spec))
-        if args.command == "console" and getattr(args, "console_command", None) == "user":
-            return asyncio.run(console_cmd.manage_users(args, settings, spec))
-        if args.command == "console":
-            return asyncio.run(console_cmd.serve_console(settings, console, spec))
-        if args.command == "rotate-credentials":
-            return asyncio.run(_rotate(settings, safety, spec))
-        return asyncio.run(_run(args, settings, safety, console, spec))
+        return _command(args, stack)
     except ParleyError as exc:
         return _report(exc)
     except KeyboardInterrupt:
         return 130
 
 
-async def _chat(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
-    async with open_runtime(spec, settings, safety_settings=safety) as rt:
-        options = ConsoleOptions(
-            user_id=args.user,
-            user_name=args.name or spec.config.console.get("user_name", "You"),
-            jsonl=args.jsonl,
-            interactive=sys.stdin.isatty() and not args.jsonl,
-            conversation=args.conversation,
-            files_dir=settings.parley_data_dir / "files",
-            audio=args.audio,
+def _command(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    # Imported here, once a command needs them (see the module's docstring).
+    import asyncio
+
+    from bots.loader import load_bot
+    from core.console.settings import load_console_settings
+    from core.logging import configure_logging
+    from core.safety.settings import load_safety_settings
+    from core.settings import load_settings
+
+    settings = load_settings()
+    owns_terminal = args.command == "chat" and sys.stdin.isatty() and not args.jsonl
+    if owns_terminal or args.command == "test":
+        # An interactive chat owns the terminal, and a test run's report is what it prints: logs go to a
+        # file beside the embedded Redis data.
+        settings.parley_data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = stack.enter_context(
+            (settings.parley_data_dir / f"{args.command}.log").open("a", encoding="utf-8")
         )
-        return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
+        configure_logging(settings, log_file)
+    else:
+        configure_logging(settings)
+    safety = load_safety_settings()
+    console = load_console_settings()
+    environ = _environ()
+    spec = load_bot(args.bot, environ=environ)
+    if args.command == "config":
+        from bots import config_cmd
 
+        return config_cmd.run(args, spec, environ)
+    if args.command == "test":
+        from bots import test_cmd
 
-async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
-    problems: list[str] = []
-    print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
-    if not settings.llm_configured:
-        problems.append(NO_LLM)
-    if spec.config.kb is not None:
-        print(kb_cli.describe_embeddings(settings))
-    try:
-        llm = None if settings.llm_configured else _NullLLM()
-        async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
-            print("redis: ok")
-            if settings.llm_configured:
-                await _probe_llm(rt, problems)
-            if rt.safety is not None:
-                problems.extend(await rt.safety.check())
-            problems.extend(await _check_tools(rt))
-            deps = EdgeDeps.of(rt)
-            for name in spec.config.platforms:
-                try:
-                    platform = PLATFORMS[name](spec)
-                except ConfigError as exc:  # a bad setting is a problem to report, like a bad token
-                    problems.append(f"{name}: {exc}")
-                    continue
-                problems.extend(await platform.check(deps))
-    except StoreUnavailable as exc:
-        problems.append(str(exc))
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+        return asyncio.run(test_cmd.run(args, settings, safety, spec))
+    if args.command == "kb":
+        from bots import kb_cli
 
+        return asyncio.run(kb_cli.run(args, settings, spec))
+    if args.command == "console":
+        from bots import console_cmd
 
-async def _check_tools(rt: Runtime) -> list[str]:
-    """List the bot's tools and probe its MCP servers (the runtime's own, or started here for the check)."""
-    cfg = rt.bot.config.tools
-    if not cfg.enabled:
-        print("tools: off")
-        return []
-    async with AsyncExitStack() as stack:
-        tools = rt.tools
-        if tools is None:  # MCP servers switched off (PARLEY_MCP=false): still list and probe them here
-            tools = await stack.enter_async_context(
-                open_tools(cfg, rt.llm, rt.redis, rt.keys, tools=plugin_tools(rt.bot))
-            )
-        lines, problems = await tools.check()
-    for line in lines or ["tools: none"]:
-        print(line)
-    return problems
+        if getattr(args, "console_command", None) == "user":
+            return asyncio.run(console_cmd.manage_users(args, settings, spec))
+        return asyncio.run(console_cmd.serve_console(settings, console, spec))
+    from bots import cli_commands
 
-
-async def _rotate(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
-    """Re-seal what the platforms keep for long (Slack's OAuth installations) under the newest credential
-    key; short-lived values (response_urls, interaction tokens) expire on their own."""
-    box = settings.credential_box()
-    if not box.enabled:
-        raise ConfigError("PARLEY_CREDENTIALS_KEYS is not set: there is no key to re-seal credentials with")
-    async with open_runtime(spec, settings, llm=_NullLLM(), safety_settings=safety) as rt:
-        if "slack" in spec.config.platforms:
-            from adapters.slack import rotate_credentials  # only a Slack bot loads slack-bolt
-
-            print(await rotate_credentials(rt.redis, rt.keys, box))
-    return 0
-
-
-async def _probe_llm(rt: Runtime, problems: list[str]) -> None:
-    request = LLMRequest([ChatMessage("user", "Reply with the word: ok")], rt.settings.openai_model, 0, 5)
-    try:
-        async for event in rt.llm.stream(request):
-            if isinstance(event, LLMEnd):
-                print(f"llm: ok (model {rt.settings.openai_model})")
-    except LLMError as exc:
-        problems.append(f"LLM at {rt.settings.openai_base_url or 'api.openai.com'}: {exc}")
-
-
-class _NullLLM:
-    """Stands in when no LLM is configured, so `check` can still test Redis and the platforms."""
-
-    async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
-        raise LLMError(NO_LLM)
-        yield  # noqa: V201 - unreachable on purpose: makes this an async generator
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def _run(
-    args: argparse.Namespace,
-    settings: Settings,
-    safety: SafetySettings,
-    console: ConsoleSettings,
-    spec: BotSpec,
-) -> int:
-    """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
-    them. Every platform's Delivery (how workers show its replies) is registered in every mode, so a
-    workers-only process can answer every platform."""
-    names = args.platform or spec.config.platforms
-    if not names:
-        raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
-    if args.workers_only and not settings.parley_queue:
-        raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
-    for name in names:
-        if name not in PLATFORMS:
-            raise ConfigError(f"platforms: unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
-    platforms = [PLATFORMS[name](spec) for name in names]  # each platform's settings, read once
-    async with open_runtime(spec, settings, safety_settings=safety, console_settings=console) as rt:
-        await mount_console(rt, console)  # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
-        deps = EdgeDeps.of(rt)
-        adapters: list[tuple[str, Servable]] = []
-        for platform in platforms:
-            rt.ops.deliveries.register(platform.name, platform.delivery(deps))
-            if not args.workers_only:
-                adapters.append((platform.name, platform.adapter(deps)))
-        return await serve(rt, adapters, workers=settings.parley_queue and not args.adapters_only)
+    if args.command == "chat":
+        return asyncio.run(cli_commands.chat(args, settings, safety, spec))
+    if args.command == "check":
+        return asyncio.run(cli_commands.check(settings, safety, spec))
+    if args.command == "rotate-credentials":
+        return asyncio.run(cli_commands.rotate(settings, safety, spec))
+    return asyncio.run(cli_commands.run(args, settings, safety, console, spec))
 
 
 if __name__ == "__main__":

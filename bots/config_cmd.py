@@ -22,12 +22,6 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 MASK = "********"
 
 
-def add_parser(sub: Any, bots: str) -> None:
-    config = sub.add_parser("config", help="print a bot's effective settings and where each came from")
-    config.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    config.add_argument("--json", action="store_true", help="one JSON object: {key: {value, source}}")
-
-
 def mask(path: tuple[str, ...], value: Any) -> Any:
     """A leaf as it may be shown: secret-named keys and everything in an ``env`` map hidden, URL
     credentials removed."""

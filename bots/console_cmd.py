@@ -43,23 +43,6 @@ CONSOLE_OFF = (
 )
 
 
-def add_user_parser(console: argparse.ArgumentParser, bots: str) -> None:
-    """``parley console user ...`` (``--bot`` may also come after the subcommand)."""
-    sub = console.add_subparsers(dest="console_command")
-    user = sub.add_parser("user", help="manage the console's accounts")
-    actions = user.add_subparsers(dest="user_command", required=True)
-    add = actions.add_parser("add", help="create an account (asks for its password)")
-    add.add_argument("name", help="account name: lowercase letters, digits, '.', '_' or '-'")
-    add.add_argument("--role", default="agent", help="admin, agent (default) or viewer")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    add.add_argument("--replace", action="store_true", help="change an existing account's role and password")
-    remove = actions.add_parser("remove", help="delete an account")
-    remove.add_argument("name")
-    listing = actions.add_parser("list", help="list the accounts")
-    for parser in (add, remove, listing):
-        parser.add_argument("--bot", default=argparse.SUPPRESS, help=f"bot name or folder ({bots})")
-
-
 def _read_password(from_stdin: bool) -> str:
     if from_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")

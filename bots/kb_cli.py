@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import redis.asyncio as aioredis
 from tqdm import tqdm
@@ -31,23 +30,6 @@ from core.ops.redisconn import connect as connect_redis
 from core.redis_server import RedisServer
 from core.runtime import ping
 from core.settings import Settings
-
-
-def add_parser(sub: Any, bots: str) -> None:
-    kb = sub.add_parser("kb", help="the knowledge base: ingest documents, search, status")
-    kbsub = kb.add_subparsers(dest="kb_command", required=True)
-    ing = kbsub.add_parser("ingest", help="index documents (folders, files, URLs, sitemaps)")
-    ing.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    ing.add_argument("paths", nargs="*", help="what to read (default: [kb] sources in bot.toml)")
-    ing.add_argument("--collection", default="", help="file these documents under this collection")
-    ing.add_argument("--rebuild", action="store_true", help="drop the index and re-read everything")
-    search = kbsub.add_parser("search", help="the ranked chunks for a question")
-    search.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    search.add_argument("question")
-    search.add_argument("--channel", default="", help="search as this channel id (its collections)")
-    search.add_argument("--json", action="store_true", help="print JSON")
-    status = kbsub.add_parser("status", help="documents, chunks, last ingest, index size")
-    status.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
 
 
 @asynccontextmanager

@@ -20,18 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bots.folders import BOTS_DIR, available_bots
 from core.bot import BotConfig, BotSpec, parse_bot_config
 from core.errors import ConfigError
 from core.overrides import Override, apply_overrides, read_overrides
 from core.personas import load_personas
 from core.plugin import Plugin
 
-BOTS_DIR = Path(__file__).resolve().parent
 SHARED_PERSONAS = BOTS_DIR / "common" / "personas"
-
-
-def available_bots(root: Path = BOTS_DIR) -> list[str]:
-    return sorted(p.parent.name for p in root.glob("*/bot.toml"))
 
 
 def bot_folder(name_or_path: str, *, root: Path = BOTS_DIR) -> Path:

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
 from core.bot import BotSpec
 from core.errors import ConfigError
 from core.safety.settings import SafetySettings
 from core.settings import Settings
-
-
-def add_parser(sub: Any, bots: str) -> None:
-    test = sub.add_parser("test", help="run a bot's conversation tests (its tests/*.toml)")
-    test.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
-    test.add_argument("--live", action="store_true", help="ask the configured model instead of the scripts")
-    test.add_argument("--runs", type=int, default=None, help="runs per case (default 1, with --live 3)")
-    test.add_argument(
-        "--min-pass-rate",
-        type=float,
-        default=None,
-        help="share of runs each case must pass (default 1, live 0.8)",
-    )
-    test.add_argument("-k", dest="only", default="", help="only cases whose name contains this")
-    test.add_argument("--junit", type=Path, default=None, help="also write a JUnit XML report here")
 
 
 async def run(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sys
 
-from bots.cli import _run
+from bots.cli_commands import run as _run
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.console.settings import load_console_settings
