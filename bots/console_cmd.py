@@ -118,8 +118,10 @@ async def serve_console(
         raise ConfigError(CONSOLE_OFF)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    # No turn is answered here: neither the LLM nor the moderation endpoint is needed (or probed).
+    # No turn is answered here: neither the LLM, the moderation endpoint nor the MCP servers are needed
+    # (starting the support bot's orders server alone took seconds).
     safety = load_safety_settings(parley_moderation_endpoint=False)
+    settings = settings.model_copy(update={"parley_mcp": False})
     async with open_runtime(
         spec, settings, llm=_NoLLM(), safety_settings=safety, console_settings=config
     ) as rt:

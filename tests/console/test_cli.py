@@ -1,4 +1,5 @@
-"""``parley console --bot NAME`` as a user runs it: a real process on the test Redis, no LLM needed."""
+"""``parley console --bot NAME`` as a user runs it, on the test Redis, no LLM needed: the smoke test serves
+from a real process (stopped with SIGTERM), the refusal runs in-process."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import sys
 
 import aiohttp
 
+from tests.cli import ROOT, parley, scratch
 from tests.console.conftest import PASSWORD, sign_in
-from tests.core.test_cli import ROOT, _scratch, parley
 
 
 def _env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -21,7 +22,9 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
         if not k.startswith(("OPENAI_", "REDIS_", "SLACK_", "DISCORD_", "PARLEY_CONSOLE_"))
     }
     env.update({"TIKTOKEN_CACHE_DIR": "", "PARLEY_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)})
-    env.update({"REDIS_URL": redis_url, "PORT": "0", "PARLEY_OPS_HOST": "127.0.0.1", **extra})
+    env.update(
+        {"REDIS_URL": redis_url, "PORT": "0", "PARLEY_OPS_PORT": "0", "PARLEY_OPS_HOST": "127.0.0.1", **extra}
+    )
     return env
 
 
@@ -42,12 +45,12 @@ async def test_serves_the_console_until_stopped(redis_url: str) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(redis_url, PARLEY_CONSOLE_PASSWORD=PASSWORD),
-        cwd=_scratch(),
+        cwd=scratch(),
     )
     try:
         assert proc.stdout is not None
         url = ""
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(90):  # a limit, not a wait: a loaded machine starts Python slowly
             while not url:
                 line = (await proc.stdout.readline()).decode()
                 if not line:

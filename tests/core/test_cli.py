@@ -1,50 +1,17 @@
-"""The ``parley`` CLI as a user runs it: a real process, real Redis, the fake OpenAI server."""
+"""The ``parley`` CLI as a user runs it: real Redis, the fake OpenAI server; in-process (``tests/cli.py``) but
+for one real process (the first chat) and the import check."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
+import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from bots.cli import PLATFORM_NAMES
+from bots.cli_commands import PLATFORMS
+from tests.cli import ROOT, parley, parley_process
 from tests.fakes.openai_server import FakeOpenAI, Reply
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="parley-cli-"))
-
-
-async def parley(
-    *args: str,
-    stdin: str = "",
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    limit: float = 60,
-) -> tuple[int, str, str]:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "REDIS_", "SLACK_", "DISCORD_"))
-    }
-    base.update({"TIKTOKEN_CACHE_DIR": "", "PARLEY_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)})
-    base.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=base,
-        # Never the repository root: a developer's .env there (as the README suggests) must not leak in.
-        cwd=cwd or _scratch(),
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), limit)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def llm_env(fake: FakeOpenAI, redis_url: str) -> dict[str, str]:
@@ -59,7 +26,7 @@ def llm_env(fake: FakeOpenAI, redis_url: str) -> dict[str, str]:
 async def test_scripted_chat_prints_one_json_reply_per_line_and_remembers(
     fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
-    code, out, err = await parley(
+    code, out, err = await parley_process(
         "chat",
         "--bot",
         "arcade",
@@ -74,7 +41,7 @@ async def test_scripted_chat_prints_one_json_reply_per_line_and_remembers(
     assert [r["kind"] for r in replies] == ["answer", "command", "answer"]
     assert replies[0]["reply"] == "You said: hello there" and replies[0]["persona"] == "host"
     assert replies[0]["usage"]["completion_tokens"] > 0
-    # a second process, the same user: memory survived the restart
+    # a second run (in-process), the same user: memory survived the restart
     code, out, _ = await parley(
         "chat",
         "--bot",
@@ -110,7 +77,8 @@ async def test_plain_scripted_chat_streams_text(fake_openai: FakeOpenAI, redis_u
         "--bot",
         "support",
         stdin="How do returns and refunds work?\n",
-        env=llm_env(fake_openai, redis_url),
+        # Its orders MCP server (a process of its own, seconds to start) plays no part in this answer.
+        env={**llm_env(fake_openai, redis_url), "PARLEY_MCP": "false"},
     )
     assert code == 0, err
     assert out == "Arr, a fine day!\n"
@@ -198,3 +166,20 @@ async def test_message_bodies_never_reach_info_logs(fake_openai: FakeOpenAI, red
     assert any(line["event"] == "turn_done" for line in lines)
     assert "MANGO" not in err and "PINEAPPLE" not in err and "sk-test" not in err
     assert all("conversation" in line and "turn_id" in line for line in lines if line["event"] == "turn_done")
+
+
+def test_help_loads_no_engine_openai_adapter_or_kb() -> None:
+    """``parley --help`` (and a usage error) answer before the heavy imports: they happen per command."""
+    heavy = ("openai", "core.engine", "core.runtime", "core.kb", "adapters", "discord", "slack_bolt")
+    probe = (
+        "import sys, bots.cli; bots.cli._parser(); "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_parsers_platforms_are_the_loadable_ones() -> None:
+    assert sorted(PLATFORMS) == sorted(PLATFORM_NAMES)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.core.test_cli import llm_env, parley
+from tests.cli import parley, parley_process
+from tests.core.test_cli import llm_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import write_pages
 
 
 async def test_ingest_search_status(redis_url: str, tmp_path: Path) -> None:
     env = {"REDIS_URL": redis_url}
-    code, out, err = await parley("kb", "status", "--bot", "support", env=env)
+    code, out, err = await parley_process("kb", "status", "--bot", "support", env=env)  # the smoke test
     assert code == 0, err
     assert "index: none published yet" in out
     assert "kb: lexical-only retrieval" in out

@@ -14,9 +14,10 @@ from core.kb.ingest import ingest
 from core.kb.store import KbStore
 from core.keys import KeySpace
 from core.types import ReplyKind
+from tests.cli import parley
 from tests.conftest import RuntimeFactory, without_limits
 from tests.core.helpers import make_turn
-from tests.core.test_cli import llm_env, parley
+from tests.core.test_cli import llm_env
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.kb.extractive import extractive
 

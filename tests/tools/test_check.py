@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.core.test_cli import llm_env, parley
+from tests.cli import parley
+from tests.core.test_cli import llm_env
 from tests.fakes.openai_server import FakeOpenAI
 
 

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.core.test_cli import llm_env, parley
+from tests.cli import parley
+from tests.core.test_cli import llm_env
 from tests.fakes.openai_server import Call, FakeOpenAI, Reply, ToolCalls
 
 TICKET = {"subject": "Parcel never arrived", "details": "Order A1002 is late", "order_id": "A1002"}
