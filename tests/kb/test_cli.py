@@ -73,9 +73,21 @@ async def test_missing_source_is_a_clear_error(redis_url: str) -> None:
     assert err.strip() == "parley: /no/such/folder: no such file or folder"
 
 
-async def test_check_names_the_retrieval_mode(fake_openai: FakeOpenAI, redis_url: str) -> None:
-    _, out, _ = await parley("check", "--bot", "support", env=llm_env(fake_openai, redis_url))
+async def test_check_names_the_retrieval_mode(
+    fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
+) -> None:
+    # A bot with a knowledge base and nothing else to check (the support bot's MCP server and Slack probe
+    # took most of this test's time and play no part in the line checked).
+    bot = tmp_path / "kbbot"
+    (bot / "personas").mkdir(parents=True)
+    (bot / "kb").mkdir()
+    (bot / "kb" / "faq.md").write_text("# FAQ\n\nReturns take 30 days.\n")
+    (bot / "bot.toml").write_text(
+        'name = "kbbot"\ndefault_persona = "p"\nplatforms = []\n[kb]\nsources = ["kb"]\n'
+    )
+    (bot / "personas" / "p.toml").write_text('name = "p"\nsystem_prompt = "hi"\n')
+    _, out, _ = await parley("check", "--bot", str(bot), env=llm_env(fake_openai, redis_url))
     assert "kb: lexical-only retrieval (set EMBEDDINGS_BASE_URL or EMBEDDINGS_MODEL for hybrid)" in out
     env = {**llm_env(fake_openai, redis_url), "EMBEDDINGS_MODEL": "text-embedding-3-small"}
-    _, out, _ = await parley("check", "--bot", "support", env=env)
+    _, out, _ = await parley("check", "--bot", str(bot), env=env)
     assert f"kb: hybrid retrieval (BM25 + embeddings text-embedding-3-small at {fake_openai.base_url})" in out
