@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -59,7 +60,9 @@ async def serve(
             stop.set()
 
     installed: list[signal.Signals] = []
-    if handle_signals:
+    # Only the main thread may take signals (``parley`` run in-process by a test or an embedding program is on
+    # another thread, and stops through ``stop``).
+    if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
             installed.append(sig)

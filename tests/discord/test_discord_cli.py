@@ -1,4 +1,5 @@
-"""``parley run --bot arcade`` and ``parley check --bot arcade`` as a user runs them, against the fakes."""
+"""``parley run --bot arcade`` and ``parley check --bot arcade`` as a user runs them, against the fakes (one
+real process: the run stopped by SIGTERM; the rest in-process)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 import adapters.discord as discord_adapter
 from adapters.common.deps import EdgeDeps
+from tests.cli import parley
 from tests.conftest import RuntimeFactory
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
@@ -69,15 +71,20 @@ async def test_parley_run_serves_discord_and_stops_on_sigterm(
 
 
 async def test_parley_run_with_a_bad_token_exits_with_one_clear_line(
-    fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
-    env = _env(fake_discord, fake_openai, redis_url, DISCORD_TOKEN="wrong")
-    proc = await _parley("run", "--bot", "arcade", env=env, cwd=tmp_path)
-    _out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2, err.decode()[-2000:]
-    last = err.decode().strip().splitlines()[-1]
+    env = {
+        "DISCORD_TOKEN": "wrong",
+        "DISCORD_API_URL": fake_discord.api_url,
+        "REDIS_URL": redis_url,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": "test-key",
+    }
+    code, _out, err = await parley("run", "--bot", "arcade", env=env)
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("parley: config error: DISCORD_TOKEN")
-    assert "wrong" not in err.decode()  # never echo a secret
+    assert "wrong" not in err  # never echo a secret
 
 
 async def test_check_reports_token_and_intent_problems(
