@@ -28,6 +28,17 @@ def asked(fake: ModerationFake) -> list[str]:
     return [r.body["messages"][-1]["content"] for r in fake.chat_requests]
 
 
+async def arrived(rt: Any, count: int) -> None:
+    """Until ``count`` turns have come to the line (the acquire script's arrival count): arrival order is
+    then the order the test created them in, however slowly a loaded machine runs each turn up to there."""
+    async with asyncio.timeout(30):
+        while True:
+            clocks = await rt.redis.keys(rt.keys.scoped("limit", "slots", "*") + ":clock")
+            if clocks and int(await rt.redis.hget(clocks[0], "#") or 0) >= count:
+                return
+            await asyncio.sleep(0.005)
+
+
 async def test_ten_users_over_a_cap_of_two_are_all_answered_two_at_a_time(
     safety_factory: SafetyFactory, fake_openai: ModerationFake
 ) -> None:
@@ -36,13 +47,17 @@ async def test_ten_users_over_a_cap_of_two_are_all_answered_two_at_a_time(
         tasks = []
         for i in range(10):  # in arrival order
             tasks.append(asyncio.create_task(rt.engine.collect(user_turn(f"u{i}", f"q{i}"))))
-            await asyncio.sleep(0.01)
+            await arrived(rt, i + 1)
         results = await asyncio.gather(*tasks)
         keys = await rt.redis.keys(rt.keys.scoped("limit", "slots", "*"))
         left = [m for key in keys if not key.endswith(":clock") for m in await rt.redis.zrange(key, 0, -1)]
     assert [r.kind for r in results] == [ReplyKind.ANSWER] * 10
     assert fake_openai.peak_chat_in_flight == 2
-    assert asked(fake_openai) == [f"q{i}" for i in range(10)]  # first come, first served across users
+    # First come, first served across users. With two slots, two turns let in together (two slots freed at
+    # once) may reach the model in either order, so each is asked at most one place from its arrival.
+    order = [int(q[1:]) for q in asked(fake_openai)]
+    assert sorted(order) == list(range(10))
+    assert all(abs(place - arrival) <= 1 for place, arrival in enumerate(order)), order
     assert left == []  # every slot given back, nobody left in line
 
 
@@ -105,15 +120,17 @@ async def test_past_the_longest_wait_the_turn_ends_busy_and_leaves_the_line(
 async def test_two_replicas_share_one_line_and_one_cap(
     safety_factory: SafetyFactory, fake_openai: ModerationFake
 ) -> None:
-    fake_openai.responder = slow(0.2)
-    limits = {**NO_LIMITS, "max_concurrent_per_workspace": 2}
+    # One slot between two replicas: a slot is only ever given to the head of the line, so the order the
+    # model is asked in is exactly the arrival order (each turn's arrival awaited before the next is made).
+    fake_openai.responder = slow(0.05)
+    limits = {**NO_LIMITS, "max_concurrent_per_workspace": 1}
     async with safety_factory("arcade", limits=limits) as a, safety_factory("arcade", limits=limits) as b:
         tasks = []
         for i in range(8):
             replica = (a, b)[i % 2]
             tasks.append(asyncio.create_task(replica.engine.collect(user_turn(f"u{i}", f"q{i}"))))
-            await asyncio.sleep(0.01)
+            await arrived(a, i + 1)
         results = await asyncio.gather(*tasks)
     assert [r.kind for r in results] == [ReplyKind.ANSWER] * 8
-    assert fake_openai.peak_chat_in_flight == 2
+    assert fake_openai.peak_chat_in_flight == 1  # one cap for both replicas (two separate caps would allow 2)
     assert asked(fake_openai) == [f"q{i}" for i in range(8)]
