@@ -36,6 +36,7 @@ from core.bot import BotSpec
 from core.commands import CommandRegistry
 from core.context import StatsMark, TurnContext, TurnServices
 from core.errors import ContextTooLong, LLMError, StoreError
+from core.handoff import Handoffs
 from core.llm import LLM, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
@@ -139,6 +140,7 @@ class Engine:
         self.knowledge = features.knowledge  # None: the whole knowledge file is the reference
         self.media = features.media  # None: attachments are ignored
         self.story = features.story
+        self.handoffs = Handoffs(memory, self.stats, safety.events)
         self._log = log.bind(bot=bot.name)
         self.services = TurnServices(
             bot=bot,
@@ -198,8 +200,9 @@ class Engine:
         """Stop auto-answering in this conversation (human handoff) until :meth:`resume`."""
         await self.memory.set_meta(turn.place, {"paused": reason, "paused_by": turn.author.id})
 
-    async def resume(self, turn: Turn) -> None:
-        await self.memory.delete_meta(turn.place, "paused", "paused_by")
+    async def resume(self, turn: Turn, *, via: str = "command") -> None:
+        """Hand the conversation back to the bot (``turn.author`` did it): core.handoff's one resume."""
+        await self.handoffs.resume(turn.place, by=turn.author.id, via=via)
 
     async def aclose(self) -> None:
         await self.tasks.aclose()

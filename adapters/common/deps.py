@@ -6,6 +6,7 @@ dispatcher; a Delivery shows replies; both keep their platform state in Redis un
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,7 @@ class EdgeDeps:
             keys=rt.keys,
             dispatcher=rt.dispatcher,
             commands=rt.engine.commands,
-            resume=rt.engine.resume,
+            resume=functools.partial(rt.engine.resume, via="button"),
             redact=rt.safety.redactor.redact if rt.safety is not None else None,
             http=rt.ops.http,
             click_refusal=rt.tools.click_refusal if rt.tools is not None else None,

@@ -44,6 +44,7 @@ from core.console.search import Found, SearchIndex
 from core.console.stats import DailyStats, HandoffRow, Tally, total
 from core.console.unanswered import KINDS, Embed, grouped, read_questions
 from core.errors import ParleyError, StoreError
+from core.handoff import Handoffs
 from core.memory import NewMessage, RedisMemory
 from core.prompt import AGENT_ROLE
 from core.safety.events import Decision, EventLog
@@ -546,15 +547,14 @@ class Console:
     async def _resume(self, request: web.Request) -> web.StreamResponse:
         place, form = await self._form_place(request)
         who = self._who()
+        # The same resume as Slack's button and /resume (core.handoff).
+        handoffs = Handoffs(self.memory, self.stats, self.events)
         try:
-            await self.memory.delete_meta(place, "paused", "paused_by")
-            await self.stats.mark_resumed(place, who.account)
+            await handoffs.resume(place, by=who.account, via="console", actor=f"console:{who.account}")
         except (StoreError, RedisError) as exc:
             self._log.error("console_resume_failed", error=type(exc).__name__)
             raise web.HTTPServiceUnavailable(text="Redis did not answer; nothing was changed") from None
-        await self._safety_audit(place, "", "handoff", "resume")
         await self._record("resume", place.conversation_id)
-        self._log.info("handoff_resumed", by=who.account, conversation=place.conversation_id)
         if form.get("back") == "conversation":
             raise self._back(request, place, "resumed")
         raise web.HTTPSeeOther(self._url(request, "/handoffs?resumed=1"))

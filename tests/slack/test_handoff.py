@@ -23,6 +23,22 @@ async def _follow_up(app: Running, text: str, ts: str) -> None:
     await app.settle()
 
 
+async def _resumed(app: Running) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """What the console sees of the handoff (its inbox row's hash) and the audited resumes (source, user)."""
+    rt = app.runtime
+    assert rt.engine.stats is not None and rt.safety is not None
+    handoff_keys = await rt.redis.keys(rt.keys.scoped("console", "handoff", "*"))
+    (key,) = handoff_keys
+    row = await rt.redis.hgetall(key)
+    events = await rt.redis.xrange(rt.safety.events.stream)
+    audited = [
+        (e["source"], e["user"], e["detail"])
+        for _id, e in events
+        if (e["category"], e["action"]) == ("handoff", "resume")
+    ]
+    return row, audited
+
+
 async def test_handoff_stops_auto_replies_until_resumed_by_button(
     start_slack: StartSlack, slack: FakeSlack, fake_openai: FakeOpenAI
 ) -> None:
@@ -72,6 +88,10 @@ async def test_handoff_stops_auto_replies_until_resumed_by_button(
     assert rid == "notice"
     assert body["replace_original"] is True
     assert f"<@{ADMIN}> resumed" in body["text"]
+    # The one resume: the console's inbox marks the handoff resumed, and who did it is audited.
+    row, audited = await _resumed(app)
+    assert row["resumed_by"] == ADMIN and float(row["resumed"]) > 0
+    assert audited == [("button", ADMIN, f"button: {ADMIN}")]
 
     await _follow_up(app, "thanks, one more question", "1700000200.000400")
     assert slack.bot_messages("C0GENERAL", ROOT)[-1].shown == "You said: thanks, one more question"
@@ -118,6 +138,9 @@ async def test_resume_by_link_is_for_admins(
     ]
     assert slack.responses[0][1]["text"] == "Only admins can use /resume."
     assert slack.responses[1][1]["text"].startswith("Done")
+    row, audited = await _resumed(app)
+    assert row["resumed_by"] == ADMIN
+    assert audited == [("command", ADMIN, f"command: {ADMIN}")]
 
     await _follow_up(app, "back again", "1700000200.000700")
     assert slack.bot_messages("C0GENERAL", ROOT)[-1].shown == "You said: back again"
