@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from typing import Any, cast
 
@@ -456,29 +457,28 @@ class SlackAdapter:
 
     # ------------------------------------------------------------------ serving
 
+    @contextlib.asynccontextmanager
+    async def _start_step(self, credential: str) -> AsyncIterator[None]:
+        """One start-up call to Slack, guarded the same way: a refusal names the credential, a network
+        failure the URL (one clear line each, no secret in it)."""
+        try:
+            yield
+        except SlackApiError as exc:
+            raise ConfigError(f"{credential} was rejected by Slack ({slack_error_code(exc)})") from None
+        except (SlackClientError, OSError) as exc:
+            url = self.settings.slack_api_url
+            raise AdapterError(f"cannot reach Slack at SLACK_API_URL={url}: {exc}") from None
+
     async def verify(self) -> None:
-        """Fail loudly at start-up: the tokens must work (one clear line, no secret in it)."""
-        url = self.settings.slack_api_url
+        """Fail loudly at start-up: the tokens must work."""
         if self.mode is not Mode.OAUTH:
-            try:
+            async with self._start_step("SLACK_BOT_TOKEN"):
                 await self.client.auth_test()
-            except SlackApiError as exc:
-                raise ConfigError(
-                    f"SLACK_BOT_TOKEN was rejected by Slack ({slack_error_code(exc)})"
-                ) from None
-            except (SlackClientError, OSError) as exc:
-                raise AdapterError(f"cannot reach Slack at SLACK_API_URL={url}: {exc}") from None
         if self.mode is Mode.SOCKET:
             assert self.settings.slack_app_token is not None
-            probe = web_client(None, url)
-            try:
+            probe = web_client(None, self.settings.slack_api_url)
+            async with self._start_step("SLACK_APP_TOKEN"):
                 await probe.apps_connections_open(app_token=self.settings.slack_app_token.get_secret_value())
-            except SlackApiError as exc:
-                raise ConfigError(
-                    f"SLACK_APP_TOKEN was rejected by Slack ({slack_error_code(exc)})"
-                ) from None
-            except (SlackClientError, OSError) as exc:
-                raise AdapterError(f"cannot reach Slack at SLACK_API_URL={url}: {exc}") from None
 
     async def serve(self) -> None:
         """Verify the credentials, connect (Socket Mode), then serve until cancelled."""
@@ -495,7 +495,8 @@ class SlackAdapter:
                     logger=logging.getLogger("parley.slack.socket"),
                 )
                 self._socket = handler
-                await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+                async with self._start_step("SLACK_APP_TOKEN"):
+                    await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
                 self._log.info("slack_socket_connected")
             else:
                 self._log.info("slack_http_ready", path=EVENTS_PATH, oauth=self.mode is Mode.OAUTH)
