@@ -33,6 +33,7 @@ def _env(slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, **extra: str
         "OPENAI_BASE_URL": fake_openai.base_url,
         "OPENAI_API_KEY": "test-key",
         "PARLEY_LOG_FORMAT": "json",
+        "PARLEY_MCP": "false",  # the support bot's orders server (a process of its own) is not under test
         **extra,
     }
 
@@ -54,7 +55,7 @@ async def _run(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
 
 async def _log_event(proc: asyncio.subprocess.Process, event: str, seen: list[bytes]) -> dict[str, object]:
     assert proc.stderr is not None
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(90):  # a limit, not a wait: a loaded machine starts Python slowly
         while True:
             line = await proc.stderr.readline()
             if not line:
