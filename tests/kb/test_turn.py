@@ -139,7 +139,7 @@ async def test_terminal_shows_plain_source_urls(fake_openai: FakeOpenAI, redis_u
         "--bot",
         "support",
         stdin="How long is the password reset link valid?\n",
-        env=llm_env(fake_openai, redis_url),
+        env={**llm_env(fake_openai, redis_url), "PARLEY_MCP": "false"},  # its orders server plays no part
     )
     assert code == 0, err
     assert (
