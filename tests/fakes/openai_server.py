@@ -50,6 +50,9 @@ class Reply:
     # after the request (one chunk per token), so many concurrent streams do not drift under load.
     tokens_per_s: float | None = None
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers (e.g. x-ratelimit-*)
+    # Stop before chunk ``hold_at`` until the test sets ``hold``: "still streaming" without a long stream.
+    hold: asyncio.Event | None = None
+    hold_at: int = 0
 
 
 @dataclass
@@ -452,6 +455,8 @@ class FakeOpenAI:
                     await self._hang(behaviour.delay)
                     if self._closing.is_set():
                         return resp
+                if behaviour.hold is not None and n == behaviour.hold_at:
+                    await behaviour.hold.wait()
                 delta: dict[str, Any] = {"content": piece}
                 if n == 0:
                     delta["role"] = "assistant"
