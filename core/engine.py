@@ -28,11 +28,12 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from core.bot import BotSpec
+from core.bot import BotConfig, BotSpec
 from core.commands import CommandRegistry
 from core.context import StatsMark, TurnContext, TurnServices
 from core.errors import ContextTooLong, LLMError, StoreError
@@ -110,6 +111,33 @@ class Features:
     story: StoryStore | None = None  # branching /story state (core/story.py)
 
 
+class Route(Enum):
+    """How a turn is routed, decided before anything is read: it also tells admission whether the turn will
+    be judged (so its checks ride on the read). Pausing is known only after the read: a paused conversation
+    turns GREETING and ANSWER into a silent, remembered turn."""
+
+    COMMAND = "command"  # a command: judged, then run (even while paused)
+    GREETING = "greeting"  # a bare mention: the persona's hello, no LLM call, not judged
+    IGNORE = "ignore"  # not addressed where the bot answers only when addressed, or nothing to answer
+    ANSWER = "answer"  # words (or images, audio) to answer: judged, then the model
+
+    @property
+    def judged(self) -> bool:
+        return self in (Route.COMMAND, Route.ANSWER)
+
+
+def plan_route(turn: Turn, call: CommandCall | None, cfg: BotConfig) -> Route:
+    """The one set of routing rules (``Engine.reply`` begins admission with it, ``_route`` follows it)."""
+    if call is not None:
+        return Route.COMMAND
+    has_words = bool(turn.text.strip() or turn.images or turn.audio)
+    if turn.addressed and not has_words:
+        return Route.GREETING
+    if not has_words or not (turn.addressed or cfg.answer_unaddressed):
+        return Route.IGNORE
+    return Route.ANSWER
+
+
 class Engine:
     def __init__(
         self,
@@ -168,7 +196,8 @@ class Engine:
         mark = StatsMark()
         # admit: a command is known before anything is read; the admission rides on the read and the write
         call = turn.command or self.commands.parse(turn.text)
-        admission = self.safety.admission.begin(turn, call, judged=self._judged(turn, call))
+        plan = plan_route(turn, call, self.bot.config)
+        admission = self.safety.admission.begin(turn, call, judged=plan.judged)
         result: ReplyResult | None = None
         try:
             async for event in self._stages(turn, call, admission, fence, tlog, mark):
@@ -239,12 +268,6 @@ class Engine:
         async for event in steps:
             yield event
 
-    def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
-        """Whether admission will judge this turn (so its checks are worth sending with the read)."""
-        cfg = self.bot.config
-        has_words = bool(turn.text.strip() or turn.images or turn.audio)
-        return call is not None or ((turn.addressed or cfg.answer_unaddressed) and has_words)
-
     async def _load(
         self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger
     ) -> ConversationState | ReplyResult:
@@ -282,14 +305,15 @@ class Engine:
         turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        bare = not turn.text.strip() and not turn.images and not turn.audio
-        if call is None and turn.addressed and bare and not state.paused:
+        plan = plan_route(turn, call, cfg)  # the plan admission was begun with (judged or not)
+        if plan is Route.GREETING and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
             return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
-        if call is None and not turn.addressed and not cfg.answer_unaddressed:
-            if cfg.memory.remember_others and turn.text.strip():
+        if plan is Route.IGNORE:
+            if not cfg.answer_unaddressed and cfg.memory.remember_others and turn.text.strip():
                 await self._keep_as_context(ctx)
-            return ctx.result("", ReplyKind.IGNORED, meta={"reason": "not_addressed"})
+            reason = "empty" if cfg.answer_unaddressed else "not_addressed"
+            return ctx.result("", ReplyKind.IGNORED, meta={"reason": reason})
         if call is None and state.paused:
             await self._keep_as_context(ctx)
             return ctx.result(
