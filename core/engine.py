@@ -197,22 +197,25 @@ class Engine:
         # admit: a command is known before anything is read; the admission rides on the read and the write
         call = turn.command or self.commands.parse(turn.text)
         plan = plan_route(turn, call, self.bot.config)
-        admission = self.safety.admission.begin(turn, call, judged=plan.judged)
         result: ReplyResult | None = None
         try:
-            async for event in self._stages(turn, call, admission, fence, tlog, mark):
-                if isinstance(event, ReplyDone):
-                    result = event.result
-                yield event
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # task boundary: the user gets the persona's apology, the bot goes on
-            tlog.exception("turn_failed", error=type(exc).__name__)
-            persona = self.bot.persona(None)
-            result = ReplyResult(turn.turn_id, ReplyKind.ERROR, persona.error, persona=persona.name)
-            yield ReplyDone(result)
-        finally:
-            await admission.finish(result)
+            async with self.safety.admission.admitting(turn, call, judged=plan.judged) as admission:
+                try:
+                    async for event in self._stages(turn, call, admission, fence, tlog, mark):
+                        if isinstance(event, ReplyDone):
+                            result = admission.result = event.result
+                        yield event
+                except asyncio.CancelledError:
+                    raise
+                except (
+                    Exception
+                ) as exc:  # task boundary: the user gets the persona's apology, the bot goes on
+                    tlog.exception("turn_failed", error=type(exc).__name__)
+                    persona = self.bot.persona(None)
+                    result = ReplyResult(turn.turn_id, ReplyKind.ERROR, persona.error, persona=persona.name)
+                    admission.result = result
+                    yield ReplyDone(result)
+        finally:  # admission is settled (leaving the block) before the turn's stats and metrics
             if result is not None:
                 await self._finish(turn, result, time.perf_counter() - mark.started, tlog, mark)
 

@@ -12,9 +12,10 @@ a rate budget of their own (``command_rate``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,19 @@ class Admission:
     def generated(self, seconds: float) -> None:
         self.generation_seconds += (seconds - self.generation_seconds) * 0.2  # moving average
 
+    @contextlib.asynccontextmanager
+    async def admitting(
+        self, turn: Turn, call: CommandCall | None, *, judged: bool
+    ) -> AsyncIterator[TurnAdmission]:
+        """Admission's lifetime as the turn's block (as discord.py's ``MaxConcurrency``: acquire on the way
+        in, release in ``finally``): whatever ends the turn (its end, an error, cancellation), the slot, the
+        line and the read's checks are settled with the result the turn reached (``TurnAdmission.result``)."""
+        admission = self.begin(turn, call, judged=judged)
+        try:
+            yield admission
+        finally:
+            await admission.finish(admission.result)
+
     def begin(self, turn: Turn, call: CommandCall | None, *, judged: bool) -> TurnAdmission:
         """Start admitting ``turn``. ``judged``: the engine will ask :meth:`TurnAdmission.judge` (an
         addressed message or a command); only then do the checks ride on the memory read."""
@@ -229,6 +243,7 @@ class TurnAdmission:
         self._line: LimitOutcome | None = None  # the slot check's outcome while the turn waits in line
         self._slot_since = 0.0  # when the slot was granted (for the admission's wait estimates)
         self._settled = False  # usage counted and slot freed (by the final write or by finish)
+        self.result: ReplyResult | None = None  # what the turn ended with (settled with it)
 
     @property
     def place(self) -> int:
