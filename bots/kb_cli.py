@@ -27,6 +27,7 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings
 from core.kb.store import KbStore
 from core.keys import KeySpace
+from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.redis_server import RedisServer
 from core.runtime import ping
@@ -53,8 +54,9 @@ def add_parser(sub: Any, bots: str) -> None:
 @asynccontextmanager
 async def _redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     async with AsyncExitStack() as stack:
-        if settings.redis_url is not None:
-            url, where = settings.redis_url.get_secret_value(), "REDIS_URL"
+        url: str | RedisTarget
+        if (target := settings_target(settings)) is not None:
+            url, where = target, "REDIS_URL"
         else:
             server = RedisServer(settings.parley_data_dir / "redis")
             await asyncio.to_thread(server.start)

@@ -30,6 +30,7 @@ from core.media.setup import Media, build_media
 from core.memory import RedisMemory
 from core.ops.delivery import Deliveries, Dispatcher
 from core.ops.jobs import Route
+from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
@@ -98,11 +99,11 @@ async def open_runtime(
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
+        url: str | RedisTarget
         if redis is not None:
             url, where = "", "the given client"
-        elif settings.redis_url is not None:
-            url = settings.redis_url.get_secret_value()
-            where = "REDIS_URL"
+        elif (target := settings_target(settings)) is not None:
+            url, where = target, "REDIS_URL"
         else:
             server = RedisServer(settings.parley_data_dir / "redis")
             await asyncio.to_thread(server.start)

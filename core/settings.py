@@ -44,6 +44,12 @@ class Settings(BaseSettings):
 
     # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
     redis_url: SecretStr | None = None
+    # Redis Sentinel (instead of REDIS_URL): the sentinels "host:port,host:port", the monitored master's name,
+    # the data nodes' password and the sentinels' own password (core/ops/redisconn.py).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
 
     port: int = Field(default=3000, ge=0, le=65535)
 
@@ -76,12 +82,16 @@ class Settings(BaseSettings):
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
-    parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
+    # Seconds a turn may go without its owner's heartbeat before another worker takes it (the owner died).
+    parley_queue_claim_idle: float = Field(default=10.0, gt=0)
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).
     parley_workers: int = Field(default=128, ge=1)
     parley_worker_name: str | None = None  # consumer name prefix (e.g. the pod name); default host-pid
-    parley_lock_lease: float = Field(default=30.0, gt=0)  # conversation lock lease, renewed every third
+    parley_lock_lease: float = Field(default=10.0, gt=0)  # conversation lock lease, renewed by heartbeats
+    # Seconds between an owner's heartbeats (lease renewal + the turn's signal refreshed); default the
+    # smaller of 3 s and a third of the lease.
+    parley_lease_heartbeat: float | None = Field(default=None, gt=0)
     parley_lock_wait: float = Field(default=60.0, ge=0)  # how long a direct turn waits for the lock
     parley_shutdown_grace: float = Field(default=25.0, ge=0)  # SIGTERM: time for running turns to finish
     parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
@@ -96,20 +106,51 @@ class Settings(BaseSettings):
     parley_llm_rate_retries: int = Field(default=3, ge=0, le=20)  # 429s retried (after the pause) per call
 
     @field_validator(
-        "openai_api_key", "openai_base_url", "redis_url", "parley_credentials_keys", mode="before"
+        "openai_api_key",
+        "openai_base_url",
+        "redis_url",
+        "redis_sentinels",
+        "redis_sentinel_master",
+        "redis_password",
+        "redis_sentinel_password",
+        "parley_credentials_keys",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _sentinel(self) -> Settings:
+        if self.redis_sentinels is None:
+            if self.redis_sentinel_master is not None:
+                raise ValueError("REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the sentinels, host:port)")
+            return self
+        if self.redis_url is not None:
+            raise ValueError("set REDIS_URL or REDIS_SENTINELS, not both")
+        if not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the monitored master's name)")
+        return self
+
+    @model_validator(mode="after")
     def _queue_timing(self) -> Settings:
-        if self.parley_queue_claim_idle <= self.parley_lock_lease / 3:
+        beat = self.heartbeat
+        if beat * 2 > self.parley_lock_lease:
             raise ValueError(
-                "PARLEY_QUEUE_CLAIM_IDLE must exceed a third of PARLEY_LOCK_LEASE (workers refresh their "
-                "turns that often; a shorter idle time would let another worker take a live turn)"
+                "PARLEY_LEASE_HEARTBEAT must be at most half of PARLEY_LOCK_LEASE (a lease must survive one "
+                "missed heartbeat)"
+            )
+        if self.parley_queue_claim_idle < beat * 2:
+            raise ValueError(
+                "PARLEY_QUEUE_CLAIM_IDLE must be at least two heartbeats (PARLEY_LEASE_HEARTBEAT, default "
+                "min(3 s, lease / 3)): a shorter idle time would let another worker take a live turn"
             )
         return self
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between a turn owner's heartbeats."""
+        return self.parley_lease_heartbeat or min(3.0, self.parley_lock_lease / 3)
 
     @field_validator("parley_credentials_keys")
     @classmethod

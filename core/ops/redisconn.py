@@ -4,6 +4,8 @@
     redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=...]
     redis+cluster://[[user]:password@]host[:port][,host[:port]...]
 
+Sentinel may also be given as settings: ``REDIS_SENTINELS=h1:26379,h2:26379``, ``REDIS_SENTINEL_MASTER=name``,
+``REDIS_PASSWORD`` (data nodes) and ``REDIS_SENTINEL_PASSWORD`` (:func:`settings_target`).
 ``rediss+sentinel://`` and ``rediss+cluster://`` use TLS to the data nodes. Credentials in the URL are the
 data nodes'; ``sentinel_password`` (and ``sentinel_username``) authenticate to the Sentinels. Sentinel
 clients follow a failover by themselves; Cluster clients follow slot moves. Every key of one conversation
@@ -29,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError
+from core.settings import Settings
 
 Kind = Literal["standalone", "sentinel", "cluster"]
 SENTINEL_PORT = 26379
@@ -131,6 +134,24 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
+def settings_target(settings: Settings) -> RedisTarget | None:
+    """Where Redis is, from the settings: REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER; ``None``
+    when neither is set (an embedded redis-server then)."""
+    if settings.redis_sentinels is not None:
+        assert settings.redis_sentinel_master is not None  # Settings checks it
+        password, sentinel_password = settings.redis_password, settings.redis_sentinel_password
+        return RedisTarget(
+            "sentinel",
+            nodes=_nodes(settings.redis_sentinels, SENTINEL_PORT),
+            service=settings.redis_sentinel_master,
+            password=password.get_secret_value() if password else None,
+            sentinel_password=sentinel_password.get_secret_value() if sentinel_password else None,
+        )
+    if settings.redis_url is not None:
+        return parse_redis_url(settings.redis_url.get_secret_value())
+    return None
+
+
 def _retry() -> Retry:
     # A short retry on a dropped connection (a restart, a failover): long enough to ride out a blip,
     # short enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
@@ -167,9 +188,9 @@ class RedisConnection:
         await self.aclose()
 
 
-def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
+def connect(url: str | RedisTarget, *, max_connections: int = 64) -> RedisConnection:
     """Build (not yet connect) the client for ``url``. Nothing is sent until the first command."""
-    target = parse_redis_url(url)
+    target = parse_redis_url(url) if isinstance(url, str) else url
     retry_errors = [RedisConnectionError, RedisTimeoutError, OSError]
     if target.kind == "standalone":
         try:

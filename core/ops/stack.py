@@ -111,7 +111,13 @@ class Ops:
 
 def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: KeySpace) -> Ops:
     metrics = Metrics(spec.name)
-    locks = ConversationLocks(client, keys, lease=settings.parley_lock_lease, wait=settings.parley_lock_wait)
+    locks = ConversationLocks(
+        client,
+        keys,
+        lease=settings.parley_lock_lease,
+        wait=settings.parley_lock_wait,
+        heartbeat=settings.heartbeat,
+    )
     queue = None
     if settings.parley_queue:
         queue = TurnQueue(

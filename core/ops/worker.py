@@ -12,11 +12,15 @@ For each signal (new, or claimed from a consumer that went quiet):
    returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
    A lease lost midway stops the drain.
 
-While it works, the worker renews the lease and resets the signal's idle time, so nobody claims a turn that
-is merely slow. If the worker dies, its signal stays pending: another worker claims it with XAUTOCLAIM after
-``claim_idle`` seconds and answers the item still at the inbox head. On shutdown a worker stops reading,
-lets running turns finish for ``grace`` seconds, then cancels them and hands their conversations back
-(unlock, fresh signal): the unanswered item is still at the inbox head, nothing is lost.
+While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
+lease and re-claims its signal to itself (``XCLAIM ... JUSTID``, which resets the entry's idle time), so
+nobody claims a turn whose owner lives, however slow the turn. If the worker dies, the heartbeats stop:
+another worker's claim loop (every second, or a quarter of ``claim_idle`` if shorter) takes the signal with
+XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by default; by then the dead owner's lease, renewed at
+the same moments, has run out too) and answers the item still at the inbox head. A late writer (an owner that
+stalled past its lease) is kept out by the fenced final write. On shutdown a worker stops reading, lets
+running turns finish for ``grace`` seconds, then cancels them and hands their conversations back (unlock,
+fresh signal): the unanswered item is still at the inbox head, nothing is lost.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from core.types import Place
 
 log = structlog.get_logger("parley.worker")
 PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
+HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims and queue metrics
+CLAIM_EVERY = 1.0  # the longest wait between looks for dead owners' turns
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
 
@@ -83,7 +89,7 @@ class TurnWorker:
         deliveries: Deliveries,
         metrics: Metrics,
         concurrency: int = 16,
-        claim_idle: float = 30.0,
+        claim_idle: float = 10.0,
         block: float = 1.0,
         name: str | None = None,
     ) -> None:
@@ -180,9 +186,11 @@ class TurnWorker:
             self._start(signals)
 
     async def _maintenance_loop(self) -> None:
-        tick = max(0.05, min(self.claim_idle / 2, 5.0))
+        tick = max(0.05, min(self.claim_idle / 4, CLAIM_EVERY))
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + PRUNE_EVERY
+        next_housekeeping = loop.time()
+        housekeeping = min(HOUSEKEEPING_EVERY, self.claim_idle)
         while not self.stopping:
             await self._sleep(tick)
             if self.stopping:
@@ -197,6 +205,9 @@ class TurnWorker:
                         self.metrics.event("claimed", len(signals))
                         self._log.info("worker_claimed", count=len(signals))
                     self._start(signals)
+                if loop.time() < next_housekeeping:
+                    continue
+                next_housekeeping = loop.time() + housekeeping
                 await self.queue.trim()
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY

@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DELIVERED = "test:delivered"  # Redis list of final replies (JSON), written by RedisRecordingDelivery
 STARTED = "test:started"  # Redis list of first deltas (JSON): which process started which turn
 
-# Short leases and idle times keep the fault tests fast (production defaults are 30 s).
+# Short leases and idle times keep the fault tests fast (production defaults: 10 s, heartbeats every 3 s).
 FAST = {
     "parley_lock_lease": 1.0,
+    "parley_lease_heartbeat": 0.25,
     "parley_queue_claim_idle": 0.6,
     "parley_shutdown_grace": 1.0,
     "parley_workers": 8,

@@ -80,9 +80,7 @@ async def test_a_full_queue_answers_busy_and_recovers_after_trimming(
                 return int(await redis_client.xlen(rt.ops.queue.stream)) <= 1  # type: ignore[union-attr]
 
             await eventually(trimmed, what="acknowledged entries trimmed")
-            assert (
-                await rt.dispatcher.dispatch(turn("again", thread="t9"))
-            ).outcome is Outcome.QUEUED
+            assert (await rt.dispatcher.dispatch(turn("again", thread="t9"))).outcome is Outcome.QUEUED
             await delivery.wait_for(6)
     answered = sorted(d.text for d in delivery.delivered if d.kind == "answer")
     assert answered == ["You said: again", "You said: q0", "You said: q1", "You said: q2"]
@@ -101,9 +99,7 @@ async def test_one_conversation_cannot_fill_the_queue(
             Outcome.BUSY,
         ]
         assert got[2].reason == "conversation_full"
-        assert (
-            await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))
-        ).outcome is Outcome.QUEUED
+        assert (await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))).outcome is Outcome.QUEUED
         async with running_worker(rt):
             await delivery.wait_for(4)
     assert sorted(d.text for d in delivery.delivered if d.kind == "answer") == [
