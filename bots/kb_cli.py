@@ -62,7 +62,7 @@ async def _redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
             await asyncio.to_thread(server.start)
             stack.callback(server.stop)
             url, where = server.url, f"embedded redis-server ({server.data_dir})"
-        connection = connect_redis(url)
+        connection = connect_redis(url, failover_wait=settings.parley_redis_failover_wait)
         stack.push_async_callback(connection.aclose)
         await ping(connection.client, where)
         yield connection.client

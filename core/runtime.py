@@ -112,7 +112,8 @@ async def open_runtime(
         if redis is not None:
             client = redis
         else:
-            connection = connect_redis(url)  # standalone, Sentinel or Cluster, from the URL's scheme
+            # Standalone, Sentinel or Cluster, from the URL's scheme (or REDIS_SENTINELS).
+            connection = connect_redis(url, failover_wait=settings.parley_redis_failover_wait)
             stack.push_async_callback(connection.aclose)
             client = connection.client
             if connection.target.kind != "standalone":

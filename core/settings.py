@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     redis_sentinel_master: str | None = None
     redis_password: SecretStr | None = None
     redis_sentinel_password: SecretStr | None = None
+    # Sentinel / Cluster: seconds a command waits for a failover (a replica promoted) before it fails.
+    parley_redis_failover_wait: float = Field(default=10.0, ge=0, le=120)
 
     port: int = Field(default=3000, ge=0, le=65535)
 

@@ -121,7 +121,8 @@ class StoryStore:
         )
 
     async def save(self, place: Place, state: StoryState) -> None:
-        """Write the story's new round (and its vote deadline, if any) in one transaction."""
+        """Write the story's new round in one transaction, then its vote deadline (the due set lives in
+        another Redis Cluster slot than the conversation's keys: no transaction may span both)."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
                 key = self.key(place)
@@ -138,20 +139,17 @@ class StoryStore:
                     },
                 )
                 pipe.expire(key, self._ttl)
-                if state.deadline_ms:
-                    pipe.zadd(
-                        self.due_key, {json.dumps([encode_place(place), state.round]): state.deadline_ms}
-                    )
                 await pipe.execute()
+            if state.deadline_ms:
+                member = json.dumps([encode_place(place), state.round])
+                await self._r.zadd(self.due_key, {member: state.deadline_ms})
         except RedisError as exc:
             raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
 
     async def end(self, place: Place, state: StoryState) -> None:
         try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key(place), self.votes_key(place, state.round))
-                pipe.zrem(self.due_key, json.dumps([encode_place(place), state.round]))
-                await pipe.execute()
+            await self._r.delete(self.key(place), self.votes_key(place, state.round))
+            await self._r.zrem(self.due_key, json.dumps([encode_place(place), state.round]))
         except RedisError as exc:
             raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
 

@@ -17,6 +17,8 @@ command methods (it is not a subclass), and every caller in Parley sticks to com
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -27,6 +29,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -152,10 +155,45 @@ def settings_target(settings: Settings) -> RedisTarget | None:
     return None
 
 
-def _retry() -> Retry:
-    # A short retry on a dropped connection (a restart, a failover): long enough to ride out a blip,
-    # short enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
-    return Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3)
+def _retry(failover_wait: float = 0.0, cap: float = 0.5) -> Retry:
+    # Standalone: a short retry on a dropped connection (a restart): long enough to ride out a blip, short
+    # enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
+    # Sentinel and Cluster: long enough to ride out a failover (a replica promoted), ``failover_wait`` s.
+    retries = max(3, math.ceil(failover_wait / cap))
+    return Retry(ExponentialWithJitterBackoff(base=0.02, cap=cap), retries=retries)
+
+
+# What a cluster says while a master is down and its replica not yet promoted.
+_FAILOVER_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+    MasterDownError,
+    OSError,
+)
+
+
+class FailoverCluster(RedisCluster):
+    """A cluster client that waits out a master's failover (up to ``failover_wait`` seconds, backing off)
+    instead of failing at once: redis-py retries a single command without a pause, so every retry lands
+    before the replica is promoted. Pipelines wait through the client's ``retry`` (0.25 s per attempt)."""
+
+    failover_wait: float = 10.0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.failover_wait
+        delay = 0.05
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except _FAILOVER_ERRORS:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
 
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -188,8 +226,11 @@ class RedisConnection:
         await self.aclose()
 
 
-def connect(url: str | RedisTarget, *, max_connections: int = 64) -> RedisConnection:
-    """Build (not yet connect) the client for ``url``. Nothing is sent until the first command."""
+def connect(
+    url: str | RedisTarget, *, max_connections: int = 64, failover_wait: float = 10.0
+) -> RedisConnection:
+    """Build (not yet connect) the client for ``url``. Nothing is sent until the first command.
+    Sentinel and Cluster clients wait up to ``failover_wait`` seconds for a failover to complete."""
     target = parse_redis_url(url) if isinstance(url, str) else url
     retry_errors = [RedisConnectionError, RedisTimeoutError, OSError]
     if target.kind == "standalone":
@@ -215,14 +256,15 @@ def connect(url: str | RedisTarget, *, max_connections: int = 64) -> RedisConnec
         "username": target.username,
         "password": target.password,
         "ssl": target.ssl,
-        "retry": _retry(),
+        "retry": _retry(failover_wait),
     }
     if target.kind == "cluster":
-        cluster = RedisCluster(
+        cluster = FailoverCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             require_full_coverage=True,
-            **common,
+            **{**common, "retry": _retry(failover_wait, cap=0.25)},
         )
+        cluster.failover_wait = failover_wait
         # RedisCluster is not a Redis subclass but offers the same command methods (module docstring).
         return RedisConnection(cast(aioredis.Redis, cluster), target, [cluster.aclose])
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 5}
