@@ -182,6 +182,16 @@ class FailoverCluster(RedisCluster):
 
     failover_wait: float = 10.0
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        # redis-py asks the server (COMMAND GETKEYS: one more round trip) where a "movable keys" command's
+        # keys are; XREADGROUP, called for every turn, names its one stream after STREAMS.
+        if command.upper() == "XREADGROUP":
+            words = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+            words = [w.upper() for w in words]
+            if "STREAMS" in words:
+                return int(self.keyslot(args[words.index("STREAMS") + 1]))
+        return int(await super()._determine_slot(command, *args))
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.failover_wait
