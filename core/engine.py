@@ -326,11 +326,7 @@ class Engine:
     ) -> ConversationState | ReplyResult:
         """Stage load: one round trip for the memory tail, the dedupe check and admission's checks."""
         cfg = self.bot.config
-        dedupe_key = (
-            self.memory.keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
-            if turn.event_id
-            else None
-        )
+        dedupe_key = self.memory.keys.dedupe(turn.place, turn.event_id) if turn.event_id else None
         try:
             state = await self.memory.load(
                 turn.place,

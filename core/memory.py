@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
-from core.ops.recorder import CommandRecorder
+from core.ops.recorder import ScriptingPipe
 from core.types import Place
 
 # Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; note each message's
@@ -153,7 +153,7 @@ def decode(raw: str) -> StoredMessage:
 
 
 Rider = Callable[[Any], None]
-"""Queues a caller's commands on the memory's pipeline (a redis-py pipeline or a CommandRecorder)."""
+"""Queues a caller's commands on the memory's pipeline (redis-py's, or a ScriptingPipe on a cluster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +271,11 @@ class RedisMemory:
             )
         encoded = [m.encode() for m in messages]
         try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                if not self._cluster:
-                    pipe.evalsha(*script, *encoded)
+            async with self._r.pipeline(transaction=False) as raw:
+                # redis-py refuses pipe.evalsha in a cluster pipeline; ScriptingPipe sends it as a raw
+                # EVALSHA, routed by its first key: one round trip per node touched.
+                pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                pipe.evalsha(*script, *encoded)
                 if user_id:
                     index = self._keys.user_conversations(place.platform, user_id)
                     pipe.sadd(index, conv_key)
@@ -282,20 +284,10 @@ class RedisMemory:
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
-                # redis-py refuses EVALSHA in a cluster pipeline: there, the rider's commands are recorded
-                # and sent one by one after the append script (its keys share the conversation's slot).
-                target: Any = CommandRecorder() if self._cluster else pipe
                 if also is not None:
-                    also(target)
-                if self._cluster:
-                    first = await self._append_alone(script, encoded)
-                    piped = await pipe.execute(raise_on_error=False)
-                    riders = await target.execute(self._r, raise_on_error=False)
-                    results: list[Any] = [first, *piped]
-                    fold_at += 1
-                else:
-                    everything = await pipe.execute(raise_on_error=False)
-                    results, riders = everything[:own], everything[own:]
+                    also(pipe)
+                everything = await raw.execute(raise_on_error=False)
+                results, riders = everything[:own], everything[own:]
             # Errors come back in place, so that nothing that did run is run twice: only an append Redis
             # refused for a missing script (after a Redis restart) is sent again, once the script is loaded.
             if isinstance(results[0], NoScriptError):
