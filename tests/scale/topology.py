@@ -280,6 +280,17 @@ class SentinelGroup:
                 return c.info("replication").get("master_link_status") == "up"
 
         _wait(synced, 20, "the replica to sync")
+
+        def watching() -> bool:  # each sentinel knows the replica and the two other sentinels
+            for sentinel in sentinels:
+                with sentinel.client() as c:
+                    if not c.execute_command("SENTINEL", "REPLICAS", name):
+                        return False
+                    if len(c.execute_command("SENTINEL", "SENTINELS", name)) < 2:
+                        return False
+            return True
+
+        _wait(watching, 30, "the sentinels to find the replica and each other", step=0.1)
         return group
 
     @property
@@ -295,6 +306,27 @@ class SentinelGroup:
                 host_port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
             return int(host_port[1])
         raise RuntimeError("no sentinel alive")
+
+    def heal(self) -> None:
+        """After a failover: restart the old master (the sentinels make it a replica of the new one), swap
+        the roles, and wait until the new replica is in sync and every sentinel agrees."""
+        if self.master.alive and self.current_master_port() == self.master.port:
+            return
+        _wait(lambda: self.current_master_port() == self.replica.port, 20, "the sentinels' failover")
+        old = self.master
+        if not old.alive:  # back as the new master's replica at once (the sentinels would take ~10 s)
+            if "--replicaof" in old.args:
+                del old.args[old.args.index("--replicaof") :]
+            old.args += ["--replicaof", "127.0.0.1", str(self.replica.port)]
+            old.start()
+        self.master, self.replica = self.replica, old
+
+        def synced() -> bool:
+            with self.replica.client() as c:
+                info = c.info("replication")
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+        _wait(synced, 30, "the old master to follow the new one", step=0.05)
 
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.master]:
