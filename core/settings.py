@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     # smaller of 3 s and a third of the lease.
     parley_lease_heartbeat: float | None = Field(default=None, gt=0)
     parley_lock_wait: float = Field(default=60.0, ge=0)  # how long a direct turn waits for the lock
-    parley_shutdown_grace: float = Field(default=25.0, ge=0)  # SIGTERM: time for running turns to finish
+    # SIGTERM: seconds for running turns to finish (then they are handed back); closing adds at most 2 s.
+    parley_shutdown_grace: float = Field(default=7.0, ge=0)
     parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
     parley_llm_breaker_reset: float = Field(default=30.0, gt=0)  # seconds open before a trial call
     # The provider's limits as one budget in Redis for all replicas (core/ops/pacing.py). RPM/TPM and the

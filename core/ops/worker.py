@@ -50,6 +50,7 @@ log = structlog.get_logger("parley.worker")
 PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
 HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims and queue metrics
 CLAIM_EVERY = 1.0  # the longest wait between looks for dead owners' turns
+HAND_BACK_WITHIN = 1.5  # seconds a cancelled turn may spend handing its conversation back
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
 
@@ -295,12 +296,14 @@ class TurnWorker:
 
     async def _hand_back(self, place: Place, lease: Lease, signal: Signal) -> None:
         try:
-            await self.locks.release(lease)
-            await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+            # Bounded: with Redis down (or failing over) shutdown must not wait on retries.
+            async with asyncio.timeout(HAND_BACK_WITHIN):
+                await self.locks.release(lease)
+                await self.queue.requeue(place, signal.entry_id, signal.turn_id)
             self.metrics.event("requeued")
             self._log.info("worker_handed_back", entry=signal.entry_id)
-        except StoreError as exc:  # the signal stays pending and will be claimed after claim_idle
-            self._log.warning("worker_hand_back_failed", error=str(exc))
+        except (StoreError, TimeoutError) as exc:  # the signal stays pending: claimed after claim_idle
+            self._log.warning("worker_hand_back_failed", error=str(exc) or "timeout")
 
     async def _drain(self, place: Place, lease: Lease, item: str | None, signal: Signal) -> bool:
         """Answer the inbox's items in order while the lease holds. True when the inbox was emptied (the
