@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -54,7 +58,8 @@ from adapters.discord.translate import (
     turn_from_interaction,
     turn_from_message,
 )
-from core.errors import ConfigError, ParleyError
+from core.errors import ConfigError, ParleyError, StoreError
+from core.ops.shards import ShardLeases
 from core.tasks import TaskOwner
 from core.types import Place, Turn
 
@@ -147,6 +152,17 @@ class DiscordAdapter:
         self._closed = False
         self._failures_key = deps.keys.scoped("discord", "login_failures")
         self._max_concurrency = 1
+        self._recommended_shards = 1
+        self._leases: ShardLeases | None = None
+        self._joined = False
+        if settings.shard_leases:
+            self._leases = ShardLeases(
+                deps.redis,
+                deps.keys,
+                owner=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+                lease=settings.shard_lease,
+                heartbeat=settings.shard_heartbeat,
+            )
         registry = deps.commands
         self._command_names = {option_name(c.name): c.name for c in registry}
         self._args_options = args_options(registry)
@@ -200,7 +216,12 @@ class DiscordAdapter:
             client = self._client = self._new_client()
             try:
                 await client.login(s.token.get_secret_value())
-                await client.connect(reconnect=True)
+                if self._leases is not None:
+                    if await self._run_leased(client, self._leases):
+                        self.ready.clear()
+                        continue  # the leased set changed: connect again with the new one
+                else:
+                    await client.connect(reconnect=True)
                 if client.is_closed():
                     return  # closed on purpose (aclose)
             except discord.LoginFailure:
@@ -225,6 +246,44 @@ class DiscordAdapter:
             if not self._closed:
                 await client.close()
                 self.ready.clear()
+
+    async def _run_leased(self, client: _Client, leases: ShardLeases) -> bool:
+        """Run the shards this replica leases. True (the client closed, to reconnect with the new set) when
+        the set changes, e.g. when a dead replica's shards come free; False when the connection ended."""
+        total = self._settings.shard_count or self._recommended_shards
+        held: frozenset[int] = frozenset()
+        if not self._joined:  # join first: replicas started together see each other and split evenly
+            await leases.tick(total, claim=False)
+            await asyncio.sleep(leases.heartbeat)
+            self._joined = True
+        held = await leases.tick(total)
+        for _ in itertools.count():  # every shard taken: wait for one to come free (polls Redis)
+            if held:
+                break
+            await asyncio.sleep(leases.heartbeat)
+            held = await leases.tick(total)
+        client.shard_ids = sorted(held)
+        client.shard_count = total
+        self.log.info("discord_shards_leased", shards=sorted(held), of=total)
+        connect = asyncio.create_task(client.connect(reconnect=True), name="discord:connect")
+        try:
+            while True:
+                done, _ = await asyncio.wait({connect}, timeout=leases.heartbeat)
+                if done:
+                    connect.result()
+                    return False
+                try:
+                    now = await leases.tick(total)
+                except StoreError as exc:  # keep serving; the lease runs out only after shard_lease
+                    self.log.warning("discord_shard_lease_failed", error=str(exc))
+                    continue
+                if now != held:
+                    self.log.info("discord_shards_changed", shards=sorted(now), had=sorted(held), of=total)
+                    return True
+        finally:
+            if not connect.done():
+                await client.close()
+                await asyncio.wait({connect})
 
     async def _failures(self) -> int:
         try:
@@ -251,6 +310,11 @@ class DiscordAdapter:
         await self._tasks.aclose(grace=self._settings.shutdown_grace)
         if self._client is not None:
             await self._client.close()
+        if self._leases is not None:  # the others take this replica's shards on their next tick
+            try:
+                await self._leases.leave()
+            except StoreError as exc:
+                self.log.warning("discord_shard_leave_failed", error=str(exc))
         self.ready.clear()
 
     # ------------------------------------------------------------------ discord.py hooks
@@ -266,6 +330,7 @@ class DiscordAdapter:
     async def _check_session_budget(self, client: _Client) -> None:
         """Read Discord's IDENTIFY budget; wait for its reset rather than spend the last starts."""
         recommended, _url, limits = await client.http.get_bot_gateway()
+        self._recommended_shards = max(1, int(recommended))
         self._max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
         remaining, reset_ms = int(limits["remaining"]), int(limits["reset_after"])
         needed = len(self._settings.shard_ids) or self._settings.shard_count or recommended

@@ -84,8 +84,9 @@ async def _stop(proc: asyncio.subprocess.Process, log: Path) -> tuple[float, str
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise AssertionError(f"no exit {BOUND}s after SIGTERM:\n{log.read_text()[-3000:]}") from None
-    return time.monotonic() - start, log.read_text()
+        text = await asyncio.to_thread(log.read_text)
+        raise AssertionError(f"no exit {BOUND}s after SIGTERM:\n{text[-3000:]}") from None
+    return time.monotonic() - start, await asyncio.to_thread(log.read_text)
 
 
 @pytest.mark.parametrize("gone", ["redis", "discord", "redis+discord", "llm"])
