@@ -15,7 +15,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 
 SUPPORT_DB := .parley/support.db
 
-.PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
+.PHONY: help chat test lint chaos bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
 	browser console vendor-chartjs kb eval-kb bench-kb
 
 help:  ## list the targets
@@ -84,6 +84,10 @@ lint: $(STAMP)  ## ruff (check + format), mypy strict on core/ adapters/ bots/, 
 
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
+
+chaos: $(STAMP)  ## fault table on real processes (SIGKILL, Cluster/Sentinel failover, Redis, LLM faults); ~5 min
+	$(BIN)/python -m pytest -m chaos tests/scale
+	$(BIN)/python -m tests.bench.chaos
 
 bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
 	$(BIN)/python -m tests.bench.scale_bench
