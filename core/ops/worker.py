@@ -36,13 +36,13 @@ from typing import Any
 import structlog
 
 from core.engine import Engine
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError, StoreUnavailable
 from core.memory import Fence
 from core.ops.delivery import Deliveries, run_turn
 from core.ops.jobs import decode_job
 from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
 from core.ops.metrics import Metrics
-from core.ops.queue import Signal, TurnQueue
+from core.ops.queue import Retired, Signal, TurnQueue
 from core.tasks import TaskOwner
 from core.types import Place
 
@@ -294,6 +294,21 @@ class TurnWorker:
         # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
         return None, None
 
+    async def _retire(self, place: Place, item: str, lease: Lease, signal: Signal) -> Retired:
+        """Retire an answered item, waiting out a Redis blip (a restart) for as long as the lease lasts: the
+        reply is shown already, and an item left at the inbox head would be answered a second time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.locks.lease
+        delay = 0.1
+        while True:
+            try:
+                return await self.queue.retire(place, item, lease, signal.entry_id)
+            except StoreUnavailable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def _hand_back(self, place: Place, lease: Lease, signal: Signal) -> None:
         try:
             # Bounded: with Redis down (or failing over) shutdown must not wait on retries.
@@ -323,7 +338,7 @@ class TurnWorker:
                     job = replace(job, attempt=2)
                 fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
                 await run_turn(self.engine, delivery, job, self.metrics, fence=fence)
-            retired = await self.queue.retire(place, item, lease, signal.entry_id)
+            retired = await self._retire(place, item, lease, signal)
             if retired.done:
                 return True
             if not retired.held:

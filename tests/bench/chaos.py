@@ -78,6 +78,7 @@ class Scenario:
     turns: int = 16
     pace: float = 0.25  # seconds between turns
     fault_after: float = 1.5  # seconds into sending
+    conversations: int = 6
     fault_at: float = 0.0
 
 
@@ -139,7 +140,12 @@ async def run_row(scenario: Scenario, folder: Path, llm: FakeOpenAI) -> Row:
                 while True:  # an adapter whose dispatch fails leaves the event to the platform's retry
                     try:
                         outcome = await rt.dispatcher.dispatch(
-                            turn(text, thread=f"t{i % 6}", user=f"u{i % 6}", event_id=f"{scenario.name}-{i}")
+                            turn(
+                                text,
+                                thread=f"t{i % scenario.conversations}",
+                                user=f"u{i % scenario.conversations}",
+                                event_id=f"{scenario.name}-{i}",
+                            )
                         )
                     except Exception:
                         await asyncio.sleep(0.2)
@@ -209,7 +215,10 @@ async def kill_a_busy_worker(scenario: Scenario) -> None:
 
 
 def env_for(url: str, llm: FakeOpenAI, **settings: Any) -> dict[str, str]:
-    return worker_env(url, llm.base_url, **{**PRODUCTION, **settings})
+    env = worker_env(url, llm.base_url, **{**PRODUCTION, **settings})
+    env.update({k.upper(): str(v) for k, v in settings.items()})  # worker_env pins a few (LLM retries 0)
+    env["PYTHONUNBUFFERED"] = "1"  # logs survive a SIGKILL
+    return env
 
 
 async def rows(names: list[str], folder: Path) -> list[Row]:
@@ -231,8 +240,9 @@ async def rows(names: list[str], folder: Path) -> list[Row]:
                     kill_a_busy_worker,
                     settings={"redis_url": redis.url},
                     env=env_for(redis.url, llm),
-                    responder=slow_echo(3.0),
+                    responder=slow_echo(2.0),
                     turns=12,
+                    conversations=12,  # one turn each: the delay is the recovery's, not a queue's
                 )
 
         @contextlib.asynccontextmanager
@@ -366,8 +376,11 @@ def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     logging.basicConfig(level=logging.ERROR)
     os.environ["TIKTOKEN_CACHE_DIR"] = ""
+    keep = os.environ.get("CHAOS_KEEP")  # a folder to keep the processes' logs in
     with tempfile.TemporaryDirectory(prefix="parley-chaos-") as tmp:
-        results = asyncio.run(rows(names, Path(tmp)))
+        folder = Path(keep) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        results = asyncio.run(rows(names, folder))
     print(table(results))
     bad = [r.name for r in results if r.lost or r.duplicates]
     if bad:
