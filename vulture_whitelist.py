@@ -17,6 +17,7 @@ _._fernet_keys  # core/settings.py (validates PARLEY_CREDENTIALS_KEYS)
 _.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
+_._sentinel  # core/settings.py (validates REDIS_SENTINELS / REDIS_SENTINEL_MASTER)
 _._long_enough  # core/console/settings.py
 _._budgets  # core/kb/settings.py
 _.settings_customise_sources
