@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -175,6 +176,61 @@ _FAILOVER_ERRORS = (
 )
 
 
+async def _wait_out(call: Callable[[], Awaitable[Any]], wait: float, before_retry: Callable[[], None]) -> Any:
+    """Run ``call``; on a failover error retry with back-off for up to ``wait`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except _FAILOVER_ERRORS:
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            before_retry()
+
+
+class FailoverPipeline(Pipeline):
+    """A Sentinel client's pipeline that waits out a failover like :class:`FailoverSentinelRedis`."""
+
+    failover_wait: float = 10.0
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = list(self.command_stack)  # execute() empties it, even when it fails
+
+        def again() -> None:
+            self.command_stack = list(stack)
+
+        return list(
+            await _wait_out(
+                lambda: super(FailoverPipeline, self).execute(raise_on_error), self.failover_wait, again
+            )
+        )
+
+
+class FailoverSentinelRedis(aioredis.Redis):
+    """The Sentinel master's client. redis-py's own retries reconnect to the *cached* address of the dead
+    master for their whole budget (then the command fails); a command that fails fast and is sent again
+    asks the Sentinels for the new master. So: fail fast, and retry here with back-off for up to
+    ``failover_wait`` seconds (a promotion takes down-after-milliseconds plus the election)."""
+
+    failover_wait: float = 10.0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _wait_out(
+            lambda: super(FailoverSentinelRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            self.failover_wait,
+            lambda: None,
+        )
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> FailoverPipeline:
+        pipe = FailoverPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.failover_wait = self.failover_wait
+        return pipe
+
+
 class FailoverCluster(RedisCluster):
     """A cluster client that waits out a master's failover (up to ``failover_wait`` seconds, backing off)
     instead of failing at once: redis-py retries a single command without a pause, so every retry lands
@@ -285,8 +341,13 @@ def connect(
     # redis-py before 8 carries no annotations on Sentinel.__init__ (8.x does: both pass).
     sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client = sentinel.master_for(
-        target.service, redis_class=aioredis.Redis, db=target.db, retry_on_error=retry_errors, **common
+        target.service,
+        redis_class=FailoverSentinelRedis,
+        db=target.db,
+        retry_on_error=retry_errors,
+        **{**common, "retry": _retry()},  # fail fast: FailoverSentinelRedis retries via the Sentinels
     )
+    client.failover_wait = failover_wait
     closers: list[Callable[[], Awaitable[Any]]] = [s.aclose for s in sentinel.sentinels]
     closers.append(client.aclose)
     return RedisConnection(client, target, closers)
