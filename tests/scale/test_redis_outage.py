@@ -50,7 +50,9 @@ async def test_redis_down_then_back_the_conversation_goes_on_with_its_memory(
 
             await asyncio.to_thread(own_redis.stop)  # SIGTERM: the append-only file is flushed
             down = await rt.dispatcher.dispatch(turn("What is my name?"))
-            assert down.outcome is Outcome.FALLBACK  # the queue is unreachable: answered in this process
+            assert (
+                down.outcome is Outcome.FALLBACK
+            )  # the queue is unreachable: answered in this process
             await delivery.wait_for(2)
             assert (delivery.delivered[1].text, delivery.delivered[1].kind) == (persona.memory_error, "error")
             assert "redis" in await rt.ops.http.readiness()
