@@ -169,7 +169,7 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
     if not settings.llm_configured:
         problems.append(NO_LLM)
     if spec.config.kb is not None:
-        print(kb_cli.describe_embeddings(settings))
+        problems.extend(await kb_cli.check_embeddings(settings))
     try:
         llm = None if settings.llm_configured else _NullLLM()
         async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
