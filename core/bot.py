@@ -154,6 +154,8 @@ class ImagesConfig(BaseModel):
     max_per_message: int = Field(default=4, ge=1, le=16)  # more are ignored (and said so)
     types: list[str] = Field(default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"])
     fetch_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    # Image hosts allowed despite a private or loopback address (core/net/guard.py): names, IPs, networks.
+    fetch_allow: list[str] = Field(default_factory=list)
     model: str = "gpt-image-1"  # the Images API model for /imagine (PARLEY_IMAGE_MODEL overrides)
     size: str = "1024x1024"
     timeout_seconds: float = Field(default=120, gt=0, le=600)

@@ -25,7 +25,6 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
-from core.media.fetch import ImageAuth
 from core.media.setup import Media, build_media
 from core.memory import RedisMemory
 from core.ops.delivery import Deliveries, Dispatcher
@@ -150,9 +149,8 @@ async def open_runtime(
                 registry.add(command)
         deliveries = ops.deliveries
 
-        def image_auth(platform: str) -> ImageAuth | None:
-            delivery = deliveries.get(platform) if platform in deliveries else None
-            return delivery if isinstance(delivery, ImageAuth) else None
+        def image_auth(platform: str) -> object | None:  # the Delivery: ImageAuth and/or ImageSource
+            return deliveries.get(platform) if platform in deliveries else None
 
         media = build_media(spec, settings, safety.moderator, image_auth, safety.admission.store)
         stack.push_async_callback(media.aclose)

@@ -46,6 +46,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
 from core.errors import ConfigError, CredentialError
+from core.media.fetch import ImageHosts
 from core.ops.jobs import Job, Route
 from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyResult, Turn
@@ -77,6 +78,11 @@ class DiscordDelivery:
         self._closed = False
         self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
         self.log = log.bind(bot=deps.bot.name)
+
+    def image_hosts(self) -> ImageHosts:
+        """Where Discord serves attachments (core's ImageSource): its CDN over https, or the configured API
+        host (a REST proxy, a test fake)."""
+        return ImageHosts(("cdn.discordapp.com", "media.discordapp.net"), self._settings.api_url)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
         """The REST client (logged in once, on first use) and the session for interaction webhooks."""

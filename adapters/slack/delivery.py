@@ -42,6 +42,7 @@ from adapters.slack.state import SlackState
 from adapters.slack.translate import HANDOFF_RESUME, story_blocks
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, CredentialError, ParleyError
+from core.media.fetch import ImageHosts
 from core.ops.jobs import Job, Route
 from core.reply import fold_reply
 from core.types import ImageRef, Place, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
@@ -163,6 +164,11 @@ class SlackDelivery:
     def story_route(self, turn: Turn) -> Route:
         """Where a story's next part goes (core/runtime.py:story_route): the story's channel."""
         return route_for(target_for(turn))
+
+    def image_hosts(self) -> ImageHosts:
+        """Where Slack serves files (core's ImageSource): its own hosts over https, or the configured Web
+        API host (a proxy, a test fake)."""
+        return ImageHosts(("slack.com", ".slack.com"), self.settings.slack_api_url or "")
 
     async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
         """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts

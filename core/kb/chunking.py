@@ -171,3 +171,8 @@ def chunk_page(page: Page, sizing: Sizing) -> Iterator[Chunk]:
 def index_text(chunk: Chunk) -> str:
     """What the retrievers see: the title, heading path and page context carry much of a chunk's meaning."""
     return "\n".join(p for p in (chunk.title, chunk.heading_path, chunk.context, chunk.text) if p)
+
+
+def head_text(chunk: Chunk) -> str:
+    """A chunk's heading vector's text: the page title and heading path (what the section answers)."""
+    return " › ".join(p for p in (chunk.title, chunk.heading_path) if p) or chunk.text[:200]

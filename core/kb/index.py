@@ -69,10 +69,13 @@ class KbIndex:
         vectors: FloatArray | None = None,
         embed_model: str = "",
         calibration: dict[str, float] | None = None,
+        heads: FloatArray | None = None,
     ) -> KbIndex:
         numbered = [replace(c, id=i) for i, c in enumerate(chunks)]
         lexical = LexicalIndex.build([index_text(c) for c in numbered])
-        vindex = VectorIndex(normalise(vectors)) if vectors is not None and len(numbered) else None
+        vindex = None
+        if vectors is not None and len(numbered):
+            vindex = VectorIndex(normalise(vectors), normalise(heads) if heads is not None else None)
         index = cls(numbered, documents, lexical, vindex, embed_model if vindex is not None else "")
         index.calibration = dict(calibration or {}) if vindex is not None else {}
         return index
@@ -102,6 +105,8 @@ class KbIndex:
         }
         if self.vectors is not None:
             parts["vectors"] = self.vectors.matrix.astype(np.float16)
+            if self.vectors.heads is not None:
+                parts["head_vectors"] = self.vectors.heads.astype(np.float16)
         buf = io.BytesIO()
         np.savez_compressed(buf, **parts)
         return buf.getvalue()
@@ -118,6 +123,7 @@ class KbIndex:
                     "num_docs": int(record["num_docs"]),
                 }
                 vectors = npz["vectors"].astype(np.float32) if "vectors" in npz.files else None
+                heads = npz["head_vectors"].astype(np.float32) if "head_vectors" in npz.files else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise IndexCorrupt(f"cannot decode the index artifact: {type(exc).__name__}") from None
         if record.get("format") != FORMAT:
@@ -134,7 +140,7 @@ class KbIndex:
             chunks,
             documents,
             LexicalIndex(arrays, record["vocab"]),
-            VectorIndex(vectors) if vectors is not None else None,
+            VectorIndex(vectors, heads) if vectors is not None else None,
             record["embed_model"],
             record["built_at"],
             version,
@@ -142,8 +148,9 @@ class KbIndex:
         index.calibration = {str(k): float(v) for k, v in record.get("calibration", {}).items()}
         return index
 
-    def embeddings_by_hash(self) -> dict[str, FloatArray]:
-        """Reusable vectors for unchanged chunks on re-ingest."""
-        if self.vectors is None:
+    def embeddings_by_hash(self) -> dict[str, tuple[FloatArray, FloatArray]]:
+        """Reusable (text, heading) vectors for unchanged chunks on re-ingest."""
+        if self.vectors is None or self.vectors.heads is None:
             return {}
-        return {c.hash: self.vectors.matrix[i] for i, c in enumerate(self.chunks)}
+        heads = self.vectors.heads
+        return {c.hash: (self.vectors.matrix[i], heads[i]) for i, c in enumerate(self.chunks)}

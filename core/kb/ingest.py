@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.kb.calibrate import calibrate
-from core.kb.chunking import Sizing, chunk_page, index_text
+from core.kb.chunking import Sizing, chunk_page, head_text, index_text
 from core.kb.embed import Embedder, sizing
 from core.kb.index import KbIndex
 from core.kb.model import Chunk, DocumentEntry, IngestReport, Page, content_hash
@@ -145,18 +145,21 @@ async def ingest(
             chunks += old_chunks.get(source, [])
     report.chunks = len(chunks)
 
-    vectors = None
+    vectors = heads = None
     if embedder is not None and chunks:
         reuse = old.embeddings_by_hash() if old is not None and model_same else {}
         missing = [c for c in chunks if c.hash not in reuse]
         if missing:
-            rows = await embedder.embed([index_text(c) for c in missing])
-            report.embedded = len(rows)
-            reuse.update(
-                {c.hash: np.asarray(r, dtype=np.float32) for c, r in zip(missing, rows, strict=True)}
-            )
-        vectors = np.stack([reuse[c.hash] for c in chunks]).astype(np.float32)
-    index = await asyncio.to_thread(_build, chunks, documents, vectors, embedder)
+            texts = [index_text(c) for c in missing]
+            head_texts = list(dict.fromkeys(head_text(c) for c in missing))
+            rows = await embedder.embed(texts + head_texts)
+            report.embedded = len(missing)
+            by_head = dict(zip(head_texts, rows[len(texts) :], strict=True))
+            for c, row in zip(missing, rows, strict=False):
+                reuse[c.hash] = (np.asarray(row, np.float32), np.asarray(by_head[head_text(c)], np.float32))
+        vectors = np.stack([reuse[c.hash][0] for c in chunks]).astype(np.float32)
+        heads = np.stack([reuse[c.hash][1] for c in chunks]).astype(np.float32)
+    index = await asyncio.to_thread(_build, chunks, documents, vectors, heads, embedder)
     report.version = await store.publish(index, "")
     summary = report.summary()
     await store.note_summary(summary)
@@ -167,9 +170,11 @@ def _build(
     chunks: list[Chunk],
     documents: dict[str, DocumentEntry],
     vectors: np.ndarray | None,
+    heads: np.ndarray | None,
     embedder: Embedder | None,
 ) -> KbIndex:
-    index = KbIndex.build(chunks, documents, vectors, embedder.model if embedder is not None else "")
+    model = embedder.model if embedder is not None else ""
+    index = KbIndex.build(chunks, documents, vectors, model, heads=heads)
     if index.vectors is not None:
-        index.calibration = calibrate(index.chunks, index.vectors.matrix)
+        index.calibration = calibrate(index.chunks, index.vectors)
     return index

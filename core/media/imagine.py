@@ -18,8 +18,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-import aiohttp
 import openai
 import structlog
 
@@ -27,6 +27,7 @@ from core.bot import ImagesConfig, LimitsConfig
 from core.commands import Command
 from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
+from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
 from core.safety.limits import LimitCheck, LimitStore, user_tag
 from core.types import Attachment, CommandCall, Place, Turn
 
@@ -83,7 +84,7 @@ class ImageGenerator:
         if item.b64_json:
             data = base64.b64decode(item.b64_json)
         elif item.url:
-            data = await _download(item.url, self._timeout)
+            data = await _download(item.url, self._timeout, self.base_url)
         else:
             raise MediaError("the Images API returned neither b64_json nor a url")
         mime = sniff(data)
@@ -105,18 +106,21 @@ class ImageGenerator:
             await self._client.close()
 
 
-async def _download(url: str, seconds: float) -> bytes:
-    client_timeout = aiohttp.ClientTimeout(total=seconds)
+async def _download(url: str, seconds: float, api_base: str) -> bytes:
+    """A generated image's URL, through the outbound-fetch guard: https and public addresses, except the
+    Images API's own host (the operator configured it: a local server may hand out its own URLs)."""
+    api = urlsplit(api_base)
+    host = api.hostname or ""
+    policy = FetchPolicy(
+        (host,), http_hosts=(host,) if api.scheme == "http" else (), setting="OPENAI_BASE_URL"
+    )
+    fetcher = GuardedFetcher(policy, timeout=seconds, user_agent="parley-images")
     try:
-        async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as response:
-            if response.status != 200:
-                raise MediaError(f"the generated image could not be fetched (HTTP {response.status})")
-            data = await response.content.read(MAX_IMAGE_BYTES + 1)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise MediaError(f"the generated image could not be fetched ({type(exc).__name__})") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise MediaError("the generated image is too large")
-    return data
+        return (await fetcher.get(url, max_bytes=MAX_IMAGE_BYTES)).data
+    except FetchError as exc:
+        raise MediaError(f"the generated image could not be fetched: {exc}") from None
+    finally:
+        await fetcher.aclose()
 
 
 class ImageQuotas:

@@ -8,7 +8,7 @@ from typing import cast
 
 from core.bot import BotSpec
 from core.commands import Command
-from core.media.fetch import ImageAuth, ImageFetcher
+from core.media.fetch import ImageFetcher
 from core.media.imagine import ImageGenerator, ImageQuotas, imagine_command
 from core.media.vision import ImageModerator, Vision
 from core.safety.limits import LimitStore
@@ -34,17 +34,18 @@ def build_media(
     spec: BotSpec,
     settings: Settings,
     moderator: object,
-    auth_for: Callable[[str], ImageAuth | None],
+    auth_for: Callable[[str], object | None],
     limits: LimitStore,
 ) -> Media:
     """``moderator``: the safety chain (it judges images when it has ``check_image``); ``auth_for``: a
-    platform's credentials for its files (its Delivery, when that implements :class:`ImageAuth`)."""
+    platform's Delivery (its credentials, :class:`ImageAuth`, and file hosts, :class:`ImageSource`)."""
     cfg = spec.config.images
     fetcher = ImageFetcher(
         max_bytes=cfg.max_bytes,
         types=frozenset(t.lower() for t in cfg.types),
         timeout=cfg.fetch_timeout_seconds,
         auth_for=auth_for,
+        allow=tuple(cfg.fetch_allow),
     )
     judge = cast("ImageModerator", moderator) if hasattr(moderator, "check_image") else None
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"

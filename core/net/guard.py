@@ -70,6 +70,7 @@ class FetchPolicy:
     allow_http: bool = False
     max_redirects: int = 5
     setting: str = "the fetch allow-list"  # named in refusals: where the operator would allow it
+    http_hosts: tuple[str, ...] = ()  # hosts plain http is allowed for (a configured test fake or proxy)
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -91,6 +92,7 @@ class FetchPolicy:
             self.allow_http if allow_http is None else allow_http,
             self.max_redirects,
             self.setting,
+            self.http_hosts,
         )
 
     def host_named(self, host: str) -> bool:
@@ -121,7 +123,8 @@ class FetchPolicy:
         shown = str(parsed.with_user(None)) if parsed.host else str(url)
         if parsed.scheme not in ("https", "http"):
             raise FetchRefused(f"{shown}: only https URLs are fetched")
-        if parsed.scheme == "http" and not self.allow_http:
+        plain_ok = self.allow_http or (parsed.host or "").lower() in self.http_hosts
+        if parsed.scheme == "http" and not plain_ok:
             raise FetchRefused(f"{shown}: plain http is refused (use https, or allow http in {self.setting})")
         host = parsed.host or ""
         if not host:
