@@ -293,13 +293,18 @@ class KnowledgeBase:
         hits = await asyncio.to_thread(self._search, index, query, qvec, self.cfg.scope(channel))
         if self.reranker is not None and hits:
             hits = await self.reranker(query, hits)
-        line = self.min_similarity(index)
-        covered = any(
-            h.coverage >= self.cfg.min_coverage or (h.similarity is not None and h.similarity >= line)
-            for h in hits
-        )
+        covered = self._covered(index, hits, mode)
         chosen = self._within_budget(hits, budget or self.cfg.budget(persona))
         return Retrieval(query, tuple(chosen), covered, mode, tuple(hits), index.version > 0)
+
+    def _covered(self, index: KbIndex, hits: Sequence[Hit], mode: str) -> bool:
+        """With vectors, the calibrated similarity line alone decides (the idf-weighted word share also
+        fires on out-of-scope questions that share one rare word: measured in the eval); lexical-only, the
+        word share does."""
+        if mode == "hybrid":
+            line = self.min_similarity(index)
+            return any(h.similarity is not None and h.similarity >= line for h in hits)
+        return any(h.coverage >= self.cfg.min_coverage for h in hits)
 
     def _search(
         self, index: KbIndex, query: str, qvec: Sequence[float] | None, scope: Sequence[str]
@@ -315,7 +320,8 @@ class KnowledgeBase:
         if qvec is not None and index.vectors is not None:
             sims = index.vectors.similarities(qvec)
             vec_rank = top_k(sims, cfg.candidates, mask)
-        fused = fuse(lex_rank, lex_scores, vec_rank, sims, cfg.vector_weight)[: cfg.top_k]
+        weight, saturation = cfg.vector_weight, cfg.lexical_saturation
+        fused = fuse(lex_rank, lex_scores, vec_rank, sims, weight, saturation, cfg.top_k)[: cfg.top_k]
         ids = [i for i, _ in fused]
         coverage = index.lexical.coverage(tokens, ids)
         return [

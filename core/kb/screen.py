@@ -1,4 +1,5 @@
 """Ingested text is untrusted: the prompt-injection tripwires of core/safety run on every chunk at ingest
+(its text and everything shown with it: title, headings, context, URL)
 (flagged chunks are reported and, unless ``[kb] allow_flagged``, kept out of the index), and personal data is
 redacted with the bot's ``[privacy] redact`` kinds before anything is stored."""
 
@@ -19,7 +20,9 @@ class Screen:
 
     def check(self, chunk: Chunk) -> tuple[Chunk | None, Flagged | None, bool]:
         """(the chunk to index or None, what the tripwires found, whether personal data was redacted)."""
-        hits = injection_hits(normalize(f"{chunk.heading_path}\n{chunk.text}"))
+        # Titles, headings, page context and URLs reach the prompt too: screened like the text.
+        seen = "\n".join((chunk.title, chunk.url, chunk.heading_path, chunk.context, chunk.text))
+        hits = injection_hits(normalize(seen))
         flagged = None
         if hits:
             flagged = Flagged(chunk.source, chunk.headings, hits[0].detail, self.allow_flagged)

@@ -206,8 +206,8 @@ class GuardedFetcher:
         """GET ``url`` (following redirects hop by hop under ``policy``) and read at most ``max_bytes``.
         Credentials in ``headers`` are sent to the first host only, never across a redirect."""
         policy = policy or self.policy
-        session = self._open()
         current = policy.check_url(url)
+        session = self._open()
         sent = dict(headers or {})
         try:
             async with asyncio.timeout(self._timeout):

@@ -8,7 +8,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from core.kb.chunking import split_section
+from core.kb.chunking import Sizing, chunk_page
+from core.kb.model import Page, Section
 from core.kb.parsers import parse_html, parse_markdown, parse_pdf, parse_text
 from core.kb.store import KbStore
 from core.keys import KeySpace
@@ -89,12 +90,13 @@ def test_plain_text_title_is_first_line() -> None:
 
 def test_long_sections_split_with_overlap() -> None:
     text = " ".join(f"Sentence number {i} about refunds." for i in range(200))
-    chunks = split_section(text, chunk_tokens=100, overlap_tokens=20)
+    page = Page("p.md", "", "Refunds", (Section((), text),))
+    chunks = [c.text for c in chunk_page(page, Sizing(target=100, overlap=20))]
     assert len(chunks) > 3
     assert all(len(c) <= 100 * 4 + 10 for c in chunks)
     # The start of each chunk repeats the end of the previous one.
     for prev, nxt in itertools.pairwise(chunks):
-        assert nxt.split(" … ")[0] in prev
+        assert nxt.split(". ")[0] in prev
 
 
 async def test_every_format_ingested_from_a_folder(redis_client: aioredis.Redis, tmp_path: Path) -> None:
