@@ -236,18 +236,24 @@ def kb_setup_line(cfg: KbConfig, index: KbIndex) -> float:
 
 async def sweep(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[QuestionSet]) -> None:
     assert index.vectors is not None
-    print("\nsweep (hybrid): weight / quantile -> per set hit@5 answered refused")
-    lines = {}
-    for quantile in (0.02, 0.05, 0.1, 0.25, 0.5):
-        calibrate.QUANTILE = quantile
-        lines[quantile] = calibrate.calibrate(index.chunks, index.vectors)["min_similarity"]
+    print("\nsweep (hybrid): fusion weight w and BM25 saturation K -> per set hit@1 hit@5")
     for weight in (0.6, 0.7, 0.8, 0.9):
-        for quantile, line in lines.items():
+        for saturation in (2.0, 5.0, 10.0):
             cells = []
             for qs in sets:
-                r = await measure(_kb(cfg, index, embedder, vector_weight=weight, min_similarity=line), qs)
-                cells.append(f"{qs.name} {r['hit@5']:.3f} {r['answered']:.3f} {r['refused']:.3f}")
-            print(f"  w={weight:.1f} q={quantile:.2f} (cos {line:.3f}): " + " | ".join(cells))
+                kb = _kb(cfg, index, embedder, vector_weight=weight, lexical_saturation=saturation)
+                r = await measure(kb, qs)
+                cells.append(f"{qs.name} {r['hit@1']:.3f} {r['hit@5']:.3f}")
+            print(f"  w={weight:.1f} K={saturation:<4g}: " + " | ".join(cells))
+    print("sweep (hybrid): calibration quantile -> per set answered refused")
+    for quantile in (0.02, 0.05, 0.1, 0.25, 0.5):
+        calibrate.QUANTILE = quantile
+        line = calibrate.calibrate(index.chunks, index.vectors)["min_similarity"]
+        cells = []
+        for qs in sets:
+            r = await measure(_kb(cfg, index, embedder, min_similarity=line), qs)
+            cells.append(f"{qs.name} {r['answered']:.3f} {r['refused']:.3f}")
+        print(f"  q={quantile:.2f} (cos {line:.3f}): " + " | ".join(cells))
 
 
 async def cite(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[QuestionSet], use_llm: bool) -> None:
