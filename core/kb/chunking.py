@@ -1,9 +1,10 @@
 """Pages -> chunks, sized in the embedding model's own tokens.
 
 A page is read as a run of sentences (paragraph breaks and section headings kept) and packed greedily into
-chunks of about ``target`` tokens, across section boundaries: a page's intro and its facts, or a heading with
-one line under it, share a chunk instead of making tiny chunks that rank on their title alone. A heading never
-ends a chunk (it moves on with the text it introduces). The last sentences of a chunk, up to ``overlap``
+chunks of about ``target`` tokens. A chunk ends at a heading once it holds ``section_tokens`` of text (so a
+section with facts of its own keeps its heading path), else it packs on across the heading: a page's intro and
+its facts, or a heading with one line under it, share a chunk instead of making tiny chunks that rank on their
+title alone. A heading never ends a chunk (it moves on with the text it introduces). The last sentences of a chunk, up to ``overlap``
 tokens, open the next one, so a fact that straddles a cut is whole in at least one chunk.
 
 Every chunk carries its page title, heading path and (after the page's first) the page's opening sentence as
@@ -41,6 +42,7 @@ class Sizing:
     target: int = 200  # tokens of text per chunk, about
     limit: int = 100_000  # what the model reads at most (title + context + text), never passed
     overlap: int = 30
+    section_tokens: int = 40  # a chunk this full ends at the next heading; smaller ones merge on
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,8 @@ def chunk_page(page: Page, sizing: Sizing) -> Iterator[Chunk]:
         budget = room(headings, not first)
         end, used = start, 0
         while end < len(pieces) and used + pieces[end][1].tokens + (end > start) <= budget:
+            if end > start and pieces[end][1].kind == "h" and used >= sizing.section_tokens:
+                break  # a section with facts of its own keeps its heading path: a new chunk starts here
             used += pieces[end][1].tokens + (end > start)
             end += 1
         end = max(end, start + 1)
@@ -142,6 +146,8 @@ def chunk_page(page: Page, sizing: Sizing) -> Iterator[Chunk]:
             end -= 1
         chosen = [p for _, p in pieces[start:end]]
         text = _join(chosen)
+        # Sections merged into one chunk: the heading path they share (each one's own heading is in the text).
+        headings = _common([h for h, _ in pieces[start:end]])
         yield Chunk(
             id=-1,  # numbered when the index is assembled
             source=page.source,
@@ -163,9 +169,21 @@ def chunk_page(page: Page, sizing: Sizing) -> Iterator[Chunk]:
                 break
             carried += size
             back -= 1
-        # Only when the next piece still fits beside what is carried (else the carry could loop forever).
-        start = back if carried + pieces[end][1].tokens + (end - back) <= floor else end
+        # Only within a section, and when the next piece still fits beside what is carried (else the carry
+        # could loop forever).
+        fits = carried + pieces[end][1].tokens + (end - back) <= floor
+        start = back if fits and pieces[end][1].kind != "h" else end
         first = False
+
+
+def _common(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
+    first = paths[0]
+    n = len(first)
+    for path in paths[1:]:
+        n = min(n, len(path))
+        while n and path[:n] != first[:n]:
+            n -= 1
+    return first[:n]
 
 
 def index_text(chunk: Chunk) -> str:

@@ -55,7 +55,14 @@ def _process(
                 progress(1)
             continue
         name = doc.source.rsplit("/", 1)[-1]
-        page = Page(doc.source, doc.link(url), title or name, tuple(sections), doc.collection)
+        clean = []
+        for section in sections:
+            flag = screen.section(doc.source, section)
+            if flag is not None:
+                report.flagged.append(flag)
+            if flag is None or flag.kept:
+                clean.append(section)
+        page = Page(doc.source, doc.link(url), title or name, tuple(clean), doc.collection)
         chunks: list[Chunk] = []
         for chunk in chunk_page(page, size):
             kept, flagged, redacted = screen.check(chunk)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from core.kb.model import Chunk, Flagged
+from core.kb.model import Chunk, Flagged, Section
 from core.safety.redact import PIIRedactor
 from core.safety.rules import injection_hits
 from core.safety.text import normalize
@@ -17,6 +17,12 @@ from core.safety.text import normalize
 class Screen:
     redactor: PIIRedactor | None
     allow_flagged: bool = False
+
+    def section(self, source: str, section: Section) -> Flagged | None:
+        """The tripwires on one section before chunking, so a flagged section is held back alone and does
+        not take the neighbours it would share a chunk with (None: clean)."""
+        hits = injection_hits(normalize(" › ".join(section.headings) + "\n" + section.text))
+        return Flagged(source, section.headings, hits[0].detail, self.allow_flagged) if hits else None
 
     def check(self, chunk: Chunk) -> tuple[Chunk | None, Flagged | None, bool]:
         """(the chunk to index or None, what the tripwires found, whether personal data was redacted)."""

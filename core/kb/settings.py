@@ -72,8 +72,8 @@ class KbConfig(BaseModel):
     top_k: int = Field(default=5, ge=1, le=50)  # chunks given to the model at most
     candidates: int = Field(default=50, ge=1, le=1_000)  # per retriever, before fusion
     # Fusion (fusion.py): the vector share of a convex combination of max-normalised BM25 and cosine.
-    vector_weight: float = Field(default=0.7, ge=0, le=1)
-    lexical_saturation: float = Field(default=5.0, gt=0)  # the BM25 score that counts half
+    vector_weight: float = Field(default=0.8, ge=0, le=1)
+    lexical_saturation: float = Field(default=10.0, gt=0)  # the BM25 score that counts half
     budget_tokens: int = Field(default=1_200, ge=100, le=100_000)  # reference tokens in a prompt
     persona_budgets: dict[str, int] = Field(default_factory=dict)  # persona name -> its own budget
     # "Covered" when the best chunk holds this idf-weighted share of the question's words ...

@@ -95,6 +95,10 @@ class FetchPolicy:
             self.http_hosts,
         )
 
+    @property
+    def http_hint(self) -> str:
+        return f", or set {self.setting}_http = true" if self.setting.startswith("[kb]") else ""
+
     def host_named(self, host: str) -> bool:
         return host.lower().rstrip(".") in self._names
 
@@ -125,7 +129,7 @@ class FetchPolicy:
             raise FetchRefused(f"{shown}: only https URLs are fetched")
         plain_ok = self.allow_http or (parsed.host or "").lower() in self.http_hosts
         if parsed.scheme == "http" and not plain_ok:
-            raise FetchRefused(f"{shown}: plain http is refused (use https, or allow http in {self.setting})")
+            raise FetchRefused(f"{shown}: plain http is refused (use https{self.http_hint})")
         host = parsed.host or ""
         if not host:
             raise FetchRefused(f"{shown}: no host")

@@ -13,7 +13,7 @@ from core.kb.model import Page, Section
 from core.kb.parsers import parse_html, parse_markdown, parse_pdf, parse_text
 from core.kb.store import KbStore
 from core.keys import KeySpace
-from tests.kb.conftest import run_ingest
+from tests.kb.conftest import kb_cfg, run_ingest
 
 
 def make_pdf(pages: list[str], title: str = "") -> bytes:
@@ -148,11 +148,13 @@ async def test_urls_and_sitemaps(redis_client: aioredis.Redis, tmp_path: Path) -
     await tcp.start()
     port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        report = await run_ingest(redis_client, tmp_path, [f"http://127.0.0.1:{port}/sitemap.xml"])
+        cfg = kb_cfg(fetch_allow=["127.0.0.1"], fetch_allow_http=True)  # the loopback fake, named
+        report = await run_ingest(redis_client, tmp_path, [f"http://127.0.0.1:{port}/sitemap.xml"], cfg=cfg)
     finally:
         await runner.cleanup()
     assert report.pages == 2
-    assert report.skipped == [(f"http://127.0.0.1:{port}/help/gone", "fetch failed (HTTP 404)")]
+    gone = f"http://127.0.0.1:{port}/help/gone"
+    assert report.skipped == [(gone, f"fetch failed: {gone}: HTTP 404")]
     index = await KbStore(redis_client, KeySpace("testbot")).load()
     assert index is not None
     assert {c.url for c in index.chunks} == {
