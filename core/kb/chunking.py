@@ -4,8 +4,9 @@ A page is read as a run of sentences (paragraph breaks and section headings kept
 chunks of about ``target`` tokens. A chunk ends at a heading once it holds ``section_tokens`` of text (so a
 section with facts of its own keeps its heading path), else it packs on across the heading: a page's intro and
 its facts, or a heading with one line under it, share a chunk instead of making tiny chunks that rank on their
-title alone. A heading never ends a chunk (it moves on with the text it introduces). The last sentences of a chunk, up to ``overlap``
-tokens, open the next one, so a fact that straddles a cut is whole in at least one chunk.
+title alone. A heading never ends a chunk (it moves on with the text it introduces). Within a section, the
+last sentences of a chunk, up to ``overlap`` tokens, open the next one, so a fact that straddles a cut is
+whole in at least one chunk.
 
 Every chunk carries its page title, heading path and (after the page's first) the page's opening sentence as
 context; the whole of what is embedded (:func:`index_text`) stays within the model's limit (256 word pieces

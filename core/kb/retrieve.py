@@ -142,7 +142,8 @@ class KnowledgeBase:
 
     async def __aenter__(self) -> KnowledgeBase:
         await self.refresh()
-        await self.warm()
+        if self.mode == "hybrid":  # only an index embedded with this model needs it
+            await self.warm()
         if self.store is not None:
             self._poller = asyncio.create_task(self._poll(), name="kb-version-poller")
         return self
@@ -188,7 +189,9 @@ class KnowledgeBase:
             self.index = loaded or self.fallback
             log.info("kb_loaded", version=version, chunks=self.index.size if self.index else 0)
             self._warned.discard("model")
-            return True
+        if self.mode == "hybrid":
+            await self.warm()  # a new index embedded with the embedded model: load it before a turn needs it
+        return True
 
     # -- the embeddings breaker (shared by replicas through Redis, read by the poller)
 

@@ -62,10 +62,11 @@ async def test_ingest_reports_skipped_and_flagged(redis_url: str, tmp_path: Path
         },
     )
     (docs / "empty.txt").write_text("   \n")
-    code, out, err = await parley("kb", "ingest", "--bot", "arcade", str(docs), env={"REDIS_URL": redis_url})
+    env = {"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "false"}
+    code, out, err = await parley("kb", "ingest", "--bot", "arcade", str(docs), env=env)
     assert code == 2  # arcade has no [kb] table
     assert "no [kb] table" in err
-    code, out, err = await parley("kb", "ingest", "--bot", "support", str(docs), env={"REDIS_URL": redis_url})
+    code, out, err = await parley("kb", "ingest", "--bot", "support", str(docs), env=env)
     assert code == 0, err
     assert "skipped: " in err and "empty.txt: no text" in err
     assert "docs/bad.md [(top)]: ignore_instructions,prompt_request: held back" in err
@@ -74,7 +75,12 @@ async def test_ingest_reports_skipped_and_flagged(redis_url: str, tmp_path: Path
 
 async def test_missing_source_is_a_clear_error(redis_url: str) -> None:
     code, _, err = await parley(
-        "kb", "ingest", "--bot", "support", "/no/such/folder", env={"REDIS_URL": redis_url}
+        "kb",
+        "ingest",
+        "--bot",
+        "support",
+        "/no/such/folder",
+        env={"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "0"},
     )
     assert code == 1
     assert err.strip() == "parley: /no/such/folder: no such file or folder"
