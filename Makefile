@@ -99,10 +99,10 @@ bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst m
 kb: $(STAMP)  ## (re-)index a bot's knowledge base from its [kb] sources (BOT=support)
 	$(BIN)/parley kb ingest --bot $(BOT)
 
-eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5, MRR, cited sources
+eval-kb: $(STAMP)  ## retrieval quality, both question sets: lexical, vector-only, hybrid (embedded model)
 	$(BIN)/python -m tests.bench.kb_eval
 
-bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
+bench-kb: $(STAMP)  ## knowledge-base speed with the embedded model: ingest chunks/s, query embedding, retrieval at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
 
 lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)
