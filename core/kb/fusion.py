@@ -38,14 +38,6 @@ def top_k(scores: npt.NDArray[np.float32], k: int, mask: npt.NDArray[np.bool_] |
     return [int(i) for i in ranked if np.isfinite(scores[i])]
 
 
-def rrf(rankings: Sequence[Sequence[int]], k: int = 60) -> list[tuple[int, float]]:
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, doc in enumerate(ranking, 1):
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-
-
 def fuse(
     lex_rank: Sequence[int],
     lex_scores: FloatArray,

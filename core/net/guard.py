@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,16 +84,6 @@ class FetchPolicy:
                 names.add(entry.lower().rstrip("."))
         object.__setattr__(self, "_networks", tuple(networks))
         object.__setattr__(self, "_names", frozenset(names))
-
-    def with_hosts(self, hosts: Iterable[str], *, allow_http: bool | None = None) -> FetchPolicy:
-        return FetchPolicy(
-            self.allow,
-            tuple(hosts),
-            self.allow_http if allow_http is None else allow_http,
-            self.max_redirects,
-            self.setting,
-            self.http_hosts,
-        )
 
     @property
     def http_hint(self) -> str:
