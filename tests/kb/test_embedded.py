@@ -130,7 +130,7 @@ async def test_a_model_change_without_reingest_is_detected_and_logged_once(
     mismatches = [e for e in logs if e["event"] == "kb_model_mismatch"]
     assert len(mismatches) == 1 and "parley kb ingest" in mismatches[0]["problem"]
 
-    same = KnowledgeBase(kb_cfg(), None, LocalEmbedder())
+    same = KnowledgeBase(kb_cfg(retrieve_deadline=30), None, LocalEmbedder())  # no timing in tests
     same.index = index
     result = await same.retrieve("my money has not come back after I sent the kettle back")
     assert result.mode == "hybrid" and result.hits[0].chunk.source == "kb/returns/refunds.md"
