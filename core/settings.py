@@ -40,7 +40,14 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
-    parley_image_model: str | None = None  # /imagine's Images API model (overrides bot.toml [images] model)
+    parley_image_model: str | None = None
+    # Speech (/speak, narrated stories) and transcription (voice messages): the LLM's endpoint unless set.
+    parley_tts_base_url: str | None = None
+    parley_tts_api_key: SecretStr | None = None
+    parley_tts_model: str = "gpt-4o-mini-tts"
+    parley_transcribe_model: str = (
+        "whisper-1"  # /imagine's Images API model (overrides bot.toml [images] model)
+    )
 
     # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
     redis_url: SecretStr | None = None
@@ -76,6 +83,8 @@ class Settings(BaseSettings):
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
+    # Turns answered in-process at once when the queue is off or Redis is down; past it users hear "busy".
+    parley_direct_max: int = Field(default=256, ge=1)
     parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).
@@ -96,7 +105,13 @@ class Settings(BaseSettings):
     parley_llm_rate_retries: int = Field(default=3, ge=0, le=20)  # 429s retried (after the pause) per call
 
     @field_validator(
-        "openai_api_key", "openai_base_url", "redis_url", "parley_credentials_keys", mode="before"
+        "openai_api_key",
+        "openai_base_url",
+        "redis_url",
+        "parley_credentials_keys",
+        "parley_tts_base_url",
+        "parley_tts_api_key",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

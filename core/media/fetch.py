@@ -101,8 +101,10 @@ class ImageFetcher:
         timeout: float,
         auth_for: Callable[[str], object | None],
         allow: tuple[str, ...] = (),
+        sniffer: Callable[[bytes], str] = sniff,
     ) -> None:
         self.max_bytes = max_bytes
+        self._sniff = sniffer  # what the bytes really are (images by default; audio for clips)
         self.types = types
         self._source_for = auth_for  # platform -> its Delivery (credentials, hosts), if any
         self.policy = FetchPolicy(allow, setting="[images] fetch_allow")
@@ -134,7 +136,7 @@ class ImageFetcher:
             if "limit" in str(exc):
                 raise ImageRejected(f"over the {self.max_bytes}-byte limit") from None
             raise MediaError(f"the image download failed ({exc})") from None
-        mime = sniff(got.data)
+        mime = self._sniff(got.data)
         if mime not in self.types:
             raise ImageRejected("the file is not an accepted image type")
         return ImageData(ref, mime, got.data)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from core.bot import BotSpec
 from core.clicks import CANCEL, CONFIRM
 from core.commands import Command
+from core.errors import ConfigError
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
 from core.ops.metrics import Metrics
@@ -32,14 +33,15 @@ from core.tools.spec import Tool
 from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
-    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
+    words (the tool's confirmation template, core/tools/wording.py)."""
     pending = event.pending
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
-    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
+    return ConfirmRequest(pending.id, pending.tool, arguments, event.summary or f"run {pending.tool}?")
 
 
 @dataclass
@@ -53,6 +55,11 @@ class Tools:
 
     def offers(self, turn: Turn) -> bool:
         return bool(self.registry.config.enabled and self.registry.available(turn))
+
+    def offers_lookup(self, turn: Turn) -> bool:
+        """Does the turn offer a tool that only reads (the model may find an answer the knowledge base
+        lacks)?"""
+        return self.offers(turn) and any(not s.side_effects for s in self.registry.available(turn))
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
@@ -106,6 +113,30 @@ def plugin_tools(spec: BotSpec) -> list[Tool]:
     return list(declare()) if declare is not None else []
 
 
+async def check_allowed(config: ToolsConfig, tools: Tools | None, source: str) -> list[str]:
+    """Names in ``[tools] allow`` that nothing provides. Raises when that is certain (no MCP server could
+    still provide them: none is configured, or all answer and list none of those names); returns them when
+    a server is down and might (the caller warns). A plugin that failed to load must never leave its tools
+    silently missing."""
+    if not config.enabled or not config.allow:
+        return []
+    found = tools.registry.all() if tools is not None else {}
+    missing = [name for name in config.allow if name not in found]
+    if not missing:
+        return []
+    # MCP servers configured but not running here (PARLEY_MCP=false) or not answering: they may provide them
+    running = tools.registry.servers if tools is not None else []
+    unknowable = bool(config.mcp) and (
+        not running or any(problem for _, problem in await tools.registry.status())  # type: ignore[union-attr]
+    )
+    if not unknowable:
+        raise ConfigError(
+            f"{source}: tools.allow names {', '.join(repr(n) for n in missing)}, which no tool provides "
+            f"(plugin.py tools() or an MCP server; have {', '.join(sorted(found)) or 'none'})"
+        )
+    return missing
+
+
 def tool_command(tools: Tools) -> Command:
     async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         words = call.args.split()
@@ -113,7 +144,7 @@ def tool_command(tools: Tools) -> Command:
             yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
             return
         ctx.kind = ReplyKind.ANSWER
-        system = with_tools(ctx.engine.system_prompt(ctx))
+        system = with_tools(ctx.system_prompt())
         events = tools.loop.resume(
             words[1], ctx.turn, confirmed=words[0] == CONFIRM, system=system, meta=ctx.meta
         )
