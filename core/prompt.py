@@ -97,8 +97,9 @@ def select_window(history: Sequence[StoredMessage], budget: int) -> tuple[Stored
 
 
 def is_context(content: str) -> bool:
-    """A message of the context pair (the data block or its acknowledgement), not of the conversation."""
-    return content.startswith(CONTEXT_INTRO) or content == CONTEXT_ACK
+    """A message of the context or reference pair (a data block or its acknowledgement), not of the
+    conversation."""
+    return content.startswith((CONTEXT_INTRO, REFERENCE_INTRO)) or content in (CONTEXT_ACK, REFERENCE_ACK)
 
 
 AGENT_ROLE = "agent"
