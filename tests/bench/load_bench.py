@@ -209,6 +209,7 @@ class BotProcess:
             argv += ["--cap", str(cap)]
         env = dict(env)
         env.pop("BENCH_PROFILE", None)
+        self.profiled = profile_to is not None
         if profile_to is not None:
             env["BENCH_PROFILE"] = str(profile_to)
         # The scratch directory as cwd: no developer's .env is read.
@@ -227,6 +228,11 @@ class BotProcess:
 
     def cpu(self) -> float | None:
         return cpu_seconds(self.proc.pid)
+
+    def start_profile(self) -> None:
+        """A profiled bot starts counting now (SIGUSR1; load_bot enables its profiler)."""
+        if self.profiled:
+            self.proc.send_signal(signal.SIGUSR1)
 
     def children_cpu(self) -> float:
         """User + system CPU of the bot's live child processes (the support bot's MCP tools server)."""
@@ -273,7 +279,8 @@ def profile_path(platform: str, name: str) -> Path | None:
 
 
 def print_profile(path: Path, top: int = 30) -> None:
-    """The top items of one bot process's profile, by own time and by cumulative time, to stderr."""
+    """The top items of one bot process's profile (CPU time, after the warm-up), by own time and by
+    cumulative time, to stderr."""
     if not path.exists():
         print(f"(no profile at {path}: the bot did not exit cleanly)", file=sys.stderr)
         return
@@ -281,8 +288,8 @@ def print_profile(path: Path, top: int = 30) -> None:
         out = io.StringIO()
         stats = pstats.Stats(str(path), stream=out)
         stats.strip_dirs().sort_stats(order).print_stats(top)
-        print(f"\n=== {path.name}: top {top} by {order} ===", file=sys.stderr)
-        print(out.getvalue().split("\n", 5)[-1] if order else out.getvalue(), file=sys.stderr)
+        print(f"\n=== {path.name}: top {top} by {order} (CPU seconds) ===", file=sys.stderr)
+        print(out.getvalue().strip("\n"), file=sys.stderr)
 
 
 def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int | None) -> dict[str, str]:
@@ -589,6 +596,7 @@ async def bench(
                 prof = profile_path("discord", name)
                 async with running_bot(env, workdir / name, cap, profile_to=prof) as bot:
                     await warm_up(discord, llm, profile, refusals)
+                    bot.start_profile()
                     for run in (r for r in plan if r.cap == cap):
                         await asyncio.sleep(0.5)  # let the previous run's last calls land
                         result = await measure(

@@ -296,6 +296,7 @@ async def bench(
                 ) as bot:
                     await slack.wait_for(lambda: slack.socket_connections >= 1, 15)
                     await warm_up(slack, llm, profile, refusals)
+                    bot.start_profile()
                     for run in (r for r in plan if r.cap == cap):
                         await asyncio.sleep(0.5)  # let the previous run's last calls land
                         result = await measure(
