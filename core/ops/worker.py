@@ -104,6 +104,7 @@ class TurnWorker:
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
         self._cursor = "0-0"
         self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
+        self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
 
     @property
     def stopping(self) -> bool:
@@ -211,7 +212,9 @@ class TurnWorker:
                         self.metrics.event("claimed", len(signals))
                         self._log.info("worker_claimed", count=len(signals))
                     self._start(signals)
-                await self.queue.trim()
+                if self._done_since_trim:  # at rest there is nothing new to trim: 3 commands saved
+                    self._done_since_trim = 0
+                    await self.queue.trim()
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY
                     pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
@@ -239,6 +242,7 @@ class TurnWorker:
             self._log.warning("worker_signal_failed", error=str(exc), entry=signal.entry_id)
         finally:
             self._running -= 1
+            self._done_since_trim += 1
             self._slot_free.set()
 
     async def _handle_signal(self, signal: Signal) -> None:
