@@ -44,10 +44,13 @@ from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, w
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import confirm_meta
+from core.tools.setup import confirm_request
 from core.types import (
     Attachment,
+    Choice,
     CommandCall,
+    ConfirmRequest,
+    Notice,
     ReplyDelta,
     ReplyDone,
     ReplyEvent,
@@ -78,7 +81,7 @@ FOLD_LOCK_SECONDS = 120
 
 
 def _flag_of(verdict: Verdict) -> str:
-    """A flagged verdict's category: adapters post it to the moderators' channel (``meta["flag"]``)."""
+    """A flagged verdict's category: deliveries post it to the moderators' channel (``ReplyResult.flag``)."""
     return verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
 
 
@@ -89,6 +92,12 @@ class StatsMark:
 
     started: float = field(default_factory=time.perf_counter)
     queued: bool = False
+
+
+def _wants_narration(bot: BotSpec, call: CommandCall) -> bool:
+    """``[audio] narrate`` for every story part, or ``/story ... --narrate`` for this one."""
+    asked = call.options.get("narrate", "").lower()
+    return asked in {"true", "yes", "1"} or (bot.config.audio.narrate and asked not in {"false", "no", "0"})
 
 
 @dataclass
@@ -104,13 +113,19 @@ class TurnContext:
     fence: Fence | None = None  # the conversation lock's lease the final write must still hold
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)  # diagnostics (logs, metrics); tools' flags
     ephemeral: bool = False
     kind: ReplyKind | None = None
     stats: StatsMark = field(default_factory=StatsMark)
     images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
     attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
-    choices: tuple[str, ...] = ()  # buttons under the reply: "round:n:label" (/story)
+    choices: tuple[Choice, ...] = ()  # buttons under the reply (/story)
+    confirm: ConfirmRequest | None = None  # a proposed tool call waiting for the asker's yes or no
+    notices: list[Notice] = field(default_factory=list)  # words beside the reply, with their audience
+    handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
+    flag: str = ""  # moderation flagged the turn: the category
+    retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
+    spoken: str = ""  # what a narrated command reads aloud (a story part), once its output check passed
 
     @property
     def bot(self) -> BotSpec:
@@ -122,7 +137,7 @@ class TurnContext:
 
     def note(self, verdict: Verdict) -> None:
         if flag := _flag_of(verdict):
-            self.meta["flag"] = flag
+            self.flag = flag
 
     def result(self, text: str, kind: ReplyKind, **extra: Any) -> ReplyResult:
         return ReplyResult(
@@ -136,6 +151,11 @@ class TurnContext:
             meta=extra.pop("meta", dict(self.meta)),
             attachments=extra.pop("attachments", tuple(self.attachments)),
             choices=extra.pop("choices", self.choices),
+            confirm=extra.pop("confirm", self.confirm),
+            notices=extra.pop("notices", tuple(self.notices)),
+            handoff=extra.pop("handoff", self.handoff or self.meta.get("handoff") == "requested"),
+            flag=extra.pop("flag", self.flag),
+            retire=extra.pop("retire", self.retire),
         )
 
     def refusal(self, category: str) -> ReplyResult:
@@ -318,7 +338,7 @@ class Engine:
     def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
         """Whether admission will judge this turn (so its checks are worth sending with the read)."""
         cfg = self.bot.config
-        has_words = bool(turn.text.strip() or turn.images)
+        has_words = bool(turn.text.strip() or turn.images or turn.audio)
         return call is not None or ((turn.addressed or cfg.answer_unaddressed) and has_words)
 
     async def _load(
@@ -358,7 +378,8 @@ class Engine:
         turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        if call is None and turn.addressed and not turn.text.strip() and not turn.images and not state.paused:
+        bare = not turn.text.strip() and not turn.images and not turn.audio
+        if call is None and turn.addressed and bare and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
             return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
@@ -404,7 +425,17 @@ class Engine:
             await admission.poll_slot()
 
     async def _chat(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
-        """Stage chat: moderate input, plugin, generate, check, remember."""
+        """Stage chat: listen, moderate input, plugin, generate, check, remember."""
+        heard = None
+        if ctx.turn.audio and self.media is not None:  # stage listen: a voice message's words are the turn's
+            heard = await self.media.audio.listen(ctx.turn)
+            if heard.reply:
+                ctx.meta["reason"] = heard.reason
+                kind = ReplyKind.ERROR if heard.reason == "audio_unreadable" else ReplyKind.REFUSAL
+                yield ReplyDelta(heard.reply)
+                yield ReplyDone(ctx.result(heard.reply, kind))
+                return
+            ctx.turn = replace(ctx.turn, text=f"{ctx.turn.text}\n{heard.text}".strip())
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
         ctx.note(verdict)
         if verdict.action is Action.REFUSE:
@@ -414,6 +445,11 @@ class Engine:
         user_text = (
             self.safety.redactor.redact(verdict.text) if self.safety.redact_before_llm else verdict.text
         )
+        if heard is not None:
+            # What the bot heard, quoted back (after moderation: a refused transcript is never echoed);
+            # memory keeps the words and a reference to the clip, never the audio.
+            yield ReplyNotice(f"🎙️ I heard: “{' '.join(verdict.text.split())[:500]}”")
+            user_text = f"{user_text}\n{heard.note}".strip()
         plugin = self.bot.plugin
         early = await plugin.before_turn(ctx) if plugin is not None else None
         if early is not None:
@@ -426,7 +462,7 @@ class Engine:
             seen = await self.media.vision.see(ctx.turn, ctx.persona)
             user_text = f"{user_text}\n{seen.note}".strip()  # memory keeps a reference, never the bytes
             if seen.flag:
-                ctx.meta["flag"] = seen.flag
+                ctx.flag = seen.flag
             if seen.reply and (seen.reason != "no_vision" or not ctx.turn.text.strip()):
                 ctx.meta["reason"] = seen.reason
                 if seen.reason == "image_refused":
@@ -444,8 +480,15 @@ class Engine:
 
         retrieval = await self._retrieve(ctx, user_text)
         fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
+        # ... and no lookup tool could: a bot that can look things up (an order's status) answers what its
+        # help centre does not cover, so the model is asked (found by the support bot's conversation tests).
+        can_look_up = self.tools is not None and self.tools.offers_lookup(ctx.turn)
         kb = self.knowledge
-        answer = kb.not_covered_answer(retrieval, user_text, fresh=fresh) if kb and retrieval else None
+        answer = (
+            kb.not_covered_answer(retrieval, user_text, fresh=fresh and not can_look_up)
+            if kb and retrieval
+            else None
+        )
         if answer is not None:  # a question nothing here covers: say so and offer a person, no LLM call
             result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
             await self._remember(ctx, self._exchange(ctx, user_text, answer))
@@ -514,8 +557,8 @@ class Engine:
 
     async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
         """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
-        A proposed side-effecting call ends the reply with its question; ``ctx.meta`` carries its id for the
-        adapters' confirm / cancel buttons, and any flags tools set (e.g. handoff)."""
+        A proposed side-effecting call ends the reply with its question; ``ctx.confirm`` carries it for the
+        deliveries' confirm / cancel buttons; ``ctx.meta`` any flags tools set (e.g. handoff)."""
         tools = self.tools
         if tools is None or not tools.offers(ctx.turn):
             async with aclosing(self.llm.stream(request)) as plain:
@@ -528,7 +571,7 @@ class Engine:
                 if isinstance(event, ToolEvent):
                     continue
                 if isinstance(event, ToolConfirm):
-                    ctx.meta.update(confirm_meta(event))
+                    ctx.confirm = confirm_request(event)
                     yield LLMDelta(event.text)
                     continue
                 yield event
@@ -607,6 +650,16 @@ class Engine:
                 yield ReplyReplace(ctx.persona.refusal)
                 yield ReplyDone(ctx.refusal(verdict.category))
                 return
+            if (
+                command.narrates
+                and ctx.spoken
+                and self.media is not None
+                and _wants_narration(self.bot, call)
+            ):
+                storyteller = self.bot.personas.get(self.bot.config.story_persona, ctx.persona)
+                problem = await self.media.audio.narrate(ctx, ctx.spoken, voice=storyteller.voice)
+                if problem:
+                    yield ReplyNotice(problem)
             done = ctx.result(text, ctx.kind or ReplyKind.COMMAND, meta={**ctx.meta, "command": call.name})
             await self._remember(ctx, self._exchange(ctx, asked, text), result=done)
         # Built after the write, so a failed write shows in the result's meta.
@@ -651,6 +704,10 @@ class Engine:
 
         def also(pipe: Any) -> None:
             ctx.admission.queue_write(pipe, ctx.usage.total)
+            if self.stats is not None:  # the console's search index: the redacted words, and who wrote
+                self.stats.index(
+                    pipe, ctx.turn.place, [*(m.text for m in messages), ctx.turn.author.display_name]
+                )
             if stats is not None and result is not None:
                 stats.queue(pipe, ctx.turn, result, time.perf_counter() - ctx.stats.started)
 

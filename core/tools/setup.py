@@ -7,6 +7,7 @@ pending call through :meth:`ToolLoop.resume` and streams the model's answer like
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from core.bot import BotSpec
+from core.clicks import CANCEL, CONFIRM
 from core.commands import Command
+from core.errors import ConfigError
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
 from core.ops.metrics import Metrics
@@ -23,35 +26,22 @@ from core.prompt import with_tools
 from core.safety.events import EventLog
 from core.tools.audit import ToolAudit
 from core.tools.config import ToolsConfig
-from core.tools.loop import ToolConfirm, ToolLoop
+from core.tools.loop import TAKE_FAILED, ToolConfirm, ToolLoop
 from core.tools.pending import PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
-from core.types import CommandCall, ReplyKind, ReplyResult, Turn
+from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
 
-CONFIRM_META = "tool_confirm"  # ReplyResult.meta: the pending id; adapters show confirm / cancel for it
-TOOL_META = "tool_name"
-CONFIRM, CANCEL = "confirm", "cancel"
 
-
-def confirm_call(pending_id: str, confirmed: bool) -> CommandCall:
-    """The command a click becomes (adapters build their turn with it)."""
-    return CommandCall("tool", f"{CONFIRM if confirmed else CANCEL} {pending_id}")
-
-
-def confirm_id(result: ReplyResult) -> str:
-    """The pending call a reply asks about ('' for none): adapters put confirm / cancel under it. A reply
-    that moderation refused, or that failed, shows no buttons (its question was never seen)."""
-    if result.kind not in (ReplyKind.ANSWER, ReplyKind.COMMAND):
-        return ""
-    return result.meta.get(CONFIRM_META, "")
-
-
-def confirm_meta(event: ToolConfirm) -> dict[str, str]:
-    return {CONFIRM_META: event.pending.id, TOOL_META: event.pending.tool}
+def confirm_request(event: ToolConfirm) -> ConfirmRequest:
+    """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
+    words (the tool's confirmation template, core/tools/wording.py)."""
+    pending = event.pending
+    arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
+    return ConfirmRequest(pending.id, pending.tool, arguments, event.summary or f"run {pending.tool}?")
 
 
 @dataclass
@@ -66,14 +56,31 @@ class Tools:
     def offers(self, turn: Turn) -> bool:
         return bool(self.registry.config.enabled and self.registry.available(turn))
 
+    def offers_lookup(self, turn: Turn) -> bool:
+        """Does the turn offer a tool that only reads (the model may find an answer the knowledge base
+        lacks)?"""
+        return self.offers(turn) and any(not s.side_effects for s in self.registry.available(turn))
+
     def commands(self) -> list[Command]:
         return [tool_command(self)]
 
     async def proposed_to(self, pending_id: str) -> str:
-        """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
-        user clicks (anyone else's click is answered, and the buttons stay for the right person)."""
+        """The user a pending call waits for ('' when gone)."""
         pending = await self.loop.pending.peek(pending_id)
         return pending.user if pending is not None else ""
+
+    async def click_refusal(self, pending_id: str, turn: Turn) -> str:
+        """What a click (``turn``, by the person who clicked) on a proposed call's buttons is told
+        privately, or "" when it may go ahead: only the person the call was proposed to answers it, once.
+        A refusal is audited like one the resume would make; adapters take the buttons away on ""."""
+        owner = await self.proposed_to(pending_id)
+        if owner == turn.author.id:
+            return ""
+        why = "not_yours" if owner else "expired"
+        await self.loop.audit.record(
+            turn, tool="?", source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
+        )
+        return self.loop.options.take_failed.get(why, TAKE_FAILED[why])
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
@@ -106,6 +113,30 @@ def plugin_tools(spec: BotSpec) -> list[Tool]:
     return list(declare()) if declare is not None else []
 
 
+async def check_allowed(config: ToolsConfig, tools: Tools | None, source: str) -> list[str]:
+    """Names in ``[tools] allow`` that nothing provides. Raises when that is certain (no MCP server could
+    still provide them: none is configured, or all answer and list none of those names); returns them when
+    a server is down and might (the caller warns). A plugin that failed to load must never leave its tools
+    silently missing."""
+    if not config.enabled or not config.allow:
+        return []
+    found = tools.registry.all() if tools is not None else {}
+    missing = [name for name in config.allow if name not in found]
+    if not missing:
+        return []
+    # MCP servers configured but not running here (PARLEY_MCP=false) or not answering: they may provide them
+    running = tools.registry.servers if tools is not None else []
+    unknowable = bool(config.mcp) and (
+        not running or any(problem for _, problem in await tools.registry.status())  # type: ignore[union-attr]
+    )
+    if not unknowable:
+        raise ConfigError(
+            f"{source}: tools.allow names {', '.join(repr(n) for n in missing)}, which no tool provides "
+            f"(plugin.py tools() or an MCP server; have {', '.join(sorted(found)) or 'none'})"
+        )
+    return missing
+
+
 def tool_command(tools: Tools) -> Command:
     async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         words = call.args.split()
@@ -121,7 +152,7 @@ def tool_command(tools: Tools) -> Command:
             if isinstance(event, LLMDelta):
                 yield event.text
             elif isinstance(event, ToolConfirm):
-                ctx.meta.update(confirm_meta(event))
+                ctx.confirm = confirm_request(event)
                 yield event.text
             elif isinstance(event, LLMEnd):
                 ctx.finish_reason = event.finish_reason

@@ -47,9 +47,13 @@ def _turn(place: Place = PLACE, user: str = "U1") -> Turn:
 
 
 def _result(
-    kind: ReplyKind = ReplyKind.ANSWER, tokens: tuple[int, int] = (1000, 200), **meta: str
+    kind: ReplyKind = ReplyKind.ANSWER,
+    tokens: tuple[int, int] = (1000, 200),
+    *,
+    handoff: bool = False,
+    **meta: str,
 ) -> ReplyResult:
-    return ReplyResult("t1", kind, "text", persona="agent", usage=Usage(*tokens), meta=meta)
+    return ReplyResult("t1", kind, "text", persona="agent", usage=Usage(*tokens), handoff=handoff, meta=meta)
 
 
 # ------------------------------------------------------------------ price table
@@ -127,7 +131,7 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
         await pipe.execute()
     await stats.record(_turn(), _result(ReplyKind.REFUSAL, (50, 0)), 0.2)
     await stats.record(_turn(), _result(ReplyKind.ERROR, (0, 0)), 9.0)
-    await stats.record(_turn(), _result(handoff="requested"), 0.3)
+    await stats.record(_turn(), _result(handoff=True), 0.3)
     await stats.record(_turn(), _result(ReplyKind.IGNORED, (0, 0), reason="paused"), 0.1)  # not counted
     await stats.record(_turn(Place("discord", "G9", "C9")), _result(ReplyKind.COMMAND, (10, 10)), 0.1)
 
@@ -135,13 +139,14 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
     assert day == day_of(time.time())
     by = {(r.platform, r.workspace): r.tally for r in rows}
     slack = by[("slack", "T1")]
-    assert slack.counts["answers"] == 2
+    assert slack.counts["answers"] == 1  # the handoff's reply counts once, as a handoff
+    assert sum(slack.hours) == 4  # every reply, by the hour (the ignored one is not a reply)
     assert slack.counts["refusals"] == 1
     assert slack.counts["errors"] == 1
     assert slack.counts["handoffs"] == 1
     assert slack.counts["tok_in"] == 2050 and slack.counts["tok_out"] == 400
     assert slack.cost == pytest.approx((2050 * 0.15 + 400 * 0.60) / 1e6)
-    assert sum(slack.histogram) == 2  # answers only
+    assert sum(slack.histogram) == 2  # reply times of answers (the handoff's reply included)
     assert slack.histogram[bucket_of(1.5)] == 1 and slack.histogram[bucket_of(0.3)] == 1
     assert by[("discord", "G9")].counts["commands"] == 1
     ttl = await redis_client.ttl(stats.day_key(day))
@@ -156,7 +161,7 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
 async def test_indexes_stay_bounded(redis_client: aioredis.Redis) -> None:
     stats = _stats(redis_client, recent_max=10)
     for i in range(25):
-        await stats.record(_turn(Place("slack", "T1", f"C{i}")), _result(handoff="requested"), 1.0)
+        await stats.record(_turn(Place("slack", "T1", f"C{i}")), _result(handoff=True), 1.0)
     assert await redis_client.zcard(stats.recent_key) == 10
     assert await redis_client.zcard(stats.handoffs_key) == 10
     assert [p.channel for p, _ in await stats.recent(3)] == ["C24", "C23", "C22"]
