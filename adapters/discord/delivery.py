@@ -43,7 +43,7 @@ from adapters.discord.route import (
     target_of,
 )
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
+from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, Previews, keep_typing
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
 from core.errors import ConfigError, CredentialError
 from core.ops.jobs import Job, Route
@@ -76,6 +76,8 @@ class DiscordDelivery:
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
         self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
+        # Personas whose replies may unfurl links (``link_previews``); every other reply is suppressed.
+        self._previews = frozenset(n for n, p in deps.bot.personas.items() if p.link_previews)
         self.log = log.bind(bot=deps.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
@@ -138,7 +140,10 @@ class DiscordDelivery:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         try:
             await channel.send(
-                "Confirm or cancel:", view=confirm_view(pending_id), allowed_mentions=NO_MENTIONS
+                "Confirm or cancel:",
+                view=confirm_view(pending_id),
+                allowed_mentions=NO_MENTIONS,
+                suppress_embeds=True,
             )
         except discord.HTTPException as exc:
             dlog.error("discord_confirm_buttons_failed", status=exc.status, code=exc.code)
@@ -154,13 +159,14 @@ class DiscordDelivery:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
         stop_typing = asyncio.Event()
-        sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
+        previews = Previews()
+        sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set, previews=previews)
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
-        async with asyncio.TaskGroup() as tg:
+        async with asyncio.TaskGroup() as tg, _closing(self._watch_previews(events, previews)) as watched:
             if self._settings.typing and target.typing:
                 tg.create_task(keep_typing(channel, stop_typing))
             try:
-                outcome = await renderer.run(events)
+                outcome = await renderer.run(watched)
             finally:
                 stop_typing.set()
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
@@ -197,7 +203,8 @@ class DiscordDelivery:
             log_context=context,
         )
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
-        async with _closing(_watch_ephemeral(events, sink)) as watched:
+        watched_previews = self._watch_previews(events, sink.previews)
+        async with _closing(_watch_ephemeral(watched_previews, sink)) as watched:
             outcome = await renderer.run(watched)
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
@@ -206,6 +213,16 @@ class DiscordDelivery:
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         await _choices(channel, outcome.result, dlog)
         return outcome.result
+
+    async def _watch_previews(
+        self, events: AsyncIterator[ReplyEvent], previews: Previews
+    ) -> AsyncIterator[ReplyEvent]:
+        """Let the reply's links unfurl when the persona that answered opts in (``link_previews``): the
+        final edit (or post) then goes out unwrapped and without SUPPRESS_EMBEDS."""
+        async for event in events:
+            if isinstance(event, ReplyDone) and event.result.persona in self._previews:
+                previews.allowed = True
+            yield event
 
     def story_route(self, turn: Turn) -> Route:
         """A story's next part goes to the channel (or thread) as a new message: the interaction that
@@ -289,7 +306,9 @@ async def _choices(
             )
         )
     try:
-        await channel.send("Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS)
+        await channel.send(
+            "Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS, suppress_embeds=True
+        )
     except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
         dlog.warning("discord_choices_failed", error=type(exc).__name__, detail=str(exc)[:200])
 

@@ -14,7 +14,10 @@ What it mimics, because discord.py depends on it:
 - the bot's own messages come back as MESSAGE_CREATE;
 - an interaction must be answered within 3 s (else 404 "Unknown interaction"), its token then lives
   ``interaction_token_ttl`` seconds (15 minutes by default; else 401 "Invalid Webhook Token");
-- messages over 2,000 characters and empty messages are refused with 400, like Discord does.
+- messages over 2,000 characters and empty messages are refused with 400, like Discord does;
+- message flags: SUPPRESS_EMBEDS (4) is set by the request that creates a message and replaced by an edit
+  that sends ``flags`` (kept by one that does not); a message whose final flags lack it and whose content
+  has a link Discord would autolink is recorded in :attr:`FakeDiscord.unfurls` (Discord would fetch it).
 
 Tests read every REST call (:attr:`FakeDiscord.calls`), inject faults (:meth:`FakeDiscord.inject`) and
 dispatch gateway events (:meth:`FakeDiscord.dispatch` and the helpers built on it).
@@ -56,6 +59,7 @@ from tests.fakes.discord.gateway import (
 
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
+SUPPRESS_EMBEDS = 1 << 2
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 
@@ -124,6 +128,38 @@ class Ping:
 
     message_id: str
     target: str  # "everyone", "here", "user:<id>", "role:<id>", "replied:<id>"
+
+
+@dataclass
+class Unfurl:
+    """A link Discord would preview: autolinked (not in ``<...>``, not in code) in a message without
+    SUPPRESS_EMBEDS."""
+
+    message_id: str
+    url: str
+
+
+def autolinks(content: str) -> list[str]:
+    """The links Discord's autolinker finds: ``http://`` or ``https://`` in any case, wherever it starts
+    (even glued to a word or a slash), unless it is inside an ``<...>`` autolink or inline/block code."""
+    found: list[str] = []
+    text = re.sub(r"```.*?```|`[^`\n]*`", lambda m: " " * len(m.group(0)), content, flags=re.DOTALL)
+    lower = text.lower()
+    i = 0
+    while True:
+        starts = [j for j in (lower.find("http://", i), lower.find("https://", i)) if j >= 0]
+        if not starts:
+            return found
+        start = min(starts)
+        end = start
+        while end < len(text) and not text[end].isspace() and text[end] not in "<>":
+            end += 1
+        opened = text.rfind("<", 0, start)
+        wrapped = opened >= 0 and not any(c.isspace() or c == ">" for c in text[opened:start])
+        wrapped = wrapped and end < len(text) and text[end] == ">"
+        if not wrapped:
+            found.append(text[start:end])
+        i = end if end > start else start + 1
 
 
 @dataclass
@@ -201,6 +237,7 @@ class FakeDiscord:
         self.cdn_downloads: list[str] = []  # attachment ids fetched
         self.uploads: list[Upload] = []  # files the bot uploaded (multipart message posts)
         self.pings: list[Ping] = []
+        self.unfurls: list[Unfurl] = []
         self.identifies: list[Identify] = []
         self.faults: list[Fault] = []
         self.sessions: dict[str, GatewaySession] = {}
@@ -791,8 +828,10 @@ class FakeDiscord:
         message["embeds"] = body.get("embeds") or []
         message["attachments"] = self._uploaded(message, body)
         message["components"] = body.get("components") or []
+        message["flags"] = int(body.get("flags") or 0) & SUPPRESS_EMBEDS
         self.messages[message["id"]] = message
         self._record_pings(message, body)
+        self._record_unfurls(message)
         if self.echo_own_messages:
             await self.dispatch("MESSAGE_CREATE", message)
         return 200, message
@@ -819,9 +858,19 @@ class FakeDiscord:
         if "content" in body:
             message["content"] = body["content"] or ""
         message["edited_timestamp"] = p.iso_now()
-        message["flags"] = message.get("flags", 0) & ~LOADING
+        flags = message.get("flags", 0) & ~LOADING
+        if body.get("flags") is not None:  # only SUPPRESS_EMBEDS can be set or unset by an edit
+            flags = (flags & ~SUPPRESS_EMBEDS) | (int(body["flags"]) & SUPPRESS_EMBEDS)
+        message["flags"] = flags
         self._record_pings(message, body)
+        self._record_unfurls(message)
         return 200, message
+
+    def _record_unfurls(self, message: dict[str, Any]) -> None:
+        if message.get("flags", 0) & SUPPRESS_EMBEDS:
+            return
+        for url in autolinks(message.get("content") or ""):
+            self.unfurls.append(Unfurl(message["id"], url))
 
     async def _thread_from_message(
         self, *, channel_id: str, message_id: str, body: Any, **_: Any
@@ -882,7 +931,7 @@ class FakeDiscord:
                 webhook_id=self.app_id,
                 message_type=20,  # CHAT_INPUT_COMMAND
             )
-            message["flags"] = (flags & EPHEMERAL) | (LOADING if kind == 5 else 0)
+            message["flags"] = (flags & (EPHEMERAL | SUPPRESS_EMBEDS)) | (LOADING if kind == 5 else 0)
             message["interaction_metadata"] = {
                 "id": payload["id"],
                 "type": 2,
@@ -893,6 +942,7 @@ class FakeDiscord:
             state.original_id = message["id"]
             if kind == 4:
                 self._record_pings(message, data)
+                self._record_unfurls(message)
         if kind == 7 and "message" in state.payload:  # UPDATE_MESSAGE: a component's message is edited
             clicked = self.messages.get(state.payload["message"]["id"])
             if clicked is not None:
@@ -968,11 +1018,12 @@ class FakeDiscord:
             author_member=p.member(None),
             webhook_id=self.app_id,
         )
-        message["flags"] = int(body.get("flags") or 0) & EPHEMERAL
+        message["flags"] = int(body.get("flags") or 0) & (EPHEMERAL | SUPPRESS_EMBEDS)
         message["attachments"] = self._uploaded(message, body)
         self.messages[message["id"]] = message
         state.followups.append(message["id"])
         self._record_pings(message, body)
+        self._record_unfurls(message)
         return 200, message
 
     def _webhook_message(self, state: InteractionState, message_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,120 @@
+"""Issue 24: what a red team found in the arcade bot on Discord, each against the fake Discord (real
+discord.py, real Redis, fake OpenAI): link previews, DM image quotas, /reset over an admin's persona, DM
+scoreboards, typed commands an admin restricted, command options past moderation, link wrapping."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bots.loader import load_bot
+from core.bot import BotSpec
+from tests.conftest import without_limits
+from tests.discord.conftest import SUPPRESS_EMBEDS, BotFactory, unsuppressed_requests
+from tests.fakes.discord import FakeDiscord, autolinks
+from tests.fakes.openai_server import Call, FakeOpenAI, Reply, ToolCalls
+
+LINK = "https://evil.example/collect?secret=42"
+
+
+def arcade(**story: Any) -> BotSpec:
+    spec = without_limits(load_bot("arcade"))
+    if story:
+        cfg = spec.config.model_copy(update={"story": spec.config.story.model_copy(update=story)})
+        spec = dataclasses.replace(spec, config=cfg)
+    return spec
+
+
+def with_persona(spec: BotSpec, name: str, **changes: Any) -> BotSpec:
+    personas = {**spec.personas, name: dataclasses.replace(spec.personas[name], **changes)}
+    return dataclasses.replace(spec, personas=personas)
+
+
+def buttons(message: dict[str, Any]) -> list[str]:
+    return [c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])]
+
+
+# ------------------------------------------------------------------------------ 1. suppressed embeds
+
+
+async def test_every_message_the_bot_writes_or_edits_is_suppressed(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    """Chat (streamed, so edited), a DM, slash commands (deferred, then edited; long ones in follow-ups),
+    a story with vote buttons, /imagine's upload, a confirm question: every request that writes content
+    carries SUPPRESS_EMBEDS, and no message ends unsuppressed."""
+    fake = fake_discord
+    streamed = f"Here is the link you asked for: {LINK} " + " ".join(f"w{i}" for i in range(60))
+    long_story = "\n\n".join(f"Part {i}: {LINK} " + "the sea was calm. " * 40 for i in range(5))
+    fake_openai.queue(
+        Reply(streamed, chunk_chars=30, delay=0.05),  # chat: posted, then edited several times
+        Reply(f"psst {LINK}"),  # the DM
+        Reply(f"A lighthouse story {LINK}\n\nChoices:\n1. Climb\n2. Sail", chunk_chars=15, delay=0.02),
+        Reply(long_story, chunk_chars=400),  # a long single-shot answer: the original, then follow-ups
+        ToolCalls([Call("trivia_award", {"player": "Alice", "points": 1})], text=f"Correct! {LINK} "),
+    )
+    async with bot_factory(spec=arcade(branching=True, vote_seconds=600), edit_interval=0.2):
+        await fake.send_message("give me the link", mention_bot=True)
+        await fake.wait_for(lambda: any(m["content"].endswith("w59") for m in fake.bot_messages()))
+        await fake.send_dm("a secret link?")
+        dm = fake.dm_channel_for(fake.alice)
+        await fake.wait_for(lambda: fake.bot_messages(dm["id"]))
+        await fake.slash("story", {"prompt": "a lighthouse"})
+        await fake.wait_for(lambda: any(buttons(m) for m in fake.bot_messages()))
+        await fake.slash("story", {"prompt": "a sailor"}, channel=fake.random)
+        await fake.wait_for(
+            lambda: any("The end" in m["content"] for m in fake.bot_messages(fake.random["id"]))
+        )
+        await fake.slash("imagine", {"prompt": "a kite"})
+        await fake.wait_for(lambda: fake.uploads)
+        await fake.slash("help")
+        await fake.send_message("I answered Paris", mention_bot=True, channel=fake.bot_thread)
+        await fake.wait_for(
+            lambda: any(buttons(m) and "Confirm" in m["content"] for m in fake.bot_messages())
+        )
+        await fake.wait_for(lambda: all(not m["content"].endswith(" …") for m in fake.bot_messages()))
+    edits = fake.calls_to("PATCH", r"/(channels|webhooks)/.*")
+    assert len(edits) >= 5  # streamed chat and deferred slash answers were edited
+    assert fake.calls_to("POST", r"/webhooks/.*")  # follow-ups and the upload
+    assert unsuppressed_requests(fake) == []
+    shown = [m for m in fake.bot_messages() if m["content"] or m["attachments"]]
+    assert len(shown) >= 8
+    assert [m["content"][:40] for m in shown if not m["flags"] & SUPPRESS_EMBEDS] == []
+    assert fake.unfurls == []
+
+
+async def test_a_persona_may_opt_in_to_link_previews(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    fake_openai.queue(Reply(f"Read {LINK}", chunk_chars=4, delay=0.02))
+    spec = with_persona(arcade(), "host", link_previews=True)
+    async with bot_factory(spec=spec, edit_interval=0.2, unfurls_allowed=True):
+        await fake.send_message("a link please", mention_bot=True)
+        await fake.wait_for(
+            lambda: fake.bot_messages() and fake.bot_messages()[-1]["content"] == f"Read {LINK}"
+        )
+    (message,) = fake.bot_messages()
+    assert not message["flags"] & SUPPRESS_EMBEDS  # the final edit let it unfurl
+    assert [u.url for u in fake.unfurls][-1] == LINK
+
+
+# ------------------------------------------------------------------------------ 9. link wrapping
+
+GLUED = "HTTPS://a.example/1 Https://b.example/2 xhttps://c.example/3 /https://d.example/4 (hTTp://e.example)"
+
+
+async def test_every_link_form_discord_autolinks_is_wrapped(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    fake_openai.queue(Reply(f"Links: {GLUED}"))
+    async with bot_factory():
+        await fake.send_message("links please", mention_bot=True)
+        await fake.wait_for(lambda: fake.bot_messages() and "e.example" in fake.bot_messages()[-1]["content"])
+        await fake.wait_for(lambda: not fake.bot_messages()[-1]["content"].endswith(" …"))
+    content = fake.bot_messages()[-1]["content"]
+    assert autolinks(content) == [], content  # Discord would link none of them: each sits in <...>
+    for host in "abcde":
+        assert f"{host}.example" in content
+    assert "x<https://c.example/3>" in content and "/<https://d.example/4>" in content
