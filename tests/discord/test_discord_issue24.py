@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from bots.loader import load_bot
 from core.bot import BotSpec
 from tests.conftest import without_limits
@@ -118,3 +120,71 @@ async def test_every_link_form_discord_autolinks_is_wrapped(
     for host in "abcde":
         assert f"{host}.example" in content
     assert "x<https://c.example/3>" in content and "/<https://d.example/4>" in content
+
+
+# ------------------------------------------------------------------------------ 2. image quotas in DMs
+
+
+def images(spec: BotSpec, **limits: Any) -> BotSpec:
+    cfg = spec.config.model_copy(update={"images": spec.config.images.model_copy(update=limits)})
+    return dataclasses.replace(spec, config=cfg)
+
+
+async def test_dm_users_each_have_their_own_image_quota_story_covers_included(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    spec = images(arcade(branching=True, cover=True), user_daily=10, workspace_daily=2)
+    fake_openai.queue(Reply("A small story.\n\nChoices:\n1. On\n2. Off"))
+    async with bot_factory(spec=spec):
+        for n in (1, 2):
+            await fake.slash("imagine", {"prompt": f"alice's kite {n}"}, dm=True)
+            await fake.wait_for(lambda n=n: len(fake.uploads) == n)
+        # Alice's third picture in her DM is over *her* DM quota (2: the "server" quota of a DM is hers).
+        await fake.slash("imagine", {"prompt": "alice's kite 3"}, dm=True)
+        await fake.wait_for(lambda: any("That's your 2 images" in m["content"] for m in fake.bot_messages()))
+        # Bob, in his own DM, is not affected by Alice's pictures: his picture and his story's cover.
+        await fake.slash("imagine", {"prompt": "bob's boat"}, author=fake.bob, dm=True)
+        await fake.wait_for(lambda: len(fake.uploads) == 3)
+        await fake.slash("story", {"prompt": "a boat"}, author=fake.bob, dm=True)
+        await fake.wait_for(lambda: len(fake.uploads) == 4)
+        bob_dm = fake.dm_channel_for(fake.bob)["id"]
+        await fake.wait_for(
+            lambda: any("On" in str(buttons(m)) or buttons(m) for m in fake.bot_messages(bob_dm))
+        )
+    assert [u.filename.split("-")[0] for u in fake.uploads] == ["imagine", "imagine", "imagine", "story"]
+    assert len(fake_openai.image_requests) == 4
+    assert not any("this server's" in m["content"] for m in fake.bot_messages())
+
+
+# ------------------------------------------------------------------------------ 6. DM scoreboards
+
+
+async def test_dm_users_do_not_share_a_trivia_scoreboard(
+    bot_factory: BotFactory,
+    fake_discord: FakeDiscord,
+    fake_openai: FakeOpenAI,
+    redis_client: aioredis.Redis,
+) -> None:
+    fake = fake_discord
+    fake_openai.queue(
+        ToolCalls([Call("trivia_award", {"player": "SecretAlias", "points": 3})], text="Correct! "),
+        Reply("3 points to SecretAlias!"),
+        ToolCalls([Call("trivia_scoreboard", {})]),
+        Reply("Here is the board."),
+    )
+    async with bot_factory(spec=arcade()):
+        await fake.send_dm("I answered Paris, points please")
+        alice_dm = fake.dm_channel_for(fake.alice)["id"]
+        await fake.wait_for(lambda: any(buttons(m) for m in fake.bot_messages(alice_dm)))
+        (asking,) = [m for m in fake.bot_messages(alice_dm) if buttons(m)]
+        await fake.click(asking, buttons(asking)[0])
+        await fake.wait_for(lambda: any("3 points" in m["content"] for m in fake.bot_messages(alice_dm)))
+        await fake.send_dm("show me the scoreboard", author=fake.bob)
+        bob_dm = fake.dm_channel_for(fake.bob)["id"]
+        await fake.wait_for(lambda: any("the board" in m["content"] for m in fake.bot_messages(bob_dm)))
+    board_seen_by_bob = fake_openai.chat_requests[-1].body["messages"][-1]["content"]
+    assert "trivia_scoreboard" in board_seen_by_bob
+    assert "SecretAlias" not in board_seen_by_bob
+    assert "No trivia points yet" in board_seen_by_bob
+    assert await redis_client.exists("parley:arcade:trivia:discord:@me") == 0
