@@ -5,13 +5,18 @@ scoreboards, typed commands an admin restricted, command options past moderation
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from bots.loader import load_bot
 from core.bot import BotSpec
-from tests.conftest import without_limits
+from core.commands import Command, CommandOption
+from core.engine import TurnContext
+from core.types import CommandCall, ReplyKind
+from tests.conftest import RuntimeFactory, without_limits
+from tests.core.helpers import make_turn
 from tests.discord.conftest import SUPPRESS_EMBEDS, BotFactory, unsuppressed_requests
 from tests.fakes.discord import FakeDiscord, autolinks
 from tests.fakes.openai_server import Call, FakeOpenAI, Reply, ToolCalls
@@ -188,3 +193,49 @@ async def test_dm_users_do_not_share_a_trivia_scoreboard(
     assert "SecretAlias" not in board_seen_by_bob
     assert "No trivia points yet" in board_seen_by_bob
     assert await redis_client.exists("parley:arcade:trivia:discord:@me") == 0
+
+
+# ------------------------------------------------------------------------------ 8. options are moderated
+
+
+async def test_a_typed_story_option_cannot_carry_text_past_moderation(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    fake_openai.flagged_words.add("forbidden")
+    fake_openai.text_flag_category = "sexual"  # refused outright by arcade's relaxed profile
+    fake_openai.queue(Reply("A horror story.\n\nChoices:\n1. Run\n2. Hide"))
+    async with bot_factory(spec=arcade(branching=True, vote_seconds=600)):
+        await fake.send_message("/story a calm lake --genre forbidden-thing", mention_bot=True)
+        await fake.wait_for(
+            lambda: any("--genre must be one of" in m["content"] for m in fake.bot_messages())
+        )
+        await fake.send_message("/story a calm lake --genre horror", mention_bot=True)
+        await fake.wait_for(lambda: any("horror story" in m["content"] for m in fake.bot_messages()))
+    prompts = [str(r.body["messages"]) for r in fake_openai.chat_requests]
+    assert len(prompts) == 1
+    assert "forbidden" not in prompts[0]
+    assert "Genre: horror" in prompts[0]
+
+
+async def test_free_text_options_are_moderated_like_arguments(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.flagged_words.add("forbidden")
+    fake_openai.text_flag_category = "sexual"
+    seen: list[str] = []
+
+    async def echo(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
+        seen.append(call.options.get("mood", ""))
+        yield "ok"
+
+    async with runtime_factory(spec=arcade()) as rt:
+        rt.engine.commands.add(
+            Command("echo", "echo", echo, usage="<text>", options=(CommandOption("mood", "m"),))
+        )
+        refused = await rt.engine.collect(make_turn("/echo hello --mood forbidden"))
+        fine = await rt.engine.collect(make_turn("/echo hello --mood cheerful"))
+    assert refused.kind is ReplyKind.REFUSAL
+    assert fine.text == "ok"
+    assert seen == ["cheerful"]
+    assert any(r.body.get("input") == "forbidden" for r in fake_openai.moderation_requests)
