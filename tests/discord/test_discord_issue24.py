@@ -19,6 +19,7 @@ from tests.conftest import RuntimeFactory, without_limits
 from tests.core.helpers import make_turn
 from tests.discord.conftest import SUPPRESS_EMBEDS, BotFactory, unsuppressed_requests
 from tests.fakes.discord import FakeDiscord, autolinks
+from tests.fakes.discord import payloads as p
 from tests.fakes.openai_server import Call, FakeOpenAI, Reply, ToolCalls
 
 LINK = "https://evil.example/collect?secret=42"
@@ -239,3 +240,75 @@ async def test_free_text_options_are_moderated_like_arguments(
     assert fine.text == "ok"
     assert seen == ["cheerful"]
     assert any(r.body.get("input") == "forbidden" for r in fake_openai.moderation_requests)
+
+
+# ------------------------------------------------------------------------- 3. /reset, /forget vs settings
+
+ADMIN = p.MEMBER_DEFAULT | p.MANAGE_GUILD
+
+
+def answered(fake: FakeDiscord, interaction: dict[str, Any]) -> str:
+    state = fake.interactions[interaction["id"]]
+    texts = [fake.messages.get(i, {}).get("content", "") for i in [state.original_id or "", *state.followups]]
+    return "\n".join(t for t in texts if t)
+
+
+async def test_a_members_reset_keeps_the_admins_persona_and_the_others_messages(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    async with bot_factory(spec=arcade()):
+        persona = await fake.slash("persona", {"name": "pirate"}, author=fake.owner, permissions=ADMIN)
+        await fake.wait_for(lambda: "Saltbeard" in answered(fake, persona))
+        await fake.send_message("alice's secret plan", mention_bot=True)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 1)
+        await fake.send_message("bob's question", mention_bot=True, author=fake.bob)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 2)
+        await fake.wait_for(lambda: len([m for m in fake.bot_messages() if "You said" in m["content"]]) == 2)
+        reset = await fake.slash("reset")  # Alice, a member
+        await fake.wait_for(lambda: "Done" in answered(fake, reset))
+        said = answered(fake, reset)
+        assert "forgot your messages here" in said and "(2 messages)" in said
+        assert "only an admin's /reset" in said
+        assert "persona *pirate*" in said
+        await fake.send_message("what now?", mention_bot=True, author=fake.bob)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 3)
+        # /forget in a channel that holds only Alice's messages: her messages go, the admin's persona stays.
+        persona = await fake.slash(
+            "persona", {"name": "pirate"}, author=fake.owner, permissions=ADMIN, channel=fake.random
+        )
+        await fake.wait_for(lambda: "Saltbeard" in answered(fake, persona))
+        await fake.send_message("only me here", mention_bot=True, channel=fake.random)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 4)
+        await fake.wait_for(lambda: fake.bot_messages(fake.random["id"]))
+        forget = await fake.slash("forget", channel=fake.random)
+        await fake.wait_for(lambda: "Done" in answered(fake, forget))
+        await fake.send_message("still a pirate?", mention_bot=True, channel=fake.random)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 5)
+    after_reset = fake_openai.chat_requests[2].body["messages"]
+    assert "Captain Saltbeard" in after_reset[0]["content"]
+    contents = str(after_reset)
+    assert "bob's question" in contents and "alice's secret plan" not in contents
+    after_forget = fake_openai.chat_requests[4].body["messages"]
+    assert "Captain Saltbeard" in after_forget[0]["content"]
+    assert "only me here" not in str(after_forget)
+
+
+async def test_an_admins_reset_clears_the_channel_but_keeps_the_persona(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    async with bot_factory(spec=arcade()):
+        persona = await fake.slash("persona", {"name": "pirate"}, author=fake.owner, permissions=ADMIN)
+        await fake.wait_for(lambda: "Saltbeard" in answered(fake, persona))
+        await fake.send_message("alice's secret plan", mention_bot=True)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 1)
+        await fake.wait_for(lambda: any("You said" in m["content"] for m in fake.bot_messages()))
+        reset = await fake.slash("reset", author=fake.owner, permissions=ADMIN)
+        await fake.wait_for(lambda: "Done" in answered(fake, reset))
+        assert "forgotten this conversation" in answered(fake, reset)
+        await fake.send_message("fresh start", mention_bot=True, author=fake.bob)
+        await fake.wait_for(lambda: len(fake_openai.chat_requests) == 2)
+    fresh = fake_openai.chat_requests[1].body["messages"]
+    assert "Captain Saltbeard" in fresh[0]["content"]
+    assert "alice's secret plan" not in str(fresh)
