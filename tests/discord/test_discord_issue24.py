@@ -4,12 +4,14 @@ scoreboards, typed commands an admin restricted, command options past moderation
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from adapters.discord.permissions import restricted_names
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.commands import Command, CommandOption
@@ -312,3 +314,56 @@ async def test_an_admins_reset_clears_the_channel_but_keeps_the_persona(
     fresh = fake_openai.chat_requests[1].body["messages"]
     assert "Captain Saltbeard" in fresh[0]["content"]
     assert "alice's secret plan" not in str(fresh)
+
+
+# ------------------------------------------------------------------------- 7. typed commands vs permissions
+
+
+async def test_a_typed_command_an_admin_restricted_is_refused(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_client: aioredis.Redis
+) -> None:
+    fake = fake_discord
+    async with bot_factory(spec=arcade()) as bot:
+        cache = bot.runtime.keys.scoped("discord", "command_permissions", fake.guild_id)
+        await fake.send_message("/imagine a kite", mention_bot=True)
+        await fake.wait_for(lambda: len(fake.uploads) == 1)  # not restricted: the typed form works
+        assert await redis_client.exists(cache)
+        # The admin limits /imagine to one role (and denies @everyone) in Server Settings > Integrations.
+        role = p.snowflake()
+        await fake.restrict_command(
+            "imagine",
+            [
+                {"id": role, "type": 1, "permission": True},
+                {"id": fake.guild_id, "type": 1, "permission": False},
+            ],
+        )
+        await fake.wait_for(lambda: fake.calls_to("GET", r"/users/@me") is not None)
+        for _ in range(200):  # the gateway event drops the cached permissions
+            if not await redis_client.exists(cache):
+                break
+            await asyncio.sleep(0.02)
+        asked = await fake.send_message("/imagine a boat", mention_bot=True)
+        await fake.wait_for(
+            lambda: any("An admin limited /imagine" in m["content"] for m in fake.bot_messages())
+        )
+        refusal = next(m for m in fake.bot_messages() if "An admin limited" in m["content"])
+        assert refusal["message_reference"]["message_id"] == asked["id"]
+        await fake.send_message("/help", mention_bot=True)  # an unrestricted command still works typed
+        await fake.wait_for(
+            lambda: any("understands these commands" in m["content"] for m in fake.bot_messages())
+        )
+    assert len(fake_openai.image_requests) == 1
+    assert fake.calls_to("GET", r"/applications/\d+/guilds/\d+/commands/permissions")
+
+
+def test_restricted_names_from_discords_permission_entries() -> None:
+    commands = [{"id": "1", "name": "imagine"}, {"id": "2", "name": "story"}, {"id": "3", "name": "help"}]
+    role = {"id": "9", "type": 1, "permission": True}
+    assert restricted_names([], commands, "app") == frozenset()
+    assert restricted_names([{"id": "1", "permissions": [role]}], commands, "app") == {"imagine"}
+    assert restricted_names([{"id": "2", "permissions": []}], commands, "app") == frozenset()  # reset
+    assert restricted_names([{"id": "app", "permissions": [role]}], commands, "app") == {
+        "imagine",
+        "story",
+        "help",
+    }

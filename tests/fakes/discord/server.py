@@ -229,6 +229,8 @@ class FakeDiscord:
         self.deleted: list[dict[str, Any]] = []
         self.interactions: dict[str, InteractionState] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> definitions
+        # guild id -> command (or application) id -> that target's permission overwrites in the guild
+        self.command_permissions: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
         self.calls: list[Call] = []
         self.cdn: dict[
@@ -532,6 +534,22 @@ class FakeDiscord:
         assert delivered, "no gateway session received the click"
         return data
 
+    async def restrict_command(
+        self, name: str | None, overwrites: list[dict[str, Any]], *, guild_id: str | None = None
+    ) -> None:
+        """An admin sets a command's permissions in Server Settings > Integrations (``name`` None: the whole
+        application's): ``overwrites`` like ``{"id": role/user/channel id, "type": 1|2|3, "permission":
+        bool}``. Discord stores them and tells the bot with APPLICATION_COMMAND_PERMISSIONS_UPDATE."""
+        guild_id = guild_id or self.guild_id
+        if name is None:
+            target = self.app_id
+        else:
+            registered = self.commands.get(guild_id, []) + self.commands.get("global", [])
+            target = next(c["id"] for c in registered if c["name"] == name)
+        self.command_permissions.setdefault(guild_id, {})[target] = overwrites
+        entry = {"id": target, "application_id": self.app_id, "guild_id": guild_id, "permissions": overwrites}
+        await self.dispatch("APPLICATION_COMMAND_PERMISSIONS_UPDATE", entry, guild_id=guild_id)
+
     def buttons(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         return [c for row in message.get("components") or [] for c in row.get("components", [])]
 
@@ -650,6 +668,12 @@ class FakeDiscord:
             ("PUT", "/applications/{app_id}/commands", self._put_commands, True),
             ("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands, True),
             ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands, True),
+            (
+                "GET",
+                "/applications/{app_id}/guilds/{guild_id}/commands/permissions",
+                self._get_command_permissions,
+                True,
+            ),
         ]
         compiled = []
         for method, template, handler, auth in table:
@@ -1062,6 +1086,15 @@ class FakeDiscord:
         if app_id != self.app_id:
             return 403, {"message": "Missing Access", "code": 50001}
         return 200, self.commands.get(guild_id or "global", [])
+
+    async def _get_command_permissions(self, *, app_id: str, guild_id: str, **_: Any) -> tuple[int, Any]:
+        if app_id != self.app_id or guild_id not in self.guilds:
+            return 403, {"message": "Missing Access", "code": 50001}
+        entries = self.command_permissions.get(guild_id, {})
+        return 200, [
+            {"id": target, "application_id": self.app_id, "guild_id": guild_id, "permissions": overwrites}
+            for target, overwrites in entries.items()
+        ]
 
     async def _put_commands(
         self, *, app_id: str, body: Any, guild_id: str | None = None, **_: Any
