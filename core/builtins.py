@@ -52,7 +52,7 @@ async def _reset(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         )
     kept = _kept_settings(ctx)
     if kept:
-        text += f" Kept, as an admin set it: {kept}."
+        text += f" Kept, as settings are not part of the conversation: {kept}."
     yield text
 
 
@@ -62,7 +62,7 @@ def _kept_settings(ctx: TurnContext) -> str:
     if meta.get("persona"):
         kept.append(f"the persona *{meta['persona']}* (change it with /persona)")
     if meta.get("paused"):
-        kept.append("the pause (a person answers here; /resume hands it back to me)")
+        kept.append("the pause (a person answers here until it is lifted)")
     return " and ".join(kept)
 
 
