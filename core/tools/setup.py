@@ -7,6 +7,7 @@ pending call through :meth:`ToolLoop.resume` and streams the model's answer like
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from core.bot import BotSpec
+from core.clicks import CANCEL, CONFIRM
 from core.commands import Command
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
@@ -23,35 +25,21 @@ from core.prompt import with_tools
 from core.safety.events import EventLog
 from core.tools.audit import ToolAudit
 from core.tools.config import ToolsConfig
-from core.tools.loop import ToolConfirm, ToolLoop
+from core.tools.loop import TAKE_FAILED, ToolConfirm, ToolLoop
 from core.tools.pending import PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
-from core.types import CommandCall, ReplyKind, ReplyResult, Turn
+from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
 
-CONFIRM_META = "tool_confirm"  # ReplyResult.meta: the pending id; adapters show confirm / cancel for it
-TOOL_META = "tool_name"
-CONFIRM, CANCEL = "confirm", "cancel"
 
-
-def confirm_call(pending_id: str, confirmed: bool) -> CommandCall:
-    """The command a click becomes (adapters build their turn with it)."""
-    return CommandCall("tool", f"{CONFIRM if confirmed else CANCEL} {pending_id}")
-
-
-def confirm_id(result: ReplyResult) -> str:
-    """The pending call a reply asks about ('' for none): adapters put confirm / cancel under it. A reply
-    that moderation refused, or that failed, shows no buttons (its question was never seen)."""
-    if result.kind not in (ReplyKind.ANSWER, ReplyKind.COMMAND):
-        return ""
-    return result.meta.get(CONFIRM_META, "")
-
-
-def confirm_meta(event: ToolConfirm) -> dict[str, str]:
-    return {CONFIRM_META: event.pending.id, TOOL_META: event.pending.tool}
+def confirm_request(event: ToolConfirm) -> ConfirmRequest:
+    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    pending = event.pending
+    arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
+    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
 
 
 @dataclass
@@ -70,10 +58,22 @@ class Tools:
         return [tool_command(self)]
 
     async def proposed_to(self, pending_id: str) -> str:
-        """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
-        user clicks (anyone else's click is answered, and the buttons stay for the right person)."""
+        """The user a pending call waits for ('' when gone)."""
         pending = await self.loop.pending.peek(pending_id)
         return pending.user if pending is not None else ""
+
+    async def click_refusal(self, pending_id: str, turn: Turn) -> str:
+        """What a click (``turn``, by the person who clicked) on a proposed call's buttons is told
+        privately, or "" when it may go ahead: only the person the call was proposed to answers it, once.
+        A refusal is audited like one the resume would make; adapters take the buttons away on ""."""
+        owner = await self.proposed_to(pending_id)
+        if owner == turn.author.id:
+            return ""
+        why = "not_yours" if owner else "expired"
+        await self.loop.audit.record(
+            turn, tool="?", source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
+        )
+        return self.loop.options.take_failed.get(why, TAKE_FAILED[why])
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
@@ -121,7 +121,7 @@ def tool_command(tools: Tools) -> Command:
             if isinstance(event, LLMDelta):
                 yield event.text
             elif isinstance(event, ToolConfirm):
-                ctx.meta.update(confirm_meta(event))
+                ctx.confirm = confirm_request(event)
                 yield event.text
             elif isinstance(event, LLMEnd):
                 ctx.finish_reason = event.finish_reason

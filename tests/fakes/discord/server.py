@@ -881,6 +881,8 @@ class FakeDiscord:
             return err
         if "content" in body:
             message["content"] = body["content"] or ""
+        if "components" in body:  # as Discord: an edit with components replaces them ([] removes them)
+            message["components"] = body["components"] or []
         message["edited_timestamp"] = p.iso_now()
         flags = message.get("flags", 0) & ~LOADING
         if body.get("flags") is not None:  # only SUPPRESS_EMBEDS can be set or unset by an edit
