@@ -22,6 +22,9 @@ _._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
 _._unique  # core/tools/config.py
+_._one  # bots/convtest/cases.py
+_._steps  # bots/convtest/cases.py
+_.__getattr__  # core/plugin.py: a module's lazy attribute (TurnContext)
 # sqlite3: how rows come back (bots/support/tools.py).
 _.row_factory
 # mcp: tools registered by the MCPServer.tool() decorator and called by MCP clients (bots/support/tools.py).
@@ -73,6 +76,7 @@ _.alt_txt  # SlackFile: read with .get() in adapters/slack/translate.py:image_re
 _.mimetype
 _.url_private
 _.url_private_download
+_.duration_ms  # SlackFile: read with .get() in adapters/slack/translate.py:audio_refs
 
 # Read by the console's Jinja2 templates (core/console/templates), which vulture does not parse.
 _.categories

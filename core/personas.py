@@ -42,6 +42,7 @@ class _PersonaFile(BaseModel):
     busy: str = "I'm a little busy right now. Please try again shortly."
     vision: bool = False  # the model can look at images: attachments reach it as image parts
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
+    voice: str = ""  # the speech voice for /speak and narrated stories (empty: [audio] voice)
     link_previews: bool = False  # Discord may unfurl links in this persona's replies (default: suppressed)
 
 
@@ -62,6 +63,7 @@ class Persona:
     busy: str
     vision: bool = False
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
+    voice: str = ""
     link_previews: bool = False  # Discord may unfurl the links of this persona's replies (off: suppressed)
 
     def render_system(self, values: Mapping[str, str]) -> str:
