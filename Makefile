@@ -16,7 +16,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 SUPPORT_DB := .parley/support.db
 
 .PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
-	browser console vendor-chartjs kb eval-kb bench-kb
+	browser console vendor-chartjs kb eval-kb bench-kb bench-search
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -76,11 +76,13 @@ vendor-chartjs:  ## re-vendor Chart.js (pinned) into the console's static files,
 	sha256sum .vendor-tmp/chart.js-$(CHARTJS_VERSION).tgz
 	rm -rf .vendor-tmp
 
-lint: $(STAMP)  ## ruff (check + format), mypy strict on core/ adapters/ bots/, vulture (dead code)
+lint: $(STAMP)  ## ruff (check + format), mypy strict, vulture (dead code), import layers and no import cycles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core adapters bots
 	$(BIN)/mypy
 	$(BIN)/vulture
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python .ci/no_cycles.py
 
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
@@ -102,6 +104,9 @@ eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5,
 
 bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
+
+bench-search: $(STAMP)  ## console transcript search at 10,000 conversations: index writes per turn, query p50/p95
+	$(BIN)/python -m tests.bench.console_search_bench
 
 lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)
 	$(COMPILE)

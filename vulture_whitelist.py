@@ -18,6 +18,8 @@ _.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
+_._networks  # core/console/settings.py (PARLEY_CONSOLE_TRUSTED_PROXIES)
+_.discord_token  # core/console/mount.py PlatformCredentials: read from the environment, shown masked
 _._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
@@ -83,6 +85,7 @@ _.categories
 _.thumbs_up_rate
 _.resumed_by
 _.waiting
+_.created  # Account: the audit page's account list
 
 # --- Read only by tests/ and the benchmarks ---
 _.record_vote  # DailyStats: tests/console/test_stats.py (Slack votes ride on its own pipeline: queue_vote)

@@ -19,8 +19,7 @@ from dotenv import dotenv_values
 from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
-from bots import config_cmd, kb_cli, scaffold, test_cmd
-from bots.console_cmd import serve_console
+from bots import config_cmd, console_cmd, kb_cli, scaffold, test_cmd
 from bots.loader import available_bots, load_bot
 from core.bot import BotSpec
 from core.console.mount import mount_console
@@ -72,8 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
-    console = sub.add_parser("console", help="serve the operator console alone (PARLEY_CONSOLE_PASSWORD)")
-    console.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    console = sub.add_parser(
+        "console", help="serve the operator console alone, or manage its accounts (console user ...)"
+    )
+    console.add_argument("--bot", help=f"bot name or folder ({bots})")
+    console_cmd.add_user_parser(console, bots)
     rotate = sub.add_parser(
         "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
     )
@@ -121,7 +123,10 @@ def _report(exc: ParleyError) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "console" and not args.bot:
+        parser.error("console: --bot NAME is required")
     with contextlib.ExitStack() as stack:
         return _dispatch(args, stack)
 
@@ -162,8 +167,10 @@ def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, safety, spec))
+        if args.command == "console" and getattr(args, "console_command", None) == "user":
+            return asyncio.run(console_cmd.manage_users(args, settings, spec))
         if args.command == "console":
-            return asyncio.run(serve_console(settings, console, spec))
+            return asyncio.run(console_cmd.serve_console(settings, console, spec))
         if args.command == "rotate-credentials":
             return asyncio.run(_rotate(settings, safety, spec))
         return asyncio.run(_run(args, settings, safety, console, spec))

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
+    # Turns answered in-process at once when the queue is off or Redis is down; past it users hear "busy".
+    parley_direct_max: int = Field(default=256, ge=1)
     parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).

@@ -20,7 +20,7 @@ from pydantic import Field
 from core.bot import BotConfig
 from core.builtins import BUILTINS
 from core.commands import Command, CommandOption
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.keys import KeySpace, user_data_entry
 from core.safety.limits import user_tag
 from core.tools.function import function_tool

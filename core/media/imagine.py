@@ -31,7 +31,7 @@ from core.safety.limits import LimitCheck, LimitStore, user_tag
 from core.types import DIRECT_WORKSPACE, Attachment, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 log = structlog.get_logger("parley.media")
 

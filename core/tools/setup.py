@@ -33,14 +33,15 @@ from core.tools.spec import Tool
 from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
-    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
+    words (the tool's confirmation template, core/tools/wording.py)."""
     pending = event.pending
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
-    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
+    return ConfirmRequest(pending.id, pending.tool, arguments, event.summary or f"run {pending.tool}?")
 
 
 @dataclass
@@ -143,7 +144,7 @@ def tool_command(tools: Tools) -> Command:
             yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
             return
         ctx.kind = ReplyKind.ANSWER
-        system = with_tools(ctx.engine.system_prompt(ctx))
+        system = with_tools(ctx.system_prompt())
         events = tools.loop.resume(
             words[1], ctx.turn, confirmed=words[0] == CONFIRM, system=system, meta=ctx.meta
         )

@@ -15,7 +15,7 @@ from adapters.discord.permissions import restricted_names
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.commands import Command, CommandOption
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.types import CommandCall, ReplyKind
 from tests.conftest import RuntimeFactory, without_limits
 from tests.core.helpers import make_turn
