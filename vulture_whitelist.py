@@ -43,6 +43,7 @@ _.before_identify_hook
 _.on_ready
 _.on_message
 _.on_interaction
+_.on_raw_app_command_permissions_update
 _.guild_messages
 _.dm_messages
 # slack_sdk: the AsyncWebClient method we override, and the InstallationStore / OAuthStateStore interface.

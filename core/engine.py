@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -525,13 +526,24 @@ class Engine:
                 ctx.result(f"Only admins can use /{command.name}.", ReplyKind.REFUSAL, ephemeral=True)
             )
             return
-        if call.args:
-            verdict = await self.safety.moderator.check_input(ctx.turn, call.args)
+        if (wrong := command.bad_option(call.options)) is not None:
+            yield ReplyDone(ctx.result(wrong, ReplyKind.REFUSAL, ephemeral=True))
+            return
+        # Every part of the call that may reach the model is moderated: the arguments and free-text options.
+        options = dict(call.options)
+        parts = {"": call.args} if call.args else {}
+        parts.update(command.free_text_options(call.options))
+        for name, text in parts.items():
+            verdict = await self.safety.moderator.check_input(ctx.turn, text)
             ctx.note(verdict)
             if verdict.action is Action.REFUSE:
                 yield ReplyDone(ctx.refusal(verdict.category))
                 return
-            call = CommandCall(call.name, verdict.text, call.options)
+            if name:
+                options[name] = verdict.text
+            else:
+                call = CommandCall(call.name, verdict.text, call.options)
+        call = CommandCall(call.name, call.args, MappingProxyType(options))
         ctx.ephemeral = command.ephemeral
         asked = f"/{call.name} {call.args}".strip()
         shown: list[str] = []

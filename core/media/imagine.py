@@ -29,7 +29,7 @@ from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
 from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
 from core.safety.limits import LimitCheck, LimitStore, user_tag
-from core.types import Attachment, CommandCall, Place, Turn
+from core.types import DIRECT_WORKSPACE, Attachment, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
     from core.context import TurnContext
@@ -123,6 +123,15 @@ async def _download(url: str, seconds: float, api_base: str) -> bytes:
         await fetcher.aclose()
 
 
+def quota_scope(place: Place, user_id: str) -> str:
+    """Whose shared image quota a picture counts against: the server's (``<platform>:<workspace>``), or,
+    where the "workspace" is no real one (Discord DMs: ``@me`` for everyone), the user's own; else every DM
+    user would share one counter and one user could use up everyone's pictures."""
+    if place.workspace == DIRECT_WORKSPACE:
+        return f"{place.platform}:{DIRECT_WORKSPACE}:{user_tag(place.platform, user_id)}"
+    return f"{place.platform}:{place.workspace}"
+
+
 class ImageQuotas:
     """Daily image counts per user and per server, on the limit store's QUOTA script (one round trip to
     check, one to count)."""
@@ -144,7 +153,7 @@ class ImageQuotas:
                 self.store.quota("image-user", user_tag(place.platform, user_id), cfg.user_daily, window)
             )
         if cfg.workspace_daily:
-            ident = f"{place.platform}:{place.workspace}"
+            ident = quota_scope(place, user_id)
             checks.append(self.store.quota("image-workspace", ident, cfg.workspace_daily, window))
         return checks
 
@@ -156,7 +165,8 @@ class ImageQuotas:
         outcomes, _ = await self.store.run(checks)
         for o in outcomes:
             if not o.admitted:
-                whose = "your" if o.check.scope == "image-user" else "this server's"
+                mine = o.check.scope == "image-user" or turn.place.workspace == DIRECT_WORKSPACE
+                whose = "your" if mine else "this server's"
                 return f"That's {whose} {o.check.limit} images for today. More in {_duration(o.retry_ms)}."
         return None
 
