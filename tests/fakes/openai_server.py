@@ -223,6 +223,7 @@ class FakeOpenAI:
         self.moderation_behaviour: Behaviour | None = None
         self.embeddings_behaviour: Behaviour | None = None  # an Error or Hang for /v1/embeddings
         self.images_behaviour: Error | Hang | None = None  # e.g. Error(404): a server without an Images API
+        self.images_gate: asyncio.Event | None = None  # set: image requests wait for it (races in tests)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
@@ -577,6 +578,8 @@ class FakeOpenAI:
     async def _images(self, request: web.Request) -> web.Response:
         """``POST /v1/images/generations``: a small PNG made on the spot, as ``b64_json``."""
         body = await self._record(request)
+        if self.images_gate is not None:
+            await self.images_gate.wait()
         behaviour = self.images_behaviour
         if isinstance(behaviour, Hang):
             await self._hang(behaviour.seconds)
