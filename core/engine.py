@@ -44,7 +44,7 @@ from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, w
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import confirm_meta
+from core.tools.setup import SHOWN_META, WITHDRAWN, confirm_meta
 from core.types import (
     Attachment,
     CommandCall,
@@ -529,6 +529,7 @@ class Engine:
                     continue
                 if isinstance(event, ToolConfirm):
                     ctx.meta.update(confirm_meta(event))
+                    ctx.meta[SHOWN_META] = event.text  # _check makes sure it is shown exactly so
                     yield LLMDelta(event.text)
                     continue
                 yield event
@@ -540,11 +541,17 @@ class Engine:
         ctx.finish_reason = draft.finish_reason
         verdict = draft.refused or await self._check_output(ctx.turn, text, final=True)
         ctx.note(verdict)
+        shown = ctx.meta.pop(SHOWN_META, "")
         if verdict.action is Action.REFUSE:
             ctx.log.info("output_refused", category=verdict.category)
+            if shown and self.tools is not None:
+                await self.tools.withdraw(ctx.turn, ctx.meta, "reply refused")
             return ctx.refusal(verdict.category)
         if verdict.action is Action.REDACT:
             text = verdict.text
+        if shown and shown.strip() not in text and self.tools is not None:  # the question was rewritten
+            await self.tools.withdraw(ctx.turn, ctx.meta, f"question altered: {verdict.category}")
+            text += WITHDRAWN
         result = ctx.result(text, ReplyKind.ANSWER)
         if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link
             result = replace(result, citations=draft.retrieval.citations(text))

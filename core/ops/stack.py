@@ -119,7 +119,9 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             keys,
             max_len=settings.parley_queue_max,
             max_per_conversation=settings.parley_queue_max_per_conversation,
-            signer=JobSigner.from_keys(settings.parley_credentials_keys),
+            signer=JobSigner.from_keys(
+                settings.parley_credentials_keys, max_age_seconds=settings.parley_job_max_age_seconds
+            ),
         )
     shared = settings.parley_ops_port == settings.port != 0  # two 0s: two free ports
     http = OpsHttp(

@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from core.bot import BotSpec
 from core.commands import Command
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
+from core.moderation import Action, Moderator
 from core.ops.metrics import Metrics
 from core.prompt import with_tools
 from core.safety.events import EventLog
 from core.tools.audit import ToolAudit
 from core.tools.config import ToolsConfig
-from core.tools.loop import ToolConfirm, ToolLoop
-from core.tools.pending import PendingStore
+from core.tools.loop import ArgumentCheck, ToolConfirm, ToolLoop
+from core.tools.pending import PendingSigner, PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
 from core.types import CommandCall, ReplyKind, ReplyResult, Turn
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
 
 CONFIRM_META = "tool_confirm"  # ReplyResult.meta: the pending id; adapters show confirm / cancel for it
 TOOL_META = "tool_name"
+SHOWN_META = "_tool_confirm_shown"  # the question as generated; the engine pops it before the reply is built
+WITHDRAWN = (
+    "\n\n(I won't ask you to confirm that action: it could not be shown here exactly as it would run.)"
+)
 CONFIRM, CANCEL = "confirm", "cancel"
 
 
@@ -68,6 +74,17 @@ class Tools:
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
+
+    async def withdraw(self, turn: Turn, meta: dict[str, str], why: str) -> None:
+        """The reply around a proposed call could not be shown as generated: forget the call (no buttons,
+        nothing a click could run) and audit why."""
+        pending_id = meta.pop(CONFIRM_META, "")
+        tool = meta.pop(TOOL_META, "") or "unknown"
+        if pending_id:
+            await self.loop.pending.discard(pending_id)
+            await self.loop.audit.record(
+                turn, tool=tool, source="confirm", arguments="", outcome="withdrawn", detail=why
+            )
 
     async def proposed_to(self, pending_id: str) -> str:
         """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
@@ -150,20 +167,45 @@ async def open_tools(
     metrics: Metrics | None = None,
     redact: Callable[[str], str] = lambda text: text,
     redact_before_llm: bool = False,
+    signing_keys: SecretStr | None = None,
+    moderator: Moderator | None = None,
 ) -> AsyncIterator[Tools]:
     """Start the bot's MCP servers and build the loop; stops the servers on exit.
 
     ``redact`` is the profile's redactor: always applied to what is stored (pending calls, audit), and to
-    what the model sees when ``redact_before_llm`` (the strict profile)."""
+    what the model sees when ``redact_before_llm`` (the strict profile). ``signing_keys``
+    (``PARLEY_CREDENTIALS_KEYS``) MAC the pending calls, so a Redis writer cannot change what a click runs.
+    ``moderator``'s output check runs over a proposed call's arguments: one it would change is refused (the
+    user must see exactly what would run)."""
     registry = ToolRegistry(config, tools)
     async with registry:
         loop = ToolLoop(
             llm,
             registry,
-            pending=PendingStore(client, keys, ttl_seconds=config.confirm_ttl_seconds),
+            pending=PendingStore(
+                client,
+                keys,
+                ttl_seconds=config.confirm_ttl_seconds,
+                signer=PendingSigner.from_keys(signing_keys),
+            ),
             audit=ToolAudit(events=events, metrics=metrics, redact=redact),
             redact_model=redact if redact_before_llm else (lambda text: text),
             redact_store=redact,
             redis=client,
+            check_arguments=argument_check(moderator) if moderator is not None else None,
         )
         yield Tools(registry, loop)
+
+
+def argument_check(moderator: Moderator) -> ArgumentCheck:
+    """Output moderation as a judge of a proposed call's shown arguments: any change is a refusal."""
+
+    async def check(turn: Turn, shown: str) -> str:
+        verdict = await moderator.check_output(turn, shown, final=True)
+        if verdict.action is Action.REFUSE:
+            return verdict.category or "refused"
+        if verdict.action is Action.REDACT and verdict.text != shown:
+            return verdict.category or "redacted"
+        return ""
+
+    return check
