@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -61,6 +62,20 @@ class SlackSettings(BaseSettings):
     slack_handoff_channel: str | None = None  # overrides [slack] handoff_channel
     # overrides [slack] moderators_channel
     slack_moderators_channel: str | None = Field(default=None, pattern=CHANNEL_ID)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _plain_url(cls, url: str) -> str:
+        # aiohttp refuses credentials in a URL beside the token's Authorization header (a traceback in
+        # `parley check`), and a password there would be printed with every error: refuse it up front.
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "credentials in the URL (user:password@) are not supported: Slack uses the tokens"
+            )
+        return url
 
 
 class Mode(enum.StrEnum):

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, SecretStr
+from typing import TYPE_CHECKING
 
 from core.console.app import Console
 from core.console.auth import ConsoleAuth
@@ -14,12 +11,12 @@ from core.console.reads import ConsoleReads
 from core.console.settings import ConsoleSettings
 from core.console.stats import DailyStats
 from core.console.stats import build_stats as stats_for
+from core.safety.mask import masked_settings
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
 
 PREFIX = "/console"
-_SECRET_WORDS = ("key", "token", "secret", "password", "redis_url")
 
 
 def build_stats(rt: Runtime, settings: ConsoleSettings) -> DailyStats:
@@ -27,29 +24,12 @@ def build_stats(rt: Runtime, settings: ConsoleSettings) -> DailyStats:
     return stats_for(rt.redis, rt.keys, rt.bot, rt.settings, settings)
 
 
-def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, SecretStr):
-        out[prefix] = "********" if value.get_secret_value() else ""
-    elif isinstance(value, BaseModel):
-        _flat(prefix, {k: getattr(value, k) for k in type(value).model_fields}, out)
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            _flat(f"{prefix}.{key}" if prefix else str(key), inner, out)
-    else:
-        masked = any(word in prefix.lower() for word in _SECRET_WORDS) and value not in (None, "")
-        out[prefix] = "********" if masked else str(value)
-
-
 def effective_config(rt: Runtime, settings: ConsoleSettings) -> dict[str, dict[str, str]]:
     """Every setting as text, secrets masked (a secret is never sent to the browser)."""
     sections: dict[str, dict[str, str]] = {}
     for name, model in (("process (environment)", rt.settings), ("console", settings)):
-        out: dict[str, str] = {}
-        _flat("", model, out)
-        sections[name] = out
-    bot: dict[str, str] = {}
-    _flat("", rt.bot.config, bot)
-    sections[f"bot {rt.bot.name} (bot.toml)"] = bot
+        sections[name] = masked_settings(model)
+    sections[f"bot {rt.bot.name} (bot.toml)"] = masked_settings(rt.bot.config)
     sections["personas"] = {
         name: f"model {p.model or rt.settings.openai_model}, temperature {p.temperature}"
         for name, p in rt.bot.personas.items()

@@ -28,6 +28,7 @@ from core.safety.events import Decision, EventLog
 from core.safety.forget import Forgetter, Forgotten
 from core.safety.gate import AccessPolicy, Admission, LimitPolicy
 from core.safety.limits import LimitStore, Window
+from core.safety.mask import mask_url
 from core.safety.profiles import Profile, resolve_profile
 from core.safety.redact import PIIRedactor, build_redactor
 from core.safety.rules import LocalRules
@@ -72,7 +73,8 @@ class Safety:
             await self.endpoint.scores(f"parley check {secrets.token_hex(4)}")
         except ModerationUnavailable as exc:
             effect = "every message is refused" if p.on_error == "closed" else "messages pass unchecked"
-            return [f"moderation endpoint at {self.endpoint.base_url}: {exc} ({effect} until it answers)"]
+            where = mask_url(self.endpoint.base_url)
+            return [f"moderation endpoint at {where}: {exc} ({effect} until it answers)"]
         return []
 
     async def forget(self, platform: str, user_id: str) -> Forgotten:
