@@ -14,7 +14,7 @@ from core.keys import KeySpace
 from core.llm import LLM
 from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM, SharedCircuit
 from core.ops.delivery import Deliveries
-from core.ops.http import EdgeLimits, OpsHttp
+from core.ops.http import EdgeLimits, OpsHttp, parse_networks
 from core.ops.jobs import JobSigner
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
@@ -134,6 +134,8 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             keepalive=settings.parley_http_keepalive,
             body_timeout=settings.parley_http_body_timeout,
             max_connections=settings.parley_http_max_connections,
+            max_per_peer=settings.parley_http_max_connections_per_peer,
+            trusted_proxies=parse_networks(settings.parley_http_trusted_proxies),
         ),
     )
 
