@@ -218,7 +218,8 @@ def card_ok(value: str) -> bool:
 class CardDetector:
     """Payment cards: 13-19 digits passing :func:`card_ok`. An ungrouped run is left alone when it is part
     of a bigger token (a URL, a mention ``<@...>``, ``#...``) or follows an identifier's label (``id``,
-    ``message``, ``order`` ...): platform ids are such runs. A grouped number is a card whatever precedes it."""
+    ``message``, ``order`` ...): platform ids are such runs. A grouped number is a card whatever precedes
+    it."""
 
     kind = "card"
     _candidate = re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])")
