@@ -41,6 +41,7 @@ from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.personas import Persona
 from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, with_tools
+from core.safety.attached import moderated_images
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
@@ -411,6 +412,15 @@ class Engine:
             ctx.log.info("input_refused", category=verdict.category)
             yield ReplyDone(ctx.refusal(verdict.category))
             return
+        if ctx.turn.images:  # file names and alt texts reach the model and memory too: judged like text
+            refs, judged = await moderated_images(self.safety.moderator, ctx.turn)
+            if judged is not None:
+                ctx.note(judged)
+                if judged.action is Action.REFUSE:
+                    ctx.log.info("input_refused", category=judged.category, part="image_text")
+                    yield ReplyDone(ctx.refusal(judged.category))
+                    return
+                ctx.turn = replace(ctx.turn, images=refs)
         user_text = (
             self.safety.redactor.redact(verdict.text) if self.safety.redact_before_llm else verdict.text
         )
@@ -607,7 +617,8 @@ class Engine:
                 yield event
             return
         text = "".join(shown)
-        if command.remember:
+        # A handler that answered as a plain command (ctx.kind COMMAND: a usage line) made no conversation.
+        if command.remember and ctx.kind is not ReplyKind.COMMAND:
             verdict = await self._check_output(ctx.turn, text, final=True)
             ctx.note(verdict)
             if verdict.action is Action.REFUSE:
@@ -654,10 +665,11 @@ class Engine:
         messages = [
             m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
         ]
+        stored = sum(len(m.text.encode()) for m in messages)  # into the stored-bytes budgets
         stats = self.stats if result is not None else None
 
         def also(pipe: Any) -> None:
-            ctx.admission.queue_write(pipe, ctx.usage.total)
+            ctx.admission.queue_write(pipe, ctx.usage.total, stored)
             if stats is not None and result is not None:
                 stats.queue(pipe, ctx.turn, result, time.perf_counter() - ctx.stats.started)
 
