@@ -127,6 +127,7 @@ def tool_command(tools: Tools) -> Command:
     async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         words = call.args.split()
         if len(words) != 2 or words[0] not in (CONFIRM, CANCEL):
+            ctx.kind = ReplyKind.COMMAND  # not conversation: neither the junk nor the usage line is kept
             yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
             return
         ctx.kind = ReplyKind.ANSWER
