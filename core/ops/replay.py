@@ -12,6 +12,7 @@ admin rights included. :meth:`JobGuard.admit` refuses
 
 Both checks apply with signing keys only (production): without them items are not authenticated at all,
 and a nonce would prove nothing. A refusal is logged and recorded in the safety events under its name.
+An item queued by a version without nonces (during a rolling upgrade) is run if fresh.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from core.ops.jobs import Job
 
 log = structlog.get_logger("parley.queue")
 
-EXPIRED, REPLAYED, NO_NONCE = "job_expired", "job_replayed", "job_without_nonce"
+EXPIRED, REPLAYED = "job_expired", "job_replayed"
 RUNNING, DONE = "run", "done"
 
 
@@ -51,8 +52,9 @@ class JobGuard:
         now = time.time() if now is None else now
         if now - job.enqueued_at > self.max_age:
             return EXPIRED
-        if not job.nonce:
-            return NO_NONCE
+        if not job.nonce:  # queued by a version before nonces (a rolling upgrade): fresh is all we can ask
+            log.warning("job_without_nonce", turn_id=job.turn.turn_id)
+            return ""
         key = self.key(job.nonce)
         ttl = max(1, int(self.max_age) + 1)
         try:
