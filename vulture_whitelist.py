@@ -84,6 +84,7 @@ _.waiting
 # --- Read only by tests/ and the benchmarks ---
 _.record_vote  # DailyStats: tests/console/test_stats.py (Slack votes ride on its own pipeline: queue_vote)
 _.collect  # Engine.collect: tests/scale/test_breaker.py, tests/bench/core_bench.py
+CollectingDelivery  # adapters/common/collect.py: the engine tests' delivery (tests/core)
 _.flag_notices  # SlackDelivery: tests/slack/test_flags.py
 _.exact  # TokenCounter: tests/core/test_prompt.py
 _.job_id  # Job: tests/scale/helpers.py

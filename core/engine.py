@@ -45,10 +45,13 @@ from core.safety.attached import moderated_images
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import SHOWN_META, WITHDRAWN, confirm_meta
+from core.tools.setup import WITHDRAWN, confirm_request, question_text
 from core.types import (
     Attachment,
+    Choice,
     CommandCall,
+    ConfirmRequest,
+    Notice,
     ReplyDelta,
     ReplyDone,
     ReplyEvent,
@@ -79,7 +82,7 @@ FOLD_LOCK_SECONDS = 120
 
 
 def _flag_of(verdict: Verdict) -> str:
-    """A flagged verdict's category: adapters post it to the moderators' channel (``meta["flag"]``)."""
+    """A flagged verdict's category: deliveries post it to the moderators' channel (``ReplyResult.flag``)."""
     return verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
 
 
@@ -105,13 +108,18 @@ class TurnContext:
     fence: Fence | None = None  # the conversation lock's lease the final write must still hold
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)  # diagnostics (logs, metrics); tools' flags
     ephemeral: bool = False
     kind: ReplyKind | None = None
     stats: StatsMark = field(default_factory=StatsMark)
     images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
     attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
-    choices: tuple[str, ...] = ()  # buttons under the reply: "round:n:label" (/story)
+    choices: tuple[Choice, ...] = ()  # buttons under the reply (/story)
+    confirm: ConfirmRequest | None = None  # a proposed tool call waiting for the asker's yes or no
+    notices: list[Notice] = field(default_factory=list)  # words beside the reply, with their audience
+    handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
+    flag: str = ""  # moderation flagged the turn: the category
+    retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
 
     @property
     def bot(self) -> BotSpec:
@@ -123,7 +131,7 @@ class TurnContext:
 
     def note(self, verdict: Verdict) -> None:
         if flag := _flag_of(verdict):
-            self.meta["flag"] = flag
+            self.flag = flag
 
     def result(self, text: str, kind: ReplyKind, **extra: Any) -> ReplyResult:
         return ReplyResult(
@@ -137,6 +145,11 @@ class TurnContext:
             meta=extra.pop("meta", dict(self.meta)),
             attachments=extra.pop("attachments", tuple(self.attachments)),
             choices=extra.pop("choices", self.choices),
+            confirm=extra.pop("confirm", self.confirm),
+            notices=extra.pop("notices", tuple(self.notices)),
+            handoff=extra.pop("handoff", self.handoff or self.meta.get("handoff") == "requested"),
+            flag=extra.pop("flag", self.flag),
+            retire=extra.pop("retire", self.retire),
         )
 
     def refusal(self, category: str) -> ReplyResult:
@@ -436,7 +449,7 @@ class Engine:
             seen = await self.media.vision.see(ctx.turn, ctx.persona)
             user_text = f"{user_text}\n{seen.note}".strip()  # memory keeps a reference, never the bytes
             if seen.flag:
-                ctx.meta["flag"] = seen.flag
+                ctx.flag = seen.flag
             if seen.reply and (seen.reason != "no_vision" or not ctx.turn.text.strip()):
                 ctx.meta["reason"] = seen.reason
                 if seen.reason == "image_refused":
@@ -524,8 +537,8 @@ class Engine:
 
     async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
         """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
-        A proposed side-effecting call ends the reply with its question; ``ctx.meta`` carries its id for the
-        adapters' confirm / cancel buttons, and any flags tools set (e.g. handoff)."""
+        A proposed side-effecting call ends the reply with its question; ``ctx.confirm`` carries it for the
+        deliveries' confirm / cancel buttons; ``ctx.meta`` any flags tools set (e.g. handoff)."""
         tools = self.tools
         if tools is None or not tools.offers(ctx.turn):
             async with aclosing(self.llm.stream(request)) as plain:
@@ -538,8 +551,7 @@ class Engine:
                 if isinstance(event, ToolEvent):
                     continue
                 if isinstance(event, ToolConfirm):
-                    ctx.meta.update(confirm_meta(event))
-                    ctx.meta[SHOWN_META] = event.text  # _check makes sure it is shown exactly so
+                    ctx.confirm = confirm_request(event)  # _check makes sure its question is shown as is
                     yield LLMDelta(event.text)
                     continue
                 yield event
@@ -551,16 +563,18 @@ class Engine:
         ctx.finish_reason = draft.finish_reason
         verdict = draft.refused or await self._check_output(ctx.turn, text, final=True)
         ctx.note(verdict)
-        shown = ctx.meta.pop(SHOWN_META, "")
+        asked = ctx.confirm
         if verdict.action is Action.REFUSE:
             ctx.log.info("output_refused", category=verdict.category)
-            if shown and self.tools is not None:
-                await self.tools.withdraw(ctx.turn, ctx.meta, "reply refused")
+            if asked is not None and self.tools is not None:
+                await self.tools.withdraw(ctx.turn, asked, "reply refused")
             return ctx.refusal(verdict.category)
         if verdict.action is Action.REDACT:
             text = verdict.text
-        if shown and shown.strip() not in text and self.tools is not None:  # the question was rewritten
-            await self.tools.withdraw(ctx.turn, ctx.meta, f"question altered: {verdict.category}")
+        if asked is not None and self.tools is not None and question_text(asked) not in text:
+            # The final moderation rewrote the question: what would run is not what is shown. No buttons.
+            await self.tools.withdraw(ctx.turn, asked, f"question altered: {verdict.category}")
+            ctx.confirm = None
             text += WITHDRAWN
         result = ctx.result(text, ReplyKind.ANSWER)
         if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link

@@ -2,14 +2,16 @@
 
     /story <idea>      the storyteller writes part 1 and ends with numbered choices (buttons where the
                        platform has them); in a channel a vote opens for ``vote_seconds``
-    /story <n>         a vote for choice n (a button click is the same); in a DM or the terminal: go on now
+    /story <n>         a vote for choice n; in a DM or the terminal: go on now. A button click is the same
+                       with the story's id and round (``core.clicks.vote_call``): a click on a closed round
+                       or on another story is answered privately and changes nothing
     (window closes)    one replica claims the round (ZREM on the due set), tallies, continues the story
     /story end         a short recap, and the story is closed
 
 Everything lives in Redis, so a story survives restarts and any replica can close a round:
 
-    {conv}:story                  hash: round, parts (JSON), choices (JSON), deadline (ms), job (the turn
-                                  and route a continuation is sent with)
+    {conv}:story                  hash: id, round, parts (JSON), choices (JSON), deadline (ms), job (the
+                                  turn and route a continuation is sent with)
     {conv}:story:votes:<round>    hash: voter tag -> choice (one entry per person: a second click re-votes)
     story:due                     sorted set: (conversation, round) by deadline, claimed by ZREM
 """
@@ -35,7 +37,7 @@ from core.keys import KeySpace
 from core.llm import ChatMessage
 from core.ops.jobs import Job, Route, decode_job, decode_place, encode_job, encode_place
 from core.safety.limits import user_tag
-from core.types import Attachment, CommandCall, Place, Turn
+from core.types import Attachment, Choice, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
@@ -71,6 +73,7 @@ class StoryState:
     deadline_ms: int  # when the current vote closes (0: no vote open)
     job: str  # the encoded turn a continuation is dispatched with (its route is resolved then)
     voting: bool  # a channel story: players vote; in a DM or the terminal the next pick goes on at once
+    id: str = ""  # the story's own id: its buttons carry it (a click on another story changes nothing)
 
 
 def parse_choices(text: str) -> tuple[str, list[str]]:
@@ -118,6 +121,7 @@ class StoryStore:
             int(raw.get("deadline", "0")),
             raw.get("job", ""),
             raw.get("voting", "0") == "1",
+            raw.get("id", ""),
         )
 
     async def save(self, place: Place, state: StoryState) -> None:
@@ -135,6 +139,7 @@ class StoryStore:
                         "deadline": state.deadline_ms,
                         "job": state.job,
                         "voting": int(state.voting),
+                        "id": state.id,
                     },
                 )
                 pipe.expire(key, self._ttl)
@@ -291,6 +296,7 @@ async def branching_story(ctx: TurnContext, call: CommandCall, store: StoryStore
             return  # already continued (or ended) elsewhere: nothing to say
         choice, voters = await store.tally(place, state.round)
         ctx.meta["story_voters"] = str(voters)
+        ctx.retire = ("story",)
         async for delta in _continue(ctx, store, state, choice, voters=voters):
             yield delta
         return
@@ -299,8 +305,13 @@ async def branching_story(ctx: TurnContext, call: CommandCall, store: StoryStore
             yield "There is no story going on here. Start one with /story <idea>."
             return
         await store.end(place, state)
+        ctx.retire = ("story",)
         async for delta in _recap(ctx, state):
             yield delta
+        return
+    if "story" in call.options and not _open_for(state, call):  # a button of a closed round, another story
+        ctx.ephemeral = True  # the clicker's alone, like a vote's answer
+        yield STALE_CLICK
         return
     if words.isdigit() and state is not None:
         choice = int(words)
@@ -308,6 +319,7 @@ async def branching_story(ctx: TurnContext, call: CommandCall, store: StoryStore
             if not 1 <= choice <= len(state.choices):
                 yield f"Pick a number from 1 to {len(state.choices)}."
                 return
+            ctx.retire = ("story",)
             async for delta in _continue(ctx, store, state, choice, voters=1):
                 yield delta
             return
@@ -320,16 +332,26 @@ async def branching_story(ctx: TurnContext, call: CommandCall, store: StoryStore
         return
     if state is not None:
         await store.end(place, state)  # a new story replaces the old one
+        ctx.retire = ("story",)
     voting = place.workspace not in {"@me", "local"} and not place.channel.startswith("D")
     genre = call.options.get("genre", "any").lower()
     opening = f"The players' idea (a theme, not instructions): {words}"
     opening += "" if genre == "any" else f"\nGenre: {genre}."
     job = encode_job(Job(replace(ctx.turn, images=()), Route(place.platform)))
-    new = StoryState(0, [], [], 0, job, voting)
+    new = StoryState(0, [], [], 0, job, voting, uuid.uuid4().hex[:12])
     if ctx.bot.config.story.cover:
         await _cover(ctx, words)
     async for delta in _write(ctx, store, new, opening):
         yield delta
+
+
+def _open_for(state: StoryState | None, call: CommandCall) -> bool:
+    """Is the round a button names the story's open one?"""
+    options = call.options
+    return state is not None and state.id == options["story"] and str(state.round) == options.get("round")
+
+
+STALE_CLICK = "That vote has closed: those buttons belong to an earlier part or another story."
 
 
 def _vote_answer(counted: int, state: StoryState, choice: int) -> str:
@@ -384,9 +406,11 @@ async def _write(
         yield "\n\n*The end.*"
         return
     deadline = int(time.time() * 1000 + cfg.vote_seconds * 1000) if voting else 0
-    new = StoryState(state.round + 1, [*state.parts, redacted], choices, deadline, state.job, voting)
+    new = StoryState(
+        state.round + 1, [*state.parts, redacted], choices, deadline, state.job, voting, state.id
+    )
     await store.save(ctx.turn.place, new)
-    ctx.choices = tuple(f"{new.round}:{i}:{c}" for i, c in enumerate(choices, 1))
+    ctx.choices = tuple(Choice(new.id, new.round, i, c) for i, c in enumerate(choices, 1))
     yield _render_choices(choices, voting, cfg.vote_seconds)
 
 
@@ -395,7 +419,7 @@ async def _cover(ctx: TurnContext, idea: str) -> None:
     media = ctx.engine.media
     if media is None:
         return
-    if ctx.meta.get("flag"):  # a flagged idea is never sent to the Images API
+    if ctx.flag:  # a flagged idea is never sent to the Images API
         return
     try:
         held = await media.quotas.reserve(ctx.turn)

@@ -2,12 +2,12 @@
 
 Adapters build a :class:`Turn` from a platform event; the engine answers with a stream of
 :data:`ReplyEvent` values: text deltas, an occasional whole-text replacement (when output moderation
-takes back what was shown), and one final :class:`ReplyDone`.
+takes back what was shown), and one final :class:`ReplyDone`. The reply's types live in :mod:`core.reply`
+(the one contract between the engine and every delivery); they are re-exported here for old imports.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 import uuid
 from collections.abc import Mapping
@@ -72,16 +72,6 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Attachment:
-    """A file a reply carries (a generated image): the Delivery uploads it beside the reply's text."""
-
-    filename: str
-    mime: str
-    data: bytes = field(repr=False)
-    title: str = ""  # alt text / file title; never the prompt's raw text in logs
-
-
-@dataclass(frozen=True, slots=True)
 class Turn:
     """One incoming user message, platform-neutral."""
 
@@ -97,82 +87,43 @@ class Turn:
     images: tuple[ImageRef, ...] = ()  # image attachments (vision personas see them)
 
 
-class ReplyKind(enum.StrEnum):
-    ANSWER = "answer"  # the LLM answered
-    COMMAND = "command"  # a command answered
-    REFUSAL = "refusal"  # moderation or a limit refused the turn
-    ERROR = "error"  # something failed; the text is the persona's apology
-    IGNORED = "ignored"  # nothing to show (duplicate delivery, unaddressed message, paused thread)
+# The reply contract, re-exported: most modules import these from here.
+from core.reply import (  # noqa: E402
+    Attachment,
+    Audience,
+    Choice,
+    Citation,
+    ConfirmRequest,
+    Notice,
+    ReplyDelta,
+    ReplyDone,
+    ReplyEvent,
+    ReplyKind,
+    ReplyNotice,
+    ReplyReplace,
+    ReplyResult,
+    Usage,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    """A source the reply cites as ``[number]`` (a knowledge-base page); adapters render it as a link."""
-
-    number: int
-    title: str
-    url: str = ""  # empty: a local document with no public address (the title alone is shown)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyResult:
-    """What the engine concluded about a turn."""
-
-    turn_id: str
-    kind: ReplyKind
-    text: str
-    persona: str = ""
-    finish_reason: str = ""
-    usage: Usage = field(default_factory=Usage)
-    ephemeral: bool = False  # only the asker should see it (Slack ephemeral, Discord ephemeral followup)
-    meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # bot-specific flags, e.g. handoff
-    citations: tuple[Citation, ...] = ()  # knowledge-base sources the reply cites, in number order
-    attachments: tuple[Attachment, ...] = ()  # files to upload with the reply (``/imagine``)
-    choices: tuple[str, ...] = ()  # "round:n:label": buttons a platform shows under the reply (``/story``)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyDelta:
-    """More text to append to what has been shown."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyReplace:
-    """Everything shown so far must be replaced by ``text`` (output moderation took it back)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyNotice:
-    """A word to the user beside the reply, not part of it (e.g. "lots of people are talking to me: about
-    two minutes"). Shown as its own short message; never stored, never folded into the reply's text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyDone:
-    """The last event of every reply stream."""
-
-    result: ReplyResult
-
-
-ReplyEvent = ReplyDelta | ReplyReplace | ReplyNotice | ReplyDone
+__all__ = [
+    "DIRECT_WORKSPACE",
+    "Attachment",
+    "Audience",
+    "Author",
+    "Choice",
+    "Citation",
+    "CommandCall",
+    "ConfirmRequest",
+    "ImageRef",
+    "Notice",
+    "Place",
+    "ReplyDelta",
+    "ReplyDone",
+    "ReplyEvent",
+    "ReplyKind",
+    "ReplyNotice",
+    "ReplyReplace",
+    "ReplyResult",
+    "Turn",
+    "Usage",
+]

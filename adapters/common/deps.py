@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -18,7 +18,7 @@ from core.credentials import CredentialBox
 from core.keys import KeySpace
 from core.ops.delivery import Dispatcher
 from core.ops.http import OpsHttp
-from core.types import Turn
+from core.types import Place, Turn
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -34,8 +34,11 @@ class EdgeDeps:
     resume: Callable[[Turn], Awaitable[None]]  # a person hands a paused conversation back to the bot
     redact: Callable[[str], str] | None  # the PII redactor, for what adapters show moderators
     http: OpsHttp  # HTTP routes and readiness checks on the runtime's server
-    # Who a proposed tool call waits for ('' when gone): confirm buttons go only when that user clicks.
-    proposed_to: Callable[[str], Awaitable[str]] | None = None
+    # (pending id, the click as a turn) -> what a click on a proposed call's buttons is told privately, ""
+    # when it may go ahead (then the buttons go). None: the bot has no tools.
+    click_refusal: Callable[[str, Turn], Awaitable[str]] | None = None
+    # (pipeline, place, vote, previous): a 👍/👎 on the console's daily aggregates, in the caller's pipeline.
+    count_vote: Callable[[Any, Place, str, str | None], None] | None = None
     # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).
     box: CredentialBox = field(default_factory=lambda: CredentialBox(()))
 
@@ -50,6 +53,7 @@ class EdgeDeps:
             resume=rt.engine.resume,
             redact=rt.safety.redactor.redact if rt.safety is not None else None,
             http=rt.ops.http,
-            proposed_to=rt.tools.proposed_to if rt.tools is not None else None,
+            click_refusal=rt.tools.click_refusal if rt.tools is not None else None,
+            count_vote=rt.stats.queue_vote if rt.stats is not None else None,
             box=rt.settings.credential_box(),
         )

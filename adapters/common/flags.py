@@ -1,11 +1,10 @@
 """The moderators' report of a flagged turn, platform-neutral. Pure but for :class:`WarnOnce`.
 
-The engine puts ``meta["flag"] = <category>`` in a turn's result when moderation flags its input or its
+The engine puts the category in a turn's result (``ReplyResult.flag``) when moderation flags its input or its
 output. :func:`flag_report` turns that into one :class:`FlagReport`: the facts every platform shows (category,
 outcome, turn, who, an excerpt of the user's words, redacted *then* cut to :data:`EXCERPT_CHARS`). Each
 adapter only renders it as plain, mention-safe text in its own markup and adds where it happened
-(``adapters.slack.flags``, ``adapters.discord.notice``).
-"""
+(``adapters.slack.flags``, ``adapters.discord.notice``)."""
 
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ def excerpt(text: str, redact: Callable[[str], str] | None = None, *, limit: int
 
 def flag_report(turn: Turn, result: ReplyResult, redact: Callable[[str], str] | None) -> FlagReport | None:
     """The report for a flagged turn; None when there is nothing to report (not flagged, or ignored)."""
-    category = result.meta.get("flag", "")
+    category = result.flag
     if not category or result.kind is ReplyKind.IGNORED:
         return None
     return FlagReport(

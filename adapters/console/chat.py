@@ -4,8 +4,12 @@ Interactive on a terminal (the reply streams as it is written); scripted when st
 input line is one user message and the process ends at end of input. ``--jsonl`` prints one JSON object per
 reply so the chat can be driven by another program.
 
-When the bot proposes a side-effecting tool call (``meta["tool_confirm"]``), it asks ``Run it? [y/n]`` and the
-next line answers: ``y``/``yes`` confirms, anything else cancels (as a ``/tool confirm|cancel`` turn).
+When the bot proposes a side-effecting tool call (``ReplyResult.confirm``), it asks ``Run it? [y/n]`` and
+the next line answers: ``y``/``yes`` confirms, anything else cancels (as a ``/tool confirm|cancel`` turn).
+
+The reply is shown by :class:`ConsoleDelivery`, the terminal's steps of the one delivery path
+(:mod:`adapters.common.deliver`): the text streams, files are saved under the files folder, a handoff and
+notices are bracketed lines.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from pathlib import Path
 from typing import TextIO
 
 from adapters.common.citations import sources_plain
+from adapters.common.deliver import HANDOFF_TEXT, ReplyDelivery, Shown
 from core.bot import BotSpec
+from core.clicks import confirm_call
+from core.ops.jobs import Job, Route
 from core.reply import ReplyFold
-from core.tools.setup import confirm_call, confirm_id
 from core.types import (
     Attachment,
     Author,
     CommandCall,
+    ConfirmRequest,
     Place,
     ReplyDelta,
     ReplyEvent,
+    ReplyKind,
     ReplyNotice,
     ReplyReplace,
     ReplyResult,
@@ -60,6 +68,60 @@ def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], s
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
+class ConsoleDelivery(ReplyDelivery[None]):
+    """The terminal's steps: it has one place to write, so the target is None."""
+
+    platform = "console"
+
+    def __init__(self, chat: ConsoleChat) -> None:
+        super().__init__()
+        self._chat = chat
+        self.saved: list[str] = []  # this reply's files, where they were saved
+
+    async def target(self, job: Job) -> None:
+        return None
+
+    async def text(self, job: Job, target: None, events: AsyncIterator[ReplyEvent]) -> Shown:
+        chat, opt = self._chat, self._chat._opt
+        streaming = not opt.jsonl
+        fold = ReplyFold()
+        async for event in events:
+            fold.add(event)
+            if streaming and isinstance(event, ReplyDelta):
+                chat._write(event.text)
+            elif streaming and isinstance(event, ReplyNotice):
+                chat._write(f"[{event.text}] ")
+            elif streaming and isinstance(event, ReplyReplace):
+                chat._write(f"\n[replaced] {event.text}")
+        result, shown = fold.outcome(), fold.shown
+        if streaming:
+            if result.text and not shown:
+                chat._write(result.text + "\n")
+            elif shown:
+                chat._write("\n")
+            if result.citations:
+                chat._write(sources_plain(result.citations) + "\n")
+        return Shown(result)
+
+    async def say(self, job: Job, target: None, text: str, *, private: bool = False) -> None:
+        if not self._chat._opt.jsonl:  # the JSON line carries everything in --jsonl
+            self._chat._write(f"[{text}]\n")
+
+    async def files(self, job: Job, target: None, shown: Shown, files: tuple[Attachment, ...]) -> None:
+        self.saved = await self._chat._save(files)
+        for path in self.saved:
+            await self.say(job, target, f"image saved: {path}")
+
+    async def confirm(self, job: Job, target: None, shown: Shown, question: ConfirmRequest) -> None:
+        """Interactive: the chat loop asks ``Run it? [y/n]``; scripted, the prompt is written here."""
+        opt = self._chat._opt
+        if not opt.interactive and not opt.jsonl:
+            self._chat._write(CONFIRM_PROMPT + "\n")
+
+    async def handoff(self, job: Job, target: None, shown: Shown) -> None:
+        await self.say(job, target, HANDOFF_TEXT)
+
+
 class ConsoleChat:
     def __init__(
         self,
@@ -77,6 +139,7 @@ class ConsoleChat:
         self._out = stdout or sys.stdout
         self._place = Place("console", "local", options.user_id, options.conversation)
         self._author = Author(options.user_id, options.user_name, is_admin=True)  # it's your own terminal
+        self._delivery = ConsoleDelivery(self)
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -107,37 +170,18 @@ class ConsoleChat:
                 continue
             else:
                 result = await self.say(line)
-            pending = confirm_id(result)
+            pending = result.question.id if result.question is not None else ""
 
     async def say(self, text: str, *, command: CommandCall | None = None) -> ReplyResult:
         turn = Turn(author=self._author, place=self._place, text=text, command=command)
-        streaming = not self._opt.jsonl
-        if streaming and self._opt.interactive:
+        if not self._opt.jsonl and self._opt.interactive:
             self._write(f"{self._bot.config.display_name}: ")
-        fold = ReplyFold()
-        async for event in self._reply(turn):
-            fold.add(event)
-            if streaming and isinstance(event, ReplyDelta):
-                self._write(event.text)
-            elif streaming and isinstance(event, ReplyNotice):
-                self._write(f"[{event.text}] ")
-            elif streaming and isinstance(event, ReplyReplace):
-                self._write(f"\n[replaced] {event.text}")
-        result, shown = fold.outcome(), fold.shown
-        saved = await self._save(result.attachments)
+        self._delivery.saved = []
+        shown = await self._delivery.show(Job(turn, Route("console")), self._reply(turn))
+        result = shown or ReplyResult(turn.turn_id, ReplyKind.ERROR, "")
         if self._opt.jsonl:
+            saved = self._delivery.saved
             self._write(json.dumps({**_as_json(result), "files": saved}, ensure_ascii=False) + "\n")
-            return result
-        if result.text and not shown:
-            self._write(result.text + "\n")
-        elif shown:
-            self._write("\n")
-        if confirm_id(result) and not self._opt.interactive and not self._opt.jsonl:
-            self._write(CONFIRM_PROMPT + "\n")
-        if result.citations and not self._opt.jsonl:
-            self._write(sources_plain(result.citations) + "\n")
-        for path in saved:
-            self._write(f"[image saved: {path}]\n")
         return result
 
     async def _save(self, attachments: tuple[Attachment, ...]) -> list[str]:
@@ -167,6 +211,14 @@ def _as_json(result: ReplyResult) -> dict[str, object]:
             "completion_tokens": result.usage.completion_tokens,
         },
         "turn_id": result.turn_id,
-        "meta": dict(result.meta),
+        "confirm": (
+            {"id": result.question.id, "tool": result.question.tool, "arguments": result.question.arguments}
+            if result.question is not None
+            else None
+        ),
+        "choices": [{"number": c.number, "label": c.label} for c in result.choices],
+        "notices": [{"text": n.text, "audience": n.audience.value} for n in result.notices],
+        "handoff": result.handoff,
+        "flag": result.flag,
         "citations": [{"number": c.number, "title": c.title, "url": c.url} for c in result.citations],
     }

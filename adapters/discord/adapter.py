@@ -54,6 +54,7 @@ from adapters.discord.translate import (
     turn_from_interaction,
     turn_from_message,
 )
+from core.clicks import pending_of, vote_call
 from core.errors import ConfigError, ParleyError
 from core.tasks import TaskOwner
 from core.types import Place, Turn
@@ -347,15 +348,16 @@ class DiscordAdapter:
         self._spawn(self._accept_interaction(interaction, turn, received), turn, "interaction")
 
     def _on_click(self, interaction: discord.Interaction[discord.Client]) -> None:
-        """A story choice's button: the same turn as ``/story <n>`` (a vote, answered privately)."""
+        """A story choice's button: ``/story <n>`` for its story and round (a vote, answered privately; a
+        button of a closed round or another story changes nothing)."""
         data: Mapping[str, object] = interaction.data or {}
         choice = story_vote(str(data.get("custom_id", "")))
         if choice is None or "story" not in self._deps.commands:
             return
         received = time.time()
-        view = dataclasses.replace(
-            interaction_view(interaction), command="story", options=(("prompt", choice),)
-        )
+        call = vote_call(choice)
+        options = (("prompt", call.args), *call.options.items())
+        view = dataclasses.replace(interaction_view(interaction), command="story", options=options)
         turn = turn_from_interaction(view, args_option="prompt")
         self._spawn(self._accept_interaction(interaction, turn, received, private=True), turn, "click")
 
@@ -463,23 +465,27 @@ class DiscordAdapter:
             tlog.exception("discord_turn_failed", error=type(exc).__name__)
 
     async def _accept_tool_click(self, interaction: discord.Interaction[discord.Client], turn: Turn) -> None:
-        """Take the buttons off (Discord's "update message" answer, within its 3 s), then answer the click in
-        the channel like a message."""
+        """Someone else's click, or one on an answered question, is told why in an ephemeral answer and
+        goes no further (the buttons stay for the right person). The asker's click takes the buttons off
+        (Discord's "update message" answer, within its 3 s), then is answered in the channel."""
         tlog = self.log.bind(**self._context(turn))
-        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
+        pending_id = pending_of(turn.command)[1] if turn.command is not None else ""
         try:
-            proposed_to = self._deps.proposed_to
-            owner = await proposed_to(pending_id) if proposed_to is not None else ""
+            check = self._deps.click_refusal
+            refusal = await check(pending_id, turn) if check is not None else ""
         except (ParleyError, RedisError) as exc:
             tlog.warning("discord_tool_owner_unknown", error=type(exc).__name__)
-            owner = ""
+            refusal = ""  # the core checks again when it resumes the call
         try:
-            if owner == turn.author.id:
-                await interaction.response.edit_message(view=None)  # answered: the buttons go
-            else:
-                await interaction.response.defer()  # someone else's question: the buttons stay
+            if refusal:
+                await interaction.response.send_message(refusal, ephemeral=True)
+                tlog.info("discord_tool_click_refused")
+                return
+            await interaction.response.edit_message(view=None)  # answered: the buttons go
         except discord.HTTPException as exc:
             tlog.warning("discord_tool_click_ack_failed", status=exc.status, code=exc.code)
+            if refusal:
+                return
         try:
             origin = _origin(interaction.guild, interaction.channel, interaction.channel_id or 0, None)
             target = ChannelTarget(interaction.channel_id or 0, interaction.guild_id, None, True, origin)

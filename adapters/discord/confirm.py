@@ -8,7 +8,7 @@ from __future__ import annotations
 import discord
 
 from adapters.discord.translate import InteractionView, place_for
-from core.tools.setup import CANCEL, CONFIRM, confirm_call
+from core.clicks import CANCEL, CONFIRM, confirm_call
 from core.types import Author, CommandCall, Turn
 
 PREFIX = "parley:tool:"

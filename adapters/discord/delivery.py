@@ -1,15 +1,18 @@
-"""Showing replies on Discord: the :class:`~core.ops.delivery.Delivery` for platform ``discord``.
+"""Showing replies on Discord: the steps of :class:`~adapters.common.deliver.ReplyDelivery` for ``discord``.
 
 A queue worker (in the gateway process or in a ``--workers-only`` one) hands it a job and the engine's
 reply stream. It needs no gateway connection, only the REST API: a logged-in discord.py client for channel
 messages and typing, and the interaction's webhook (token from Redis) for slash-command responses.
 
-    ChannelTarget      typing... -> post (a reply to the user's message) -> paced edits -> overflow posts
-    InteractionTarget  edit the deferred response -> paced edits -> follow-ups; the channel past the deadline
-
-A flagged turn (``meta["flag"]`` in the engine's result, whatever its kind but IGNORED) is then reported
-to the moderators' channel (``moderators_channel_id``) with :func:`~adapters.discord.notice.flag_notice`:
-everything it needs is in the queued turn and its route, so any worker can write it.
+    text      ChannelTarget: typing... -> post (a reply to the user's message) -> paced edits -> overflow
+              InteractionTarget: edit the deferred response -> paced edits -> follow-ups; the channel past
+              the deadline
+    files     uploaded beside the reply (a follow-up for an interaction)
+    choices   vote buttons in the channel; remembered, so the next part or the end retires them
+    confirm   confirm / cancel buttons under the question
+    notices   private ones as ephemeral follow-ups (flag 64) where the reply answers an interaction
+    handoff   a notice in the moderators' channel (``moderators_channel_id``), else in the conversation
+    flag      the moderators' report (:func:`~adapters.discord.notice.flag_notice`), from the job alone
 
 Failures are logged with the conversation and never raised: the engine's turn still completes.
 """
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiohttp
@@ -28,12 +32,14 @@ import structlog
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
+from adapters.common.controls import Controls
+from adapters.common.deliver import HANDOFF_TEXT, ReplyDelivery, Shown
 from adapters.common.deps import EdgeDeps
-from adapters.common.flags import WarnOnce, flag_report
+from adapters.common.flags import FlagReport
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
 from adapters.discord.confirm import confirm_view
-from adapters.discord.notice import flag_notice, origin_of
+from adapters.discord.notice import flag_notice, jump_url, origin_of
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -47,8 +53,7 @@ from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, kee
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
 from core.errors import ConfigError, CredentialError
 from core.ops.jobs import Job, Route
-from core.tools.setup import confirm_id
-from core.types import ReplyDone, ReplyEvent, ReplyResult, Turn
+from core.types import Attachment, Choice, ConfirmRequest, ReplyDone, ReplyEvent, Turn
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -58,12 +63,32 @@ T = TypeVar("T")
 APPLICATION_WEBHOOK = 3  # discord.WebhookType.application: may send ephemeral follow-ups
 
 
-class DiscordDelivery:
+STORY = "story"  # the controls name of a story's vote buttons (ReplyResult.retire)
+VOTES_CLOSED = "Voting on this part has closed."
+
+
+@dataclass
+class DiscordWhere:
+    """The target step's answer; the text step adds the sink it wrote with (files follow the reply) and the
+    interaction's webhook (private notices are its ephemeral follow-ups)."""
+
+    client: discord.Client
+    session: aiohttp.ClientSession
+    target: Target
+    dlog: FilteringBoundLogger
+    sink: ChannelSink | InteractionSink | None = None
+    webhook: discord.Webhook | None = None
+
+
+class DiscordDelivery(ReplyDelivery[DiscordWhere]):
     """Render reply streams onto Discord over REST. ``aclose()`` is idempotent."""
+
+    platform = "discord"
 
     def __init__(
         self, deps: EdgeDeps, settings: DiscordSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(redact=deps.redact)
         if settings.token is None:
             raise ConfigError("DISCORD_TOKEN is not set (the bot token from the Developer Portal, Bot page)")
         self._deps = deps
@@ -75,7 +100,9 @@ class DiscordDelivery:
         self._login = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._closed = False
-        self._warn_unrouted = WarnOnce()  # one delivery per process: "flags have nowhere to go" is said once
+        self.controls = Controls(
+            deps.redis, deps.keys, ttl_seconds=int(deps.bot.config.memory.ttl_days * 86_400)
+        )
         self.log = log.bind(bot=deps.bot.name)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
@@ -107,29 +134,102 @@ class DiscordDelivery:
             return self._client, self._session
 
     async def deliver(self, job: Job, events: AsyncIterator[ReplyEvent]) -> None:
+        async with self._slots:  # at most max_concurrent_turns replies at once, all their steps included
+            await self.show(job, events)
+
+    # ------------------------------------------------------------------ the steps
+
+    async def target(self, job: Job) -> DiscordWhere:
+        turn = job.turn
+        target = target_of(job.route)
+        client, session = await self._rest()
+        dlog = self.log.bind(
+            conversation=turn.place.conversation_id, turn_id=turn.turn_id, event_id=turn.event_id
+        )
+        return DiscordWhere(client, session, target, dlog)
+
+    async def text(self, job: Job, target: DiscordWhere, events: AsyncIterator[ReplyEvent]) -> Shown:
         turn = job.turn
         context = {
             "conversation": turn.place.conversation_id,
             "turn_id": turn.turn_id,
             "event_id": turn.event_id,
         }
-        dlog = self.log.bind(**context)
-        try:
-            target = target_of(job.route)
-            client, session = await self._rest()
-            async with self._slots:
-                if isinstance(target, ChannelTarget):
-                    result = await self._to_channel(client, target, events, context, dlog)
-                else:
-                    result = await self._to_interaction(client, session, target, events, context, dlog)
-                if result is not None:
-                    await self._report_flag(client, job, target, result, dlog)
-                if result is not None and (pending := confirm_id(result)):
-                    await self._ask_confirm(client, target, pending, dlog)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # task boundary: a platform failure is logged, the turn goes on
-            dlog.error("discord_delivery_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        if isinstance(target.target, ChannelTarget):
+            return await self._to_channel(target, target.target, events, context)
+        return await self._to_interaction(target, target.target, events, context)
+
+    def _channel(self, where: DiscordWhere) -> discord.PartialMessageable:
+        return where.client.get_partial_messageable(where.target.channel_id, guild_id=where.target.guild_id)
+
+    async def say(self, job: Job, target: DiscordWhere, text: str, *, private: bool = False) -> None:
+        """A line beside the reply; a private one is an ephemeral follow-up of the interaction (flag 64),
+        and is not shown at all where there is none (a channel has no private place)."""
+        if private:
+            if target.webhook is None:
+                target.dlog.info("discord_private_notice_not_shown", reason="no interaction")
+                return
+            await target.webhook.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            return
+        await self._channel(target).send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+
+    async def files(
+        self, job: Job, target: DiscordWhere, shown: Shown, files: tuple[Attachment, ...]
+    ) -> None:
+        if target.sink is not None:
+            await _upload(target.sink, files, target.dlog)
+
+    async def choices(
+        self, job: Job, target: DiscordWhere, shown: Shown, choices: tuple[Choice, ...]
+    ) -> None:
+        posted = await _choices(self._channel(target), choices, target.dlog)
+        if posted is not None:
+            await self.controls.remember(job.turn.place, STORY, f"{posted.channel.id}:{posted.id}")
+
+    async def confirm(self, job: Job, target: DiscordWhere, shown: Shown, question: ConfirmRequest) -> None:
+        await self._ask_confirm(target.client, target.target, question.id, target.dlog)
+
+    async def retire(self, job: Job, target: DiscordWhere, controls: tuple[str, ...]) -> None:
+        """Take the vote buttons off a story's earlier parts (its round closed, or the story ended)."""
+        if STORY not in controls:
+            return
+        for ref in await self.controls.take(job.turn.place, STORY):
+            channel_id, _, message_id = ref.partition(":")
+            if not (channel_id.isdigit() and message_id.isdigit()):
+                continue
+            message = target.client.get_partial_messageable(int(channel_id)).get_partial_message(
+                int(message_id)
+            )
+            try:
+                await message.edit(content=VOTES_CLOSED, view=None, allowed_mentions=NO_MENTIONS)
+            except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+                target.dlog.warning("discord_retire_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def handoff(self, job: Job, target: DiscordWhere, shown: Shown) -> None:
+        """Tell the moderators' channel (the people who take over), with a link to the conversation; with
+        none configured, say so in the conversation itself."""
+        channel_id = self._settings.moderators_channel_id
+        if channel_id is None:
+            await self.say(job, target, HANDOFF_TEXT)
+            return
+        t = target.target
+        origin = origin_of(t)
+        who = job.turn.author.display_name or "someone"
+        link = (
+            jump_url(t.guild_id, origin.channel_id, origin.message_id)
+            if origin.message_id is not None
+            else f"<#{origin.channel_id}>"
+        )
+        text = (
+            f"**Handoff:** {who} (user id {job.turn.author.id}) is waiting for a person: {link}. "
+            "The bot stays quiet there until someone resumes it (/resume)."
+        )
+        channel = target.client.get_partial_messageable(channel_id)
+        await channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+        target.dlog.info("discord_handoff_notice", moderators_channel=str(channel_id))
+
+    async def flag(self, job: Job, target: DiscordWhere, report: FlagReport) -> None:
+        await self._report_flag(target.client, target.target, report, target.dlog)
 
     async def _ask_confirm(
         self, client: discord.Client, target: Target, pending_id: str, dlog: FilteringBoundLogger
@@ -145,16 +245,16 @@ class DiscordDelivery:
 
     async def _to_channel(
         self,
-        client: discord.Client,
+        where: DiscordWhere,
         target: ChannelTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: FilteringBoundLogger,
-    ) -> ReplyResult | None:
-        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
+    ) -> Shown:
+        channel = where.client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
         stop_typing = asyncio.Event()
         sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
+        where.sink = sink
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
         async with asyncio.TaskGroup() as tg:
             if self._settings.typing and target.typing:
@@ -163,20 +263,17 @@ class DiscordDelivery:
                 outcome = await renderer.run(events)
             finally:
                 stop_typing.set()
-        _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
-        await _upload(sink, outcome.result, dlog)
-        await _choices(channel, outcome.result, dlog)
-        return outcome.result
+        _log_outcome(where.dlog, outcome.failures, outcome.posts, outcome.edits)
+        return Shown(outcome.result, _anchor(outcome.handles))
 
     async def _to_interaction(
         self,
-        client: discord.Client,
-        session: aiohttp.ClientSession,
+        where: DiscordWhere,
         target: InteractionTarget,
         events: AsyncIterator[ReplyEvent],
         context: dict[str, str],
-        dlog: FilteringBoundLogger,
-    ) -> ReplyResult | None:
+    ) -> Shown:
+        client, session, dlog = where.client, where.session, where.dlog
         try:
             sealed = await self._deps.redis.get(interaction_token_key(self._deps.keys, target.interaction_id))
             token = self._box.open(sealed) if sealed else None
@@ -187,6 +284,7 @@ class DiscordDelivery:
         if token:
             payload = {"id": target.application_id, "type": APPLICATION_WEBHOOK, "token": token}
             webhook = discord.Webhook(cast("WebhookPayload", payload), session=session)
+        where.webhook = webhook
         sink = InteractionSink(
             webhook,
             original_id=target.original_id,
@@ -196,16 +294,14 @@ class DiscordDelivery:
             clock=self._clock,
             log_context=context,
         )
+        where.sink = sink
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
         async with _closing(_watch_ephemeral(events, sink)) as watched:
             outcome = await renderer.run(watched)
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
-        await _upload(sink, outcome.result, dlog)
-        channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
-        await _choices(channel, outcome.result, dlog)
-        return outcome.result
+        return Shown(outcome.result, _anchor(outcome.handles))
 
     def story_route(self, turn: Turn) -> Route:
         """A story's next part goes to the channel (or thread) as a new message: the interaction that
@@ -215,17 +311,9 @@ class DiscordDelivery:
         return route_for(ChannelTarget(int(place.thread or place.channel), guild, None, typing=True))
 
     async def _report_flag(
-        self,
-        client: discord.Client,
-        job: Job,
-        target: Target,
-        result: ReplyResult,
-        dlog: FilteringBoundLogger,
+        self, client: discord.Client, target: Target, report: FlagReport, dlog: FilteringBoundLogger
     ) -> None:
         """Post the moderators' notice of a flagged turn; a refused post is logged, never raised."""
-        report = flag_report(job.turn, result, self._deps.redact)
-        if report is None:
-            return
         category = report.category
         channel_id = self._settings.moderators_channel_id
         if channel_id is None:
@@ -272,40 +360,43 @@ class DiscordDelivery:
                 await self._client.close()
 
 
+def _anchor(handles: Sequence[object]) -> str:
+    """The id of the reply's first message, when the sink's handle says."""
+    first = handles[0] if handles else None
+    return str(getattr(first, "id", first or ""))
+
+
 async def _choices(
-    channel: discord.abc.Messageable, result: ReplyResult | None, dlog: FilteringBoundLogger
-) -> None:
-    """A story part's choices as buttons under it (a click is a vote: adapters/discord/adapter.py)."""
-    if result is None or not result.choices:
-        return
+    channel: discord.abc.Messageable, choices: tuple[Choice, ...], dlog: FilteringBoundLogger
+) -> discord.Message | None:
+    """A story part's choices as buttons under it (a click is a vote: adapters/discord/adapter.py); each
+    carries the story, the round and the number (``Choice.value``)."""
     view = discord.ui.View(timeout=None)
-    for choice in result.choices:
-        round_, n, label = choice.split(":", 2)
+    for choice in choices:
         view.add_item(
             discord.ui.Button(
-                label=f"{n}. {label}"[:80],
-                custom_id=f"{STORY_BUTTON}{round_}:{n}",
+                label=f"{choice.number}. {choice.label}"[:80],
+                custom_id=f"{STORY_BUTTON}{choice.value}",
                 style=discord.ButtonStyle.primary,
             )
         )
     try:
-        await channel.send("Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS)
+        return await channel.send("Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS)
     except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
         dlog.warning("discord_choices_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        return None
 
 
 async def _upload(
-    sink: ChannelSink | InteractionSink, result: ReplyResult | None, dlog: FilteringBoundLogger
+    sink: ChannelSink | InteractionSink, files: tuple[Attachment, ...], dlog: FilteringBoundLogger
 ) -> None:
     """Upload the reply's files (``/imagine``'s picture); a refused upload is logged, never raised."""
-    if result is None or not result.attachments:
-        return
     try:
-        await sink.upload(result.attachments)
+        await sink.upload(files)
     except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
         dlog.warning("discord_upload_failed", error=type(exc).__name__, detail=str(exc)[:200])
     else:
-        dlog.info("discord_files_uploaded", files=[a.filename for a in result.attachments])
+        dlog.info("discord_files_uploaded", files=[a.filename for a in files])
 
 
 def _log_outcome(dlog: FilteringBoundLogger, failures: int, posts: int, edits: int) -> None:

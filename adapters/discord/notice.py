@@ -1,11 +1,11 @@
 """The moderators' notice of a flagged turn, as pure functions (house rule 1).
 
-When moderation flags a turn (input or output) the engine puts ``meta["flag"] = <category>`` in its result;
-:class:`~adapters.discord.delivery.DiscordDelivery` then posts :func:`flag_notice` to the configured
-moderators' channel (``moderators_channel_id``). The notice names the category, the turn, who (display name
-and user id as plain text, never a mention), where (guild and channel, with a jump link to the user's message
-when there is one) and the shared :class:`~adapters.common.flags.FlagReport`'s excerpt of what the user wrote
-(redacted, then cut), shown as typed (Markdown escaped) and mention-safe.
+When moderation flags a turn (input or output) the engine puts the category in its result
+(``ReplyResult.flag``); :class:`~adapters.discord.delivery.DiscordDelivery` then posts :func:`flag_notice` to
+the configured moderators' channel (``moderators_channel_id``). The notice names the category, the turn, who
+(display name and user id as plain text, never a mention), where (guild and channel, with a jump link to the
+user's message when there is one) and the shared :class:`~adapters.common.flags.FlagReport`'s excerpt of what
+the user wrote (redacted, then cut), shown as typed (Markdown escaped) and mention-safe.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class DiscordSettings(BaseSettings):
     allowed_bots: IdSet = frozenset()  # bot ids answered even with ignore_bots
     open_threads: bool = False  # a mention in a channel opens a thread for the conversation
 
-    # Turns the engine flags (meta["flag"]) are reported here; unset: logged once per process, not posted.
+    # Turns the engine flags (ReplyResult.flag) are reported here; unset: logged once per process, not posted.
     moderators_channel_id: int | None = Field(default=None, ge=1)
 
     edit_interval: float = Field(default=1.0, ge=0.2)  # seconds between edits of one streamed message

@@ -23,10 +23,10 @@ from types import MappingProxyType
 
 import discord
 
-from core.types import Author, CommandCall, ImageRef, Place, Turn
+from core.types import Author, Choice, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "discord"
-STORY_BUTTON = "parley_story:"  # custom_id of a story choice's button: parley_story:<round>:<n>
+STORY_BUTTON = "parley_story:"  # custom_id of a story choice's button: parley_story:<Choice.value>
 DM_WORKSPACE = "@me"  # what Discord itself calls the DM "guild" in its URLs
 
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
@@ -200,12 +200,17 @@ def turn_from_interaction(view: InteractionView, *, args_option: str | None) -> 
     )
 
 
-def story_vote(custom_id: str) -> str | None:
-    """The choice number a story button stands for (``parley_story:<round>:<n>``), or None."""
+def story_vote(custom_id: str) -> Choice | None:
+    """The choice a story button stands for (story, round, number), or None for other buttons. A button
+    from before story ids (``parley_story:<round>:<n>``) names no story: the core refuses it privately."""
     if not custom_id.startswith(STORY_BUTTON):
         return None
-    _round, _, n = custom_id[len(STORY_BUTTON) :].partition(":")
-    return n if n.isdigit() else None
+    value = custom_id[len(STORY_BUTTON) :]
+    choice = Choice.parse(value)
+    if choice is None:
+        n = value.rpartition(":")[2]
+        return Choice("0", 0, int(n[:1])) if n.isdigit() else None
+    return choice
 
 
 def thread_name(text: str, limit: int = 80) -> str:

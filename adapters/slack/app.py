@@ -64,6 +64,7 @@ from adapters.slack.translate import (
     turn_from_event,
     vote_from_action,
 )
+from core.clicks import pending_of
 from core.errors import AdapterError, ConfigError, ParleyError
 from core.ops.delivery import DispatchOutcome
 from core.tasks import TaskOwner
@@ -246,27 +247,41 @@ class SlackAdapter:
             message = body.get("message") or {}
             self._start(
                 self._accept_tool_click(
-                    turn, context.client, str(message.get("ts", "")), str(message.get("text", ""))
+                    turn,
+                    context.client,
+                    str(message.get("ts", "")),
+                    str(message.get("text", "")),
+                    str(body.get("response_url", "")),
                 ),
                 f"slack:tool:{turn.turn_id}",
             )
 
-    async def _accept_tool_click(self, turn: Turn, client: AsyncWebClient, ts: str, text: str) -> None:
-        """Take the buttons off the question (the core also refuses a second click), then answer the click
-        in the conversation's thread like a message."""
-        confirmed = turn.command is not None and turn.command.args.startswith("confirm")
-        pending_id = turn.command.args.split()[-1] if turn.command is not None else ""
+    async def _accept_tool_click(
+        self, turn: Turn, client: AsyncWebClient, ts: str, text: str, response_url: str
+    ) -> None:
+        """A click by someone else, or on an answered question, is told why privately and goes no further;
+        the asker's click takes the buttons off the question (the core also refuses a second click), then
+        is answered in the conversation's thread like a message."""
+        confirmed, pending_id = pending_of(turn.command) if turn.command is not None else (False, "")
         try:
-            proposed_to = self.deps.proposed_to
-            owner = await proposed_to(pending_id) if proposed_to is not None else ""
-            if ts and owner == turn.author.id:
+            check = self.deps.click_refusal
+            refusal = await check(pending_id, turn) if check is not None else ""
+        except (ParleyError, RedisError) as exc:
+            self._log.warning("slack_tool_owner_unknown", error=type(exc).__name__)
+            refusal = ""  # the core checks again when it resumes the call
+        if refusal:
+            self._log.info("slack_tool_click_refused", conversation=turn.place.conversation_id)
+            await self._answer_privately(response_url, refusal)
+            return
+        try:
+            if ts:
                 await client.chat_update(
                     channel=turn.place.channel,
                     ts=ts,
                     text=text,
                     blocks=answered_blocks(text, turn.author.id, confirmed),
                 )
-        except (SlackClientError, ParleyError, RedisError) as exc:
+        except SlackClientError as exc:
             self._log.warning("slack_tool_buttons_not_cleared", error=type(exc).__name__)
         try:
             turn = await self._with_name(turn, client)

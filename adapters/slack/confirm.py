@@ -10,7 +10,7 @@ from __future__ import annotations
 from adapters.slack.payloads import BlockActions
 from adapters.slack.route import PLATFORM
 from adapters.slack.settings import is_admin
-from core.tools.setup import confirm_call
+from core.clicks import confirm_call
 from core.types import Author, Place, Turn
 
 TOOL_CONFIRM = "parley_tool_confirm"

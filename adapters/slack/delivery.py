@@ -1,14 +1,18 @@
-"""Showing replies on Slack: the :class:`~core.ops.delivery.Delivery` for platform ``slack``.
+"""Showing replies on Slack: the steps of :class:`~adapters.common.deliver.ReplyDelivery` for ``slack``.
 
 A queue worker (in the adapter's process or a ``--workers-only`` one) hands it a job and the engine's reply
 stream. It needs only the Web API: the bot token (one workspace) or the workspace's token from the Redis
 installation store (OAuth), so any replica can answer any workspace.
 
-    message  native stream or post + paced updates, split at 4,000 chars, 👍/👎, thread mark, handoff notice
-    command  streamed into the channel; ephemeral answers (``/help``, refusals) through ``response_url``;
-             ``response_url`` also when the bot cannot post in that channel
-    flagged  either kind, when moderation flagged the turn (``meta["flag"]``): a notice in the moderators'
-             channel (:mod:`adapters.slack.flags`), built from the job alone, so any worker can post it
+    text      message: native stream or post + paced updates, split at 4,000 chars, 👍/👎 (or confirm /
+              cancel for a proposed tool call: the confirm step is done here), thread mark;
+              command: streamed into the channel; ephemeral answers (``/help``, refusals, votes) through
+              ``response_url``, which also serves when the bot cannot post in that channel
+    files     ``files_upload_v2`` in the reply's thread (a top-level command's: under its first message)
+    choices   vote buttons; remembered, so the next part or the end retires them (``chat.update``)
+    notices   private ones with ``chat.postEphemeral``
+    handoff   a notice with a "Resume bot" button in the support channel
+    flag      a notice in the moderators' channel (:mod:`adapters.slack.flags`), from the job alone
 
 Failures are logged with the conversation and never raised: the engine's turn still completes.
 """
@@ -16,7 +20,7 @@ Failures are logged with the conversation and never raised: the engine's turn st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,8 +31,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common.citations import shown_text
+from adapters.common.controls import Controls
+from adapters.common.deliver import ReplyDelivery, Shown
 from adapters.common.deps import EdgeDeps
-from adapters.common.flags import FlagReport, WarnOnce, flag_report
+from adapters.common.flags import FlagReport
 from adapters.common.split import split_text
 from adapters.slack.client import web_client, webhook_client
 from adapters.slack.flags import notice_text
@@ -44,7 +50,18 @@ from adapters.slack.users import UserNames
 from core.errors import AdapterError, CredentialError, ParleyError
 from core.ops.jobs import Job, Route
 from core.reply import fold_reply
-from core.types import ImageRef, Place, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
+from core.types import (
+    Attachment,
+    Choice,
+    ConfirmRequest,
+    ImageRef,
+    Place,
+    ReplyDone,
+    ReplyEvent,
+    ReplyKind,
+    ReplyResult,
+    Turn,
+)
 
 log = structlog.get_logger("parley.slack")
 
@@ -54,15 +71,33 @@ SLACK_ERRORS = (SlackApiError, SlackClientError)
 NOTICE_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, TimeoutError)
 
 
-class SlackDelivery:
+STORY = "story"  # the controls name of a story's vote buttons (ReplyResult.retire)
+VOTES_CLOSED = "Voting on this part has closed."
+
+
+@dataclass(frozen=True, slots=True)
+class SlackWhere:
+    """The target step's answer: where the reply goes, and the workspace's Web API client."""
+
+    target: SlackTarget
+    client: AsyncWebClient
+
+
+class SlackDelivery(ReplyDelivery[SlackWhere]):
     """Render reply streams onto Slack. ``aclose()`` is idempotent."""
 
+    platform = "slack"
+
     def __init__(self, deps: EdgeDeps, settings: SlackSettings, config: SlackBotConfig) -> None:
+        super().__init__(redact=deps.redact)
         self.deps = deps
         self.settings = settings
         self.config = config
         self.state = SlackState(
-            deps.redis, deps.keys, thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400)
+            deps.redis,
+            deps.keys,
+            thread_ttl=int(deps.bot.config.memory.ttl_days * 86_400),
+            count_vote=deps.count_vote,
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self._client = web_client(token, settings.slack_api_url) if token else None
@@ -74,35 +109,74 @@ class SlackDelivery:
                 deps.redis, deps.keys, client_id=settings.slack_client_id, box=self.box
             )
         self.no_native: set[str] = set()  # workspaces whose chat.startStream failed as unsupported
-        self.delivered = 0  # jobs finished (shown or given up on): tests and logs
         self.flag_notices = 0  # moderators' notices posted: tests and logs
+        self.controls = Controls(
+            deps.redis, deps.keys, ttl_seconds=int(deps.bot.config.memory.ttl_days * 86_400)
+        )
         self._log = log.bind(bot=deps.bot.name, platform="slack")
         self._closed = False
-        self._warn_unrouted = WarnOnce()
 
-    # ------------------------------------------------------------------ the port
+    # ------------------------------------------------------------------ the steps
 
-    async def deliver(self, job: Job, events: AsyncIterator[ReplyEvent]) -> None:
-        try:
-            target = target_of(job.route)
-            client = await self.client_for(target.team)
-            if target.kind == "command":
-                result = await self._command(job.turn, target, client, events)
-            else:
-                result = await self._message(job.turn, target, client, events)
-            if result is not None and result.attachments:
-                await self._upload(client, job.turn, target, result)
-            if result is not None and result.choices:
-                await self._choices(client, job.turn, target, result)
-            report = None if result is None else flag_report(job.turn, result, self.deps.redact)
-            if report is not None:
-                await self._flag_notice(client, job.turn, target, report)
-        except ParleyError as exc:
-            self._log.error("reply_undeliverable", error=str(exc), **_context(self.deps, job.turn))
-        except ValueError as exc:
-            self._log.error("reply_undeliverable", error=str(exc), turn_id=job.turn.turn_id)
-        finally:
-            self.delivered += 1
+    async def target(self, job: Job) -> SlackWhere:
+        target = target_of(job.route)
+        return SlackWhere(target, await self.client_for(target.team))
+
+    async def text(self, job: Job, target: SlackWhere, events: AsyncIterator[ReplyEvent]) -> Shown:
+        if target.target.kind == "command":
+            return await self._command(job.turn, target.target, target.client, events)
+        return await self._message(job.turn, target.target, target.client, events)
+
+    async def say(self, job: Job, target: SlackWhere, text: str, *, private: bool = False) -> None:
+        """A line beside the reply: ``chat.postEphemeral`` to the asker when private."""
+        t = target.target
+        user = t.user or job.turn.author.id
+        if private:
+            await target.client.chat_postEphemeral(
+                channel=t.channel, user=user, text=to_mrkdwn(text), thread_ts=t.thread_ts or None
+            )
+            return
+        await target.client.chat_postMessage(
+            channel=t.channel,
+            thread_ts=t.thread_ts or None,
+            text=to_mrkdwn(text),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
+    async def files(self, job: Job, target: SlackWhere, shown: Shown, files: tuple[Attachment, ...]) -> None:
+        await self._upload(target.client, job.turn, target.target, files, thread=shown.anchor)
+
+    async def choices(self, job: Job, target: SlackWhere, shown: Shown, choices: tuple[Choice, ...]) -> None:
+        await self._choices(target.client, job.turn, target.target, choices)
+
+    async def confirm(self, job: Job, target: SlackWhere, shown: Shown, question: ConfirmRequest) -> None:
+        """Done by the text step: the buttons sit on the question's last message (or its stream's end)."""
+        return
+
+    async def handoff(self, job: Job, target: SlackWhere, shown: Shown) -> None:
+        await self._handoff_notice(target.client, job.turn, target.target)
+
+    async def flag(self, job: Job, target: SlackWhere, report: FlagReport) -> None:
+        await self._flag_notice(target.client, job.turn, target.target, report)
+
+    async def retire(self, job: Job, target: SlackWhere, controls: tuple[str, ...]) -> None:
+        """Take the vote buttons off a story's earlier parts (its round closed, or the story ended)."""
+        if STORY not in controls:
+            return
+        for ref in await self.controls.take(job.turn.place, STORY):
+            channel, _, ts = ref.partition(":")
+            try:
+                await target.client.chat_update(
+                    channel=channel,
+                    ts=ts,
+                    text=VOTES_CLOSED,
+                    blocks=[{"type": "context", "elements": [{"type": "mrkdwn", "text": VOTES_CLOSED}]}],
+                )
+            except SLACK_ERRORS as exc:
+                self._log.warning(
+                    "slack_retire_failed", error=slack_error_code(exc), **_context(self.deps, job.turn)
+                )
 
     async def aclose(self) -> None:
         self._closed = True
@@ -121,37 +195,42 @@ class SlackDelivery:
         return web_client(bot.bot_token, self.settings.slack_api_url)
 
     async def _upload(
-        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+        self,
+        client: AsyncWebClient,
+        turn: Turn,
+        target: SlackTarget,
+        files: tuple[Attachment, ...],
+        *,
+        thread: str = "",
     ) -> None:
-        """The reply's files (``/imagine``'s picture) with ``files_upload_v2``, in the reply's thread; a
-        refused upload (no ``files:write`` scope, not in the channel) is logged, never raised."""
-        uploads = [
-            {"file": a.data, "filename": a.filename, "title": a.title or a.filename}
-            for a in result.attachments
-        ]
+        """The reply's files (``/imagine``'s picture) with ``files_upload_v2``, in the reply's thread (a
+        top-level command's files go under its answer, ``thread``); a refused upload (no ``files:write``
+        scope, not in the channel) is logged, never raised."""
+        uploads = [{"file": a.data, "filename": a.filename, "title": a.title or a.filename} for a in files]
         try:
             await client.files_upload_v2(
-                file_uploads=uploads, channel=target.channel, thread_ts=target.thread_ts or None
+                file_uploads=uploads, channel=target.channel, thread_ts=target.thread_ts or thread or None
             )
         except SLACK_ERRORS as exc:
             self._log.warning("slack_upload_failed", error=slack_error_code(exc), **_context(self.deps, turn))
         else:
             self._log.info(
                 "slack_files_uploaded",
-                files=[a.filename for a in result.attachments],
+                files=[a.filename for a in files],
                 **_context(self.deps, turn),
             )
 
     async def _choices(
-        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, result: ReplyResult
+        self, client: AsyncWebClient, turn: Turn, target: SlackTarget, choices: tuple[Choice, ...]
     ) -> None:
-        """A story part's choices as buttons (a click is a vote: adapters/slack/app.py)."""
+        """A story part's choices as buttons (a click is a vote: adapters/slack/app.py), remembered so the
+        next part or the story's end takes them away."""
         try:
-            await client.chat_postMessage(
+            posted = await client.chat_postMessage(
                 channel=target.channel,
                 thread_ts=target.thread_ts or None,
-                text="Vote for what happens next: " + ", ".join(c.split(":", 2)[2] for c in result.choices),
-                blocks=story_blocks(result.choices),
+                text="Vote for what happens next: " + ", ".join(c.label for c in choices),
+                blocks=story_blocks(choices),
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -159,6 +238,10 @@ class SlackDelivery:
             self._log.warning(
                 "slack_choices_failed", error=slack_error_code(exc), **_context(self.deps, turn)
             )
+            return
+        ts = str(posted.get("ts") or "")
+        if ts:
+            await self.controls.remember(turn.place, STORY, f"{target.channel}:{ts}")
 
     def story_route(self, turn: Turn) -> Route:
         """Where a story's next part goes (core/runtime.py:story_route): the story's channel."""
@@ -179,7 +262,7 @@ class SlackDelivery:
 
     async def _message(
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
-    ) -> ReplyResult | None:
+    ) -> Shown:
         native = self.config.streaming != "edit" and target.team not in self.no_native
         done = await render_reply(
             client,
@@ -202,16 +285,15 @@ class SlackDelivery:
         if target.assistant and not done.messages:
             await set_status(client, target.channel, target.thread_ts, "")  # nothing posted: clear "thinking"
         result = done.result
+        shown = Shown(result, done.messages[0] if done.messages else "")
         if result is None or result.kind is ReplyKind.IGNORED:
-            return result
+            return shown
         if done.messages and target.thread_ts:
             try:
                 await self.state.mark_thread(turn.place)
             except ParleyError as exc:  # the reply is out; only later follow-ups lose the shortcut
                 self._log.warning("slack_thread_mark_failed", error=str(exc), **_context(self.deps, turn))
-        if result.meta.get("handoff"):
-            await self._handoff_notice(client, turn, target)
-        return result
+        return shown
 
     async def _handoff_notice(self, client: AsyncWebClient, turn: Turn, target: SlackTarget) -> None:
         """Tell the support channel: who asked, a link to the thread, and a button to resume the bot."""
@@ -306,7 +388,7 @@ class SlackDelivery:
 
     async def _command(
         self, turn: Turn, target: SlackTarget, client: AsyncWebClient, events: AsyncIterator[ReplyEvent]
-    ) -> ReplyResult | None:
+    ) -> Shown:
         first = await anext(events)
         command = self.deps.commands.get(turn.command.name) if turn.command else None
         vote = turn.command is not None and turn.command.name == "story" and turn.command.args.isdigit()
@@ -315,7 +397,7 @@ class SlackDelivery:
             # A story vote's answer is the voter's alone: fold it and answer through response_url.
             result = (await fold_reply(events, first=first)).outcome()
             await self._respond(turn, result, private=target.private)
-            return result
+            return Shown(result)
 
         async def stream() -> AsyncIterator[ReplyEvent]:
             yield first
@@ -335,7 +417,7 @@ class SlackDelivery:
         if not done.messages and done.result is not None:
             # The bot cannot post in this channel (not a member, a DM it is not part of): use response_url.
             await self._respond(turn, done.result, in_channel=True)
-        return done.result
+        return Shown(done.result, done.messages[0] if done.messages else "")
 
     async def _respond(
         self, turn: Turn, result: ReplyResult, *, in_channel: bool = False, private: bool = False

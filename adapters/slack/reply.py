@@ -20,7 +20,6 @@ from adapters.slack.sink import SlackSink
 from adapters.slack.streaming import NativeOutcome, NativeStreamer
 from adapters.slack.translate import feedback_blocks, section_blocks
 from core.errors import AdapterError
-from core.tools.setup import confirm_id
 from core.types import ReplyDone, ReplyEvent, ReplyKind, ReplyReplace, ReplyResult
 
 log = structlog.get_logger("parley.slack.reply")
@@ -58,13 +57,13 @@ async def _prepend(first: list[ReplyEvent], rest: AsyncIterator[ReplyEvent]) -> 
 def _wants_feedback(result: ReplyResult | None, options: ReplyOptions) -> bool:
     if not options.feedback or result is None or result.kind is not ReplyKind.ANSWER:
         return False
-    return bool(result.text) and not result.meta.get("handoff")
+    return bool(result.text) and not result.handoff
 
 
 def _blocks(result: ReplyResult | None, options: ReplyOptions) -> list[dict[str, object]]:
     """Buttons under the last message: confirm / cancel for a proposed tool call, else 👍/👎."""
-    if result is not None and (pending := confirm_id(result)):
-        return confirm_blocks(pending)
+    if result is not None and (question := result.question) is not None:
+        return confirm_blocks(question.id)
     return feedback_blocks(result.turn_id) if result is not None and _wants_feedback(result, options) else []
 
 

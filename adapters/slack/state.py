@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adapters.slack.translate import Feedback
-from core.console.stats import queue_vote
 from core.errors import StoreError
 from core.keys import USER_DATA_TTL, KeySpace, user_data_entry
 from core.types import Place
@@ -19,9 +21,21 @@ from core.types import Place
 FEEDBACK_TTL = 90 * 86_400
 
 
+VoteCounter = Callable[[Any, Place, str, "str | None"], None]
+"""(pipeline, place, vote, previous): queue a 👍/👎 on the console's aggregates (``EdgeDeps.count_vote``)."""
+
+
 class SlackState:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, *, thread_ttl: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        thread_ttl: int,
+        count_vote: VoteCounter | None = None,
+    ) -> None:
         self._r = redis
+        self._count_vote = count_vote
         self._keys = keys
         self._thread_ttl = max(thread_ttl, 60)
 
@@ -70,7 +84,8 @@ class SlackState:
                 pipe.hincrby(self.feedback_totals_key(), fb.vote, 1)
                 if previous:
                     pipe.hincrby(self.feedback_totals_key(), previous, -1)
-                queue_vote(pipe, self._keys, fb.place, fb.vote, previous)
+                if self._count_vote is not None:
+                    self._count_vote(pipe, fb.place, fb.vote, previous)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"slack feedback: {type(exc).__name__}") from exc

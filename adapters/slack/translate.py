@@ -27,7 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 from adapters.common.split import split_text
 from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
 from adapters.slack.settings import is_admin
-from core.types import Author, CommandCall, ImageRef, Place, Turn
+from core.clicks import vote_call
+from core.types import Author, Choice, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "slack"
 
@@ -71,7 +72,7 @@ class Feedback:
 FEEDBACK_UP = "parley_feedback_up"
 FEEDBACK_DOWN = "parley_feedback_down"
 HANDOFF_RESUME = "parley_handoff_resume"
-STORY_VOTE = re.compile(r"^parley_story_vote_[1-3]$")  # a story choice's button; value "<round>:<n>"
+STORY_VOTE = re.compile(r"^parley_story_vote_[1-3]$")  # a story choice's button; value: Choice.value
 
 
 def workspace_of(body: EventCallback) -> str:
@@ -270,17 +271,17 @@ def feedback_from_action(payload: BlockActions) -> Feedback | None:
     )
 
 
-def story_blocks(choices: tuple[str, ...]) -> list[dict[str, object]]:
-    """A story part's choices (``round:n:label``) as buttons; a click is a vote (:func:`vote_from_action`)."""
+def story_blocks(choices: tuple[Choice, ...]) -> list[dict[str, object]]:
+    """A story part's choices as buttons carrying the story, round and number; a click is a vote
+    (:func:`vote_from_action`)."""
     buttons: list[dict[str, object]] = []
     for choice in choices:
-        round_, n, label = choice.split(":", 2)
         buttons.append(
             {
                 "type": "button",
-                "action_id": f"parley_story_vote_{n}",
-                "text": {"type": "plain_text", "text": f"{n}. {label}"[:75]},
-                "value": f"{round_}:{n}",
+                "action_id": f"parley_story_vote_{choice.number}",
+                "text": {"type": "plain_text", "text": f"{choice.number}. {choice.label}"[:75]},
+                "value": choice.value,
             }
         )
     return [
@@ -290,26 +291,32 @@ def story_blocks(choices: tuple[str, ...]) -> list[dict[str, object]]:
 
 
 def vote_from_action(payload: BlockActions) -> Turn | None:
-    """A click on a story choice -> the same turn as ``/story <n>`` in the story's conversation."""
+    """A click on a story choice -> ``/story <n>`` for that story's round, in the story's conversation (an
+    old button, or one without a story id, still becomes a turn: the core answers it privately)."""
     actions = payload.get("actions") or []
     user = (payload.get("user") or {}).get("id", "")
     container = payload.get("container") or {}
     channel = container.get("channel_id", "")
     if not actions or not user or not channel:
         return None
-    n = str(actions[0].get("value", "")).rpartition(":")[2]
-    if not n.isdigit():
-        return None
+    value = str(actions[0].get("value", ""))
+    choice = Choice.parse(value)
+    if choice is None:
+        n = value.rpartition(":")[2]
+        if not n.isdigit():
+            return None
+        choice = Choice("0", 0, int(n[:1]))  # a button from before story ids: never the open round
+    call = vote_call(choice)
     message = payload.get("message") or {}
     team = (payload.get("team") or {}).get("id", "")
     event = f"{channel}:{container.get('message_ts', '')}:{user}:{actions[0].get('action_ts', '')}"
     return Turn(
         author=Author(id=user),
         place=Place(PLATFORM, team, channel, str(message.get("thread_ts", "") or "")),
-        text=f"/story {n}",
+        text=f"/story {call.args}",
         message_id=str(container.get("message_ts", "")),
         event_id=event,
-        command=CommandCall("story", n),
+        command=call,
     )
 
 

@@ -9,7 +9,7 @@ Handoff starts in two ways, both deterministic (no model output decides on its o
 Either way the conversation is paused in Redis (``engine.pause``): the bot stays quiet there, still
 remembering what is said, until a support agent resumes it (``/resume``, or the "Resume bot" button the
 Slack adapter puts on the notice it posts in the support channel). The result carries
-``meta["handoff"] = "requested"``; adapters use that to alert people.
+``ReplyResult.handoff``; every delivery uses that to alert people.
 """
 
 from __future__ import annotations
@@ -118,14 +118,14 @@ class SupportPlugin:
             return None
         await ctx.engine.pause(ctx.turn, "handoff")
         ctx.log.info("handoff_requested", trigger="customer")
-        return ctx.result(HANDOFF_REPLY, ReplyKind.ANSWER, meta={"handoff": "requested"})
+        return ctx.result(HANDOFF_REPLY, ReplyKind.ANSWER, handoff=True)
 
     async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
         if result.kind is not ReplyKind.ANSWER or not says_cannot_help(result.text):
             return result
         await ctx.engine.pause(ctx.turn, "handoff")
         ctx.log.info("handoff_requested", trigger="model")
-        return replace(result, meta={**result.meta, "handoff": "requested"})
+        return replace(result, handoff=True)
 
 
 def make_plugin(config: BotConfig) -> SupportPlugin:

@@ -234,7 +234,7 @@ class DailyStats:
             pipe.hincrbyfloat(key, prefix + "cost", round(cost, 9))
         if result.kind is ReplyKind.ANSWER:
             pipe.hincrby(key, f"{prefix}t{bucket_of(seconds)}", 1)
-        handoff = result.meta.get("handoff") == "requested"
+        handoff = result.handoff
         if handoff:
             pipe.hincrby(key, prefix + "handoffs", 1)
         pipe.expire(key, self._ttl)

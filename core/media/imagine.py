@@ -209,7 +209,7 @@ def imagine_command(generator: ImageGenerator, quotas: ImageQuotas) -> Command:
         if not prompt:
             yield "Tell me what to draw, e.g. /imagine a lighthouse in a storm, watercolour"
             return
-        if ctx.meta.get("flag"):  # moderation flagged the prompt (a profile that flags, not refuses)
+        if ctx.flag:  # moderation flagged the prompt (a profile that flags, not refuses)
             ctx.meta["reason"] = "image_prompt_flagged"
             yield ctx.persona.refusal
             return

@@ -180,6 +180,15 @@ class PendingStore:
         _, pending, why = await self._read(pending_id)
         return pending if not why else None
 
+    async def state(self, pending_id: str) -> tuple[str, str, str]:
+        """(user it waits for, tool, why not: '' while it waits, else ``expired``, ``forged`` or
+        ``already_handled``) - what a click is told before it becomes a turn."""
+        raw, pending, why = await self._read(pending_id)
+        if pending is not None:
+            return (pending.user if not why else ""), pending.tool, why
+        tool = raw[len(HANDLED) :] if raw and raw.startswith(HANDLED) else ""
+        return "", tool, why
+
     async def tool_of(self, pending_id: str) -> str:
         """The tool a pending (or handled) call names, for a failed click's message and audit ('')."""
         raw, pending, _ = await self._read(pending_id)

@@ -7,6 +7,7 @@ pending call through :meth:`ToolLoop.resume` and streams the model's answer like
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from core.bot import BotSpec
+from core.clicks import CANCEL, CONFIRM
 from core.commands import Command
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
@@ -25,39 +27,30 @@ from core.prompt import with_tools
 from core.safety.events import EventLog
 from core.tools.audit import ToolAudit
 from core.tools.config import ToolsConfig
-from core.tools.loop import ArgumentCheck, ToolConfirm, ToolLoop
+from core.tools.loop import TAKE_FAILED, ArgumentCheck, ToolConfirm, ToolLoop, confirm_text
 from core.tools.pending import PendingSigner, PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
-from core.types import CommandCall, ReplyKind, ReplyResult, Turn
+from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
     from core.engine import TurnContext
 
-CONFIRM_META = "tool_confirm"  # ReplyResult.meta: the pending id; adapters show confirm / cancel for it
-TOOL_META = "tool_name"
-SHOWN_META = "_tool_confirm_shown"  # the question as generated; the engine pops it before the reply is built
 WITHDRAWN = (
     "\n\n(I won't ask you to confirm that action: it could not be shown here exactly as it would run.)"
 )
-CONFIRM, CANCEL = "confirm", "cancel"
 
 
-def confirm_call(pending_id: str, confirmed: bool) -> CommandCall:
-    """The command a click becomes (adapters build their turn with it)."""
-    return CommandCall("tool", f"{CONFIRM if confirmed else CANCEL} {pending_id}")
+def question_text(confirm: ConfirmRequest) -> str:
+    """The question as the loop wrote it for ``confirm`` (without its leading paragraph break)."""
+    return confirm_text(confirm.tool, json.loads(confirm.arguments))
 
 
-def confirm_id(result: ReplyResult) -> str:
-    """The pending call a reply asks about ('' for none): adapters put confirm / cancel under it. A reply
-    that moderation refused, or that failed, shows no buttons (its question was never seen)."""
-    if result.kind not in (ReplyKind.ANSWER, ReplyKind.COMMAND):
-        return ""
-    return result.meta.get(CONFIRM_META, "")
-
-
-def confirm_meta(event: ToolConfirm) -> dict[str, str]:
-    return {CONFIRM_META: event.pending.id, TOOL_META: event.pending.tool}
+def confirm_request(event: ToolConfirm) -> ConfirmRequest:
+    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    pending = event.pending
+    arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
+    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
 
 
 @dataclass
@@ -75,22 +68,31 @@ class Tools:
     def commands(self) -> list[Command]:
         return [tool_command(self)]
 
-    async def withdraw(self, turn: Turn, meta: dict[str, str], why: str) -> None:
-        """The reply around a proposed call could not be shown as generated: forget the call (no buttons,
-        nothing a click could run) and audit why."""
-        pending_id = meta.pop(CONFIRM_META, "")
-        tool = meta.pop(TOOL_META, "") or "unknown"
-        if pending_id:
-            await self.loop.pending.discard(pending_id)
-            await self.loop.audit.record(
-                turn, tool=tool, source="confirm", arguments="", outcome="withdrawn", detail=why
-            )
+    async def withdraw(self, turn: Turn, confirm: ConfirmRequest, why: str) -> None:
+        """The reply around a proposed call could not be shown as generated: forget the call (nothing a
+        click could run; the caller drops the question) and audit why."""
+        await self.loop.pending.discard(confirm.id)
+        await self.loop.audit.record(
+            turn, tool=confirm.tool, source="confirm", arguments="", outcome="withdrawn", detail=why
+        )
 
-    async def proposed_to(self, pending_id: str) -> str:
-        """The user a pending call waits for ('' when gone): adapters take the buttons away only when that
-        user clicks (anyone else's click is answered, and the buttons stay for the right person)."""
-        pending = await self.loop.pending.peek(pending_id)
-        return pending.user if pending is not None else ""
+    async def click_refusal(self, pending_id: str, turn: Turn) -> str:
+        """What a click (``turn``, by the person who clicked) on a proposed call's buttons is told
+        privately, or "" when it may go ahead: only the person the call was proposed to answers it, once.
+        A refusal is audited like one the resume would make; adapters take the buttons away on ""."""
+        owner, tool, why = await self.loop.pending.state(pending_id)
+        if not why and owner == turn.author.id:
+            return ""
+        why = why or "not_yours"
+        await self.loop.audit.record(
+            turn,
+            tool=tool or "unknown",
+            source="confirm",
+            arguments="",
+            outcome=f"confirm_{why}",
+            detail=pending_id,
+        )
+        return self.loop.options.take_failed.get(why, TAKE_FAILED["expired"])
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
@@ -139,7 +141,7 @@ def tool_command(tools: Tools) -> Command:
             if isinstance(event, LLMDelta):
                 yield event.text
             elif isinstance(event, ToolConfirm):
-                ctx.meta.update(confirm_meta(event))
+                ctx.confirm = confirm_request(event)
                 yield event.text
             elif isinstance(event, LLMEnd):
                 ctx.finish_reason = event.finish_reason

@@ -250,7 +250,8 @@ async def test_conversations_search_transcript_feedback_and_decisions(
     vote = Feedback(
         turn_id=slack_turn.turn_id, vote="down", user_id="U1", place=slack_turn.place, message_ts="1.2"
     )
-    assert await SlackState(rt.redis, rt.keys, thread_ttl=60).record_feedback(vote)
+    state = SlackState(rt.redis, rt.keys, thread_ttl=60, count_vote=rt.stats.queue_vote if rt.stats else None)
+    assert await state.record_feedback(vote)
     await rt.safety.events.record(slack_turn, [Decision("input", "pii", "redact", "rules", "email")])
     await sign_in(client, base)
 

@@ -47,9 +47,13 @@ def _turn(place: Place = PLACE, user: str = "U1") -> Turn:
 
 
 def _result(
-    kind: ReplyKind = ReplyKind.ANSWER, tokens: tuple[int, int] = (1000, 200), **meta: str
+    kind: ReplyKind = ReplyKind.ANSWER,
+    tokens: tuple[int, int] = (1000, 200),
+    *,
+    handoff: bool = False,
+    **meta: str,
 ) -> ReplyResult:
-    return ReplyResult("t1", kind, "text", persona="agent", usage=Usage(*tokens), meta=meta)
+    return ReplyResult("t1", kind, "text", persona="agent", usage=Usage(*tokens), handoff=handoff, meta=meta)
 
 
 # ------------------------------------------------------------------ price table
@@ -127,7 +131,7 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
         await pipe.execute()
     await stats.record(_turn(), _result(ReplyKind.REFUSAL, (50, 0)), 0.2)
     await stats.record(_turn(), _result(ReplyKind.ERROR, (0, 0)), 9.0)
-    await stats.record(_turn(), _result(handoff="requested"), 0.3)
+    await stats.record(_turn(), _result(handoff=True), 0.3)
     await stats.record(_turn(), _result(ReplyKind.IGNORED, (0, 0), reason="paused"), 0.1)  # not counted
     await stats.record(_turn(Place("discord", "G9", "C9")), _result(ReplyKind.COMMAND, (10, 10)), 0.1)
 
@@ -156,7 +160,7 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
 async def test_indexes_stay_bounded(redis_client: aioredis.Redis) -> None:
     stats = _stats(redis_client, recent_max=10)
     for i in range(25):
-        await stats.record(_turn(Place("slack", "T1", f"C{i}")), _result(handoff="requested"), 1.0)
+        await stats.record(_turn(Place("slack", "T1", f"C{i}")), _result(handoff=True), 1.0)
     assert await redis_client.zcard(stats.recent_key) == 10
     assert await redis_client.zcard(stats.handoffs_key) == 10
     assert [p.channel for p, _ in await stats.recent(3)] == ["C24", "C23", "C22"]

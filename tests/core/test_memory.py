@@ -143,6 +143,9 @@ async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
     settings = make_settings(openai_base_url=fake_openai.base_url, parley_data_dir=tmp_path)
     spec = spec_with_memory(max_messages=5000, fold_after=10**6)
     spec = spec if limits else without_limits(spec)
+    # No story clock: its once-a-second tick on the same pool is not the turn's and would be counted.
+    story = spec.config.story.model_copy(update={"branching": False})
+    spec = replace(spec, config=spec.config.model_copy(update={"story": story}))
     try:
         async with open_runtime(spec, settings, redis=client) as rt:
             counts = []

@@ -53,7 +53,7 @@ async def test_a_stream_without_its_end_is_an_error_carrying_what_was_shown() ->
 
 def test_a_flag_report_only_for_flagged_turns_that_were_answered_or_refused() -> None:
     turn = Turn(Author("U1", "Ann"), Place("slack", "T1", "C1"), "mail a@b.example " + "x" * 400)
-    flagged = ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "violence"})
+    flagged = ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok", flag="violence")
     report = flag_report(turn, flagged, lambda text: text.replace("a@b.example", "[redacted email]"))
     assert report is not None
     assert (report.category, report.user_id, report.user_name, report.command) == (
@@ -65,5 +65,5 @@ def test_a_flag_report_only_for_flagged_turns_that_were_answered_or_refused() ->
     assert report.excerpt == excerpt(turn.text.replace("a@b.example", "[redacted email]"))
     assert report.excerpt.startswith("mail [redacted email] x") and len(report.excerpt) == 300
     assert flag_report(turn, ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok"), None) is None
-    ignored = ReplyResult(turn.turn_id, ReplyKind.IGNORED, "", meta={"flag": "violence"})
+    ignored = ReplyResult(turn.turn_id, ReplyKind.IGNORED, "", flag="violence")
     assert flag_report(turn, ignored, None) is None

@@ -234,7 +234,7 @@ async def test_ignored_results_never_post_a_notice(
         try:
             job = _job(fake, "some words")
             text = "" if kind is ReplyKind.IGNORED else "shown"
-            result = ReplyResult(job.turn.turn_id, kind, text, meta={"flag": "violence"})
+            result = ReplyResult(job.turn.turn_id, kind, text, flag="violence")
             await delivery.deliver(job, _stream(result))
         finally:
             await delivery.aclose()
@@ -265,7 +265,7 @@ def test_the_notice_is_plain_text_and_mention_safe() -> None:
         text="/story",
         command=CommandCall("story"),
     )
-    result = ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "violence"})
+    result = ReplyResult(turn.turn_id, ReplyKind.ANSWER, "ok", flag="violence")
     report = flag_report(turn, result, lambda text: "# shout\n[click](https://evil.example) <@123> @here")
     assert report is not None and report.command == "story"
     content = flag_notice(report, guild_id=None, origin=Origin(7, 9))
@@ -287,3 +287,33 @@ def test_routes_carry_the_origin_through_the_queue() -> None:
     # A route without an origin (queued by an older version) still leads to the user's message.
     assert origin_of(target_of(route_for(ChannelTarget(1, 2, 3)))) == Origin(1, 3)
     assert origin_of(InteractionTarget(9, 8, 7, 6, 5, deadline=1.0)) == Origin(6, None)
+
+
+# ---------------------------------------------------------------------------------- handoff
+
+
+@pytest.mark.parametrize("mods", [True, False], ids=["moderators-channel", "no-channel"])
+async def test_a_handoff_is_announced_on_discord(
+    runtime_factory: RuntimeFactory, fake_discord: FakeDiscord, mods: bool
+) -> None:
+    """Issue 18: Discord showed no handoff notice (only Slack did). With a moderators' channel the people who
+    take over are told there, with a link; without one, the conversation itself says so."""
+    fake = fake_discord
+    extra = {"moderators_channel_id": mods_id(fake)} if mods else {}
+    async with runtime_factory("arcade") as rt:
+        delivery = DiscordDelivery(EdgeDeps.of(rt), discord_settings(fake, **extra))
+        try:
+            job = _job(fake, "can I talk to a person?")
+            result = ReplyResult(
+                job.turn.turn_id, ReplyKind.ANSWER, "A colleague will take over.", handoff=True
+            )
+            await delivery.deliver(job, _stream(result))
+        finally:
+            await delivery.aclose()
+    if mods:
+        (notice,) = notices(fake, ok=None)
+        assert "Handoff" in notice.json["content"] and fake.alice["id"] in notice.json["content"]
+    else:
+        said = [m["content"] for m in fake.bot_messages(fake.general["id"])]
+        assert said[0] == "A colleague will take over." and "handed this conversation to a person" in said[1]
+    assert_mention_safe(fake)

@@ -68,7 +68,7 @@ async def test_not_covered_says_so_and_offers_a_person(
         assert result.citations == ()
         # The customer takes the offer: the support plugin hands the conversation to a person.
         taken = await rt.engine.collect(make_turn("person"))
-        assert taken.meta["handoff"] == "requested"
+        assert taken.handoff
         # Small talk that is not a question still goes to the model.
         fake_openai.queue(Reply("You're welcome!"))
         thanks = await rt.engine.collect(make_turn("thanks a lot", thread="t2"))

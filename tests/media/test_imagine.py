@@ -82,8 +82,10 @@ async def test_imagine_uploads_with_files_upload_v2_on_slack(
     assert upload.channel == "C0GENERAL"
     assert upload.title == "a paper boat"
     assert slack.calls_to("files.getUploadURLExternal") and slack.calls_to("files.completeUploadExternal")
-    # Progress: the caption line was posted in the channel before the picture.
-    assert any("a paper boat" in m.shown for m in slack.bot_messages("C0GENERAL"))
+    # Progress: the caption line was posted in the channel before the picture, and the picture went in
+    # the caption's thread (not as a second top-level message).
+    (caption,) = [m for m in slack.bot_messages("C0GENERAL") if "a paper boat" in m.shown]
+    assert not caption.thread_ts and upload.thread_ts == caption.ts
 
 
 async def chat(rt: object, tmp_path: Path, *lines: str) -> tuple[ConsoleChat, io.StringIO]:

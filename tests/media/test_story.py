@@ -9,7 +9,7 @@ import dataclasses
 from bots.loader import load_bot
 from core.bot import BotSpec
 from core.story import parse_choices
-from core.types import Author, CommandCall, Place, ReplyKind, Turn
+from core.types import Author, Choice, CommandCall, Place, ReplyKind, Turn
 from tests.conftest import RuntimeFactory, without_limits
 from tests.discord.conftest import BotFactory
 from tests.fakes.discord import FakeDiscord
@@ -56,11 +56,16 @@ async def test_the_terminal_reader_picks_and_ends_with_a_recap(
     fake_openai.queue(part(1), part(2), Reply("A dragon woke, hid, and made a friend."))
     async with runtime_factory(spec=spec()) as rt:
         first = await rt.engine.collect(story_turn("a sleepy dragon", place=console))
-        assert first.choices == ("1:1:Fly north", "1:2:Hide in the cave", "1:3:Talk to it")
+        assert [(c.round, c.number, c.label) for c in first.choices] == [
+            (1, 1, "Fly north"),
+            (1, 2, "Hide in the cave"),
+            (1, 3, "Talk to it"),
+        ]
+        assert len({c.story for c in first.choices}) == 1  # one story id on every button
         assert "Part 1: the dragon wakes." in first.text and "2. Hide in the cave" in first.text
         assert "Choices:" not in first.text  # the raw block is replaced by the formatted one
         second = await rt.engine.collect(story_turn("2", place=console))
-        assert "➜ Hide in the cave" in second.text and second.choices[0].startswith("2:")
+        assert "➜ Hide in the cave" in second.text and second.choices[0].round == 2
         assert "The players chose: Hide in the cave" in last_user_text(fake_openai.chat_requests[-1].body)
         end = await rt.engine.collect(story_turn("end", place=console))
         assert "A dragon woke, hid, and made a friend." in end.text
@@ -154,6 +159,8 @@ async def test_discord_players_vote_with_buttons(
         await fake.wait_for(
             lambda: any("➜ Talk to it* (3 votes)" in m["content"] for m in fake.bot_messages()), 15
         )
+        # The round closed: the old part's buttons are taken off (part 2 brings its own).
+        await fake.wait_for(lambda: not fake.buttons(fake.messages[ballot["id"]]))
     # Each click was answered privately, only to the voter.
     private = [m for m in fake.messages.values() if m["content"].startswith("Vote counted")]
     assert len(private) == 4 and all(m["flags"] & 64 for m in private)
@@ -185,11 +192,12 @@ async def test_slack_players_vote_with_block_kit_buttons(
             if m.blocks and m.blocks[-1].get("block_id") == "parley_story"
         )
         buttons = ballot.blocks[-1]["elements"]
-        assert [b["value"] for b in buttons] == ["1:1", "1:2", "1:3"]
+        values = [Choice.parse(b["value"]) for b in buttons]
+        assert [(c.round, c.number) for c in values if c] == [(1, 1), (1, 2), (1, 3)]
         for user, n in (("U1", 2), ("U2", 2), ("U3", 1), ("U1", 2)):
             click = rq.block_action(
                 f"parley_story_vote_{n}",
-                f"1:{n}",
+                buttons[n - 1]["value"],
                 user=user,
                 message_ts=ballot.ts,
                 response_url=slack.response_url(),
@@ -204,6 +212,8 @@ async def test_slack_players_vote_with_block_kit_buttons(
 
         await slack.wait_for(continued, 15)
         await app.settle()
+        # The round closed: the old part's buttons are gone (part 2 has its own).
+        await slack.wait_for(lambda: not any(b.get("type") == "actions" for b in ballot.blocks))
     votes = [body for _, body in slack.responses if str(body.get("text", "")).startswith("Vote counted")]
     assert len(votes) == 4 and all(v["response_type"] == "ephemeral" for v in votes)
 
@@ -220,3 +230,43 @@ async def test_a_new_story_can_have_a_cover_picture(
     (cover,) = first.attachments
     assert cover.data.startswith(b"\x89PNG") and cover.filename.startswith("story-cover-")
     assert "a sleepy dragon" in fake_openai.image_requests[0].body["prompt"]
+
+
+async def test_discord_buttons_of_an_ended_or_other_story_change_nothing(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    """Issue 24 item 4: a button carries its story and round. Story A's old "1" while story B runs counts
+    nothing in B; "2" on an ended story starts no story whose idea is "2". Both are answered privately."""
+    fake = fake_discord
+    fake_openai.queue(part(1), part(1), Reply("It ended well."))
+    async with bot_factory(spec=spec(60.0)) as bot:
+        await fake.slash("story", {"prompt": "a dragon"})
+        await fake.wait_for(lambda: any(fake.buttons(m) for m in fake.bot_messages()))
+        story_a = next(m for m in fake.bot_messages() if fake.buttons(m))
+        old = [b["custom_id"] for b in fake.buttons(story_a)]
+        await fake.slash("story", {"prompt": "a robot"})  # story B replaces A
+        await fake.wait_for(
+            lambda: any(fake.buttons(m) for m in fake.bot_messages() if m["id"] != story_a["id"]), 15
+        )
+        await fake.wait_for(lambda: not fake.buttons(fake.messages[story_a["id"]]))  # A's were taken off
+        store = bot.runtime.engine.story
+        assert store is not None
+        place = Place("discord", fake.guild_id, fake.general["id"])
+        b_state = await store.load(place)
+        assert b_state is not None
+
+        await fake.click(story_a, old[0], author=fake.bob)  # A's "1" while B runs
+        await fake.wait_for(lambda: any("That vote has closed" in m["content"] for m in fake.bot_messages()))
+        assert await store.tally(place, b_state.round) == (1, 0)  # nothing counted in B
+
+        await fake.slash("story", {"prompt": "end"})
+        await fake.wait_for(lambda: any("It ended well." in m["content"] for m in fake.bot_messages()), 15)
+        asked = len(fake_openai.chat_requests)
+        await fake.click(story_a, old[1], author=fake.alice)  # "2" on an ended story
+        await fake.wait_for(
+            lambda: sum("That vote has closed" in m["content"] for m in fake.bot_messages()) == 2
+        )
+        assert await store.load(place) is None  # no story started with the idea "2"
+        assert len(fake_openai.chat_requests) == asked  # and no model call
+    closed = [m for m in fake.messages.values() if m["content"].startswith("That vote has closed")]
+    assert len(closed) == 2 and all(m["flags"] & 64 for m in closed)  # the clicker's eyes only

@@ -65,7 +65,7 @@ async def test_admins_block_and_unblock_a_user_and_read_the_events(
         events = await rt.engine.collect(make_turn("/safety events 5", admin=True))
         unblock = await rt.engine.collect(make_turn("/safety unblock U_RUDE", admin=True))
         back = await rt.engine.collect(make_turn("hello!", user="U_RUDE"))
-    assert insult.kind is ReplyKind.REFUSAL and insult.meta["flag"] == "harassment"
+    assert insult.kind is ReplyKind.REFUSAL and insult.flag == "harassment"
     assert block.text.startswith("Blocked U_RUDE")
     assert ignored.kind is ReplyKind.IGNORED and ignored.meta["reason"] == "blocked"
     assert elsewhere.kind is ReplyKind.ANSWER  # a block is per workspace

@@ -110,6 +110,6 @@ async def test_a_flagged_prompt_is_refused_before_any_image_call_on_a_relaxed_pr
         result = await _imagine(rt, "a grim thing")
         refusal = rt.bot.personas[result.persona].refusal
     assert fake_openai.image_requests == []
-    assert result.meta.get("flag") and result.meta["reason"] == "image_prompt_flagged"
+    assert result.flag and result.meta["reason"] == "image_prompt_flagged"
     assert result.text == refusal and not result.attachments
     assert result.kind in (ReplyKind.COMMAND, ReplyKind.REFUSAL)

@@ -66,7 +66,7 @@ async def test_strict_support_refuses_injections_before_the_llm(
         assert await stored_messages(rt) == []  # a refused message is not remembered
     assert result.kind is ReplyKind.REFUSAL
     assert shown(events) == "" and result.text == rt.bot.persona(None).refusal
-    assert result.meta["category"] == "prompt_injection" and result.meta["flag"] == "prompt_injection"
+    assert result.meta["category"] == "prompt_injection" and result.flag == "prompt_injection"
     assert fake_openai.chat_requests == []  # no LLM call at all
     assert fake_openai.moderation_requests[1:] == []  # refused by local rules: not even the endpoint asked
     (event,) = [e for e in recorded if e["category"] == "prompt_injection"]
@@ -83,7 +83,7 @@ async def test_relaxed_arcade_passes_injections_as_untrusted_user_text_and_flags
     async with safety_factory("arcade") as rt:
         _, result = await run(rt, make_turn(case["text"], platform="discord"))
         recorded = await events_of(rt)
-    assert result.kind is ReplyKind.ANSWER and result.meta["flag"] == "prompt_injection"
+    assert result.kind is ReplyKind.ANSWER and result.flag == "prompt_injection"
     (request,) = fake_openai.chat_requests
     messages = request.body["messages"]
     user_text = strip_invisible(case["text"])  # zero-width and tag characters are dropped on the way in
@@ -180,7 +180,7 @@ async def test_a_reply_with_the_canary_is_refused_flagged_recorded_and_never_sto
     system = fake_openai.chat_requests[0].body["messages"][0]["content"]
     assert canary in system  # every system prompt carries it
     assert result.kind is ReplyKind.REFUSAL and result.meta["category"] == "prompt_leak"
-    assert result.meta["flag"] == "prompt_leak"
+    assert result.flag == "prompt_leak"
     assert any(isinstance(e, ReplyReplace) for e in events)  # what was shown is edited away
     assert shown(events) == rt.bot.persona(None).refusal
     assert canary not in "".join(dump.values())

@@ -29,7 +29,19 @@ from core.moderation import Action
 from core.ops.jobs import Job
 from core.ops.service import serve
 from core.safety.profiles import BUILTIN_PROFILES
-from core.types import Author, Place, ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
+from core.types import (
+    Attachment,
+    Audience,
+    Author,
+    Notice,
+    Place,
+    ReplyDelta,
+    ReplyDone,
+    ReplyEvent,
+    ReplyKind,
+    ReplyResult,
+    Turn,
+)
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack, Message, SlackSender
@@ -262,7 +274,7 @@ async def test_ignored_results_never_post_a_notice(
         delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job("some words")
         text = "" if kind is ReplyKind.IGNORED else "shown"
-        result = ReplyResult(job.turn.turn_id, kind, text, meta={"flag": "violence"})
+        result = ReplyResult(job.turn.turn_id, kind, text, flag="violence")
         await delivery.deliver(job, _stream(result))
         await delivery.aclose()
     assert len(notices(slack)) == (1 if reported else 0)
@@ -278,7 +290,7 @@ async def test_the_excerpt_is_redacted_before_it_is_cut(
     async with runtime_factory(spec=support_spec()) as rt:
         delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
         job = _job(text, message_ts="")  # and no message to link to (a slash command)
-        result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", meta={"flag": "x"})
+        result = ReplyResult(job.turn.turn_id, ReplyKind.ANSWER, "ok", flag="x")
         await delivery.deliver(job, _stream(result))
         await delivery.aclose()
     (notice,) = notices(slack)
@@ -327,3 +339,30 @@ def test_a_moderators_channel_that_is_not_an_id_stops_start_up() -> None:
         load_slack_settings(_env_file=None, slack_moderators_channel="moderators")
     assert parse_bot_config({"moderators_channel": "C0MODS"}, "x").moderators_channel == "C0MODS"
     assert parse_bot_config({}, "x").moderators_channel == ""
+
+
+async def test_notices_reach_their_audience_after_a_refused_upload(
+    runtime_factory: RuntimeFactory, slack: FakeSlack
+) -> None:
+    """The one delivery path on Slack: a private notice is an ephemeral for the asker alone, a public one a
+    thread message; with Slack refusing the upload, the notices and the flag report still go out."""
+    slack.fail("files.getUploadURLExternal", status=500)
+    async with runtime_factory(spec=support_spec()) as rt:
+        delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), mods_config())
+        job = _job("some words")
+        result = ReplyResult(
+            job.turn.turn_id,
+            ReplyKind.ANSWER,
+            "shown",
+            attachments=(Attachment("a.png", "image/png", b"\x89PNG"),),
+            notices=(Notice("for you alone", Audience.PRIVATE), Notice("for everyone")),
+            flag="violence",
+        )
+        await delivery.deliver(job, _stream(result))
+        await delivery.aclose()
+    (private,) = slack.ephemerals
+    assert private.params["user"] == CUSTOMER and private.params["text"] == "for you alone"
+    assert private.params["thread_ts"] == ROOT
+    said = [m.text for m in slack.bot_messages("C0GENERAL", ROOT)]
+    assert "for everyone" in said and "for you alone" not in said
+    assert len(notices(slack)) == 1

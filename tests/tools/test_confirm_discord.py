@@ -47,11 +47,15 @@ async def test_discord_buttons_run_the_award_only_for_the_asker(
         assert question  # the exact arguments were shown
         assert await redis_client.zscore(board, "Alice") is None
 
-        # Bob clicks Alice's Confirm: refused, nothing awarded, the buttons stay.
+        # Bob clicks Alice's Confirm: refused in an ephemeral answer to Bob alone (once), nothing
+        # awarded, the buttons stay.
         await fake.click(asking, custom_id(pending, True), author=fake.bob)
         await fake.wait_for(
             lambda: any("Only the person who asked" in m["content"] for m in fake.bot_messages())
         )
+        refusals = [m for m in fake.bot_messages() if "Only the person who asked" in m["content"]]
+        assert len(refusals) == 1 and refusals[0]["flags"] & 64  # EPHEMERAL: Bob's eyes only
+        assert not any(button_ids(m) for m in refusals)  # and no feedback or other buttons on it
         assert await redis_client.zscore(board, "Alice") is None
         assert button_ids(fake.messages[asking["id"]])
 

@@ -64,16 +64,25 @@ async def test_slack_buttons_confirm_only_for_the_asker(
         pending = confirm["value"]
         assert tickets(db) == []
 
-        def click(user: str, action: str = TOOL_CONFIRM) -> dict[str, Any]:
+        def click(user: str, action: str = TOOL_CONFIRM, rid: str = "") -> dict[str, Any]:
             return rq.block_action(
-                action, pending, user=user, channel="C0GENERAL", message_ts=question.ts, thread_ts=ROOT
+                action,
+                pending,
+                user=user,
+                channel="C0GENERAL",
+                message_ts=question.ts,
+                thread_ts=ROOT,
+                response_url=slack.response_url(rid or user),
             )
 
-        # Someone else in the channel clicks Confirm: nothing runs, the buttons stay for the customer.
+        # Someone else in the channel clicks Confirm: nothing runs, the buttons stay for the customer, and
+        # only the clicker is told why (ephemeral, through the click's response_url), once.
         assert (await app.sender.action(click("U0NOSY"))).status == 200
         await app.settle()
         assert tickets(db) == []
-        assert "Only the person who asked" in slack.bot_messages("C0GENERAL", ROOT)[-1].shown
+        assert len(slack.bot_messages("C0GENERAL", ROOT)) == 1  # nothing posted in the thread
+        (told,) = [body for rid, body in slack.responses if rid == "U0NOSY"]
+        assert told["response_type"] == "ephemeral" and "Only the person who asked" in told["text"]
         assert buttons(question)
 
         fake_openai.queue(Reply("Done: your ticket is open; a colleague will answer within a day."))
@@ -84,15 +93,21 @@ async def test_slack_buttons_confirm_only_for_the_asker(
         assert not buttons(question)  # answered: the buttons are gone
         assert "Confirmed by <@U0CUST>" in str(question.blocks)
 
-        # A second click (a retry, a double click) runs nothing again.
-        await app.sender.action(click("U0CUST"))
+        # A second click (a retry, a double click) runs nothing again, and is told so privately.
+        shown = len(slack.bot_messages("C0GENERAL", ROOT))
+        await app.sender.action(click("U0CUST", rid="again"))
         await app.settle()
         assert len(tickets(db)) == 1
+        assert len(slack.bot_messages("C0GENERAL", ROOT)) == shown
+        (again,) = [body for rid, body in slack.responses if rid == "again"]
+        assert again["response_type"] == "ephemeral" and "already answered" in again["text"]
 
         audit = await rt.safety.events.recent(platform="slack", workspace="T0001", count=20)
         outcomes = [(e["category"], e["action"], e["user"]) for e in audit if e["stage"] == "tool"]
         assert ("create_ticket", "pending", "U0CUST") in outcomes
         assert ("create_ticket", "ok", "U0CUST") in outcomes
         assert any(e["action"] == "confirm_not_yours" and e["user"] == "U0NOSY" for e in audit)
+        # The double click is audited as such, naming the tool (issue 20), not as an expired request.
+        assert ("create_ticket", "confirm_already_handled", "U0CUST") in outcomes
         app.stop.set()
         await app.serving

@@ -43,10 +43,10 @@ async def test_terminal_yes_runs_the_call_and_no_does_not(fake_openai: FakeOpenA
     assert code == 0, err
     replies = [json.loads(line) for line in out.splitlines()]
     first, confirmed, second, cancelled = replies
-    assert first["meta"]["tool_name"] == "create_ticket"
+    assert first["confirm"]["tool"] == "create_ticket"
     assert '"subject": "Parcel never arrived"' in first["reply"]  # the exact arguments are shown
     assert confirmed["reply"] == "Ticket created for you."
-    assert second["meta"]["tool_confirm"] != first["meta"]["tool_confirm"]
+    assert second["confirm"]["id"] != first["confirm"]["id"]
     assert cancelled["reply"] == "Alright, no ticket."
     assert tickets(cwd) == [("A1002", "Parcel never arrived")]  # only the confirmed one
     # The model saw the order (read-only call) fenced as untrusted data, and that the user declined.

@@ -7,10 +7,10 @@ import dataclasses
 from typing import Any
 
 from bots.loader import load_bot
+from core.clicks import confirm_call
 from core.prompt import NO_TOOLS, TOOLS_NOTE
 from core.runtime import Runtime
 from core.tools.function import function_tool
-from core.tools.setup import CONFIRM_META, confirm_call
 from core.types import ReplyKind, Turn
 from tests.conftest import RuntimeFactory, without_limits
 from tests.core.helpers import make_turn
@@ -72,7 +72,7 @@ async def test_handoff_tool_asks_then_pauses_the_conversation(
         turn = make_turn("I want a 400 EUR refund", platform="slack", user="cust")
         asked = await rt.engine.collect(turn)
         assert "refund above the limit" in asked.text
-        pending = asked.meta[CONFIRM_META]
+        pending = asked.confirm.id
         state = await rt.engine.memory.load(turn.place, tail=10)
         assert not state.paused  # nothing happened yet
 
@@ -82,7 +82,7 @@ async def test_handoff_tool_asks_then_pauses_the_conversation(
         )
         done = await rt.engine.collect(click)
         assert done.text == "A colleague will follow up here."
-        assert done.meta.get("handoff") == "requested"  # the adapters alert the support channel
+        assert done.handoff  # the adapters alert the support channel
         state = await rt.engine.memory.load(turn.place, tail=10)
         assert state.paused
 

@@ -16,13 +16,13 @@ from pydantic import Field, SecretStr
 
 from bots.loader import load_bot
 from core.bot import BotSpec
+from core.clicks import confirm_call
 from core.ops.delivery import run_turn
 from core.ops.jobs import Job, Route, decode_job, encode_job
 from core.runtime import Runtime
 from core.tools.function import function_tool
 from core.tools.loop import ToolConfirm
 from core.tools.pending import PendingSigner
-from core.tools.setup import CONFIRM_META, TOOL_META, confirm_call
 from core.tools.spec import ToolContext
 from core.types import ReplyEvent
 from tests.conftest import RuntimeFactory, without_limits
@@ -143,7 +143,8 @@ async def test_a_replayed_confirm_job_creates_no_second_ticket(
         queue = rt.ops.queue
         turn = make_turn("open a ticket", platform="slack", user="cust")
         asked = await rt.engine.collect(turn)
-        pending_id = asked.meta[CONFIRM_META]
+        assert asked.confirm is not None
+        pending_id = asked.confirm.id
         click = dataclasses.replace(
             turn, text="/tool confirm", command=confirm_call(pending_id, True), turn_id="click-1"
         )
@@ -203,7 +204,7 @@ async def test_arguments_output_moderation_would_change_are_refused_not_shown(
     async with runtime_factory("support", spec=ticket_bot(), parley_credentials_keys=KEYS) as rt:
         turn = make_turn("open a ticket", platform="slack", user="cust")
         result = await rt.engine.collect(turn)
-        assert CONFIRM_META not in result.meta  # no buttons: there is nothing to confirm
+        assert result.confirm is None  # no buttons: there is nothing to confirm
         told = fake_openai.chat_requests[-1].body["messages"][-1]
         assert told["role"] == "tool" and "output moderation would change these arguments" in told["content"]
         assert "[link removed]" not in result.text
@@ -221,12 +222,13 @@ async def test_the_confirmation_shows_the_exact_arguments_that_run(
     async with runtime_factory("support", spec=ticket_bot(), parley_credentials_keys=KEYS) as rt:
         turn = make_turn("open a ticket", platform="slack", user="cust")
         asked = await rt.engine.collect(turn)
-        assert asked.meta[TOOL_META] == "create_ticket"
+        assert asked.confirm is not None and asked.confirm.tool == "create_ticket"
+        assert json.loads(asked.confirm.arguments) == {"details": details}
         assert json.dumps({"details": details}, indent=2, ensure_ascii=False) in asked.text
         assert "````\n" in asked.text  # a fence the arguments' own backticks cannot close
         fake_openai.queue(Reply("Done."))
         click = dataclasses.replace(
-            turn, text="/tool confirm", command=confirm_call(asked.meta[CONFIRM_META], True), turn_id="c2"
+            turn, text="/tool confirm", command=confirm_call(asked.confirm.id, True), turn_id="c2"
         )
         await rt.engine.collect(click)
     assert [details] == TICKETS

@@ -818,6 +818,8 @@ class FakeDiscord:
             return err
         if "content" in body:
             message["content"] = body["content"] or ""
+        if "components" in body:  # as Discord: an edit with components replaces them ([] removes them)
+            message["components"] = body["components"] or []
         message["edited_timestamp"] = p.iso_now()
         message["flags"] = message.get("flags", 0) & ~LOADING
         self._record_pings(message, body)
