@@ -176,10 +176,6 @@ class PendingStore:
             return raw, pending, "expired"
         return raw, pending, ""
 
-    async def peek(self, pending_id: str) -> PendingCall | None:
-        _, pending, why = await self._read(pending_id)
-        return pending if not why else None
-
     async def state(self, pending_id: str) -> tuple[str, str, str]:
         """(user it waits for, tool, why not: '' while it waits, else ``expired``, ``forged`` or
         ``already_handled``) - what a click is told before it becomes a turn."""
