@@ -16,7 +16,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 SUPPORT_DB := .parley/support.db
 
 .PHONY: help chat test lint bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
-	browser console vendor-chartjs kb eval-kb bench-kb
+	browser console vendor-chartjs kb eval-kb bench-kb bench-search
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -103,6 +103,9 @@ eval-kb: $(STAMP)  ## retrieval quality on the sample help centre: hit@1, hit@5,
 
 bench-kb: $(STAMP)  ## knowledge-base speed: ingest 1,000 pages, re-ingest, retrieval p50 at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
+
+bench-search: $(STAMP)  ## console transcript search at 10,000 conversations: index writes per turn, query p50/p95
+	$(BIN)/python -m tests.bench.console_search_bench
 
 lock: $(BIN)/uv  ## re-compile requirements.lock after editing pyproject.toml (keeps the other pins)
 	$(COMPILE)

@@ -20,10 +20,15 @@ _.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
 _._long_enough  # core/console/settings.py
+_._networks  # core/console/settings.py (PARLEY_CONSOLE_TRUSTED_PROXIES)
+_.discord_token  # core/console/mount.py PlatformCredentials: read from the environment, shown masked
 _._budgets  # core/kb/settings.py
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
 _._unique  # core/tools/config.py
+_._one  # bots/convtest/cases.py
+_._steps  # bots/convtest/cases.py
+_.__getattr__  # core/plugin.py: a module's lazy attribute (TurnContext)
 # sqlite3: how rows come back (bots/support/tools.py).
 _.row_factory
 # mcp: tools registered by the MCPServer.tool() decorator and called by MCP clients (bots/support/tools.py).
@@ -74,12 +79,14 @@ _.alt_txt  # SlackFile: read with .get() in adapters/slack/translate.py:image_re
 _.mimetype
 _.url_private
 _.url_private_download
+_.duration_ms  # SlackFile: read with .get() in adapters/slack/translate.py:audio_refs
 
 # Read by the console's Jinja2 templates (core/console/templates), which vulture does not parse.
 _.categories
 _.thumbs_up_rate
 _.resumed_by
 _.waiting
+_.created  # Account: the audit page's account list
 
 # --- Read only by tests/ and the benchmarks ---
 _.record_vote  # DailyStats: tests/console/test_stats.py (Slack votes ride on its own pipeline: queue_vote)

@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
+
+from dotenv import dotenv_values
 
 from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
-from bots import kb_cli
-from bots.console_cmd import serve_console
+from bots import config_cmd, console_cmd, kb_cli, scaffold, test_cmd
 from bots.loader import available_bots, load_bot
 from core.bot import BotSpec
 from core.console.mount import mount_console
@@ -58,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--name", default=None, help="display name of the speaker")
     chat.add_argument("--conversation", default="default", help="conversation id (a thread, in effect)")
     chat.add_argument("--jsonl", action="store_true", help="print one JSON object per reply")
+    chat.add_argument("--audio", type=Path, default=None, help="send this audio clip first (transcribed)")
     check = sub.add_parser("check", help="validate config and reach Redis and the LLM")
     check.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     run = sub.add_parser("run", help="run a bot on its platforms")
@@ -68,13 +72,19 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-only", action="store_true", help="answer queued turns only (no platform connections)"
     )
     split.add_argument("--adapters-only", action="store_true", help="take platform events only (no workers)")
-    console = sub.add_parser("console", help="serve the operator console alone (PARLEY_CONSOLE_PASSWORD)")
-    console.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
+    console = sub.add_parser(
+        "console", help="serve the operator console alone, or manage its accounts (console user ...)"
+    )
+    console.add_argument("--bot", help=f"bot name or folder ({bots})")
+    console_cmd.add_user_parser(console, bots)
     rotate = sub.add_parser(
         "rotate-credentials", help="re-seal stored credentials under the first PARLEY_CREDENTIALS_KEYS key"
     )
     rotate.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     kb_cli.add_parser(sub, bots)
+    scaffold.add_parser(sub)
+    test_cmd.add_parser(sub, bots)
+    config_cmd.add_parser(sub, bots)
     return parser
 
 
@@ -114,34 +124,54 @@ def _report(exc: ParleyError) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "console" and not args.bot:
+        parser.error("console: --bot NAME is required")
     with contextlib.ExitStack() as stack:
         return _dispatch(args, stack)
 
 
+def _environ() -> dict[str, str]:
+    """Where ``PARLEY_BOT__*`` overrides come from: ``.env`` (as for every other setting), then the process
+    environment, which wins."""
+    return {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+
+
 def _dispatch(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     try:
+        if args.command == "new":
+            return scaffold.run(args)
         settings = load_settings()
-        if args.command == "chat" and sys.stdin.isatty() and not args.jsonl:
-            # An interactive chat owns the terminal: logs go to a file beside the embedded Redis data.
+        owns_terminal = args.command == "chat" and sys.stdin.isatty() and not args.jsonl
+        if owns_terminal or args.command == "test":
+            # An interactive chat owns the terminal, and a test run's report is what it prints: logs go to a
+            # file beside the embedded Redis data.
             settings.parley_data_dir.mkdir(parents=True, exist_ok=True)
             log_file = stack.enter_context(
-                (settings.parley_data_dir / "chat.log").open("a", encoding="utf-8")
+                (settings.parley_data_dir / f"{args.command}.log").open("a", encoding="utf-8")
             )
             configure_logging(settings, log_file)
         else:
             configure_logging(settings)
         safety = load_safety_settings()
         console = load_console_settings()
-        spec = load_bot(args.bot)
+        environ = _environ()
+        spec = load_bot(args.bot, environ=environ)
+        if args.command == "config":
+            return config_cmd.run(args, spec, environ)
+        if args.command == "test":
+            return asyncio.run(test_cmd.run(args, settings, safety, spec))
         if args.command == "chat":
             return asyncio.run(_chat(args, settings, safety, spec))
         if args.command == "kb":
             return asyncio.run(kb_cli.run(args, settings, spec))
         if args.command == "check":
             return asyncio.run(_check(settings, safety, spec))
+        if args.command == "console" and getattr(args, "console_command", None) == "user":
+            return asyncio.run(console_cmd.manage_users(args, settings, spec))
         if args.command == "console":
-            return asyncio.run(serve_console(settings, console, spec))
+            return asyncio.run(console_cmd.serve_console(settings, console, spec))
         if args.command == "rotate-credentials":
             return asyncio.run(_rotate(settings, safety, spec))
         return asyncio.run(_run(args, settings, safety, console, spec))
@@ -159,7 +189,8 @@ async def _chat(args: argparse.Namespace, settings: Settings, safety: SafetySett
             jsonl=args.jsonl,
             interactive=sys.stdin.isatty() and not args.jsonl,
             conversation=args.conversation,
-            files_dir=settings.parley_data_dir / "images",
+            files_dir=settings.parley_data_dir / "files",
+            audio=args.audio,
         )
         return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
 

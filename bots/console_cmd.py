@@ -1,29 +1,120 @@
-"""``parley console --bot NAME``: serve only the operator console, for a local look at a bot's data.
+"""``parley console --bot NAME``: serve only the operator console, for a local look at a bot's data; and
+``parley console user add|list|remove``: the console's accounts.
 
 It opens the bot's runtime (REDIS_URL, or the embedded redis-server under PARLEY_DATA_DIR as ``parley chat``
 does), connects to no platform and answers no turn; it needs no LLM. ``parley run`` serves the same console
-beside the bot when PARLEY_CONSOLE_PASSWORD is set.
+beside the bot when PARLEY_CONSOLE_PASSWORD (or PARLEY_CONSOLE_ACCOUNTS) is set.
+
+    parley console user add NAME --role agent --bot support     asks for the password (or --password-stdin)
+    parley console user list --bot support
+    parley console user remove NAME --bot support
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import getpass
 import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from core.bot import BotSpec
+from core.console.accounts import Accounts, Role, check_name, check_role
+from core.console.audit import AuditLog
 from core.console.mount import PREFIX, mount_console
 from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError
+from core.keys import KeySpace
 from core.llm import LLMRequest
-from core.runtime import open_runtime
+from core.ops.redisconn import connect as connect_redis
+from core.redis_server import RedisServer
+from core.runtime import open_runtime, ping
 from core.safety.settings import load_safety_settings
 from core.settings import Settings
 
 CONSOLE_OFF = (
     "PARLEY_CONSOLE_PASSWORD: not set; the console is off without a password (12 characters or more, in the "
-    "environment or .env)"
+    "environment or .env) or PARLEY_CONSOLE_ACCOUNTS=true (accounts made with `parley console user add`)"
 )
+
+
+def add_user_parser(console: argparse.ArgumentParser, bots: str) -> None:
+    """``parley console user ...`` (``--bot`` may also come after the subcommand)."""
+    sub = console.add_subparsers(dest="console_command")
+    user = sub.add_parser("user", help="manage the console's accounts")
+    actions = user.add_subparsers(dest="user_command", required=True)
+    add = actions.add_parser("add", help="create an account (asks for its password)")
+    add.add_argument("name", help="account name: lowercase letters, digits, '.', '_' or '-'")
+    add.add_argument("--role", default="agent", help="admin, agent (default) or viewer")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--replace", action="store_true", help="change an existing account's role and password")
+    remove = actions.add_parser("remove", help="delete an account")
+    remove.add_argument("name")
+    listing = actions.add_parser("list", help="list the accounts")
+    for parser in (add, remove, listing):
+        parser.add_argument("--bot", default=argparse.SUPPRESS, help=f"bot name or folder ({bots})")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password (12 characters or more): ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError("the two passwords differ")
+    return first
+
+
+@asynccontextmanager
+async def _redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """The bot's Redis alone (REDIS_URL, or the embedded server under PARLEY_DATA_DIR), as the runtime
+    opens it; no LLM, tools or knowledge base are started for an account change."""
+    async with AsyncExitStack() as stack:
+        if settings.redis_url is not None:
+            url, where = settings.redis_url.get_secret_value(), "REDIS_URL"
+        else:
+            server = RedisServer(settings.parley_data_dir / "redis")
+            await asyncio.to_thread(server.start)
+            stack.callback(server.stop)
+            url, where = server.url, f"embedded redis-server ({server.data_dir})"
+        connection = connect_redis(url)
+        stack.push_async_callback(connection.aclose)
+        await ping(connection.client, where)
+        yield connection.client
+
+
+async def manage_users(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
+    role: Role | None = None
+    name = ""
+    password = ""
+    if args.user_command == "add":
+        name = check_name(args.name)  # bad input is refused before anything is opened
+        role = check_role(args.role)
+        password = _read_password(args.password_stdin)
+    async with _redis(settings) as client:
+        keys = KeySpace(spec.name)
+        accounts = Accounts(client, keys)
+        audit = AuditLog(client, keys)
+        if args.user_command == "add":
+            assert role is not None
+            password_hash = await asyncio.to_thread(accounts.hash, password)
+            account = await accounts.add(name, role, password_hash, replace=args.replace)
+            await audit.record("cli", "admin", "user_add", account.name, account.role.value)
+            print(f"console account {account.name} ({account.role.value}) saved for bot {spec.name}")
+        elif args.user_command == "remove":
+            gone = args.name.strip().lower()
+            if not await accounts.remove(gone):
+                raise ConfigError(f"no console account {gone!r}")
+            await audit.record("cli", "admin", "user_remove", gone)
+            print(f"console account {gone} removed (its open sessions end now)")
+        else:
+            for account in await accounts.all():
+                print(f"{account.name}\t{account.role.value}")
+    return 0
 
 
 class _NoLLM:

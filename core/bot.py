@@ -6,10 +6,10 @@ Platform tables (``[slack]``, ``[discord]``) stay raw here: each adapter validat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,10 +20,8 @@ from core.tools.config import ToolsConfig
 MAX_INPUT_CHARS = 40_000  # the upper bound of [limits] max_input_chars
 
 if TYPE_CHECKING:
-    from core.commands import Command
-    from core.engine import TurnContext
     from core.personas import Persona
-    from core.types import ReplyResult
+    from core.plugin import Plugin
 
 
 class MemoryConfig(BaseModel):
@@ -170,6 +168,37 @@ class ImagesConfig(BaseModel):
     quota_window_seconds: int = Field(default=86_400, ge=1)  # epoch-aligned: a day ends at 00:00 UTC
 
 
+class AudioConfig(BaseModel):
+    """``[audio]``: speech out (``/speak``, narrated stories) and voice messages in (transcribed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    narrate: bool = False  # every /story part is also read aloud (one story: ``/story ... --narrate``)
+    listen: bool = True  # voice messages and audio clips are transcribed and answered as text
+    voice: str = "alloy"  # the default voice; a persona's ``voice`` wins
+    format: Literal["mp3", "opus", "wav"] = "mp3"  # opus: an OGG/Opus file
+    max_speak_chars: int = Field(default=2_000, ge=1, le=4_096)  # the speech API takes 4,096 at most
+    max_bytes: int = Field(default=10_000_000, ge=1_000, le=25_000_000)  # per clip in (the API's 25 MB)
+    max_seconds: float = Field(default=180, gt=0, le=1_800)  # per clip in, where its length is known
+    types: list[str] = Field(
+        default_factory=lambda: [
+            "audio/ogg",
+            "audio/mpeg",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/webm",
+            "audio/mp4",
+            "audio/flac",
+        ]
+    )
+    timeout_seconds: float = Field(default=60, gt=0, le=600)
+    user_daily_speech: int = Field(default=20, ge=0)  # /speak and narrations per user per quota window
+    workspace_daily_speech: int = Field(default=200, ge=0)  # per Slack workspace / Discord server
+    user_daily_clips: int = Field(default=30, ge=0)  # clips transcribed per user per quota window
+    workspace_daily_clips: int = Field(default=300, ge=0)
+    quota_window_seconds: int = Field(default=86_400, ge=1)
+
+
 class StoryConfig(BaseModel):
     """``[story]``: the branching, voted ``/story`` (core/story.py); off: one story in one reply."""
 
@@ -205,6 +234,7 @@ class BotConfig(BaseModel):
     kb: dict[str, Any] | None = None  # the knowledge base (core/kb validates it: KbConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     story: StoryConfig = Field(default_factory=StoryConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
     slack: dict[str, Any] = Field(default_factory=dict)
     discord: dict[str, Any] = Field(default_factory=dict)
     console: dict[str, Any] = Field(default_factory=dict)
@@ -216,24 +246,6 @@ class BotConfig(BaseModel):
         return self
 
 
-class BotPlugin(Protocol):
-    """Optional bot-specific Python: ``plugin.py`` in the bot folder defines ``make_plugin(config)``, which
-    returns one of these (see :func:`bots.loader.load_bot`)."""
-
-    def commands(self) -> Iterable[Command]: ...
-
-    async def before_turn(self, ctx: TurnContext) -> ReplyResult | None:
-        """Return a result to answer the turn without the LLM (e.g. a handoff), or None to go on."""
-        ...
-
-    async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
-        """Look at the LLM's answer before it is stored (e.g. start a handoff); return it, maybe changed."""
-        ...
-
-
-# A plugin may also define ``tools() -> Iterable[Tool]`` (core/tools/spec.py): its Python function tools.
-
-
 @dataclass(frozen=True)
 class BotSpec:
     name: str
@@ -241,7 +253,7 @@ class BotSpec:
     config: BotConfig
     personas: Mapping[str, Persona]
     knowledge: str = ""
-    plugin: BotPlugin | None = None
+    plugin: Plugin | None = None  # the folder's plugin.py (core/plugin.py: the plugin API)
 
     def platform_config(self, platform: str) -> dict[str, Any]:
         table = getattr(self.config, platform, None)

@@ -97,6 +97,7 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         parts.append(delta)
         yield delta
     story = "".join(parts)
+    ctx.spoken = story
     if story:
         kept = ((ctx.state.meta.get("last_story", "") + "\n\n") if cont else "") + story
         stored = ctx.engine.safety.redactor.redact(
@@ -144,8 +145,10 @@ BUILTINS: dict[str, Command] = {
         options=(
             CommandOption("genre", "Genre of the story", choices=STORY_GENRES),
             CommandOption("length", "How long", choices=tuple(STORY_LENGTHS)),
+            CommandOption("narrate", "Also read it aloud (an audio file)", kind="boolean"),
         ),
         remember=True,
+        narrates=True,
     ),
 }
 

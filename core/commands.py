@@ -38,6 +38,7 @@ class Command:
     admin_only: bool = False
     remember: bool = False  # store the command and its answer in the conversation's memory
     ephemeral: bool = False  # the answer is for the asker only, where the platform allows it
+    narrates: bool = False  # may be read aloud ([audio] narrate, or its `narrate` option): /story
 
 
 @dataclass
@@ -69,9 +70,16 @@ class CommandRegistry:
         words = rest.split()
         free: list[str] = []
         known = {o.name for o in command.options}
+        flags = {o.name for o in command.options if o.kind == "boolean"}
         i = 0
         while i < len(words):
             word = words[i]
+            if word.startswith("--") and word[2:] in flags:  # a switch: `--narrate` alone means true
+                value = words[i + 1].lower() if i + 1 < len(words) else ""
+                given = value in {"true", "false", "yes", "no", "1", "0"}
+                options[word[2:]] = value if given else "true"
+                i += 2 if given else 1
+                continue
             if word.startswith("--") and word[2:] in known and i + 1 < len(words):
                 options[word[2:]] = words[i + 1]
                 i += 2

@@ -95,6 +95,12 @@ class StatsMark:
     queued: bool = False
 
 
+def _wants_narration(bot: BotSpec, call: CommandCall) -> bool:
+    """``[audio] narrate`` for every story part, or ``/story ... --narrate`` for this one."""
+    asked = call.options.get("narrate", "").lower()
+    return asked in {"true", "yes", "1"} or (bot.config.audio.narrate and asked not in {"false", "no", "0"})
+
+
 @dataclass
 class TurnContext:
     """One turn once its conversation is loaded: what stages, commands and plugin hooks use."""
@@ -120,6 +126,7 @@ class TurnContext:
     handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
     flag: str = ""  # moderation flagged the turn: the category
     retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
+    spoken: str = ""  # what a narrated command reads aloud (a story part), once its output check passed
 
     @property
     def bot(self) -> BotSpec:
@@ -332,7 +339,7 @@ class Engine:
     def _judged(self, turn: Turn, call: CommandCall | None) -> bool:
         """Whether admission will judge this turn (so its checks are worth sending with the read)."""
         cfg = self.bot.config
-        has_words = bool(turn.text.strip() or turn.images)
+        has_words = bool(turn.text.strip() or turn.images or turn.audio)
         return call is not None or ((turn.addressed or cfg.answer_unaddressed) and has_words)
 
     async def _load(
@@ -372,7 +379,8 @@ class Engine:
         turn, state, cfg = ctx.turn, ctx.state, self.bot.config
         if state.degraded:
             ctx.meta["memory"] = "unavailable"
-        if call is None and turn.addressed and not turn.text.strip() and not turn.images and not state.paused:
+        bare = not turn.text.strip() and not turn.images and not turn.audio
+        if call is None and turn.addressed and bare and not state.paused:
             # A bare mention: say hello in the persona's voice, no LLM call, nothing to remember.
             return ctx.result(ctx.persona.greeting, ReplyKind.ANSWER, meta={"reason": "greeting"})
         if call is None and not turn.addressed and not cfg.answer_unaddressed:
@@ -418,7 +426,17 @@ class Engine:
             await admission.poll_slot()
 
     async def _chat(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
-        """Stage chat: moderate input, plugin, generate, check, remember."""
+        """Stage chat: listen, moderate input, plugin, generate, check, remember."""
+        heard = None
+        if ctx.turn.audio and self.media is not None:  # stage listen: a voice message's words are the turn's
+            heard = await self.media.audio.listen(ctx.turn)
+            if heard.reply:
+                ctx.meta["reason"] = heard.reason
+                kind = ReplyKind.ERROR if heard.reason == "audio_unreadable" else ReplyKind.REFUSAL
+                yield ReplyDelta(heard.reply)
+                yield ReplyDone(ctx.result(heard.reply, kind))
+                return
+            ctx.turn = replace(ctx.turn, text=f"{ctx.turn.text}\n{heard.text}".strip())
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
         ctx.note(verdict)
         if verdict.action is Action.REFUSE:
@@ -437,6 +455,11 @@ class Engine:
         user_text = (
             self.safety.redactor.redact(verdict.text) if self.safety.redact_before_llm else verdict.text
         )
+        if heard is not None:
+            # What the bot heard, quoted back (after moderation: a refused transcript is never echoed);
+            # memory keeps the words and a reference to the clip, never the audio.
+            yield ReplyNotice(f"🎙️ I heard: “{' '.join(verdict.text.split())[:500]}”")
+            user_text = f"{user_text}\n{heard.note}".strip()
         plugin = self.bot.plugin
         early = await plugin.before_turn(ctx) if plugin is not None else None
         if early is not None:
@@ -467,8 +490,15 @@ class Engine:
 
         retrieval = await self._retrieve(ctx, user_text)
         fresh = not ctx.state.messages and not ctx.state.summary  # nothing earlier could hold the answer
+        # ... and no lookup tool could: a bot that can look things up (an order's status) answers what its
+        # help centre does not cover, so the model is asked (found by the support bot's conversation tests).
+        can_look_up = self.tools is not None and self.tools.offers_lookup(ctx.turn)
         kb = self.knowledge
-        answer = kb.not_covered_answer(retrieval, user_text, fresh=fresh) if kb and retrieval else None
+        answer = (
+            kb.not_covered_answer(retrieval, user_text, fresh=fresh and not can_look_up)
+            if kb and retrieval
+            else None
+        )
         if answer is not None:  # a question nothing here covers: say so and offer a person, no LLM call
             result = ctx.result(answer, ReplyKind.ANSWER, meta={**ctx.meta, "kb": "not_covered"})
             await self._remember(ctx, self._exchange(ctx, user_text, answer))
@@ -639,6 +669,16 @@ class Engine:
                 yield ReplyReplace(ctx.persona.refusal)
                 yield ReplyDone(ctx.refusal(verdict.category))
                 return
+            if (
+                command.narrates
+                and ctx.spoken
+                and self.media is not None
+                and _wants_narration(self.bot, call)
+            ):
+                storyteller = self.bot.personas.get(self.bot.config.story_persona, ctx.persona)
+                problem = await self.media.audio.narrate(ctx, ctx.spoken, voice=storyteller.voice)
+                if problem:
+                    yield ReplyNotice(problem)
             done = ctx.result(text, ctx.kind or ReplyKind.COMMAND, meta={**ctx.meta, "command": call.name})
             await self._remember(ctx, self._exchange(ctx, asked, text), result=done)
         # Built after the write, so a failed write shows in the result's meta.
@@ -684,6 +724,10 @@ class Engine:
 
         def also(pipe: Any) -> None:
             ctx.admission.queue_write(pipe, ctx.usage.total, stored)
+            if self.stats is not None:  # the console's search index: the redacted words, and who wrote
+                self.stats.index(
+                    pipe, ctx.turn.place, [*(m.text for m in messages), ctx.turn.author.display_name]
+                )
             if stats is not None and result is not None:
                 stats.queue(pipe, ctx.turn, result, time.perf_counter() - ctx.stats.started)
 

@@ -105,3 +105,7 @@ class ImageRejected(MediaError):
 
 class ImagesUnsupported(MediaError):
     """The configured endpoint has no Images API (404, 405 or 501)."""
+
+
+class AudioUnsupported(MediaError):
+    """Neither the speech endpoint nor a local engine (espeak-ng) can make audio; or no transcription API."""

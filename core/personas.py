@@ -42,6 +42,7 @@ class _PersonaFile(BaseModel):
     busy: str = "I'm a little busy right now. Please try again shortly."
     vision: bool = False  # the model can look at images: attachments reach it as image parts
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
+    voice: str = ""  # the speech voice for /speak and narrated stories (empty: [audio] voice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class Persona:
     busy: str
     vision: bool = False
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
+    voice: str = ""
 
     def render_system(self, values: Mapping[str, str]) -> str:
         """Fill the known placeholders; any other braces in the prompt are left alone."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import RedisError
 
 from core.bot import BotSpec
@@ -39,8 +40,10 @@ from core.settings import Settings
 from core.story import StoryClock, StoryStore
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
-from core.tools.setup import Tools, open_tools, plugin_tools
+from core.tools.setup import Tools, check_allowed, open_tools, plugin_tools
 from core.types import Turn
+
+log = structlog.get_logger("parley.runtime")
 
 NO_LLM = (
     "no LLM configured: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible server, "
@@ -154,11 +157,12 @@ async def open_runtime(
             delivery = deliveries.get(platform) if platform in deliveries else None
             return delivery if isinstance(delivery, ImageAuth) else None
 
-        media = build_media(spec, settings, safety.moderator, image_auth, safety.admission.store)
+        media = build_media(
+            spec, settings, safety.moderator, image_auth, safety.admission.store, client, keys
+        )
         stack.push_async_callback(media.aclose)
-        if "imagine" in cfg.commands:
-            for command in media.commands():
-                registry.add(command)
+        for command in media.commands(cfg.commands):
+            registry.add(command)
         # Tools: the plugin's functions and the MCP servers, started now and stopped after the dispatcher.
         tools: Tools | None = None
         declared = plugin_tools(spec)
@@ -181,6 +185,9 @@ async def open_runtime(
             )
             for command in tools.commands():
                 registry.add(command)
+        unsure = await check_allowed(cfg.tools, tools, str(spec.folder / "bot.toml"))
+        if unsure:
+            log.warning("tools_not_provided_yet", tools=unsure, why="an MCP server is not answering")
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
         stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())

@@ -41,7 +41,14 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
-    parley_image_model: str | None = None  # /imagine's Images API model (overrides bot.toml [images] model)
+    parley_image_model: str | None = None
+    # Speech (/speak, narrated stories) and transcription (voice messages): the LLM's endpoint unless set.
+    parley_tts_base_url: str | None = None
+    parley_tts_api_key: SecretStr | None = None
+    parley_tts_model: str = "gpt-4o-mini-tts"
+    parley_transcribe_model: str = (
+        "whisper-1"  # /imagine's Images API model (overrides bot.toml [images] model)
+    )
 
     # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
     redis_url: SecretStr | None = None
@@ -104,7 +111,13 @@ class Settings(BaseSettings):
     parley_llm_rate_retries: int = Field(default=3, ge=0, le=20)  # 429s retried (after the pause) per call
 
     @field_validator(
-        "openai_api_key", "openai_base_url", "redis_url", "parley_credentials_keys", mode="before"
+        "openai_api_key",
+        "openai_base_url",
+        "redis_url",
+        "parley_credentials_keys",
+        "parley_tts_base_url",
+        "parley_tts_api_key",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -399,6 +399,7 @@ async def _write(
     part, choices = parse_choices("".join(produced))
     if len(part) > shown:
         yield part[shown:]
+    ctx.spoken = part  # read aloud when narrated: the part, not the choices
     redacted = ctx.engine.safety.redactor.redact(part[:PART_CHARS])  # nothing unredacted reaches Redis
     voting = state.voting
     if not choices:

@@ -72,6 +72,19 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioRef:
+    """A voice message or audio clip attached to a user's message: where to fetch it, never its bytes."""
+
+    url: str
+    mime: str = ""  # as the platform declared it; checked again on the bytes
+    size: int = 0  # bytes, as declared (0: unknown)
+    name: str = ""
+    id: str = ""  # the platform's id of the attachment or file
+    duration: float = 0.0  # seconds, as declared (Discord voice messages; 0: unknown)
+    voice: bool = False  # recorded as a voice message (not an uploaded file)
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One incoming user message, platform-neutral."""
 
@@ -85,6 +98,7 @@ class Turn:
     received_at: float = field(default_factory=time.time)
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     images: tuple[ImageRef, ...] = ()  # image attachments (vision personas see them)
+    audio: tuple[AudioRef, ...] = ()  # voice messages and audio clips (transcribed into the text)
 
 
 # The reply contract, re-exported: most modules import these from here.

@@ -37,8 +37,9 @@ class EdgeDeps:
     # (pending id, the click as a turn) -> what a click on a proposed call's buttons is told privately, ""
     # when it may go ahead (then the buttons go). None: the bot has no tools.
     click_refusal: Callable[[str, Turn], Awaitable[str]] | None = None
-    # (pipeline, place, vote, previous): a 👍/👎 on the console's daily aggregates, in the caller's pipeline.
-    count_vote: Callable[[Any, Place, str, str | None], None] | None = None
+    # (pipeline, place, vote, previous, turn id): a 👍/👎 on the console's daily aggregates (and a 👎 on its
+    # unanswered list), in the caller's pipeline.
+    count_vote: Callable[[Any, Place, str, str | None, str], None] | None = None
     # Seals the credentials adapters keep in Redis (installations, response_urls, interaction tokens).
     box: CredentialBox = field(default_factory=lambda: CredentialBox(()))
 

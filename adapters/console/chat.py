@@ -31,6 +31,7 @@ from core.ops.jobs import Job, Route
 from core.reply import ReplyFold
 from core.types import (
     Attachment,
+    AudioRef,
     Author,
     CommandCall,
     ConfirmRequest,
@@ -57,6 +58,7 @@ class ConsoleOptions:
     interactive: bool = False
     conversation: str = "default"
     files_dir: Path | None = None  # where a reply's files (/imagine) are saved; None: PARLEY_DATA_DIR/images
+    audio: Path | None = None  # a clip sent as the first message (``parley chat --audio FILE``)
 
 
 def _reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None], stream: TextIO) -> None:
@@ -110,7 +112,7 @@ class ConsoleDelivery(ReplyDelivery[None]):
     async def files(self, job: Job, target: None, shown: Shown, files: tuple[Attachment, ...]) -> None:
         self.saved = await self._chat._save(files)
         for path in self.saved:
-            await self.say(job, target, f"image saved: {path}")
+            await self.say(job, target, f"file saved: {path}")
 
     async def confirm(self, job: Job, target: None, shown: Shown, question: ConfirmRequest) -> None:
         """Interactive: the chat loop asks ``Run it? [y/n]``; scripted, the prompt is written here."""
@@ -155,6 +157,11 @@ class ConsoleChat:
             self._write(f"{bot.config.display_name} ({persona.name}) — /help for commands, /quit to leave.\n")
             self._write(f"{bot.config.display_name}: {persona.greeting}\n")
         pending = ""  # a proposed tool call waiting for y/n
+        if self._opt.audio is not None:  # a voice message first: the bot transcribes it and answers
+            clip = self._opt.audio.resolve()
+            ref = AudioRef(url=f"file://{clip}", name=clip.name, id=clip.name)
+            first = await self.say("", audio=(ref,))
+            pending = first.question.id if first.question is not None else ""
         while True:
             if self._opt.interactive:
                 self._write(CONFIRM_PROMPT if pending else f"\n{self._opt.user_name}> ")
@@ -172,8 +179,10 @@ class ConsoleChat:
                 result = await self.say(line)
             pending = result.question.id if result.question is not None else ""
 
-    async def say(self, text: str, *, command: CommandCall | None = None) -> ReplyResult:
-        turn = Turn(author=self._author, place=self._place, text=text, command=command)
+    async def say(
+        self, text: str, *, command: CommandCall | None = None, audio: tuple[AudioRef, ...] = ()
+    ) -> ReplyResult:
+        turn = Turn(author=self._author, place=self._place, text=text, command=command, audio=audio)
         if not self._opt.jsonl and self._opt.interactive:
             self._write(f"{self._bot.config.display_name}: ")
         self._delivery.saved = []
@@ -186,7 +195,7 @@ class ConsoleChat:
 
     async def _save(self, attachments: tuple[Attachment, ...]) -> list[str]:
         """Write a reply's files under the files folder (a thread: no blocking file I/O in the loop)."""
-        folder = self._opt.files_dir or Path(".parley") / "images"
+        folder = self._opt.files_dir or Path(".parley") / "files"
         paths = []
         for a in attachments:
             path = folder / Path(a.filename).name  # a bare file name: nothing outside the folder

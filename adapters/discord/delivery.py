@@ -36,9 +36,11 @@ from adapters.common.controls import Controls
 from adapters.common.deliver import HANDOFF_TEXT, ReplyDelivery, Shown
 from adapters.common.deps import EdgeDeps
 from adapters.common.flags import FlagReport
+from adapters.common.split import split_text
 from adapters.common.stream import StreamRenderer
 from adapters.discord import endpoints
 from adapters.discord.confirm import confirm_view
+from adapters.discord.format import to_discord
 from adapters.discord.notice import flag_notice, jump_url, origin_of
 from adapters.discord.route import (
     ChannelTarget,
@@ -49,11 +51,11 @@ from adapters.discord.route import (
     target_of,
 )
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
+from adapters.discord.sink import MESSAGE_LIMIT, NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
-from core.errors import ConfigError, CredentialError
+from core.errors import AdapterError, ConfigError, CredentialError
 from core.ops.jobs import Job, Route
-from core.types import Attachment, Choice, ConfirmRequest, ReplyDone, ReplyEvent, Turn
+from core.types import Attachment, Choice, ConfirmRequest, Place, ReplyDone, ReplyEvent, Turn
 
 if TYPE_CHECKING:
     from discord.types.webhook import Webhook as WebhookPayload
@@ -348,6 +350,21 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
             )
         else:
             dlog.info("discord_flag_reported", category=category, moderators_channel=str(channel_id))
+
+    async def post(self, place: Place, text: str) -> str:
+        """The console's :class:`~core.console.outbox.Outbox`: ``text`` in the conversation's channel (a
+        thread is a channel), as the bot, mention-safe; the first message's id."""
+        client, _ = await self._rest()
+        guild = int(place.workspace) if place.workspace.isdigit() else None
+        channel = client.get_partial_messageable(int(place.thread or place.channel), guild_id=guild)
+        posted = ""
+        try:
+            for part in split_text(to_discord(text), MESSAGE_LIMIT):
+                message = await channel.send(part, allowed_mentions=NO_MENTIONS)
+                posted = posted or str(message.id)
+        except discord.HTTPException as exc:
+            raise AdapterError(f"Discord refused the message: HTTP {exc.status}") from None
+        return posted
 
     async def aclose(self) -> None:
         async with self._login:

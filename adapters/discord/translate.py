@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import discord
 
-from core.types import Author, Choice, CommandCall, ImageRef, Place, Turn
+from core.types import AudioRef, Author, Choice, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "discord"
 STORY_BUTTON = "parley_story:"  # custom_id of a story choice's button: parley_story:<Choice.value>
@@ -56,6 +56,7 @@ class MessageView:
     role_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     channel_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     images: tuple[ImageRef, ...] = ()  # image attachments (content type image/*)
+    audio: tuple[AudioRef, ...] = ()  # voice messages and audio attachments (content type audio/*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         role_names=view.role_names,
         channel_names=view.channel_names,
     )
-    if not text and not view.mentions_bot and not view.images:
+    if not text and not view.mentions_bot and not view.images and not view.audio:
         # Nothing to answer. In a followed thread or listened channel this is what a message looks like when
         # the message-content intent is off: Discord sends it with empty content.
         return None
@@ -178,6 +179,7 @@ def turn_from_message(view: MessageView, policy: MessagePolicy) -> Turn | None:
         addressed=addressed,
         event_id=view.id,
         images=view.images,
+        audio=view.audio,
     )
 
 
@@ -255,6 +257,23 @@ def image_refs(attachments: list[discord.Attachment]) -> tuple[ImageRef, ...]:
     )
 
 
+def audio_refs(attachments: list[discord.Attachment], *, voice: bool) -> tuple[AudioRef, ...]:
+    """Voice messages (flag IS_VOICE_MESSAGE, with ``duration_secs``) and audio attachments, as references."""
+    return tuple(
+        AudioRef(
+            url=a.url,
+            mime=a.content_type or "",
+            size=a.size,
+            name=a.filename,
+            id=str(a.id),
+            duration=float(a.duration or 0),
+            voice=voice,
+        )
+        for a in attachments
+        if (a.content_type or "").startswith("audio/")
+    )
+
+
 def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
     """Copy what we need out of a discord.py :class:`discord.Message`."""
     guild = message.guild
@@ -291,6 +310,7 @@ def message_view(message: discord.Message, bot_user_id: int) -> MessageView:
             {str(c.id): getattr(c, "name", "channel") for c in message.channel_mentions}
         ),
         images=image_refs(message.attachments),
+        audio=audio_refs(message.attachments, voice=message.flags.voice),
     )
 
 

@@ -183,6 +183,23 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
 
     # ------------------------------------------------------------------ credentials
 
+    async def post(self, place: Place, text: str) -> str:
+        """The console's :class:`~core.console.outbox.Outbox`: ``text`` in the conversation's thread, as the
+        bot (escaped and mention-safe like any reply); the message's ``ts``."""
+        client = await self.client_for(place.workspace)
+        posted = ""
+        try:
+            for part in split_text(to_mrkdwn(text), MESSAGE_LIMIT):
+                response = await client.chat_postMessage(
+                    channel=place.channel, thread_ts=place.thread or None, text=part, unfurl_links=False
+                )
+                posted = posted or str(response.get("ts", ""))
+        except SLACK_ERRORS as exc:
+            raise AdapterError(f"Slack refused the message: {slack_error_code(exc)}") from None
+        if place.thread:
+            await self.state.mark_thread(place)  # the customer's next words reach the bot (and the console)
+        return posted
+
     async def client_for(self, team: str) -> AsyncWebClient:
         """A Web API client with the bot token of ``team`` (the one token, or the installation's)."""
         if self._client is not None:

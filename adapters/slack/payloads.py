@@ -27,6 +27,8 @@ class SlackFile(TypedDict, total=False):
     size: int
     url_private: str
     url_private_download: str
+    duration_ms: int  # audio and video clips recorded in Slack
+    subtype: str  # "slack_audio" for a clip recorded in Slack
 
 
 class MessageEvent(TypedDict, total=False):

@@ -21,8 +21,9 @@ from core.types import Place
 FEEDBACK_TTL = 90 * 86_400
 
 
-VoteCounter = Callable[[Any, Place, str, "str | None"], None]
-"""(pipeline, place, vote, previous): queue a 👍/👎 on the console's aggregates (``EdgeDeps.count_vote``)."""
+VoteCounter = Callable[[Any, Place, str, "str | None", str], None]
+"""(pipeline, place, vote, previous, turn id): queue a 👍/👎 on the console's aggregates
+(``EdgeDeps.count_vote``)."""
 
 
 class SlackState:
@@ -85,7 +86,7 @@ class SlackState:
                 if previous:
                     pipe.hincrby(self.feedback_totals_key(), previous, -1)
                 if self._count_vote is not None:
-                    self._count_vote(pipe, fb.place, fb.vote, previous)
+                    self._count_vote(pipe, fb.place, fb.vote, previous, fb.turn_id)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"slack feedback: {type(exc).__name__}") from exc

@@ -28,7 +28,7 @@ from adapters.common.split import split_text
 from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
 from adapters.slack.settings import is_admin
 from core.clicks import vote_call
-from core.types import Author, Choice, CommandCall, ImageRef, Place, Turn
+from core.types import AudioRef, Author, Choice, CommandCall, ImageRef, Place, Turn
 
 PLATFORM = "slack"
 
@@ -132,6 +132,7 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
         addressed=addressed,
         event_id=message_key(channel, ts),
         images=image_refs(event.get("files") or []),
+        audio=audio_refs(event.get("files") or []),
     )
 
 
@@ -151,6 +152,28 @@ def image_refs(files: list[SlackFile]) -> tuple[ImageRef, ...]:
                     name=str(f.get("name") or ""),
                     caption=str(f.get("alt_txt") or f.get("title") or ""),
                     id=str(f.get("id") or ""),
+                )
+            )
+    return tuple(refs)
+
+
+def audio_refs(files: list[SlackFile]) -> tuple[AudioRef, ...]:
+    """A message's audio files: uploaded clips and clips recorded in Slack (transcribed by the worker)."""
+    refs = []
+    for f in files:
+        if not str(f.get("mimetype", "")).startswith("audio/"):
+            continue
+        url = str(f.get("url_private_download") or f.get("url_private") or "")
+        if url:
+            refs.append(
+                AudioRef(
+                    url=url,
+                    mime=str(f.get("mimetype", "")),
+                    size=int(f.get("size") or 0),
+                    name=str(f.get("name") or ""),
+                    id=str(f.get("id") or ""),
+                    duration=int(f.get("duration_ms") or 0) / 1000,
+                    voice=f.get("subtype") == "slack_audio",
                 )
             )
     return tuple(refs)

@@ -1,8 +1,10 @@
 """The operator console's settings (environment and ``.env``), read once at start-up.
 
-The console is off unless ``PARLEY_CONSOLE_PASSWORD`` is set. The price table says what a million tokens
-cost per model, in US dollars, so the overview can estimate spend; override or extend it with
-``PARLEY_CONSOLE_PRICES`` (JSON: ``{"my-model": {"input": 0.5, "output": 1.5}}``).
+The console is off unless ``PARLEY_CONSOLE_PASSWORD`` is set (one shared operator) or
+``PARLEY_CONSOLE_ACCOUNTS=true`` (people sign in with accounts made by ``parley console user add``).
+The price table says what a million tokens cost per model, in US dollars, so the overview can estimate
+spend; override or extend it with ``PARLEY_CONSOLE_PRICES``
+(JSON: ``{"my-model": {"input": 0.5, "output": 1.5}}``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.console.limits import parse_networks
 from core.errors import ConfigError
 from core.settings import describe_validation_error
 
@@ -66,7 +69,13 @@ class ConsoleSettings(BaseSettings):
     parley_console_retention_days: int = Field(default=35, ge=1, le=400)  # daily aggregates kept
     parley_console_recent: int = Field(default=500, ge=10, le=50_000)  # conversations/handoffs indexed
     parley_console_session_hours: float = Field(default=12, gt=0, le=24 * 30)
-    parley_console_login_attempts: int = Field(default=10, ge=1)  # per client address per 5 minutes
+    # Failed sign-ins per account (per browser that signed in before, or per account for all others) before
+    # each further one doubles a wait; also attempts per client address per 5 minutes.
+    parley_console_login_attempts: int = Field(default=10, ge=1)
+    parley_console_accounts: bool = False  # serve the console for stored accounts even without the password
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For names the client: an ingress, a port-forward.
+    parley_console_trusted_proxies: list[str] = Field(default_factory=list)
+    parley_console_handoff_target_minutes: float = Field(default=15, gt=0)  # waiting longer shows in red
 
     @field_validator("parley_console_password", mode="before")
     @classmethod
@@ -80,9 +89,15 @@ class ConsoleSettings(BaseSettings):
             raise ValueError("must be at least 12 characters")
         return value
 
+    @field_validator("parley_console_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a bad address fails at start-up, not at the first sign-in
+        return value
+
     @property
     def enabled(self) -> bool:
-        return self.parley_console_password is not None
+        return self.parley_console_password is not None or self.parley_console_accounts
 
     @property
     def price_table(self) -> PriceTable:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -32,6 +32,9 @@ from core.console.settings import ConsoleSettings, PriceTable
 from core.keys import KeySpace
 from core.settings import Settings
 from core.types import Place, ReplyKind, ReplyResult, Turn
+
+if TYPE_CHECKING:
+    from core.console.search import SearchIndex
 
 log = structlog.get_logger("parley.console")
 
@@ -52,6 +55,27 @@ _PLACE_SEP = "\x1f"
 DEFAULT_RETENTION_DAYS = 35
 
 
+UNANSWERED_MAX = 5_000  # entries kept in the unanswered index (newest)
+_KIND_SEP = "\x1e"
+
+
+def unanswered_key(keys: KeySpace) -> str:
+    return keys.scoped("console", "unanswered")
+
+
+def queue_unanswered(pipe: Any, keys: KeySpace, kind: str, turn_id: str, place: Place, now: float) -> None:
+    """Note a turn the bot could not answer (``not_covered``, ``handoff``, ``down``): the console's list of
+    what to improve. The question's text is read from the transcript, so /forget and retention apply."""
+    key = unanswered_key(keys)
+    pipe.zadd(key, {_KIND_SEP.join((kind, turn_id, encode_place(place))): now})
+    pipe.zremrangebyrank(key, 0, -(UNANSWERED_MAX + 1))
+
+
+def decode_unanswered(member: str) -> tuple[str, str, Place]:
+    kind, turn_id, place = ([*member.split(_KIND_SEP, 2), "", ""])[:3]
+    return kind, turn_id, decode_place(place)
+
+
 def queue_vote(
     pipe: Any,
     keys: KeySpace,
@@ -60,15 +84,20 @@ def queue_vote(
     previous: str | None = None,
     *,
     retention_days: int = DEFAULT_RETENTION_DAYS,
+    turn_id: str = "",
 ) -> None:
-    """Queue a 👍/👎 on today's aggregates (``vote`` "up" or "down"; ``previous`` the vote it replaces)."""
-    key = keys.scoped("console", "day", day_of(time.time()))
+    """Queue a 👍/👎 on today's aggregates (``vote`` "up" or "down"; ``previous`` the vote it replaces); a
+    👎 on ``turn_id`` also goes to the unanswered list."""
+    now = time.time()
+    key = keys.scoped("console", "day", day_of(now))
     prefix = f"{_clean(place.platform)}{_SEP}{_clean(place.workspace)}{_SEP}"
     if vote in ("up", "down"):
         pipe.hincrby(key, prefix + vote, 1)
     if previous in ("up", "down"):
         pipe.hincrby(key, prefix + previous, -1)
     pipe.expire(key, retention_days * 86_400)
+    if vote == "down" and turn_id:
+        queue_unanswered(pipe, keys, "down", turn_id, place, now)
 
 
 def day_of(ts: float) -> str:
@@ -99,15 +128,19 @@ class Tally:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     cost: float = 0.0
     histogram: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    hours: list[int] = field(default_factory=lambda: [0] * 24)  # replies by UTC hour
 
     def add(self, other: Tally) -> None:
         for name, value in other.counts.items():
             self.counts[name] = self.counts.get(name, 0) + value
         self.cost += other.cost
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+        self.hours = [a + b for a, b in zip(self.hours, other.hours, strict=True)]
 
     def take(self, metric: str, raw: str) -> None:
-        if metric == "cost":
+        if metric.startswith("h") and metric[1:].isdigit() and int(metric[1:]) < 24:
+            self.hours[int(metric[1:])] += int(raw)
+        elif metric == "cost":
             self.cost += float(raw)
         elif metric.startswith("t") and metric[1:].isdigit():
             index = int(metric[1:])
@@ -156,6 +189,18 @@ class HandoffRow:
     open: bool  # the conversation is still paused
     resumed: float | None
     resumed_by: str
+    assignee: str = ""
+    state: str = ""  # what the inbox set: assigned, waiting (empty: open)
+    name: str = ""  # the asker's display name, where the platform gave one
+
+    @property
+    def status(self) -> str:
+        """open, assigned, waiting (on the customer) or resolved (the bot answers again)."""
+        if not self.open:
+            return "resolved"
+        if self.state in ("assigned", "waiting"):
+            return self.state
+        return "assigned" if self.assignee else "open"
 
     def waiting(self, now: float) -> float:
         end = now if self.open or self.resumed is None else self.resumed
@@ -191,6 +236,7 @@ class DailyStats:
         model_for: Callable[[str], str],
         retention_days: int = DEFAULT_RETENTION_DAYS,
         recent_max: int = 500,
+        search: SearchIndex | None = None,
     ) -> None:
         self._r = client
         self._keys = keys
@@ -201,11 +247,20 @@ class DailyStats:
         self.recent_max = recent_max
         self.recent_key = keys.scoped("console", "recent")
         self.handoffs_key = keys.scoped("console", "handoffs")
+        self.search = search  # the transcripts' word index (core/console/search.py)
 
     # ------------------------------------------------------------------ keys
 
     def day_key(self, day: str) -> str:
         return self._keys.scoped("console", "day", day)
+
+    def split_key(self, day: str) -> str:
+        """A day's counts by persona and channel: ``persona|<name>|<metric>``, ``channel|<where>|..``."""
+        return self._keys.scoped("console", "split", day)
+
+    def meta_key(self, place: Place) -> str:
+        """The conversation's memory meta hash (where ``paused`` lives)."""
+        return self._keys.meta(place)
 
     def handoff_key(self, place: Place) -> str:
         return self._keys.scoped("console", "handoff", place.conversation_id)
@@ -224,7 +279,16 @@ class DailyStats:
         key = self.day_key(day_of(now))
         prefix = f"{_clean(place.platform)}{_SEP}{_clean(place.workspace)}{_SEP}"
         usage = result.usage
+        handoff = result.handoff
+        if handoff and metric == "answers":
+            metric = "handoffs"  # the handoff's reply is counted once, as a handoff, not as an answer
         pipe.hincrby(key, prefix + metric, 1)
+        hour = datetime.fromtimestamp(now, UTC).hour
+        pipe.hincrby(key, f"{prefix}h{hour:02d}", 1)  # today by the hour
+        split = self.split_key(day_of(now))
+        pipe.hincrby(split, f"persona{_SEP}{_clean(result.persona or 'default')}{_SEP}{metric}", 1)
+        pipe.hincrby(split, f"channel{_SEP}{_clean(place.platform + ' ' + place.channel)}{_SEP}{metric}", 1)
+        pipe.expire(split, self._ttl)
         if usage.prompt_tokens:
             pipe.hincrby(key, prefix + "tok_in", usage.prompt_tokens)
         if usage.completion_tokens:
@@ -234,10 +298,11 @@ class DailyStats:
             pipe.hincrbyfloat(key, prefix + "cost", round(cost, 9))
         if result.kind is ReplyKind.ANSWER:
             pipe.hincrby(key, f"{prefix}t{bucket_of(seconds)}", 1)
-        handoff = result.handoff
-        if handoff:
-            pipe.hincrby(key, prefix + "handoffs", 1)
         pipe.expire(key, self._ttl)
+        if handoff:
+            queue_unanswered(pipe, self._keys, "handoff", turn.turn_id, place, now)
+        elif result.meta.get("kb") == "not_covered":
+            queue_unanswered(pipe, self._keys, "not_covered", turn.turn_id, place, now)
         member = encode_place(place)
         pipe.zadd(self.recent_key, {member: now})
         pipe.zremrangebyrank(self.recent_key, 0, -(self.recent_max + 1))  # bounded by size: no TTL needed
@@ -247,8 +312,14 @@ class DailyStats:
             pipe.zremrangebyrank(self.handoffs_key, 0, -(self.recent_max + 1))
             pipe.expire(self.handoffs_key, self._ttl)
             pipe.delete(hkey)
-            pipe.hset(hkey, mapping={"requested": f"{now:.3f}", "turn": turn.turn_id, "user": turn.author.id})
+            who = {"requested": f"{now:.3f}", "turn": turn.turn_id, "user": turn.author.id}
+            pipe.hset(hkey, mapping={**who, "name": turn.author.display_name[:80]})
             pipe.expire(hkey, self._ttl)
+
+    def index(self, pipe: Any, place: Place, texts: Iterable[str]) -> None:
+        """Queue the search index's writes for words written in ``place`` (nothing without an index)."""
+        if self.search is not None:
+            self.search.queue(pipe, place, texts)
 
     async def record(self, turn: Turn, result: ReplyResult, seconds: float) -> None:
         """:meth:`queue` in a round trip of its own. Never fails a turn: a Redis error is logged."""
@@ -260,9 +331,13 @@ class DailyStats:
         except RedisError as exc:
             log.warning("console_stats_not_saved", bot=self._keys.bot, error=type(exc).__name__)
 
-    def queue_vote(self, pipe: Any, place: Place, vote: str, previous: str | None = None) -> None:
-        """A 👍/👎 on an answer (``vote`` "up" or "down"; ``previous`` the vote it replaces)."""
-        queue_vote(pipe, self._keys, place, vote, previous, retention_days=self.retention_days)
+    def queue_vote(
+        self, pipe: Any, place: Place, vote: str, previous: str | None = None, turn_id: str = ""
+    ) -> None:
+        """A 👍/👎 on an answer (``vote`` "up" or "down"; ``previous`` the vote it replaces; a 👎 on
+        ``turn_id`` also goes to the unanswered list)."""
+        days = self.retention_days
+        queue_vote(pipe, self._keys, place, vote, previous, retention_days=days, turn_id=turn_id)
 
     async def record_vote(self, place: Place, vote: str, previous: str | None = None) -> None:
         try:
@@ -286,11 +361,31 @@ class DailyStats:
         now = time.time() if now is None else now
         today = datetime.fromtimestamp(now, UTC)
         names = [(today - timedelta(days=back)).strftime("%Y%m%d") for back in range(count - 1, -1, -1)]
+        return await self.days_named(names)
+
+    async def days_named(self, names: list[str]) -> list[tuple[str, list[DayRow]]]:
+        """The given days (``YYYYMMDD``), each with its rows (one round trip)."""
         async with self._r.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hgetall(self.day_key(name))
             raws: list[Any] = await pipe.execute()
         return [(name, parse_day(raw, name)) for name, raw in zip(names, raws, strict=True)]
+
+    async def split(self, days: Iterable[str]) -> dict[str, dict[str, dict[str, int]]]:
+        """Counts by persona and channel over ``days``: ``{"persona": {name: {metric: n}}, ...}``."""
+        names = list(days)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.split_key(name))
+            raws: list[Any] = await pipe.execute()
+        out: dict[str, dict[str, dict[str, int]]] = {"persona": {}, "channel": {}}
+        for raw in raws:
+            for field_name, value in raw.items():
+                parts = field_name.split(_SEP)
+                if len(parts) == 3 and parts[0] in out:
+                    row = out[parts[0]].setdefault(parts[1], {})
+                    row[parts[2]] = row.get(parts[2], 0) + int(value)
+        return out
 
     async def recent(self, limit: int) -> list[tuple[Place, float]]:
         raw: Any = await self._r.zrevrange(self.recent_key, 0, max(0, limit - 1), withscores=True)
@@ -322,6 +417,9 @@ class DailyStats:
                     open=bool(paused),
                     resumed=float(resumed) if resumed else None,
                     resumed_by=info.get("resumed_by", ""),
+                    assignee=info.get("assignee", ""),
+                    state=info.get("state", ""),
+                    name=info.get("name", ""),
                 )
             )
         return rows
@@ -331,6 +429,8 @@ def build_stats(
     client: aioredis.Redis, keys: KeySpace, spec: BotSpec, settings: Settings, console: ConsoleSettings
 ) -> DailyStats:
     """One bot's aggregates: what its turns write and its console reads."""
+    from core.console.search import SearchIndex
+
     default = settings.openai_model
     models = {name: (p.model or default) for name, p in spec.personas.items()}
     return DailyStats(
@@ -340,4 +440,5 @@ def build_stats(
         model_for=lambda persona: models.get(persona, default),
         retention_days=console.parley_console_retention_days,
         recent_max=console.parley_console_recent,
+        search=SearchIndex(client, keys, ttl_seconds=int(spec.config.memory.ttl_days * 86_400)),
     )

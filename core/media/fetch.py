@@ -63,8 +63,10 @@ class ImageFetcher:
         types: frozenset[str],
         timeout: float,
         auth_for: Callable[[str], ImageAuth | None],
+        sniffer: Callable[[bytes], str] = sniff,
     ) -> None:
         self.max_bytes = max_bytes
+        self._sniff = sniffer  # what the bytes really are (images by default; audio for clips)
         self.types = types
         self._auth_for = auth_for  # platform -> its credentials provider, if any
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -105,7 +107,7 @@ class ImageFetcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise MediaError(f"the image download failed ({type(exc).__name__})") from None
         data = b"".join(chunks)
-        mime = sniff(data)
+        mime = self._sniff(data)
         if mime not in self.types:
             raise ImageRejected("the file is not an accepted image type")
         return ImageData(ref, mime, data)

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from core.credentials import key_material
-from core.types import Author, CommandCall, ImageRef, Place, Turn
+from core.types import AudioRef, Author, CommandCall, ImageRef, Place, Turn
 
 VERSION = 1
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -109,6 +109,8 @@ def encode_job(job: Job, signer: JobSigner | None = None) -> str:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
     if t.images:  # references only: a worker fetches the bytes itself
         body["im"] = [[i.url, i.mime, i.size, i.name, i.caption, i.id] for i in t.images]
+    if t.audio:  # references only, like images
+        body["au"] = [[a.url, a.mime, a.size, a.name, a.id, a.duration, a.voice] for a in t.audio]
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     if signer is None or not signer.enabled:
         return payload
@@ -150,6 +152,10 @@ def decode_job(raw: str, signer: JobSigner | None = None) -> Job:
             images=tuple(
                 ImageRef(str(u), str(m), int(n), str(fn), str(c), str(i))
                 for u, m, n, fn, c, i in body.get("im", [])
+            ),
+            audio=tuple(
+                AudioRef(str(u), str(m), int(n), str(fn), str(i), float(d), bool(v))
+                for u, m, n, fn, i, d, v in body.get("au", [])
             ),
         )
         route = Route(str(route_platform), MappingProxyType({str(k): str(v) for k, v in route_data.items()}))

@@ -64,17 +64,18 @@ def mask_text(text: str) -> str:
     return _URL.sub(lambda m: mask_url(m.group(0)), text)
 
 
-def masked(value: Any, key: str = "", *, whole: bool = False) -> Any:
-    """``value`` with its secrets replaced by ``MASK`` (same shape: models become dicts)."""
+def masked(value: Any, key: str = "", *, whole: bool = False, secret: tuple[str, str] = (MASK, "")) -> Any:
+    """``value`` with its secrets replaced by ``MASK`` (same shape: models become dicts). ``secret``: what a
+    ``SecretStr`` shows when set and when empty."""
     if isinstance(value, SecretStr):
-        return MASK if value.get_secret_value() else ""
+        return secret[0] if value.get_secret_value() else secret[1]
     if isinstance(value, BaseModel):
         value = {name: getattr(value, name) for name in type(value).model_fields}
     if isinstance(value, Mapping):
         inner_whole = whole or key.lower() in WHOLE_MAPS
-        return {k: masked(v, str(k), whole=inner_whole) for k, v in value.items()}
+        return {k: masked(v, str(k), whole=inner_whole, secret=secret) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [masked(v, key, whole=whole) for v in value]
+        return [masked(v, key, whole=whole, secret=secret) for v in value]
     if value in (None, "") or isinstance(value, bool | int | float):
         return MASK if whole and value not in (None, "") else value
     if whole or secret_key(key):
@@ -82,10 +83,10 @@ def masked(value: Any, key: str = "", *, whole: bool = False) -> Any:
     return mask_text(str(value)) if isinstance(value, str) else value
 
 
-def masked_settings(value: Any) -> dict[str, str]:
+def masked_settings(value: Any, *, secret: tuple[str, str] = (MASK, "")) -> dict[str, str]:
     """Settings flattened to ``dotted.path[i].name -> text``, secrets masked (the console's settings page)."""
     out: dict[str, str] = {}
-    _flatten("", masked(value), out)
+    _flatten("", masked(value, secret=secret), out)
     return out
 
 

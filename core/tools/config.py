@@ -35,6 +35,8 @@ class MCPServerConfig(BaseModel):
         True  # a tool the server marks readOnlyHint runs without asking (false: only read_only)
     )
     admin_only: list[str] = Field(default_factory=list)
+    # Confirmations in words, per tool: { create_ticket = "Create a ticket: {subject}" } (tools/wording.py)
+    confirm: dict[str, str] = Field(default_factory=dict)
     connect_timeout: float = Field(default=15.0, gt=0)
     ping_seconds: float = Field(default=30.0, gt=0)  # liveness check; a dead server is reconnected
 

@@ -42,6 +42,7 @@ class FunctionTool:
         description: str | None = None,
         side_effects: bool = False,
         admin_only: bool = False,
+        confirm: str = "",
     ) -> None:
         self._fn = fn
         hints = get_type_hints(fn, include_extras=True)
@@ -75,6 +76,7 @@ class FunctionTool:
             parameters=schema,
             side_effects=side_effects,
             admin_only=admin_only,
+            confirm=confirm,
         )
 
     def validate(self, arguments: Mapping[str, Any]) -> BaseModel:
@@ -111,6 +113,7 @@ def function_tool(
     description: str | None = None,
     side_effects: bool = False,
     admin_only: bool = False,
+    confirm: str = "",
 ) -> Callable[[ToolFunction], FunctionTool]: ...
 
 
@@ -122,12 +125,18 @@ def function_tool(
     description: str | None = None,
     side_effects: bool = False,
     admin_only: bool = False,
+    confirm: str = "",
 ) -> FunctionTool | Callable[[ToolFunction], FunctionTool]:
     """Decorator: turns a function into a :class:`FunctionTool` (usable bare or with options)."""
 
     def wrap(f: ToolFunction) -> FunctionTool:
         return FunctionTool(
-            f, name=name, description=description, side_effects=side_effects, admin_only=admin_only
+            f,
+            name=name,
+            description=description,
+            side_effects=side_effects,
+            admin_only=admin_only,
+            confirm=confirm,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -35,6 +35,7 @@ from core.tools.function import FunctionTool
 from core.tools.pending import PendingCall, PendingStore, dump_messages, new_id
 from core.tools.registry import ToolRegistry
 from core.tools.spec import ConversationControl, Tool, ToolContext
+from core.tools.wording import confirm_summary
 from core.types import Turn, Usage
 
 log = structlog.get_logger("parley.tools")
@@ -67,6 +68,7 @@ class ToolConfirm:
 
     pending: PendingCall
     text: str
+    summary: str = ""  # the question in words (the tool's confirmation template), one line
 
 
 LoopEvent = LLMDelta | ToolEvent | ToolConfirm | LLMEnd
@@ -79,13 +81,14 @@ def shown_arguments(arguments: Mapping[str, Any]) -> str:
     return json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
 
 
-def confirm_text(tool: str, arguments: Mapping[str, Any]) -> str:
+def confirm_text(tool: str, arguments: Mapping[str, Any], template: str = "") -> str:
+    """The summary in words (the tool's confirmation template, if any) and the exact arguments."""
     args = shown_arguments(arguments)
     # A fence longer than any run of backticks inside: the arguments cannot close it and restyle the rest.
     longest = max((len(run) for run in re.findall(r"`+", args)), default=0)
     fence_ = "`" * max(3, longest + 1)
-    intro = f"I'd like to run **{tool}** with exactly these arguments:"
-    return f"{intro}\n{fence_}\n{args}\n{fence_}\nShall I go ahead?"
+    summary = confirm_summary(tool, arguments, template)
+    return f"{summary}\nDetails, the exact arguments:\n{fence_}\n{args}\n{fence_}\nShall I go ahead?"
 
 
 ArgumentCheck = Callable[[Turn, str], Awaitable[str]]
@@ -262,10 +265,12 @@ class ToolLoop:
                     meta=dict(meta),
                 )
                 pending = await self.pending.save(pending)
-                text = confirm_text(call.name, arguments)
+                tool = self.registry.get(call.name)
+                template = tool.spec.confirm if tool is not None else ""
+                text = confirm_text(call.name, arguments, template)
                 if said or shown:
                     text = "\n\n" + text
-                yield ToolConfirm(pending, text)
+                yield ToolConfirm(pending, text, confirm_summary(call.name, arguments, template))
                 yield LLMEnd("tool_confirm", total if known else None)
                 return
         raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover

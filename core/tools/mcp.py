@@ -177,6 +177,7 @@ class MCPConnection:
             side_effects=not read_only,
             admin_only=name in self.cfg.admin_only or tool.name in self.cfg.admin_only,
             source=f"mcp:{self.name}",
+            confirm=self.cfg.confirm.get(tool.name, ""),
         )
         return MCPTool(self, tool.name, spec)
 

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from core.bot import BotSpec
 from core.clicks import CANCEL, CONFIRM
 from core.commands import Command
+from core.errors import ConfigError
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
 from core.moderation import Action, Moderator
@@ -47,10 +48,11 @@ def question_text(confirm: ConfirmRequest) -> str:
 
 
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
-    """The reply's typed question for a proposed call: its id, tool and exact arguments."""
+    """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
+    words (the tool's confirmation template, core/tools/wording.py)."""
     pending = event.pending
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
-    return ConfirmRequest(pending.id, pending.tool, arguments, f"run {pending.tool}?")
+    return ConfirmRequest(pending.id, pending.tool, arguments, event.summary or f"run {pending.tool}?")
 
 
 @dataclass
@@ -64,6 +66,11 @@ class Tools:
 
     def offers(self, turn: Turn) -> bool:
         return bool(self.registry.config.enabled and self.registry.available(turn))
+
+    def offers_lookup(self, turn: Turn) -> bool:
+        """Does the turn offer a tool that only reads (the model may find an answer the knowledge base
+        lacks)?"""
+        return self.offers(turn) and any(not s.side_effects for s in self.registry.available(turn))
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
@@ -123,6 +130,30 @@ def plugin_tools(spec: BotSpec) -> list[Tool]:
     """The Python tools a bot's plugin declares (``plugin.tools()``, optional)."""
     declare = getattr(spec.plugin, "tools", None)
     return list(declare()) if declare is not None else []
+
+
+async def check_allowed(config: ToolsConfig, tools: Tools | None, source: str) -> list[str]:
+    """Names in ``[tools] allow`` that nothing provides. Raises when that is certain (no MCP server could
+    still provide them: none is configured, or all answer and list none of those names); returns them when
+    a server is down and might (the caller warns). A plugin that failed to load must never leave its tools
+    silently missing."""
+    if not config.enabled or not config.allow:
+        return []
+    found = tools.registry.all() if tools is not None else {}
+    missing = [name for name in config.allow if name not in found]
+    if not missing:
+        return []
+    # MCP servers configured but not running here (PARLEY_MCP=false) or not answering: they may provide them
+    running = tools.registry.servers if tools is not None else []
+    unknowable = bool(config.mcp) and (
+        not running or any(problem for _, problem in await tools.registry.status())  # type: ignore[union-attr]
+    )
+    if not unknowable:
+        raise ConfigError(
+            f"{source}: tools.allow names {', '.join(repr(n) for n in missing)}, which no tool provides "
+            f"(plugin.py tools() or an MCP server; have {', '.join(sorted(found)) or 'none'})"
+        )
+    return missing
 
 
 def tool_command(tools: Tools) -> Command:

@@ -20,6 +20,9 @@ class ToolSpec:
     side_effects: bool = False  # True: runs only after the asking user confirms the exact arguments
     admin_only: bool = False
     source: str = "python"  # "python" or "mcp:<server>"
+    confirm: str = (
+        ""  # what the user confirms, in words: "Create a ticket: {subject}" (core/tools/wording.py)
+    )
 
     def openai(self) -> dict[str, Any]:
         """The Chat Completions ``tools`` entry."""

@@ -4,7 +4,7 @@ server (127.0.0.1, a free port), and an HTTP client that signs in through the lo
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ from core.runtime import Runtime
 from tests.conftest import RuntimeFactory
 
 PASSWORD = "correct horse battery staple"
-RUNTIME = {"port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+RUNTIME = {"port": 0, "parley_ops_port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -90,5 +90,19 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-# The Slack adapter's fixtures (fake Slack, a running adapter on a given runtime), for the browser test.
+# The platforms' fixtures: fake Discord (the outbox test); fake Slack and a running adapter (browser tests).
+from tests.discord.conftest import fake_discord  # noqa: E402, F401
 from tests.slack.conftest import slack, start_slack  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the run (each starts by clearing its cookies)."""
+    from tests.console.browser import chromium_paths, start_chromium
+
+    chromium_paths()  # skips, saying what is missing
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()

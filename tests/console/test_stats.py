@@ -139,13 +139,14 @@ async def test_queue_only_queues_and_record_aggregates(redis_client: aioredis.Re
     assert day == day_of(time.time())
     by = {(r.platform, r.workspace): r.tally for r in rows}
     slack = by[("slack", "T1")]
-    assert slack.counts["answers"] == 2
+    assert slack.counts["answers"] == 1  # the handoff's reply counts once, as a handoff
+    assert sum(slack.hours) == 4  # every reply, by the hour (the ignored one is not a reply)
     assert slack.counts["refusals"] == 1
     assert slack.counts["errors"] == 1
     assert slack.counts["handoffs"] == 1
     assert slack.counts["tok_in"] == 2050 and slack.counts["tok_out"] == 400
     assert slack.cost == pytest.approx((2050 * 0.15 + 400 * 0.60) / 1e6)
-    assert sum(slack.histogram) == 2  # answers only
+    assert sum(slack.histogram) == 2  # reply times of answers (the handoff's reply included)
     assert slack.histogram[bucket_of(1.5)] == 1 and slack.histogram[bucket_of(0.3)] == 1
     assert by[("discord", "G9")].counts["commands"] == 1
     ttl = await redis_client.ttl(stats.day_key(day))

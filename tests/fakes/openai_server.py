@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.audio import wav
 from tests.fakes.images import decode_data_url, png
 
 
@@ -224,6 +225,12 @@ class FakeOpenAI:
         self.embeddings_behaviour: Behaviour | None = None  # an Error or Hang for /v1/embeddings
         self.images_behaviour: Error | Hang | None = None  # e.g. Error(404): a server without an Images API
         self.images_gate: asyncio.Event | None = None  # set: image requests wait for it (races in tests)
+        # Audio: ``/v1/audio/speech`` answers a real WAV (0.5 s tone); ``/v1/audio/transcriptions`` answers
+        # ``transcript``. ``audio_behaviour = Error(404)`` is a server without either API.
+        self.audio_behaviour: Error | None = None
+        self.transcript = "hello from a voice message"
+        self.spoken: list[str] = []  # the ``input`` of every speech request, in order
+        self.heard: list[int] = []  # the byte size of every file sent for transcription
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
@@ -277,13 +284,18 @@ class FakeOpenAI:
 
     # -- lifecycle
 
-    async def start(self) -> FakeOpenAI:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/images/generations", self._images)
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application()
+        self.routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -514,6 +526,7 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         behaviour = self.embeddings_behaviour
@@ -591,6 +604,29 @@ class FakeOpenAI:
         data = [{"b64_json": base64.b64encode(picture).decode(), "revised_prompt": None} for _ in range(n)]
         return web.json_response({"created": int(time.time()), "data": data})
 
+    async def _speech(self, request: web.Request) -> web.Response:
+        """``POST /v1/audio/speech``: a real WAV (whatever format was asked: the client sniffs it)."""
+        body = await self._record(request)
+        if self.audio_behaviour is not None:
+            return self._error(self.audio_behaviour)
+        self.spoken.append(str(body.get("input", "")))
+        return web.Response(body=wav(0.5), content_type="audio/wav")
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        """``POST /v1/audio/transcriptions`` (multipart ``file`` + ``model``): ``{"text": transcript}``."""
+        form = await request.post()
+        upload = form.get("file")
+        size = len(upload.file.read()) if isinstance(upload, web.FileField) else 0
+        self.requests.append(
+            Recorded(
+                request.path, {"model": str(form.get("model", ""))}, time.monotonic(), dict(request.headers)
+            )
+        )
+        if self.audio_behaviour is not None:
+            return self._error(self.audio_behaviour)
+        self.heard.append(size)
+        return web.json_response({"text": self.transcript})
+
 
 MODERATION_CATEGORIES = (
     "harassment",
@@ -613,11 +649,7 @@ async def _serve(port: int) -> None:
     fake = FakeOpenAI()
     fake.port = port
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake._chat)
-    app.router.add_post("/v1/moderations", fake._moderations)
-    app.router.add_post("/v1/embeddings", fake._embeddings)
-    app.router.add_get("/v1/models", fake._models)
-    app.router.add_post("/v1/images/generations", fake._images)
+    fake.routes(app)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

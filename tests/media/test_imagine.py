@@ -108,7 +108,7 @@ async def test_the_terminal_saves_the_image_and_prints_its_path(
         _, out = await chat(rt, tmp_path, "/imagine a lighthouse at dawn")
     (saved,) = list((tmp_path / "images").iterdir())
     assert saved.read_bytes().startswith(PNG)
-    assert f"[image saved: {saved.resolve()}]" in out.getvalue()
+    assert f"[file saved: {saved.resolve()}]" in out.getvalue()
 
 
 async def test_quotas_are_enforced_per_user_and_per_server(

@@ -58,6 +58,7 @@ API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
+VOICE_MESSAGE = 1 << 13
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 _ROLE_RE = re.compile(r"<@&(\d+)>")
@@ -364,9 +365,11 @@ class FakeDiscord:
         mention_bot: bool = False,
         reply_to: dict[str, Any] | None = None,
         attachments: list[tuple[str, bytes, str]] | None = None,
+        flags: int = 0,
     ) -> dict[str, Any]:
         """A user posts in a guild channel or thread; returns the MESSAGE_CREATE payload. ``attachments``:
-        ``(filename, bytes, content type)`` files, served at the fake CDN's URLs."""
+        ``(filename, bytes, content type)`` files, served at the fake CDN's URLs. ``flags``: message flags
+        (1 << 13: a voice message, whose audio attachment then carries ``duration_secs`` and a waveform)."""
         author = author or self.alice
         channel = channel or self.general
         content = f"<@{self.app_id}> {text}" if mention_bot else text
@@ -383,6 +386,12 @@ class FakeDiscord:
             author_member=p.member(None),
         )
         data["attachments"] = [self.attach(*a) for a in attachments or []]
+        if flags:
+            data["flags"] = flags
+        if flags & VOICE_MESSAGE:
+            for a in data["attachments"]:
+                a["duration_secs"] = 1.0
+                a["waveform"] = "AAAA"
         self.messages[data["id"]] = data
         delivered = await self.dispatch("MESSAGE_CREATE", data)
         assert delivered, "no gateway session received the message (not connected, or intents missing)"

@@ -1,0 +1,1 @@
+"""Conversation tests for bots: ``parley test`` (cases, scripted model, checks, runner)."""
