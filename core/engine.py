@@ -45,7 +45,7 @@ from core.safety.attached import moderated_images
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import WITHDRAWN, confirm_request, question_text
+from core.tools.setup import WITHDRAWN, confirm_request
 from core.types import (
     Attachment,
     Choice,
@@ -601,7 +601,7 @@ class Engine:
             return ctx.refusal(verdict.category)
         if verdict.action is Action.REDACT:
             text = verdict.text
-        if asked is not None and self.tools is not None and question_text(asked) not in text:
+        if asked is not None and self.tools is not None and self.tools.question_text(asked) not in text:
             # The final moderation rewrote the question: what would run is not what is shown. No buttons.
             await self.tools.withdraw(ctx.turn, asked, f"question altered: {verdict.category}")
             ctx.confirm = None

@@ -42,11 +42,6 @@ WITHDRAWN = (
 )
 
 
-def question_text(confirm: ConfirmRequest) -> str:
-    """The question as the loop wrote it for ``confirm`` (without its leading paragraph break)."""
-    return confirm_text(confirm.tool, json.loads(confirm.arguments))
-
-
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
     """The reply's typed question for a proposed call: its id, tool, exact arguments and the question in
     words (the tool's confirmation template, core/tools/wording.py)."""
@@ -74,6 +69,12 @@ class Tools:
 
     def commands(self) -> list[Command]:
         return [tool_command(self)]
+
+    def question_text(self, confirm: ConfirmRequest) -> str:
+        """The question as the loop wrote it for ``confirm`` (without its leading paragraph break)."""
+        tool = self.registry.get(confirm.tool)
+        template = tool.spec.confirm if tool is not None else ""
+        return confirm_text(confirm.tool, json.loads(confirm.arguments), template)
 
     async def withdraw(self, turn: Turn, confirm: ConfirmRequest, why: str) -> None:
         """The reply around a proposed call could not be shown as generated: forget the call (nothing a
