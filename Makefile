@@ -76,11 +76,13 @@ vendor-chartjs:  ## re-vendor Chart.js (pinned) into the console's static files,
 	sha256sum .vendor-tmp/chart.js-$(CHARTJS_VERSION).tgz
 	rm -rf .vendor-tmp
 
-lint: $(STAMP)  ## ruff (check + format), mypy strict on core/ adapters/ bots/, vulture (dead code)
+lint: $(STAMP)  ## ruff (check + format), mypy strict, vulture (dead code), import layers and no import cycles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core adapters bots
 	$(BIN)/mypy
 	$(BIN)/vulture
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python .ci/no_cycles.py
 
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench

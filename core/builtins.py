@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.commands import Command, CommandOption, CommandRegistry
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.llm import ChatMessage
 from core.safety.forget import Forgotten
 from core.story import branching_story
@@ -28,7 +28,7 @@ LAST_STORY_CHARS = 6_000  # how much of the last story is kept for /story contin
 
 async def _help(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     lines = [f"*{ctx.bot.config.display_name}* understands these commands:"]
-    for command in ctx.engine.commands:
+    for command in ctx.commands:
         usage = f" {command.usage}" if command.usage else ""
         admin = " (admins only)" if command.admin_only else ""
         lines.append(f"• /{command.name}{usage}: {command.description}{admin}")
@@ -60,8 +60,8 @@ async def _persona(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
 
 
 async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
-    if ctx.bot.config.story.branching and ctx.engine.story is not None:
-        async for delta in branching_story(ctx, call, ctx.engine.story):
+    if ctx.bot.config.story.branching and ctx.story is not None:
+        async for delta in branching_story(ctx, call, ctx.story):
             yield delta
         return
     storyteller = ctx.bot.personas.get(ctx.bot.config.story_persona, ctx.persona)
@@ -70,7 +70,7 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     words, max_tokens = STORY_LENGTHS.get(length, STORY_LENGTHS["short"])
     prompt = call.args.strip()
     cont = call.options.get("continue", "").lower() in {"1", "true", "yes"} or prompt.lower() == "continue"
-    system = ctx.engine.system_prompt(ctx, storyteller)
+    system = ctx.system_prompt(storyteller)
     messages = [ChatMessage("system", system)]
     if cont:
         last = ctx.state.meta.get("last_story", "")
@@ -100,9 +100,7 @@ async def _story(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     ctx.spoken = story
     if story:
         kept = ((ctx.state.meta.get("last_story", "") + "\n\n") if cont else "") + story
-        stored = ctx.engine.safety.redactor.redact(
-            kept[-LAST_STORY_CHARS:]
-        )  # nothing unredacted reaches Redis
+        stored = ctx.redactor.redact(kept[-LAST_STORY_CHARS:])  # nothing unredacted reaches Redis
         await ctx.memory.set_meta(ctx.turn.place, {"last_story": stored})
 
 

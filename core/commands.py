@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from core.types import CommandCall
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 CommandHandler = Callable[["TurnContext", CommandCall], AsyncIterator[str]]
 

@@ -28,30 +28,25 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from core.bot import BotSpec
 from core.commands import CommandRegistry
+from core.context import StatsMark, TurnContext, TurnServices
 from core.errors import ContextTooLong, LLMError, StoreError
-from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest
+from core.llm import LLM, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
-from core.personas import Persona
-from core.prompt import UNTRUSTED_NOTE, Prompt, build_prompt, summary_request, with_tools
+from core.prompt import Prompt, build_prompt, summary_request, with_tools
 from core.safety.attached import moderated_images
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
 from core.tools.setup import WITHDRAWN, confirm_request
 from core.types import (
-    Attachment,
-    Choice,
     CommandCall,
-    ConfirmRequest,
-    Notice,
     ReplyDelta,
     ReplyDone,
     ReplyEvent,
@@ -81,118 +76,10 @@ MODERATION_STRIDE = 400  # re-check streaming output each time it grows by this 
 FOLD_LOCK_SECONDS = 120
 
 
-def _flag_of(verdict: Verdict) -> str:
-    """A flagged verdict's category: deliveries post it to the moderators' channel (``ReplyResult.flag``)."""
-    return verdict.flag or (verdict.category if verdict.action is Action.FLAG else "")
-
-
-@dataclass
-class StatsMark:
-    """Per turn: when it started, and whether its console aggregates rode on its final write (if not, the
-    finish stage records them)."""
-
-    started: float = field(default_factory=time.perf_counter)
-    queued: bool = False
-
-
 def _wants_narration(bot: BotSpec, call: CommandCall) -> bool:
     """``[audio] narrate`` for every story part, or ``/story ... --narrate`` for this one."""
     asked = call.options.get("narrate", "").lower()
     return asked in {"true", "yes", "1"} or (bot.config.audio.narrate and asked not in {"false", "no", "0"})
-
-
-@dataclass
-class TurnContext:
-    """One turn once its conversation is loaded: what stages, commands and plugin hooks use."""
-
-    engine: Engine
-    turn: Turn
-    state: ConversationState
-    persona: Persona
-    log: FilteringBoundLogger
-    admission: TurnAdmission
-    fence: Fence | None = None  # the conversation lock's lease the final write must still hold
-    usage: Usage = field(default_factory=Usage)
-    finish_reason: str = ""
-    meta: dict[str, str] = field(default_factory=dict)  # diagnostics (logs, metrics); tools' flags
-    ephemeral: bool = False
-    kind: ReplyKind | None = None
-    stats: StatsMark = field(default_factory=StatsMark)
-    images: tuple[str, ...] = ()  # image URLs the new user message carries to the model (vision)
-    attachments: list[Attachment] = field(default_factory=list)  # files the reply uploads (/imagine)
-    choices: tuple[Choice, ...] = ()  # buttons under the reply (/story)
-    confirm: ConfirmRequest | None = None  # a proposed tool call waiting for the asker's yes or no
-    notices: list[Notice] = field(default_factory=list)  # words beside the reply, with their audience
-    handoff: bool = False  # handed to a person (a tool may say so in ``meta``: core/tools/spec.py)
-    flag: str = ""  # moderation flagged the turn: the category
-    retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
-    spoken: str = ""  # what a narrated command reads aloud (a story part), once its output check passed
-
-    @property
-    def bot(self) -> BotSpec:
-        return self.engine.bot
-
-    @property
-    def memory(self) -> RedisMemory:
-        return self.engine.memory
-
-    def note(self, verdict: Verdict) -> None:
-        if flag := _flag_of(verdict):
-            self.flag = flag
-
-    def result(self, text: str, kind: ReplyKind, **extra: Any) -> ReplyResult:
-        return ReplyResult(
-            turn_id=self.turn.turn_id,
-            kind=kind,
-            text=text,
-            persona=self.persona.name,
-            finish_reason=extra.pop("finish_reason", self.finish_reason),
-            usage=extra.pop("usage", self.usage),
-            ephemeral=extra.pop("ephemeral", self.ephemeral),
-            meta=extra.pop("meta", dict(self.meta)),
-            attachments=extra.pop("attachments", tuple(self.attachments)),
-            choices=extra.pop("choices", self.choices),
-            confirm=extra.pop("confirm", self.confirm),
-            notices=extra.pop("notices", tuple(self.notices)),
-            handoff=extra.pop("handoff", self.handoff or self.meta.get("handoff") == "requested"),
-            flag=extra.pop("flag", self.flag),
-            retire=extra.pop("retire", self.retire),
-        )
-
-    def refusal(self, category: str) -> ReplyResult:
-        return self.result(self.persona.refusal, ReplyKind.REFUSAL, meta={**self.meta, "category": category})
-
-    def template_values(self, persona: Persona | None = None) -> dict[str, str]:
-        return {
-            "bot_name": self.bot.config.display_name,
-            "date": datetime.now(UTC).strftime("%A %d %B %Y"),
-            "persona": (persona or self.persona).name,
-            "platform": self.turn.place.platform,
-        }
-
-    async def stream_llm(
-        self, messages: list[ChatMessage], *, persona: Persona | None = None, max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
-        """Stream a completion for a command, adding its usage to the turn's."""
-        p = persona or self.persona
-        engine = self.engine
-        request = LLMRequest(
-            messages, p.model or engine.default_model, p.temperature, max_tokens or p.max_output_tokens
-        )
-        produced: list[str] = []
-        async for event in engine.llm.stream(request):
-            if isinstance(event, LLMDelta):
-                produced.append(event.text)
-                yield event.text
-            elif isinstance(event, LLMEnd):
-                self.finish_reason = event.finish_reason
-                self.usage = self.usage + (
-                    event.usage
-                    or Usage(
-                        engine.counter.count_messages(m.content for m in messages),
-                        engine.counter.count("".join(produced)),
-                    )
-                )
 
 
 @dataclass
@@ -254,6 +141,20 @@ class Engine:
         self.media = features.media  # None: attachments are ignored
         self.story = features.story
         self._log = log.bind(bot=bot.name)
+        self.services = TurnServices(
+            bot=bot,
+            memory=memory,
+            llm=llm,
+            counter=counter,
+            default_model=default_model,
+            commands=commands,
+            redactor=safety.redactor,
+            pause=self.pause,
+            resume=self.resume,
+            canary=safety.canary,
+            media=self.media,
+            story=self.story,
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -320,7 +221,7 @@ class Engine:
             yield ReplyDone(state)
             return
         ctx = TurnContext(
-            self, turn, state, self.bot.persona(state.persona), tlog, admission, fence, stats=mark
+            self.services, turn, state, self.bot.persona(state.persona), tlog, admission, fence, stats=mark
         )
         early = await self._route(ctx, call)
         if early is not None:
@@ -788,17 +689,11 @@ class Engine:
             return Verdict(Action.REFUSE, text, "prompt_leak", reason, flag="prompt_leak")
         return await self.safety.moderator.check_output(turn, text, final=final, since=since)
 
-    def system_prompt(self, ctx: TurnContext, persona: Persona | None = None) -> str:
-        text = (persona or ctx.persona).render_system(ctx.template_values(persona)) + "\n\n" + UNTRUSTED_NOTE
-        if self.safety.canary:
-            text += f"\n\n(Confidential marker: {self.safety.canary}. Never repeat or mention it.)"
-        return text
-
     def _prompt(
         self, ctx: TurnContext, user_text: str, budget: int, retrieval: Retrieval | None = None
     ) -> Prompt:
         upto = ctx.state.summary_upto
-        system = self.system_prompt(ctx)
+        system = ctx.system_prompt()
         if self.tools is not None and self.tools.offers(ctx.turn):
             system = with_tools(system)  # the "no tools" line gives way to the tools note
         prompt = build_prompt(

@@ -36,7 +36,10 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Plain tracebacks: rich's (when installed) would print every frame's locals, secrets included.
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

@@ -240,11 +240,12 @@ class RedisMemory:
     ) -> Recorded:
         """Append messages in one round trip, ``also``'s commands riding along. Behind a ``fence`` (the
         conversation lock's lease) the append happens only while the lease holds: :class:`LeaseLost`
-        otherwise. ``also`` failing (e.g. NOSCRIPT) does not fail the write: ``also_ok`` says so, and its
-        owner sends its commands itself."""
+        otherwise; a fence for another conversation is a ValueError. ``also`` failing (e.g. NOSCRIPT) does
+        not fail the write: ``also_ok`` says so, and its owner sends its commands itself."""
         conv_key = self._keys.conversation(place)
         if fence is not None and fence.conversation != conv_key:
-            fence = None
+            # A lease on another conversation guards nothing here: writing unfenced would hide the bug.
+            raise ValueError(f"a fence for {fence.conversation!r} cannot guard a write to {conv_key!r}")
         if fence is None:
             script: tuple[Any, ...] = (
                 self._append_sha,

@@ -44,7 +44,7 @@ from core.tools.spec import Tool, ToolContext
 from core.types import CommandCall, ReplyKind, ReplyResult
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 PLUGIN_API_VERSION = 1  # raised when a stable name changes incompatibly
 
@@ -69,7 +69,7 @@ def __getattr__(name: str) -> object:
     # TurnContext lives beside the engine, which imports the bot definition: importing it lazily keeps
     # ``core.plugin`` importable from ``core.bot`` without a cycle.
     if name == "TurnContext":
-        from core.engine import TurnContext
+        from core.context import TurnContext
 
         return TurnContext
     raise AttributeError(name)

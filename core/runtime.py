@@ -208,7 +208,15 @@ async def open_runtime(
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)
-        dispatcher = Dispatcher(engine, spec, ops.deliveries, ops.queue, ops.locks, ops.metrics)
+        dispatcher = Dispatcher(
+            engine,
+            spec,
+            ops.deliveries,
+            ops.queue,
+            ops.locks,
+            ops.metrics,
+            max_direct=settings.parley_direct_max,
+        )
         stack.push_async_callback(dispatcher.aclose, settings.parley_shutdown_grace)
         if cfg.story.branching:  # vote windows close here or on any other replica, whichever is first
             clock = StoryClock(

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
     # Queued items older than this are refused, and their nonces are kept this long (replays refused).
     parley_job_max_age_seconds: float = Field(default=3600.0, ge=60)
+    # Turns answered in-process at once when the queue is off or Redis is down; past it users hear "busy".
+    parley_direct_max: int = Field(default=256, ge=1)
     parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).

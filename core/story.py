@@ -40,7 +40,7 @@ from core.safety.limits import user_tag
 from core.types import Attachment, Choice, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 log = structlog.get_logger("parley.story")
 
@@ -379,7 +379,7 @@ async def _write(
 ) -> AsyncIterator[str]:
     cfg = ctx.bot.config.story
     storyteller = ctx.bot.personas.get(ctx.bot.config.story_persona, ctx.persona)
-    messages = [ChatMessage("system", ctx.engine.system_prompt(ctx, storyteller))]
+    messages = [ChatMessage("system", ctx.system_prompt(storyteller))]
     messages += [ChatMessage("assistant", p) for p in state.parts[-MAX_PARTS_KEPT:]]
     messages.append(
         ChatMessage("user", INSTRUCTIONS.format(words=cfg.part_words, n=cfg.choices) + "\n" + direction)
@@ -400,7 +400,7 @@ async def _write(
     if len(part) > shown:
         yield part[shown:]
     ctx.spoken = part  # read aloud when narrated: the part, not the choices
-    redacted = ctx.engine.safety.redactor.redact(part[:PART_CHARS])  # nothing unredacted reaches Redis
+    redacted = ctx.redactor.redact(part[:PART_CHARS])  # nothing unredacted reaches Redis
     voting = state.voting
     if not choices:
         await store.end(ctx.turn.place, state)
@@ -417,7 +417,7 @@ async def _write(
 
 async def _cover(ctx: TurnContext, idea: str) -> None:
     """A cover picture for a new story, when the bot can make one (a failure only loses the picture)."""
-    media = ctx.engine.media
+    media = ctx.media
     if media is None:
         return
     if ctx.flag:  # a flagged idea is never sent to the Images API
@@ -445,7 +445,7 @@ async def _recap(ctx: TurnContext, state: StoryState) -> AsyncIterator[str]:
         yield "The story is closed."
         return
     storyteller = ctx.bot.personas.get(ctx.bot.config.story_persona, ctx.persona)
-    messages = [ChatMessage("system", ctx.engine.system_prompt(ctx, storyteller))]
+    messages = [ChatMessage("system", ctx.system_prompt(storyteller))]
     messages += [ChatMessage("assistant", p) for p in state.parts]
     messages.append(ChatMessage("user", "The story ends here. Recap it in three or four sentences."))
     yield "**The story so far, and its end:**\n"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 
 from bots.loader import load_bot
 from core.bot import BotSpec
@@ -27,6 +28,15 @@ from tests.fakes.openai_server import FakeOpenAI
 
 # Never let anything (tiktoken above all) reach for the network or a developer's cache.
 os.environ["TIKTOKEN_CACHE_DIR"] = ""
+
+# structlog's default renders tracebacks with rich when it is installed (import-linter brings it): slow, and
+# it prints every frame's locals. Plain tracebacks, as `parley` logs them.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 @pytest.fixture(scope="session")

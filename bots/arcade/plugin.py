@@ -19,7 +19,7 @@ from pydantic import Field
 from core.bot import BotConfig
 from core.builtins import BUILTINS
 from core.commands import Command, CommandOption
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.tools.function import function_tool
 from core.tools.spec import Tool, ToolContext
 from core.types import ReplyResult

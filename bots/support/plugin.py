@@ -23,7 +23,7 @@ from pydantic import Field
 
 from core.bot import BotConfig
 from core.commands import Command
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.tools.function import FunctionTool, function_tool
 from core.tools.spec import Tool, ToolContext
 from core.types import CommandCall, ReplyKind, ReplyResult
@@ -71,7 +71,7 @@ async def _resume(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
     if not ctx.state.paused:
         yield "The bot is not paused in that conversation."
         return
-    await ctx.engine.resume(ctx.turn)
+    await ctx.resume()
     ctx.log.info("handoff_resumed", by=ctx.turn.author.id)
     yield "Done: the bot answers in that conversation again."
 
@@ -116,14 +116,14 @@ class SupportPlugin:
     async def before_turn(self, ctx: TurnContext) -> ReplyResult | None:
         if not asks_for_person(ctx.turn.text):
             return None
-        await ctx.engine.pause(ctx.turn, "handoff")
+        await ctx.pause("handoff")
         ctx.log.info("handoff_requested", trigger="customer")
         return ctx.result(HANDOFF_REPLY, ReplyKind.ANSWER, handoff=True)
 
     async def after_turn(self, ctx: TurnContext, result: ReplyResult) -> ReplyResult:
         if result.kind is not ReplyKind.ANSWER or not says_cannot_help(result.text):
             return result
-        await ctx.engine.pause(ctx.turn, "handoff")
+        await ctx.pause("handoff")
         ctx.log.info("handoff_requested", trigger="model")
         return replace(result, handoff=True)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from core.console.stats import decode_place, encode_place
+from core.console.places import decode_place, encode_place
 from core.keys import KeySpace
 from core.memory import StoredMessage, decode
 from core.types import Place

@@ -28,6 +28,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from core.bot import BotSpec
+from core.console.places import decode_place, encode_place
 from core.console.settings import ConsoleSettings, PriceTable
 from core.keys import KeySpace
 from core.settings import Settings
@@ -49,7 +50,6 @@ _KIND_METRIC = {
     ReplyKind.COMMAND: "commands",
 }
 _SEP = "|"
-_PLACE_SEP = "\x1f"
 
 
 DEFAULT_RETENTION_DAYS = 35
@@ -106,15 +106,6 @@ def day_of(ts: float) -> str:
 
 def bucket_of(seconds: float) -> int:
     return next(i for i, upper in enumerate(BUCKETS) if seconds <= upper)
-
-
-def encode_place(place: Place) -> str:
-    return _PLACE_SEP.join((place.platform, place.workspace, place.channel, place.thread))
-
-
-def decode_place(member: str) -> Place:
-    platform, workspace, channel, thread = ([*member.split(_PLACE_SEP), "", "", "", ""])[:4]
-    return Place(platform, workspace, channel, thread)
 
 
 def _clean(part: str) -> str:

@@ -150,6 +150,8 @@ class KnowledgeBase:
                 await self.refresh()
             except (StoreUnavailable, IndexCorrupt) as exc:
                 log.warning("kb_refresh_failed", error=str(exc))  # keep serving the index we have
+            except Exception:  # the poller must outlive any one failed check (it used to die silently)
+                log.exception("kb_refresh_crashed")
 
     async def refresh(self) -> bool:
         """Load the published index if its version moved on; True when a new one was loaded."""

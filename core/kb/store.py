@@ -61,11 +61,7 @@ class KbStore:
             raise StoreUnavailable(f"knowledge base: cannot load the index: {exc}") from None
         if blob is None:
             raise IndexCorrupt(f"index version {version} is missing its artifact")
-        try:
-            data = base64.b64decode(blob, validate=True)
-        except (binascii.Error, ValueError):
-            raise IndexCorrupt(f"index version {version}: artifact is not base64") from None
-        return await asyncio.to_thread(KbIndex.from_bytes, data, version)
+        return await asyncio.to_thread(_decode, blob, version)  # megabytes: off the event loop
 
     async def publish(self, index: KbIndex, summary: str) -> int:
         data = await asyncio.to_thread(index.to_bytes)
@@ -117,3 +113,11 @@ class KbStore:
             await self._redis.delete(*keys)
         except RedisError as exc:
             raise StoreUnavailable(f"knowledge base: cannot clear the index: {exc}") from None
+
+
+def _decode(blob: bytes | str, version: int) -> KbIndex:
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise IndexCorrupt(f"index version {version}: artifact is not base64") from None
+    return KbIndex.from_bytes(data, version)

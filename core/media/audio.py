@@ -46,7 +46,7 @@ from core.safety.limits import user_tag
 from core.types import DIRECT_WORKSPACE, Attachment, AudioRef, CommandCall, ImageRef, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 log = structlog.get_logger("parley.audio")
 

@@ -34,7 +34,7 @@ from core.safety.reserve import Held, QuotaSpec, Reserver
 from core.types import Attachment, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 log = structlog.get_logger("parley.media")
 

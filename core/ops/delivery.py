@@ -180,6 +180,8 @@ class Dispatcher:
         queue: TurnQueue | None,
         locks: ConversationLocks,
         metrics: Metrics,
+        *,
+        max_direct: int = 256,
     ) -> None:
         self.engine = engine
         self.bot = bot
@@ -188,6 +190,9 @@ class Dispatcher:
         self.locks = locks
         self.metrics = metrics
         self.tasks = TaskOwner(f"dispatch:{bot.name}")
+        # Turns answered in this process at once (queue off, or Redis down): past this, users hear "busy".
+        self.max_direct = max_direct
+        self._direct_running = 0
 
     async def dispatch(self, turn: Turn, route: Route | None = None) -> Dispatched:
         """Hand over an accepted turn; returns at once. :class:`ConfigError` if no Delivery can show it."""
@@ -195,33 +200,41 @@ class Dispatcher:
         delivery = self.deliveries.get(route.platform)
         job = Job(turn, route)
         if self.queue is None:
-            self._spawn(self._direct(delivery, job), turn)
-            self.metrics.event("direct")
-            return Dispatched(DispatchOutcome.DIRECT)
+            return self._answer_here(delivery, job, DispatchOutcome.DIRECT)
         try:
             submitted = await self.queue.submit(job)
         except StoreError as exc:
             log.warning("queue_unavailable_answering_here", error=str(exc), turn_id=turn.turn_id)
             self.metrics.redis_unavailable.labels(self.metrics.bot, "queue").inc()
-            self.metrics.event("fallback")
-            self._spawn(self._direct(delivery, job), turn)
-            return Dispatched(DispatchOutcome.FALLBACK, str(exc))
+            return self._answer_here(delivery, job, DispatchOutcome.FALLBACK, str(exc))
         self.metrics.event(submitted.status.value)
         if submitted.status is SubmitStatus.DUPLICATE:
             return Dispatched(DispatchOutcome.DUPLICATE)
         if submitted.status is SubmitStatus.BUSY:
-            persona = self.bot.persona(None)
-            busy = ReplyResult(
-                turn.turn_id,
-                ReplyKind.REFUSAL,
-                persona.busy,
-                persona=persona.name,
-                meta={"reason": submitted.reason},
-            )
-            log.warning("queue_busy", reason=submitted.reason, turn_id=turn.turn_id)
-            self._spawn(self._notify(delivery, job, busy), turn)
-            return Dispatched(DispatchOutcome.BUSY, submitted.reason)
+            return self._busy(delivery, job, submitted.reason)
         return Dispatched(DispatchOutcome.QUEUED)
+
+    def _answer_here(
+        self, delivery: Delivery, job: Job, outcome: DispatchOutcome, reason: str = ""
+    ) -> Dispatched:
+        """Answer in this process (no queue, or no Redis), within ``max_direct`` turns at once."""
+        if self._direct_running >= self.max_direct:
+            self.metrics.event("busy")
+            return self._busy(delivery, job, "direct_full")
+        self.metrics.event(outcome.value)
+        self._direct_running += 1
+        self._spawn(self._direct(delivery, job), job.turn)
+        return Dispatched(outcome, reason)
+
+    def _busy(self, delivery: Delivery, job: Job, reason: str) -> Dispatched:
+        turn = job.turn
+        persona = self.bot.persona(None)
+        busy = ReplyResult(
+            turn.turn_id, ReplyKind.REFUSAL, persona.busy, persona=persona.name, meta={"reason": reason}
+        )
+        log.warning("queue_busy", reason=reason, turn_id=turn.turn_id)
+        self._spawn(self._notify(delivery, job, busy), turn)
+        return Dispatched(DispatchOutcome.BUSY, reason)
 
     def _spawn(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
         self.tasks.spawn(work, name=f"turn:{turn.turn_id}")
@@ -229,8 +242,11 @@ class Dispatcher:
     async def _direct(self, delivery: Delivery, job: Job) -> None:
         # Not queued, so not deduplicated yet: the engine dedupes on the event id itself. The lock keeps
         # replicas answering one conversation in order.
-        async with self.locks.hold(job.turn.place) as fence:
-            await run_turn(self.engine, delivery, job, self.metrics, fence=fence, deduplicated=False)
+        try:
+            async with self.locks.hold(job.turn.place) as fence:
+                await run_turn(self.engine, delivery, job, self.metrics, fence=fence, deduplicated=False)
+        finally:
+            self._direct_running -= 1
 
     async def _notify(self, delivery: Delivery, job: Job, result: ReplyResult) -> None:
         try:

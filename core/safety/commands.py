@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.commands import Command
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.safety.gate import parse_user
 from core.types import CommandCall
 
@@ -98,8 +98,8 @@ async def _status(safety: Safety, ctx: TurnContext) -> str:
         f"workspace {lim.workspace_tokens or 'none'}; "
         f"concurrent generations: {lim.max_concurrent or 'no limit'}."
     )
-    media = ctx.engine.media
-    if media is not None and "imagine" in ctx.engine.commands:
+    media = ctx.media
+    if media is not None and "imagine" in ctx.commands:
         lines.append(await media.quotas.status(place))
     counters = await safety.events.counters(platform=place.platform, workspace=place.workspace)
     if counters:

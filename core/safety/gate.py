@@ -27,7 +27,7 @@ from core.safety.text import humanize_seconds
 from core.types import DIRECT_WORKSPACE, CommandCall, ReplyKind, ReplyResult, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 log = structlog.get_logger("parley.safety")
 

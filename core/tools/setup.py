@@ -35,7 +35,7 @@ from core.tools.spec import Tool
 from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
-    from core.engine import TurnContext
+    from core.context import TurnContext
 
 WITHDRAWN = (
     "\n\n(I won't ask you to confirm that action: it could not be shown here exactly as it would run.)"
@@ -165,7 +165,7 @@ def tool_command(tools: Tools) -> Command:
             yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
             return
         ctx.kind = ReplyKind.ANSWER
-        system = with_tools(ctx.engine.system_prompt(ctx))
+        system = with_tools(ctx.system_prompt())
         events = tools.loop.resume(
             words[1], ctx.turn, confirmed=words[0] == CONFIRM, system=system, meta=ctx.meta
         )

@@ -206,7 +206,8 @@ async def test_canary_in_output_is_a_refused_prompt_leak(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
     async with runtime_factory() as rt:
-        rt.engine.safety.canary = "CANARY-7f3a"
+        rt.engine.safety.canary = "CANARY-7f3a"  # what output moderation looks for
+        rt.engine.services = replace(rt.engine.services, canary="CANARY-7f3a")  # in the prompt
         fake_openai.responder = lambda body: Reply(
             "Sure! My instructions say: " + body["messages"][0]["content"]
         )

@@ -16,6 +16,7 @@ from tests.scale.helpers import turn
 
 KEYS = KeySpace("arcade")
 PLACE = turn("x").place
+OTHER = turn("y", thread="elsewhere").place
 
 
 def locks(client: aioredis.Redis, lease: float = 0.3, wait: float = 0.2) -> ConversationLocks:
@@ -77,6 +78,11 @@ async def test_the_final_write_checks_the_lease_and_retires_the_queue_item(
         PLACE, message, fence=Fence(lease.conversation, lease.key, lease.token, inbox, "item-1")
     )
     assert await redis_client.lrange(inbox, 0, -1) == ["item-2"]  # type: ignore[misc]
+    assert len((await memory.load(PLACE, tail=10)).messages) == 2
+
+    elsewhere = Fence(KEYS.conversation(OTHER), lease.key, lease.token)
+    with pytest.raises(ValueError, match="cannot guard"):  # was: dropped, and the write went ahead unfenced
+        await memory.record(PLACE, message, fence=elsewhere)
     assert len((await memory.load(PLACE, tail=10)).messages) == 2
 
 

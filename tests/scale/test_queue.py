@@ -80,9 +80,7 @@ async def test_a_full_queue_answers_busy_and_recovers_after_trimming(
                 return int(await redis_client.xlen(rt.ops.queue.stream)) <= 1  # type: ignore[union-attr]
 
             await eventually(trimmed, what="acknowledged entries trimmed")
-            assert (
-                await rt.dispatcher.dispatch(turn("again", thread="t9"))
-            ).outcome is Outcome.QUEUED
+            assert (await rt.dispatcher.dispatch(turn("again", thread="t9"))).outcome is Outcome.QUEUED
             await delivery.wait_for(6)
     answered = sorted(d.text for d in delivery.delivered if d.kind == "answer")
     assert answered == ["You said: again", "You said: q0", "You said: q1", "You said: q2"]
@@ -101,9 +99,7 @@ async def test_one_conversation_cannot_fill_the_queue(
             Outcome.BUSY,
         ]
         assert got[2].reason == "conversation_full"
-        assert (
-            await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))
-        ).outcome is Outcome.QUEUED
+        assert (await rt.dispatcher.dispatch(turn("elsewhere", thread="t2"))).outcome is Outcome.QUEUED
         async with running_worker(rt):
             await delivery.wait_for(4)
     assert sorted(d.text for d in delivery.delivered if d.kind == "answer") == [
@@ -152,3 +148,22 @@ async def test_consumers_of_gone_processes_are_pruned_unless_they_hold_work(
         assert await queue.prune_consumers(idle=0.01) == 1
         consumers = await redis_client.xinfo_consumers(queue.stream, "workers")
     assert [c["name"] for c in consumers] == ["gone-with-work"]  # its entry is claimed later, then it goes
+
+
+async def test_direct_turns_are_capped_then_busy(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    """Queue off (or Redis down): at most PARLEY_DIRECT_MAX turns run here at once; the next hears "busy"."""
+    fake_openai.responder = lambda body: Reply(f"You said: {last_user_text(body)}")
+    delivery = MemoryDelivery()
+    async with runtime_factory(spec=scale_spec(), **FAST, parley_queue=False, parley_direct_max=1) as rt:
+        rt.ops.deliveries.register("test", delivery)
+        first = await rt.dispatcher.dispatch(turn("one", thread="a"))
+        second = await rt.dispatcher.dispatch(turn("two", thread="b"))  # the first is still running
+        assert (first.outcome, second.outcome, second.reason) == (Outcome.DIRECT, Outcome.BUSY, "direct_full")
+        got = await delivery.wait_for(2)
+        await rt.dispatcher.tasks.drain()
+        third = await rt.dispatcher.dispatch(turn("three", thread="c"))  # the first has ended: room again
+        assert third.outcome is Outcome.DIRECT
+        await delivery.wait_for(3)
+    assert sorted(d.kind for d in got[:2]) == ["answer", "refusal"]

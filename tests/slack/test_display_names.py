@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from adapters.slack.client import web_client
 from adapters.slack.payloads import User
 from adapters.slack.users import MISS_TTL, NAME_TTL, UserNames, clean_name, display_name_of
-from core.engine import TurnContext
+from core.context import TurnContext
 from core.keys import KeySpace
 from core.types import CommandCall
 from tests.fakes.openai_server import FakeOpenAI, Recorded
