@@ -90,7 +90,7 @@ bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a ta
 bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fixed-latency LLM
 	$(BIN)/python -m tests.bench.scale_bench
 
-bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (real discord.py, fake Discord + LLM), prints a table
+bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (arcade) and Slack (support), real SDKs against the fakes; idle CPU; BENCH_PROFILE=1 profiles the bots
 	$(BIN)/python -m tests.bench.load_bench
 
 bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input; Redis bytes per user

@@ -120,6 +120,7 @@ class SlackAdapter:
         self.client = web_client(
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             settings.slack_api_url,
+            keep_alive=True,  # closed in aclose(); bolt's per-request clients share its session
         )
         self.app = self._build_app()
         deps.http.add_check("slack", self._readiness)
@@ -557,3 +558,4 @@ class SlackAdapter:
         self.ready.clear()
         await self._stop_socket()
         await self.tasks.aclose(grace=self.config.shutdown_grace)
+        await self.client.aclose()

@@ -100,7 +100,8 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
             count_vote=deps.count_vote,
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-        self._client = web_client(token, settings.slack_api_url) if token else None
+        # One kept-alive session for every reply (slack_sdk alone opens a connection per call).
+        self._client = web_client(token, settings.slack_api_url, keep_alive=True) if token else None
         self.names = UserNames(deps.redis, deps.keys)
         self.box = deps.box  # installations and response_urls are sealed in Redis
         self.installations: RedisInstallationStore | None = None
@@ -180,6 +181,8 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
 
     # ------------------------------------------------------------------ credentials
 

@@ -84,7 +84,8 @@ class KbConfig(BaseModel):
     not_covered_text: str = ""
     allow_flagged: bool = False  # keep chunks the injection tripwires flag (they are always reported)
     redact: bool = True  # redact personal data in documents with the bot's [privacy] redact kinds
-    check_interval: float = Field(default=2.0, gt=0, le=3_600)  # seconds between index version checks
+    # seconds between index version checks (one GET each; 2 s was a third of a quiet bot's Redis commands)
+    check_interval: float = Field(default=10.0, gt=0, le=3_600)
     default_collections: list[str] = Field(default_factory=list)  # channels not in `channels`; [] = all
     channels: dict[str, list[str]] = Field(default_factory=dict)  # channel id -> the collections it reads
     collections: dict[str, str] = Field(default_factory=dict)  # source folder/prefix -> collection name
