@@ -95,8 +95,9 @@ bench-scale: $(STAMP)  ## queue throughput, 1 vs 2 worker processes against a fi
 bench-load: $(STAMP)  ## N=1/8/32/128 users at once on Discord (arcade) and Slack (support), real SDKs against the fakes; idle CPU; BENCH_PROFILE=1 profiles the bots
 	$(BIN)/python -m tests.bench.load_bench
 
-bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input
+bench-safety: $(STAMP)  ## redaction, moderation rules and limits costs; worst ms per 10 KB on pathological input; Redis bytes per user
 	$(BIN)/python -m tests.safety.bench
+	$(BIN)/python -m tests.safety.bench_storage
 
 kb: $(STAMP)  ## (re-)index a bot's knowledge base from its [kb] sources (BOT=support)
 	$(BIN)/parley kb ingest --bot $(BOT)

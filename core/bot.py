@@ -77,6 +77,14 @@ class LimitsConfig(BaseModel):
     busy_after_seconds: float = Field(default=60, ge=0)
     max_queue_seconds: float = Field(default=600, gt=0)
     waiting_text: str = "Lots of people are talking to me right now: I'll answer you in about {wait}."
+    # What one user, and one conversation, may add to Redis per quota window (memory: chat, remembered
+    # commands, image notes; unanswered context), in bytes of stored text; 0 switches one off.
+    user_daily_stored_bytes: int = Field(default=1_000_000, ge=0)
+    conversation_daily_stored_bytes: int = Field(default=2_000_000, ge=0)
+    stored_text: str = "I can't keep any more of what you send me today. It resets in {retry}."
+    conversation_stored_text: str = (
+        "This conversation has reached what I can keep today. It resets in {retry}."
+    )
 
 
 class LLMLimitsConfig(BaseModel):

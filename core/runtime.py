@@ -177,6 +177,8 @@ async def open_runtime(
                     metrics=ops.metrics,
                     redact=safety.redactor.redact,
                     redact_before_llm=safety.redact_before_llm,
+                    signing_keys=settings.parley_credentials_keys,
+                    moderator=safety.moderator,
                 )
             )
             for command in tools.commands():

@@ -454,11 +454,17 @@ async def _cover(ctx: TurnContext, idea: str) -> None:
     media = ctx.media
     if media is None:
         return
+    if ctx.flag:  # a flagged idea is never sent to the Images API
+        return
     try:
-        if await media.quotas.refusal(ctx.turn) is not None:
+        held = await media.quotas.reserve(ctx.turn)
+        if not held.granted:
             return
-        image = await media.generator.generate(f"A storybook cover illustration: {idea}")
-        await media.quotas.count(ctx.turn)
+        try:
+            image = await media.generator.generate(f"A storybook cover illustration: {idea}")
+        except BaseException:
+            await media.quotas.release(held)
+            raise
     except (MediaError, StoreError) as exc:
         ctx.log.warning("story_cover_failed", error=type(exc).__name__, detail=str(exc)[:200])
         return

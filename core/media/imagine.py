@@ -1,9 +1,11 @@
 """Images out: ``/imagine <prompt>`` through the OpenAI Images API (any compatible server), with quotas.
 
-    /imagine <prompt> -> the engine's command stage moderates the prompt (a refused one never gets here)
-                      -> per-user and per-server daily image quotas (Redis, core/safety/limits.py's QUOTA)
+    /imagine <prompt> -> the engine's command stage moderates the prompt (a refused one never gets here;
+                         a flagged one, on a profile that flags rather than refuses, is refused here)
+                      -> per-user and per-server daily image quotas reserved atomically
+                         (core/safety/reserve.py: parallel requests cannot overshoot)
                       -> a progress line -> ``images.generate`` -> the PNG as a reply :class:`Attachment`
-                      -> the quotas count it (only images actually made are counted)
+                      -> a failed picture gives its reservations back (only images made are counted)
 
 An image is logged by its id, model, size and timing, never by its prompt or its bytes. An endpoint without
 an Images API (404/405/501) gets a clear answer naming the setting to change.
@@ -28,7 +30,8 @@ from core.commands import Command
 from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
 from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
-from core.safety.limits import LimitCheck, LimitStore, user_tag
+from core.safety.limits import LimitStore, user_tag
+from core.safety.reserve import Held, QuotaSpec, Reserver
 from core.types import DIRECT_WORKSPACE, Attachment, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
@@ -133,11 +136,12 @@ def quota_scope(place: Place, user_id: str) -> str:
 
 
 class ImageQuotas:
-    """Daily image counts per user and per server, on the limit store's QUOTA script (one round trip to
-    check, one to count)."""
+    """Daily image counts per user and per server, reserved before the picture is asked for (one atomic
+    script per quota) and given back when no picture came."""
 
     def __init__(self, store: LimitStore, config: ImagesConfig, limits: LimitsConfig) -> None:
         self.store = store
+        self.reserver = Reserver(store.client)
         self.config = config
         self.limits = limits  # exemptions shared with the chat limits (your own terminal, maybe admins)
 
@@ -145,33 +149,36 @@ class ImageQuotas:
         lim = self.limits
         return turn.place.platform in lim.exempt_platforms or (lim.exempt_admins and turn.author.is_admin)
 
-    def _checks(self, place: Place, user_id: str) -> list[LimitCheck]:
-        cfg, checks = self.config, []
+    def specs(self, place: Place, user_id: str) -> list[QuotaSpec]:
+        cfg, specs = self.config, []
         window = cfg.quota_window_seconds
         if cfg.user_daily:
-            checks.append(
-                self.store.quota("image-user", user_tag(place.platform, user_id), cfg.user_daily, window)
-            )
+            key = self.store.quota_key("image-user", user_tag(place.platform, user_id), window)
+            specs.append(QuotaSpec(key, cfg.user_daily, window, label="image-user"))
         if cfg.workspace_daily:
-            ident = quota_scope(place, user_id)
-            checks.append(self.store.quota("image-workspace", ident, cfg.workspace_daily, window))
-        return checks
+            key = self.store.quota_key("image-workspace", quota_scope(place, user_id), window)
+            # a DM user's own counter where the "workspace" is no real one: told as "your" quota
+            label = "image-dm" if place.workspace == DIRECT_WORKSPACE else "image-workspace"
+            specs.append(QuotaSpec(key, cfg.workspace_daily, window, label=label))
+        return specs
 
-    async def refusal(self, turn: Turn) -> str | None:
+    async def reserve(self, turn: Turn) -> Held:
+        """One picture from each quota, all or none (exempt users: nothing to reserve)."""
+        return await self.reserver.reserve_all(
+            [] if self.exempt(turn) else self.specs(turn.place, turn.author.id)
+        )
+
+    async def release(self, held: Held) -> None:
+        await self.reserver.release_all(held.taken)
+
+    @staticmethod
+    def refusal(held: Held) -> str | None:
         """What to tell the user when a quota is used up (None: go on)."""
-        checks = [] if self.exempt(turn) else self._checks(turn.place, turn.author.id)
-        if not checks:
+        refused = held.refused
+        if refused is None:
             return None
-        outcomes, _ = await self.store.run(checks)
-        for o in outcomes:
-            if not o.admitted:
-                mine = o.check.scope == "image-user" or turn.place.workspace == DIRECT_WORKSPACE
-                whose = "your" if mine else "this server's"
-                return f"That's {whose} {o.check.limit} images for today. More in {_duration(o.retry_ms)}."
-        return None
-
-    async def count(self, turn: Turn) -> None:
-        await self.store.add_usage(self._checks(turn.place, turn.author.id), 1)
+        whose = "your" if refused.spec.label in {"image-user", "image-dm"} else "this server's"
+        return f"That's {whose} {refused.spec.limit} images for today. More in {_duration(refused.retry_ms)}."
 
     async def status(self, place: Place) -> str:
         """The server's line for ``/safety status``: limits and what is used today."""
@@ -192,6 +199,13 @@ class ImageQuotas:
         return line + f"; used here today: {outcomes[0].used}."
 
 
+async def _give_back(ctx: TurnContext, quotas: ImageQuotas, held: Held) -> None:
+    try:
+        await quotas.release(held)
+    except StoreError as exc:  # the user loses one picture of today's quota, no more
+        ctx.log.warning("image_quota_not_released", error=str(exc))
+
+
 def _duration(ms: int) -> str:
     minutes = max(1, round(ms / 60_000))
     return f"{minutes} minutes" if minutes < 120 else f"{round(minutes / 60)} hours"
@@ -210,35 +224,40 @@ def imagine_command(generator: ImageGenerator, quotas: ImageQuotas) -> Command:
         if not prompt:
             yield "Tell me what to draw, e.g. /imagine a lighthouse in a storm, watercolour"
             return
+        if ctx.flag:  # moderation flagged the prompt (a profile that flags, not refuses)
+            ctx.meta["reason"] = "image_prompt_flagged"
+            yield ctx.persona.refusal
+            return
         try:
-            over = await quotas.refusal(ctx.turn)
+            held = await quotas.reserve(ctx.turn)
         except StoreError as exc:
             ctx.log.error("image_quota_unavailable", error=str(exc))
             yield "I can't check the image quota right now. Please try again in a moment."
             return
-        if over is not None:
+        if (over := quotas.refusal(held)) is not None:
             ctx.meta["reason"] = "image_quota"
             yield over
             return
-        yield f"🎨 {prompt}"  # the progress line, and the picture's caption once it is there
         try:
+            yield f"🎨 {prompt}"  # the progress line, and the picture's caption once it is there
             image = await generator.generate(
                 prompt, user=user_tag(ctx.turn.place.platform, ctx.turn.author.id)
             )
         except ImagesUnsupported as exc:
+            await _give_back(ctx, quotas, held)
             ctx.log.error("images_unsupported", detail=str(exc))
             ctx.meta["reason"] = "images_unsupported"
             yield "\n\n" + NO_IMAGES_API
             return
         except MediaError as exc:
+            await _give_back(ctx, quotas, held)
             ctx.log.error("image_failed", detail=str(exc))
             ctx.meta["reason"] = "image_failed"
             yield "\n\n" + FAILED
             return
-        try:
-            await quotas.count(ctx.turn)
-        except StoreError as exc:  # the picture is made: show it, and say what was not counted
-            ctx.log.warning("image_quota_not_counted", error=str(exc), image=image.id)
+        except BaseException:  # cancelled (the user left, shutdown) or a bug: no picture, nothing counted
+            await _give_back(ctx, quotas, held)
+            raise
         ext = image.mime.split("/")[-1].replace("jpeg", "jpg")
         ctx.meta["image"] = image.id
         ctx.attachments.append(

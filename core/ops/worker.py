@@ -326,7 +326,7 @@ class TurnWorker:
                 if signal.claimed:
                     job = replace(job, attempt=2)
                 fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
-                await run_turn(self.engine, delivery, job, self.metrics, fence=fence)
+                await run_turn(self.engine, delivery, job, self.metrics, fence=fence, guard=self.queue.guard)
             retired = await self.queue.retire(place, item, lease, signal.entry_id)
             if retired.done:
                 return True
