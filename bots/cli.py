@@ -29,6 +29,7 @@ from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.logging import configure_logging
 from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
+from core.safety.mask import mask_text, mask_url
 from core.safety.settings import SafetySettings, load_safety_settings
 from core.settings import Settings, load_settings
 from core.tools.setup import open_tools, plugin_tools
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"parley: {message}", file=sys.stderr)
+    print(f"parley: {mask_text(message)}", file=sys.stderr)
     return code
 
 
@@ -200,7 +201,7 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
     if not settings.llm_configured:
         problems.append(NO_LLM)
     if spec.config.kb is not None:
-        print(kb_cli.describe_embeddings(settings))
+        problems.extend(await kb_cli.check_embeddings(settings))
     try:
         llm = None if settings.llm_configured else _NullLLM()
         async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
@@ -221,7 +222,7 @@ async def _check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> i
     except StoreUnavailable as exc:
         problems.append(str(exc))
     for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
+        print(f"problem: {mask_text(problem)}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -264,7 +265,7 @@ async def _probe_llm(rt: Runtime, problems: list[str]) -> None:
             if isinstance(event, LLMEnd):
                 print(f"llm: ok (model {rt.settings.openai_model})")
     except LLMError as exc:
-        problems.append(f"LLM at {rt.settings.openai_base_url or 'api.openai.com'}: {exc}")
+        problems.append(f"LLM at {mask_url(rt.settings.openai_base_url or 'api.openai.com')}: {exc}")
 
 
 class _NullLLM:

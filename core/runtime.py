@@ -26,7 +26,6 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
-from core.media.fetch import ImageAuth
 from core.media.setup import Media, build_media
 from core.memory import RedisMemory
 from core.ops.delivery import Deliveries, Dispatcher
@@ -155,9 +154,8 @@ async def open_runtime(
                 registry.add(command)
         deliveries = ops.deliveries
 
-        def image_auth(platform: str) -> ImageAuth | None:
-            delivery = deliveries.get(platform) if platform in deliveries else None
-            return delivery if isinstance(delivery, ImageAuth) else None
+        def image_auth(platform: str) -> object | None:  # the Delivery: ImageAuth and/or ImageSource
+            return deliveries.get(platform) if platform in deliveries else None
 
         media = build_media(
             spec, settings, safety.moderator, image_auth, safety.admission.store, client, keys
@@ -181,6 +179,8 @@ async def open_runtime(
                     metrics=ops.metrics,
                     redact=safety.redactor.redact,
                     redact_before_llm=safety.redact_before_llm,
+                    signing_keys=settings.parley_credentials_keys,
+                    moderator=safety.moderator,
                 )
             )
             for command in tools.commands():

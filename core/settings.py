@@ -6,6 +6,7 @@ Validation errors are turned into :class:`ConfigError` lines that name the varia
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -85,12 +86,19 @@ class Settings(BaseSettings):
     parley_http_keepalive: float = Field(default=5.0, gt=0, le=300)
     parley_http_body_timeout: float = Field(default=10.0, gt=0, le=300)
     parley_http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # Of those, from one client address; a reverse proxy's own addresses go in PARLEY_HTTP_TRUSTED_PROXIES
+    # (comma-separated IPs or CIDRs): exempt from the per-client cap, and the only ones whose
+    # X-Forwarded-For is believed.
+    parley_http_max_connections_per_peer: int = Field(default=32, ge=1, le=100_000)
+    parley_http_trusted_proxies: str = ""
     # Fernet keys, comma-separated, newest first: encrypt credentials kept in Redis (core/credentials.py).
     parley_credentials_keys: SecretStr | None = None
     parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
+    # Queued items older than this are refused, and their nonces are kept this long (replays refused).
+    parley_job_max_age_seconds: float = Field(default=3600.0, ge=60)
     # Turns answered in-process at once when the queue is off or Redis is down; past it users hear "busy".
     parley_direct_max: int = Field(default=256, ge=1)
     # Seconds a turn may go without its owner's heartbeat before another worker takes it (the owner died).
@@ -165,6 +173,16 @@ class Settings(BaseSettings):
     def heartbeat(self) -> float:
         """Seconds between a turn owner's heartbeats."""
         return self.parley_lease_heartbeat or min(3.0, self.parley_lock_lease / 3)
+
+    @field_validator("parley_http_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
     @field_validator("parley_credentials_keys")
     @classmethod

@@ -40,6 +40,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
 from adapters.discord.confirm import call_from_custom_id, turn_from_tool_click
+from adapters.discord.permissions import TypedCommandGate, typed_refusal
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -49,6 +50,7 @@ from adapters.discord.route import (
     route_for,
 )
 from adapters.discord.settings import DiscordSettings
+from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import (
     MessagePolicy,
     interaction_view,
@@ -137,6 +139,11 @@ class _Client(discord.AutoShardedClient):
     async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
         self._adapter._on_interaction(interaction)
 
+    async def on_raw_app_command_permissions_update(
+        self, payload: discord.RawAppCommandPermissionsUpdateEvent
+    ) -> None:
+        await self._adapter._typed.changed(payload.guild.id)
+
 
 class DiscordAdapter:
     """Serve one bot on Discord until cancelled. ``async with`` it, or call :meth:`aclose` when done."""
@@ -167,6 +174,7 @@ class DiscordAdapter:
         registry = deps.commands
         self._command_names = {option_name(c.name): c.name for c in registry}
         self._args_options = args_options(registry)
+        self._typed = TypedCommandGate(deps.redis, deps.keys, dev_guild_id=settings.dev_guild_id)
         self.ready = asyncio.Event()  # set once every shard is connected (for tests and health checks)
         self.log = log.bind(bot=deps.bot.name)
 
@@ -451,6 +459,8 @@ class DiscordAdapter:
         tlog = self.log.bind(**self._context(turn))
         try:
             guild_id = message.guild.id if message.guild is not None else None
+            if guild_id is not None and await self._typed_refused(message, turn, guild_id, tlog):
+                return
             origin = _origin(message.guild, message.channel, message.channel.id, message.id)
             target = ChannelTarget(message.channel.id, guild_id, message.id, turn.addressed, origin)
             if self._opens_thread(message, turn):
@@ -466,6 +476,27 @@ class DiscordAdapter:
             raise
         except Exception as exc:  # task boundary: one turn's failure never stops the bot
             tlog.exception("discord_turn_failed", error=type(exc).__name__)
+
+    async def _typed_refused(
+        self, message: discord.Message, turn: Turn, guild_id: int, tlog: FilteringBoundLogger
+    ) -> bool:
+        """A typed ``/command`` an admin restricted in this guild (adapters/discord/permissions.py) is
+        answered with a pointer to the slash command, and goes no further."""
+        call = self._deps.commands.parse(turn.text) if turn.text.startswith("/") else None
+        if call is None or self._client is None:
+            return False
+        name = option_name(call.name)
+        restricted = await self._typed.restricted(self._client, guild_id)
+        if restricted is not None and name not in restricted:
+            return False
+        tlog.info("discord_typed_command_refused", command=name, known=restricted is not None)
+        await message.reply(
+            typed_refusal(name),
+            allowed_mentions=NO_MENTIONS,
+            mention_author=False,
+            suppress_embeds=True,
+        )
+        return True
 
     def _opens_thread(self, message: discord.Message, turn: Turn) -> bool:
         return (
@@ -543,7 +574,7 @@ class DiscordAdapter:
             refusal = ""  # the core checks again when it resumes the call
         try:
             if refusal:
-                await interaction.response.send_message(refusal, ephemeral=True)
+                await interaction.response.send_message(refusal, ephemeral=True, suppress_embeds=True)
                 tlog.info("discord_tool_click_refused")
                 return
             await interaction.response.edit_message(view=None)  # answered: the buttons go

@@ -31,6 +31,7 @@ from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
 from core.ops.lock import ConversationLocks, Lease
+from core.ops.replay import JobGuard
 from core.types import Place
 
 GROUP = "workers"
@@ -161,6 +162,10 @@ class TurnQueue:
         self.max_per_conversation = max_per_conversation
         self._inbox_ttl = inbox_ttl
         self.signer = signer or JobSigner(())  # queued turns carry is_admin: workers trust only signed ones
+        # ... and run each signed item once, while fresh (core/ops/replay.py)
+        self.guard = JobGuard(
+            client, keys, max_age_seconds=self.signer.max_age_seconds, enabled=self.signer.enabled
+        )
         self.stream = keys.scoped("queue")
         self._submit = client.register_script(_SUBMIT)
         self._take = client.register_script(_TAKE)

@@ -267,6 +267,13 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 3,
     "socket_timeout": 5,
 }
+try:  # redis-py 7.1+: resolved once here, or it reads its package metadata (importlib.metadata) for every
+    # new pooled connection, ~3 ms of CPU each on the event loop, whenever a burst grows the pool.
+    from redis.driver_info import DriverInfo
+
+    CLIENT_OPTIONS["driver_info"] = DriverInfo()
+except ImportError:  # older redis-py: no metadata read per connection either
+    pass
 
 
 @dataclass

@@ -91,7 +91,7 @@ class TurnWorker:
         metrics: Metrics,
         concurrency: int = 16,
         claim_idle: float = 10.0,
-        block: float = 1.0,
+        block: float = 4.0,  # seconds a read waits for new signals (under the Redis socket timeout, 5 s)
         name: str | None = None,
     ) -> None:
         self.engine = engine
@@ -110,6 +110,8 @@ class TurnWorker:
         self._loops_done = asyncio.Event()
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
         self._cursor = "0-0"
+        self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
+        self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
 
     @property
     def stopping(self) -> bool:
@@ -133,8 +135,12 @@ class TurnWorker:
             self._loops_done.set()
 
     def stop(self) -> None:
-        """Stop taking signals (the loops end within ``block`` seconds)."""
+        """Stop taking signals: a read waiting for new ones is cancelled, so the loops end at once (a quiet
+        worker waits ``block`` seconds per read, not one: one Redis command per ``block`` at rest)."""
         self._stopping.set()
+        self._slot_free.set()  # a loop waiting for a free slot looks at _stopping now
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
         """Stop, let running turns finish for ``grace`` seconds (less if ``hurry`` is set), then cancel
@@ -176,14 +182,23 @@ class TurnWorker:
                 self._slot_free.clear()
                 await _wait(self._slot_free, self.block)
                 continue
+            read = self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
+            self._reading = asyncio.ensure_future(read)
             try:
-                signals = await self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
+                signals = await self._reading
                 delay = 0.1
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if self.stopping and (me is None or not me.cancelling()):
+                    return  # stop() cancelled the read, nobody cancelled this loop
+                raise
             except StoreError as exc:
                 self._log.warning("worker_read_failed", error=str(exc))
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            finally:
+                self._reading = None
             self._start(signals)
 
     async def _maintenance_loop(self) -> None:
@@ -209,7 +224,9 @@ class TurnWorker:
                 if loop.time() < next_housekeeping:
                     continue
                 next_housekeeping = loop.time() + housekeeping
-                await self.queue.trim()
+                if self._done_since_trim:  # at rest there is nothing new to trim: 3 commands saved
+                    self._done_since_trim = 0
+                    await self.queue.trim()
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY
                     pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
@@ -237,6 +254,7 @@ class TurnWorker:
             self._log.warning("worker_signal_failed", error=str(exc), entry=signal.entry_id)
         finally:
             self._running -= 1
+            self._done_since_trim += 1
             self._slot_free.set()
 
     async def _handle_signal(self, signal: Signal) -> None:
@@ -337,7 +355,7 @@ class TurnWorker:
                 if signal.claimed:
                     job = replace(job, attempt=2)
                 fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
-                await run_turn(self.engine, delivery, job, self.metrics, fence=fence)
+                await run_turn(self.engine, delivery, job, self.metrics, fence=fence, guard=self.queue.guard)
             retired = await self._retire(place, item, lease, signal)
             if retired.done:
                 return True
