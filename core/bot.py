@@ -77,6 +77,14 @@ class LimitsConfig(BaseModel):
     busy_after_seconds: float = Field(default=60, ge=0)
     max_queue_seconds: float = Field(default=600, gt=0)
     waiting_text: str = "Lots of people are talking to me right now: I'll answer you in about {wait}."
+    # What one user, and one conversation, may add to Redis per quota window (memory: chat, remembered
+    # commands, image notes; unanswered context), in bytes of stored text; 0 switches one off.
+    user_daily_stored_bytes: int = Field(default=1_000_000, ge=0)
+    conversation_daily_stored_bytes: int = Field(default=2_000_000, ge=0)
+    stored_text: str = "I can't keep any more of what you send me today. It resets in {retry}."
+    conversation_stored_text: str = (
+        "This conversation has reached what I can keep today. It resets in {retry}."
+    )
 
 
 class LLMLimitsConfig(BaseModel):
@@ -152,6 +160,8 @@ class ImagesConfig(BaseModel):
     max_per_message: int = Field(default=4, ge=1, le=16)  # more are ignored (and said so)
     types: list[str] = Field(default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"])
     fetch_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    # Image hosts allowed despite a private or loopback address (core/net/guard.py): names, IPs, networks.
+    fetch_allow: list[str] = Field(default_factory=list)
     model: str = "gpt-image-1"  # the Images API model for /imagine (PARLEY_IMAGE_MODEL overrides)
     size: str = "1024x1024"
     timeout_seconds: float = Field(default=120, gt=0, le=600)

@@ -37,8 +37,33 @@ async def _help(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
 
 
 async def _reset(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
-    await ctx.memory.reset(ctx.turn.place)
-    yield "Done: I have forgotten this conversation. Let's start fresh."
+    """Forget the conversation, never the settings an admin made (persona, pause). In a conversation others
+    wrote in too (a shared channel), a non-admin's /reset forgets only their own messages and my replies."""
+    author = ctx.turn.author
+    done = await ctx.memory.reset(ctx.turn.place, user_id=None if author.is_admin else author.id)
+    if done.whole:
+        text = "Done: I have forgotten this conversation. Let's start fresh."
+    else:
+        n = done.removed
+        text = (
+            f"Done: I forgot your messages here and my replies to them ({n} message{'s' * (n != 1)}). "
+            "Others wrote here too, so their messages stay: only an admin's /reset clears the whole "
+            "conversation."
+        )
+    kept = _kept_settings(ctx)
+    if kept:
+        text += f" Kept, as settings are not part of the conversation: {kept}."
+    yield text
+
+
+def _kept_settings(ctx: TurnContext) -> str:
+    """The conversation's settings /reset leaves alone, in words (core/memory.py:SETTINGS)."""
+    meta, kept = ctx.state.meta, []
+    if meta.get("persona"):
+        kept.append(f"the persona *{meta['persona']}* (change it with /persona)")
+    if meta.get("paused"):
+        kept.append("the pause (a person answers here until it is lifted)")
+    return " and ".join(kept)
 
 
 async def _persona(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:

@@ -6,7 +6,7 @@ replies. Option metadata lets adapters register native slash commands (Discord o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -39,6 +39,36 @@ class Command:
     remember: bool = False  # store the command and its answer in the conversation's memory
     ephemeral: bool = False  # the answer is for the asker only, where the platform allows it
     narrates: bool = False  # may be read aloud ([audio] narrate, or its `narrate` option): /story
+
+    def bad_option(self, options: Mapping[str, str]) -> str | None:
+        """What is wrong with a call's options (a value outside an option's choices, a switch that is not
+        yes/no, a number that is not one), or None. A typed ``--genre <text>`` must not get further than
+        the slash command's list of choices lets it."""
+        declared = {o.name: o for o in self.options}
+        for name, value in options.items():
+            option = declared.get(name)
+            if option is None:  # not declared: no handler reads it
+                continue
+            if option.choices and value.lower() not in {c.lower() for c in option.choices}:
+                return f"--{name} must be one of: {', '.join(option.choices)}."
+            if option.kind == "boolean" and value.lower() not in _SWITCH:
+                return f"--{name} takes yes or no."
+            if option.kind == "integer" and not value.lstrip("-").isdigit():
+                return f"--{name} takes a whole number."
+        return None
+
+    def free_text_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """The option values that are free text (no choices, not a switch or number): they reach the model
+        like the arguments, so they are moderated like them."""
+        declared = {o.name: o for o in self.options}
+        return {
+            name: value
+            for name, value in options.items()
+            if (o := declared.get(name)) is not None and o.kind == "string" and not o.choices and value
+        }
+
+
+_SWITCH = {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,10 +43,11 @@ from core.llm import LLM, LLMDelta, LLMEnd, LLMRequest
 from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.prompt import Prompt, build_prompt, summary_request, with_tools
+from core.safety.attached import moderated_images
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
-from core.tools.setup import confirm_request
+from core.tools.setup import WITHDRAWN, confirm_request
 from core.types import (
     CommandCall,
     ReplyDelta,
@@ -276,11 +278,7 @@ class Engine:
     ) -> ConversationState | ReplyResult:
         """Stage load: one round trip for the memory tail, the dedupe check and admission's checks."""
         cfg = self.bot.config
-        dedupe_key = (
-            self.memory.keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id)
-            if turn.event_id
-            else None
-        )
+        dedupe_key = self.memory.keys.dedupe(turn.place, turn.event_id) if turn.event_id else None
         try:
             state = await self.memory.load(
                 turn.place,
@@ -373,6 +371,15 @@ class Engine:
             ctx.log.info("input_refused", category=verdict.category)
             yield ReplyDone(ctx.refusal(verdict.category))
             return
+        if ctx.turn.images:  # file names and alt texts reach the model and memory too: judged like text
+            refs, judged = await moderated_images(self.safety.moderator, ctx.turn)
+            if judged is not None:
+                ctx.note(judged)
+                if judged.action is Action.REFUSE:
+                    ctx.log.info("input_refused", category=judged.category, part="image_text")
+                    yield ReplyDone(ctx.refusal(judged.category))
+                    return
+                ctx.turn = replace(ctx.turn, images=refs)
         user_text = (
             self.safety.redactor.redact(verdict.text) if self.safety.redact_before_llm else verdict.text
         )
@@ -502,7 +509,7 @@ class Engine:
                 if isinstance(event, ToolEvent):
                     continue
                 if isinstance(event, ToolConfirm):
-                    ctx.confirm = confirm_request(event)
+                    ctx.confirm = confirm_request(event)  # _check makes sure its question is shown as is
                     yield LLMDelta(event.text)
                     continue
                 yield event
@@ -514,11 +521,19 @@ class Engine:
         ctx.finish_reason = draft.finish_reason
         verdict = draft.refused or await self._check_output(ctx.turn, text, final=True)
         ctx.note(verdict)
+        asked = ctx.confirm
         if verdict.action is Action.REFUSE:
             ctx.log.info("output_refused", category=verdict.category)
+            if asked is not None and self.tools is not None:
+                await self.tools.withdraw(ctx.turn, asked, "reply refused")
             return ctx.refusal(verdict.category)
         if verdict.action is Action.REDACT:
             text = verdict.text
+        if asked is not None and self.tools is not None and self.tools.question_text(asked) not in text:
+            # The final moderation rewrote the question: what would run is not what is shown. No buttons.
+            await self.tools.withdraw(ctx.turn, asked, f"question altered: {verdict.category}")
+            ctx.confirm = None
+            text += WITHDRAWN
         result = ctx.result(text, ReplyKind.ANSWER)
         if draft.retrieval is not None:  # the sources the answer cites as [n], for the adapters to link
             result = replace(result, citations=draft.retrieval.citations(text))
@@ -555,13 +570,24 @@ class Engine:
                 ctx.result(f"Only admins can use /{command.name}.", ReplyKind.REFUSAL, ephemeral=True)
             )
             return
-        if call.args:
-            verdict = await self.safety.moderator.check_input(ctx.turn, call.args)
+        if (wrong := command.bad_option(call.options)) is not None:
+            yield ReplyDone(ctx.result(wrong, ReplyKind.REFUSAL, ephemeral=True))
+            return
+        # Every part of the call that may reach the model is moderated: the arguments and free-text options.
+        options = dict(call.options)
+        parts = {"": call.args} if call.args else {}
+        parts.update(command.free_text_options(call.options))
+        for name, text in parts.items():
+            verdict = await self.safety.moderator.check_input(ctx.turn, text)
             ctx.note(verdict)
             if verdict.action is Action.REFUSE:
                 yield ReplyDone(ctx.refusal(verdict.category))
                 return
-            call = CommandCall(call.name, verdict.text, call.options)
+            if name:
+                options[name] = verdict.text
+            else:
+                call = CommandCall(call.name, verdict.text, call.options)
+        call = CommandCall(call.name, call.args, MappingProxyType(options))
         ctx.ephemeral = command.ephemeral
         asked = f"/{call.name} {call.args}".strip()
         shown: list[str] = []
@@ -574,7 +600,8 @@ class Engine:
                 yield event
             return
         text = "".join(shown)
-        if command.remember:
+        # A handler that answered as a plain command (ctx.kind COMMAND: a usage line) made no conversation.
+        if command.remember and ctx.kind is not ReplyKind.COMMAND:
             verdict = await self._check_output(ctx.turn, text, final=True)
             ctx.note(verdict)
             if verdict.action is Action.REFUSE:
@@ -631,10 +658,11 @@ class Engine:
         messages = [
             m if r == m.text else replace(m, text=r, tokens=self.counter.count(r)) for m, r in redacted
         ]
+        stored = sum(len(m.text.encode()) for m in messages)  # into the stored-bytes budgets
         stats = self.stats if result is not None else None
 
         def also(pipe: Any) -> None:
-            ctx.admission.queue_write(pipe, ctx.usage.total)
+            ctx.admission.queue_write(pipe, ctx.usage.total, stored)
             if self.stats is not None:  # the console's search index: the redacted words, and who wrote
                 self.stats.index(
                     pipe, ctx.turn.place, [*(m.text for m in messages), ctx.turn.author.display_name]

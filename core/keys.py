@@ -32,8 +32,10 @@ class KeySpace:
     def fold_lock(self, place: Place) -> str:
         return self.conversation(place) + ":fold"
 
-    def dedupe(self, platform: str, workspace: str, event_id: str) -> str:
-        return f"{self.prefix}:{self.bot}:dedupe:{platform}:{workspace}:{event_id}"
+    def dedupe(self, place: Place, event_id: str) -> str:
+        """A platform event seen once. In the conversation's slot, so a Redis Cluster enqueues a turn (dedupe,
+        inbox) with one script."""
+        return f"{self.conversation(place)}:dedupe:{event_id}"
 
     def user_conversations(self, platform: str, user_id: str) -> str:
         return f"{self.prefix}:{self.bot}:user:{platform}:{user_id}:convs"

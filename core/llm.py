@@ -222,15 +222,20 @@ class OpenAILLM:
             await observer(response.status_code, response.headers)
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
+        # The messages and tools go in ``extra_body``, which the SDK sends as given: as typed arguments the
+        # SDK first walks them against every variant of its TypedDict unions (``_transform``), a few ms of
+        # CPU per request with a persona prompt and tool schemas, and sends the same JSON.
+        body: dict[str, Any] = {"messages": [m.to_openai() for m in request.messages]}
+        if request.tools:
+            body["tools"] = list(request.tools)
         kwargs: dict[str, Any] = {
             "model": request.model,
-            "messages": [m.to_openai() for m in request.messages],
+            "messages": [],  # required by the signature; extra_body's replaces it
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": True,
+            "extra_body": body,
         }
-        if request.tools:
-            kwargs["tools"] = list(request.tools)
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
         think = ThinkFilter()

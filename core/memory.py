@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
-from core.ops.recorder import CommandRecorder
+from core.ops.recorder import ScriptingPipe
 from core.types import Place
 
 # Append ARGV[first..] as messages, numbered from the meta hash's seq; cap the list; note each message's
@@ -63,6 +63,38 @@ _FENCE_CHECK = """
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
 if ARGV[4] ~= '' and redis.call('LINDEX', KEYS[4], 0) == ARGV[4] then redis.call('LPOP', KEYS[4]) end"""
 _APPEND_FENCED = _FENCE_CHECK + _APPEND_BODY.replace("{first}", "5").replace("{authors}", "5")
+
+SETTINGS = ("persona", "paused", "paused_by")
+"""Meta fields that are settings made for a conversation (an admin's ``/persona``, a handoff's pause), not
+its state: ``/reset`` and ``/forget`` keep them (only ``/persona`` and ``/resume`` change them)."""
+
+# clear_state(msgs, meta, fold, authors): forget a conversation's state (messages, summary, last story,
+# sequence, authors) and keep its settings. Shared by /reset (below) and /forget (core/safety/forget.py).
+CLEAR_STATE_LUA = (
+    "local keep = {"
+    + ", ".join(f"['{f}'] = true" for f in SETTINGS)
+    + """}
+local function clear_state(msgs, meta, fold, authors)
+  redis.call('DEL', msgs, fold, authors)
+  for _, f in ipairs(redis.call('HKEYS', meta)) do
+    if not keep[f] then redis.call('HDEL', meta, f) end
+  end
+end
+"""
+)
+
+_RESET = CLEAR_STATE_LUA + "clear_state(KEYS[1], KEYS[2], KEYS[3], KEYS[4])\nreturn 1\n"
+
+# Remove ARGV's entries (one user's messages and the replies to them) from the list KEYS[1]; their author
+# ARGV[1] leaves the authors set KEYS[2]. Messages appended meanwhile stay. Returns how many went.
+_REMOVE_OWN = """
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i])
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+return removed
+"""
 
 _SAVE_SUMMARY = """
 local upto = tonumber(redis.call('HGET', KEYS[1], 'summary_upto') or '0')
@@ -113,6 +145,14 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Reset:
+    """What :meth:`RedisMemory.reset` did."""
+
+    whole: bool  # the conversation's state is gone (its settings stay)
+    removed: int = 0  # when not whole: the caller's messages and the replies to them that went
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationState:
     """What one pipelined read tells about a conversation."""
 
@@ -146,6 +186,18 @@ class ConversationState:
 _SEP = "\x1f"
 
 
+def own_entries(raw: Sequence[str], user_id: str) -> list[str]:
+    """The stored entries that are ``user_id``'s messages or the bot's replies to them (same turn id)."""
+    decoded = []
+    for item in raw:
+        try:
+            decoded.append((item, decode(item)))
+        except ValueError:
+            continue  # an entry this version cannot read is left alone
+    turns = {m.turn_id for _, m in decoded if m.author_id == user_id and m.turn_id}
+    return [item for item, m in decoded if m.author_id == user_id or (m.turn_id and m.turn_id in turns)]
+
+
 def decode(raw: str) -> StoredMessage:
     seq, _, body = raw.partition("|")
     role, tokens, ts, author_id, author_name, turn_id, text = body.split(_SEP, 6)
@@ -153,7 +205,7 @@ def decode(raw: str) -> StoredMessage:
 
 
 Rider = Callable[[Any], None]
-"""Queues a caller's commands on the memory's pipeline (a redis-py pipeline or a CommandRecorder)."""
+"""Queues a caller's commands on the memory's pipeline (redis-py's, or a ScriptingPipe on a cluster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +324,11 @@ class RedisMemory:
             )
         encoded = [m.encode() for m in messages]
         try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                if not self._cluster:
-                    pipe.evalsha(*script, *encoded)
+            async with self._r.pipeline(transaction=False) as raw:
+                # redis-py refuses pipe.evalsha in a cluster pipeline; ScriptingPipe sends it as a raw
+                # EVALSHA, routed by its first key: one round trip per node touched.
+                pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                pipe.evalsha(*script, *encoded)
                 if user_id:
                     index = self._keys.user_conversations(place.platform, user_id)
                     pipe.sadd(index, conv_key)
@@ -283,20 +337,10 @@ class RedisMemory:
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
-                # redis-py refuses EVALSHA in a cluster pipeline: there, the rider's commands are recorded
-                # and sent one by one after the append script (its keys share the conversation's slot).
-                target: Any = CommandRecorder() if self._cluster else pipe
                 if also is not None:
-                    also(target)
-                if self._cluster:
-                    first = await self._append_alone(script, encoded)
-                    piped = await pipe.execute(raise_on_error=False)
-                    riders = await target.execute(self._r, raise_on_error=False)
-                    results: list[Any] = [first, *piped]
-                    fold_at += 1
-                else:
-                    everything = await pipe.execute(raise_on_error=False)
-                    results, riders = everything[:own], everything[own:]
+                    also(pipe)
+                everything = await raw.execute(raise_on_error=False)
+                results, riders = everything[:own], everything[own:]
             # Errors come back in place, so that nothing that did run is run twice: only an append Redis
             # refused for a missing script (after a Redis restart) is sent again, once the script is loaded.
             if isinstance(results[0], NoScriptError):
@@ -343,17 +387,30 @@ class RedisMemory:
         except RedisError as exc:
             raise _store_error(exc) from exc
 
-    async def reset(self, place: Place) -> None:
-        """Forget one conversation: its messages, summary and settings."""
+    async def reset(self, place: Place, *, user_id: str | None = None) -> Reset:
+        """Forget one conversation's state (messages, summary, last story), never its settings
+        (:data:`SETTINGS`). With ``user_id`` and someone else's messages in the conversation, only that
+        user's messages and the replies to them go: one member must not wipe a shared channel's context."""
+        keys = [
+            self._keys.messages(place),
+            self._keys.meta(place),
+            self._keys.fold_lock(place),
+            self._keys.authors(place),
+        ]
         try:
-            await self._r.delete(
-                self._keys.messages(place),
-                self._keys.meta(place),
-                self._keys.fold_lock(place),
-                self._keys.authors(place),
-            )
+            if user_id is not None:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    pipe.smembers(keys[3])
+                    pipe.lrange(keys[0], 0, -1)
+                    authors, raw = await pipe.execute()
+                if {str(a) for a in authors} - {user_id}:
+                    doomed = own_entries([str(r) for r in raw], user_id)
+                    removed = await self._r.eval(_REMOVE_OWN, 2, keys[0], keys[3], user_id, *doomed)
+                    return Reset(whole=False, removed=int(removed))
+            await self._r.eval(_RESET, 4, *keys)
         except RedisError as exc:
             raise _store_error(exc) from exc
+        return Reset(whole=True)
 
     async def between(
         self, place: Place, after_seq: int, before_seq: int, last_seq: int

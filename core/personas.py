@@ -43,6 +43,7 @@ class _PersonaFile(BaseModel):
     vision: bool = False  # the model can look at images: attachments reach it as image parts
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
     voice: str = ""  # the speech voice for /speak and narrated stories (empty: [audio] voice)
+    link_previews: bool = False  # Discord may unfurl links in this persona's replies (default: suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Persona:
     vision: bool = False
     no_vision: str = "I can't see images, sorry. Could you describe it in words?"
     voice: str = ""
+    link_previews: bool = False  # Discord may unfurl the links of this persona's replies (off: suppressed)
 
     def render_system(self, values: Mapping[str, str]) -> str:
         """Fill the known placeholders; any other braces in the prompt are left alone."""

@@ -26,11 +26,11 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.setup import open_knowledge_base
 from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
-from core.media.fetch import ImageAuth
 from core.media.setup import Media, build_media
 from core.memory import RedisMemory
 from core.ops.delivery import Deliveries, Dispatcher
 from core.ops.jobs import Route
+from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
@@ -101,11 +101,11 @@ async def open_runtime(
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
+        url: str | RedisTarget
         if redis is not None:
             url, where = "", "the given client"
-        elif settings.redis_url is not None:
-            url = settings.redis_url.get_secret_value()
-            where = "REDIS_URL"
+        elif (target := settings_target(settings)) is not None:
+            url, where = target, "REDIS_URL"
         else:
             server = RedisServer(settings.parley_data_dir / "redis")
             await asyncio.to_thread(server.start)
@@ -114,7 +114,8 @@ async def open_runtime(
         if redis is not None:
             client = redis
         else:
-            connection = connect_redis(url)  # standalone, Sentinel or Cluster, from the URL's scheme
+            # Standalone, Sentinel or Cluster, from the URL's scheme (or REDIS_SENTINELS).
+            connection = connect_redis(url, failover_wait=settings.parley_redis_failover_wait)
             stack.push_async_callback(connection.aclose)
             client = connection.client
             if connection.target.kind != "standalone":
@@ -153,9 +154,8 @@ async def open_runtime(
                 registry.add(command)
         deliveries = ops.deliveries
 
-        def image_auth(platform: str) -> ImageAuth | None:
-            delivery = deliveries.get(platform) if platform in deliveries else None
-            return delivery if isinstance(delivery, ImageAuth) else None
+        def image_auth(platform: str) -> object | None:  # the Delivery: ImageAuth and/or ImageSource
+            return deliveries.get(platform) if platform in deliveries else None
 
         media = build_media(
             spec, settings, safety.moderator, image_auth, safety.admission.store, client, keys
@@ -179,6 +179,8 @@ async def open_runtime(
                     metrics=ops.metrics,
                     redact=safety.redactor.redact,
                     redact_before_llm=safety.redact_before_llm,
+                    signing_keys=settings.parley_credentials_keys,
+                    moderator=safety.moderator,
                 )
             )
             for command in tools.commands():

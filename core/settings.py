@@ -6,6 +6,7 @@ Validation errors are turned into :class:`ConfigError` lines that name the varia
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +52,14 @@ class Settings(BaseSettings):
 
     # Redis: unset means a private redis-server started under PARLEY_DATA_DIR.
     redis_url: SecretStr | None = None
+    # Redis Sentinel (instead of REDIS_URL): the sentinels "host:port,host:port", the monitored master's name,
+    # the data nodes' password and the sentinels' own password (core/ops/redisconn.py).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    # Sentinel / Cluster: seconds a command waits for a failover (a replica promoted) before it fails.
+    parley_redis_failover_wait: float = Field(default=10.0, ge=0, le=120)
 
     port: int = Field(default=3000, ge=0, le=65535)
 
@@ -77,22 +86,34 @@ class Settings(BaseSettings):
     parley_http_keepalive: float = Field(default=5.0, gt=0, le=300)
     parley_http_body_timeout: float = Field(default=10.0, gt=0, le=300)
     parley_http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # Of those, from one client address; a reverse proxy's own addresses go in PARLEY_HTTP_TRUSTED_PROXIES
+    # (comma-separated IPs or CIDRs): exempt from the per-client cap, and the only ones whose
+    # X-Forwarded-For is believed.
+    parley_http_max_connections_per_peer: int = Field(default=32, ge=1, le=100_000)
+    parley_http_trusted_proxies: str = ""
     # Fernet keys, comma-separated, newest first: encrypt credentials kept in Redis (core/credentials.py).
     parley_credentials_keys: SecretStr | None = None
     parley_ready_llm: bool = True  # an open LLM circuit makes /readyz fail
     parley_queue: bool = True  # turns go through the Redis queue (else each process answers its own)
     parley_queue_max: int = Field(default=10_000, ge=1)  # queue entries before users hear "busy"
     parley_queue_max_per_conversation: int = Field(default=100, ge=1)  # waiting turns in one conversation
+    # Queued items older than this are refused, and their nonces are kept this long (replays refused).
+    parley_job_max_age_seconds: float = Field(default=3600.0, ge=60)
     # Turns answered in-process at once when the queue is off or Redis is down; past it users hear "busy".
     parley_direct_max: int = Field(default=256, ge=1)
-    parley_queue_claim_idle: float = Field(default=30.0, gt=0)  # seconds before a silent worker's turn moves
+    # Seconds a turn may go without its owner's heartbeat before another worker takes it (the owner died).
+    parley_queue_claim_idle: float = Field(default=10.0, gt=0)
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).
     parley_workers: int = Field(default=128, ge=1)
     parley_worker_name: str | None = None  # consumer name prefix (e.g. the pod name); default host-pid
-    parley_lock_lease: float = Field(default=30.0, gt=0)  # conversation lock lease, renewed every third
+    parley_lock_lease: float = Field(default=10.0, gt=0)  # conversation lock lease, renewed by heartbeats
+    # Seconds between an owner's heartbeats (lease renewal + the turn's signal refreshed); default the
+    # smaller of 3 s and a third of the lease.
+    parley_lease_heartbeat: float | None = Field(default=None, gt=0)
     parley_lock_wait: float = Field(default=60.0, ge=0)  # how long a direct turn waits for the lock
-    parley_shutdown_grace: float = Field(default=25.0, ge=0)  # SIGTERM: time for running turns to finish
+    # SIGTERM: seconds for running turns to finish (then they are handed back); closing adds at most 2 s.
+    parley_shutdown_grace: float = Field(default=7.0, ge=0)
     parley_llm_breaker_failures: int = Field(default=5, ge=0)  # consecutive failures that open it; 0 = off
     parley_llm_breaker_reset: float = Field(default=30.0, gt=0)  # seconds open before a trial call
     # The provider's limits as one budget in Redis for all replicas (core/ops/pacing.py). RPM/TPM and the
@@ -108,6 +129,10 @@ class Settings(BaseSettings):
         "openai_api_key",
         "openai_base_url",
         "redis_url",
+        "redis_sentinels",
+        "redis_sentinel_master",
+        "redis_password",
+        "redis_sentinel_password",
         "parley_credentials_keys",
         "parley_tts_base_url",
         "parley_tts_api_key",
@@ -118,13 +143,46 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _sentinel(self) -> Settings:
+        if self.redis_sentinels is None:
+            if self.redis_sentinel_master is not None:
+                raise ValueError("REDIS_SENTINEL_MASTER needs REDIS_SENTINELS (the sentinels, host:port)")
+            return self
+        if self.redis_url is not None:
+            raise ValueError("set REDIS_URL or REDIS_SENTINELS, not both")
+        if not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the monitored master's name)")
+        return self
+
+    @model_validator(mode="after")
     def _queue_timing(self) -> Settings:
-        if self.parley_queue_claim_idle <= self.parley_lock_lease / 3:
+        beat = self.heartbeat
+        if beat * 2 > self.parley_lock_lease:
             raise ValueError(
-                "PARLEY_QUEUE_CLAIM_IDLE must exceed a third of PARLEY_LOCK_LEASE (workers refresh their "
-                "turns that often; a shorter idle time would let another worker take a live turn)"
+                "PARLEY_LEASE_HEARTBEAT must be at most half of PARLEY_LOCK_LEASE (a lease must survive one "
+                "missed heartbeat)"
+            )
+        if self.parley_queue_claim_idle < beat * 2:
+            raise ValueError(
+                "PARLEY_QUEUE_CLAIM_IDLE must be at least two heartbeats (PARLEY_LEASE_HEARTBEAT, default "
+                "min(3 s, lease / 3)): a shorter idle time would let another worker take a live turn"
             )
         return self
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between a turn owner's heartbeats."""
+        return self.parley_lease_heartbeat or min(3.0, self.parley_lock_lease / 3)
+
+    @field_validator("parley_http_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
     @field_validator("parley_credentials_keys")
     @classmethod

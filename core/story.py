@@ -19,6 +19,7 @@ Everything lives in Redis, so a story survives restarts and any replica can clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -100,6 +101,8 @@ class StoryStore:
         self._keys = keys
         self._ttl = ttl_seconds
         self.due_key = keys.scoped("story", "due")
+        # Set when this process schedules a vote deadline: its StoryClock wakes for it instead of polling.
+        self.scheduled = asyncio.Event()
 
     def key(self, place: Place) -> str:
         return self._keys.conversation(place) + ":story"
@@ -125,7 +128,8 @@ class StoryStore:
         )
 
     async def save(self, place: Place, state: StoryState) -> None:
-        """Write the story's new round (and its vote deadline, if any) in one transaction."""
+        """Write the story's new round in one transaction, then its vote deadline (the due set lives in
+        another Redis Cluster slot than the conversation's keys: no transaction may span both)."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
                 key = self.key(place)
@@ -143,20 +147,19 @@ class StoryStore:
                     },
                 )
                 pipe.expire(key, self._ttl)
-                if state.deadline_ms:
-                    pipe.zadd(
-                        self.due_key, {json.dumps([encode_place(place), state.round]): state.deadline_ms}
-                    )
                 await pipe.execute()
+            if state.deadline_ms:
+                member = json.dumps([encode_place(place), state.round])
+                await self._r.zadd(self.due_key, {member: state.deadline_ms})
         except RedisError as exc:
             raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
+        if state.deadline_ms:
+            self.scheduled.set()
 
     async def end(self, place: Place, state: StoryState) -> None:
         try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key(place), self.votes_key(place, state.round))
-                pipe.zrem(self.due_key, json.dumps([encode_place(place), state.round]))
-                await pipe.execute()
+            await self._r.delete(self.key(place), self.votes_key(place, state.round))
+            await self._r.zrem(self.due_key, json.dumps([encode_place(place), state.round]))
         except RedisError as exc:
             raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
 
@@ -188,6 +191,15 @@ class StoryStore:
             await self._r.zadd(self.due_key, {member: deadline_ms})
         except RedisError as exc:
             raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
+        self.scheduled.set()
+
+    async def next_due(self) -> int | None:
+        """The earliest vote deadline (epoch ms) on any replica, or None when no vote is open."""
+        try:
+            first: Any = await self._r.zrange(self.due_key, 0, 0, withscores=True)
+        except RedisError as exc:
+            raise StoreError(f"story: {type(exc).__name__}: {exc}") from exc
+        return int(first[0][1]) if first else None
 
     async def claim_due(self, serves: Callable[[str], bool]) -> list[tuple[Place, int]]:
         """Rounds whose window has closed on platforms this process ``serves`` (it can show their replies),
@@ -207,8 +219,13 @@ class StoryStore:
 
 
 class StoryClock:
-    """Close vote windows: every ``interval`` seconds claim the due rounds and dispatch their continuation
-    turn (through the dispatcher: the same queue, moderation and limits as any turn)."""
+    """Close vote windows: claim the due rounds and dispatch their continuation turn (through the
+    dispatcher: the same queue, moderation and limits as any turn).
+
+    It sleeps until the earliest open deadline, woken early when this process opens a vote; with no vote
+    open it looks again every ``idle_interval`` seconds (a vote opened by a replica that died since), so a
+    quiet bot costs Redis one command per ``idle_interval``, not one a second. ``interval`` is the shortest
+    sleep (a due round only another platform's replica can show)."""
 
     def __init__(
         self,
@@ -218,12 +235,14 @@ class StoryClock:
         serves: Callable[[str], bool],
         *,
         interval: float = 1.0,
+        idle_interval: float = 10.0,
     ) -> None:
         self.store = store
         self._dispatch = dispatch
         self._route_for = route_for
         self._serves = serves  # platforms this process can show replies on (has a Delivery for)
         self.interval = interval
+        self.idle_interval = idle_interval
 
     async def tick(self) -> int:
         closed = 0
@@ -252,18 +271,31 @@ class StoryClock:
             closed += 1
         return closed
 
+    async def _delay(self) -> float:
+        """Seconds until the earliest open deadline (at most ``idle_interval``, at least ``interval`` when
+        one is already due: then it is another platform's to close)."""
+        due = await self.store.next_due()
+        if due is None:
+            return self.idle_interval
+        delay = due / 1000 - time.time()
+        return self.interval if delay <= 0 else min(delay, self.idle_interval)
+
     async def run(self) -> None:
         me = asyncio.current_task()
         while True:
+            self.store.scheduled.clear()  # before looking: a vote opened meanwhile wakes the wait below
+            delay = self.interval
             try:
                 await self.tick()
+                delay = await self._delay()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # task boundary: a Redis blip must not stop the clock
                 log.warning("story_clock_failed", error=type(exc).__name__, detail=str(exc)[:200])
             if me is not None and me.cancelling():  # a cancel the Redis client swallowed mid-command
                 raise asyncio.CancelledError
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.store.scheduled.wait(), delay)
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -420,11 +452,17 @@ async def _cover(ctx: TurnContext, idea: str) -> None:
     media = ctx.media
     if media is None:
         return
+    if ctx.flag:  # a flagged idea is never sent to the Images API
+        return
     try:
-        if await media.quotas.refusal(ctx.turn) is not None:
+        held = await media.quotas.reserve(ctx.turn)
+        if not held.granted:
             return
-        image = await media.generator.generate(f"A storybook cover illustration: {idea}")
-        await media.quotas.count(ctx.turn)
+        try:
+            image = await media.generator.generate(f"A storybook cover illustration: {idea}")
+        except BaseException:
+            await media.quotas.release(held)
+            raise
     except (MediaError, StoreError) as exc:
         ctx.log.warning("story_cover_failed", error=type(exc).__name__, detail=str(exc)[:200])
         return

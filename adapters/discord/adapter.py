@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -36,6 +40,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.commands import args_options, command_definitions, definitions_hash, option_name
 from adapters.discord.confirm import call_from_custom_id, turn_from_tool_click
+from adapters.discord.permissions import TypedCommandGate, typed_refusal
 from adapters.discord.route import (
     ChannelTarget,
     InteractionTarget,
@@ -45,6 +50,7 @@ from adapters.discord.route import (
     route_for,
 )
 from adapters.discord.settings import DiscordSettings
+from adapters.discord.sink import NO_MENTIONS
 from adapters.discord.translate import (
     MessagePolicy,
     interaction_view,
@@ -55,7 +61,8 @@ from adapters.discord.translate import (
     turn_from_message,
 )
 from core.clicks import pending_of, vote_call
-from core.errors import ConfigError, ParleyError
+from core.errors import ConfigError, ParleyError, StoreError
+from core.ops.shards import ShardLeases
 from core.tasks import TaskOwner
 from core.types import Place, Turn
 
@@ -132,6 +139,11 @@ class _Client(discord.AutoShardedClient):
     async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
         self._adapter._on_interaction(interaction)
 
+    async def on_raw_app_command_permissions_update(
+        self, payload: discord.RawAppCommandPermissionsUpdateEvent
+    ) -> None:
+        await self._adapter._typed.changed(payload.guild.id)
+
 
 class DiscordAdapter:
     """Serve one bot on Discord until cancelled. ``async with`` it, or call :meth:`aclose` when done."""
@@ -148,9 +160,21 @@ class DiscordAdapter:
         self._closed = False
         self._failures_key = deps.keys.scoped("discord", "login_failures")
         self._max_concurrency = 1
+        self._recommended_shards = 1
+        self._leases: ShardLeases | None = None
+        self._joined = False
+        if settings.shard_leases:
+            self._leases = ShardLeases(
+                deps.redis,
+                deps.keys,
+                owner=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+                lease=settings.shard_lease,
+                heartbeat=settings.shard_heartbeat,
+            )
         registry = deps.commands
         self._command_names = {option_name(c.name): c.name for c in registry}
         self._args_options = args_options(registry)
+        self._typed = TypedCommandGate(deps.redis, deps.keys, dev_guild_id=settings.dev_guild_id)
         self.ready = asyncio.Event()  # set once every shard is connected (for tests and health checks)
         self.log = log.bind(bot=deps.bot.name)
 
@@ -201,7 +225,12 @@ class DiscordAdapter:
             client = self._client = self._new_client()
             try:
                 await client.login(s.token.get_secret_value())
-                await client.connect(reconnect=True)
+                if self._leases is not None:
+                    if await self._run_leased(client, self._leases):
+                        self.ready.clear()
+                        continue  # the leased set changed: connect again with the new one
+                else:
+                    await client.connect(reconnect=True)
                 if client.is_closed():
                     return  # closed on purpose (aclose)
             except discord.LoginFailure:
@@ -226,6 +255,44 @@ class DiscordAdapter:
             if not self._closed:
                 await client.close()
                 self.ready.clear()
+
+    async def _run_leased(self, client: _Client, leases: ShardLeases) -> bool:
+        """Run the shards this replica leases. True (the client closed, to reconnect with the new set) when
+        the set changes, e.g. when a dead replica's shards come free; False when the connection ended."""
+        total = self._settings.shard_count or self._recommended_shards
+        held: frozenset[int] = frozenset()
+        if not self._joined:  # join first: replicas started together see each other and split evenly
+            await leases.tick(total, claim=False)
+            await asyncio.sleep(leases.heartbeat)
+            self._joined = True
+        held = await leases.tick(total)
+        for _ in itertools.count():  # every shard taken: wait for one to come free (polls Redis)
+            if held:
+                break
+            await asyncio.sleep(leases.heartbeat)
+            held = await leases.tick(total)
+        client.shard_ids = sorted(held)
+        client.shard_count = total
+        self.log.info("discord_shards_leased", shards=sorted(held), of=total)
+        connect = asyncio.create_task(client.connect(reconnect=True), name="discord:connect")
+        try:
+            while True:
+                done, _ = await asyncio.wait({connect}, timeout=leases.heartbeat)
+                if done:
+                    connect.result()
+                    return False
+                try:
+                    now = await leases.tick(total)
+                except StoreError as exc:  # keep serving; the lease runs out only after shard_lease
+                    self.log.warning("discord_shard_lease_failed", error=str(exc))
+                    continue
+                if now != held:
+                    self.log.info("discord_shards_changed", shards=sorted(now), had=sorted(held), of=total)
+                    return True
+        finally:
+            if not connect.done():
+                await client.close()
+                await asyncio.wait({connect})
 
     async def _failures(self) -> int:
         try:
@@ -252,6 +319,11 @@ class DiscordAdapter:
         await self._tasks.aclose(grace=self._settings.shutdown_grace)
         if self._client is not None:
             await self._client.close()
+        if self._leases is not None:  # the others take this replica's shards on their next tick
+            try:
+                await self._leases.leave()
+            except StoreError as exc:
+                self.log.warning("discord_shard_leave_failed", error=str(exc))
         self.ready.clear()
 
     # ------------------------------------------------------------------ discord.py hooks
@@ -267,6 +339,7 @@ class DiscordAdapter:
     async def _check_session_budget(self, client: _Client) -> None:
         """Read Discord's IDENTIFY budget; wait for its reset rather than spend the last starts."""
         recommended, _url, limits = await client.http.get_bot_gateway()
+        self._recommended_shards = max(1, int(recommended))
         self._max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
         remaining, reset_ms = int(limits["remaining"]), int(limits["reset_after"])
         needed = len(self._settings.shard_ids) or self._settings.shard_count or recommended
@@ -386,6 +459,8 @@ class DiscordAdapter:
         tlog = self.log.bind(**self._context(turn))
         try:
             guild_id = message.guild.id if message.guild is not None else None
+            if guild_id is not None and await self._typed_refused(message, turn, guild_id, tlog):
+                return
             origin = _origin(message.guild, message.channel, message.channel.id, message.id)
             target = ChannelTarget(message.channel.id, guild_id, message.id, turn.addressed, origin)
             if self._opens_thread(message, turn):
@@ -401,6 +476,27 @@ class DiscordAdapter:
             raise
         except Exception as exc:  # task boundary: one turn's failure never stops the bot
             tlog.exception("discord_turn_failed", error=type(exc).__name__)
+
+    async def _typed_refused(
+        self, message: discord.Message, turn: Turn, guild_id: int, tlog: FilteringBoundLogger
+    ) -> bool:
+        """A typed ``/command`` an admin restricted in this guild (adapters/discord/permissions.py) is
+        answered with a pointer to the slash command, and goes no further."""
+        call = self._deps.commands.parse(turn.text) if turn.text.startswith("/") else None
+        if call is None or self._client is None:
+            return False
+        name = option_name(call.name)
+        restricted = await self._typed.restricted(self._client, guild_id)
+        if restricted is not None and name not in restricted:
+            return False
+        tlog.info("discord_typed_command_refused", command=name, known=restricted is not None)
+        await message.reply(
+            typed_refusal(name),
+            allowed_mentions=NO_MENTIONS,
+            mention_author=False,
+            suppress_embeds=True,
+        )
+        return True
 
     def _opens_thread(self, message: discord.Message, turn: Turn) -> bool:
         return (
@@ -478,7 +574,7 @@ class DiscordAdapter:
             refusal = ""  # the core checks again when it resumes the call
         try:
             if refusal:
-                await interaction.response.send_message(refusal, ephemeral=True)
+                await interaction.response.send_message(refusal, ephemeral=True, suppress_embeds=True)
                 tlog.info("discord_tool_click_refused")
                 return
             await interaction.response.edit_message(view=None)  # answered: the buttons go

@@ -51,9 +51,17 @@ from adapters.discord.route import (
     target_of,
 )
 from adapters.discord.settings import DiscordSettings
-from adapters.discord.sink import MESSAGE_LIMIT, NO_MENTIONS, ChannelSink, InteractionSink, keep_typing
+from adapters.discord.sink import (
+    MESSAGE_LIMIT,
+    NO_MENTIONS,
+    ChannelSink,
+    InteractionSink,
+    Previews,
+    keep_typing,
+)
 from adapters.discord.translate import DM_WORKSPACE, STORY_BUTTON
 from core.errors import AdapterError, ConfigError, CredentialError
+from core.media.fetch import ImageHosts
 from core.ops.jobs import Job, Route
 from core.types import Attachment, Choice, ConfirmRequest, Place, ReplyDone, ReplyEvent, Turn
 
@@ -105,7 +113,14 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
         self.controls = Controls(
             deps.redis, deps.keys, ttl_seconds=int(deps.bot.config.memory.ttl_days * 86_400)
         )
+        # Personas whose replies may unfurl links (``link_previews``); every other reply is suppressed.
+        self._previews = frozenset(n for n, p in deps.bot.personas.items() if p.link_previews)
         self.log = log.bind(bot=deps.bot.name)
+
+    def image_hosts(self) -> ImageHosts:
+        """Where Discord serves attachments (core's ImageSource): its CDN over https, or the configured API
+        host (a REST proxy, a test fake)."""
+        return ImageHosts(("cdn.discordapp.com", "media.discordapp.net"), self._settings.api_url)
 
     async def _rest(self) -> tuple[discord.Client, aiohttp.ClientSession]:
         """The REST client (logged in once, on first use) and the session for interaction webhooks."""
@@ -171,7 +186,9 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
             if target.webhook is None:
                 target.dlog.info("discord_private_notice_not_shown", reason="no interaction")
                 return
-            await target.webhook.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            await target.webhook.send(
+                text, ephemeral=True, allowed_mentions=NO_MENTIONS, suppress_embeds=True
+            )
             return
         await self._channel(target).send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
 
@@ -203,6 +220,7 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
                 int(message_id)
             )
             try:
+                # No flags sent: Discord keeps the vote message's SUPPRESS_EMBEDS.
                 await message.edit(content=VOTES_CLOSED, view=None, allowed_mentions=NO_MENTIONS)
             except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
                 target.dlog.warning("discord_retire_failed", error=type(exc).__name__, detail=str(exc)[:200])
@@ -240,7 +258,10 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
         channel = client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         try:
             await channel.send(
-                "Confirm or cancel:", view=confirm_view(pending_id), allowed_mentions=NO_MENTIONS
+                "Confirm or cancel:",
+                view=confirm_view(pending_id),
+                allowed_mentions=NO_MENTIONS,
+                suppress_embeds=True,
             )
         except discord.HTTPException as exc:
             dlog.error("discord_confirm_buttons_failed", status=exc.status, code=exc.code)
@@ -255,14 +276,15 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
         channel = where.client.get_partial_messageable(target.channel_id, guild_id=target.guild_id)
         reply_to = channel.get_partial_message(target.reply_to) if target.reply_to else None
         stop_typing = asyncio.Event()
-        sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set)
+        previews = Previews()
+        sink = ChannelSink(channel, reply_to=reply_to, on_first_post=stop_typing.set, previews=previews)
         where.sink = sink
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
-        async with asyncio.TaskGroup() as tg:
+        async with asyncio.TaskGroup() as tg, _closing(self._watch_previews(events, previews)) as watched:
             if self._settings.typing and target.typing:
                 tg.create_task(keep_typing(channel, stop_typing))
             try:
-                outcome = await renderer.run(events)
+                outcome = await renderer.run(watched)
             finally:
                 stop_typing.set()
         _log_outcome(where.dlog, outcome.failures, outcome.posts, outcome.edits)
@@ -298,12 +320,23 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
         )
         where.sink = sink
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
-        async with _closing(_watch_ephemeral(events, sink)) as watched:
+        watched_previews = self._watch_previews(events, sink.previews)
+        async with _closing(_watch_ephemeral(watched_previews, sink)) as watched:
             outcome = await renderer.run(watched)
         if outcome.result is not None and not outcome.result.text and not outcome.handles:
             await sink.discard_original()  # nothing to say: don't leave "thinking..." forever
         _log_outcome(dlog, outcome.failures, outcome.posts, outcome.edits)
         return Shown(outcome.result, _anchor(outcome.handles))
+
+    async def _watch_previews(
+        self, events: AsyncIterator[ReplyEvent], previews: Previews
+    ) -> AsyncIterator[ReplyEvent]:
+        """Let the reply's links unfurl when the persona that answered opts in (``link_previews``): the
+        final edit (or post) then goes out unwrapped and without SUPPRESS_EMBEDS."""
+        async for event in events:
+            if isinstance(event, ReplyDone) and event.result.persona in self._previews:
+                previews.allowed = True
+            yield event
 
     def story_route(self, turn: Turn) -> Route:
         """A story's next part goes to the channel (or thread) as a new message: the interaction that
@@ -398,7 +431,9 @@ async def _choices(
             )
         )
     try:
-        return await channel.send("Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS)
+        return await channel.send(
+            "Vote for what happens next:", view=view, allowed_mentions=NO_MENTIONS, suppress_embeds=True
+        )
     except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
         dlog.warning("discord_choices_failed", error=type(exc).__name__, detail=str(exc)[:200])
         return None

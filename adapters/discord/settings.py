@@ -54,6 +54,11 @@ class DiscordSettings(BaseSettings):
     # across processes, e.g. DISCORD_SHARD_COUNT=4 and DISCORD_SHARD_IDS=0,1 in one process, 2,3 in another.
     shard_count: int | None = Field(default=None, ge=1)
     shard_ids: IdSet = frozenset()
+    # Shard leases: replicas split the shards (DISCORD_SHARD_COUNT, else Discord's recommendation) through
+    # Redis, each its share; a dead replica's shards move after shard_lease + shard_heartbeat seconds.
+    shard_leases: bool = False
+    shard_lease: float = Field(default=15.0, gt=0, le=300)
+    shard_heartbeat: float = Field(default=5.0, gt=0, le=150)
 
     dev_guild_id: int | None = None  # register slash commands in this guild only (instant), else globally
     sync_commands: bool = True  # register slash commands at start-up when their definitions changed
@@ -95,6 +100,10 @@ class DiscordSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _shards(self) -> DiscordSettings:
+        if self.shard_leases and self.shard_ids:
+            raise ValueError("DISCORD_SHARD_LEASES picks the shard ids itself: unset DISCORD_SHARD_IDS")
+        if self.shard_heartbeat * 2 > self.shard_lease:
+            raise ValueError("DISCORD_SHARD_LEASE must be at least two DISCORD_SHARD_HEARTBEATs")
         if self.shard_ids and self.shard_count is None:
             raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT")
         if self.shard_count is not None and any(i >= self.shard_count for i in self.shard_ids):

@@ -9,6 +9,11 @@
 
 Every request carries ``allowed_mentions`` that ping no one, and the text is made mention-safe and
 embed-safe by :func:`~adapters.discord.format.to_discord` first.
+
+Every message is also posted, edited and uploaded with SUPPRESS_EMBEDS (flag 4): an edit that sends
+``flags`` replaces them (discord.py's ``Message.edit`` sends them cleared unless ``suppress=True``), and a
+deferred interaction response is created without the flag, so each request says it again. A persona with
+``link_previews = true`` turns both off once its reply is known (``previews``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Literal
 
 import discord
 import structlog
+from discord.http import handle_message_parameters
+from discord.webhook.async_ import async_context
 
 from adapters.discord.format import to_discord
 from core.types import Attachment
@@ -35,6 +42,18 @@ MOVED = "*(continued below)*"  # what a response says once the rest of the reply
 log = structlog.get_logger("parley.discord")
 
 
+class Previews:
+    """Whether a reply's links may unfurl: no (the default), unless the persona that answered opts in.
+
+    Shared by a sink and the delivery that learns the answering persona from the reply's result."""
+
+    allowed: bool = False
+
+    @property
+    def suppress(self) -> bool:
+        return not self.allowed
+
+
 class ChannelSink:
     """Post and edit plain channel messages."""
 
@@ -46,14 +65,16 @@ class ChannelSink:
         *,
         reply_to: discord.Message | discord.PartialMessage | None = None,
         on_first_post: Callable[[], None] | None = None,
+        previews: Previews | None = None,
     ) -> None:
         self._channel = channel
         self._reply_to = reply_to
         self._on_first_post = on_first_post
         self._posted = 0
+        self.previews = previews or Previews()
 
     def format(self, text: str) -> str:
-        return to_discord(text)
+        return to_discord(text, wrap_links=self.previews.suppress)
 
     async def post(self, text: str) -> discord.Message:
         reference = None
@@ -68,16 +89,22 @@ class ChannelSink:
                 allowed_mentions=NO_MENTIONS,
                 reference=reference,
                 mention_author=False,
-                suppress_embeds=True,
+                suppress_embeds=self.previews.suppress,
             )
-        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+        return await self._channel.send(
+            text, allowed_mentions=NO_MENTIONS, suppress_embeds=self.previews.suppress
+        )
 
     async def edit(self, handle: discord.Message, text: str) -> None:
-        await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+        await handle.edit(content=text, allowed_mentions=NO_MENTIONS, suppress=self.previews.suppress)
 
     async def upload(self, attachments: Sequence[Attachment]) -> None:
         """The reply's files (a generated image) as one more message, under the text."""
-        await self._channel.send(files=discord_files(attachments), allowed_mentions=NO_MENTIONS)
+        await self._channel.send(
+            files=discord_files(attachments),
+            allowed_mentions=NO_MENTIONS,
+            suppress_embeds=self.previews.suppress,
+        )
 
 
 def discord_files(attachments: Sequence[Attachment]) -> list[discord.File]:
@@ -114,7 +141,9 @@ class InteractionSink:
         ephemeral: bool = False,
         clock: Callable[[], float] = time.time,
         log_context: dict[str, str] | None = None,
+        previews: Previews | None = None,
     ) -> None:
+        self.previews = previews or Previews()
         self._webhook = webhook
         self._original_id = original_id
         self._channel = channel
@@ -128,7 +157,7 @@ class InteractionSink:
         self._log = log.bind(**(log_context or {}))
 
     def format(self, text: str) -> str:
-        return to_discord(text)
+        return to_discord(text, wrap_links=self.previews.suppress)
 
     def prefer_ephemeral(self) -> None:
         """The answer turned out to be for the asker only: if nothing is shown yet, show it privately."""
@@ -154,7 +183,9 @@ class InteractionSink:
         if self._ephemeral:
             # An ephemeral answer must not become public: there is nowhere left to put it.
             raise discord.ClientException("interaction token expired; ephemeral reply not delivered")
-        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, suppress_embeds=True)
+        return await self._channel.send(
+            text, allowed_mentions=NO_MENTIONS, suppress_embeds=self.previews.suppress
+        )
 
     async def post(self, text: str) -> Slot:
         first = self._posted == 0
@@ -168,29 +199,44 @@ class InteractionSink:
                     await self._webhook.delete_message(self._original_id)
                     first = False
                 if first:
-                    await self._webhook.edit_message(
-                        self._original_id, content=text, allowed_mentions=NO_MENTIONS
-                    )
+                    await self._edit_by_id(self._original_id, text)
                     return Slot("original")
                 message = await self._webhook.send(
                     text,
                     wait=True,
                     allowed_mentions=NO_MENTIONS,
                     ephemeral=self._ephemeral,
-                    suppress_embeds=True,
+                    suppress_embeds=self.previews.suppress,
                 )
                 return Slot("followup", message)
             except discord.HTTPException as exc:
                 self._token_gone(exc)
         return Slot("channel", await self._to_channel(text))
 
+    async def _edit_by_id(self, message_id: int, text: str) -> None:
+        """``Webhook.edit_message`` with the message's flags: discord.py's takes none, and the deferred
+        response was created without SUPPRESS_EMBEDS (Discord keeps flags an edit does not send)."""
+        webhook = self._webhook
+        assert webhook is not None
+        assert webhook.token is not None
+        flags = discord.MessageFlags(suppress_embeds=self.previews.suppress)
+        with handle_message_parameters(content=text, allowed_mentions=NO_MENTIONS, flags=flags) as params:
+            await async_context.get().edit_webhook_message(
+                webhook.id,
+                webhook.token,
+                message_id,
+                session=webhook.session,
+                proxy=webhook.proxy,
+                proxy_auth=webhook.proxy_auth,
+                payload=params.payload,
+            )
+
     async def _edit_webhook_message(self, handle: Slot, text: str) -> None:
-        assert self._webhook is not None
         if handle.kind == "original":
-            await self._webhook.edit_message(self._original_id, content=text, allowed_mentions=NO_MENTIONS)
+            await self._edit_by_id(self._original_id, text)
         else:
             assert handle.message is not None
-            await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+            await self._edit_by_id(handle.message.id, text)
 
     async def edit(self, handle: Slot, text: str) -> None:
         if handle.kind != "channel" and not self.expired:
@@ -210,7 +256,7 @@ class InteractionSink:
                     self._log.debug("interaction_pointer_failed", status=exc.status, code=exc.code)
             return
         assert handle.message is not None
-        await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS)
+        await handle.message.edit(content=text, allowed_mentions=NO_MENTIONS, suppress=self.previews.suppress)
 
     async def upload(self, attachments: Sequence[Attachment]) -> None:
         """The reply's files as a follow-up (the channel once the token is gone; never for a private one)."""
@@ -222,13 +268,18 @@ class InteractionSink:
                     wait=True,
                     allowed_mentions=NO_MENTIONS,
                     ephemeral=self._ephemeral,
+                    suppress_embeds=self.previews.suppress,
                 )
                 return
             except discord.HTTPException as exc:
                 self._token_gone(exc)
         if self._ephemeral:
             raise discord.ClientException("interaction token expired; private files not delivered")
-        await self._channel.send(files=discord_files(attachments), allowed_mentions=NO_MENTIONS)
+        await self._channel.send(
+            files=discord_files(attachments),
+            allowed_mentions=NO_MENTIONS,
+            suppress_embeds=self.previews.suppress,
+        )
 
     async def discard_original(self) -> None:
         """Remove the "thinking..." response of a turn that had nothing to say."""

@@ -48,7 +48,7 @@ from adapters.slack.mrkdwn import to_mrkdwn
 from adapters.slack.oauth import InstallRateLimit, RedisInstallationStore, RedisOAuthStateStore
 from adapters.slack.payloads import BlockActions, EventCallback, SlashCommand
 from adapters.slack.route import PLATFORM, RESPONSE_URL_TTL, response_url_key, route_for, target_for
-from adapters.slack.settings import BOT_SCOPES, Mode, SlackBotConfig, SlackSettings
+from adapters.slack.settings import BOT_SCOPES, Mode, SlackBotConfig, SlackSettings, admin_set, is_admin
 from adapters.slack.sink import slack_error_code
 from adapters.slack.translate import (
     FEEDBACK_DOWN,
@@ -111,7 +111,7 @@ class SlackAdapter:
         self.event_options = EventOptions(
             answer_bots=config.answer_bots,
             follow_threads=config.follow_threads,
-            admins=frozenset(config.admins),
+            admins=admin_set(config.admins, oauth=mode is Mode.OAUTH),
         )
         self.outcomes: collections.Counter[str] = collections.Counter()  # dispatch outcomes (tests, logs)
         self.ready = asyncio.Event()
@@ -121,6 +121,7 @@ class SlackAdapter:
         self.client = web_client(
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             settings.slack_api_url,
+            keep_alive=True,  # closed in aclose(); bolt's per-request clients share its session
         )
         self.app = self._build_app()
         deps.http.add_check("slack", self._readiness)
@@ -207,7 +208,7 @@ class SlackAdapter:
         await ack(text=self.config.working_text, response_type="ephemeral")  # only the caller sees it
         try:
             turn = turn_from_command(
-                cast(SlashCommand, body), self.commands, frozenset(self.config.admins), THREAD_COMMANDS
+                cast(SlashCommand, body), self.commands, self.event_options.admins, THREAD_COMMANDS
             )
             if turn is None:
                 return
@@ -234,7 +235,7 @@ class SlackAdapter:
         user = str((body.get("user") or {}).get("id", ""))
         response_url = str(body.get("response_url", ""))
         if place is not None and user:
-            if user not in self.config.admins:  # the same rule as the /resume command
+            if not is_admin(self.event_options.admins, team, user):  # the same rule as the /resume command
                 self._log.info("slack_resume_refused", by=user)
                 self._start(self._answer_privately(response_url, RESUME_ADMINS_ONLY), "slack:resume-refused")
                 return
@@ -243,7 +244,7 @@ class SlackAdapter:
 
     async def _on_tool_click(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        turn = turn_from_tool_click(cast(BlockActions, body))
+        turn = turn_from_tool_click(cast(BlockActions, body), self.event_options.admins)
         if turn is not None:
             message = body.get("message") or {}
             self._start(
@@ -558,3 +559,4 @@ class SlackAdapter:
         self.ready.clear()
         await self._stop_socket()
         await self.tasks.aclose(grace=self.config.shutdown_grace)
+        await self.client.aclose()

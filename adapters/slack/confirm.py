@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from adapters.slack.payloads import BlockActions
 from adapters.slack.route import PLATFORM
+from adapters.slack.settings import is_admin
 from core.clicks import confirm_call
 from core.types import Author, Place, Turn
 
@@ -49,7 +50,7 @@ def answered_blocks(text: str, user: str, confirmed: bool) -> list[dict[str, obj
     ]
 
 
-def turn_from_tool_click(payload: BlockActions) -> Turn | None:
+def turn_from_tool_click(payload: BlockActions, admins: frozenset[str] = frozenset()) -> Turn | None:
     """A confirm / cancel click -> the turn that resumes the pending call, or ``None``."""
     actions = payload.get("actions") or []
     if not actions:
@@ -69,8 +70,9 @@ def turn_from_tool_click(payload: BlockActions) -> Turn | None:
     if not (pending_id and user and channel):
         return None
     call = confirm_call(pending_id, action_id == TOOL_CONFIRM)
+    # The clicker's admin rights, as for their messages: an admin-only tool can be confirmed by button.
     return Turn(
-        author=Author(user),
+        author=Author(user, is_admin=is_admin(admins, team, user)),
         place=Place(PLATFORM, team, channel, thread),
         text=f"/{call.name} {call.args}",
         addressed=True,

@@ -48,6 +48,7 @@ from adapters.slack.state import SlackState
 from adapters.slack.translate import HANDOFF_RESUME, story_blocks
 from adapters.slack.users import UserNames
 from core.errors import AdapterError, CredentialError, ParleyError
+from core.media.fetch import ImageHosts
 from core.ops.jobs import Job, Route
 from core.reply import fold_reply
 from core.types import (
@@ -100,7 +101,8 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
             count_vote=deps.count_vote,
         )
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-        self._client = web_client(token, settings.slack_api_url) if token else None
+        # One kept-alive session for every reply (slack_sdk alone opens a connection per call).
+        self._client = web_client(token, settings.slack_api_url, keep_alive=True) if token else None
         self.names = UserNames(deps.redis, deps.keys)
         self.box = deps.box  # installations and response_urls are sealed in Redis
         self.installations: RedisInstallationStore | None = None
@@ -180,6 +182,8 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
 
     # ------------------------------------------------------------------ credentials
 
@@ -263,6 +267,11 @@ class SlackDelivery(ReplyDelivery[SlackWhere]):
     def story_route(self, turn: Turn) -> Route:
         """Where a story's next part goes (core/runtime.py:story_route): the story's channel."""
         return route_for(target_for(turn))
+
+    def image_hosts(self) -> ImageHosts:
+        """Where Slack serves files (core's ImageSource): its own hosts over https, or the configured Web
+        API host (a proxy, a test fake)."""
+        return ImageHosts(("slack.com", ".slack.com"), self.settings.slack_api_url or "")
 
     async def image_headers(self, ref: ImageRef, place: Place) -> Mapping[str, str]:
         """The bot token for a file's ``url_private`` (core's ImageAuth), sent only to Slack's own hosts

@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -61,6 +62,20 @@ class SlackSettings(BaseSettings):
     slack_handoff_channel: str | None = None  # overrides [slack] handoff_channel
     # overrides [slack] moderators_channel
     slack_moderators_channel: str | None = Field(default=None, pattern=CHANNEL_ID)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _plain_url(cls, url: str) -> str:
+        # aiohttp refuses credentials in a URL beside the token's Authorization header (a traceback in
+        # `parley check`), and a password there would be printed with every error: refuse it up front.
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "credentials in the URL (user:password@) are not supported: Slack uses the tokens"
+            )
+        return url
 
 
 class Mode(enum.StrEnum):
@@ -128,7 +143,9 @@ class SlackBotConfig(BaseModel):
     # mentioned there later. Off by default: the bot reads only what it was asked into (privacy, load).
     remember_unjoined_threads: bool = False
     answer_bots: bool = False  # take turns from other bots' messages
-    admins: list[str] = Field(default_factory=list)  # Slack user ids allowed to run admin commands
+    # Slack user ids allowed to run admin commands: "U123", or "T123:U123" for one workspace (in OAuth mode,
+    # with many workspaces installed, only the "T123:U123" form counts).
+    admins: list[str] = Field(default_factory=list)
 
     streaming: Literal["auto", "native", "edit"] = "auto"  # native = chat.startStream; edit = post + update
     edit_interval: float = Field(default=1.0, ge=0.2, le=10.0)  # seconds between edits of one message
@@ -180,3 +197,15 @@ def parse_bot_config(raw: dict[str, Any], source: str) -> SlackBotConfig:
         return SlackBotConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc, prefix='slack.')}") from None
+
+
+def admin_set(entries: list[str], *, oauth: bool) -> frozenset[str]:
+    """``[slack] admins`` as the adapter checks them. An entry is a user id (``U123``) or a workspace and a
+    user (``T123:U123``). With OAuth (many workspaces installed) only the qualified entries count: a bare id
+    would make that user an admin in every workspace that installs the app."""
+    return frozenset(e for e in entries if ":" in e or not oauth)
+
+
+def is_admin(admins: frozenset[str], team: str, user: str) -> bool:
+    """Whether ``user`` of workspace ``team`` is in :func:`admin_set`'s set."""
+    return bool(user) and (user in admins or f"{team}:{user}" in admins)

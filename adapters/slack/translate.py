@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from adapters.common.split import split_text
 from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
+from adapters.slack.settings import is_admin
 from core.clicks import vote_call
 from core.types import AudioRef, Author, Choice, CommandCall, ImageRef, Place, Turn
 
@@ -122,7 +123,9 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
         return None
 
     return Turn(
-        author=Author(id=author_id, is_bot=from_bot, is_admin=author_id in options.admins),
+        author=Author(
+            id=author_id, is_bot=from_bot, is_admin=is_admin(options.admins, workspace_of(body), author_id)
+        ),
         place=Place(PLATFORM, workspace_of(body), channel, thread),
         text=plain_text(raw_text, strip_user=me.user_id),
         message_id=ts,
@@ -232,11 +235,12 @@ def turn_from_command(
         if target is not None:
             channel, thread = target
             args = " ".join(args.split()[1:])
+    team = payload.get("team_id", "") or payload.get("enterprise_id", "")
     return Turn(
-        author=Author(id=user, display_name=payload.get("user_name", ""), is_admin=user in admins),
-        place=Place(
-            PLATFORM, payload.get("team_id", "") or payload.get("enterprise_id", ""), channel, thread
+        author=Author(
+            id=user, display_name=payload.get("user_name", ""), is_admin=is_admin(admins, team, user)
         ),
+        place=Place(PLATFORM, team, channel, thread),
         text=f"/{name} {args}".strip(),
         addressed=True,
         event_id="cmd:" + (payload.get("trigger_id", "") or f"{channel}:{user}:{args}"),

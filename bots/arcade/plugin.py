@@ -1,6 +1,7 @@
 """The arcade bot's own Python: ``/story`` gets an explicit ``continue`` switch, and three tools:
 ``roll_dice`` and ``trivia_scoreboard`` (read-only) and ``trivia_award`` (asks the player first), with a
-per-server scoreboard in Redis (a sorted set per Discord guild).
+per-server scoreboard in Redis (a sorted set per Discord guild; in DMs, where every user's "guild" is ``@me``,
+one per user, named in the user's data set so that ``/forget`` erases it).
 
 The built-in ``/story`` already continues the conversation's last story when its prompt is the word
 "continue" or its ``continue`` option is true. Declaring the option makes it a real switch on Discord
@@ -20,18 +21,26 @@ from core.bot import BotConfig
 from core.builtins import BUILTINS
 from core.commands import Command, CommandOption
 from core.context import TurnContext
+from core.keys import KeySpace, user_data_entry
+from core.safety.limits import user_tag
 from core.tools.function import function_tool
 from core.tools.spec import Tool, ToolContext
-from core.types import ReplyResult
+from core.types import DIRECT_WORKSPACE, ReplyResult
 
 CONTINUE = CommandOption("continue", "Continue the last story told in this conversation", kind="boolean")
 
 
 SCOREBOARD_TOP = 10
+KEYS = KeySpace("arcade")
+USER_DATA_TTL = 90 * 86_400  # the scoreboard has no expiry; its index entry is refreshed by each award
 
 
 def scoreboard_key(ctx: ToolContext) -> str:
+    """The server's scoreboard; in a DM (no real server) the user's own."""
     place = ctx.turn.place
+    if place.workspace == DIRECT_WORKSPACE:
+        who = user_tag(place.platform, ctx.turn.author.id)
+        return f"parley:arcade:trivia:{place.platform}:{DIRECT_WORKSPACE}:{who}"
     return f"parley:arcade:trivia:{place.platform}:{place.workspace}"
 
 
@@ -66,7 +75,14 @@ async def trivia_award(
     """Give a player trivia points on this server's scoreboard (after a correct answer)."""
     if ctx.redis is None:
         return "The scoreboard is not available."
-    total = await ctx.redis.zincrby(scoreboard_key(ctx), points, player)
+    key = scoreboard_key(ctx)
+    total = await ctx.redis.zincrby(key, points, player)
+    if ctx.turn.place.workspace == DIRECT_WORKSPACE:  # the user's own board: /forget erases it
+        index = KEYS.user_data(ctx.turn.place.platform, ctx.turn.author.id)
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(index, user_data_entry(key))
+            pipe.expire(index, USER_DATA_TTL)
+            await pipe.execute()
     return f"{player} now has {int(total or 0)} point(s)."
 
 

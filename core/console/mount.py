@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.console.app import Console
@@ -17,30 +17,18 @@ from core.console.reads import ConsoleReads
 from core.console.settings import ConsoleSettings
 from core.console.stats import DailyStats
 from core.console.stats import build_stats as stats_for
+from core.safety.mask import masked_settings
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
 
 PREFIX = "/console"
-_SECRET_WORDS = ("key", "token", "secret", "password", "redis_url")
+SECRET_SHOWN = ("******** (set)", "(not set)")  # what a secret shows on the settings page
 
 
 def build_stats(rt: Runtime, settings: ConsoleSettings) -> DailyStats:
     """The aggregates of one bot (what turns write and the console reads)."""
     return stats_for(rt.redis, rt.keys, rt.bot, rt.settings, settings)
-
-
-def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, SecretStr):
-        out[prefix] = "******** (set)" if value.get_secret_value() else "(not set)"
-    elif isinstance(value, BaseModel):
-        _flat(prefix, {k: getattr(value, k) for k in type(value).model_fields}, out)
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            _flat(f"{prefix}.{key}" if prefix else str(key), inner, out)
-    else:
-        masked = any(word in prefix.lower() for word in _SECRET_WORDS) and value not in (None, "")
-        out[prefix] = "********" if masked else str(value)
 
 
 class PlatformCredentials(BaseSettings):
@@ -66,12 +54,8 @@ def effective_config(rt: Runtime, settings: ConsoleSettings) -> dict[str, dict[s
         ("platform credentials", platforms),
         ("console", settings),
     ):
-        out: dict[str, str] = {}
-        _flat("", model, out)
-        sections[name] = out
-    bot: dict[str, str] = {}
-    _flat("", rt.bot.config, bot)
-    sections[f"bot {rt.bot.name} (bot.toml)"] = bot
+        sections[name] = masked_settings(model, secret=SECRET_SHOWN)
+    sections[f"bot {rt.bot.name} (bot.toml)"] = masked_settings(rt.bot.config, secret=SECRET_SHOWN)
     sections["personas"] = {
         name: f"model {p.model or rt.settings.openai_model}, temperature {p.temperature}"
         for name, p in rt.bot.personas.items()

@@ -12,7 +12,7 @@ import json
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from core.kb.lexical import LexicalIndex
 from core.kb.model import Chunk, DocumentEntry
 from core.kb.vectors import FloatArray, VectorIndex, normalise
 
-FORMAT = 1
+FORMAT = 2  # 2: chunks carry their page context; the coverage calibration is stored
 
 
 @dataclass
@@ -39,6 +39,8 @@ class KbIndex:
         default_factory=lambda: np.zeros(0, dtype=np.int16)
     )
     collections: list[str] = field(default_factory=list)
+    # The embedding model's own covered/not-covered line, measured on this corpus at ingest (calibrate.py).
+    calibration: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.collections:
@@ -66,14 +68,17 @@ class KbIndex:
         documents: dict[str, DocumentEntry],
         vectors: FloatArray | None = None,
         embed_model: str = "",
+        calibration: dict[str, float] | None = None,
+        heads: FloatArray | None = None,
     ) -> KbIndex:
-        numbered = [
-            Chunk(i, c.source, c.url, c.title, c.headings, c.text, c.hash, c.collection)
-            for i, c in enumerate(chunks)
-        ]
+        numbered = [replace(c, id=i) for i, c in enumerate(chunks)]
         lexical = LexicalIndex.build([index_text(c) for c in numbered])
-        vindex = VectorIndex(normalise(vectors)) if vectors is not None and len(numbered) else None
-        return cls(numbered, documents, lexical, vindex, embed_model if vindex is not None else "")
+        vindex = None
+        if vectors is not None and len(numbered):
+            vindex = VectorIndex(normalise(vectors), normalise(heads) if heads is not None else None)
+        index = cls(numbered, documents, lexical, vindex, embed_model if vindex is not None else "")
+        index.calibration = dict(calibration or {}) if vindex is not None else {}
+        return index
 
     # -- the artifact
 
@@ -82,11 +87,12 @@ class KbIndex:
         record = {
             "format": FORMAT,
             "embed_model": self.embed_model,
+            "calibration": self.calibration,
             "built_at": self.built_at,
             "num_docs": int(arrays["num_docs"]),
             "vocab": vocab,
             "chunks": [
-                [c.source, c.url, c.title, list(c.headings), c.text, c.hash, c.collection]
+                [c.source, c.url, c.title, list(c.headings), c.text, c.hash, c.collection, c.context]
                 for c in self.chunks
             ],
             "documents": [asdict(d) for d in self.documents.values()],
@@ -99,6 +105,8 @@ class KbIndex:
         }
         if self.vectors is not None:
             parts["vectors"] = self.vectors.matrix.astype(np.float16)
+            if self.vectors.heads is not None:
+                parts["head_vectors"] = self.vectors.heads.astype(np.float16)
         buf = io.BytesIO()
         np.savez_compressed(buf, **parts)
         return buf.getvalue()
@@ -115,27 +123,34 @@ class KbIndex:
                     "num_docs": int(record["num_docs"]),
                 }
                 vectors = npz["vectors"].astype(np.float32) if "vectors" in npz.files else None
+                heads = npz["head_vectors"].astype(np.float32) if "head_vectors" in npz.files else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise IndexCorrupt(f"cannot decode the index artifact: {type(exc).__name__}") from None
         if record.get("format") != FORMAT:
-            raise IndexCorrupt(f"index artifact format {record.get('format')} (this version reads {FORMAT})")
+            raise IndexCorrupt(
+                f"index artifact format {record.get('format')} (this version reads {FORMAT}): "
+                "re-ingest with `parley kb ingest --rebuild`"
+            )
         chunks = [
-            Chunk(i, s, u, t, tuple(h), x, hs, col)
-            for i, (s, u, t, h, x, hs, col) in enumerate(record["chunks"])
+            Chunk(i, s, u, t, tuple(h), x, hs, col, ctx)
+            for i, (s, u, t, h, x, hs, col, ctx) in enumerate(record["chunks"])
         ]
         documents = {d["source"]: DocumentEntry(**d) for d in record["documents"]}
-        return cls(
+        index = cls(
             chunks,
             documents,
             LexicalIndex(arrays, record["vocab"]),
-            VectorIndex(vectors) if vectors is not None else None,
+            VectorIndex(vectors, heads) if vectors is not None else None,
             record["embed_model"],
             record["built_at"],
             version,
         )
+        index.calibration = {str(k): float(v) for k, v in record.get("calibration", {}).items()}
+        return index
 
-    def embeddings_by_hash(self) -> dict[str, FloatArray]:
-        """Reusable vectors for unchanged chunks on re-ingest."""
-        if self.vectors is None:
+    def embeddings_by_hash(self) -> dict[str, tuple[FloatArray, FloatArray]]:
+        """Reusable (text, heading) vectors for unchanged chunks on re-ingest."""
+        if self.vectors is None or self.vectors.heads is None:
             return {}
-        return {c.hash: self.vectors.matrix[i] for i, c in enumerate(self.chunks)}
+        heads = self.vectors.heads
+        return {c.hash: (self.vectors.matrix[i], heads[i]) for i, c in enumerate(self.chunks)}

@@ -13,15 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.kb.chunking import chunk_page, index_text
-from core.kb.embed import Embedder
+from core.kb.calibrate import calibrate
+from core.kb.chunking import Sizing, chunk_page, head_text, index_text
+from core.kb.embed import Embedder, sizing
 from core.kb.index import KbIndex
 from core.kb.model import Chunk, DocumentEntry, IngestReport, Page, content_hash
-from core.kb.parsers import ParseError, parse
+from core.kb.parsers import Limits, ParseError, parse
 from core.kb.screen import Screen
 from core.kb.settings import KbConfig
-from core.kb.sources import Naming, RawDoc, gather_sources
+from core.kb.sources import FetchLimits, Naming, RawDoc, gather_sources
 from core.kb.store import KbStore
+from core.net.guard import FetchPolicy
 
 Progress = Callable[[int], None]
 
@@ -34,21 +36,35 @@ class _Parsed:
 
 
 def _process(
-    docs: Sequence[RawDoc], cfg: KbConfig, screen: Screen, report: IngestReport, progress: Progress | None
+    docs: Sequence[RawDoc],
+    cfg: KbConfig,
+    screen: Screen,
+    report: IngestReport,
+    progress: Progress | None,
+    embedder: Embedder | None,
 ) -> list[_Parsed]:
+    size: Sizing = sizing(embedder, cfg)
+    limits = Limits(cfg.max_pdf_pages, cfg.max_text_bytes)
     out: list[_Parsed] = []
     for doc in docs:
         try:
-            title, url, sections = parse(doc.data, doc.fmt)
+            title, url, sections = parse(doc.data, doc.fmt, limits)
         except ParseError as exc:
             out.append(_Parsed(doc, [], str(exc)))
             if progress:
                 progress(1)
             continue
         name = doc.source.rsplit("/", 1)[-1]
-        page = Page(doc.source, url or doc.url, title or name, tuple(sections), doc.collection)
+        clean = []
+        for section in sections:
+            flag = screen.section(doc.source, section)
+            if flag is not None:
+                report.flagged.append(flag)
+            if flag is None or flag.kept:
+                clean.append(section)
+        page = Page(doc.source, doc.link(url), title or name, tuple(clean), doc.collection)
         chunks: list[Chunk] = []
-        for chunk in chunk_page(page, cfg.chunk_tokens, cfg.overlap_tokens):
+        for chunk in chunk_page(page, size):
             kept, flagged, redacted = screen.check(chunk)
             if flagged is not None:
                 report.flagged.append(flagged)
@@ -71,11 +87,16 @@ async def ingest(
     embedder: Embedder | None,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
+    rebuild: bool = False,
 ) -> IngestReport:
+    """``rebuild``: re-read and re-embed everything, ignoring the published index; the new index is built
+    beside it and replaces it only when the whole ingest succeeded (a failure keeps the old one serving)."""
     report = IngestReport()
-    docs, skipped = await gather_sources(targets, naming)
+    policy = FetchPolicy(tuple(cfg.fetch_allow), allow_http=cfg.fetch_allow_http, setting="[kb] fetch_allow")
+    limits = FetchLimits(cfg.max_pages, cfg.sitemap_depth)
+    docs, skipped = await gather_sources(targets, naming, policy, limits)
     report.skipped += [(s.source, s.reason) for s in skipped]
-    old = await store.load()
+    old = None if rebuild else await store.load()
     old_docs = old.documents if old else {}
     old_chunks: dict[str, list[Chunk]] = {}
     for chunk in old.chunks if old else []:
@@ -85,7 +106,10 @@ async def ingest(
     for doc in docs:
         seen.setdefault(doc.source, doc)  # the same file reached from two roots counts once
     # A document is re-processed when its bytes change, or how it is chunked and screened does.
-    recipe = f"{cfg.chunk_tokens}:{cfg.overlap_tokens}:{screen.allow_flagged}:{screen.redactor is not None}"
+    recipe = (
+        f"{cfg.chunk_tokens}:{cfg.overlap_tokens}:{screen.allow_flagged}:{screen.redactor is not None}:"
+        f"{embedder.model if embedder is not None else ''}:{cfg.max_pdf_pages}:{cfg.max_text_bytes}"
+    )
     hashes = {s: content_hash(f"{d.hash}:{recipe}") for s, d in seen.items()}
     changed = [
         d for d in seen.values() if d.source not in old_docs or old_docs[d.source].hash != hashes[d.source]
@@ -110,7 +134,7 @@ async def ingest(
         report.chunks = old.size
         return report  # nothing to do: no new version
 
-    parsed = await asyncio.to_thread(_process, changed, cfg, screen, report, progress)
+    parsed = await asyncio.to_thread(_process, changed, cfg, screen, report, progress, embedder)
     documents = {s: e for s, e in old_docs.items() if s not in vanished}
     chunks: list[Chunk] = []
     fresh = {p.doc.source: p for p in parsed}
@@ -128,21 +152,36 @@ async def ingest(
             chunks += old_chunks.get(source, [])
     report.chunks = len(chunks)
 
-    vectors = None
+    vectors = heads = None
     if embedder is not None and chunks:
         reuse = old.embeddings_by_hash() if old is not None and model_same else {}
         missing = [c for c in chunks if c.hash not in reuse]
         if missing:
-            rows = await embedder.embed([index_text(c) for c in missing])
-            report.embedded = len(rows)
-            reuse.update(
-                {c.hash: np.asarray(r, dtype=np.float32) for c, r in zip(missing, rows, strict=True)}
-            )
-        vectors = np.stack([reuse[c.hash] for c in chunks]).astype(np.float32)
-    index = await asyncio.to_thread(
-        KbIndex.build, chunks, documents, vectors, embedder.model if embedder is not None else ""
-    )
+            texts = [index_text(c) for c in missing]
+            head_texts = list(dict.fromkeys(head_text(c) for c in missing))
+            rows = await embedder.embed(texts + head_texts)
+            report.embedded = len(missing)
+            by_head = dict(zip(head_texts, rows[len(texts) :], strict=True))
+            for c, row in zip(missing, rows, strict=False):
+                reuse[c.hash] = (np.asarray(row, np.float32), np.asarray(by_head[head_text(c)], np.float32))
+        vectors = np.stack([reuse[c.hash][0] for c in chunks]).astype(np.float32)
+        heads = np.stack([reuse[c.hash][1] for c in chunks]).astype(np.float32)
+    index = await asyncio.to_thread(_build, chunks, documents, vectors, heads, embedder)
     report.version = await store.publish(index, "")
     summary = report.summary()
     await store.note_summary(summary)
     return report
+
+
+def _build(
+    chunks: list[Chunk],
+    documents: dict[str, DocumentEntry],
+    vectors: np.ndarray | None,
+    heads: np.ndarray | None,
+    embedder: Embedder | None,
+) -> KbIndex:
+    model = embedder.model if embedder is not None else ""
+    index = KbIndex.build(chunks, documents, vectors, model, heads=heads)
+    if index.vectors is not None:
+        index.calibration = calibrate(index.chunks, index.vectors)
+    return index

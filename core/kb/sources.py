@@ -1,4 +1,5 @@
-"""Where documents come from: folders (walked), single files, URLs and sitemaps (fetched with aiohttp).
+"""Where documents come from: folders (walked), single files, URLs and sitemaps (fetched through the
+outbound-fetch guard, core/net/guard.py).
 
 Every document gets an identity (``source``) that stays the same across ingests: a path relative to the
 bot's folder when it lives there (else absolute), or the URL. ``origin`` is the root it was found under:
@@ -13,15 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 from selectolax.lexbor import LexborHTMLParser
 
 from core.kb.errors import SourceError
 from core.kb.parsers import FORMATS, format_of
+from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
 
 MAX_BYTES = 20 * 1024 * 1024  # a single document larger than this is skipped
 MAX_SITEMAP_URLS = 10_000
 FETCH_CONCURRENCY = 8
+AGENT = "parley-kb/0.2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,15 @@ class RawDoc:
     collection: str
     fmt: str
     data: bytes
+    web: bool = False  # fetched: ``url`` is the address it was fetched from (after redirects)
+
+    def link(self, declared: str) -> str:
+        """What a citation links to: a fetched page's own URL; for a file, the ``url`` its front matter (or
+        canonical link) declares, else the bot's ``[kb] base_url`` + its path (files in the bot's own folder
+        only); "" when no address is known (the title alone is cited, no made-up link)."""
+        if self.web:
+            return self.url
+        return declared if declared.startswith(("https://", "http://")) else self.url
 
     @property
     def hash(self) -> str:
@@ -75,7 +86,9 @@ class Naming:
         return root
 
     def url(self, root: Path, path: Path) -> str:
-        if not self.base_url:
+        """``base_url`` + the path under the root, for files in the bot's own folder only: a folder elsewhere
+        has no known address (its pages give one with a ``url`` front-matter field)."""
+        if not self.base_url or not path.resolve().is_relative_to(self.base_dir.resolve()):
             return ""
         rel = path.resolve().relative_to(root.resolve()) if path != root else Path(path.name)
         stem = rel.with_suffix("").as_posix()
@@ -143,62 +156,81 @@ def _is_sitemap(url: str, data: bytes) -> bool:
     return url.endswith(".xml") or b"<urlset" in head or b"<sitemapindex" in head
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[bytes, str]:
-    async with session.get(url) as resp:
-        if resp.status != 200:
-            raise SourceError(f"HTTP {resp.status}")
-        data = await resp.content.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise SourceError("too large")
-        return data, resp.headers.get("Content-Type", "")
+@dataclass(frozen=True)
+class FetchLimits:
+    """What one URL or sitemap given to ingest may cost: pages, nested sitemap depth, bytes a document."""
+
+    max_pages: int = MAX_SITEMAP_URLS
+    depth: int = 3
+    max_bytes: int = MAX_BYTES
 
 
 async def _read_urls(
-    target: str, naming: Naming, session: aiohttp.ClientSession
+    target: str, naming: Naming, fetcher: GuardedFetcher, limits: FetchLimits
 ) -> tuple[list[RawDoc], list[Skipped]]:
-    docs: list[RawDoc] = []
+    """One URL: a page, or a sitemap (index) whose every <loc> passes the guard; each URL is visited once,
+    nested sitemaps are followed ``depth`` deep, and at most ``max_pages`` pages are fetched."""
     skipped: list[Skipped] = []
     collection = naming.collection or "general"
     try:
-        data, ctype = await _fetch(session, target)
-    except (aiohttp.ClientError, TimeoutError, SourceError) as exc:
-        raise SourceError(f"{target}: cannot fetch ({exc.__class__.__name__}: {exc})") from None
-    if not _is_sitemap(target, data):
-        fmt = format_of(target, ctype) or "html"
-        return [RawDoc(target, target, target, collection, fmt, data)], []
+        first = await fetcher.get(target, max_bytes=limits.max_bytes)
+    except FetchError as exc:
+        raise SourceError(f"cannot fetch {exc}") from None
+    if not _is_sitemap(target, first.data):
+        fmt = format_of(first.url, first.content_type) or "html"
+        return [RawDoc(target, target, first.url, collection, fmt, first.data, web=True)], []
+    visited = {target, first.url}
     pages: list[str] = []
-    queue = [data]
-    while queue and len(pages) < MAX_SITEMAP_URLS:
-        urls, nested = _sitemap_urls(queue.pop())
+    queue: list[tuple[bytes, int]] = [(first.data, 0)]
+    while queue and len(pages) < limits.max_pages:
+        data, depth = queue.pop(0)
+        urls, nested = _sitemap_urls(data)
+        fresh = [u for u in dict.fromkeys(urls) if u not in visited]
+        visited.update(fresh)
         if not nested:
-            pages += urls
+            pages += fresh[: limits.max_pages - len(pages)]
             continue
-        for sub in urls:
+        if depth >= limits.depth:
+            why = f"sitemap nested deeper than {limits.depth} (kb.sitemap_depth)"
+            skipped += [Skipped(u, why) for u in fresh]
+            continue
+        for sub in fresh:
             try:
-                queue.append((await _fetch(session, sub))[0])
-            except (aiohttp.ClientError, TimeoutError, SourceError) as exc:
-                skipped.append(Skipped(sub, f"sitemap unreachable ({type(exc).__name__})"))
+                queue.append(((await fetcher.get(sub, max_bytes=limits.max_bytes)).data, depth + 1))
+            except FetchError as exc:
+                skipped.append(Skipped(sub, f"sitemap unreachable: {exc}"))
+    if queue or len(pages) >= limits.max_pages:
+        skipped.append(Skipped(target, f"stopped at {limits.max_pages} pages (kb.max_pages)"))
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def one(url: str) -> RawDoc | Skipped:
         async with gate:
             try:
-                body, ctype = await _fetch(session, url)
-            except (aiohttp.ClientError, TimeoutError, SourceError) as exc:
-                return Skipped(
-                    url, f"fetch failed ({exc})" if isinstance(exc, SourceError) else "fetch failed"
-                )
-        fmt = format_of(url, ctype)
+                got = await fetcher.get(url, max_bytes=limits.max_bytes)
+            except FetchError as exc:
+                return Skipped(url, f"fetch failed: {exc}")
+        fmt = format_of(got.url, got.content_type)
         if fmt is None:
             return Skipped(url, "unsupported format")
-        return RawDoc(url, target, url, collection, fmt, body)
+        return RawDoc(url, target, got.url, collection, fmt, got.data, web=True)
 
-    for item in await asyncio.gather(*(one(u) for u in pages[:MAX_SITEMAP_URLS])):
-        (docs if isinstance(item, RawDoc) else skipped).append(item)  # type: ignore[arg-type]
+    docs: list[RawDoc] = []
+    for item in await asyncio.gather(*(one(u) for u in pages)):
+        if isinstance(item, RawDoc):
+            docs.append(item)
+        else:
+            skipped.append(item)
     return docs, skipped
 
 
-async def gather_sources(targets: Sequence[str], naming: Naming) -> tuple[list[RawDoc], list[Skipped]]:
+async def gather_sources(
+    targets: Sequence[str],
+    naming: Naming,
+    policy: FetchPolicy | None = None,
+    limits: FetchLimits | None = None,
+) -> tuple[list[RawDoc], list[Skipped]]:
+    """Every target's documents. URLs go through the fetch guard (``policy``: https only, no private
+    addresses unless allowed, every redirect hop and sitemap <loc> checked)."""
     docs: list[RawDoc] = []
     skipped: list[Skipped] = []
     urls = [t for t in targets if t.startswith(("http://", "https://"))]
@@ -208,10 +240,13 @@ async def gather_sources(targets: Sequence[str], naming: Naming) -> tuple[list[R
             docs += found
             skipped += missed
     if urls:
-        timeout = aiohttp.ClientTimeout(total=60, connect=10)
-        async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "parley-kb/0.1"}) as session:
+        policy = policy or FetchPolicy(setting="[kb] fetch_allow")
+        fetcher = GuardedFetcher(policy, timeout=60, user_agent=AGENT)
+        try:
             for url in urls:
-                found, missed = await _read_urls(url, naming, session)
+                found, missed = await _read_urls(url, naming, fetcher, limits or FetchLimits())
                 docs += found
                 skipped += missed
+        finally:
+            await fetcher.aclose()
     return docs, skipped

@@ -6,6 +6,7 @@ Keys (one hash tag, so a publish is one MULTI/EXEC even on Redis Cluster)::
     parley:<bot>:{kb-<bot>}:next           the version counter
     parley:<bot>:{kb-<bot>}:artifact:<n>   the index (npz, base64: the bot's client decodes responses)
     parley:<bot>:{kb-<bot>}:info           a hash: last ingest time, summary, sizes
+    parley:<bot>:{kb-<bot>}:breaker        set (with a TTL) while the embeddings endpoint is failing
 
 A publish writes the new artifact, moves ``version`` and lets the old artifact expire a few minutes later (a
 replica that read the old version number can still load it). Replicas compare ``version`` now and then, so
@@ -38,6 +39,7 @@ class KbStore:
         self._next = keys.scoped(tag, "next")
         self._info = keys.scoped(tag, "info")
         self._artifact_prefix = keys.scoped(tag, "artifact")
+        self._breaker = keys.scoped(tag, "breaker")
 
     def _artifact(self, version: int) -> str:
         return f"{self._artifact_prefix}:{version}"
@@ -84,6 +86,7 @@ class KbStore:
                         "chunks": index.size,
                         "documents": len(index.documents),
                         "embed_model": index.embed_model,
+                        "min_similarity": index.calibration.get("min_similarity", ""),
                     },
                 )
                 await pipe.execute()
@@ -113,6 +116,21 @@ class KbStore:
             await self._redis.delete(*keys)
         except RedisError as exc:
             raise StoreUnavailable(f"knowledge base: cannot clear the index: {exc}") from None
+
+    async def trip_breaker(self, seconds: float) -> None:
+        """Tell every replica to retrieve lexically for ``seconds`` (the embeddings endpoint is failing)."""
+        try:
+            await self._redis.set(self._breaker, "1", px=max(1, int(seconds * 1000)))
+        except RedisError as exc:
+            raise StoreUnavailable(f"knowledge base: cannot record the embeddings breaker: {exc}") from None
+
+    async def breaker_remaining(self) -> float:
+        """Seconds the shared breaker stays open (0 when closed)."""
+        try:
+            ms = await self._redis.pttl(self._breaker)
+        except RedisError as exc:
+            raise StoreUnavailable(f"knowledge base: cannot read the embeddings breaker: {exc}") from None
+        return max(0, int(ms)) / 1000
 
 
 def _decode(blob: bytes | str, version: int) -> KbIndex:

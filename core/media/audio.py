@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import openai
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from core.bot import AudioConfig, LimitsConfig
 from core.commands import Command
@@ -43,6 +42,8 @@ from core.errors import AudioUnsupported, ImageRejected, MediaError, StoreError
 from core.keys import KeySpace
 from core.media.fetch import ImageFetcher
 from core.safety.limits import user_tag
+from core.safety.reserve import QuotaSpec, Reserver
+from core.safety.reserve import Reservation as Reserved
 from core.types import DIRECT_WORKSPACE, Attachment, AudioRef, CommandCall, ImageRef, Turn
 
 if TYPE_CHECKING:
@@ -117,75 +118,61 @@ def _vorbis_rate(data: bytes) -> int:
 
 @dataclass
 class Reservation:
-    keys: list[str]
-    client: aioredis.Redis
+    """Units held for one piece of audio work; ``release()`` gives them back when the work failed."""
+
+    taken: list[Reserved]
+    reserver: Reserver
 
     async def release(self) -> None:
-        """Give the units back (the work failed); best effort."""
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in self.keys:
-                    pipe.decr(key)
-                await pipe.execute()
-        except RedisError as exc:
-            log.warning("audio_quota_not_released", error=type(exc).__name__)
+            await self.reserver.release_all(self.taken)
+        except StoreError as exc:  # best effort: the counter expires with its window anyway
+            log.warning("audio_quota_not_released", error=str(exc))
 
 
 class AudioQuotas:
-    """Daily counts per user and per server for speech made and clips heard. A unit is reserved with
-    INCR before the work (so parallel requests cannot overshoot: each gets its own count), taken back at
-    once when over the limit, and given back if the work fails."""
+    """Daily counts per user and per server for speech made and clips heard, on the shared reserve script
+    (core/safety/reserve.py): a unit is taken before the work (parallel requests cannot overshoot) and given
+    back if the work fails."""
 
     def __init__(
         self, client: aioredis.Redis, keys: KeySpace, cfg: AudioConfig, limits: LimitsConfig
     ) -> None:
-        self.client = client
+        self.reserver = Reserver(client)
         self.keys = keys
         self.cfg = cfg
         self.limits = limits
 
-    def _scopes(self, turn: Turn, kind: str) -> list[tuple[str, int, str]]:
+    def _specs(self, turn: Turn, kind: str) -> list[QuotaSpec]:
         cfg, place = self.cfg, turn.place
         user_limit, server_limit = (
             (cfg.user_daily_speech, cfg.workspace_daily_speech)
             if kind == "speech"
             else (cfg.user_daily_clips, cfg.workspace_daily_clips)
         )
-        window = int(time.time()) // cfg.quota_window_seconds
-        who = user_tag(place.platform, turn.author.id)
-        scopes = []
+        ttl = cfg.quota_window_seconds
+        specs = []
         if user_limit:
-            scopes.append((self.keys.scoped("audio", kind, "user", who, str(window)), user_limit, "your"))
+            who = user_tag(place.platform, turn.author.id)
+            specs.append(
+                QuotaSpec(self.keys.scoped("audio", kind, "user", who), user_limit, ttl, label="your")
+            )
         # Direct messages have no server: their server-wide budget is the user's own (never one shared "@me").
         if server_limit and place.workspace not in {DIRECT_WORKSPACE, ""}:
-            server = f"{place.platform}:{place.workspace}"
-            key = self.keys.scoped("audio", kind, "server", server, str(window))
-            scopes.append((key, server_limit, "this server's"))
-        return scopes
+            key = self.keys.scoped("audio", kind, "server", f"{place.platform}:{place.workspace}")
+            specs.append(QuotaSpec(key, server_limit, ttl, label="this server's"))
+        return specs
 
     async def reserve(self, turn: Turn, kind: str) -> Reservation | str:
         """A reservation, or the sentence telling the user which quota is used up."""
         lim = self.limits
         exempt = turn.place.platform in lim.exempt_platforms or (lim.exempt_admins and turn.author.is_admin)
-        scopes = [] if exempt else self._scopes(turn, kind)
-        if not scopes:
-            return Reservation([], self.client)
-        ttl = self.cfg.quota_window_seconds
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, _, _ in scopes:
-                    pipe.set(key, 0, ex=ttl, nx=True)  # a new window's counter expires with the window
-                    pipe.incr(key)
-                counts = (await pipe.execute())[1::2]
-        except RedisError as exc:
-            raise StoreError(f"audio quota: {type(exc).__name__}") from None
-        taken = Reservation([key for key, _, _ in scopes], self.client)
-        for (_, limit, whose), count in zip(scopes, counts, strict=True):
-            if int(count) > limit:
-                await taken.release()
-                what = "recordings" if kind == "speech" else "voice messages"
-                return f"That's {whose} {limit} {what} for today. More tomorrow (UTC)."
-        return taken
+        held = await self.reserver.reserve_all([] if exempt else self._specs(turn, kind))
+        if held.refused is not None:
+            what = "recordings" if kind == "speech" else "voice messages"
+            spec = held.refused.spec
+            return f"That's {spec.label} {spec.limit} {what} for today. More tomorrow (UTC)."
+        return Reservation(held.taken, self.reserver)
 
 
 # -- the two APIs ----------------------------------------------------------------------------------

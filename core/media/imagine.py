@@ -1,9 +1,11 @@
 """Images out: ``/imagine <prompt>`` through the OpenAI Images API (any compatible server), with quotas.
 
-    /imagine <prompt> -> the engine's command stage moderates the prompt (a refused one never gets here)
-                      -> per-user and per-server daily image quotas (Redis, core/safety/limits.py's QUOTA)
+    /imagine <prompt> -> the engine's command stage moderates the prompt (a refused one never gets here;
+                         a flagged one, on a profile that flags rather than refuses, is refused here)
+                      -> per-user and per-server daily image quotas reserved atomically
+                         (core/safety/reserve.py: parallel requests cannot overshoot)
                       -> a progress line -> ``images.generate`` -> the PNG as a reply :class:`Attachment`
-                      -> the quotas count it (only images actually made are counted)
+                      -> a failed picture gives its reservations back (only images made are counted)
 
 An image is logged by its id, model, size and timing, never by its prompt or its bytes. An endpoint without
 an Images API (404/405/501) gets a clear answer naming the setting to change.
@@ -18,8 +20,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-import aiohttp
 import openai
 import structlog
 
@@ -27,8 +29,10 @@ from core.bot import ImagesConfig, LimitsConfig
 from core.commands import Command
 from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
-from core.safety.limits import LimitCheck, LimitStore, user_tag
-from core.types import Attachment, CommandCall, Place, Turn
+from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
+from core.safety.limits import LimitStore, user_tag
+from core.safety.reserve import Held, QuotaSpec, Reserver
+from core.types import DIRECT_WORKSPACE, Attachment, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
     from core.context import TurnContext
@@ -83,7 +87,7 @@ class ImageGenerator:
         if item.b64_json:
             data = base64.b64decode(item.b64_json)
         elif item.url:
-            data = await _download(item.url, self._timeout)
+            data = await _download(item.url, self._timeout, self.base_url)
         else:
             raise MediaError("the Images API returned neither b64_json nor a url")
         mime = sniff(data)
@@ -105,26 +109,39 @@ class ImageGenerator:
             await self._client.close()
 
 
-async def _download(url: str, seconds: float) -> bytes:
-    client_timeout = aiohttp.ClientTimeout(total=seconds)
+async def _download(url: str, seconds: float, api_base: str) -> bytes:
+    """A generated image's URL, through the outbound-fetch guard: https and public addresses, except the
+    Images API's own host (the operator configured it: a local server may hand out its own URLs)."""
+    api = urlsplit(api_base)
+    host = api.hostname or ""
+    policy = FetchPolicy(
+        (host,), http_hosts=(host,) if api.scheme == "http" else (), setting="OPENAI_BASE_URL"
+    )
+    fetcher = GuardedFetcher(policy, timeout=seconds, user_agent="parley-images")
     try:
-        async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as response:
-            if response.status != 200:
-                raise MediaError(f"the generated image could not be fetched (HTTP {response.status})")
-            data = await response.content.read(MAX_IMAGE_BYTES + 1)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise MediaError(f"the generated image could not be fetched ({type(exc).__name__})") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise MediaError("the generated image is too large")
-    return data
+        return (await fetcher.get(url, max_bytes=MAX_IMAGE_BYTES)).data
+    except FetchError as exc:
+        raise MediaError(f"the generated image could not be fetched: {exc}") from None
+    finally:
+        await fetcher.aclose()
+
+
+def quota_scope(place: Place, user_id: str) -> str:
+    """Whose shared image quota a picture counts against: the server's (``<platform>:<workspace>``), or,
+    where the "workspace" is no real one (Discord DMs: ``@me`` for everyone), the user's own; else every DM
+    user would share one counter and one user could use up everyone's pictures."""
+    if place.workspace == DIRECT_WORKSPACE:
+        return f"{place.platform}:{DIRECT_WORKSPACE}:{user_tag(place.platform, user_id)}"
+    return f"{place.platform}:{place.workspace}"
 
 
 class ImageQuotas:
-    """Daily image counts per user and per server, on the limit store's QUOTA script (one round trip to
-    check, one to count)."""
+    """Daily image counts per user and per server, reserved before the picture is asked for (one atomic
+    script per quota) and given back when no picture came."""
 
     def __init__(self, store: LimitStore, config: ImagesConfig, limits: LimitsConfig) -> None:
         self.store = store
+        self.reserver = Reserver(store.client)
         self.config = config
         self.limits = limits  # exemptions shared with the chat limits (your own terminal, maybe admins)
 
@@ -132,32 +149,36 @@ class ImageQuotas:
         lim = self.limits
         return turn.place.platform in lim.exempt_platforms or (lim.exempt_admins and turn.author.is_admin)
 
-    def _checks(self, place: Place, user_id: str) -> list[LimitCheck]:
-        cfg, checks = self.config, []
+    def specs(self, place: Place, user_id: str) -> list[QuotaSpec]:
+        cfg, specs = self.config, []
         window = cfg.quota_window_seconds
         if cfg.user_daily:
-            checks.append(
-                self.store.quota("image-user", user_tag(place.platform, user_id), cfg.user_daily, window)
-            )
+            key = self.store.quota_key("image-user", user_tag(place.platform, user_id), window)
+            specs.append(QuotaSpec(key, cfg.user_daily, window, label="image-user"))
         if cfg.workspace_daily:
-            ident = f"{place.platform}:{place.workspace}"
-            checks.append(self.store.quota("image-workspace", ident, cfg.workspace_daily, window))
-        return checks
+            key = self.store.quota_key("image-workspace", quota_scope(place, user_id), window)
+            # a DM user's own counter where the "workspace" is no real one: told as "your" quota
+            label = "image-dm" if place.workspace == DIRECT_WORKSPACE else "image-workspace"
+            specs.append(QuotaSpec(key, cfg.workspace_daily, window, label=label))
+        return specs
 
-    async def refusal(self, turn: Turn) -> str | None:
+    async def reserve(self, turn: Turn) -> Held:
+        """One picture from each quota, all or none (exempt users: nothing to reserve)."""
+        return await self.reserver.reserve_all(
+            [] if self.exempt(turn) else self.specs(turn.place, turn.author.id)
+        )
+
+    async def release(self, held: Held) -> None:
+        await self.reserver.release_all(held.taken)
+
+    @staticmethod
+    def refusal(held: Held) -> str | None:
         """What to tell the user when a quota is used up (None: go on)."""
-        checks = [] if self.exempt(turn) else self._checks(turn.place, turn.author.id)
-        if not checks:
+        refused = held.refused
+        if refused is None:
             return None
-        outcomes, _ = await self.store.run(checks)
-        for o in outcomes:
-            if not o.admitted:
-                whose = "your" if o.check.scope == "image-user" else "this server's"
-                return f"That's {whose} {o.check.limit} images for today. More in {_duration(o.retry_ms)}."
-        return None
-
-    async def count(self, turn: Turn) -> None:
-        await self.store.add_usage(self._checks(turn.place, turn.author.id), 1)
+        whose = "your" if refused.spec.label in {"image-user", "image-dm"} else "this server's"
+        return f"That's {whose} {refused.spec.limit} images for today. More in {_duration(refused.retry_ms)}."
 
     async def status(self, place: Place) -> str:
         """The server's line for ``/safety status``: limits and what is used today."""
@@ -178,6 +199,13 @@ class ImageQuotas:
         return line + f"; used here today: {outcomes[0].used}."
 
 
+async def _give_back(ctx: TurnContext, quotas: ImageQuotas, held: Held) -> None:
+    try:
+        await quotas.release(held)
+    except StoreError as exc:  # the user loses one picture of today's quota, no more
+        ctx.log.warning("image_quota_not_released", error=str(exc))
+
+
 def _duration(ms: int) -> str:
     minutes = max(1, round(ms / 60_000))
     return f"{minutes} minutes" if minutes < 120 else f"{round(minutes / 60)} hours"
@@ -196,35 +224,40 @@ def imagine_command(generator: ImageGenerator, quotas: ImageQuotas) -> Command:
         if not prompt:
             yield "Tell me what to draw, e.g. /imagine a lighthouse in a storm, watercolour"
             return
+        if ctx.flag:  # moderation flagged the prompt (a profile that flags, not refuses)
+            ctx.meta["reason"] = "image_prompt_flagged"
+            yield ctx.persona.refusal
+            return
         try:
-            over = await quotas.refusal(ctx.turn)
+            held = await quotas.reserve(ctx.turn)
         except StoreError as exc:
             ctx.log.error("image_quota_unavailable", error=str(exc))
             yield "I can't check the image quota right now. Please try again in a moment."
             return
-        if over is not None:
+        if (over := quotas.refusal(held)) is not None:
             ctx.meta["reason"] = "image_quota"
             yield over
             return
-        yield f"🎨 {prompt}"  # the progress line, and the picture's caption once it is there
         try:
+            yield f"🎨 {prompt}"  # the progress line, and the picture's caption once it is there
             image = await generator.generate(
                 prompt, user=user_tag(ctx.turn.place.platform, ctx.turn.author.id)
             )
         except ImagesUnsupported as exc:
+            await _give_back(ctx, quotas, held)
             ctx.log.error("images_unsupported", detail=str(exc))
             ctx.meta["reason"] = "images_unsupported"
             yield "\n\n" + NO_IMAGES_API
             return
         except MediaError as exc:
+            await _give_back(ctx, quotas, held)
             ctx.log.error("image_failed", detail=str(exc))
             ctx.meta["reason"] = "image_failed"
             yield "\n\n" + FAILED
             return
-        try:
-            await quotas.count(ctx.turn)
-        except StoreError as exc:  # the picture is made: show it, and say what was not counted
-            ctx.log.warning("image_quota_not_counted", error=str(exc), image=image.id)
+        except BaseException:  # cancelled (the user left, shutdown) or a bug: no picture, nothing counted
+            await _give_back(ctx, quotas, held)
+            raise
         ext = image.mime.split("/")[-1].replace("jpeg", "jpg")
         ctx.meta["image"] = image.id
         ctx.attachments.append(

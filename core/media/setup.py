@@ -13,7 +13,7 @@ from core.bot import BotSpec
 from core.commands import Command
 from core.keys import KeySpace
 from core.media.audio import Audio, AudioClient, AudioQuotas, sniff_audio, speak_command
-from core.media.fetch import ImageAuth, ImageFetcher
+from core.media.fetch import ImageFetcher
 from core.media.imagine import ImageGenerator, ImageQuotas, imagine_command
 from core.media.vision import ImageModerator, Vision
 from core.safety.limits import LimitStore
@@ -44,19 +44,20 @@ def build_media(
     spec: BotSpec,
     settings: Settings,
     moderator: object,
-    auth_for: Callable[[str], ImageAuth | None],
+    auth_for: Callable[[str], object | None],
     limits: LimitStore,
     client: aioredis.Redis,
     keys: KeySpace,
 ) -> Media:
     """``moderator``: the safety chain (it judges images when it has ``check_image``); ``auth_for``: a
-    platform's credentials for its files (its Delivery, when that implements :class:`ImageAuth`)."""
+    platform's Delivery (its credentials, :class:`ImageAuth`, and file hosts, :class:`ImageSource`)."""
     cfg = spec.config.images
     fetcher = ImageFetcher(
         max_bytes=cfg.max_bytes,
         types=frozenset(t.lower() for t in cfg.types),
         timeout=cfg.fetch_timeout_seconds,
         auth_for=auth_for,
+        allow=tuple(cfg.fetch_allow),
     )
     judge = cast("ImageModerator", moderator) if hasattr(moderator, "check_image") else None
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
@@ -82,7 +83,7 @@ def _audio(
     settings: Settings,
     client: aioredis.Redis,
     keys: KeySpace,
-    auth_for: Callable[[str], ImageAuth | None],
+    auth_for: Callable[[str], object | None],
 ) -> Audio:
     """Speech and transcription on PARLEY_TTS_BASE_URL (and its key), else the LLM's endpoint."""
     cfg = spec.config.audio
@@ -92,6 +93,7 @@ def _audio(
         types=frozenset(t.lower() for t in cfg.types) | {"audio/wav"},  # x-wav declared, wav sniffed
         timeout=cfg.timeout_seconds,
         auth_for=auth_for,
+        allow=tuple(spec.config.images.fetch_allow),  # the same outbound-fetch guard as images
         sniffer=sniff_audio,
     )
     api = AudioClient(

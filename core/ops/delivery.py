@@ -14,6 +14,7 @@ at once (no LLM work before a platform's ack):
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -28,7 +29,9 @@ from core.ops.jobs import Job, Route
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
 from core.ops.queue import SubmitStatus, TurnQueue
+from core.ops.replay import JobGuard
 from core.reply import ReplyFold
+from core.safety.events import Decision
 from core.tasks import TaskOwner
 from core.types import ReplyDelta, ReplyDone, ReplyEvent, ReplyKind, ReplyResult, Turn
 
@@ -81,13 +84,17 @@ async def run_turn(
     *,
     fence: Fence | None = None,
     deduplicated: bool = True,
+    guard: JobGuard | None = None,
 ) -> ReplyResult | None:
     """Answer ``job`` with the engine and show it through ``delivery``; always finish the engine's turn.
 
     ``fence`` is the conversation lock's lease the turn's final write must still hold. A queued turn was
     deduplicated at enqueue time (``deduplicated``): the engine sees it without its ``event_id``, so a
-    worker that takes over a dead worker's turn is not refused as a duplicate.
+    worker that takes over a dead worker's turn is not refused as a duplicate. A queued turn runs only when
+    ``guard`` admits it (fresh, and its nonce unseen: core/ops/replay.py); a refusal is audited, not shown.
     """
+    if guard is not None and not await _admitted(engine, guard, job, metrics):
+        return None
     turn = replace(job.turn, event_id="") if deduplicated else job.turn
     events = engine.reply(turn, fence=fence)
     fold = ReplyFold()
@@ -113,7 +120,34 @@ async def run_turn(
         await events.aclose()
         if metrics is not None:
             metrics.in_flight.labels(metrics.bot).dec()
+        if guard is not None:
+            await guard.done(job)
     return fold.result
+
+
+async def _admitted(engine: Engine, guard: JobGuard, job: Job, metrics: Metrics | None) -> bool:
+    try:
+        refusal = await guard.admit(job)
+    except StoreError as exc:  # fail closed: an item that cannot be checked is not run
+        refusal = "job_unchecked"
+        log.warning("job_check_failed", error=str(exc), turn_id=job.turn.turn_id)
+    if not refusal:
+        return True
+    log.warning(
+        "job_refused",
+        reason=refusal,
+        turn_id=job.turn.turn_id,
+        age_s=round(time.time() - job.enqueued_at),
+        attempt=job.attempt,
+        platform=job.turn.place.platform,
+        user=job.turn.author.id,
+    )
+    if metrics is not None:
+        metrics.event(refusal)
+    await engine.safety.events.record(
+        job.turn, [Decision("queue", refusal, "refuse", "worker", job.nonce[:8])]
+    )
+    return False
 
 
 async def one_reply(result: ReplyResult) -> AsyncIterator[ReplyEvent]:

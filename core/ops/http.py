@@ -13,8 +13,11 @@ Setting ``PARLEY_OPS_PORT`` to ``PORT`` puts everything on one server (a deliber
 Both servers defend against slow and idle clients: a connection must send a full request head within
 ``keepalive`` seconds (and is closed after as long idle between requests), a mounted route's body must
 arrive within ``body_timeout`` seconds (else 408), and at most ``max_connections`` are open per server
-(more are answered 503 and closed). Run a reverse proxy or load balancer in front of the public port for
-TLS and for buffering slow clients (deploy/README.md).
+(more are answered 503 and closed), of which at most ``max_per_peer`` from one address: one client holding
+idle half-sent requests cannot take every slot from Slack's deliveries. Addresses in ``trusted_proxies``
+(a reverse proxy, a load balancer) are exempt from the per-peer cap (they carry everyone's connections),
+and only behind them is ``X-Forwarded-For`` believed (:func:`client_address`). Run a reverse proxy or load
+balancer in front of the public port for TLS and for buffering slow clients (deploy/README.md).
 
 A whole sub-application (the operator console) mounts with :meth:`OpsHttp.mount_app`: beside the ops
 endpoints (on ``PARLEY_OPS_HOST``), or on a port of its own (on the same host).
@@ -23,9 +26,11 @@ endpoints (on ``PARLEY_OPS_HOST``), or on a port of its own (on the same host).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -48,6 +53,47 @@ class EdgeLimits:
     keepalive: float = 5.0  # seconds to send a request head, and idle between requests, before closing
     body_timeout: float = 10.0  # seconds for a mounted route's request body to arrive
     max_connections: int = 256  # open connections per server; more are answered 503 and closed
+    max_per_peer: int = 32  # of those, from one address (trusted proxies excepted)
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str | Sequence[str]) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.0/8, 192.168.1.7"`` -> networks; ``ValueError`` names a bad entry."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    out = []
+    for item in (i.strip() for i in items):
+        if item:
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+    return tuple(out)
+
+
+def _trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
+    """Who sent ``request``: the peer, or, when the peer is a trusted proxy, the nearest address in
+    ``X-Forwarded-For`` that is not one (a client cannot spoof its way past a proxy that appends)."""
+    peer = request.remote or ""
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [
+        h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()
+    ]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
 
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -62,13 +108,68 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
-class _CappedSite(web.BaseSite):
-    """A TCP site that refuses connections beyond ``max_connections`` (aiohttp's own has no cap)."""
+class _PeerCounted(asyncio.Protocol):
+    """Stands in front of aiohttp's protocol to count connections per peer address; over the per-peer cap
+    it answers 503 and hangs up without ever reaching aiohttp."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
+    def __init__(self, site: _CappedSite, make: Callable[[], asyncio.Protocol]) -> None:
+        self._site, self._make = site, make
+        self._inner: asyncio.Protocol | None = None
+        self._peer = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        site = self._site
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
+        if peer and not _trusted(peer, site.limits.trusted_proxies):
+            if site.per_peer[peer] >= site.limits.max_per_peer:
+                site.refused += 1
+                site.refused_per_peer += 1
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(_BUSY)
+                transport.close()
+                return
+            site.per_peer[peer] += 1
+            self._peer = peer
+        self._inner = self._make()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._peer:
+            counts = self._site.per_peer
+            counts[self._peer] -= 1
+            if counts[self._peer] <= 0:
+                del counts[self._peer]
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site that refuses connections beyond ``max_connections``, and beyond ``max_per_peer`` from
+    one address (aiohttp's own has no cap)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: EdgeLimits) -> None:
         super().__init__(runner)
-        self._host, self._port, self._max = host, port, max_connections
+        self._host, self._port, self._max = host, port, limits.max_connections
+        self.limits = limits
+        self.per_peer: Counter[str] = Counter()
         self.refused = 0
+        self.refused_per_peer = 0
 
     @property
     def name(self) -> str:
@@ -83,7 +184,7 @@ class _CappedSite(web.BaseSite):
             if len(server.connections) >= self._max:
                 self.refused += 1
                 return _Refuse()
-            return server()
+            return _PeerCounted(self, server)
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(protocol, self._host, self._port, backlog=self._backlog)
@@ -182,7 +283,7 @@ class OpsHttp:
         )
         await runner.setup()
         self._runners.append(runner)
-        site = _CappedSite(runner, host, port, self.limits.max_connections)
+        site = _CappedSite(runner, host, port, self.limits)
         try:
             await site.start()
         except OSError as exc:

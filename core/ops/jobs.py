@@ -10,6 +10,11 @@ acts on it. So that whoever can write to Redis cannot forge an admin's command, 
 accepting any, so rotation needs no draining) an item ends in ``,"s":"<hex>"}`` over the exact bytes before
 it, and :func:`decode_job` refuses an item whose signature is missing or wrong. Without keys (development
 only) items are neither signed nor checked.
+
+A signature alone does not stop a replay: a captured item pushed back into an inbox is still signed. So
+items carry their issue time (``q``) and a random nonce (``n``) under the signature, and a worker runs an
+item only through :class:`core.ops.replay.JobGuard`: older than ``PARLEY_JOB_MAX_AGE_SECONDS`` is refused
+as ``job_expired``, a nonce seen before as ``job_replayed`` (nonces are kept in Redis for that age).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +51,7 @@ class Job:
     route: Route
     enqueued_at: float = field(default_factory=time.time)
     attempt: int = 1  # 2+ when a worker took it over from one that died or handed it back
+    nonce: str = field(default_factory=lambda: secrets.token_hex(12))  # single use: see core/ops/replay.py
 
     @property
     def job_id(self) -> str:
@@ -59,13 +66,14 @@ class JobSigner:
 
     PURPOSE = b"parley queue item signature v1"
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
+    def __init__(self, keys: Sequence[bytes], *, max_age_seconds: float = 3600.0) -> None:
         self._keys = tuple(keys)
+        self.max_age_seconds = max_age_seconds  # workers refuse signed items older than this
 
     @classmethod
-    def from_keys(cls, raw: SecretStr | None) -> JobSigner:
+    def from_keys(cls, raw: SecretStr | None, *, max_age_seconds: float = 3600.0) -> JobSigner:
         """From ``Settings.parley_credentials_keys`` (no keys: a signer that signs and checks nothing)."""
-        return cls(key_material(raw, cls.PURPOSE))
+        return cls(key_material(raw, cls.PURPOSE), max_age_seconds=max_age_seconds)
 
     @property
     def enabled(self) -> bool:
@@ -95,6 +103,7 @@ def encode_job(job: Job, signer: JobSigner | None = None) -> str:
         "id": t.turn_id,
         "rt": [job.route.platform, dict(job.route.data)],
         "q": job.enqueued_at,
+        "n": job.nonce,
     }
     if t.command is not None:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
@@ -150,7 +159,7 @@ def decode_job(raw: str, signer: JobSigner | None = None) -> Job:
             ),
         )
         route = Route(str(route_platform), MappingProxyType({str(k): str(v) for k, v in route_data.items()}))
-        return Job(turn, route, float(body.get("q", 0.0)))
+        return Job(turn, route, float(body.get("q", 0.0)), nonce=str(body.get("n", "")))
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed queue item: {type(exc).__name__}: {exc}") from None
 

@@ -75,14 +75,17 @@ class ConversationLocks:
         client: aioredis.Redis,
         keys: KeySpace,
         *,
-        lease: float = 30.0,
+        lease: float = 10.0,
         wait: float = 60.0,
         owner: str = "",
         poll: float = 0.02,
+        heartbeat: float | None = None,
     ) -> None:
         self._r = client
         self._keys = keys
         self.lease = lease
+        # Seconds between renewals: a lease survives one missed heartbeat (a Redis blip), not a dead owner.
+        self.heartbeat = heartbeat or min(3.0, lease / 3)
         self.wait = wait
         self.owner = owner or secrets.token_hex(4)
         self._poll = poll
@@ -144,11 +147,12 @@ class ConversationLocks:
     async def keep(
         self, lease: Lease, tick: Callable[[], Awaitable[object]] | None = None
     ) -> AsyncIterator[Lease]:
-        """Renew ``lease`` every third of its length while the block runs (and call ``tick`` alongside)."""
+        """Renew ``lease`` every heartbeat while the block runs (and call ``tick`` alongside: the queue
+        worker refreshes its signal's idle time, so no other worker claims a turn whose owner lives)."""
 
         async def renew_forever() -> None:
             while True:
-                await asyncio.sleep(self.lease / 3)
+                await asyncio.sleep(self.heartbeat)
                 try:
                     if not await self.renew(lease):
                         log.warning("lock_lease_lost", conversation=lease.conversation)

@@ -4,13 +4,14 @@ Keys (bot ``b``, conversation ``c``)::
 
     parley:b:queue              stream of signals {p: place, t: turn id}; consumer group "workers"
     parley:b:{c}:inbox          list of queue items (encoded Job), oldest first; a worker reads the head
-    parley:b:dedupe:...         the engine's event dedupe key, now set at enqueue time
+    parley:b:{c}:dedupe:<event> the engine's event dedupe key, now set at enqueue time
 
 Round trips of one queued turn (counted by the server in ``make bench``): submit 1 (one script: dedupe,
 bounds, inbox push, signal), XREADGROUP 1 (shared by the signals it returns), lock + inbox head 1, the
 engine's read 1 and fenced write 1 (which pops the head), then retire 1 (next head, or unlock + XACK when the
-inbox is empty): six. On Redis Cluster the stream and an inbox live on different nodes, so submit and the
-acknowledgement are sent apart there (two more). The bounds are ``max_len`` stream entries not yet trimmed
+inbox is empty): six. On Redis Cluster the stream and an inbox live on different nodes, so submit is two
+scripts there (dedupe + inbox in the conversation's slot, bound + signal in the stream's) and the
+acknowledgement is sent apart (two more). The bounds are ``max_len`` stream entries not yet trimmed
 and ``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
 oldest pending one), so the stream holds only work that is waiting or in progress, never a turn that nobody
 answered.
@@ -30,6 +31,7 @@ from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
 from core.ops.lock import ConversationLocks, Lease
+from core.ops.replay import JobGuard
 from core.types import Place
 
 GROUP = "workers"
@@ -46,6 +48,24 @@ if redis.call('LLEN', inbox) >= tonumber(ARGV[3]) then return 'conversation_full
 redis.call('RPUSH', inbox, ARGV[5])
 redis.call('EXPIRE', inbox, ARGV[4])
 if ARGV[6] ~= '' then redis.call('XADD', stream, '*', 'p', ARGV[6], 't', ARGV[7]) end
+return 'queued'
+"""
+
+# Cluster, step 1 (the conversation's slot): dedupe (KEYS[1], may be absent), bound the inbox, push.
+_SUBMIT_INBOX = """
+local n = #KEYS
+if n == 2 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+local inbox = KEYS[n]
+if redis.call('LLEN', inbox) >= tonumber(ARGV[2]) then return 'conversation_full' end
+redis.call('RPUSH', inbox, ARGV[4])
+redis.call('EXPIRE', inbox, ARGV[3])
+return 'queued'
+"""
+
+# Cluster, step 2 (the stream's slot): bound the stream, signal.
+_SIGNAL = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 'queue_full' end
+redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 't', ARGV[3])
 return 'queued'
 """
 
@@ -142,12 +162,18 @@ class TurnQueue:
         self.max_per_conversation = max_per_conversation
         self._inbox_ttl = inbox_ttl
         self.signer = signer or JobSigner(())  # queued turns carry is_admin: workers trust only signed ones
+        # ... and run each signed item once, while fresh (core/ops/replay.py)
+        self.guard = JobGuard(
+            client, keys, max_age_seconds=self.signer.max_age_seconds, enabled=self.signer.enabled
+        )
         self.stream = keys.scoped("queue")
         self._submit = client.register_script(_SUBMIT)
         self._take = client.register_script(_TAKE)
         self._retire = client.register_script(_RETIRE)
         self._cluster = isinstance(client, RedisCluster)
         self._release_and_count = client.register_script(_RELEASE_AND_COUNT)
+        self._submit_inbox = client.register_script(_SUBMIT_INBOX)
+        self._signal = client.register_script(_SIGNAL)
 
     def inbox(self, place: Place) -> str:
         return self._keys.conversation(place) + ":inbox"
@@ -159,7 +185,7 @@ class TurnQueue:
         turn = job.turn
         keys = [self.inbox(turn.place)]
         if turn.event_id:
-            keys.insert(0, self._keys.dedupe(turn.place.platform, turn.place.workspace, turn.event_id))
+            keys.insert(0, self._keys.dedupe(turn.place, turn.event_id))
         place, item = encode_place(turn.place), encode_job(job, self.signer)
         bounds: list[str | int] = [
             DEDUPE_SECONDS,
@@ -187,20 +213,22 @@ class TurnQueue:
     async def _submit_on_cluster(
         self, keys: list[str], bounds: list[str | int], place: str, turn_id: str
     ) -> str:
-        dedupe, inbox, item = (keys[0] if len(keys) == 2 else None), keys[-1], str(bounds[-1])
-        if dedupe and not await self._r.set(dedupe, "1", nx=True, ex=DEDUPE_SECONDS):
-            return "duplicate"
-        if int(await self._r.xlen(self.stream)) >= self.max_len:
-            return "queue_full"
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.rpush(inbox, item)
-            pipe.expire(inbox, self._inbox_ttl)
-            pushed: list[Any] = await pipe.execute()
-        if int(pushed[0]) > self.max_per_conversation:
-            await self._r.lrem(inbox, -1, item)
-            return "conversation_full"
-        await self._r.xadd(self.stream, {"p": place, "t": turn_id})
-        return "queued"
+        """Two scripts: dedupe + push in the conversation's slot, then bound + signal in the stream's (after
+        the item, so a worker finds it). A full stream takes the item back out (rare: two more calls)."""
+        item = str(bounds[-1])
+        status = str(
+            await self._submit_inbox(
+                keys=keys, args=[DEDUPE_SECONDS, self.max_per_conversation, self._inbox_ttl, item]
+            )
+        )
+        if status != "queued":
+            return status
+        status = str(await self._signal(keys=[self.stream], args=[self.max_len, place, turn_id]))
+        if status != "queued":
+            await self._r.lrem(keys[-1], -1, item)
+            if len(keys) == 2:
+                await self._r.delete(keys[0])  # the event may be sent again once there is room
+        return status
 
     # ------------------------------------------------------------------ consuming (workers)
 

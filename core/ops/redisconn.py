@@ -4,6 +4,8 @@
     redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=...]
     redis+cluster://[[user]:password@]host[:port][,host[:port]...]
 
+Sentinel may also be given as settings: ``REDIS_SENTINELS=h1:26379,h2:26379``, ``REDIS_SENTINEL_MASTER=name``,
+``REDIS_PASSWORD`` (data nodes) and ``REDIS_SENTINEL_PASSWORD`` (:func:`settings_target`).
 ``rediss+sentinel://`` and ``rediss+cluster://`` use TLS to the data nodes. Credentials in the URL are the
 data nodes'; ``sentinel_password`` (and ``sentinel_username``) authenticate to the Sentinels. Sentinel
 clients follow a failover by themselves; Cluster clients follow slot moves. Every key of one conversation
@@ -15,20 +17,25 @@ command methods (it is not a subclass), and every caller in Parley sticks to com
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError
+from core.settings import Settings
 
 Kind = Literal["standalone", "sentinel", "cluster"]
 SENTINEL_PORT = 26379
@@ -131,10 +138,128 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def _retry() -> Retry:
-    # A short retry on a dropped connection (a restart, a failover): long enough to ride out a blip,
-    # short enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
-    return Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3)
+def settings_target(settings: Settings) -> RedisTarget | None:
+    """Where Redis is, from the settings: REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER; ``None``
+    when neither is set (an embedded redis-server then)."""
+    if settings.redis_sentinels is not None:
+        assert settings.redis_sentinel_master is not None  # Settings checks it
+        password, sentinel_password = settings.redis_password, settings.redis_sentinel_password
+        return RedisTarget(
+            "sentinel",
+            nodes=_nodes(settings.redis_sentinels, SENTINEL_PORT),
+            service=settings.redis_sentinel_master,
+            password=password.get_secret_value() if password else None,
+            sentinel_password=sentinel_password.get_secret_value() if sentinel_password else None,
+        )
+    if settings.redis_url is not None:
+        return parse_redis_url(settings.redis_url.get_secret_value())
+    return None
+
+
+def _retry(failover_wait: float = 0.0, cap: float = 0.5) -> Retry:
+    # Standalone: a short retry on a dropped connection (a restart): long enough to ride out a blip, short
+    # enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
+    # Sentinel and Cluster: long enough to ride out a failover (a replica promoted), ``failover_wait`` s.
+    retries = max(3, math.ceil(failover_wait / cap))
+    return Retry(ExponentialWithJitterBackoff(base=0.02, cap=cap), retries=retries)
+
+
+# What a cluster says while a master is down and its replica not yet promoted.
+_FAILOVER_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+    MasterDownError,
+    OSError,
+)
+
+
+async def _wait_out(call: Callable[[], Awaitable[Any]], wait: float, before_retry: Callable[[], None]) -> Any:
+    """Run ``call``; on a failover error retry with back-off for up to ``wait`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.05
+    while True:
+        try:
+            return await call()
+        except _FAILOVER_ERRORS:
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            before_retry()
+
+
+class FailoverPipeline(Pipeline):
+    """A Sentinel client's pipeline that waits out a failover like :class:`FailoverSentinelRedis`."""
+
+    failover_wait: float = 10.0
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = list(self.command_stack)  # execute() empties it, even when it fails
+
+        def again() -> None:
+            self.command_stack = list(stack)
+
+        return list(
+            await _wait_out(
+                lambda: super(FailoverPipeline, self).execute(raise_on_error), self.failover_wait, again
+            )
+        )
+
+
+class FailoverSentinelRedis(aioredis.Redis):
+    """The Sentinel master's client. redis-py's own retries reconnect to the *cached* address of the dead
+    master for their whole budget (then the command fails); a command that fails fast and is sent again
+    asks the Sentinels for the new master. So: fail fast, and retry here with back-off for up to
+    ``failover_wait`` seconds (a promotion takes down-after-milliseconds plus the election)."""
+
+    failover_wait: float = 10.0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _wait_out(
+            lambda: super(FailoverSentinelRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            self.failover_wait,
+            lambda: None,
+        )
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> FailoverPipeline:
+        pipe = FailoverPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.failover_wait = self.failover_wait
+        return pipe
+
+
+class FailoverCluster(RedisCluster):
+    """A cluster client that waits out a master's failover (up to ``failover_wait`` seconds, backing off)
+    instead of failing at once: redis-py retries a single command without a pause, so every retry lands
+    before the replica is promoted. Pipelines wait through the client's ``retry`` (0.25 s per attempt)."""
+
+    failover_wait: float = 10.0
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        # redis-py asks the server (COMMAND GETKEYS: one more round trip) where a "movable keys" command's
+        # keys are; XREADGROUP, called for every turn, names its one stream after STREAMS.
+        if command.upper() == "XREADGROUP":
+            words = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+            words = [w.upper() for w in words]
+            if "STREAMS" in words:
+                return int(self.keyslot(args[words.index("STREAMS") + 1]))
+        return int(await super()._determine_slot(command, *args))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.failover_wait
+        delay = 0.05
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except _FAILOVER_ERRORS:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
 
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -142,6 +267,13 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 3,
     "socket_timeout": 5,
 }
+try:  # redis-py 7.1+: resolved once here, or it reads its package metadata (importlib.metadata) for every
+    # new pooled connection, ~3 ms of CPU each on the event loop, whenever a burst grows the pool.
+    from redis.driver_info import DriverInfo
+
+    CLIENT_OPTIONS["driver_info"] = DriverInfo()
+except ImportError:  # older redis-py: no metadata read per connection either
+    pass
 
 
 @dataclass
@@ -167,9 +299,12 @@ class RedisConnection:
         await self.aclose()
 
 
-def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
-    """Build (not yet connect) the client for ``url``. Nothing is sent until the first command."""
-    target = parse_redis_url(url)
+def connect(
+    url: str | RedisTarget, *, max_connections: int = 64, failover_wait: float = 10.0
+) -> RedisConnection:
+    """Build (not yet connect) the client for ``url``. Nothing is sent until the first command.
+    Sentinel and Cluster clients wait up to ``failover_wait`` seconds for a failover to complete."""
+    target = parse_redis_url(url) if isinstance(url, str) else url
     retry_errors = [RedisConnectionError, RedisTimeoutError, OSError]
     if target.kind == "standalone":
         try:
@@ -194,14 +329,15 @@ def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
         "username": target.username,
         "password": target.password,
         "ssl": target.ssl,
-        "retry": _retry(),
+        "retry": _retry(failover_wait),
     }
     if target.kind == "cluster":
-        cluster = RedisCluster(
+        cluster = FailoverCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             require_full_coverage=True,
-            **common,
+            **{**common, "retry": _retry(failover_wait, cap=0.25)},
         )
+        cluster.failover_wait = failover_wait
         # RedisCluster is not a Redis subclass but offers the same command methods (module docstring).
         return RedisConnection(cast(aioredis.Redis, cluster), target, [cluster.aclose])
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 5}
@@ -212,8 +348,13 @@ def connect(url: str, *, max_connections: int = 64) -> RedisConnection:
     # redis-py before 8 carries no annotations on Sentinel.__init__ (8.x does: both pass).
     sentinel = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client = sentinel.master_for(
-        target.service, redis_class=aioredis.Redis, db=target.db, retry_on_error=retry_errors, **common
+        target.service,
+        redis_class=FailoverSentinelRedis,
+        db=target.db,
+        retry_on_error=retry_errors,
+        **{**common, "retry": _retry()},  # fail fast: FailoverSentinelRedis retries via the Sentinels
     )
+    client.failover_wait = failover_wait
     closers: list[Callable[[], Awaitable[Any]]] = [s.aclose for s in sentinel.sentinels]
     closers.append(client.aclose)
     return RedisConnection(client, target, closers)

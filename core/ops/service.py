@@ -10,6 +10,8 @@ Shutdown, within ``PARLEY_SHUTDOWN_GRACE`` seconds of the signal:
 3. Turns answered directly (queue off, or Redis was down) get the rest of the grace period.
 4. Adapters are closed, then the HTTP server; the runtime closes Redis and the LLM client.
 
+Closing (steps 2's hand-back and 4) is bounded too (``CLOSE_WITHIN`` seconds past the grace period), so the
+process ends within the grace period plus a couple of seconds whatever is down (Redis, the platform, the LLM).
 A second SIGTERM/SIGINT skips the waiting.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from core.runtime import Runtime
 
 log = structlog.get_logger("parley.service")
+CLOSE_WITHIN = 2.0  # seconds past the grace period for handing back and closing (a dead peer never answers)
 
 
 class Servable(Protocol):
@@ -125,25 +128,36 @@ async def _shutdown(
     def left() -> float:
         return 0.0 if hurry.is_set() else max(0.0, deadline - loop.time())
 
+    def closing() -> float:  # what is left of the grace period plus the closing allowance
+        return max(0.2, (loop.time() if hurry.is_set() else deadline) + CLOSE_WITHIN - loop.time())
+
+    async def bounded(step: Awaitable[object], part: str) -> None:
+        try:
+            async with asyncio.timeout(closing()):
+                await step
+        except TimeoutError:
+            slog.warning("close_timed_out", part=part)
+        except Exception as exc:  # one part failing to close must not keep the others open
+            slog.warning("close_failed", part=part, error=repr(exc))
+
     # 1. No new events.
     for task in adapter_tasks:
         task.cancel()
-    if adapter_tasks:
-        await asyncio.wait(adapter_tasks)
+    if adapter_tasks:  # bounded: a platform client reconnecting to a dead peer may be slow to let go
+        _done, slow = await asyncio.wait(adapter_tasks, timeout=CLOSE_WITHIN)
+        for task in slow:
+            slog.warning("close_timed_out", part=task.get_name())
     # 2. Workers: finish, or hand back to the queue.
     if worker is not None:
-        await worker.shutdown(left(), hurry)
+        await bounded(worker.shutdown(left(), hurry), "worker")
     if worker_task is not None:
         worker_task.cancel()
         await asyncio.wait({worker_task})
     # 3. Turns answered in this process.
     await drain_within(rt.dispatcher.tasks, left(), hurry)
-    await rt.dispatcher.aclose()
-    # 4. Close.
+    await bounded(rt.dispatcher.aclose(), "dispatcher")
+    # 4. Close (the adapters' own grace periods are cut to what is left).
     for platform, adapter in adapters:
-        try:
-            await adapter.aclose()
-        except Exception as exc:  # one adapter failing to close must not keep the others open
-            slog.warning("adapter_close_failed", platform=platform, error=repr(exc))
-    await rt.ops.http.aclose()
-    slog.info("shut_down")
+        await bounded(adapter.aclose(), f"adapter:{platform}")
+    await bounded(rt.ops.http.aclose(), "http")
+    slog.info("shut_down", seconds=round(loop.time() - deadline + grace, 2))

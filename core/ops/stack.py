@@ -14,7 +14,7 @@ from core.keys import KeySpace
 from core.llm import LLM
 from core.ops.breaker import CircuitBreakerLLM, CircuitState, MeteredLLM, SharedCircuit
 from core.ops.delivery import Deliveries
-from core.ops.http import EdgeLimits, OpsHttp
+from core.ops.http import EdgeLimits, OpsHttp, parse_networks
 from core.ops.jobs import JobSigner
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
@@ -111,7 +111,13 @@ class Ops:
 
 def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: KeySpace) -> Ops:
     metrics = Metrics(spec.name)
-    locks = ConversationLocks(client, keys, lease=settings.parley_lock_lease, wait=settings.parley_lock_wait)
+    locks = ConversationLocks(
+        client,
+        keys,
+        lease=settings.parley_lock_lease,
+        wait=settings.parley_lock_wait,
+        heartbeat=settings.heartbeat,
+    )
     queue = None
     if settings.parley_queue:
         queue = TurnQueue(
@@ -119,7 +125,9 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             keys,
             max_len=settings.parley_queue_max,
             max_per_conversation=settings.parley_queue_max_per_conversation,
-            signer=JobSigner.from_keys(settings.parley_credentials_keys),
+            signer=JobSigner.from_keys(
+                settings.parley_credentials_keys, max_age_seconds=settings.parley_job_max_age_seconds
+            ),
         )
     shared = settings.parley_ops_port == settings.port != 0  # two 0s: two free ports
     http = OpsHttp(
@@ -132,6 +140,8 @@ def build_ops(spec: BotSpec, settings: Settings, client: aioredis.Redis, keys: K
             keepalive=settings.parley_http_keepalive,
             body_timeout=settings.parley_http_body_timeout,
             max_connections=settings.parley_http_max_connections,
+            max_per_peer=settings.parley_http_max_connections_per_peer,
+            trusted_proxies=parse_networks(settings.parley_http_trusted_proxies),
         ),
     )
 

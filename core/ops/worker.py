@@ -12,11 +12,15 @@ For each signal (new, or claimed from a consumer that went quiet):
    returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
    A lease lost midway stops the drain.
 
-While it works, the worker renews the lease and resets the signal's idle time, so nobody claims a turn that
-is merely slow. If the worker dies, its signal stays pending: another worker claims it with XAUTOCLAIM after
-``claim_idle`` seconds and answers the item still at the inbox head. On shutdown a worker stops reading,
-lets running turns finish for ``grace`` seconds, then cancels them and hands their conversations back
-(unlock, fresh signal): the unanswered item is still at the inbox head, nothing is lost.
+While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
+lease and re-claims its signal to itself (``XCLAIM ... JUSTID``, which resets the entry's idle time), so
+nobody claims a turn whose owner lives, however slow the turn. If the worker dies, the heartbeats stop:
+another worker's claim loop (every second, or a quarter of ``claim_idle`` if shorter) takes the signal with
+XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by default; by then the dead owner's lease, renewed at
+the same moments, has run out too) and answers the item still at the inbox head. A late writer (an owner that
+stalled past its lease) is kept out by the fenced final write. On shutdown a worker stops reading, lets
+running turns finish for ``grace`` seconds, then cancels them and hands their conversations back (unlock,
+fresh signal): the unanswered item is still at the inbox head, nothing is lost.
 """
 
 from __future__ import annotations
@@ -32,18 +36,21 @@ from typing import Any
 import structlog
 
 from core.engine import Engine
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError, StoreUnavailable
 from core.memory import Fence
 from core.ops.delivery import Deliveries, run_turn
 from core.ops.jobs import decode_job
 from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
 from core.ops.metrics import Metrics
-from core.ops.queue import Signal, TurnQueue
+from core.ops.queue import Retired, Signal, TurnQueue
 from core.tasks import TaskOwner
 from core.types import Place
 
 log = structlog.get_logger("parley.worker")
 PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
+HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims and queue metrics
+CLAIM_EVERY = 1.0  # the longest wait between looks for dead owners' turns
+HAND_BACK_WITHIN = 1.5  # seconds a cancelled turn may spend handing its conversation back
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
 
@@ -83,8 +90,8 @@ class TurnWorker:
         deliveries: Deliveries,
         metrics: Metrics,
         concurrency: int = 16,
-        claim_idle: float = 30.0,
-        block: float = 1.0,
+        claim_idle: float = 10.0,
+        block: float = 4.0,  # seconds a read waits for new signals (under the Redis socket timeout, 5 s)
         name: str | None = None,
     ) -> None:
         self.engine = engine
@@ -103,6 +110,8 @@ class TurnWorker:
         self._loops_done = asyncio.Event()
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
         self._cursor = "0-0"
+        self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
+        self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
 
     @property
     def stopping(self) -> bool:
@@ -126,8 +135,12 @@ class TurnWorker:
             self._loops_done.set()
 
     def stop(self) -> None:
-        """Stop taking signals (the loops end within ``block`` seconds)."""
+        """Stop taking signals: a read waiting for new ones is cancelled, so the loops end at once (a quiet
+        worker waits ``block`` seconds per read, not one: one Redis command per ``block`` at rest)."""
         self._stopping.set()
+        self._slot_free.set()  # a loop waiting for a free slot looks at _stopping now
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
         """Stop, let running turns finish for ``grace`` seconds (less if ``hurry`` is set), then cancel
@@ -169,20 +182,31 @@ class TurnWorker:
                 self._slot_free.clear()
                 await _wait(self._slot_free, self.block)
                 continue
+            read = self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
+            self._reading = asyncio.ensure_future(read)
             try:
-                signals = await self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
+                signals = await self._reading
                 delay = 0.1
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if self.stopping and (me is None or not me.cancelling()):
+                    return  # stop() cancelled the read, nobody cancelled this loop
+                raise
             except StoreError as exc:
                 self._log.warning("worker_read_failed", error=str(exc))
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            finally:
+                self._reading = None
             self._start(signals)
 
     async def _maintenance_loop(self) -> None:
-        tick = max(0.05, min(self.claim_idle / 2, 5.0))
+        tick = max(0.05, min(self.claim_idle / 4, CLAIM_EVERY))
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + PRUNE_EVERY
+        next_housekeeping = loop.time()
+        housekeeping = min(HOUSEKEEPING_EVERY, self.claim_idle)
         while not self.stopping:
             await self._sleep(tick)
             if self.stopping:
@@ -197,7 +221,12 @@ class TurnWorker:
                         self.metrics.event("claimed", len(signals))
                         self._log.info("worker_claimed", count=len(signals))
                     self._start(signals)
-                await self.queue.trim()
+                if loop.time() < next_housekeeping:
+                    continue
+                next_housekeeping = loop.time() + housekeeping
+                if self._done_since_trim:  # at rest there is nothing new to trim: 3 commands saved
+                    self._done_since_trim = 0
+                    await self.queue.trim()
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY
                     pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
@@ -225,6 +254,7 @@ class TurnWorker:
             self._log.warning("worker_signal_failed", error=str(exc), entry=signal.entry_id)
         finally:
             self._running -= 1
+            self._done_since_trim += 1
             self._slot_free.set()
 
     async def _handle_signal(self, signal: Signal) -> None:
@@ -282,14 +312,31 @@ class TurnWorker:
         # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
         return None, None
 
+    async def _retire(self, place: Place, item: str, lease: Lease, signal: Signal) -> Retired:
+        """Retire an answered item, waiting out a Redis blip (a restart) for as long as the lease lasts: the
+        reply is shown already, and an item left at the inbox head would be answered a second time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.locks.lease
+        delay = 0.1
+        while True:
+            try:
+                return await self.queue.retire(place, item, lease, signal.entry_id)
+            except StoreUnavailable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def _hand_back(self, place: Place, lease: Lease, signal: Signal) -> None:
         try:
-            await self.locks.release(lease)
-            await self.queue.requeue(place, signal.entry_id, signal.turn_id)
+            # Bounded: with Redis down (or failing over) shutdown must not wait on retries.
+            async with asyncio.timeout(HAND_BACK_WITHIN):
+                await self.locks.release(lease)
+                await self.queue.requeue(place, signal.entry_id, signal.turn_id)
             self.metrics.event("requeued")
             self._log.info("worker_handed_back", entry=signal.entry_id)
-        except StoreError as exc:  # the signal stays pending and will be claimed after claim_idle
-            self._log.warning("worker_hand_back_failed", error=str(exc))
+        except (StoreError, TimeoutError) as exc:  # the signal stays pending: claimed after claim_idle
+            self._log.warning("worker_hand_back_failed", error=str(exc) or "timeout")
 
     async def _drain(self, place: Place, lease: Lease, item: str | None, signal: Signal) -> bool:
         """Answer the inbox's items in order while the lease holds. True when the inbox was emptied (the
@@ -308,8 +355,8 @@ class TurnWorker:
                 if signal.claimed:
                     job = replace(job, attempt=2)
                 fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
-                await run_turn(self.engine, delivery, job, self.metrics, fence=fence)
-            retired = await self.queue.retire(place, item, lease, signal.entry_id)
+                await run_turn(self.engine, delivery, job, self.metrics, fence=fence, guard=self.queue.guard)
+            retired = await self._retire(place, item, lease, signal)
             if retired.done:
                 return True
             if not retired.held:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import ssl
 from collections import OrderedDict
 
@@ -77,10 +78,14 @@ class ModerationEndpoint:
             return cached
         deadline = deadline or self.timeout
         try:
-            response = await asyncio.wait_for(
-                self._client.moderations.create(model=self.model, input=query),  # type: ignore[arg-type]
+            # The raw response, decoded here: the SDK's typed Moderation (pydantic, every category twice)
+            # costs more CPU than the request; the SDK still sends it and raises its errors for a bad status.
+            moderations = self._client.moderations.with_raw_response
+            raw = await asyncio.wait_for(
+                moderations.create(model=self.model, input=query),  # type: ignore[arg-type]
                 deadline,
             )
+            data = json.loads(raw.content)
         except TimeoutError:
             raise ModerationUnavailable(f"no answer within {deadline:g}s", code="timeout") from None
         except openai.APITimeoutError:
@@ -93,10 +98,15 @@ class ModerationEndpoint:
             raise ModerationUnavailable("cannot connect", code="connection") from None
         except openai.OpenAIError as exc:
             raise ModerationUnavailable(type(exc).__name__, code="error") from None
-        if not response.results:
+        except ValueError:
+            raise ModerationUnavailable("not JSON", code="error") from None
+        results = data.get("results") if isinstance(data, dict) else None
+        first = results[0] if isinstance(results, list) and results else None
+        scores = first.get("category_scores") if isinstance(first, dict) else None
+        if not isinstance(scores, dict):
             raise ModerationUnavailable("empty result", code="empty")
-        raw = response.results[0].category_scores.model_dump(by_alias=True)
-        result = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+        numbers = ((str(k), v) for k, v in scores.items() if not isinstance(v, bool))
+        result = {k: float(v) for k, v in numbers if isinstance(v, int | float)}
         self._cache[key] = result
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

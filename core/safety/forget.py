@@ -4,9 +4,10 @@ The memory keeps a per-user index of the conversations a user wrote in (``KeySpa
 For each of them the stored messages are read and decoded (``core.memory.decode``), and one Lua script
 (atomic, one Cluster slot: the conversation's keys share a hash tag) removes the user's messages and the bot's
 replies to them (same turn id). A conversation left without anyone else's
-messages is deleted whole (messages, summary, persona, settings); a shared one keeps the other people's
-messages but loses its running summary and last story (they may quote the user). Then the index and the
-user's moderation events go, and so does what adapters stored about the user outside conversations and
+messages loses its whole state (messages, summary, last story) but keeps the settings an admin made
+(``core.memory.SETTINGS``: persona, pause; a pause no longer names the user); a shared one keeps the other
+people's messages but loses its running summary and last story (they may quote the user). Then the index
+and the user's moderation events go, and so does what adapters stored about the user outside conversations and
 named in the user's data set (``KeySpace.user_data``: feedback votes, the cached display name), and the
 user's turns still waiting in a conversation's queue inbox (their raw text; an inbox lives up to a day). The
 head of an inbox is left: it is being answered (it may be this very ``/forget``).
@@ -26,24 +27,27 @@ from redis.exceptions import RedisError
 
 from core.errors import StoreError
 from core.keys import KeySpace
-from core.memory import decode
+from core.memory import CLEAR_STATE_LUA, decode, own_entries
 from core.ops.jobs import decode_job
 from core.safety.events import EventLog
 
-REMOVE = """
+REMOVE = (
+    CLEAR_STATE_LUA
+    + """
 local removed = 0
 for i = 2, #ARGV do
   removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i])
 end
+if redis.call('HGET', KEYS[2], 'paused_by') == ARGV[1] then redis.call('HDEL', KEYS[2], 'paused_by') end
 if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  clear_state(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   return {removed, 1}
 end
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[2], 'summary', 'last_story')
-if redis.call('HGET', KEYS[2], 'paused_by') == ARGV[1] then redis.call('HDEL', KEYS[2], 'paused_by') end
 return {removed, 0}
 """
+)
 """KEYS: messages list, meta hash, fold lock, authors set. ARGV: user id, then the stored entries to remove
 (each one unique: it starts with its sequence number). Messages appended meanwhile stay.
 Returns {removed, deleted whole 0/1}."""
@@ -135,7 +139,5 @@ class Forgetter:
                 decoded.append((item, decode(item)))
             except ValueError:
                 continue  # an entry this version cannot read is left alone
-        turns = {m.turn_id for _, m in decoded if m.author_id == user_id and m.turn_id}
-        mine = [item for item, m in decoded if m.author_id == user_id or (m.turn_id and m.turn_id in turns)]
         others = any(m.role == "user" and m.author_id != user_id for _, m in decoded)
-        return mine if others else [item for item, _ in decoded]
+        return own_entries(raw, user_id) if others else [item for item, _ in decoded]

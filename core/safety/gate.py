@@ -85,6 +85,8 @@ class LimitPolicy:
     command_rate: tuple[Window, ...] = ()  # commands that do not call the LLM
     user_tokens: int = 0  # per quota window; 0: no quota
     workspace_tokens: int = 0
+    user_stored_bytes: int = 0  # bytes a user may add to memory per quota window; 0: no budget
+    conversation_stored_bytes: int = 0  # ... and one conversation
     quota_window_seconds: int = 86_400
     max_concurrent: int = 0  # generations per workspace; 0: no limit
     lease_seconds: float = 180.0
@@ -143,23 +145,42 @@ class Admission:
         exempt = self._exempt(turn)
         checks = [] if exempt else self._checks(turn, call)
         quotas = [] if exempt else self._quotas(turn)
+        stored = [] if exempt else self.stored(turn)
         prefetch = judged and not self.store.cluster and not self.access.denial(turn)
         blocked = self._blocked_key(turn.place.platform, turn.place.workspace)
-        return TurnAdmission(self, turn, checks, quotas, blocked, prefetch)
+        return TurnAdmission(self, turn, checks, quotas, blocked, prefetch, stored)
 
     async def may_store(self, turn: Turn) -> bool:
-        """Whether an unanswered message may be kept as context: its author passes the access lists and is
-        not blocked here."""
+        """Whether an unanswered message may be kept as context: its author passes the access lists, is
+        not blocked here, and has stored-bytes budget left (theirs and the conversation's)."""
         if self.access.denial(turn):
             return False
+        budgets = [] if self._exempt(turn) else self.stored(turn)
         try:
-            blocked = await self.store.run(
-                [],
+            outcomes, blocked = await self.store.run(
+                budgets,
                 ("sismember", (self._blocked_key(turn.place.platform, turn.place.workspace), turn.author.id)),
             )
         except StoreError:
             return True  # the memory write will fail too if Redis is down; nothing to protect against
-        return not blocked[1][0]
+        return not blocked[0] and all(o.admitted for o in outcomes)
+
+    def stored(self, turn: Turn) -> list[LimitCheck]:
+        """The stored-bytes budgets of a turn's author and conversation (checked with the turn, counted by
+        its memory write): every message that reaches memory counts, whatever path wrote it."""
+        lim, out = self.limits, []
+        if lim.user_stored_bytes:
+            out.append(
+                self.store.quota("stored-user", _who(turn), lim.user_stored_bytes, lim.quota_window_seconds)
+            )
+        if lim.conversation_stored_bytes:
+            conv = user_tag("conversation", turn.place.conversation_id)  # one-way: no ids in key names
+            out.append(
+                self.store.quota(
+                    "stored-conversation", conv, lim.conversation_stored_bytes, lim.quota_window_seconds
+                )
+            )
+        return out
 
     def _exempt(self, turn: Turn) -> bool:
         return turn.place.platform in self.limits.exempt_platforms or (
@@ -172,11 +193,13 @@ class Admission:
         if call is not None and call.name not in lim.llm_commands:
             # Commands that do not call the LLM have a budget of their own: /help does not eat into the
             # chat budget, and a flood of /forget (which scans the keyspace) is still cut short.
-            return [store.rate("command", _who(turn), w, member) for w in lim.command_rate]
+            rates = [store.rate("command", _who(turn), w, member) for w in lim.command_rate]
+            return rates + self.stored(turn)
         checks = [store.rate("user", _who(turn), w, member) for w in lim.user_rate]
         channel = f"{p.platform}:{p.workspace}:{p.channel}"
         checks += [store.rate("channel", channel, w, member) for w in lim.channel_rate]
         checks += self._quotas(turn)
+        checks += self.stored(turn)
         if lim.max_concurrent:
             lease = int(lim.lease_seconds * 1000)
             tag = user_tag(p.platform, turn.author.id)
@@ -229,8 +252,10 @@ class TurnAdmission:
         quotas: list[LimitCheck],
         blocked_key: str,
         prefetch: bool,
+        stored: list[LimitCheck] | None = None,
     ) -> None:
         self._a = admission
+        self._stored = stored or []  # stored-bytes budgets: counted by the memory write
         self.turn = turn
         self._checks = checks
         self._quotas = quotas
@@ -323,10 +348,14 @@ class TurnAdmission:
             return None
         return await self._refuse(ctx, denied)
 
-    def queue_write(self, pipe: Any, tokens: int) -> None:
-        """Queue the turn's quota accounting and the slot's release on its final memory write."""
+    def queue_write(self, pipe: Any, tokens: int, stored_bytes: int = 0) -> None:
+        """Queue the turn's quota accounting and the slot's release on its final memory write, and the
+        bytes the write stores into the stored-bytes budgets (whether or not the turn was judged: an
+        unanswered message kept as context counts too)."""
         if self._judged:
             LimitStore.queue_usage(pipe, self._quotas, tokens, self._slot)
+        if stored_bytes > 0:
+            LimitStore.queue_usage(pipe, self._stored, stored_bytes)
 
     def busy(self, ctx: TurnContext) -> ReplyResult:
         """The end of a turn that waited past ``max_queue_seconds`` for a generation slot."""

@@ -6,7 +6,9 @@
 - **Token quota** (per user, per workspace/guild): a counter that expires at the end of the current window
   (windows are aligned to the epoch, so a day ends at 00:00 UTC). The script adds the turn's reported usage
   (or nothing, to check) and returns the total and the milliseconds until the reset. Checked before a turn,
-  counted after it: concurrent turns may overshoot a quota by what they use between the two.
+  counted after it: concurrent turns may overshoot a quota by what they use between the two. (Token use is
+  only known afterwards; a quota counted in units known beforehand, such as pictures, is reserved atomically
+  with core/safety/reserve.py instead.)
 - **Concurrent generations** (per workspace/guild): a sorted set of turn ids scored by lease expiry; a slot
   is freed when the turn ends, or by its lease if the replica died. A turn that finds no free slot waits in
   a fair line (start-time fair queueing over users, first-come among equals) and asks again; it is never
@@ -173,6 +175,11 @@ class LimitStore:
     @property
     def cluster(self) -> bool:
         return self._cluster
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The client the scripts run on (for :class:`core.safety.reserve.Reserver`)."""
+        return self._r
 
     # ---------------------------------------------------------------------------------------- key names
 

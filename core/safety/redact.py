@@ -170,7 +170,75 @@ LABELLED_PHONE = RegexDetector(
     lowered=True,
 )
 
-CARD = RegexDetector("card", re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_ok, min_digits=13)
+
+def _iin_lengths(digits: str) -> tuple[int, ...]:
+    """The lengths a card number starting with ``digits`` may have (issuer prefixes; () for none)."""
+    two, three, four = int(digits[:2]), int(digits[:3]), int(digits[:4])
+    if digits[0] == "4":
+        return (13, 16, 19)  # Visa
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return (16,)  # Mastercard
+    if two in (34, 37):
+        return (15,)  # American Express
+    if 300 <= three <= 305 or two in (36, 38, 39):
+        return (14, 16, 17, 18, 19)  # Diners Club
+    if 3528 <= four <= 3589 or four == 6011 or 644 <= three <= 649 or two in (62, 65):
+        return (16, 17, 18, 19)  # JCB, Discover, UnionPay
+    if two == 50 or 56 <= two <= 69:
+        return (13, 14, 15, 16, 17, 18, 19)  # Maestro and the rest of 5x / 6x
+    return ()
+
+
+# How cards are printed: one run of digits, or these groupings with one kind of separator.
+_CARD_GROUPS = frozenset({(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 5), (4, 4, 4, 1)})
+# A run of digits right after one of these words is an identifier (a Discord or Slack id, an order, a
+# message), not a card: ids are long digit runs, and about one in ten passes Luhn by chance.
+_ID_CONTEXT = re.compile(
+    r"(?:\b(?:ids?|snowflakes?|message|channel|guild|server|user|role|thread|order|ticket|invoice|tracking)"
+    r"\b[\s:#=.]{0,3}|[<#@&!/=]|channels/)$",
+    re.IGNORECASE,
+)
+
+
+def card_ok(value: str) -> bool:
+    """A payment card as people write one: a known issuer prefix and length, Luhn, and either one run of
+    13-16 or 19 digits or a usual grouping (4-4-4-4, 4-6-5 ...) with one kind of separator."""
+    digits = "".join(c for c in value if c.isdigit())
+    if not luhn_ok(digits) or len(digits) not in _iin_lengths(digits):
+        return False
+    seps = {c for c in value if not c.isdigit()}
+    if not seps:  # 17 and 18 digits in one run are ids far more often than cards (Discord's snowflakes)
+        return len(digits) not in (17, 18)
+    if len(seps) != 1:
+        return False
+    groups = tuple(len(g) for g in value.split(seps.pop()))
+    return groups in _CARD_GROUPS
+
+
+class CardDetector:
+    """Payment cards: 13-19 digits passing :func:`card_ok`. An ungrouped run is left alone when it is part
+    of a bigger token (a URL, a mention ``<@...>``, ``#...``) or follows an identifier's label (``id``,
+    ``message``, ``order`` ...): platform ids are such runs. A grouped number is a card whatever precedes
+    it."""
+
+    kind = "card"
+    _candidate = re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])")
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        if _digit_count(text) < 13:
+            return
+        for m in self._candidate.finditer(text):
+            start, value = m.start(), m.group(0)
+            if start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_+-.:"):
+                continue
+            if not card_ok(value):
+                continue
+            if value.isdigit() and _ID_CONTEXT.search(text, max(0, start - 24), start):
+                continue
+            yield start, m.end()
+
+
+CARD = CardDetector()
 
 
 class IbanDetector:

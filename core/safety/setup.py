@@ -28,6 +28,7 @@ from core.safety.events import Decision, EventLog
 from core.safety.forget import Forgetter, Forgotten
 from core.safety.gate import AccessPolicy, Admission, LimitPolicy
 from core.safety.limits import LimitStore, Window
+from core.safety.mask import mask_url
 from core.safety.profiles import Profile, resolve_profile
 from core.safety.redact import PIIRedactor, build_redactor
 from core.safety.rules import LocalRules
@@ -72,7 +73,8 @@ class Safety:
             await self.endpoint.scores(f"parley check {secrets.token_hex(4)}")
         except ModerationUnavailable as exc:
             effect = "every message is refused" if p.on_error == "closed" else "messages pass unchecked"
-            return [f"moderation endpoint at {self.endpoint.base_url}: {exc} ({effect} until it answers)"]
+            where = mask_url(self.endpoint.base_url)
+            return [f"moderation endpoint at {where}: {exc} ({effect} until it answers)"]
         return []
 
     async def forget(self, platform: str, user_id: str) -> Forgotten:
@@ -107,6 +109,8 @@ def _limit_policy(spec: BotSpec) -> LimitPolicy:
         command_rate=_windows(lim.command_rate),
         user_tokens=lim.user_daily_tokens,
         workspace_tokens=lim.workspace_daily_tokens,
+        user_stored_bytes=lim.user_daily_stored_bytes,
+        conversation_stored_bytes=lim.conversation_daily_stored_bytes,
         quota_window_seconds=lim.quota_window_seconds,
         max_concurrent=lim.max_concurrent_per_workspace,
         lease_seconds=lim.generation_lease_seconds,
@@ -118,6 +122,8 @@ def _limit_policy(spec: BotSpec) -> LimitPolicy:
             "rate_limited:channel": lim.channel_rate_limited_text,
             "quota_exceeded": lim.quota_text,
             "quota_exceeded:workspace": lim.workspace_quota_text,
+            "quota_exceeded:stored-user": lim.stored_text,
+            "quota_exceeded:stored-conversation": lim.conversation_stored_text,
             "busy": lim.busy_text,
             "waiting": lim.waiting_text,
         },

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,6 +49,7 @@ TAKE_FAILED = {
     "expired": "That request has expired or was already answered. Ask me again if you still want it.",
     "not_yours": "Only the person who asked can confirm or cancel that action.",
     "already_handled": "That request was already answered.",
+    "forged": "That request was changed after I asked, so I won't run it. Ask me again if you still want it.",
 }
 
 
@@ -71,12 +73,32 @@ class ToolConfirm:
 
 LoopEvent = LLMDelta | ToolEvent | ToolConfirm | LLMEnd
 
+TOOL_NAME_META = "tool_name"  # ReplyResult.meta: the tool a click was about (also when the click failed)
+
+
+def shown_arguments(arguments: Mapping[str, Any]) -> str:
+    """The arguments as the user sees them: every character of every value, nothing rewritten."""
+    return json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
+
 
 def confirm_text(tool: str, arguments: Mapping[str, Any], template: str = "") -> str:
     """The summary in words (the tool's confirmation template, if any) and the exact arguments."""
-    args = json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
+    args = shown_arguments(arguments)
+    # A fence longer than any run of backticks inside: the arguments cannot close it and restyle the rest.
+    longest = max((len(run) for run in re.findall(r"`+", args)), default=0)
+    fence_ = "`" * max(3, longest + 1)
     summary = confirm_summary(tool, arguments, template)
-    return f"{summary}\nDetails, the exact arguments:\n```\n{args}\n```\nShall I go ahead?"
+    return f"{summary}\nDetails, the exact arguments:\n{fence_}\n{args}\n{fence_}\nShall I go ahead?"
+
+
+ArgumentCheck = Callable[[Turn, str], Awaitable[str]]
+"""Output moderation over a proposed call's shown arguments: '' when it would show them unchanged, else
+why not. A call the user could not see exactly as it would run is never offered for confirmation."""
+
+ALTERED = (
+    "not run: output moderation would change these arguments before the user saw them ({why}), so the user "
+    "could not confirm what would really run. Propose the action without that content, or explain instead."
+)
 
 
 @dataclass
@@ -108,6 +130,7 @@ class ToolLoop:
         control: ConversationControl | None = None,
         redis: aioredis.Redis | None = None,
         options: LoopOptions | None = None,
+        check_arguments: ArgumentCheck | None = None,
     ) -> None:
         self.llm = llm
         self.registry = registry
@@ -117,6 +140,7 @@ class ToolLoop:
         self._redact_store = redact_store
         self.control = control
         self.redis = redis
+        self.check_arguments = check_arguments
         cfg = registry.config
         self.options = options or LoopOptions(cfg.max_rounds, cfg.timeout_seconds, cfg.max_result_chars)
 
@@ -138,8 +162,10 @@ class ToolLoop:
         meta = meta if meta is not None else {}
         pending, why = await self.pending.take(pending_id, turn)
         if pending is None:
+            name = await self.pending.tool_of(pending_id) or "unknown"
+            meta[TOOL_NAME_META] = name
             await self.audit.record(
-                turn, tool="?", source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
+                turn, tool=name, source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
             )
             yield LLMDelta(self.options.take_failed.get(why, TAKE_FAILED["expired"]))
             yield LLMEnd("tool_confirm_" + why, None)
@@ -238,7 +264,7 @@ class ToolLoop:
                     next_round=rnd + 1,
                     meta=dict(meta),
                 )
-                await self.pending.save(pending)
+                pending = await self.pending.save(pending)
                 tool = self.registry.get(call.name)
                 template = tool.spec.confirm if tool is not None else ""
                 text = confirm_text(call.name, arguments, template)
@@ -300,7 +326,20 @@ class ToolLoop:
             assert tool is not None
             assert isinstance(arguments, dict)
             if tool.spec.side_effects:
-                if confirm is None:
+                why = (
+                    await self.check_arguments(turn, shown_arguments(arguments))
+                    if self.check_arguments
+                    else ""
+                )
+                if why:
+                    await self._audit(
+                        turn, call.name, tool, arguments, "refused", 0.0, f"arguments altered: {why}"
+                    )
+                    status = fence.status(call.name, "refused", ALTERED.format(why=why))
+                    decided.append(
+                        _Decided(call, ChatMessage("tool", status, tool_call_id=call.id), "refused")
+                    )
+                elif confirm is None:
                     confirm = (call, arguments)
                     await self._audit(turn, call.name, tool, arguments, "pending", 0.0)
                     decided.append(_Decided(call, None))

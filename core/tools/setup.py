@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from core.bot import BotSpec
 from core.clicks import CANCEL, CONFIRM
@@ -21,19 +22,24 @@ from core.commands import Command
 from core.errors import ConfigError
 from core.keys import KeySpace
 from core.llm import LLM, LLMDelta, LLMEnd
+from core.moderation import Action, Moderator
 from core.ops.metrics import Metrics
 from core.prompt import with_tools
 from core.safety.events import EventLog
 from core.tools.audit import ToolAudit
 from core.tools.config import ToolsConfig
-from core.tools.loop import TAKE_FAILED, ToolConfirm, ToolLoop
-from core.tools.pending import PendingStore
+from core.tools.loop import TAKE_FAILED, ArgumentCheck, ToolConfirm, ToolLoop, confirm_text
+from core.tools.pending import PendingSigner, PendingStore
 from core.tools.registry import ToolRegistry
 from core.tools.spec import Tool
 from core.types import CommandCall, ConfirmRequest, ReplyKind, Turn
 
 if TYPE_CHECKING:
     from core.context import TurnContext
+
+WITHDRAWN = (
+    "\n\n(I won't ask you to confirm that action: it could not be shown here exactly as it would run.)"
+)
 
 
 def confirm_request(event: ToolConfirm) -> ConfirmRequest:
@@ -64,23 +70,37 @@ class Tools:
     def commands(self) -> list[Command]:
         return [tool_command(self)]
 
-    async def proposed_to(self, pending_id: str) -> str:
-        """The user a pending call waits for ('' when gone)."""
-        pending = await self.loop.pending.peek(pending_id)
-        return pending.user if pending is not None else ""
+    def question_text(self, confirm: ConfirmRequest) -> str:
+        """The question as the loop wrote it for ``confirm`` (without its leading paragraph break)."""
+        tool = self.registry.get(confirm.tool)
+        template = tool.spec.confirm if tool is not None else ""
+        return confirm_text(confirm.tool, json.loads(confirm.arguments), template)
+
+    async def withdraw(self, turn: Turn, confirm: ConfirmRequest, why: str) -> None:
+        """The reply around a proposed call could not be shown as generated: forget the call (nothing a
+        click could run; the caller drops the question) and audit why."""
+        await self.loop.pending.discard(confirm.id)
+        await self.loop.audit.record(
+            turn, tool=confirm.tool, source="confirm", arguments="", outcome="withdrawn", detail=why
+        )
 
     async def click_refusal(self, pending_id: str, turn: Turn) -> str:
         """What a click (``turn``, by the person who clicked) on a proposed call's buttons is told
         privately, or "" when it may go ahead: only the person the call was proposed to answers it, once.
         A refusal is audited like one the resume would make; adapters take the buttons away on ""."""
-        owner = await self.proposed_to(pending_id)
-        if owner == turn.author.id:
+        owner, tool, why = await self.loop.pending.state(pending_id)
+        if not why and owner == turn.author.id:
             return ""
-        why = "not_yours" if owner else "expired"
+        why = why or "not_yours"
         await self.loop.audit.record(
-            turn, tool="?", source="confirm", arguments="", outcome=f"confirm_{why}", detail=pending_id
+            turn,
+            tool=tool or "unknown",
+            source="confirm",
+            arguments="",
+            outcome=f"confirm_{why}",
+            detail=pending_id,
         )
-        return self.loop.options.take_failed.get(why, TAKE_FAILED[why])
+        return self.loop.options.take_failed.get(why, TAKE_FAILED["expired"])
 
     async def check(self) -> tuple[list[str], list[str]]:
         """(lines, problems) for ``parley check``: each tool, and whether each MCP server answers now."""
@@ -141,6 +161,7 @@ def tool_command(tools: Tools) -> Command:
     async def handler(ctx: TurnContext, call: CommandCall) -> AsyncIterator[str]:
         words = call.args.split()
         if len(words) != 2 or words[0] not in (CONFIRM, CANCEL):
+            ctx.kind = ReplyKind.COMMAND  # not conversation: neither the junk nor the usage line is kept
             yield "Usage: /tool confirm <id> or /tool cancel <id> (the buttons under my question do this)."
             return
         ctx.kind = ReplyKind.ANSWER
@@ -181,20 +202,45 @@ async def open_tools(
     metrics: Metrics | None = None,
     redact: Callable[[str], str] = lambda text: text,
     redact_before_llm: bool = False,
+    signing_keys: SecretStr | None = None,
+    moderator: Moderator | None = None,
 ) -> AsyncIterator[Tools]:
     """Start the bot's MCP servers and build the loop; stops the servers on exit.
 
     ``redact`` is the profile's redactor: always applied to what is stored (pending calls, audit), and to
-    what the model sees when ``redact_before_llm`` (the strict profile)."""
+    what the model sees when ``redact_before_llm`` (the strict profile). ``signing_keys``
+    (``PARLEY_CREDENTIALS_KEYS``) MAC the pending calls, so a Redis writer cannot change what a click runs.
+    ``moderator``'s output check runs over a proposed call's arguments: one it would change is refused (the
+    user must see exactly what would run)."""
     registry = ToolRegistry(config, tools)
     async with registry:
         loop = ToolLoop(
             llm,
             registry,
-            pending=PendingStore(client, keys, ttl_seconds=config.confirm_ttl_seconds),
+            pending=PendingStore(
+                client,
+                keys,
+                ttl_seconds=config.confirm_ttl_seconds,
+                signer=PendingSigner.from_keys(signing_keys),
+            ),
             audit=ToolAudit(events=events, metrics=metrics, redact=redact),
             redact_model=redact if redact_before_llm else (lambda text: text),
             redact_store=redact,
             redis=client,
+            check_arguments=argument_check(moderator) if moderator is not None else None,
         )
         yield Tools(registry, loop)
+
+
+def argument_check(moderator: Moderator) -> ArgumentCheck:
+    """Output moderation as a judge of a proposed call's shown arguments: any change is a refusal."""
+
+    async def check(turn: Turn, shown: str) -> str:
+        verdict = await moderator.check_output(turn, shown, final=True)
+        if verdict.action is Action.REFUSE:
+            return verdict.category or "refused"
+        if verdict.action is Action.REDACT and verdict.text != shown:
+            return verdict.category or "redacted"
+        return ""
+
+    return check

@@ -23,16 +23,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import math
 import os
+import pstats
 import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,12 @@ _MESSAGE_PATH = re.compile(r"/channels/(\d+)/messages(?:/\d+)?")
 # Four-letter words: with a leading space every token is one 5-character chunk of the fake's stream.
 _WORDS = ("game", "play", "tale", "hero", "gold", "maze", "dice", "card", "team", "door", "lore", "king")
 
-# Targets from issue 10 (figures printed beside the values; nothing here fails a run).
+# Targets from issues 10, 21 and 25 (figures printed beside the values; nothing here fails a run).
 TARGET_N = 32
-TARGET_FIRST_P50 = 0.45
+TARGET_FIRST_P50 = 0.40  # issue 21 (issue 10 had 0.45)
 TARGET_WHOLE_P95 = 2.2
-TARGET_CPU_MS = 40.0
+TARGET_CPU_MS = 40.0  # at N=32 (issue 10)
+TARGET_IDLE_MS_PER_S = 1.0  # issue 25: a quiet bot process
 CAP_N, CAP = 128, 32
 CAP_TOLERANCE = 0.15
 
@@ -81,6 +84,11 @@ class Run:
     label: str
     n: int
     cap: int | None = None  # max_concurrent_per_workspace on a copy of the config; None: as shipped
+    rounds: int = 1  # N users at once, this many times in a row (fresh channels each round)
+
+    @property
+    def users(self) -> int:
+        return self.n * self.rounds
 
 
 @dataclass
@@ -123,6 +131,7 @@ class Result:
     driver_cpu_pct: float  # this process (the fakes): high values mean the fakes may have slowed the run
     other_sample: str = ""
     rest_routes: dict[str, int] = field(default_factory=dict)
+    rounds: int = 1  # N users at once, this many times in a row
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -163,16 +172,46 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class BotProcess:
-    """``python -m tests.bench.load_bot``: ``parley run`` for arcade (optionally with another cap)."""
+def child_pids(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc); [] where /proc does not list children."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *child_pids(int(child))]
+    return found
 
-    def __init__(self, env: dict[str, str], workdir: Path, cap: int | None) -> None:
+
+class BotProcess:
+    """``python -m tests.bench.load_bot``: ``parley run`` for ``bot`` (optionally with another cap), ready
+    when its log shows ``ready_event``. With ``profile_to`` set the bot runs under cProfile (stats there)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workdir: Path,
+        cap: int | None,
+        *,
+        bot: str = "arcade",
+        ready_event: str = "discord_ready",
+        profile_to: Path | None = None,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "bot.log"
+        self._ready = f'"{ready_event}"'
         self._log = self.log_path.open("wb")
-        argv = [sys.executable, "-m", "tests.bench.load_bot"]
+        argv = [sys.executable, "-m", "tests.bench.load_bot", "--bot", bot]
         if cap is not None:
             argv += ["--cap", str(cap)]
+        env = dict(env)
+        env.pop("BENCH_PROFILE", None)
+        self.profiled = profile_to is not None
+        if profile_to is not None:
+            env["BENCH_PROFILE"] = str(profile_to)
         # The scratch directory as cwd: no developer's .env is read.
         self.proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -182,13 +221,22 @@ class BotProcess:
 
     async def ready(self, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
-        while '"discord_ready"' not in self.output():
+        while self._ready not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bot did not get ready:\n{self.output()}")
             await asyncio.sleep(0.05)
 
     def cpu(self) -> float | None:
         return cpu_seconds(self.proc.pid)
+
+    def start_profile(self) -> None:
+        """A profiled bot starts counting now (SIGUSR1; load_bot enables its profiler)."""
+        if self.profiled:
+            self.proc.send_signal(signal.SIGUSR1)
+
+    def children_cpu(self) -> float:
+        """User + system CPU of the bot's live child processes (the support bot's MCP tools server)."""
+        return sum(cpu_seconds(pid) or 0.0 for pid in child_pids(self.proc.pid))
 
     async def stop(self, within: float = 30.0) -> None:
         if self.proc.poll() is None:
@@ -199,6 +247,49 @@ class BotProcess:
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
         self._log.close()
+
+
+@dataclass
+class Idle:
+    """The bot at rest: CPU over ``seconds`` quiet seconds after its runs, in ms per second."""
+
+    seconds: float
+    bot_ms_per_s: float | None
+    children_ms_per_s: float  # child processes (the support bot's MCP tools server), beside it
+    platform_calls: int  # calls the fake platform saw meanwhile
+
+
+async def measure_idle(bot: BotProcess, seconds: float, calls: Callable[[], int]) -> Idle:
+    """CPU of the quiet bot over ``seconds`` (the fakes idle too: nobody sends anything)."""
+    before, children, seen = bot.cpu(), bot.children_cpu(), calls()
+    await asyncio.sleep(seconds)
+    after = bot.cpu()
+    per_s = None if before is None or after is None else round((after - before) * 1000 / seconds, 2)
+    kids = round((bot.children_cpu() - children) * 1000 / seconds, 2)
+    return Idle(seconds, per_s, kids, calls() - seen)
+
+
+def profile_path(platform: str, name: str) -> Path | None:
+    """Where a bot process's cProfile stats go when ``BENCH_PROFILE`` is set (None: not profiled)."""
+    if not os.environ.get("BENCH_PROFILE"):
+        return None
+    out = ROOT / ".parley" / f"bench-profile-{platform}-{name}.prof"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """The top items of one bot process's profile (CPU time, after the warm-up), by own time and by
+    cumulative time, to stderr."""
+    if not path.exists():
+        print(f"(no profile at {path}: the bot did not exit cleanly)", file=sys.stderr)
+        return
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats = pstats.Stats(str(path), stream=out)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
+        print(f"\n=== {path.name}: top {top} by {order} (CPU seconds) ===", file=sys.stderr)
+        print(out.getvalue().strip("\n"), file=sys.stderr)
 
 
 def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int | None) -> dict[str, str]:
@@ -228,14 +319,21 @@ def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int 
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    env: dict[str, str], workdir: Path, cap: int | None, within: float = 60.0
+    env: dict[str, str],
+    workdir: Path,
+    cap: int | None,
+    within: float = 60.0,
+    *,
+    bot: str = "arcade",
+    ready_event: str = "discord_ready",
+    profile_to: Path | None = None,
 ) -> AsyncIterator[BotProcess]:
-    bot = BotProcess(env, workdir, cap)
+    process = BotProcess(env, workdir, cap, bot=bot, ready_event=ready_event, profile_to=profile_to)
     try:
-        await bot.ready(within)
-        yield bot
+        await process.ready(within)
+        yield process
     finally:
-        await bot.stop()
+        await process.stop()
 
 
 # ---------------------------------------------------------------------- one run
@@ -323,15 +421,16 @@ async def measure(
     since, chats_before = len(discord.calls), len(llm.chat_requests)
     llm.reset_peak()
     cpu_before, driver_before, started = bot.cpu(), time.process_time(), time.monotonic()
-    for i, channel in enumerate(channels):
-        channel.sent_at = time.monotonic()
-        await discord.send_message(
-            f"hi, I'm player {i}: tell me something fun",
-            author=channel.user,
-            channel=channel.data,
-            mention_bot=True,
-        )
-    await wait_until_settled(channels, discord, llm, expected, refusals, deadline=started + time_limit)
+    for batch in rounds(channels, run.n):
+        for i, channel in enumerate(batch):
+            channel.sent_at = time.monotonic()
+            await discord.send_message(
+                f"hi, I'm player {i}: tell me something fun",
+                author=channel.user,
+                channel=channel.data,
+                mention_bot=True,
+            )
+        await wait_until_settled(batch, discord, llm, expected, refusals, deadline=started + time_limit)
     elapsed = time.monotonic() - started
     cpu_after, driver_cpu = bot.cpu(), time.process_time() - driver_before
     routes = timings(channels, discord, since)
@@ -364,7 +463,14 @@ async def measure(
         driver_cpu_pct=round(100 * driver_cpu / elapsed, 1) if elapsed else 0.0,
         other_sample=others[0].text[:200] if others else "",
         rest_routes=dict(sorted(routes.items(), key=lambda kv: -kv[1])),
+        rounds=run.rounds,
     )
+
+
+def rounds(channels: list[Any], n: int) -> Iterator[list[Any]]:
+    """``channels`` in batches of ``n``: one batch per round."""
+    for start in range(0, len(channels), n):
+        yield channels[start : start + n]
 
 
 def _round(value: float | None) -> float | None:
@@ -385,11 +491,26 @@ async def warm_up(discord: FakeDiscord, llm: FakeOpenAI, profile: LLMProfile, re
 # ---------------------------------------------------------------------- the whole bench
 
 
-def default_plan(sizes: Iterable[int], cap_run: bool) -> list[Run]:
-    plan = [Run("shipped", n) for n in sizes]
+def default_plan(sizes: Iterable[int], cap_run: bool, one_rounds: int = 5) -> list[Run]:
+    """The shipped bot at each size (N=1 as ``one_rounds`` replies in a row: CPU is counted in 10 ms
+    ticks), then the cap run."""
+    plan = [Run("shipped", n, rounds=one_rounds if n == 1 else 1) for n in sizes]
     if cap_run:
         plan.append(Run(f"cap {CAP}", CAP_N, CAP))
     return plan
+
+
+@dataclass(frozen=True)
+class Targets:
+    platform: str
+    cpu_ms_at_1: float  # issue 25: CPU per reply at N=1 with the shipped bot
+    first_p50: float | None = TARGET_FIRST_P50  # at N=TARGET_N (None: no target on this platform)
+    whole_p95: float | None = TARGET_WHOLE_P95
+    cpu_ms_at_n: float | None = TARGET_CPU_MS
+    idle_ms_per_s: float = TARGET_IDLE_MS_PER_S
+
+
+DISCORD_TARGETS = Targets("discord", cpu_ms_at_1=40.0)
 
 
 @dataclass
@@ -427,6 +548,12 @@ def bench_info(profile: LLMProfile, workers: int | None) -> BenchInfo:
     )
 
 
+@dataclass
+class Outcome:
+    results: list[Result]  # one per Run, in plan order
+    idle: Idle | None  # the shipped bot at rest after its runs (None: not measured)
+
+
 async def bench(
     plan: list[Run],
     profile: LLMProfile,
@@ -435,8 +562,10 @@ async def bench(
     redis_url: str | None = None,
     workers: int | None = None,
     time_limit: float = 90.0,
-) -> list[Result]:
-    """Run ``plan`` (one bot process per cap, runs in order) and return one Result per Run."""
+    idle_seconds: float = 0.0,
+) -> Outcome:
+    """Run ``plan`` (one bot process per cap, runs in order) and return one Result per Run, and the
+    shipped bot's idle CPU over ``idle_seconds`` after its runs (0: not measured)."""
     server = None
     if redis_url is None:
         server = RedisServer(workdir / "redis", tcp=True, appendonly=False)
@@ -445,6 +574,7 @@ async def bench(
     refusals = Refusals()
     shipped_cap = load_bot("arcade").config.limits.max_concurrent_per_workspace
     results: dict[int, Result] = {}
+    idle: Idle | None = None
     try:
         async with FakeDiscord() as discord, FakeOpenAI() as llm:
             llm.responder = lambda body: profile.reply()
@@ -455,7 +585,7 @@ async def bench(
                         await discord.add_text_channel(f"{run.label}-{run.n}-{i}".replace(" ", "-")),
                         p.user(None, f"player-{k}-{i}", global_name=f"Player {k}.{i}"),
                     )
-                    for i in range(run.n)
+                    for i in range(run.users)
                 ]
                 for k, run in enumerate(plan)
             }
@@ -463,8 +593,10 @@ async def bench(
             for cap in dict.fromkeys(run.cap for run in plan):
                 await _flush(redis_url)  # each bot process starts on an empty Redis
                 name = "shipped" if cap is None else f"cap-{cap}"
-                async with running_bot(env, workdir / name, cap) as bot:
+                prof = profile_path("discord", name)
+                async with running_bot(env, workdir / name, cap, profile_to=prof) as bot:
                     await warm_up(discord, llm, profile, refusals)
+                    bot.start_profile()
                     for run in (r for r in plan if r.cap == cap):
                         await asyncio.sleep(0.5)  # let the previous run's last calls land
                         result = await measure(
@@ -480,10 +612,16 @@ async def bench(
                         )
                         results[id(run)] = result
                         print(f"  done: {summary_line(result)}", file=sys.stderr, flush=True)
+                    if cap is None and idle_seconds > 0:
+                        await asyncio.sleep(2.0)  # the last edits and memory writes land first
+                        idle = await measure_idle(bot, idle_seconds, lambda: len(discord.calls))
+                        print(f"  done: idle {idle.bot_ms_per_s} ms/s", file=sys.stderr, flush=True)
+                if prof is not None:
+                    print_profile(prof)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
-    return [results[id(run)] for run in plan]
+    return Outcome([results[id(run)] for run in plan], idle)
 
 
 async def _flush(url: str) -> None:
@@ -524,22 +662,42 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
-def targets(results: list[Result]) -> list[str]:
+def targets(results: list[Result], goal: Targets = DISCORD_TARGETS, idle: Idle | None = None) -> list[str]:
     lines = []
     at_n = next((r for r in results if r.n == TARGET_N and r.label == "shipped"), None)
+    at_1 = next((r for r in results if r.n == 1 and r.label == "shipped"), None)
     for r in results:
-        ok = r.replies == r.n
-        lines.append(f"  {r.label} N={r.n}: all answered: {r.replies}/{r.n} -> {_mark(ok)}")
+        ok = r.replies == r.n * r.rounds
+        lines.append(f"  {r.label} N={r.n}: all answered: {r.replies}/{r.n * r.rounds} -> {_mark(ok)}")
+    if at_1 is not None:
+        cpu = at_1.cpu_ms_per_reply
+        lines.append(
+            f"  N=1: CPU {_n(cpu)} ms/reply <= {goal.cpu_ms_at_1:.0f} ms (issue 25) -> "
+            f"{_mark(None if cpu is None else cpu <= goal.cpu_ms_at_1)}"
+        )
     if at_n is not None:
         first, whole, cpu = at_n.first_p50_s, at_n.whole_p95_s, at_n.cpu_ms_per_reply
-        lines += [
-            f"  N={TARGET_N}: first visible p50 {_s(first)} s <= {TARGET_FIRST_P50} s -> "
-            f"{_mark(None if first is None else first <= TARGET_FIRST_P50)}",
-            f"  N={TARGET_N}: whole answer p95 {_s(whole)} s <= {TARGET_WHOLE_P95} s -> "
-            f"{_mark(None if whole is None else whole <= TARGET_WHOLE_P95)}",
-            f"  N={TARGET_N}: CPU {_n(cpu)} ms/reply <= {TARGET_CPU_MS:.0f} ms -> "
-            f"{_mark(None if cpu is None else cpu <= TARGET_CPU_MS)}",
-        ]
+        if goal.first_p50 is not None:
+            lines.append(
+                f"  N={TARGET_N}: first visible p50 {_s(first)} s <= {goal.first_p50} s -> "
+                f"{_mark(None if first is None else first <= goal.first_p50)}"
+            )
+        if goal.whole_p95 is not None:
+            lines.append(
+                f"  N={TARGET_N}: whole answer p95 {_s(whole)} s <= {goal.whole_p95} s -> "
+                f"{_mark(None if whole is None else whole <= goal.whole_p95)}"
+            )
+        if goal.cpu_ms_at_n is not None:
+            lines.append(
+                f"  N={TARGET_N}: CPU {_n(cpu)} ms/reply <= {goal.cpu_ms_at_n:.0f} ms -> "
+                f"{_mark(None if cpu is None else cpu <= goal.cpu_ms_at_n)}"
+            )
+    if idle is not None:
+        per_s = idle.bot_ms_per_s
+        lines.append(
+            f"  idle: {_s(per_s)} ms CPU per second <= {goal.idle_ms_per_s:g} (issue 25) -> "
+            f"{_mark(None if per_s is None else per_s <= goal.idle_ms_per_s)}"
+        )
     capped = next((r for r in results if r.label == f"cap {CAP}"), None)
     one = one_reply_time(results)
     if capped is not None:
@@ -559,7 +717,47 @@ def targets(results: list[Result]) -> list[str]:
     return lines
 
 
-def report(results: list[Result], info: BenchInfo) -> str:
+def table(results: list[Result], calls_label: str) -> list[str]:
+    """The per-run rows; ``calls_label`` names the platform's calls column (REST/r, Slack/r)."""
+    lines = [
+        f"{'run':<9}{'N':>5}{'cap':>4}{'replies':>8}{'busy':>5}{'other':>6}{'none':>5}"
+        f"{'first p50':>10}{'p95':>6}{'whole p50':>10}{'p95':>6}{'CPU ms/r':>9}{calls_label:>8}"
+        f"{'LLM peak':>9}{'secs':>6}{'fakes%':>7}",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.label:<9}{_size(r):>5}{r.cap:>4}{r.replies:>8}{r.busy:>5}{r.other:>6}{r.unanswered:>5}"
+            f"{_s(r.first_p50_s):>10}{_s(r.first_p95_s):>6}{_s(r.whole_p50_s):>10}{_s(r.whole_p95_s):>6}"
+            f"{_n(r.cpu_ms_per_reply):>9}{_n(r.rest_calls_per_reply):>8}{r.peak_llm_in_flight:>9}"
+            f"{r.elapsed_s:>6.1f}{r.driver_cpu_pct:>7.0f}"
+        )
+    for r in results:
+        if r.other_sample:
+            lines.append(f"  {r.label} N={r.n}, an 'other' answer: {r.other_sample!r}")
+    return lines
+
+
+def _size(r: Result) -> str:
+    return str(r.n) if r.rounds == 1 else f"{r.n}x{r.rounds}"
+
+
+def idle_line(idle: Idle | None) -> list[str]:
+    if idle is None:
+        return []
+    return [
+        f"idle: {_s(idle.bot_ms_per_s)} ms CPU per second over {idle.seconds:g} quiet seconds (bot "
+        f"process; its child processes {idle.children_ms_per_s:.2f} ms/s; {idle.platform_calls} platform "
+        "calls meanwhile)"
+    ]
+
+
+def load_line() -> str:
+    """The machine's load while the bench ran: other processes share the cores."""
+    one, five, fifteen = os.getloadavg()
+    return f"machine: {os.cpu_count()} cores, load average {one:.2f} {five:.2f} {fifteen:.2f} (at the end)"
+
+
+def report(results: list[Result], info: BenchInfo, idle: Idle | None = None) -> str:
     pr = info.profile
     lines = [
         "Parley load benchmark: N users mention arcade at once, one channel each, one Discord guild",
@@ -570,22 +768,13 @@ def report(results: list[Result], info: BenchInfo) -> str:
         f"DISCORD_MAX_CONCURRENT_TURNS={info.delivery_slots}, edit_interval={info.edit_interval:g} s",
         f"{info.topology}",
         f"CPU: {info.cpu_source}; times over answered turns only",
+        load_line(),
         "",
-        f"{'run':<9}{'N':>4}{'cap':>4}{'replies':>8}{'busy':>5}{'other':>6}{'none':>5}"
-        f"{'first p50':>10}{'p95':>6}{'whole p50':>10}{'p95':>6}{'CPU ms/r':>9}{'REST/r':>7}"
-        f"{'LLM peak':>9}{'secs':>6}{'fakes%':>7}",
+        *table(results, "REST/r"),
+        *idle_line(idle),
     ]
-    for r in results:
-        lines.append(
-            f"{r.label:<9}{r.n:>4}{r.cap:>4}{r.replies:>8}{r.busy:>5}{r.other:>6}{r.unanswered:>5}"
-            f"{_s(r.first_p50_s):>10}{_s(r.first_p95_s):>6}{_s(r.whole_p50_s):>10}{_s(r.whole_p95_s):>6}"
-            f"{_n(r.cpu_ms_per_reply):>9}{_n(r.rest_calls_per_reply):>7}{r.peak_llm_in_flight:>9}"
-            f"{r.elapsed_s:>6.1f}{r.driver_cpu_pct:>7.0f}"
-        )
-    for r in results:
-        if r.other_sample:
-            lines.append(f"  {r.label} N={r.n}, an 'other' answer: {r.other_sample!r}")
-    lines += ["", "Targets (issue 10; figures, not assertions):", *targets(results)]
+    lines += ["", "Targets (issues 10, 21, 25; figures, not assertions):"]
+    lines += targets(results, DISCORD_TARGETS, idle)
     lines += [
         "",
         "replies: the LLM's whole text shown; busy: the persona's busy text; other: any other final text;",
@@ -598,6 +787,9 @@ def report(results: list[Result], info: BenchInfo) -> str:
 
 def cli() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--platform", choices=("discord", "slack", "both"), default="both", help="which bot to load"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="users at once")
     parser.add_argument("--no-cap-run", action="store_true", help=f"skip N={CAP_N} with a cap of {CAP}")
     parser.add_argument("--workers", type=int, default=None, help="PARLEY_WORKERS (default: as shipped)")
@@ -605,22 +797,41 @@ def cli() -> int:
     parser.add_argument("--tokens-per-s", type=float, default=60.0)
     parser.add_argument("--reply-tokens", type=int, default=70)
     parser.add_argument("--time-limit", type=float, default=90.0, help="seconds per run before giving up")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=30.0, help="quiet seconds for idle CPU (0: skip)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".parley" / "bench-load.json")
     args = parser.parse_args()
     profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)
-    plan = default_plan(args.sizes, not args.no_cap_run)
-    with tempfile.TemporaryDirectory(prefix="parley-load-bench-") as tmp:
-        results = asyncio.run(
-            bench(plan, profile, Path(tmp), workers=args.workers, time_limit=args.time_limit)
-        )
-    info = bench_info(profile, args.workers)
-    print(report(results, info))
+    payload: dict[str, Any] = {}
+    if args.platform in ("discord", "both"):
+        plan = default_plan(args.sizes, not args.no_cap_run)
+        with tempfile.TemporaryDirectory(prefix="parley-load-bench-") as tmp:
+            outcome = asyncio.run(
+                bench(
+                    plan,
+                    profile,
+                    Path(tmp),
+                    workers=args.workers,
+                    time_limit=args.time_limit,
+                    idle_seconds=args.idle_seconds,
+                )
+            )
+        info = bench_info(profile, args.workers)
+        print(report(outcome.results, info, outcome.idle), flush=True)
+        payload["discord"] = {
+            "info": asdict(info),
+            "one_reply_s": one_reply_time(outcome.results),
+            "results": [asdict(r) for r in outcome.results],
+            "idle": None if outcome.idle is None else asdict(outcome.idle),
+        }
+    if args.platform in ("slack", "both"):
+        from tests.bench import load_slack  # here: it imports this module
+
+        if payload:
+            print()
+        payload["slack"] = load_slack.run(args, profile)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "info": asdict(info),
-        "one_reply_s": one_reply_time(results),
-        "results": [asdict(r) for r in results],
-    }
     args.json.write_text(json.dumps(payload, indent=2))
     print(f"\n(written to {args.json})", file=sys.stderr)
     return 0

@@ -21,7 +21,10 @@ MESSAGES = "POST /channels/{channel_id}/messages"
 @pytest.mark.slow
 async def test_two_users_two_replies(redis_url: str, tmp_path: Path) -> None:
     profile = LLMProfile(first_token=0.05, tokens_per_s=400.0, reply_tokens=12)
-    [result] = await bench([Run("shipped", 2)], profile, tmp_path, redis_url=redis_url, time_limit=30)
+    outcome = await bench(
+        [Run("shipped", 2)], profile, tmp_path, redis_url=redis_url, time_limit=30, idle_seconds=0.5
+    )
+    [result] = outcome.results
 
     assert (result.replies, result.busy, result.other, result.unanswered) == (2, 0, 0, 0)
     assert result.llm_chat_calls == 2  # one generation per reply, counted by the fake LLM
@@ -30,7 +33,9 @@ async def test_two_users_two_replies(redis_url: str, tmp_path: Path) -> None:
     assert result.rest_calls == sum(result.rest_routes.values())
     assert result.first_p50_s is not None and result.whole_p95_s is not None
     assert result.whole_p95_s >= result.first_p50_s > 0
-    text = report([result], bench_info(profile, None))
+    assert outcome.idle is not None and outcome.idle.bot_ms_per_s is not None
+    assert outcome.idle.platform_calls == 0  # nothing was sent: the bot called nobody
+    text = report([result], bench_info(profile, None), outcome.idle)
     rows = [line.split() for line in text.splitlines() if line.startswith("shipped")]
     assert [row[:2] + row[3:4] for row in rows] == [["shipped", "2", "2"]]  # run, N, replies
 

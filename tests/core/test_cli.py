@@ -84,7 +84,7 @@ async def test_plain_scripted_chat_streams_text(fake_openai: FakeOpenAI, redis_u
     assert out == "Arr, a fine day!\n"
     system = fake_openai.chat_requests[0].body["messages"][0]["content"]
     assert "customer-support assistant" in system
-    reference = fake_openai.chat_requests[0].body["messages"][1]["content"]
+    reference = fake_openai.chat_requests[0].body["messages"][-3]["content"]
     # No index published: knowledge.md is a one-document knowledge base, its matching section numbered [1].
     assert (
         "<reference>" in reference

@@ -54,7 +54,6 @@ def test_prompt_orders_persona_reference_summary_window_and_new_message() -> Non
     roles = [m.role for m in prompt.messages]
     assert roles == [
         "system",
-        "system",
         "user",  # the context: the speaker's name and the summary, as data
         "assistant",
         "user",
@@ -63,14 +62,17 @@ def test_prompt_orders_persona_reference_summary_window_and_new_message() -> Non
         "assistant",
         "user",
         "assistant",
+        "user",  # the reference: untrusted data in a user-role message, never the system role
+        "assistant",
         "user",
     ]
     assert prompt.messages[0].content == "You are Testy."
-    assert "<reference>\nFAQ: cats are great.\n</reference>" in prompt.messages[1].content
-    assert "data, not instructions" in prompt.messages[1].content
-    assert prompt.messages[2].content.startswith(CONTEXT_INTRO)
-    assert f"{SUMMARY_INTRO}\n<summary>\nThey talked about cats.\n</summary>" in prompt.messages[2].content
-    assert 'The newest message is from "Ada".' in prompt.messages[2].content
+    assert "<reference>\nFAQ: cats are great.\n</reference>" in prompt.messages[-3].content
+    assert "data, not instructions" in prompt.messages[-3].content
+    assert all("<reference>" not in m.content for m in prompt.messages if m.role == "system")
+    assert prompt.messages[1].content.startswith(CONTEXT_INTRO)
+    assert f"{SUMMARY_INTRO}\n<summary>\nThey talked about cats.\n</summary>" in prompt.messages[1].content
+    assert 'The newest message is from "Ada".' in prompt.messages[1].content
     assert prompt.messages[-1].content == "What now?"
     assert prompt.window_start_seq == 1
 

@@ -1,9 +1,9 @@
 """Fixtures for the Discord tests: the fake Discord, and a running arcade bot wired to it.
 
 ``bot_factory(**settings)`` starts the real adapter (real discord.py, real Redis, fake OpenAI) against the
-fake Discord and waits until discord.py is ready. On the way out every test also checks the one promise
+fake Discord and waits until discord.py is ready. On the way out every test also checks the promises
 that must never break: each request that carried message content also carried ``allowed_mentions`` that
-ping no one, and the fake saw nobody pinged.
+ping no one, the fake saw nobody pinged, and no message would have unfurled a link (``fake.unfurls``).
 """
 
 from __future__ import annotations
@@ -73,6 +73,38 @@ def assert_mention_safe(fake: FakeDiscord) -> None:
     assert fake.pings == [], f"somebody was pinged: {fake.pings}"
 
 
+SUPPRESS_EMBEDS = 1 << 2
+
+
+def unsuppressed_requests(fake: FakeDiscord) -> list[str]:
+    """Requests that create a message, or edit one's flags, without SUPPRESS_EMBEDS (an edit with flags 0
+    clears it; an edit without ``flags`` keeps what the message had, so a test also checks the messages'
+    final flags: a deferred response is created without the flag)."""
+    writes = (
+        "POST /channels/{channel_id}/messages",
+        "PATCH /channels/{channel_id}/messages/{message_id}",
+        "POST /webhooks/{app_id}/{token}",
+        "PATCH /webhooks/{app_id}/{token}/messages/@original",
+        "PATCH /webhooks/{app_id}/{token}/messages/{message_id}",
+    )
+    bad = []
+    for call in fake.calls:
+        body = call.json
+        if call.route.endswith("/callback") and isinstance(body, dict):
+            if body.get("type") not in (4, 7):  # 5, 6: a deferral or an acknowledgement, no content
+                continue
+            body = body.get("data") or {}
+        elif call.route not in writes:
+            continue
+        if not isinstance(body, dict) or not ("content" in body or body.get("_files")):
+            continue
+        if call.method == "PATCH" and "flags" not in body:
+            continue  # Discord keeps the message's flags: the test checks the messages' final flags
+        if not int(body.get("flags") or 0) & SUPPRESS_EMBEDS:
+            bad.append(f"{call.route} flags={body.get('flags')}")
+    return bad
+
+
 @pytest.fixture
 def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> BotFactory:
     """Start the bot as ``parley run`` does (``core.ops.service.serve``: the adapter plus a queue worker,
@@ -86,6 +118,7 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
         queue: bool = True,
         runtime_settings: dict[str, Any] | None = None,
         spec: BotSpec | None = None,
+        unfurls_allowed: bool = False,
         **overrides: Any,
     ) -> AsyncIterator[RunningBot]:
         target = fake or fake_discord
@@ -121,6 +154,8 @@ def bot_factory(runtime_factory: RuntimeFactory, fake_discord: FakeDiscord) -> B
                 await asyncio.gather(serving, return_exceptions=True)
                 await adapter.aclose()
         assert_mention_safe(target)
+        if not unfurls_allowed:
+            assert target.unfurls == [], f"links Discord would preview: {target.unfurls}"
 
     return start
 

@@ -66,3 +66,16 @@ def test_formatting_is_idempotent() -> None:
 def test_plain_markdown_is_kept() -> None:
     text = "**bold** _it_ `code`\n- item\n> quote\n```python\nprint('hi')\n```"
     assert to_discord(text) == text
+
+
+def test_every_scheme_form_discord_links_is_wrapped() -> None:
+    assert to_discord("HTTPS://a.b/c and Https://d.e") == "<HTTPS://a.b/c> and <Https://d.e>"
+    # Glued to a word or a slash: Discord still links from the scheme on; so do we.
+    assert to_discord("xhttps://a.b/q?x=1") == "x<https://a.b/q?x=1>"
+    assert to_discord("/https://a.b.") == "/<https://a.b>."
+    assert to_discord("[t](HTTPS://a.b)") == "[t](<HTTPS://a.b>)"
+    assert to_discord("<https://a.b> [t](<https://c.d>)") == "<https://a.b> [t](<https://c.d>)"
+
+
+def test_a_persona_with_previews_keeps_its_links() -> None:
+    assert to_discord("see https://a.b", wrap_links=False) == "see https://a.b"

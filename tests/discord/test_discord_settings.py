@@ -115,4 +115,4 @@ def test_the_arcade_bot_has_characterful_personas_and_a_story_switch() -> None:
     (story,) = [c for c in bot.plugin.commands() if c.name == "story"]
     (definition,) = command_definitions([story])
     options = {o["name"]: o["type"] for o in definition["options"]}
-    assert options == {"prompt": 3, "genre": 3, "length": 3, "continue": 5}
+    assert options == {"prompt": 3, "genre": 3, "length": 3, "continue": 5, "narrate": 5}

@@ -243,7 +243,7 @@ async def test_command_sync_is_skipped_when_nothing_changed(
     assert {c["name"] for c in first.json} == registry
     assert {"help", "reset", "persona", "story"} <= registry
     story = next(c for c in first.json if c["name"] == "story")
-    assert {o["name"] for o in story["options"]} == {"prompt", "genre", "length", "continue"}
+    assert {o["name"] for o in story["options"]} == {"prompt", "genre", "length", "continue", "narrate"}
     with structlog.testing.capture_logs() as logs:
         async with bot_factory(queue=False):
             pass

@@ -227,6 +227,7 @@ class FakeOpenAI:
         self.moderation_behaviour: Behaviour | None = None
         self.embeddings_behaviour: Behaviour | None = None  # an Error or Hang for /v1/embeddings
         self.images_behaviour: Error | Hang | None = None  # e.g. Error(404): a server without an Images API
+        self.images_gate: asyncio.Event | None = None  # set: image requests wait for it (races in tests)
         # Audio: ``/v1/audio/speech`` answers a real WAV (0.5 s tone); ``/v1/audio/transcriptions`` answers
         # ``transcript``. ``audio_behaviour = Error(404)`` is a server without either API.
         self.audio_behaviour: Error | None = None
@@ -595,6 +596,8 @@ class FakeOpenAI:
     async def _images(self, request: web.Request) -> web.Response:
         """``POST /v1/images/generations``: a small PNG made on the spot, as ``b64_json``."""
         body = await self._record(request)
+        if self.images_gate is not None:
+            await self.images_gate.wait()
         behaviour = self.images_behaviour
         if isinstance(behaviour, Hang):
             await self._hang(behaviour.seconds)

@@ -22,7 +22,10 @@ def _words(text: str) -> set[str]:
 
 
 def excerpts(body: dict[str, Any]) -> dict[int, str]:
-    system = "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "system")
+    # The excerpts travel in the user-role reference message (core/prompt.py), fenced.
+    system = "\n".join(
+        m.get("content", "") for m in body.get("messages", []) if "<reference>" in m.get("content", "")
+    )
     heads = list(_HEAD.finditer(system))
     out = {}
     for n, m in enumerate(heads):

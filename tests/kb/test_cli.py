@@ -7,16 +7,16 @@ from pathlib import Path
 
 from tests.cli import parley, parley_process
 from tests.core.test_cli import llm_env
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import Error, FakeOpenAI
 from tests.kb.conftest import write_pages
 
 
 async def test_ingest_search_status(redis_url: str, tmp_path: Path) -> None:
-    env = {"REDIS_URL": redis_url}
+    env = {"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "false"}  # lexical: the embedded model is tested below
     code, out, err = await parley_process("kb", "status", "--bot", "support", env=env)  # the smoke test
     assert code == 0, err
     assert "index: none published yet" in out
-    assert "kb: lexical-only retrieval" in out
+    assert "kb: lexical-only retrieval (EMBEDDINGS_LOCAL=false" in out
 
     code, out, err = await parley("kb", "ingest", "--bot", "support", env=env)
     assert code == 0, err
@@ -45,6 +45,14 @@ async def test_ingest_search_status(redis_url: str, tmp_path: Path) -> None:
     assert "index: version 1, 45 documents" in out
     assert "last ingest:" in out and "KiB" in out
 
+    # The embedded model is configured now (the default), but the index has no vectors: status says so
+    # and names the fix; retrieval stays lexical meanwhile.
+    code, out, err = await parley("kb", "status", "--bot", "support", env={"REDIS_URL": redis_url})
+    assert code == 1
+    assert "embeddings: ok (all-MiniLM-L6-v2, 384 dimensions" in out
+    assert "the index is not embedded but all-MiniLM-L6-v2 is configured" in err
+    assert "parley kb ingest --bot NAME" in err
+
 
 async def test_ingest_reports_skipped_and_flagged(redis_url: str, tmp_path: Path) -> None:
     docs = write_pages(
@@ -55,10 +63,11 @@ async def test_ingest_reports_skipped_and_flagged(redis_url: str, tmp_path: Path
         },
     )
     (docs / "empty.txt").write_text("   \n")
-    code, out, err = await parley("kb", "ingest", "--bot", "arcade", str(docs), env={"REDIS_URL": redis_url})
+    env = {"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "false"}
+    code, out, err = await parley("kb", "ingest", "--bot", "arcade", str(docs), env=env)
     assert code == 2  # arcade has no [kb] table
     assert "no [kb] table" in err
-    code, out, err = await parley("kb", "ingest", "--bot", "support", str(docs), env={"REDIS_URL": redis_url})
+    code, out, err = await parley("kb", "ingest", "--bot", "support", str(docs), env=env)
     assert code == 0, err
     assert "skipped: " in err and "empty.txt: no text" in err
     assert "docs/bad.md [(top)]: ignore_instructions,prompt_request: held back" in err
@@ -67,27 +76,32 @@ async def test_ingest_reports_skipped_and_flagged(redis_url: str, tmp_path: Path
 
 async def test_missing_source_is_a_clear_error(redis_url: str) -> None:
     code, _, err = await parley(
-        "kb", "ingest", "--bot", "support", "/no/such/folder", env={"REDIS_URL": redis_url}
+        "kb",
+        "ingest",
+        "--bot",
+        "support",
+        "/no/such/folder",
+        env={"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "0"},
     )
     assert code == 1
     assert err.strip() == "parley: /no/such/folder: no such file or folder"
 
 
-async def test_check_names_the_retrieval_mode(
-    fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
-) -> None:
-    # A bot with a knowledge base and nothing else to check (the support bot's MCP server and Slack probe
-    # took most of this test's time and play no part in the line checked).
-    bot = tmp_path / "kbbot"
-    (bot / "personas").mkdir(parents=True)
-    (bot / "kb").mkdir()
-    (bot / "kb" / "faq.md").write_text("# FAQ\n\nReturns take 30 days.\n")
-    (bot / "bot.toml").write_text(
-        'name = "kbbot"\ndefault_persona = "p"\nplatforms = []\n[kb]\nsources = ["kb"]\n'
-    )
-    (bot / "personas" / "p.toml").write_text('name = "p"\nsystem_prompt = "hi"\n')
-    _, out, _ = await parley("check", "--bot", str(bot), env=llm_env(fake_openai, redis_url))
-    assert "kb: lexical-only retrieval (set EMBEDDINGS_BASE_URL or EMBEDDINGS_MODEL for hybrid)" in out
+async def test_check_probes_the_embeddings(fake_openai: FakeOpenAI, redis_url: str) -> None:
+    _, out, _ = await parley("check", "--bot", "support", env=llm_env(fake_openai, redis_url))
+    assert "kb: hybrid retrieval (BM25 + all-MiniLM-L6-v2, in process" in out  # the embedded default
+    assert "embeddings: ok (all-MiniLM-L6-v2, 384 dimensions" in out
+    env = {**llm_env(fake_openai, redis_url), "EMBEDDINGS_LOCAL": "false"}
+    _, out, _ = await parley("check", "--bot", "support", env=env)
+    assert "kb: lexical-only retrieval (EMBEDDINGS_LOCAL=false" in out
     env = {**llm_env(fake_openai, redis_url), "EMBEDDINGS_MODEL": "text-embedding-3-small"}
-    _, out, _ = await parley("check", "--bot", str(bot), env=env)
-    assert f"kb: hybrid retrieval (BM25 + embeddings text-embedding-3-small at {fake_openai.base_url})" in out
+    _, out, _ = await parley("check", "--bot", "support", env=env)
+    assert f"kb: hybrid retrieval (BM25 + text-embedding-3-small, {fake_openai.base_url})" in out
+    assert "embeddings: ok (text-embedding-3-small, " in out  # a real call: model and dimension
+
+    # A server that fails: `check` says which URL and what to do.
+    fake_openai.embeddings_behaviour = Error(404, "no such model")
+    code, _, err = await parley("check", "--bot", "support", env=env)
+    assert code == 1
+    assert f"embeddings endpoint {fake_openai.base_url} failed (NotFoundError 404)" in err
+    assert "check EMBEDDINGS_MODEL" in err

@@ -52,7 +52,7 @@ async def test_answer_cites_the_help_centre_page(
     assert [(c.number, c.url) for c in result.citations] == [
         (1, "https://example.com/help/returns/refund-times")
     ]
-    reference = fake_openai.chat_requests[-1].body["messages"][1]["content"]
+    reference = fake_openai.chat_requests[-1].body["messages"][-3]["content"]
     assert reference.startswith("Reference material follows between <reference> tags")
     assert "[1] When do I get my refund? (https://example.com/help/returns/refund-times)" in reference
     assert "Example Co. customer FAQ" not in reference  # the knowledge file is no longer sent whole
@@ -79,7 +79,7 @@ async def test_not_covered_says_so_and_offers_a_person(
         fake_openai.queue(Reply("You said you like trains."))
         later = await rt.engine.collect(make_turn("what did I tell you about trains?", thread="t2"))
         assert later.text == "You said you like trains." and "kb" not in later.meta
-        reference = fake_openai.chat_requests[-1].body["messages"][1]["content"]
+        reference = fake_openai.chat_requests[-1].body["messages"][-3]["content"]
         assert "The knowledge base has nothing relevant" in reference
 
 
@@ -113,7 +113,7 @@ async def test_channel_scope_from_bot_toml(
     fake_openai.responder = extractive
     async with runtime_factory("support", spec=spec) as rt:
         await rt.engine.collect(make_turn("How do I pay and when is my card charged?", channel="C-BILLING"))
-        billing = fake_openai.chat_requests[-1].body["messages"][1]["content"]
+        billing = fake_openai.chat_requests[-1].body["messages"][-3]["content"]
         # Password resets live in accounts/: out of this channel's scope, so not covered here ...
         scoped = await rt.engine.collect(
             make_turn("How long is the reset link valid?", channel="C-BILLING", thread="t-new")

@@ -4,11 +4,17 @@ restart; ``/story end`` recaps it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
+
+import redis.asyncio as aioredis
 
 from bots.loader import load_bot
 from core.bot import BotSpec
-from core.story import parse_choices
+from core.keys import KeySpace
+from core.ops.jobs import Route
+from core.story import StoryClock, StoryState, StoryStore, parse_choices
 from core.types import Author, Choice, CommandCall, Place, ReplyKind, Turn
 from tests.conftest import RuntimeFactory, without_limits
 from tests.discord.conftest import BotFactory
@@ -270,3 +276,29 @@ async def test_discord_buttons_of_an_ended_or_other_story_change_nothing(
         assert len(fake_openai.chat_requests) == asked  # and no model call
     closed = [m for m in fake.messages.values() if m["content"].startswith("That vote has closed")]
     assert len(closed) == 2 and all(m["flags"] & 64 for m in closed)  # the clicker's eyes only
+
+
+async def test_the_clock_wakes_for_a_new_vote_instead_of_polling(redis_client: aioredis.Redis) -> None:
+    """A quiet clock waits (one Redis command per idle interval, here an hour); opening a vote wakes it, and
+    it closes the window at its deadline."""
+    store = StoryStore(redis_client, KeySpace("arcade"), ttl_seconds=60)
+    dispatched: list[Turn] = []
+
+    async def dispatch(turn: Turn, route: Route) -> None:
+        dispatched.append(turn)
+
+    clock = StoryClock(
+        store, dispatch, lambda turn: Route("discord"), lambda _: True, interval=3600, idle_interval=3600
+    )
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(clock.run())
+        await asyncio.sleep(0.05)  # the first look: nothing due, the clock settles in for an hour
+        deadline_ms = int(time.time() * 1000) + 200
+        await store.save(CHANNEL, StoryState(1, ["Once."], ["a", "b"], deadline_ms, "", True))
+
+        async def closed() -> bool:
+            return await redis_client.zcard(store.due_key) == 0  # claimed: no job, so nothing dispatched
+
+        await eventually(closed, within=10, what="the vote window closed")
+        task.cancel()
+    assert dispatched == []

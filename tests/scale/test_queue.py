@@ -150,6 +150,30 @@ async def test_consumers_of_gone_processes_are_pruned_unless_they_hold_work(
     assert [c["name"] for c in consumers] == ["gone-with-work"]  # its entry is claimed later, then it goes
 
 
+async def test_a_quiet_worker_stops_at_once_though_its_reads_wait_long(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    """At rest a worker asks Redis for signals once per ``block`` (4 s as shipped); stop() cancels the
+    waiting read instead of letting it run out."""
+    async with runtime_factory(spec=scale_spec(), **FAST) as rt:
+        delivery = MemoryDelivery()
+        rt.ops.deliveries.register("test", delivery)
+        worker = rt.ops.worker(rt.engine)
+        worker.block = 3600.0  # longer than any test: only the cancel can end this read
+        task = asyncio.create_task(worker.run())
+
+        async def reading() -> bool:
+            return worker._reading is not None  # the state under test
+
+        await eventually(reading, what="the worker waiting for signals")
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+        # A turn dispatched afterwards waits for a live worker, which answers it.
+        await rt.dispatcher.dispatch(turn("after", thread="t-after"))
+        async with running_worker(rt):
+            await delivery.wait_for(1)
+
+
 async def test_direct_turns_are_capped_then_busy(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:

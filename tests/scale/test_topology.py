@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from bots.loader import load_bot
 from core.bot import BotSpec
 from core.errors import ConfigError
 from core.ops.delivery import DispatchOutcome
@@ -116,50 +114,6 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, Proc]]:
         master.stop()
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
-    for _ in range(100):
-        port = free_port()
-        if port + 10_000 <= 65_535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10_000))
-                except OSError:
-                    continue
-            return port
-    raise AssertionError("no port pair for a cluster node")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Proc]:
-    """One node holding all 16384 slots: enough to prove every multi-key call stays within one slot."""
-    port = cluster_port()
-    args = [
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(tmp_path),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    args += ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
-    proc = Proc(args, port, tmp_path / "cluster.log")
-    try:
-        with redis.Redis(port=port, decode_responses=True) as client:
-            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-            deadline = time.monotonic() + 10
-            while "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                assert time.monotonic() < deadline, "cluster did not become ok"
-                time.sleep(0.05)
-        yield proc
-    finally:
-        proc.stop()
-
-
 async def answer_through_the_queue(
     url: str, llm: FakeOpenAI, tmp_path: Path, spec: BotSpec | None = None
 ) -> list[str]:
@@ -198,15 +152,5 @@ async def test_sentinel_url_finds_the_master_and_serves_turns(
         assert direct.get("probe") == "1"  # it went to the master the sentinel named
     memory = await answer_through_the_queue(
         f"redis+sentinel://127.0.0.1:{proc.port}/parley", fake_openai, tmp_path
-    )
-    assert memory == ["hello", "You said: hello", "again", "You said: again"]
-
-
-async def test_cluster_url_serves_turns_with_every_conversation_in_one_slot(
-    cluster: Proc, fake_openai: FakeOpenAI, tmp_path: Path
-) -> None:
-    # The shipped limits (rate limits, quotas, generation slots) run their scripts on a cluster too.
-    memory = await answer_through_the_queue(
-        f"redis+cluster://127.0.0.1:{cluster.port}", fake_openai, tmp_path, spec=load_bot("arcade")
     )
     assert memory == ["hello", "You said: hello", "again", "You said: again"]

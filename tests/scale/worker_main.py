@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from core.errors import ParleyError
 from core.logging import configure_logging
 from core.ops.service import serve
 from core.runtime import open_runtime
 from core.settings import Settings
-from tests.scale.helpers import RedisRecordingDelivery, scale_spec
+from tests.scale.helpers import FileRecordingDelivery, RedisRecordingDelivery, scale_spec
 
 
 async def run(bot: str) -> int:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     configure_logging(settings)
     async with open_runtime(scale_spec(bot), settings) as rt:
-        rt.ops.deliveries.register("test", RedisRecordingDelivery(rt.redis))
+        record = os.environ.get("PARLEY_TEST_RECORD_FILE")  # make chaos: Redis itself may be down
+        delivery = FileRecordingDelivery(Path(record)) if record else RedisRecordingDelivery(rt.redis)
+        rt.ops.deliveries.register("test", delivery)
         return await serve(rt, [], workers=True)
 
 

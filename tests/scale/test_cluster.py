@@ -1,0 +1,131 @@
+"""A real Redis Cluster (3 masters + 3 replicas, one per test session): the queue, memory, limits, pacing,
+the branching story's store and the knowledge index on it; round trips per queued turn; a master killed
+while turns flow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from bots.loader import load_bot
+from core.kb.retrieve import KnowledgeBase
+from core.kb.store import KbStore
+from core.keys import KeySpace
+from core.ops.delivery import DispatchOutcome
+from core.ops.redisconn import connect
+from core.runtime import open_runtime
+from core.story import StoryState, StoryStore
+from tests.conftest import make_settings
+from tests.fakes.openai_server import FakeOpenAI
+from tests.kb.conftest import kb_cfg, run_ingest, write_pages
+from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
+from tests.scale.topology import Cluster
+
+
+def _settings(cluster: Cluster, llm: FakeOpenAI, tmp_path: Path, **more: object) -> object:
+    return make_settings(
+        redis_url=cluster.url,
+        openai_base_url=llm.base_url,
+        openai_api_key="k",
+        parley_data_dir=tmp_path / "d",
+        **{**FAST, **more},
+    )
+
+
+async def test_queue_memory_limits_and_pacing_serve_turns_on_a_cluster(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    delivery = MemoryDelivery()
+    # arcade as shipped: rate windows, token quotas and generation slots run their scripts on the cluster;
+    # pacing (on by default) keeps its shared budget there.
+    async with open_runtime(load_bot("arcade"), _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        async with running_worker(rt):
+            for i in range(3):
+                for text in ("hello", "again"):
+                    outcome = await rt.dispatcher.dispatch(
+                        turn(text, thread=f"t{i}", user=f"u{i}", event_id=f"ev-{i}-{text}")
+                    )
+                    assert outcome.outcome is DispatchOutcome.QUEUED
+            again = await rt.dispatcher.dispatch(turn("hello", thread="t0", user="u0", event_id="ev-0-hello"))
+            assert again.outcome is DispatchOutcome.DUPLICATE
+            await delivery.wait_for(6)
+        for i in range(3):
+            state = await rt.engine.memory.load(turn("x", thread=f"t{i}").place, tail=10)
+            assert [m.text for m in state.messages] == [
+                "hello",
+                "You said: hello",
+                "again",
+                "You said: again",
+            ]
+        assert await rt.ops.client.keys("*limit:*")  # the limits wrote on the cluster
+    # The conversations are spread over the masters (their {hash tags} differ), each one's keys in one slot.
+    places = [turn("x", thread=f"t{i}").place for i in range(3)]
+    owners = {cluster.master_of(KeySpace("arcade").conversation(p) + ":msgs").port for p in places}
+    assert owners
+
+
+async def test_story_store_and_knowledge_index_on_a_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    async with connect(cluster.url) as connection:
+        client = connection.client
+        keys = KeySpace("arcade")
+        store = StoryStore(client, keys, ttl_seconds=60)
+        place = turn("x", thread="story").place
+        deadline = int(time.time() * 1000) - 1  # already due
+        await store.save(place, StoryState(1, ["Once"], ["left", "right"], deadline, "job", True))
+        assert await store.vote(place, 1, "ada", 2) == -2  # the window is closed
+        await store.save(place, StoryState(2, ["Once"], ["up", "down"], deadline + 60_000, "job", True))
+        assert await store.vote(place, 2, "ada", 2) == 1
+        assert await store.vote(place, 2, "bob", 2) == 2
+        assert await store.tally(place, 2) == (2, 2)
+        claimed = await store.claim_due(lambda platform: True)
+        assert claimed == [(place, 1)]
+        loaded = await store.load(place)
+        assert loaded is not None and loaded.round == 2
+        await store.end(place, loaded)
+        assert await store.load(place) is None
+
+        bot_dir = tmp_path / "bot"
+        write_pages(bot_dir / "kb")
+        report = await run_ingest(client, bot_dir, bot="arcade")
+        assert report.version == 1
+        async with KnowledgeBase(kb_cfg(), KbStore(client, keys)) as kb:
+            found = await kb.retrieve("How long does express delivery take?")
+            assert "1 to 2 working days" in found.prompt_block()
+
+
+async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twice(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    delivery = MemoryDelivery()
+    # The lease must outlast the failover (node timeout 1 s + election): a turn keeps its conversation.
+    lease = {"parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0}
+    settings = _settings(cluster, fake_openai, tmp_path, **lease)
+    async with open_runtime(scale_spec(), settings) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        async with running_worker(rt):
+            stream_master = cluster.master_of(rt.ops.queue.stream if rt.ops.queue else "")
+            sent = 0
+
+            async def send(n: int) -> None:
+                nonlocal sent
+                for _ in range(n):
+                    text = f"m{sent}"
+                    while True:
+                        outcome = await rt.dispatcher.dispatch(
+                            turn(text, thread=f"t{sent % 4}", event_id=f"ev-{text}")
+                        )
+                        if outcome.outcome is not DispatchOutcome.BUSY:
+                            break  # queued, or answered here (FALLBACK) while the queue's master was gone
+                        await asyncio.sleep(0.05)
+                    sent += 1
+
+            await send(8)
+            await asyncio.to_thread(stream_master.kill)  # the queue's own master: the worst case
+            await send(8)
+            await delivery.wait_for(16, within=30)
+            await asyncio.sleep(0.5)  # a duplicate would show up by now
+    texts = [d.text for d in delivery.delivered]
+    assert sorted(texts) == sorted(f"You said: m{i}" for i in range(16))
+    assert len(texts) == len(set(texts)), texts
