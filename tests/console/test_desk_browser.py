@@ -273,7 +273,7 @@ async def test_support_desk_in_chromium(
     assert "waiting" in agent["inbox_after"] and "alice" in agent["inbox_after"]
     assert "Do you sell horse saddles?" in agent["unanswered"] and "not covered" in agent["unanswered"]
     assert "can I talk to a human please?" in agent["unanswered"] and "handed off" in agent["unanswered"]
-    assert "lexical" in agent["unanswered_page"]
+    assert "of the knowledge base's embeddings" in agent["unanswered_page"]  # the embedded model
 
     # In the Slack thread, as the bot, signed, mentions neutralised; in memory as the agent's message.
     assert len(posted) == 2
