@@ -20,7 +20,7 @@ dedupe lets exactly one of them through.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -136,47 +136,44 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
     )
 
 
-def image_refs(files: list[SlackFile]) -> tuple[ImageRef, ...]:
-    """A message's image files (``url_private``: the worker downloads it with the bot token)."""
-    refs = []
+def _shared(files: list[SlackFile], kind: str) -> Iterator[tuple[SlackFile, str]]:
+    """The files of one kind ("image", "audio") with their download URL (``url_private``: the worker
+    downloads it with the bot token)."""
     for f in files:
-        if not str(f.get("mimetype", "")).startswith("image/"):
-            continue
         url = str(f.get("url_private_download") or f.get("url_private") or "")
-        if url:
-            refs.append(
-                ImageRef(
-                    url=url,
-                    mime=str(f.get("mimetype", "")),
-                    size=int(f.get("size") or 0),
-                    name=str(f.get("name") or ""),
-                    caption=str(f.get("alt_txt") or f.get("title") or ""),
-                    id=str(f.get("id") or ""),
-                )
-            )
-    return tuple(refs)
+        if url and str(f.get("mimetype", "")).startswith(f"{kind}/"):
+            yield f, url
+
+
+def image_refs(files: list[SlackFile]) -> tuple[ImageRef, ...]:
+    """A message's image files."""
+    return tuple(
+        ImageRef(
+            url=url,
+            mime=str(f.get("mimetype", "")),
+            size=int(f.get("size") or 0),
+            name=str(f.get("name") or ""),
+            caption=str(f.get("alt_txt") or f.get("title") or ""),
+            id=str(f.get("id") or ""),
+        )
+        for f, url in _shared(files, "image")
+    )
 
 
 def audio_refs(files: list[SlackFile]) -> tuple[AudioRef, ...]:
     """A message's audio files: uploaded clips and clips recorded in Slack (transcribed by the worker)."""
-    refs = []
-    for f in files:
-        if not str(f.get("mimetype", "")).startswith("audio/"):
-            continue
-        url = str(f.get("url_private_download") or f.get("url_private") or "")
-        if url:
-            refs.append(
-                AudioRef(
-                    url=url,
-                    mime=str(f.get("mimetype", "")),
-                    size=int(f.get("size") or 0),
-                    name=str(f.get("name") or ""),
-                    id=str(f.get("id") or ""),
-                    duration=int(f.get("duration_ms") or 0) / 1000,
-                    voice=f.get("subtype") == "slack_audio",
-                )
-            )
-    return tuple(refs)
+    return tuple(
+        AudioRef(
+            url=url,
+            mime=str(f.get("mimetype", "")),
+            size=int(f.get("size") or 0),
+            name=str(f.get("name") or ""),
+            id=str(f.get("id") or ""),
+            duration=int(f.get("duration_ms") or 0) / 1000,
+            voice=f.get("subtype") == "slack_audio",
+        )
+        for f, url in _shared(files, "audio")
+    )
 
 
 def _mentions(text: str, user_id: str) -> bool:
