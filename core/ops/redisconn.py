@@ -160,7 +160,8 @@ def _retry(failover_wait: float = 0.0, cap: float = 0.5) -> Retry:
     # Standalone: a short retry on a dropped connection (a restart): long enough to ride out a blip, short
     # enough that a turn learns quickly that Redis is down and answers the persona's memory_error.
     # Sentinel and Cluster: long enough to ride out a failover (a replica promoted), ``failover_wait`` s.
-    retries = max(3, math.ceil(failover_wait / cap))
+    # A jittered back-off waits cap / 2 on average once it reaches the cap: twice the attempts cover the wait.
+    retries = max(3, math.ceil(2 * failover_wait / cap))
     return Retry(ExponentialWithJitterBackoff(base=0.02, cap=cap), retries=retries)
 
 
