@@ -434,12 +434,39 @@ async def measure(
     elapsed = time.monotonic() - started
     cpu_after, driver_cpu = bot.cpu(), time.process_time() - driver_before
     routes = timings(channels, discord, since)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return result_of(
+        run,
+        cap,
+        channels,
+        llm,
+        calls=len(discord.calls) - since,
+        cpu=cpu,
+        elapsed=elapsed,
+        driver_cpu=driver_cpu,
+        routes=routes,
+        chats_before=chats_before,
+    )
+
+
+def result_of(
+    run: Any,
+    cap: int,
+    channels: list[Any],
+    llm: FakeOpenAI,
+    *,
+    calls: int,
+    cpu: float | None,
+    elapsed: float,
+    driver_cpu: float,
+    routes: dict[str, int],
+    chats_before: int,
+) -> Result:
+    """One run's figures from its channels (shared by the Discord and Slack variants)."""
     answered = [c for c in channels if c.kind == "reply"]
     firsts = [c.first_at - c.sent_at for c in answered if c.first_at is not None]
     wholes = [c.last_at - c.sent_at for c in answered if c.last_at is not None]
     replies = len(answered)
-    rest_calls = len(discord.calls) - since
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     others = [c for c in channels if c.kind == "other"]
     return Result(
         label=run.label,
@@ -455,8 +482,8 @@ async def measure(
         whole_p95_s=_round(percentile(wholes, 0.95)),
         cpu_ms_per_reply=round(cpu * 1000 / replies, 1) if cpu is not None and replies else None,
         bot_cpu_ms=None if cpu is None else round(cpu * 1000, 1),
-        rest_calls=rest_calls,
-        rest_calls_per_reply=round(rest_calls / replies, 1) if replies else None,
+        rest_calls=calls,
+        rest_calls_per_reply=round(calls / replies, 1) if replies else None,
         peak_llm_in_flight=llm.peak_chat_in_flight,
         llm_chat_calls=len(llm.chat_requests) - chats_before,
         elapsed_s=round(elapsed, 2),

@@ -43,15 +43,14 @@ from tests.bench.load_bench import (
     Run,
     Targets,
     _flush,
-    _round,
     default_plan,
     idle_line,
     load_line,
     measure_idle,
     one_reply_time,
-    percentile,
     print_profile,
     profile_path,
+    result_of,
     rounds,
     running_bot,
     summary_line,
@@ -212,36 +211,18 @@ async def measure(
     elapsed = time.monotonic() - started
     cpu_after, driver_cpu = bot.cpu(), time.process_time() - driver_before
     methods = timings(channels, slack, since)
-    answered = [c for c in channels if c.kind == "reply"]
-    firsts = [c.first_at - c.sent_at for c in answered if c.first_at is not None]
-    wholes = [c.last_at - c.sent_at for c in answered if c.last_at is not None]
-    replies = len(answered)
-    calls = len(slack.calls) - since
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    others = [c for c in channels if c.kind == "other"]
-    return Result(
-        label=run.label,
-        n=run.n,
-        cap=cap,
-        replies=replies,
-        busy=sum(c.kind == "busy" for c in channels),
-        other=len(others),
-        unanswered=sum(c.kind in ("unanswered", "writing") for c in channels),
-        first_p50_s=_round(percentile(firsts, 0.5)),
-        first_p95_s=_round(percentile(firsts, 0.95)),
-        whole_p50_s=_round(percentile(wholes, 0.5)),
-        whole_p95_s=_round(percentile(wholes, 0.95)),
-        cpu_ms_per_reply=round(cpu * 1000 / replies, 1) if cpu is not None and replies else None,
-        bot_cpu_ms=None if cpu is None else round(cpu * 1000, 1),
-        rest_calls=calls,
-        rest_calls_per_reply=round(calls / replies, 1) if replies else None,
-        peak_llm_in_flight=llm.peak_chat_in_flight,
-        llm_chat_calls=len(llm.chat_requests) - chats_before,
-        elapsed_s=round(elapsed, 2),
-        driver_cpu_pct=round(100 * driver_cpu / elapsed, 1) if elapsed else 0.0,
-        other_sample=others[0].text[:200] if others else "",
-        rest_routes=dict(sorted(methods.items(), key=lambda kv: -kv[1])),
-        rounds=run.rounds,
+    return result_of(
+        run,
+        cap,
+        channels,
+        llm,
+        calls=len(slack.calls) - since,
+        cpu=cpu,
+        elapsed=elapsed,
+        driver_cpu=driver_cpu,
+        routes=methods,
+        chats_before=chats_before,
     )
 
 
