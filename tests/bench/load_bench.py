@@ -624,31 +624,54 @@ async def bench(
                 async with running_bot(env, workdir / name, cap, profile_to=prof) as bot:
                     await warm_up(discord, llm, profile, refusals)
                     bot.start_profile()
-                    for run in (r for r in plan if r.cap == cap):
-                        await asyncio.sleep(0.5)  # let the previous run's last calls land
-                        result = await measure(
-                            run,
-                            channels[id(run)],
-                            discord,
-                            llm,
-                            bot,
-                            profile,
-                            refusals,
-                            cap if cap is not None else shipped_cap,
-                            time_limit,
-                        )
-                        results[id(run)] = result
-                        print(f"  done: {summary_line(result)}", file=sys.stderr, flush=True)
-                    if cap is None and idle_seconds > 0:
-                        await asyncio.sleep(2.0)  # the last edits and memory writes land first
-                        idle = await measure_idle(bot, idle_seconds, lambda: len(discord.calls))
-                        print(f"  done: idle {idle.bot_ms_per_s} ms/s", file=sys.stderr, flush=True)
+                    done, at_rest = await measure_runs(
+                        [r for r in plan if r.cap == cap],
+                        measure,
+                        (discord, llm, bot, profile, refusals),
+                        channels,
+                        cap if cap is not None else shipped_cap,
+                        time_limit,
+                        idle_seconds if cap is None else 0,
+                        lambda: len(discord.calls),
+                        tag="",
+                    )
+                    results.update(done)
+                    idle = at_rest or idle
                 if prof is not None:
                     print_profile(prof)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
     return Outcome([results[id(run)] for run in plan], idle)
+
+
+async def measure_runs(
+    runs: list[Run],
+    measure: Any,
+    parts: tuple[Any, ...],
+    channels: dict[int, list[Any]],
+    cap: int,
+    time_limit: float,
+    idle_seconds: float,
+    calls: Callable[[], int],
+    *,
+    tag: str,
+) -> tuple[dict[int, Result], Idle | None]:
+    """One bot process's runs, one after another (``measure(run, channels, fake, llm, bot, profile,
+    refusals, cap, time_limit)``), then its idle CPU when ``idle_seconds``: shared by both platforms."""
+    bot = parts[2]
+    results: dict[int, Result] = {}
+    for run in runs:
+        await asyncio.sleep(0.5)  # let the previous run's last calls land
+        result = await measure(run, channels[id(run)], *parts, cap, time_limit)
+        results[id(run)] = result
+        print(f"  done{tag}: {summary_line(result)}", file=sys.stderr, flush=True)
+    idle = None
+    if idle_seconds > 0:
+        await asyncio.sleep(2.0)  # the last edits, stream calls and memory writes land first
+        idle = await measure_idle(bot, idle_seconds, calls)
+        print(f"  done{tag}: idle {idle.bot_ms_per_s} ms/s", file=sys.stderr, flush=True)
+    return results, idle
 
 
 async def _flush(url: str) -> None:

@@ -46,14 +46,13 @@ from tests.bench.load_bench import (
     default_plan,
     idle_line,
     load_line,
-    measure_idle,
+    measure_runs,
     one_reply_time,
     print_profile,
     profile_path,
     result_of,
     rounds,
     running_bot,
-    summary_line,
     table,
     targets,
 )
@@ -278,25 +277,19 @@ async def bench(
                     await slack.wait_for(lambda: slack.socket_connections >= 1, 15)
                     await warm_up(slack, llm, profile, refusals)
                     bot.start_profile()
-                    for run in (r for r in plan if r.cap == cap):
-                        await asyncio.sleep(0.5)  # let the previous run's last calls land
-                        result = await measure(
-                            run,
-                            channels[id(run)],
-                            slack,
-                            llm,
-                            bot,
-                            profile,
-                            refusals,
-                            cap if cap is not None else shipped_cap,
-                            time_limit,
-                        )
-                        results[id(run)] = result
-                        print(f"  done (slack): {summary_line(result)}", file=sys.stderr, flush=True)
-                    if cap is None and idle_seconds > 0:
-                        await asyncio.sleep(2.0)  # the last stream calls and memory writes land first
-                        idle = await measure_idle(bot, idle_seconds, lambda: len(slack.calls))
-                        print(f"  done (slack): idle {idle.bot_ms_per_s} ms/s", file=sys.stderr, flush=True)
+                    done, at_rest = await measure_runs(
+                        [r for r in plan if r.cap == cap],
+                        measure,
+                        (slack, llm, bot, profile, refusals),
+                        channels,
+                        cap if cap is not None else shipped_cap,
+                        time_limit,
+                        idle_seconds if cap is None else 0,
+                        lambda: len(slack.calls),
+                        tag=" (slack)",
+                    )
+                    results.update(done)
+                    idle = at_rest or idle
                 if prof is not None:
                     print_profile(prof)
     finally:
