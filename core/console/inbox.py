@@ -84,19 +84,7 @@ class Inbox:
             info, paused = await pipe.execute()
         if not info:
             return None
-        resumed = info.get("resumed")
-        return HandoffRow(
-            place=place,
-            requested=float(info.get("requested", 0)),
-            turn_id=info.get("turn", ""),
-            user=info.get("user", ""),
-            open=bool(paused),
-            resumed=float(resumed) if resumed else None,
-            resumed_by=info.get("resumed_by", ""),
-            assignee=info.get("assignee", ""),
-            state=info.get("state", ""),
-            name=info.get("name", ""),
-        )
+        return HandoffRow.of(place, info, paused)
 
 
 def counts(rows: Sequence[HandoffRow]) -> dict[str, int]:

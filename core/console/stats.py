@@ -193,6 +193,23 @@ class HandoffRow:
             return self.state
         return "assigned" if self.assignee else "open"
 
+    @classmethod
+    def of(cls, place: Place, info: Mapping[str, str], paused: object, requested: float = 0.0) -> HandoffRow:
+        """A row from the handoff's Redis hash and whether the conversation is still paused."""
+        resumed = info.get("resumed")
+        return cls(
+            place=place,
+            requested=float(info.get("requested", requested)),
+            turn_id=info.get("turn", ""),
+            user=info.get("user", ""),
+            open=bool(paused),
+            resumed=float(resumed) if resumed else None,
+            resumed_by=info.get("resumed_by", ""),
+            assignee=info.get("assignee", ""),
+            state=info.get("state", ""),
+            name=info.get("name", ""),
+        )
+
     def waiting(self, now: float) -> float:
         end = now if self.open or self.resumed is None else self.resumed
         return max(0.0, end - self.requested)
@@ -398,21 +415,7 @@ class DailyStats:
         for index, (place, score) in enumerate(places):
             info: Mapping[str, str] = results[2 * index] or {}
             paused = results[2 * index + 1]
-            resumed = info.get("resumed")
-            rows.append(
-                HandoffRow(
-                    place=place,
-                    requested=float(info.get("requested", score)),
-                    turn_id=info.get("turn", ""),
-                    user=info.get("user", ""),
-                    open=bool(paused),
-                    resumed=float(resumed) if resumed else None,
-                    resumed_by=info.get("resumed_by", ""),
-                    assignee=info.get("assignee", ""),
-                    state=info.get("state", ""),
-                    name=info.get("name", ""),
-                )
-            )
+            rows.append(HandoffRow.of(place, info, paused, score))
         return rows
 
 
