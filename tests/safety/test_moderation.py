@@ -119,7 +119,7 @@ async def test_endpoint_failures_are_logged_without_bodies(
     safety_factory: SafetyFactory, fake_openai: ModerationFake
 ) -> None:
     with structlog.testing.capture_logs() as logs:
-        async with safety_factory("arcade", moderation={"timeout_seconds": 0.2}) as rt:
+        async with safety_factory("arcade", moderation={"timeout_seconds": 5}) as rt:
             fake_openai.moderation_behaviour = Error(503)
             await rt.engine.collect(make_turn("my secret body MANGO", platform="discord"))
     failures = [e for e in logs if e["event"] == "moderation_endpoint_failed"]
