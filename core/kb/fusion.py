@@ -35,7 +35,7 @@ def top_k(scores: npt.NDArray[np.float32], k: int, mask: npt.NDArray[np.bool_] |
     k = min(k, n)
     part = np.argpartition(-scores, k - 1)[:k]
     ranked = part[np.argsort(-scores[part], kind="stable")]
-    return [int(i) for i in ranked if np.isfinite(scores[i])]
+    return [int(i) for i in ranked[np.isfinite(scores[ranked])]]
 
 
 def fuse(
