@@ -23,8 +23,9 @@ PAGES = ("overview", "conversations", "handoffs", "moderation", "knowledge", "se
 
 
 async def test_off_without_a_password(runtime_factory: RuntimeFactory) -> None:
-    async with runtime_factory("support", **RUNTIME) as rt:
-        assert await mount_console(rt, console_settings(parley_console_password=None)) is None
+    app = {"console": console_settings(parley_console_password=None)}
+    async with runtime_factory("support", app=app, **RUNTIME) as rt:
+        assert await mount_console(rt) is None
         await rt.ops.http.start()
         try:
             port = rt.ops.http.bound["ops"]  # where the console would be: beside /healthz
