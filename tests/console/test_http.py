@@ -218,17 +218,6 @@ async def test_a_port_of_its_own(serve_console: ServeConsole, client: aiohttp.Cl
     assert (await sign_in(client, f"http://127.0.0.1:{alone}/console")).status == 303
 
 
-def test_thread_links() -> None:
-    from core.console.app import _thread_link
-
-    assert _thread_link(Place("slack", "T1", "C1", "1700000300.000100")) == (
-        "https://slack.com/archives/C1/p1700000300000100"
-    )
-    assert _thread_link(Place("discord", "G1", "C1", "")) == "https://discord.com/channels/G1/C1"
-    assert _thread_link(Place("discord", "G1", "C1", "TH9")) == "https://discord.com/channels/G1/TH9"
-    assert _thread_link(Place("console", "local", "c", "")) == ""
-
-
 async def test_conversations_search_transcript_feedback_and_decisions(
     serve_console: ServeConsole, client: aiohttp.ClientSession
 ) -> None:

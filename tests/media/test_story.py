@@ -58,7 +58,7 @@ def test_parse_choices_cuts_the_block_off_the_story() -> None:
 async def test_the_terminal_reader_picks_and_ends_with_a_recap(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
-    console = Place("console", "local", "me", "default")
+    console = Place("console", "local", "me", "default", is_direct=True)  # as the terminal adapter says
     fake_openai.queue(part(1), part(2), Reply("A dragon woke, hid, and made a friend."))
     async with runtime_factory(spec=spec()) as rt:
         first = await rt.engine.collect(story_turn("a sleepy dragon", place=console))
