@@ -1,6 +1,6 @@
-"""Settings read once (core/appsettings.py): the CLI builds one AppSettings and passes it down; nothing below it
-reads the environment again, a bad value in any area names its variable and exits 2, and the runtime refuses
-to be built from the process settings alone."""
+"""Settings read once (core/appsettings.py): the CLI builds one AppSettings and passes it down; nothing below
+it reads the environment again, a bad value in any area names its variable and exits 2, and the runtime
+refuses to be built from the process settings alone."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def test_parley_chat_reads_each_settings_class_once(
 ) -> None:
     # support has a knowledge base (embeddings settings), a console table and a Slack platform.
     env = {**llm_env(fake_openai, redis_url), "PARLEY_MCP": "false", "EMBEDDINGS_LOCAL": "false"}
-    code, out, err = await parley("chat", "--bot", "support", "--jsonl", stdin="hello\n", env=env)
+    code, _out, err = await parley("chat", "--bot", "support", "--jsonl", stdin="hello\n", env=env)
     assert code == 0, err
     assert set(constructed) == CORE_AREAS  # chat connects to no platform: no platform settings read
     assert all(n == 1 for n in constructed.values()), constructed
@@ -51,7 +51,7 @@ async def test_parley_check_reads_each_settings_class_once(
     constructed: Counter[str], fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
     env = {**llm_env(fake_openai, redis_url), "PARLEY_MCP": "false"}
-    code, out, err = await parley("check", "--bot", "arcade", env=env)
+    code, _out, err = await parley("check", "--bot", "arcade", env=env)
     assert code == 1 and "DISCORD_TOKEN is not set" in err  # the platform's settings were read, and checked
     assert set(constructed) == CORE_AREAS | {"DiscordSettings"}
     assert all(n == 1 for n in constructed.values()), constructed
