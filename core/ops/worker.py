@@ -112,6 +112,8 @@ class TurnWorker:
         self._cursor = "0-0"
         self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
         self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
+        # Cluster: an answered signal's XACK rides on the next read; sent alone before anyone could claim it.
+        queue.ack_within = max(0.05, claim_idle - locks.heartbeat - 1.0)
 
     @property
     def stopping(self) -> bool:
@@ -156,6 +158,8 @@ class TurnWorker:
         await drain_within(self._turns, max(0.0, deadline - loop.time()), hurry)
         handed_back = self._running
         await self._turns.aclose()
+        with contextlib.suppress(TimeoutError):  # acknowledgements still waiting for a read (cluster)
+            await asyncio.wait_for(self.queue.aclose(), HAND_BACK_WITHIN)
         self._log.info("worker_shutdown", running_at_stop=running, handed_back=handed_back)
 
     async def _wait_for_redis(self) -> None:
