@@ -13,7 +13,10 @@ in the same script, that the lock's lease is still held (and retires the turn's 
 lost its lease cannot write behind another's back.
 
 Other parts of the turn ride on the same two round trips: ``also=`` queues a caller's commands (admission's
-checks on the read, its quota accounting on the write) on the memory's own pipeline.
+checks on the read, its quota accounting on the write) on the memory's own pipeline. On Redis Cluster the
+write's riders keyed on other nodes (the user's conversation index, the console's aggregates, quota counts)
+are sent once a second for all turns together (:mod:`core.ops.deferred`): the write is one round trip there
+too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
+from core.ops.deferred import DeferredWrites, SlotSplit
 from core.ops.recorder import ScriptingPipe
 from core.types import Place
 
@@ -227,7 +231,13 @@ class RedisMemory:
     """Conversation memory on a redis-py asyncio client (which the caller owns)."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: KeySpace, *, max_messages: int, ttl_seconds: int
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        max_messages: int,
+        ttl_seconds: int,
+        deferred: DeferredWrites | None = None,
     ) -> None:
         self._r = client
         self._keys = keys
@@ -240,6 +250,8 @@ class RedisMemory:
         self._fenced_sha = hashlib.sha1(_APPEND_FENCED.encode()).hexdigest()  # noqa: S324 - as above
         self._save_summary = client.register_script(_SAVE_SUMMARY)
         self._cluster = isinstance(client, RedisCluster)  # REDIS_URL=redis+cluster://... (core/ops/redisconn)
+        # Cluster: the final write's riders keyed on other nodes go here (None: they ride on the write).
+        self._later = deferred if self._cluster else None
 
     @property
     def keys(self) -> KeySpace:
@@ -328,17 +340,22 @@ class RedisMemory:
                 # redis-py refuses pipe.evalsha in a cluster pipeline; ScriptingPipe sends it as a raw
                 # EVALSHA, routed by its first key: one round trip per node touched.
                 pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                later = self._later
+                riders: Any = pipe
+                if later is not None:  # what lives on other nodes waits for the next deferred flush
+                    riders = SlotSplit(pipe, self._r.keyslot(conv_key), self._r.keyslot, later)  # type: ignore[attr-defined]
                 pipe.evalsha(*script, *encoded)
                 if user_id:
                     index = self._keys.user_conversations(place.platform, user_id)
-                    pipe.sadd(index, conv_key)
-                    pipe.expire(index, self._ttl)
+                    target = pipe if later is None else riders
+                    target.sadd(index, conv_key)
+                    target.expire(index, self._ttl)
                 fold_at = len(pipe)
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
                 if also is not None:
-                    also(pipe)
+                    also(riders)
                 everything = await raw.execute(raise_on_error=False)
                 results, riders = everything[:own], everything[own:]
             # Errors come back in place, so that nothing that did run is run twice: only an append Redis
@@ -436,4 +453,6 @@ class RedisMemory:
         return bool(done)
 
     async def aclose(self) -> None:
-        """The client belongs to the runtime; nothing to close here."""
+        """The client belongs to the runtime; riders still deferred (cluster) are sent now."""
+        if self._later is not None:
+            await self._later.aclose()
