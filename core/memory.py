@@ -117,6 +117,9 @@ class Fence:
     token: str
     inbox_key: str = ""  # a queue inbox whose head is ``inbox_item`` while the turn runs
     inbox_item: str = ""
+    # The conversation as read with the lock (Redis Cluster: the worker's take and the memory read share a
+    # round trip, :meth:`RedisMemory.queue_read`); the turn's load then reads nothing.
+    read: ConversationState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,12 +260,34 @@ class RedisMemory:
     def keys(self) -> KeySpace:
         return self._keys
 
+    def queue_read(self, pipe: Any, place: Place, tail: int) -> None:
+        """Queue :meth:`load`'s read (tail and meta) on someone else's pipeline in the conversation's slot
+        (the queue worker's take); :meth:`read_from` makes its two results a state."""
+        pipe.lrange(self._keys.messages(place), -tail, -1)
+        pipe.hgetall(self._keys.meta(place))
+
+    @staticmethod
+    def read_from(results: Sequence[Any]) -> ConversationState | None:
+        """The state from :meth:`queue_read`'s results (None when either failed: the turn's load reads)."""
+        if len(results) != 2 or any(isinstance(r, Exception) for r in results):
+            return None
+        return ConversationState(messages=tuple(decode(m) for m in results[0]), meta=results[1])
+
     async def load(
-        self, place: Place, *, tail: int, dedupe_key: str | None = None, also: Rider | None = None
+        self,
+        place: Place,
+        *,
+        tail: int,
+        dedupe_key: str | None = None,
+        also: Rider | None = None,
+        read: ConversationState | None = None,
     ) -> ConversationState:
         """The conversation's tail and meta (and the dedupe check) in one round trip, with ``also``'s
         commands riding along; their results are in ``state.also`` (None when any of them failed: their
-        owner then does its own round trip)."""
+        owner then does its own round trip). Given the state already ``read`` with the lock (and no dedupe
+        to do), nothing is sent: ``also``'s owner then does its own round trip."""
+        if read is not None and not dedupe_key:
+            return read
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if dedupe_key:

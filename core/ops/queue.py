@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
 from core.ops.lock import ConversationLocks, Lease
+from core.ops.recorder import ScriptingPipe
 from core.ops.replay import JobGuard
 from core.types import Place
 
@@ -183,6 +185,10 @@ class TurnQueue:
         self.ack_within = 2.0
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_flush: asyncio.Task[None] | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return self._cluster
 
     def inbox(self, place: Place) -> str:
         return self._keys.conversation(place) + ":inbox"
@@ -387,6 +393,31 @@ class TurnQueue:
             return None, None, str(result[0])
         head = result[1] if len(result) > 1 and result[1] else None
         return Lease(key, token, self._keys.conversation(place)), None if head is None else str(head), ""
+
+    async def take_and_read(
+        self, place: Place, locks: ConversationLocks, token: str, read: Callable[[Any], None]
+    ) -> tuple[Lease | None, str | None, str, list[Any] | None]:
+        """:meth:`take`, with ``read``'s commands (keys in the conversation's slot) after it in the same
+        pipeline: one round trip. Their results come fourth when the lock was taken (they were read under
+        it), else None."""
+        key = locks.key(place)
+        try:
+            async with self._r.pipeline(transaction=False) as raw:
+                pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                pipe.evalsha(self._take.sha, 2, key, self.inbox(place), token, locks.lease_ms)
+                read(pipe)
+                results: list[Any] = list(await raw.execute(raise_on_error=False))
+        except RedisError as exc:
+            raise _error(exc) from exc
+        taken = results[0]
+        if isinstance(taken, RedisError):  # NOSCRIPT after a Redis restart: take() loads the script
+            lease, head, holder = await self.take(place, locks, token)
+            return lease, head, holder, None
+        if taken[0]:
+            return None, None, str(taken[0]), None
+        head = taken[1] if len(taken) > 1 and taken[1] else None
+        lease = Lease(key, token, self._keys.conversation(place))
+        return lease, None if head is None else str(head), "", results[1:]
 
     async def retire(self, place: Place, item: str, lease: Lease, entry_id: str) -> Retired:
         """Pop ``item`` off the inbox head while ``lease`` holds, and return the next item; with nothing
