@@ -36,6 +36,7 @@ from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
 from core.safety.limits import SCRIPTS as LIMIT_SCRIPTS
+from core.safety.limits import SHAS as LIMIT_SHAS
 from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
@@ -137,12 +138,13 @@ async def open_runtime(
                 f"{spec.folder / 'bot.toml'}: default_persona: no persona named {cfg.default_persona!r} "
                 f"(have {', '.join(sorted(spec.personas)) or 'none'})"
             )
+        deferred = DeferredWrites(client, scripts=LIMIT_SCRIPTS.values())  # used on a cluster only
         memory = RedisMemory(
             client,
             keys,
             max_messages=cfg.memory.max_messages,
             ttl_seconds=int(cfg.memory.ttl_days * 86_400),
-            deferred=DeferredWrites(client, scripts=LIMIT_SCRIPTS.values()),  # used on a cluster only
+            deferred=deferred,
         )
         await memory.load_scripts()
         stack.push_async_callback(memory.aclose)  # deferred riders are sent before the client closes
@@ -151,6 +153,7 @@ async def open_runtime(
             open_safety(spec, settings, client, keys, safety_settings or load_safety_settings())
         )
         stack.push_async_callback(safety.moderator.aclose)
+        deferred.listen(LIMIT_SHAS["quota"], safety.admission.quota_view.learn)  # stored-bytes totals
         registry = builtin_registry(cfg.commands)
         if cfg.privacy.forget_command:
             registry.add(forget_command(safety.forget))

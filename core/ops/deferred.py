@@ -38,6 +38,12 @@ class DeferredWrites:
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._scripts = {hashlib.sha1(b.encode()).hexdigest(): b for b in scripts}  # noqa: S324 - Redis's id
+        self._listeners: dict[str, Callable[[tuple[Any, ...], Any], None]] = {}
+
+    def listen(self, sha: str, listener: Callable[[tuple[Any, ...], Any], None]) -> None:
+        """Tell ``listener(args, result)`` what each flushed EVALSHA of ``sha`` returned (admission learns
+        the stored-bytes totals from its counts: core/safety/views.py)."""
+        self._listeners[sha] = listener
 
     def __len__(self) -> int:
         return len(self._batch)
@@ -72,14 +78,23 @@ class DeferredWrites:
                 for call, result in zip(batch.calls, results, strict=True)
                 if isinstance(result, NoScriptError) and str(call[1][0]) in self._scripts
             ]
+            calls = batch.calls
             if again.calls:  # Redis restarted and forgot the scripts: load them, send those once more
                 for sha in {str(call[1][0]) for call in again.calls}:
                     await self._r.script_load(self._scripts[sha])
-                results = [r for r in results if not isinstance(r, NoScriptError)]
-                results += await again.execute(self._r, raise_on_error=False)
+                kept = [
+                    (c, r) for c, r in zip(calls, results, strict=True) if not isinstance(r, NoScriptError)
+                ]
+                calls = [c for c, _ in kept] + again.calls
+                results = [r for _, r in kept] + await again.execute(self._r, raise_on_error=False)
         except (RedisError, OSError) as exc:
             log.warning("deferred_writes_failed", commands=len(batch), error=type(exc).__name__)
             return
+        if self._listeners:
+            for (name, args, _), result in zip(calls, results, strict=True):
+                listener = self._listeners.get(str(args[0])) if name == "evalsha" else None
+                if listener is not None and not isinstance(result, Exception):
+                    listener(args, result)
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.warning("deferred_writes_failed", commands=len(failed), error=type(failed[0]).__name__)

@@ -182,6 +182,8 @@ class TurnQueue:
         # Cluster: answered signals whose XACK rides on the next read (same node); sent alone if no read
         # comes within ``ack_within`` seconds (the worker sets it under its claim idle).
         self._acks: list[str] = []
+        self.blocked_version: str | None = None  # cluster: as read with the last XREADGROUP
+        self.on_version: Callable[[str | None], None] | None = None  # told each time it is read
         self.ack_within = 2.0
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_flush: asyncio.Task[None] | None = None
@@ -261,15 +263,22 @@ class TurnQueue:
         waiting (:meth:`defer_ack`) go first in the same pipeline: the stream's node, one round trip."""
         acks, self._acks = self._acks, []
         try:
-            if acks:
+            if self._cluster:  # and the blocked sets' version after it (core/safety/views.py)
                 async with self._r.pipeline(transaction=False) as pipe:
-                    pipe.xack(self.stream, GROUP, *acks)
+                    if acks:
+                        pipe.xack(self.stream, GROUP, *acks)
                     pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
-                    acked, response = await pipe.execute(raise_on_error=False)
-                if isinstance(acked, RedisError):
+                    pipe.get(self._keys.blocked_version())
+                    results = await pipe.execute(raise_on_error=False)
+                if acks and isinstance(results[0], RedisError):
                     self._acks[:0] = acks  # sent again with the next read
+                response, version = results[-2:]
                 if isinstance(response, RedisError):
                     raise response
+                if not isinstance(version, RedisError):
+                    self.blocked_version = None if version is None else str(version)
+                    if self.on_version is not None:
+                        self.on_version(self.blocked_version)
             else:
                 response = await self._r.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms

@@ -114,6 +114,7 @@ class TurnWorker:
         self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
         # Cluster: an answered signal's XACK rides on the next read; sent alone before anyone could claim it.
         queue.ack_within = max(0.05, claim_idle - locks.heartbeat - 1.0)
+        queue.on_version = engine.safety.admission.blocked_view.seen  # read with each XREADGROUP (cluster)
 
     @property
     def stopping(self) -> bool:
