@@ -16,6 +16,7 @@ from core.ops.delivery import DispatchOutcome
 from core.ops.redisconn import connect
 from core.runtime import open_runtime
 from core.story import StoryState, StoryStore
+from core.types import Author, Turn
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import kb_cfg, run_ingest, write_pages
@@ -129,3 +130,29 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     texts = [d.text for d in delivery.delivered]
     assert sorted(texts) == sorted(f"You said: m{i}" for i in range(16))
     assert len(texts) == len(set(texts)), texts
+
+
+async def test_a_user_blocked_between_two_queued_turns_is_ignored_on_a_cluster(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The cluster worker judges the blocked set from a cache kept under a version read with each
+    XREADGROUP: /safety block must bump it, or the cached (empty) set would let the user through."""
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        async with running_worker(rt):
+            await rt.dispatcher.dispatch(turn("first", thread="blk", user="u-blk", event_id="ev-blk-1"))
+            await delivery.wait_for(1)  # the workspace's blocked set is now cached (empty)
+            admin = Turn(
+                author=Author("boss", "Boss", is_admin=True),
+                place=turn("x", thread="blk-admin").place,
+                text="/safety block u-blk",
+            )
+            result = await rt.engine.collect(admin)
+            assert result.text.startswith("Blocked u-blk"), result.text
+            await rt.dispatcher.dispatch(turn("second", thread="blk", user="u-blk", event_id="ev-blk-2"))
+            await rt.dispatcher.dispatch(turn("third", thread="blk", user="u-ok", event_id="ev-blk-3"))
+            await delivery.wait_for(3)  # the same conversation: "second" was judged before "third"
+    texts = [d.text for d in delivery.delivered]
+    assert texts[:2] == ["You said: first", ""], texts  # "second": ignored, nothing said
+    assert texts[2].endswith("third"), texts
