@@ -477,6 +477,11 @@ class RedisMemory:
             raise _store_error(exc) from exc
         return bool(done)
 
+    async def flush(self) -> None:
+        """Send the riders still deferred (cluster) now rather than at the next second."""
+        if self._later is not None:
+            await self._later.flush()
+
     async def aclose(self) -> None:
         """The client belongs to the runtime; riders still deferred (cluster) are sent now."""
         if self._later is not None:

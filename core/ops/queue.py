@@ -182,8 +182,8 @@ class TurnQueue:
         # Cluster: answered signals whose XACK rides on the next read (same node); sent alone if no read
         # comes within ``ack_within`` seconds (the worker sets it under its claim idle).
         self._acks: list[str] = []
-        self.blocked_version: str | None = None  # cluster: as read with the last XREADGROUP
-        self.on_version: Callable[[str | None], None] | None = None  # told each time it is read
+        # Cluster: told the blocked sets' version (core/safety/views.py) as read with each XREADGROUP.
+        self.on_version: Callable[[str | None], None] | None = None
         self.ack_within = 2.0
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_flush: asyncio.Task[None] | None = None
@@ -272,13 +272,12 @@ class TurnQueue:
                     results = await pipe.execute(raise_on_error=False)
                 if acks and isinstance(results[0], RedisError):
                     self._acks[:0] = acks  # sent again with the next read
+                acks = []  # sent, or put back above
                 response, version = results[-2:]
                 if isinstance(response, RedisError):
                     raise response
-                if not isinstance(version, RedisError):
-                    self.blocked_version = None if version is None else str(version)
-                    if self.on_version is not None:
-                        self.on_version(self.blocked_version)
+                if self.on_version is not None and not isinstance(version, RedisError):
+                    self.on_version(None if version is None else str(version))
             else:
                 response = await self._r.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
@@ -290,8 +289,11 @@ class TurnQueue:
             raise _error(exc) from exc
         except RedisError as exc:
             if acks and not isinstance(exc, ResponseError):
-                self._acks[:0] = [a for a in acks if a not in self._acks]
+                self._acks[:0] = acks  # sent again with the next read (an XACK twice is harmless)
             raise _error(exc) from exc
+        except asyncio.CancelledError:  # stop() cancels a waiting read: shutdown flushes what it carried
+            self._acks[:0] = acks
+            raise
         entries: list[Any] = []
         if isinstance(response, dict):
             for value in response.values():
