@@ -366,23 +366,29 @@ class RedisMemory:
                 # EVALSHA, routed by its first key: one round trip per node touched.
                 pipe: Any = ScriptingPipe(raw) if self._cluster else raw
                 later = self._later
-                riders: Any = pipe
-                if later is not None:  # what lives on other nodes waits for the next deferred flush
-                    riders = SlotSplit(pipe, self._r.keyslot(conv_key), self._r.keyslot, later)  # type: ignore[attr-defined]
+                split: Any = pipe
+                if later is not None:  # what lives on other nodes waits (core/ops/deferred.py)
+                    split = SlotSplit(pipe, self._r.keyslot(conv_key), self._r.keyslot, later)  # type: ignore[attr-defined]
                 pipe.evalsha(*script, *encoded)
                 if user_id:
                     index = self._keys.user_conversations(place.platform, user_id)
-                    target = pipe if later is None else riders
-                    target.sadd(index, conv_key)
-                    target.expire(index, self._ttl)
+                    split.sadd(index, conv_key)
+                    split.expire(index, self._ttl)
                 fold_at = len(pipe)
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
+                # What earlier turns deferred for this node goes along: no round trip of its own.
+                earlier = [] if later is None else later.take_for(later.node_of(conv_key))
+                for name, args, kwargs in earlier:
+                    getattr(pipe, name)(*args, **kwargs)
+                first_rider = len(pipe)
                 if also is not None:
-                    also(riders)
+                    also(split)
                 everything = await raw.execute(raise_on_error=False)
-                results, riders = everything[:own], everything[own:]
+                results, riders = everything[:own], everything[first_rider:]
+                if later is not None and earlier:
+                    later.settle(earlier, everything[own:first_rider])
             # Errors come back in place, so that nothing that did run is run twice: only an append Redis
             # refused for a missing script (after a Redis restart) is sent again, once the script is loaded.
             if isinstance(results[0], NoScriptError):
