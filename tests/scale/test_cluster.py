@@ -53,6 +53,10 @@ async def test_queue_memory_limits_and_pacing_serve_turns_on_a_cluster(
             again = await rt.dispatcher.dispatch(turn("hello", thread="t0", user="u0", event_id="ev-0-hello"))
             assert again.outcome is DispatchOutcome.DUPLICATE
             await delivery.wait_for(6)
+        # Every answered signal was acknowledged (the XACKs ride on later reads, the rest went at shutdown).
+        assert rt.ops.queue is not None
+        pending = await rt.ops.client.xpending(rt.ops.queue.stream, "workers")
+        assert pending["pending"] == 0, pending
         for i in range(3):
             state = await rt.engine.memory.load(turn("x", thread=f"t{i}").place, tail=10)
             assert [m.text for m in state.messages] == [
