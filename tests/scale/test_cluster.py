@@ -18,7 +18,7 @@ from core.ops.redisconn import connect
 from core.runtime import open_runtime
 from core.story import StoryState, StoryStore
 from core.types import Author, ReplyKind, Turn
-from tests.conftest import make_settings, without_limits
+from tests.conftest import make_app, make_settings, without_limits
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import kb_cfg, run_ingest, write_pages
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
@@ -41,7 +41,7 @@ async def test_queue_memory_limits_and_pacing_serve_turns_on_a_cluster(
     delivery = MemoryDelivery()
     # arcade as shipped: rate windows, token quotas and generation slots run their scripts on the cluster;
     # pacing (on by default) keeps its shared budget there.
-    async with open_runtime(load_bot("arcade"), _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+    async with open_runtime(load_bot("arcade"), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             for i in range(3):
@@ -108,7 +108,7 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     # The lease must outlast the failover (node timeout 1 s + election): a turn keeps its conversation.
     lease = {"parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0}
     settings = _settings(cluster, fake_openai, tmp_path, **lease)
-    async with open_runtime(scale_spec(), settings) as rt:  # type: ignore[arg-type]
+    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             stream_master = cluster.master_of(rt.ops.queue.stream if rt.ops.queue else "")
@@ -143,7 +143,7 @@ async def test_a_user_blocked_between_two_queued_turns_is_ignored_on_a_cluster(
     """The cluster worker judges the blocked set from a cache kept under a version read with each
     XREADGROUP: /safety block must bump it, or the cached (empty) set would let the user through."""
     delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             await rt.dispatcher.dispatch(turn("first", thread="blk", user="u-blk", event_id="ev-blk-1"))
@@ -174,7 +174,7 @@ async def test_deferred_riders_keep_the_stored_bytes_budget_and_reach_redis_on_a
     limits = spec.config.limits.model_copy(update=budgets)
     spec = dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": limits}))
     keys = KeySpace("arcade")
-    async with open_runtime(spec, _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+    async with open_runtime(spec, make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
         refused, result = None, None
         for i in range(12):  # each turn stores ~1 KB of the user's words plus the reply
             result = await rt.engine.collect(turn(f"{i} {'x' * 900}", thread=f"sb{i}", user="u-sb"))
