@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
-from core.ops.deferred import DeferredWrites, SlotSplit
+from core.ops.deferred import ROOM, DeferredWrites, SlotSplit
 from core.ops.recorder import ScriptingPipe
 from core.types import Place
 
@@ -379,7 +379,8 @@ class RedisMemory:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
                 # What earlier turns deferred for this node goes along: no round trip of its own.
-                earlier = [] if later is None else later.take_for(later.node_of(conv_key))
+                room = ROOM - sum(len(m) for m in encoded)  # the write stays one read for the server
+                earlier = [] if later is None else later.take_for(later.node_of(conv_key), room)
                 for name, args, kwargs in earlier:
                     getattr(pipe, name)(*args, **kwargs)
                 first_rider = len(pipe)

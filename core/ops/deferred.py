@@ -34,6 +34,18 @@ Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 RETRY = "\0retry"  # in place of a node: refused once for a forgotten script, sent after loading it
 
 
+ROOM = 12_000  # bytes of deferred commands a final write takes along (it stays under Redis's 16 KB read)
+
+
+def _size(call: Call) -> int:
+    """About how many bytes ``call`` takes on the wire (RESP: each argument plus ~8 bytes of framing)."""
+    name, args, kwargs = call
+    words = [name, *args, *kwargs]
+    for value in kwargs.values():
+        words.extend(value.items() if isinstance(value, dict) else [value])
+    return sum(len(str(w)) + 8 for w in words) + 8
+
+
 def _key(name: str, args: tuple[Any, ...]) -> Any:
     """The key a command is routed by: a script's first key, else the first argument."""
     return args[2] if name in ("evalsha", "eval") and int(args[1]) > 0 else args[0]
@@ -70,13 +82,23 @@ class DeferredWrites:
         if self._timer is None and self._flushing is None:
             self._timer = asyncio.get_running_loop().call_later(self.every, self._due)
 
-    def take_for(self, node: str) -> list[Call]:
-        """What waits for ``node``, oldest first, for a pipeline going there anyway; the caller hands the
-        results to :meth:`settle`. A command whose slot moved meanwhile is redirected as any other."""
-        if not node or not any(n == node for _, n in self._waiting):
+    def take_for(self, node: str, room: int = ROOM) -> list[Call]:
+        """What waits for ``node``, oldest first, up to about ``room`` bytes, for a pipeline going there
+        anyway (the caller hands the results to :meth:`settle`). Bounded: Redis reads a request 16 KB at a
+        time, so a bigger pipeline costs the server more reads. A command whose slot moved meanwhile is
+        redirected as any other."""
+        if not node or room <= 0 or not any(n == node for _, n in self._waiting):
             return []
-        mine = [call for call, n in self._waiting if n == node]
-        self._waiting = [(call, n) for call, n in self._waiting if n != node]
+        mine: list[Call] = []
+        rest: list[tuple[Call, str]] = []
+        for call, n in self._waiting:
+            if n == node and room > 0:
+                room -= _size(call)
+                if room >= 0:
+                    mine.append(call)
+                    continue
+            rest.append((call, n))
+        self._waiting = rest
         return mine
 
     def settle(self, calls: Sequence[Call], results: Sequence[Any], *, retried: bool = False) -> None:
