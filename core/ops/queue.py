@@ -10,9 +10,10 @@ Round trips of one queued turn (counted by the server in ``make bench``): submit
 bounds, inbox push, signal), XREADGROUP 1 (shared by the signals it returns), lock + inbox head 1, the
 engine's read 1 and fenced write 1 (which pops the head), then retire 1 (next head, or unlock + XACK when the
 inbox is empty): six. On Redis Cluster the stream and an inbox live on different nodes, so submit is two
-scripts there (dedupe + inbox in the conversation's slot, bound + signal in the stream's), and the
+scripts there (dedupe + inbox in the conversation's slot, bound + signal in the stream's), the
 acknowledgement, which the retire script cannot send, waits for the worker's next XREADGROUP (same node,
-one pipeline; see :meth:`TurnQueue.defer_ack`). The bounds are ``max_len`` stream entries not yet trimmed
+one pipeline; see :meth:`TurnQueue.defer_ack`), and the lock's take carries the engine's read
+(:meth:`TurnQueue.take_and_read`): six there too. The bounds are ``max_len`` stream entries not yet trimmed
 and ``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
 oldest pending one), so the stream holds only work that is waiting or in progress, never a turn that nobody
 answered.

@@ -9,7 +9,9 @@ For each signal (new, or claimed from a consumer that went quiet):
 2. While the inbox has items: run the engine on the head with the lease's :class:`~core.memory.Fence`, hand
    the reply stream to the platform's Delivery. The final memory write checks the lease and pops the head in
    one script (a fenced write); then one more script retires the head (for turns that wrote nothing) and
-   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
+   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step
+   (on Redis Cluster the acknowledgement rides on the worker's next read, and step 1 carries the first
+   turn's memory read: core/ops/queue.py).
    A lease lost midway stops the drain.
 
 While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
