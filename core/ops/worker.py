@@ -9,7 +9,9 @@ For each signal (new, or claimed from a consumer that went quiet):
 2. While the inbox has items: run the engine on the head with the lease's :class:`~core.memory.Fence`, hand
    the reply stream to the platform's Delivery. The final memory write checks the lease and pops the head in
    one script (a fenced write); then one more script retires the head (for turns that wrote nothing) and
-   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
+   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step
+   (on Redis Cluster the acknowledgement rides on the worker's next read, and step 1 carries the first
+   turn's memory read: core/ops/queue.py).
    A lease lost midway stops the drain.
 
 While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
@@ -39,7 +41,7 @@ import structlog
 
 from core.engine import Engine
 from core.errors import ConfigError, StoreError, StoreUnavailable
-from core.memory import Fence
+from core.memory import ConversationState, Fence
 from core.ops.delivery import Deliveries, run_turn
 from core.ops.jobs import decode_job
 from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
@@ -115,6 +117,9 @@ class TurnWorker:
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
         self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
         self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
+        # Cluster: an answered signal's XACK rides on the next read; sent alone before anyone could claim it.
+        queue.ack_within = max(0.05, claim_idle - locks.heartbeat - 1.0)
+        queue.on_version = engine.safety.admission.blocked_view.seen  # read with each XREADGROUP (cluster)
 
     @property
     def stopping(self) -> bool:
@@ -159,6 +164,8 @@ class TurnWorker:
         await drain_within(self._turns, max(0.0, deadline - loop.time()), hurry)
         handed_back = self._running
         await self._turns.aclose()
+        with contextlib.suppress(TimeoutError):  # acknowledgements still waiting for a read (cluster)
+            await asyncio.wait_for(self.queue.aclose(), HAND_BACK_WITHIN)
         self._log.info("worker_shutdown", running_at_stop=running, handed_back=handed_back)
 
     async def _wait_for_redis(self) -> None:
@@ -287,12 +294,12 @@ class TurnWorker:
             await self.queue.requeue(place, signal.entry_id, signal.turn_id)
             self.metrics.event("requeued")
             return
-        lease, head = await self._take(place, signal)
+        lease, head, read = await self._take(place, signal)
         if lease is None:
             return
         try:
             async with self.locks.keep(lease, tick=lambda: self.queue.touch(self.name, signal.entry_id)):
-                done = await self._drain(place, lease, head, signal)
+                done = await self._drain(place, lease, head, signal, read)
         except asyncio.CancelledError:
             # Shutdown deadline: hand the conversation back. The unanswered item is still the inbox head.
             await self._hand_back(place, lease, signal)
@@ -312,17 +319,29 @@ class TurnWorker:
         else:
             await self.queue.ack(signal.entry_id)
 
-    async def _take(self, place: Place, signal: Signal) -> tuple[Lease | None, str | None]:
-        """Lock the conversation and read its inbox head. A new signal whose conversation another worker
-        holds is acknowledged at once (that holder drains the whole inbox and re-checks it before unlocking);
-        a claimed one waits up to two leases (its holder may have died: its lease then runs out)."""
+    async def _take(
+        self, place: Place, signal: Signal
+    ) -> tuple[Lease | None, str | None, ConversationState | None]:
+        """Lock the conversation and read its inbox head (on a cluster, and its memory for the first turn:
+        one round trip instead of two). A new signal whose conversation another worker holds is acknowledged
+        at once (that holder drains the whole inbox and re-checks it before unlocking); a claimed one waits
+        up to two leases (its holder may have died: its lease then runs out)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (2 * self.locks.lease + 0.5 if signal.claimed else 0.0)
         delay = 0.02
+        memory, tail = self.engine.memory, self.engine.bot.config.memory.window_max_messages
         while True:
-            lease, head, holder = await self.queue.take(place, self.locks, self.locks.token(WORKER))
+            token = self.locks.token(WORKER)
+            read: ConversationState | None = None
+            if self.queue.cluster:
+                lease, head, holder, results = await self.queue.take_and_read(
+                    place, self.locks, token, lambda pipe: memory.queue_read(pipe, place, tail)
+                )
+                read = None if results is None else memory.read_from(results)
+            else:
+                lease, head, holder = await self.queue.take(place, self.locks, token)
             if lease is not None:
-                return lease, head
+                return lease, head, read
             if loop.time() >= deadline:
                 break
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
@@ -330,7 +349,7 @@ class TurnWorker:
         if holder_kind(holder) == WORKER:
             await self.queue.ack(signal.entry_id)
         # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
-        return None, None
+        return None, None, None
 
     async def _retire(self, place: Place, item: str, lease: Lease, signal: Signal) -> Retired:
         """Retire an answered item, waiting out a Redis blip (a restart) for as long as the lease lasts: the
@@ -358,7 +377,14 @@ class TurnWorker:
         except (StoreError, TimeoutError) as exc:  # the signal stays pending: claimed after claim_idle
             self._log.warning("worker_hand_back_failed", error=str(exc) or "timeout")
 
-    async def _drain(self, place: Place, lease: Lease, item: str | None, signal: Signal) -> bool:
+    async def _drain(
+        self,
+        place: Place,
+        lease: Lease,
+        item: str | None,
+        signal: Signal,
+        read: ConversationState | None = None,
+    ) -> bool:
         """Answer the inbox's items in order while the lease holds. True when the inbox was emptied (the
         conversation is then unlocked and the signal acknowledged)."""
         inbox = self.queue.inbox(place)
@@ -374,8 +400,9 @@ class TurnWorker:
             else:
                 if signal.claimed:
                     job = replace(job, attempt=2)
-                fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
+                fence = Fence(lease.conversation, lease.key, lease.token, inbox, item, read)
                 await run_turn(self.engine, delivery, job, self.metrics, fence=fence, guard=self.queue.guard)
+            read = None  # read with the lock for the first item only
             retired = await self._retire(place, item, lease, signal)
             if retired.done:
                 return True
