@@ -8,10 +8,13 @@ L2-normalised: what sentence-transformers' ``Pooling(mean) + Normalize`` does fo
 
 Why numpy and not onnxruntime: the package ships safetensors only, so onnxruntime would need an ONNX export
 (torch or the ``onnx`` package to build one) and a 17 MB runtime for a model whose whole forward pass is 36
-matrix products. Measured on this machine (``make bench-kb``), a query embeds in a few milliseconds and the
-GEMMs of a batch run in BLAS, which is where onnxruntime's time would go too.
+matrix products, all in BLAS, which is where onnxruntime's time would go too. A question embeds in about
+20 ms on an idle core of this machine, more under load (``make bench-kb``; README "Knowledge base").
 
 The model is loaded once per process (about 90 MB of float32) and shared; every call runs in a worker thread.
+
+A process that serves questions runs BLAS on one thread (core/kb/blas.py: a question's products have a dozen
+rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BLAS's default.
 """
 
 from __future__ import annotations

@@ -105,8 +105,10 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     delivery = MemoryDelivery()
-    # The lease must outlast the failover (node timeout 1 s + election): a turn keeps its conversation.
-    lease = {"parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0}
+    # The lease must outlast the failover (node timeout 1 s + election, several seconds on a busy machine: a
+    # 4 s lease ran out and two turns were answered twice): the production timings. No worker dies here, so
+    # nothing waits for a claim.
+    lease = {"parley_lock_lease": 10.0, "parley_lease_heartbeat": 1.0, "parley_queue_claim_idle": 10.0}
     settings = _settings(cluster, fake_openai, tmp_path, **lease)
     async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)

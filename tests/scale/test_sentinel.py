@@ -39,8 +39,9 @@ async def test_the_master_killed_while_turns_flow_loses_none_and_answers_none_tw
         openai_base_url=fake_openai.base_url,
         openai_api_key="k",
         parley_data_dir=tmp_path / "d",
-        # The lease outlasts the failover (down-after 600 ms + the election): turns keep their conversation.
-        **{**FAST, "parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0},
+        # The lease outlasts the failover (down-after 600 ms + the election, longer on a busy machine): turns
+        # keep their conversation. No worker dies here, so nothing waits for a claim.
+        **{**FAST, "parley_lock_lease": 10.0, "parley_lease_heartbeat": 1.0, "parley_queue_claim_idle": 10.0},
     )
     delivery = MemoryDelivery()
     old_master = group.master
