@@ -89,7 +89,7 @@ lint: $(STAMP)  ## ruff (check + format), mypy strict, vulture (dead code), impo
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
 
-chaos: $(STAMP)  ## fault table on real processes (SIGKILL, Cluster/Sentinel failover, Redis, LLM faults); ~5 min
+chaos: $(STAMP)  ## fault table on real processes (SIGKILL, Cluster/Sentinel failover, Redis, LLM and embeddings faults) + SIGTERM with each dependency gone; ~10 min
 	$(BIN)/python -m pytest -m chaos tests/scale
 	$(BIN)/python -m tests.bench.chaos
 

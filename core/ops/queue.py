@@ -370,6 +370,19 @@ class TurnQueue:
         signals = [_signal(entry_id, fields, True) for entry_id, fields in response[1]]
         return next_cursor, signals
 
+    async def pending_idle(self, count: int) -> list[tuple[str, float]]:
+        """(entry id, seconds since its last delivery or heartbeat) of the first ``count`` pending entries,
+        oldest id first (XPENDING's extended form): when each becomes claimable, without claiming it."""
+        try:
+            rows: Any = await self._r.xpending_range(self.stream, GROUP, "-", "+", count)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
+                return []  # nothing was ever queued (or Redis lost it: the read loop recreates the group)
+            raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return [(str(row["message_id"]), int(row["time_since_delivered"]) / 1000) for row in rows or []]
+
     async def touch(self, consumer: str, entry_id: str) -> None:
         """Reset an entry's idle time (its worker is alive and still on it), so nobody claims it."""
         try:

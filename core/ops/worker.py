@@ -17,9 +17,11 @@ For each signal (new, or claimed from a consumer that went quiet):
 While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
 lease and re-claims its signal to itself (``XCLAIM ... JUSTID``, which resets the entry's idle time), so
 nobody claims a turn whose owner lives, however slow the turn. If the worker dies, the heartbeats stop:
-another worker's claim loop (every second, or a quarter of ``claim_idle`` if shorter) takes the signal with
-XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by default; by then the dead owner's lease, renewed at
-the same moments, has run out too) and answers the item still at the inbox head. A late writer (an owner that
+another worker's claim loop takes the signal with XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by
+default; by then the dead owner's lease, renewed at the same moments, has run out too) and answers the item
+still at the inbox head. The loop does not poll: it reads the pending entries' idle times (XPENDING) and
+sleeps until the first one can be claimed, or ``claim_idle`` when none is pending (one command per
+``claim_idle`` at rest). A late writer (an owner that
 stalled past its lease) is kept out by the fenced final write. On shutdown a worker stops reading, lets
 running turns finish for ``grace`` seconds, then cancels them and hands their conversations back (unlock,
 fresh signal): the unanswered item is still at the inbox head, nothing is lost.
@@ -50,8 +52,10 @@ from core.types import Place
 
 log = structlog.get_logger("parley.worker")
 PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
-HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims and queue metrics
-CLAIM_EVERY = 1.0  # the longest wait between looks for dead owners' turns
+HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims (only after work was done)
+CLAIM_EVERY = 1.0  # the next claim look while busy, after a failed look, or with many entries pending
+CLAIM_MARGIN = 0.05  # seconds after an entry's claim time the look is due (timer slack)
+PENDING_SCAN = 100  # pending entries one claim look reads the idle times of
 HAND_BACK_WITHIN = 1.5  # seconds a cancelled turn may spend handing its conversation back
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
@@ -111,7 +115,6 @@ class TurnWorker:
         self._stopping = asyncio.Event()
         self._loops_done = asyncio.Event()
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
-        self._cursor = "0-0"
         self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
         self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
         # Cluster: an answered signal's XACK rides on the next read; sent alone before anyone could claim it.
@@ -209,29 +212,29 @@ class TurnWorker:
             self._start(signals)
 
     async def _maintenance_loop(self) -> None:
-        tick = max(0.05, min(self.claim_idle / 4, CLAIM_EVERY))
+        """Claim dead owners' turns, trim, prune. The claim look is scheduled from the pending entries'
+        idle times, not polled: an entry becomes claimable ``claim_idle`` after its last delivery or
+        heartbeat, so a look that saw idle times ``i`` is next due at ``min(claim_idle - i)``, or
+        ``claim_idle`` later when nothing was pending (an entry delivered after a look is at most
+        ``claim_idle`` old at the next one). At rest that is one XPENDING per ``claim_idle`` per replica;
+        a dead owner's turn is still claimed ``claim_idle`` + ~``CLAIM_MARGIN`` after its last heartbeat."""
         loop = asyncio.get_running_loop()
+        next_look = loop.time()  # look at once: a predecessor's turns may be waiting
         next_prune = loop.time() + PRUNE_EVERY
-        next_housekeeping = loop.time()
-        housekeeping = min(HOUSEKEEPING_EVERY, self.claim_idle)
+        next_housekeeping = loop.time() + HOUSEKEEPING_EVERY
         while not self.stopping:
-            await self._sleep(tick)
+            due = min(next_look, next_prune)
+            if self._done_since_trim:  # at rest there is nothing new to trim
+                due = min(due, next_housekeeping)
+            await self._sleep(max(0.0, due - loop.time()))
             if self.stopping:
                 return
             try:
-                free = self.concurrency - self._running
-                if free > 0:
-                    self._cursor, signals = await self.queue.autoclaim(
-                        self.name, self.claim_idle, free, self._cursor
-                    )
-                    if signals:
-                        self.metrics.event("claimed", len(signals))
-                        self._log.info("worker_claimed", count=len(signals))
-                    self._start(signals)
-                if loop.time() < next_housekeeping:
-                    continue
-                next_housekeeping = loop.time() + housekeeping
-                if self._done_since_trim:  # at rest there is nothing new to trim: 3 commands saved
+                if loop.time() >= next_look:
+                    next_look = loop.time() + CLAIM_EVERY  # if the look fails: try again soon
+                    next_look = loop.time() + await self._claim_look()
+                if self._done_since_trim and loop.time() >= next_housekeeping:
+                    next_housekeeping = loop.time() + HOUSEKEEPING_EVERY
                     self._done_since_trim = 0
                     await self.queue.trim()
                 if loop.time() >= next_prune:
@@ -239,11 +242,28 @@ class TurnWorker:
                     pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
                     if pruned:
                         self._log.info("worker_pruned_consumers", count=pruned)
-                depth, pending = await self.queue.stats()
-                self.metrics.queue_depth.labels(self.metrics.bot).set(depth)
-                self.metrics.queue_pending.labels(self.metrics.bot).set(pending)
             except StoreError as exc:
                 self._log.warning("worker_maintenance_failed", error=str(exc))
+
+    async def _claim_look(self) -> float:
+        """Claim the pending entries that are ``claim_idle`` idle; return the seconds until the next look."""
+        free = self.concurrency - self._running
+        if free <= 0:
+            return CLAIM_EVERY  # busy: look again once a slot may have freed
+        pending = await self.queue.pending_idle(PENDING_SCAN)
+        due = [entry for entry, idle in pending if idle >= self.claim_idle]
+        waits = [self.claim_idle - idle for _entry, idle in pending if idle < self.claim_idle]
+        if len(pending) >= PENDING_SCAN:
+            waits.append(CLAIM_EVERY)  # more pending than one look sees: poll while that lasts
+        if due:
+            _cursor, signals = await self.queue.autoclaim(self.name, self.claim_idle, free, due[0])
+            if signals:
+                self.metrics.event("claimed", len(signals))
+                self._log.info("worker_claimed", count=len(signals))
+            self._start(signals)
+            if len(signals) < len(due):  # no free slot for the rest (or another replica took them)
+                waits.append(CLAIM_EVERY)
+        return min(waits, default=self.claim_idle) + CLAIM_MARGIN
 
     def _start(self, signals: list[Signal]) -> None:
         """Each signal in its own owned task. Concurrency is a soft limit: a signal read is never dropped."""
