@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -44,6 +45,10 @@ structlog.configure(
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("PARLEY_TEST_REDIS_URL")
     if url:
+        # Parallel workers (pytest-xdist: gw0, gw1, ...) each take their own database: every test FLUSHes.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if worker.startswith("gw"):
+            url = str(urlsplit(url)._replace(path=f"/{int(worker[2:])}").geturl())
         yield url
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"), tcp=True, appendonly=False).start()

@@ -9,6 +9,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
+
 from bots.loader import load_bot
 from core.kb.retrieve import KnowledgeBase
 from core.kb.store import KbStore
@@ -23,6 +25,9 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import kb_cfg, run_ingest, write_pages
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 from tests.scale.topology import Cluster
+
+# One cluster per run: make test's workers (pytest-xdist --dist loadgroup) keep these tests together.
+pytestmark = pytest.mark.xdist_group("redis-cluster")
 
 
 def _settings(cluster: Cluster, llm: FakeOpenAI, tmp_path: Path, **more: object) -> object:

@@ -17,6 +17,9 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 from tests.scale.topology import SentinelGroup
 
+# One Sentinel group per run: make test's workers (pytest-xdist --dist loadgroup) keep these together.
+pytestmark = pytest.mark.xdist_group("redis-sentinel")
+
 
 def test_sentinel_settings_need_each_other_and_exclude_redis_url() -> None:
     with pytest.raises(ConfigError, match="REDIS_SENTINEL_MASTER"):
