@@ -18,9 +18,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import structlog
+from argon2 import PasswordHasher, profiles
 
 from bots.loader import load_bot
 from core.bot import BotSpec
+from core.console import accounts
 from core.llm import LLM
 from core.redis_server import RedisServer
 from core.runtime import Runtime, open_runtime
@@ -39,6 +41,13 @@ structlog.configure(
         structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
     ]
 )
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2's default cost (64 MiB, 3 passes, 4 lanes: ~0.6 s of CPU per hash and check) protects operators'
+    passwords, not a test's: the tests keep the algorithm and every code path at argon2's cheapest profile."""
+    monkeypatch.setattr(accounts, "PasswordHasher", lambda: PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 
 @pytest.fixture(scope="session")
