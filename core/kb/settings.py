@@ -8,6 +8,7 @@ to the LLM's (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -28,6 +29,9 @@ class EmbeddingSettings(BaseSettings):
     embeddings_batch: int = Field(default=64, ge=1, le=2048)  # texts per request
     embeddings_timeout: float = Field(default=20.0, gt=0)
     embeddings_local: bool = True  # the embedded model when no server is configured (if installed)
+    # Where the embedded model keeps the vectors it computed (by text); default <PARLEY_DATA_DIR>/embeddings;
+    # "off" keeps none.
+    embeddings_cache_dir: str | None = None
 
     @field_validator("embeddings_base_url", "embeddings_api_key", "embeddings_model", mode="before")
     @classmethod
@@ -41,6 +45,13 @@ class EmbeddingSettings(BaseSettings):
     @property
     def model(self) -> str:
         return self.embeddings_model or DEFAULT_EMBEDDINGS_MODEL
+
+    def cache_dir(self, settings: Settings) -> Path | None:
+        if self.embeddings_cache_dir is None or not self.embeddings_cache_dir.strip():
+            return settings.parley_data_dir / "embeddings"
+        if self.embeddings_cache_dir.strip().lower() == "off":
+            return None
+        return Path(self.embeddings_cache_dir)
 
     def base_url(self, settings: Settings) -> str | None:
         return self.embeddings_base_url or settings.openai_base_url

@@ -28,8 +28,8 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     afterwards (``main`` configures it for a stream this test's capture closes)."""
     monkeypatch.chdir(tmp_path)
     for name in list(__import__("os").environ):
-        if name.startswith(("PARLEY_BOT__", "OPENAI_", "EMBEDDINGS_")):
-            monkeypatch.delenv(name)
+        if name.startswith(("PARLEY_BOT__", "OPENAI_", "EMBEDDINGS_")) and name != "EMBEDDINGS_CACHE_DIR":
+            monkeypatch.delenv(name)  # the suite's shared vector cache stays (tests/conftest.py)
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PARLEY_SUPPORT_DB", str(build_db(tmp_path / "support.db")))
     yield tmp_path
