@@ -223,12 +223,15 @@ class _Reader:
         self._pieces = pieces
         self._lines = _EventLines()
         self._waited = False
+        self._failed: Exception | None = None  # raised by the next read: the events before it go up first
         self.ended = False  # the body ended (with or without ``[DONE]``)
 
     def _tick(self) -> None:
         self._waited = True
 
     async def read(self, *, drain: bool) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
         events: list[bytes] = []
         loop = asyncio.get_running_loop()
         reads = 0
@@ -240,6 +243,11 @@ class _Reader:
             except StopAsyncIteration:
                 self.ended = True
                 events += self._lines.end()
+                break
+            except Exception as exc:  # a broken connection: show what came before it, then fail
+                if not events:
+                    raise
+                self._failed = exc
                 break
             finally:
                 tick.cancel()
