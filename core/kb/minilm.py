@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import threadpool_limits
 
 from core.kb.errors import EmbeddingError
 
@@ -161,15 +161,6 @@ class MiniLM:
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         if not texts:
             return out
-        if len(texts) < BATCH:
-            # A query (or a few texts): products too small to share out, and OpenBLAS's extra threads
-            # spin-wait between them, beside the event loop: 25 ms of CPU per query with one thread,
-            # 300+ ms with two on a busy 2-core host. Whole batches (ingest) keep BLAS's threads.
-            with _blas().limit(limits=1, user_api="blas"):
-                return self._encode(texts, out)
-        return self._encode(texts, out)
-
-    def _encode(self, texts: Sequence[str], out: F32) -> F32:
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), BATCH):
@@ -214,17 +205,6 @@ class MiniLM:
         return result
 
 
-_controller: ThreadpoolController | None = None
-
-
-def _blas() -> ThreadpoolController:
-    """The BLAS libraries loaded with numpy (looked up once: the lookup walks the loaded libraries)."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller
-
-
 _shared: MiniLM | None = None
 _shared_lock = threading.Lock()
 
@@ -235,6 +215,11 @@ def shared_model() -> MiniLM:
     with _shared_lock:
         if _shared is None:
             _shared = MiniLM.load()
+            # One BLAS thread for the process. A query's products are too small to share out, and
+            # OpenBLAS's extra threads spin-wait between them beside the event loop: 21-25 ms of CPU per
+            # query with one thread, 300-480 ms with two on a busy 2-core host. Concurrent queries run in
+            # threads of their own anyway, and ingest batches were no faster in wall time with two.
+            threadpool_limits(limits=1, user_api="blas")
         return _shared
 
 
