@@ -193,12 +193,13 @@ def _command(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     import asyncio
 
     from bots.loader import load_bot
-    from core.console.settings import load_console_settings
+    from core.appsettings import load_app_settings
     from core.logging import configure_logging
-    from core.safety.settings import load_safety_settings
-    from core.settings import load_settings
 
-    settings = load_settings()
+    # Every area's settings, read once here and passed down (core/appsettings.py); a platform's are added
+    # by the commands that connect to one, once the bot (and its bot.toml tables) is known.
+    app = load_app_settings()
+    settings = app.core
     owns_terminal = args.command == "chat" and sys.stdin.isatty() and not args.jsonl
     if owns_terminal or args.command == "test":
         # An interactive chat owns the terminal, and a test run's report is what it prints: logs go to a
@@ -210,8 +211,6 @@ def _command(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         configure_logging(settings, log_file)
     else:
         configure_logging(settings)
-    safety = load_safety_settings()
-    console = load_console_settings()
     environ = _environ()
     spec = load_bot(args.bot, environ=environ)
     if args.command == "config":
@@ -221,26 +220,26 @@ def _command(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     if args.command == "test":
         from bots import test_cmd
 
-        return asyncio.run(test_cmd.run(args, settings, safety, spec))
+        return asyncio.run(test_cmd.run(args, app, spec))
     if args.command == "kb":
         from bots import kb_cli
 
-        return asyncio.run(kb_cli.run(args, settings, spec))
+        return asyncio.run(kb_cli.run(args, app, spec))
     if args.command == "console":
         from bots import console_cmd
 
         if getattr(args, "console_command", None) == "user":
             return asyncio.run(console_cmd.manage_users(args, settings, spec))
-        return asyncio.run(console_cmd.serve_console(settings, console, spec))
+        return asyncio.run(console_cmd.serve_console(app, spec))
     from bots import cli_commands
 
     if args.command == "chat":
-        return asyncio.run(cli_commands.chat(args, settings, safety, spec))
+        return asyncio.run(cli_commands.chat(args, app, spec))
     if args.command == "check":
-        return asyncio.run(cli_commands.check(settings, safety, spec))
+        return asyncio.run(cli_commands.check(app, spec))
     if args.command == "rotate-credentials":
-        return asyncio.run(cli_commands.rotate(settings, safety, spec))
-    return asyncio.run(cli_commands.run(args, settings, safety, console, spec))
+        return asyncio.run(cli_commands.rotate(app, spec))
+    return asyncio.run(cli_commands.run(args, app, spec))
 
 
 if __name__ == "__main__":

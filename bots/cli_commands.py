@@ -12,17 +12,16 @@ from adapters.common.deps import EdgeDeps
 from adapters.common.platform import LoadedPlatform, Platform
 from adapters.console.chat import ConsoleChat, ConsoleOptions
 from bots import kb_cli
+from core.appsettings import AppSettings
 from core.bot import BotSpec
 from core.console.mount import mount_console
-from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
 from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.safety.mask import mask_text, mask_url
-from core.safety.settings import SafetySettings
-from core.settings import Settings
 from core.tools.setup import open_tools, plugin_tools
+from core.types import Place
 
 
 def _slack(bot: BotSpec) -> LoadedPlatform:
@@ -42,8 +41,14 @@ def _discord(bot: BotSpec) -> LoadedPlatform:
 PLATFORMS: dict[str, Callable[[BotSpec], LoadedPlatform]] = {"slack": _slack, "discord": _discord}
 
 
-async def chat(args: argparse.Namespace, settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
-    async with open_runtime(spec, settings, safety_settings=safety) as rt:
+def links(platforms: list[LoadedPlatform]) -> dict[str, Callable[[Place], str]]:
+    """Each platform's ``link_for``: how the console opens a conversation in it (core knows no URLs)."""
+    return {platform.name: platform.link_for for platform in platforms}
+
+
+async def chat(args: argparse.Namespace, app: AppSettings, spec: BotSpec) -> int:
+    settings = app.core
+    async with open_runtime(spec, app) as rt:
         options = ConsoleOptions(
             user_id=args.user,
             user_name=args.name or spec.config.console.get("user_name", "You"),
@@ -56,16 +61,17 @@ async def chat(args: argparse.Namespace, settings: Settings, safety: SafetySetti
         return await ConsoleChat(rt.bot, rt.engine.reply, options).serve()
 
 
-async def check(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+async def check(app: AppSettings, spec: BotSpec) -> int:
+    settings = app.core
     problems: list[str] = []
     print(f"bot {spec.name}: config ok ({len(spec.personas)} personas: {', '.join(sorted(spec.personas))})")
     if not settings.llm_configured:
         problems.append(NO_LLM)
     if spec.config.kb is not None:
-        problems.extend(await kb_cli.check_embeddings(settings))
+        problems.extend(await kb_cli.check_embeddings(settings, app.embeddings))
     try:
         llm = None if settings.llm_configured else _NullLLM()
-        async with open_runtime(spec, settings, llm=llm, safety_settings=safety) as rt:
+        async with open_runtime(spec, app, llm=llm) as rt:
             print("redis: ok")
             if settings.llm_configured:
                 await _probe_llm(rt, problems)
@@ -105,17 +111,20 @@ async def _check_tools(rt: Runtime) -> list[str]:
     return problems
 
 
-async def rotate(settings: Settings, safety: SafetySettings, spec: BotSpec) -> int:
+async def rotate(app: AppSettings, spec: BotSpec) -> int:
     """Re-seal what the platforms keep for long (Slack's OAuth installations) under the newest credential
     key; short-lived values (response_urls, interaction tokens) expire on their own."""
-    box = settings.credential_box()
+    box = app.core.credential_box()
     if not box.enabled:
         raise ConfigError("PARLEY_CREDENTIALS_KEYS is not set: there is no key to re-seal credentials with")
-    async with open_runtime(spec, settings, llm=_NullLLM(), safety_settings=safety) as rt:
-        if "slack" in spec.config.platforms:
-            from adapters.slack import rotate_credentials  # only a Slack bot loads slack-bolt
+    slack = None
+    if "slack" in spec.config.platforms:
+        import adapters.slack  # only a Slack bot loads slack-bolt
 
-            print(await rotate_credentials(rt.redis, rt.keys, box))
+        slack = adapters.slack.load_settings(spec).settings  # read once, before anything is opened
+    async with open_runtime(spec, app, llm=_NullLLM()) as rt:
+        if slack is not None:
+            print(await adapters.slack.rotate_credentials(rt.redis, rt.keys, box, slack))
     return 0
 
 
@@ -140,16 +149,11 @@ class _NullLLM:
         return None
 
 
-async def run(
-    args: argparse.Namespace,
-    settings: Settings,
-    safety: SafetySettings,
-    console: ConsoleSettings,
-    spec: BotSpec,
-) -> int:
+async def run(args: argparse.Namespace, app: AppSettings, spec: BotSpec) -> int:
     """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
     them. Every platform's Delivery (how workers show its replies) is registered in every mode, so a
     workers-only process can answer every platform."""
+    settings = app.core
     names = args.platform or spec.config.platforms
     if not names:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
@@ -159,8 +163,10 @@ async def run(
         if name not in PLATFORMS:
             raise ConfigError(f"platforms: unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
     platforms = [PLATFORMS[name](spec) for name in names]  # each platform's settings, read once
-    async with open_runtime(spec, settings, safety_settings=safety, console_settings=console) as rt:
-        await mount_console(rt, console)  # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
+    app = app.with_platforms({platform.name: platform.settings for platform in platforms})
+    async with open_runtime(spec, app) as rt:
+        # /console on the ops server when PARLEY_CONSOLE_PASSWORD is set
+        await mount_console(rt, links(platforms))
         deps = EdgeDeps.of(rt)
         adapters: list[tuple[str, Servable]] = []
         for platform in platforms:

@@ -23,18 +23,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from core.appsettings import AppSettings
 from core.bot import BotSpec
 from core.console.accounts import Accounts, Role, check_name, check_role
 from core.console.audit import AuditLog
 from core.console.mount import PREFIX, mount_console
-from core.console.settings import ConsoleSettings
 from core.errors import ConfigError, LLMError
 from core.keys import KeySpace
 from core.llm import LLMRequest
 from core.ops.redisconn import connect as connect_redis
 from core.redis_server import RedisServer
 from core.runtime import open_runtime, ping
-from core.safety.settings import load_safety_settings
 from core.settings import Settings
 
 CONSOLE_OFF = (
@@ -111,21 +110,23 @@ class _NoLLM:
         return None
 
 
-async def serve_console(
-    settings: Settings, config: ConsoleSettings, spec: BotSpec, stop: asyncio.Event | None = None
-) -> int:
-    if not config.enabled:
+async def serve_console(app: AppSettings, spec: BotSpec, stop: asyncio.Event | None = None) -> int:
+    if not app.console.enabled:
         raise ConfigError(CONSOLE_OFF)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     # No turn is answered here: neither the LLM, the moderation endpoint nor the MCP servers are needed
     # (starting the support bot's orders server alone took seconds).
-    safety = load_safety_settings(parley_moderation_endpoint=False)
-    settings = settings.model_copy(update={"parley_mcp": False})
-    async with open_runtime(
-        spec, settings, llm=_NoLLM(), safety_settings=safety, console_settings=config
-    ) as rt:
-        await mount_console(rt, config)
+    # The bot's platforms are read (no connection is made) for the settings page and their links.
+    from bots.cli_commands import PLATFORMS, links
+
+    platforms = [PLATFORMS[name](spec) for name in spec.config.platforms if name in PLATFORMS]
+    app = app.replace(
+        core=app.core.model_copy(update={"parley_mcp": False}),
+        safety=app.safety.model_copy(update={"parley_moderation_endpoint": False}),
+    ).with_platforms({platform.name: platform.settings for platform in platforms})
+    async with open_runtime(spec, app, llm=_NoLLM()) as rt:
+        await mount_console(rt, links(platforms))
         await rt.ops.http.start()
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):

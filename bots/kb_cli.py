@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
+from core.appsettings import AppSettings
 from core.bot import BotSpec
 from core.errors import ConfigError
 from core.kb import minilm
@@ -25,7 +26,7 @@ from core.kb.embed import make_embedder, probe
 from core.kb.errors import EmbeddingError
 from core.kb.ingest import ingest
 from core.kb.retrieve import KnowledgeBase
-from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings
+from core.kb.settings import EmbeddingSettings, KbConfig
 from core.kb.store import KbStore
 from core.keys import KeySpace
 from core.ops.redisconn import RedisTarget, settings_target
@@ -59,9 +60,9 @@ def _config(spec: BotSpec) -> KbConfig:
     return cfg
 
 
-async def run(args: argparse.Namespace, settings: Settings, spec: BotSpec) -> int:
+async def run(args: argparse.Namespace, app: AppSettings, spec: BotSpec) -> int:
     cfg = _config(spec)
-    emb = load_embedding_settings()
+    settings, emb = app.core, app.embeddings
     async with _redis(settings) as client:
         store = KbStore(client, KeySpace(spec.name))
         if args.kb_command == "ingest":
@@ -199,9 +200,8 @@ def _configured_model(settings: Settings, emb: EmbeddingSettings) -> str:
     return embedder.model if embedder is not None else ""
 
 
-async def check_embeddings(settings: Settings, emb: EmbeddingSettings | None = None) -> list[str]:
+async def check_embeddings(settings: Settings, emb: EmbeddingSettings) -> list[str]:
     """Print how retrieval runs and probe the embeddings (a real call: model and dimension); the problems."""
-    emb = emb or load_embedding_settings()
     embedder = make_embedder(settings, emb, max_retries=0)
     if embedder is None:
         why = (

@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from core.appsettings import AppSettings
 from core.bot import BotSpec
 from core.builtins import builtin_registry, forget_command
-from core.console.settings import ConsoleSettings, load_console_settings
 from core.console.stats import DailyStats, build_stats
 from core.engine import Engine, Features
 from core.errors import ConfigError, StoreUnavailable
@@ -34,7 +34,6 @@ from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
-from core.safety.settings import SafetySettings, load_safety_settings
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.story import StoryClock, StoryStore
@@ -53,7 +52,7 @@ NO_LLM = (
 
 @dataclass
 class Runtime:
-    settings: Settings
+    app: AppSettings  # every area's settings, read once by the CLI (core/appsettings.py)
     bot: BotSpec
     redis: aioredis.Redis
     llm: LLM
@@ -67,6 +66,11 @@ class Runtime:
     stats: DailyStats | None = None  # the operator console's daily aggregates (core/console)
     knowledge: KnowledgeBase | None = None  # the knowledge base (core/kb), when the bot has one
     media: Media | None = None  # images in (vision) and out (/imagine)
+
+    @property
+    def settings(self) -> Settings:
+        """The process settings (LLM, Redis, queue, ops): ``app.core``."""
+        return self.app.core
 
 
 def story_route(deliveries: Deliveries, turn: Turn) -> Route:
@@ -87,17 +91,17 @@ async def ping(client: aioredis.Redis, what: str) -> None:
 @asynccontextmanager
 async def open_runtime(
     spec: BotSpec,
-    settings: Settings,
+    app: AppSettings,
     *,
     llm: LLM | None = None,
     redis: aioredis.Redis | None = None,
-    safety_settings: SafetySettings | None = None,
-    console_settings: ConsoleSettings | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Build a bot's runtime. ``redis`` is a client the caller owns (it must use ``decode_responses=True``);
-    by default one is made from REDIS_URL, or an embedded redis-server is started. ``safety_settings``: the
-    CLI reads them once with the other settings; a library caller may leave them to the environment. So
-    do ``console_settings`` (the price table and retention of the console's aggregates, always kept)."""
+    """Build a bot's runtime from ``app``, every area's settings as the CLI read them (nothing here reads
+    the environment). ``redis`` is a client the caller owns (it must use ``decode_responses=True``); by
+    default one is made from REDIS_URL, or an embedded redis-server is started."""
+    if not isinstance(app, AppSettings):  # the old signature took the process Settings alone
+        raise TypeError(f"open_runtime needs AppSettings (core/appsettings.py), not {type(app).__name__}")
+    settings = app.core
     if llm is None and not settings.llm_configured:
         raise ConfigError(NO_LLM)
     async with AsyncExitStack() as stack:
@@ -140,9 +144,7 @@ async def open_runtime(
         )
         await memory.load_scripts()
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
-        safety = await stack.enter_async_context(
-            open_safety(spec, settings, client, keys, safety_settings or load_safety_settings())
-        )
+        safety = await stack.enter_async_context(open_safety(spec, settings, client, keys, app.safety))
         stack.push_async_callback(safety.moderator.aclose)
         registry = builtin_registry(cfg.commands)
         if cfg.privacy.forget_command:
@@ -190,9 +192,11 @@ async def open_runtime(
             log.warning("tools_not_provided_yet", tools=unsure, why="an MCP server is not answering")
         tasks = TaskOwner(f"bot:{spec.name}")
         stack.push_async_callback(tasks.aclose, 5.0)
-        stats = build_stats(client, keys, spec, settings, console_settings or load_console_settings())
+        stats = build_stats(client, keys, spec, settings, app.console)
         # The knowledge base ([kb] or a knowledge file): loads the published index, polls for new versions.
-        knowledge = await stack.enter_async_context(open_knowledge_base(spec, settings, client, keys))
+        knowledge = await stack.enter_async_context(
+            open_knowledge_base(spec, settings, client, keys, app.embeddings)
+        )
         story = StoryStore(client, keys, ttl_seconds=int(cfg.memory.ttl_days * 86_400))
         engine = Engine(
             bot=spec,
@@ -226,7 +230,7 @@ async def open_runtime(
             stack.push_async_callback(clocks.aclose)
             clocks.spawn(clock.run(), name="story-clock")
         yield Runtime(
-            settings,
+            app,
             spec,
             client,
             llm,

@@ -365,7 +365,7 @@ async def branching_story(ctx: TurnContext, call: CommandCall, store: StoryStore
     if state is not None:
         await store.end(place, state)  # a new story replaces the old one
         ctx.retire = ("story",)
-    voting = place.workspace not in {"@me", "local"} and not place.channel.startswith("D")
+    voting = not place.is_direct  # one reader: the story goes on at once, no vote
     genre = call.options.get("genre", "any").lower()
     opening = f"The players' idea (a theme, not instructions): {words}"
     opening += "" if genre == "any" else f"\nGenre: {genre}."

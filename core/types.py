@@ -36,12 +36,15 @@ class Place:
     """Where a conversation happens: ``(platform, workspace or guild, channel, thread)``.
 
     ``thread`` is empty when the platform has no thread for the message. DMs use the DM channel id.
+    ``is_direct``: a direct conversation (a DM, the terminal), as the adapter knows it; core never guesses it
+    from a platform's ids. Not part of the place's identity (equality, hash, conversation id).
     """
 
     platform: str
     workspace: str
     channel: str
     thread: str = ""
+    is_direct: bool = field(default=False, compare=False)
 
     @property
     def conversation_id(self) -> str:

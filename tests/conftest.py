@@ -24,6 +24,7 @@ from core.llm import LLM
 from core.redis_server import RedisServer
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
+from tests.appsettings import make_app
 from tests.fakes.openai_server import FakeOpenAI
 
 # Never let anything (tiktoken above all) reach for the network or a developer's cache.
@@ -115,12 +116,18 @@ def single_shot_story(spec: BotSpec) -> BotSpec:
 
 @pytest.fixture
 def runtime_factory(redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> RuntimeFactory:
-    """``async with runtime_factory("arcade", spec=None, llm=None, **settings) as rt:`` a real runtime
-    on the test Redis and the fake OpenAI server."""
+    """``async with runtime_factory("arcade", spec=None, llm=None, app=None, **settings) as rt:`` a real
+    runtime on the test Redis and the fake OpenAI server. ``app``: the other areas' settings (make_app's
+    keywords: safety, console, embeddings, platforms)."""
 
     @asynccontextmanager
     async def factory(
-        bot: str = "arcade", *, spec: BotSpec | None = None, llm: LLM | None = None, **overrides: Any
+        bot: str = "arcade",
+        *,
+        spec: BotSpec | None = None,
+        llm: LLM | None = None,
+        app: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[Runtime]:
         values: dict[str, Any] = {
             "redis_url": redis_url,
@@ -129,7 +136,8 @@ def runtime_factory(redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path) -> 
             "parley_data_dir": tmp_path / "data",
         }
         values.update(overrides)
-        async with open_runtime(spec or load_bot(bot), make_settings(**values), llm=llm) as rt:
+        settings = make_app(make_settings(**values), **(app or {}))
+        async with open_runtime(spec or load_bot(bot), settings, llm=llm) as rt:
             yield rt
 
     return factory

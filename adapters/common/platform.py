@@ -4,6 +4,7 @@ A platform package defines four module-level functions, checked by mypy wherever
 :class:`PlatformModule` (see ``bots/cli.py``):
 
     load_settings(bot)                      env over the bot's bot.toml table over defaults, read once
+    link_for(place)                         a link that opens the conversation ('' when there is none)
     build_delivery(deps, settings)          how queue workers show replies (any process: REST/Web API only)
     build_adapter(deps, settings, delivery) the event side; it may share the Delivery's stores
     check(deps, settings)                   problems, one line each, for ``parley check``
@@ -20,6 +21,7 @@ from adapters.common.deps import EdgeDeps
 from core.bot import BotSpec
 from core.ops.delivery import Delivery
 from core.ops.service import Servable
+from core.types import Place
 
 S = TypeVar("S")
 D = TypeVar("D", bound=Delivery)
@@ -27,6 +29,8 @@ D = TypeVar("D", bound=Delivery)
 
 class PlatformModule(Protocol[S, D]):
     def load_settings(self, bot: BotSpec) -> S: ...
+
+    def link_for(self, place: Place) -> str: ...
 
     def build_delivery(self, deps: EdgeDeps, settings: S) -> D: ...
 
@@ -44,6 +48,9 @@ class Platform(Generic[S, D]):
         self.settings = module.load_settings(bot)
         self._delivery: D | None = None
 
+    def link_for(self, place: Place) -> str:
+        return self._module.link_for(place)
+
     def delivery(self, deps: EdgeDeps) -> D:
         if self._delivery is None:
             self._delivery = self._module.build_delivery(deps, self.settings)
@@ -60,6 +67,11 @@ class LoadedPlatform(Protocol):
     """A :class:`Platform` whatever its settings type: what the CLI drives."""
 
     name: str
+
+    @property
+    def settings(self) -> object: ...  # what the package read (bots add it to AppSettings.platforms)
+
+    def link_for(self, place: Place) -> str: ...
 
     def delivery(self, deps: EdgeDeps) -> Delivery: ...
 

@@ -139,7 +139,7 @@ class ConsoleChat:
         self._opt = options
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
-        self._place = Place("console", "local", options.user_id, options.conversation)
+        self._place = Place("console", "local", options.user_id, options.conversation, is_direct=True)
         self._author = Author(options.user_id, options.user_name, is_admin=True)  # it's your own terminal
         self._delivery = ConsoleDelivery(self)
 

@@ -6,7 +6,7 @@ Modules: :mod:`.settings` (DISCORD_* and bot.toml ``[discord]``), :mod:`.transla
 pure), :mod:`.format` (Markdown -> safe Discord text, pure), :mod:`.adapter` (the gateway side: accept
 events, dispatch turns), :mod:`.delivery` (the worker side: show replies over REST), :mod:`.sink` (post and
 edit messages), :mod:`.notice` (the moderators' notice of a flagged turn, pure), :mod:`.endpoints` (REST base
-and gateway URL).
+and gateway URL), :mod:`.links` (``link_for(place)``: the conversation's discord.com URL, pure).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from adapters.common.deps import EdgeDeps
 from adapters.discord import endpoints
 from adapters.discord.adapter import DiscordAdapter, build_intents
 from adapters.discord.delivery import DiscordDelivery
+from adapters.discord.links import link_for
 from adapters.discord.settings import DiscordSettings, load_discord_settings
 from core.bot import BotSpec
 
@@ -28,6 +29,7 @@ __all__ = [
     "build_adapter",
     "build_delivery",
     "check",
+    "link_for",
     "load_discord_settings",
     "load_settings",
 ]

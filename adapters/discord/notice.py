@@ -14,11 +14,10 @@ import discord
 
 from adapters.common.flags import FlagReport
 from adapters.discord.format import neutralise_mentions
+from adapters.discord.links import jump_url as jump_url  # re-exported: delivery.py imports it here
 from adapters.discord.route import ChannelTarget, Origin, Target
 
 NOTICE_LIMIT = 2000  # Discord's message length
-JUMP_BASE = "https://discord.com/channels"
-DM_GUILD = "@me"  # what Discord's links use for DMs
 
 
 def origin_of(target: Target) -> Origin:
@@ -28,12 +27,6 @@ def origin_of(target: Target) -> Origin:
         return target.origin
     message = target.reply_to if isinstance(target, ChannelTarget) else None
     return Origin(target.channel_id, message)
-
-
-def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    """Discord's link to a message (``@me`` for a DM)."""
-    guild = DM_GUILD if guild_id is None else str(guild_id)
-    return f"{JUMP_BASE}/{guild}/{channel_id}/{message_id}"
 
 
 def plain(text: str) -> str:

@@ -93,7 +93,7 @@ class InteractionView:
 def place_for(guild_id: str | None, channel_id: str, thread_parent_id: str | None) -> Place:
     """The conversation: ``(guild, channel, thread)``; a thread lives under its parent channel."""
     if guild_id is None:
-        return Place(PLATFORM, DM_WORKSPACE, channel_id)
+        return Place(PLATFORM, DM_WORKSPACE, channel_id, is_direct=True)
     if thread_parent_id is not None:
         return Place(PLATFORM, guild_id, thread_parent_id, channel_id)
     return Place(PLATFORM, guild_id, channel_id)

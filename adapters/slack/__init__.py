@@ -1,9 +1,10 @@
 """The Slack platform package (:class:`~adapters.common.platform.PlatformModule`): ``load_settings``,
-``build_delivery`` and ``build_adapter`` for ``parley run``, ``check`` for ``parley check``,
+``link_for``, ``build_delivery`` and ``build_adapter`` for ``parley run``, ``check`` for ``parley check``,
 ``rotate_credentials`` for ``parley rotate-credentials``.
 
 Modules (one job each):
 
+    places     pure: Slack ids -> Place (DMs are direct) and link_for(place), the link that opens it
     settings   SLACK_* credentials, the bot's [slack] table (env over it), Socket Mode vs HTTP vs OAuth
     translate  pure: Slack payloads -> Turn / CommandCall / Feedback; feedback and section blocks
     route      pure: where a queued turn's reply goes (Route <-> SlackTarget)
@@ -28,7 +29,9 @@ from adapters.common.deps import EdgeDeps
 from adapters.slack.app import SlackAdapter
 from adapters.slack.delivery import SlackDelivery
 from adapters.slack.oauth import RedisInstallationStore
+from adapters.slack.places import link_for
 from adapters.slack.settings import (
+    SlackSettings,
     SlackSetup,
     choose_mode,
     load_slack_settings,
@@ -46,6 +49,7 @@ __all__ = [
     "build_adapter",
     "build_delivery",
     "check",
+    "link_for",
     "load_settings",
     "rotate_credentials",
 ]
@@ -70,10 +74,11 @@ def build_adapter(deps: EdgeDeps, setup: SlackSetup, delivery: SlackDelivery) ->
     return SlackAdapter(deps, setup.settings, setup.config, choose_mode(setup.settings), delivery)
 
 
-async def rotate_credentials(redis: aioredis.Redis, keys: KeySpace, box: CredentialBox) -> str:
+async def rotate_credentials(
+    redis: aioredis.Redis, keys: KeySpace, box: CredentialBox, settings: SlackSettings
+) -> str:
     """Re-seal the stored OAuth installations under the newest credential key (response_urls live 30 min:
     they need nothing)."""
-    settings = load_slack_settings()
     if not settings.slack_client_id:
         return "slack: no OAuth installations (single-workspace token): nothing to re-seal"
     store = RedisInstallationStore(redis, keys, client_id=settings.slack_client_id, box=box)

@@ -8,10 +8,10 @@ checks that the clicker is the user the call was proposed to.
 from __future__ import annotations
 
 from adapters.slack.payloads import BlockActions
-from adapters.slack.route import PLATFORM
+from adapters.slack.places import place_of
 from adapters.slack.settings import is_admin
 from core.clicks import confirm_call
-from core.types import Author, Place, Turn
+from core.types import Author, Turn
 
 TOOL_CONFIRM = "parley_tool_confirm"
 TOOL_CANCEL = "parley_tool_cancel"
@@ -73,7 +73,7 @@ def turn_from_tool_click(payload: BlockActions, admins: frozenset[str] = frozens
     # The clicker's admin rights, as for their messages: an admin-only tool can be confirmed by button.
     return Turn(
         author=Author(user, is_admin=is_admin(admins, team, user)),
-        place=Place(PLATFORM, team, channel, thread),
+        place=place_of(team, channel, thread),
         text=f"/{call.name} {call.args}",
         addressed=True,
         command=call,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from adapters.slack.places import PLATFORM as PLATFORM  # re-exported: app.py imports it from here
 from core.keys import KeySpace
 from core.ops.jobs import Route
 from core.types import Turn
 
-PLATFORM = "slack"
 RESPONSE_URL_TTL = 30 * 60  # Slack accepts posts to a response_url for 30 minutes
 
 Kind = Literal["message", "command"]

@@ -26,11 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from adapters.common.split import split_text
 from adapters.slack.payloads import BlockActions, EventCallback, MessageEvent, SlackFile, SlashCommand
+from adapters.slack.places import place_of
 from adapters.slack.settings import is_admin
 from core.clicks import vote_call
 from core.types import AudioRef, Author, Choice, CommandCall, ImageRef, Place, Turn
-
-PLATFORM = "slack"
 
 # Message subtypes that still carry a person's words. Everything else (message_changed, message_deleted,
 # channel_join, bot_message unless answer_bots, ...) is not a turn.
@@ -126,7 +125,7 @@ def turn_from_event(body: EventCallback, me: BotIdentity, options: EventOptions 
         author=Author(
             id=author_id, is_bot=from_bot, is_admin=is_admin(options.admins, workspace_of(body), author_id)
         ),
-        place=Place(PLATFORM, workspace_of(body), channel, thread),
+        place=place_of(workspace_of(body), channel, thread, im=event.get("channel_type") == "im"),
         text=plain_text(raw_text, strip_user=me.user_id),
         message_id=ts,
         addressed=addressed,
@@ -237,7 +236,7 @@ def turn_from_command(
         author=Author(
             id=user, display_name=payload.get("user_name", ""), is_admin=is_admin(admins, team, user)
         ),
-        place=Place(PLATFORM, team, channel, thread),
+        place=place_of(team, channel, thread),
         text=f"/{name} {args}".strip(),
         addressed=True,
         event_id="cmd:" + (payload.get("trigger_id", "") or f"{channel}:{user}:{args}"),
@@ -260,7 +259,7 @@ def resume_target(value: str, team: str) -> Place | None:
     channel, _, thread = value.partition(":")
     if not channel or not re.fullmatch(r"[CDG][A-Z0-9]+", channel) or not re.fullmatch(r"[0-9.]*", thread):
         return None
-    return Place(PLATFORM, team, channel, thread)
+    return place_of(team, channel, thread)
 
 
 def feedback_from_action(payload: BlockActions) -> Feedback | None:
@@ -286,7 +285,7 @@ def feedback_from_action(payload: BlockActions) -> Feedback | None:
         turn_id=turn_id[:64],
         vote="up" if action_id == FEEDBACK_UP else "down",
         user_id=user,
-        place=Place(PLATFORM, team, channel, thread),
+        place=place_of(team, channel, thread),
         message_ts=message_ts,
     )
 
@@ -332,7 +331,7 @@ def vote_from_action(payload: BlockActions) -> Turn | None:
     event = f"{channel}:{container.get('message_ts', '')}:{user}:{actions[0].get('action_ts', '')}"
     return Turn(
         author=Author(id=user),
-        place=Place(PLATFORM, team, channel, str(message.get("thread_ts", "") or "")),
+        place=place_of(team, channel, str(message.get("thread_ts", "") or "")),
         text=f"/story {call.args}",
         message_id=str(container.get("message_ts", "")),
         event_id=event,

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from bots.convtest.cases import Case, TurnSpec, load_cases
 from bots.convtest.check import Failure, TurnOutcome, check_turn
 from bots.convtest.model import RecordingModel, ScriptedModel
+from core.appsettings import AppSettings
 from core.bot import BotSpec
 from core.clicks import confirm_call
 from core.errors import ConfigError
@@ -38,8 +39,6 @@ from core.llm import LLM
 from core.redis_server import RedisServer
 from core.reply import fold_reply
 from core.runtime import Runtime, open_runtime
-from core.safety.settings import SafetySettings
-from core.settings import Settings
 from core.types import Author, CommandCall, Place, Turn
 
 
@@ -70,14 +69,14 @@ async def _private_redis() -> AsyncIterator[tuple[str, aioredis.Redis]]:
             await asyncio.to_thread(server.stop)
 
 
-async def _ingest(spec: BotSpec, settings: Settings, out: TextIO) -> None:
+async def _ingest(spec: BotSpec, app: AppSettings, out: TextIO) -> None:
     """Index the bot's ``[kb]`` sources into the private Redis, as ``parley kb ingest`` would."""
     from bots import kb_cli  # the kb CLI's own path: what a test cites is what an operator's ingest gives
 
     args = argparse.Namespace(kb_command="ingest", paths=[], rebuild=False, collection="")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        await kb_cli.run(args, settings, spec)
+        await kb_cli.run(args, app, spec)
     out.write(f"knowledge base: {printed.getvalue().strip().splitlines()[-1]}\n")
 
 
@@ -115,8 +114,7 @@ def _input(spec: TurnSpec, pending: str, where: str) -> tuple[str, CommandCall |
 
 async def run_tests(
     spec: BotSpec,
-    settings: Settings,
-    safety: SafetySettings,
+    app: AppSettings,
     *,
     live: bool = False,
     runs: int = 1,
@@ -132,19 +130,19 @@ async def run_tests(
         cases = [(f, c) for f, c in cases if c.live]
     scripted = None if live else ScriptedModel()
     async with _private_redis() as (url, client):
-        settings = settings.model_copy(update={"redis_url": SecretStr(url)})
+        app = app.replace(core=app.core.model_copy(update={"redis_url": SecretStr(url)}))
         if not live:
-            safety = safety.model_copy(update={"parley_moderation_endpoint": False})
+            app = app.replace(safety=app.safety.model_copy(update={"parley_moderation_endpoint": False}))
         if spec.config.kb is not None:
-            await _ingest(spec, settings, out)
+            await _ingest(spec, app, out)
         inner: LLM | None = scripted
         if inner is None:
             from core.llm import OpenAILLM
 
-            inner = OpenAILLM(settings)
+            inner = OpenAILLM(app.core)
         rec = RecordingModel(inner)
         results = []
-        async with open_runtime(spec, settings, llm=rec, redis=client, safety_settings=safety) as rt:
+        async with open_runtime(spec, app, llm=rec, redis=client) as rt:
             n = 0
             for file, case in cases:
                 result = CaseResult(file, case)

@@ -85,6 +85,10 @@ _session: ContextVar[Session | None] = ContextVar("parley_console_session", defa
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# A platform's link to a conversation ('' when it cannot make one): each platform package's link_for.
+LinkFor = Callable[[Place], str]
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     platform: str
@@ -117,17 +121,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _thread_link(place: Place) -> str:
-    """A link that opens the conversation in its platform ('' when there is none to make)."""
-    if place.platform == "slack" and place.channel:
-        ts = place.thread.replace(".", "")
-        return f"https://slack.com/archives/{place.channel}" + (f"/p{ts}" if ts else "")
-    if place.platform == "discord" and place.workspace and place.channel:
-        # A Discord thread is a channel of its own.
-        return f"https://discord.com/channels/{place.workspace}/{place.thread or place.channel}"
-    return ""
-
-
 def _day(text: str) -> date | None:
     try:
         return date.fromisoformat(text.strip())
@@ -155,6 +148,7 @@ class Console:
         trusted_proxies: tuple[Network, ...] = (),
         handoff_target_minutes: float = 15,
         embed: Embed | None = None,
+        links: Mapping[str, LinkFor] | None = None,
     ) -> None:
         self.bot = bot
         self.prefix = prefix
@@ -175,9 +169,16 @@ class Console:
         self.trusted = trusted_proxies
         self.target_seconds = handoff_target_minutes * 60
         self.embed = embed
+        self.links: Mapping[str, LinkFor] = links or {}
         self._env: jinja2.Environment | None = None
         self._static: dict[str, bytes] = {}
         self._log = log.bind(bot=bot)
+
+    def thread_link(self, place: Place) -> str:
+        """A link that opens the conversation in its platform ('' when there is none to make): the
+        platform's own ``link_for`` (core knows no platform's URLs)."""
+        link_for = self.links.get(place.platform)
+        return link_for(place) if link_for is not None else ""
 
     # ------------------------------------------------------------------ set-up
 
@@ -192,7 +193,7 @@ class Console:
         env.filters["when"] = _when
         env.filters["duration"] = _duration
         env.filters["iso_day"] = _iso_day
-        env.globals["thread_link"] = _thread_link
+        env.globals["thread_link"] = self.thread_link
         env.globals["late"] = handoff_late
         for name in env.list_templates():
             env.get_template(name)

@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from core.console.app import Console
+from core.console.app import Console, LinkFor
 from core.console.auth import ConsoleAuth
 from core.console.limits import parse_networks
 from core.console.outbox import Outbox
 from core.console.reads import ConsoleReads
-from core.console.settings import ConsoleSettings
 from core.console.stats import DailyStats
 from core.console.stats import build_stats as stats_for
 from core.safety.mask import masked_settings
@@ -26,35 +24,32 @@ PREFIX = "/console"
 SECRET_SHOWN = ("******** (set)", "(not set)")  # what a secret shows on the settings page
 
 
-def build_stats(rt: Runtime, settings: ConsoleSettings) -> DailyStats:
+NO_LINKS: Mapping[str, LinkFor] = MappingProxyType({})
+
+
+def build_stats(rt: Runtime) -> DailyStats:
     """The aggregates of one bot (what turns write and the console reads)."""
-    return stats_for(rt.redis, rt.keys, rt.bot, rt.settings, settings)
+    return stats_for(rt.redis, rt.keys, rt.bot, rt.settings, rt.app.console)
 
 
-class PlatformCredentials(BaseSettings):
-    """Every platform's credentials by their environment names, read once to show them masked in settings
-    (core never imports an adapter: the names are all it needs)."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_client_id: str | None = None
-    slack_client_secret: SecretStr | None = None
-    discord_token: SecretStr | None = None
+def _fields(value: object) -> object:
+    """A platform's settings may be a dataclass of models (Slack's credentials and [slack] table): its fields
+    as a mapping, so they are masked and flattened like a model's."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return value
 
 
-def effective_config(rt: Runtime, settings: ConsoleSettings) -> dict[str, dict[str, str]]:
-    """Every setting as text, secrets masked (a secret is never sent to the browser)."""
+def effective_config(rt: Runtime) -> dict[str, dict[str, str]]:
+    """Every setting as text, secrets masked (a secret is never sent to the browser): the settings the
+    runtime was built with (core/appsettings.py), platforms included when the bots layer added them."""
+    app = rt.app
     sections: dict[str, dict[str, str]] = {}
-    platforms = PlatformCredentials()
-    for name, model in (
-        ("process (environment)", rt.settings),
-        ("platform credentials", platforms),
-        ("console", settings),
-    ):
-        sections[name] = masked_settings(model, secret=SECRET_SHOWN)
+    areas: list[tuple[str, object]] = [("process (environment)", app.core)]
+    areas += [(f"platform {name}", settings) for name, settings in sorted(app.platforms.items())]
+    areas += [("safety", app.safety), ("console", app.console), ("embeddings", app.embeddings)]
+    for name, model in areas:
+        sections[name] = masked_settings(_fields(model), secret=SECRET_SHOWN)
     sections[f"bot {rt.bot.name} (bot.toml)"] = masked_settings(rt.bot.config, secret=SECRET_SHOWN)
     sections["personas"] = {
         name: f"model {p.model or rt.settings.openai_model}, temperature {p.temperature}"
@@ -75,8 +70,13 @@ def _outboxes(rt: Runtime) -> Callable[[str], Outbox | None]:
     return outbox_for
 
 
-async def build_console(rt: Runtime, settings: ConsoleSettings, stats: DailyStats | None = None) -> Console:
-    stats = stats or rt.stats or build_stats(rt, settings)
+async def build_console(
+    rt: Runtime, links: Mapping[str, LinkFor] = NO_LINKS, stats: DailyStats | None = None
+) -> Console:
+    """The console of ``rt`` (its settings: ``rt.app.console``). ``links``: platform name -> its
+    ``link_for(place)`` (given by the bots layer; a platform without one gets no "open in" link)."""
+    settings = rt.app.console
+    stats = stats or rt.stats or build_stats(rt)
     events = rt.safety.events if rt.safety is not None else None
     stream = events.stream if events is not None else rt.keys.scoped("safety", "events")
     auth = ConsoleAuth(
@@ -95,7 +95,7 @@ async def build_console(rt: Runtime, settings: ConsoleSettings, stats: DailyStat
         memory=rt.engine.memory,
         redis=rt.redis,
         events=events,
-        effective=effective_config(rt, settings),
+        effective=effective_config(rt),
         knowledge=rt.bot.knowledge or "",
         prefix=PREFIX,
         outbox_for=_outboxes(rt),
@@ -104,16 +104,18 @@ async def build_console(rt: Runtime, settings: ConsoleSettings, stats: DailyStat
         trusted_proxies=parse_networks(settings.parley_console_trusted_proxies),
         handoff_target_minutes=settings.parley_console_handoff_target_minutes,
         embed=embedder.embed if embedder is not None else None,
+        links=links,
     )
 
 
 async def mount_console(
-    rt: Runtime, settings: ConsoleSettings, stats: DailyStats | None = None
+    rt: Runtime, links: Mapping[str, LinkFor] = NO_LINKS, stats: DailyStats | None = None
 ) -> Console | None:
     """Serve the console with the runtime's HTTP server (``parley run``); None when it is off (neither the
     shared password nor ``PARLEY_CONSOLE_ACCOUNTS``)."""
+    settings = rt.app.console
     if not settings.enabled:
         return None
-    console = await build_console(rt, settings, stats)
+    console = await build_console(rt, links, stats)
     rt.ops.http.mount_app(PREFIX, await console.app(), port=settings.parley_console_port)
     return console

@@ -18,7 +18,7 @@ from core.kb.retrieve import KnowledgeBase, knowledge_file_index
 
 __all__ = ["kb_config", "knowledge_file_index", "naming", "open_knowledge_base", "screen"]
 from core.kb.screen import Screen
-from core.kb.settings import EmbeddingSettings, KbConfig, load_embedding_settings, parse_kb_config
+from core.kb.settings import EmbeddingSettings, KbConfig, parse_kb_config
 from core.kb.sources import Naming
 from core.kb.store import KbStore
 from core.keys import KeySpace
@@ -53,13 +53,12 @@ async def open_knowledge_base(
     settings: Settings,
     redis: aioredis.Redis,
     keys: KeySpace,
-    emb: EmbeddingSettings | None = None,
+    emb: EmbeddingSettings,
 ) -> AsyncIterator[KnowledgeBase | None]:
     cfg = kb_config(spec)
     if cfg is None:
         yield None
         return
-    emb = emb or load_embedding_settings()
     fallback = None
     if spec.knowledge:
         source = spec.config.knowledge or "knowledge.md"

@@ -105,6 +105,8 @@ def encode_job(job: Job, signer: JobSigner | None = None) -> str:
         "q": job.enqueued_at,
         "n": job.nonce,
     }
+    if t.place.is_direct:  # absent means not direct (items queued before the flag existed, too)
+        body["dm"] = True
     if t.command is not None:
         body["c"] = [t.command.name, t.command.args, dict(t.command.options)]
     if t.images:  # references only: a worker fetches the bytes itself
@@ -141,7 +143,9 @@ def decode_job(raw: str, signer: JobSigner | None = None) -> Job:
         route_platform, route_data = body["rt"]
         turn = Turn(
             author=Author(str(uid), str(name), bool(is_bot), bool(is_admin)),
-            place=Place(str(platform), str(workspace), str(channel), str(thread)),
+            place=Place(
+                str(platform), str(workspace), str(channel), str(thread), bool(body.get("dm", False))
+            ),
             text=str(body["x"]),
             message_id=str(body.get("m", "")),
             addressed=bool(body.get("ad", True)),

@@ -33,4 +33,4 @@ def load_safety_settings(**overrides: object) -> SafetySettings:
     try:
         return SafetySettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(f"invalid setting: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"invalid setting: {describe_validation_error(exc, env=True)}") from None

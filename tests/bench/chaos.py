@@ -34,7 +34,7 @@ import structlog
 from core.ops.delivery import DispatchOutcome
 from core.redis_server import RedisServer
 from core.runtime import open_runtime
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import Behaviour, Error, FakeOpenAI, Hang, Reply, last_user_text
 from tests.scale.helpers import FileRecordingDelivery, WorkerProcess, scale_spec, turn, worker_env
 from tests.scale.topology import Cluster, SentinelGroup
@@ -125,7 +125,7 @@ async def run_row(scenario: Scenario, folder: Path, llm: FakeOpenAI) -> Row:
             parley_data_dir=folder / "sender",
             **{**PRODUCTION, "port": 0, "parley_ops_port": 0, **scenario.settings},
         )
-        async with open_runtime(scale_spec(), settings) as rt:  # the adapter side: dispatch only
+        async with open_runtime(scale_spec(), make_app(settings)) as rt:  # the adapter side: dispatch only
             rt.ops.deliveries.register("test", FileRecordingDelivery(record, who="sender"))
 
             async def inject() -> None:

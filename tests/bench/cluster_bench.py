@@ -22,7 +22,7 @@ from bots.loader import load_bot
 from core.runtime import open_runtime
 from core.settings import Settings
 from tests.bench.core_bench import ServerCounter, ZeroLLM, queued_path
-from tests.conftest import without_limits
+from tests.conftest import make_app, without_limits
 from tests.scale.topology import Cluster
 
 
@@ -57,7 +57,7 @@ async def run(turns: int) -> dict[str, Any]:
             settings = Settings(  # type: ignore[call-arg]
                 _env_file=None, openai_model="bench", parley_data_dir=Path(tmp), redis_url=cluster.url
             )
-            async with open_runtime(spec, settings, llm=ZeroLLM()) as rt:
+            async with open_runtime(spec, make_app(settings), llm=ZeroLLM()) as rt:
                 return await queued_path(rt, ClusterCounter(cluster), turns)
         finally:
             await asyncio.to_thread(cluster.stop)

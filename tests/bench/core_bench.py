@@ -37,7 +37,7 @@ from core.redis_server import RedisServer
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
 from core.types import Author, Place, ReplyDone, ReplyEvent, Turn, Usage
-from tests.conftest import without_limits
+from tests.conftest import make_app, without_limits
 
 REPLY = ("Sure", ", here", " is a", " short", " reply.")
 
@@ -189,7 +189,7 @@ async def run(turns: int) -> dict[str, Any]:
         settings = Settings(_env_file=None, openai_model="bench", parley_data_dir=Path(tmp))  # type: ignore[call-arg]
         results: dict[str, Any] = {}
         try:
-            async with open_runtime(spec, settings, llm=ZeroLLM(), redis=client) as rt:
+            async with open_runtime(spec, make_app(settings), llm=ZeroLLM(), redis=client) as rt:
                 await timed_turns(rt, "warm", 50)
                 counter = ServerCounter(client)
                 results["direct"] = await direct_path(rt, counter, min(turns, 500))
@@ -197,9 +197,9 @@ async def run(turns: int) -> dict[str, Any]:
             # The same queued path with the shipped limits on: rate windows, quotas and the fair line for
             # generation slots ride on the engine's read and write.
             shipped = replace(load_bot("arcade"), config=spec.config.model_copy(update={"limits": limits}))
-            async with open_runtime(shipped, settings, llm=ZeroLLM(), redis=client) as rt:
+            async with open_runtime(shipped, make_app(settings), llm=ZeroLLM(), redis=client) as rt:
                 results["queued_limits"] = await queued_path(rt, ServerCounter(client), min(turns, 300))
-            async with open_runtime(spec, settings, llm=ZeroLLM(), redis=client) as rt:
+            async with open_runtime(spec, make_app(settings), llm=ZeroLLM(), redis=client) as rt:
                 results["round_trips_per_turn"] = results["direct"]["round_trips"]
                 latencies = await timed_turns(rt, "seq", turns)
                 results["overhead_ms"] = {

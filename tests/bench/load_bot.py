@@ -18,12 +18,10 @@ import time
 
 from bots.cli_commands import run as _run
 from bots.loader import load_bot
+from core.appsettings import load_app_settings
 from core.bot import BotSpec
-from core.console.settings import load_console_settings
 from core.errors import ParleyError
 from core.logging import configure_logging
-from core.safety.settings import load_safety_settings
-from core.settings import load_settings
 
 
 def with_cap(spec: BotSpec, cap: int | None) -> BotSpec:
@@ -42,20 +40,19 @@ def main() -> int:
     )
     args = parser.parse_args()
     try:
-        settings = load_settings()
-        configure_logging(settings)
+        app = load_app_settings()
+        configure_logging(app.core)
         spec = with_cap(load_bot(args.bot), args.cap)
         run_args = argparse.Namespace(platform=None, workers_only=False, adapters_only=False)
-        safety, console = load_safety_settings(), load_console_settings()
         profile_to = os.environ.get("BENCH_PROFILE")  # a path: cProfile the bot, stats written there
         if not profile_to:
-            return asyncio.run(_run(run_args, settings, safety, console, spec))
+            return asyncio.run(_run(run_args, app, spec))
         # CPU time, not wall time (waiting in epoll costs nothing), from SIGUSR1 on: the bench sends it after
         # the warm-up turn, so start-up imports stay out of the profile.
         profiler = cProfile.Profile(time.process_time)
         signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
         try:
-            return asyncio.run(_run(run_args, settings, safety, console, spec))
+            return asyncio.run(_run(run_args, app, spec))
         finally:
             profiler.disable()
             profiler.dump_stats(profile_to)

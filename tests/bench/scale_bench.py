@@ -39,6 +39,7 @@ from core.redis_server import RedisServer
 from core.runtime import open_runtime
 from core.settings import Settings
 from core.types import Author, Place, ReplyDone, ReplyEvent, Turn, Usage
+from tests.appsettings import make_app
 from tests.scale.helpers import WorkerProcess, eventually
 
 DONE = "bench:done"
@@ -110,7 +111,7 @@ def bench_spec() -> BotSpec:
 async def worker(latency: float) -> int:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     configure_logging(settings)
-    async with open_runtime(bench_spec(), settings, llm=FixedLatencyLLM(latency)) as rt:
+    async with open_runtime(bench_spec(), make_app(settings), llm=FixedLatencyLLM(latency)) as rt:
         rt.ops.deliveries.register("bench", CountingDelivery(rt.redis))
         return await serve(rt, [], workers=True)
 
@@ -168,7 +169,7 @@ async def run_once(
         for proc in procs:
             await proc.ready(within=60)
         settings = Settings(_env_file=None, redis_url=url, openai_base_url="http://127.0.0.1:9/v1")  # type: ignore[call-arg]
-        async with open_runtime(bench_spec(), settings, llm=FixedLatencyLLM(latency)) as rt:
+        async with open_runtime(bench_spec(), make_app(settings), llm=FixedLatencyLLM(latency)) as rt:
             rt.ops.deliveries.register("bench", _NoDelivery())  # only used for "busy" notices
             started = time.perf_counter()
             for i in range(turns):

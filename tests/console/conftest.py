@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.discord import link_for as discord_link
+from adapters.slack import link_for as slack_link
 from core.console.mount import mount_console
 from core.console.settings import ConsoleSettings
 from core.console.stats import DailyStats
@@ -20,6 +22,7 @@ from tests.conftest import RuntimeFactory
 
 PASSWORD = "correct horse battery staple"
 RUNTIME = {"port": 0, "parley_ops_port": 0, "parley_ops_host": "127.0.0.1", "parley_shutdown_grace": 0.5}
+LINKS = {"slack": slack_link, "discord": discord_link}  # as `parley run` and `parley console` give them
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -59,16 +62,25 @@ ServeConsole = Callable[..., Awaitable[Served]]
 
 @pytest.fixture
 async def serve_console(runtime_factory: RuntimeFactory) -> AsyncIterator[ServeConsole]:
-    """``await serve_console(bot="support", runtime=None, **console_settings)``: the console on a started
-    ops server (a given runtime is used as it is, and its server started by the caller)."""
+    """``await serve_console(bot="support", runtime=None, platforms=None, **console_settings)``: the console
+    on a started ops server, with both platforms' links (a given runtime is used as it is, its settings given
+    to ``runtime_factory(app={"console": ...})``, and its server started by the caller)."""
     async with AsyncExitStack() as stack:
 
-        async def start(bot: str = "support", *, runtime: Runtime | None = None, **overrides: Any) -> Served:
+        async def start(
+            bot: str = "support",
+            *,
+            runtime: Runtime | None = None,
+            platforms: dict[str, object] | None = None,
+            **overrides: Any,
+        ) -> Served:
             own = runtime is None
             if runtime is None:
-                runtime = await stack.enter_async_context(runtime_factory(bot, **RUNTIME))
-            settings = console_settings(**overrides)
-            await mount_console(runtime, settings)
+                app = {"console": console_settings(**overrides), "platforms": platforms}
+                runtime = await stack.enter_async_context(runtime_factory(bot, app=app, **RUNTIME))
+            else:  # a given runtime was built with its console settings (runtime_factory's app=)
+                assert not (overrides or platforms), "give a runtime's settings to runtime_factory(app=...)"
+            await mount_console(runtime, LINKS)
             assert runtime.stats is not None
             if own:
                 await runtime.ops.http.start()

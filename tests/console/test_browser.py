@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RuntimeFactory
-from tests.console.conftest import PASSWORD, RUNTIME, ServeConsole, base_url
+from tests.console.conftest import PASSWORD, RUNTIME, ServeConsole, base_url, console_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
@@ -136,7 +136,8 @@ async def test_console_in_chromium(
     shots.mkdir()
     # The runtime reads the console's settings (the price table) from the environment, as `parley run` does.
     monkeypatch.setenv("PARLEY_CONSOLE_PRICES", '{"fake-model": {"input": 2.5, "output": 10}}')
-    async with runtime_factory(spec=support_spec(), parley_queue=False, **RUNTIME) as rt:
+    app = {"console": console_settings()}
+    async with runtime_factory(spec=support_spec(), parley_queue=False, app=app, **RUNTIME) as rt:
         served = await serve_console(runtime=rt)
         app = await start_slack(runtime=rt)
         base = base_url(served)

@@ -10,8 +10,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+import adapters.slack as slack_platform
 from adapters.common.deps import EdgeDeps
 from adapters.discord.delivery import DiscordDelivery
+from bots.loader import load_bot
 from core.console.outbox import Outbox
 from core.console.stats import queue_unanswered, queue_vote
 from core.console.unanswered import Question, group_lexical
@@ -114,7 +116,8 @@ async def test_overview_ranges_favicon_and_masked_credentials(
     serve_console: ServeConsole, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-token-value")
-    served = await serve_console()
+    # What `parley run` / `parley console` add to the settings: the platforms, as their packages read them.
+    served = await serve_console(platforms={"slack": slack_platform.load_settings(load_bot("support"))})
     base = base_url(served)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         assert (await sign_in(client, base)).status == 303
@@ -129,5 +132,7 @@ async def test_overview_ranges_favicon_and_masked_credentials(
             assert icon.status == 200 and icon.content_type == "image/svg+xml"
         async with client.get(f"{base}/settings") as page:
             html = await page.text()
-            assert "slack_bot_token" in html and "******** (set)" in html
+            assert (
+                "platform slack" in html and "settings.slack_bot_token" in html and "******** (set)" in html
+            )
             assert "xoxb-secret-token-value" not in html

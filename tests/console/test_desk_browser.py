@@ -32,7 +32,7 @@ from core.memory import decode
 from core.prompt import AGENT_ROLE
 from core.types import Place
 from tests.conftest import RuntimeFactory
-from tests.console.conftest import RUNTIME, ServeConsole, base_url
+from tests.console.conftest import RUNTIME, ServeConsole, base_url, console_settings
 from tests.console.test_browser import _click_through, _wait
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack
@@ -200,7 +200,8 @@ async def test_support_desk_in_chromium(
     shots = tmp_path / "screenshots"
     shots.mkdir()
     await _ingest_help_centre(redis_client)
-    async with runtime_factory(spec=support_spec(), parley_queue=False, **RUNTIME) as rt:
+    app = {"console": console_settings()}
+    async with runtime_factory(spec=support_spec(), parley_queue=False, app=app, **RUNTIME) as rt:
         accounts = Accounts(rt.redis, rt.keys)
         for name, role, password in (
             ("alice", Role.AGENT, ALICE_PASSWORD),

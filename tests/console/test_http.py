@@ -23,8 +23,9 @@ PAGES = ("overview", "conversations", "handoffs", "moderation", "knowledge", "se
 
 
 async def test_off_without_a_password(runtime_factory: RuntimeFactory) -> None:
-    async with runtime_factory("support", **RUNTIME) as rt:
-        assert await mount_console(rt, console_settings(parley_console_password=None)) is None
+    app = {"console": console_settings(parley_console_password=None)}
+    async with runtime_factory("support", app=app, **RUNTIME) as rt:
+        assert await mount_console(rt) is None
         await rt.ops.http.start()
         try:
             port = rt.ops.http.bound["ops"]  # where the console would be: beside /healthz
@@ -215,17 +216,6 @@ async def test_a_port_of_its_own(serve_console: ServeConsole, client: aiohttp.Cl
     async with client.get(f"http://127.0.0.1:{ops}/console/login") as r:
         assert r.status == 404  # not beside the ops endpoints
     assert (await sign_in(client, f"http://127.0.0.1:{alone}/console")).status == 303
-
-
-def test_thread_links() -> None:
-    from core.console.app import _thread_link
-
-    assert _thread_link(Place("slack", "T1", "C1", "1700000300.000100")) == (
-        "https://slack.com/archives/C1/p1700000300000100"
-    )
-    assert _thread_link(Place("discord", "G1", "C1", "")) == "https://discord.com/channels/G1/C1"
-    assert _thread_link(Place("discord", "G1", "C1", "TH9")) == "https://discord.com/channels/G1/TH9"
-    assert _thread_link(Place("console", "local", "c", "")) == ""
 
 
 async def test_conversations_search_transcript_feedback_and_decisions(

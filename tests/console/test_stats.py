@@ -24,7 +24,7 @@ from core.console.stats import (
 from core.keys import KeySpace
 from core.runtime import open_runtime
 from core.types import Author, Place, ReplyKind, ReplyResult, Turn, Usage
-from tests.conftest import make_settings, without_limits
+from tests.conftest import make_app, make_settings, without_limits
 from tests.core.helpers import CountingConnection, make_turn
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -207,7 +207,7 @@ async def test_turns_write_their_aggregates_on_the_final_write(
     console = ConsoleSettings(_env_file=None, parley_console_prices={"fake-model": {"input": 1, "output": 2}})  # type: ignore[call-arg]
     try:
         async with open_runtime(
-            without_limits(load_bot("arcade")), settings, redis=client, console_settings=console
+            without_limits(load_bot("arcade")), make_app(settings, console=console), redis=client
         ) as rt:
             assert rt.stats is not None
             await rt.engine.collect(make_turn("warm up"))  # scripts loaded, connection open

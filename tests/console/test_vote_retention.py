@@ -11,7 +11,7 @@ from adapters.slack.translate import Feedback
 from bots.loader import load_bot
 from core.console.stats import day_of
 from core.runtime import open_runtime
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.console.conftest import console_settings
 from tests.core.helpers import make_turn
 from tests.fakes.openai_server import FakeOpenAI
@@ -29,7 +29,7 @@ async def test_a_slack_vote_keeps_the_consoles_retention(
         parley_data_dir=tmp_path,
     )
     console = console_settings(parley_console_retention_days=7)
-    async with open_runtime(load_bot("support"), settings, console_settings=console) as rt:
+    async with open_runtime(load_bot("support"), make_app(settings, console=console)) as rt:
         delivery = SlackDelivery(EdgeDeps.of(rt), slack_settings(slack), bot_config())
         try:
             turn = make_turn("hi", user="U1", platform="slack", workspace="T1", channel="C1", thread="1.1")

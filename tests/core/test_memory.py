@@ -15,7 +15,7 @@ from core.memory import NewMessage
 from core.redis_server import RedisServer
 from core.runtime import open_runtime
 from core.types import ReplyKind
-from tests.conftest import RuntimeFactory, make_settings, without_limits
+from tests.conftest import RuntimeFactory, make_app, make_settings, without_limits
 from tests.core.helpers import CountingConnection, make_turn
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -39,14 +39,14 @@ async def test_memory_survives_a_redis_restart_with_append_only_persistence(
     await asyncio.to_thread(server.start)
     settings = make_settings(redis_url=server.url, openai_base_url=fake_openai.base_url, openai_api_key="k")
     try:
-        async with open_runtime(load_bot("arcade"), settings) as rt:
+        async with open_runtime(load_bot("arcade"), make_app(settings)) as rt:
             await rt.engine.collect(make_turn("my name is Ada and I love otters"))
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)  # same data dir, new process
         settings = make_settings(
             redis_url=server.url, openai_base_url=fake_openai.base_url, openai_api_key="k"
         )
-        async with open_runtime(load_bot("arcade"), settings) as rt:
+        async with open_runtime(load_bot("arcade"), make_app(settings)) as rt:
             await rt.engine.collect(make_turn("what do I love?"))
     finally:
         await asyncio.to_thread(server.stop)
@@ -58,9 +58,9 @@ async def test_memory_survives_a_redis_restart_with_append_only_persistence(
 async def test_embedded_redis_keeps_memory_between_runs(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     """No REDIS_URL: the runtime starts its own redis-server on a unix socket under the data dir."""
     settings = make_settings(parley_data_dir=tmp_path / "data", openai_base_url=fake_openai.base_url)
-    async with open_runtime(load_bot("arcade"), settings) as rt:
+    async with open_runtime(load_bot("arcade"), make_app(settings)) as rt:
         await rt.engine.collect(make_turn("remember the number 4242"))
-    async with open_runtime(load_bot("arcade"), settings) as rt:
+    async with open_runtime(load_bot("arcade"), make_app(settings)) as rt:
         await rt.engine.collect(make_turn("which number?"))
     contents = [m["content"] for m in fake_openai.chat_requests[-1].body["messages"]]
     assert "remember the number 4242" in contents
@@ -147,7 +147,7 @@ async def test_a_turn_costs_two_redis_round_trips_whatever_the_history(
     story = spec.config.story.model_copy(update={"branching": False})
     spec = replace(spec, config=spec.config.model_copy(update={"story": story}))
     try:
-        async with open_runtime(spec, settings, redis=client) as rt:
+        async with open_runtime(spec, make_app(settings), redis=client) as rt:
             counts = []
             place = make_turn("x").place
             for size in (10, 4000):

@@ -58,7 +58,7 @@ def test_parse_choices_cuts_the_block_off_the_story() -> None:
 async def test_the_terminal_reader_picks_and_ends_with_a_recap(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
-    console = Place("console", "local", "me", "default")
+    console = Place("console", "local", "me", "default", is_direct=True)  # as the terminal adapter says
     fake_openai.queue(part(1), part(2), Reply("A dragon woke, hid, and made a friend."))
     async with runtime_factory(spec=spec()) as rt:
         first = await rt.engine.collect(story_turn("a sleepy dragon", place=console))
@@ -302,3 +302,39 @@ async def test_the_clock_wakes_for_a_new_vote_instead_of_polling(redis_client: a
         await eventually(closed, within=10, what="the vote window closed")
         task.cancel()
     assert dispatched == []
+
+
+async def test_a_discord_dm_story_has_one_reader_no_vote(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    """The adapter says the place is direct (Place.is_direct), and it survives the queue to the worker."""
+    fake = fake_discord
+    fake_openai.queue(part(1))
+    async with bot_factory(spec=spec(2.0)) as bot:
+        await fake.slash("story", {"prompt": "a dragon"}, dm=True)
+        await fake.wait_for(lambda: any("What happens next?" in m["content"] for m in fake.bot_messages()))
+        shown = next(m for m in fake.bot_messages() if "What happens next?" in m["content"])
+        assert "Pick with `/story <number>`" in shown["content"] and "Vote" not in shown["content"]
+        dm = fake.dm_channel_for(fake.alice)["id"]
+        place = Place("discord", "@me", dm)
+        state = await bot.runtime.engine.story.load(place)  # type: ignore[union-attr]
+        assert state is not None and not state.voting
+
+
+async def test_a_slack_dm_story_has_one_reader_no_vote(
+    start_slack: StartSlack, runtime_factory: RuntimeFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(part(1))
+    base = support_spec()
+    story = base.config.story.model_copy(update={"branching": True, "vote_seconds": 2.0})
+    story_spec = dataclasses.replace(base, config=base.config.model_copy(update={"story": story}))
+    async with runtime_factory(spec=story_spec, parley_queue=False, **RUNTIME) as rt:
+        app = await start_slack(runtime=rt)
+        command = rq.slash_command("/story", "a dragon", channel="D0DM", response_url=slack.response_url())
+        await app.sender.command(command)
+        await slack.wait_for(lambda: any("What happens next?" in m.shown for m in slack.bot_messages("D0DM")))
+        await app.settle()
+        shown = next(m for m in slack.bot_messages("D0DM") if "What happens next?" in m.shown)
+        assert "Pick with" in shown.shown and "Vote" not in shown.shown
+        state = await rt.engine.story.load(Place("slack", "T0001", "D0DM"))  # type: ignore[union-attr]
+        assert state is not None and not state.voting

@@ -28,9 +28,9 @@ from core.runtime import open_runtime
 from core.safety.limits import LimitStore, Window
 from core.safety.redact import KINDS, build_redactor
 from core.safety.rules import LocalRules
-from core.safety.settings import SafetySettings
 from core.settings import Settings
 from core.types import Author, Place, Turn
+from tests.appsettings import make_app
 from tests.bench.core_bench import ZeroLLM
 from tests.core.helpers import CountingConnection
 from tests.fakes.openai_server import FakeOpenAI
@@ -88,10 +88,9 @@ async def per_turn(
     try:
         async with open_runtime(
             edit_spec("arcade", **tables),
-            settings,
+            make_app(settings),
             llm=ZeroLLM(),
             redis=client,
-            safety_settings=SafetySettings(_env_file=None),  # type: ignore[call-arg]
         ) as rt:
             place = Place("bench", "w", "c", "t")
             for _ in range(20):

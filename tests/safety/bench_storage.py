@@ -23,9 +23,9 @@ import structlog
 
 from core.redis_server import RedisServer
 from core.runtime import open_runtime
-from core.safety.settings import SafetySettings
 from core.settings import Settings
 from core.types import Author, CommandCall, ImageRef, Place, Turn
+from tests.appsettings import make_app
 from tests.bench.core_bench import ZeroLLM
 from tests.safety.conftest import NO_LIMITS, edit_spec
 
@@ -66,10 +66,9 @@ async def bytes_after(url: str, tmp: Path, limits: dict[str, Any], kind: str, tu
     try:
         async with open_runtime(
             spec,
-            settings,
+            make_app(settings),
             llm=ZeroLLM(),
             redis=client,
-            safety_settings=SafetySettings(_env_file=None),  # type: ignore[call-arg]
         ) as rt:
             for i in range(turns):
                 result = await rt.engine.collect(kinds(i)[kind])

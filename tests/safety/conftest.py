@@ -20,7 +20,7 @@ from core.bot import BotSpec
 from core.runtime import Runtime, open_runtime
 from core.safety.settings import SafetySettings
 from core.types import Turn
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.core.helpers import make_turn as base_make_turn
 from tests.fakes.openai_server import MODERATION_CATEGORIES, Error, FakeOpenAI, Hang
 
@@ -115,7 +115,7 @@ def safety_factory(redis_url: str, fake_openai: ModerationFake, tmp_path: Path) 
             parley_data_dir=tmp_path / "data",
         )
         safety = SafetySettings(_env_file=None, **(env or {}))  # type: ignore[call-arg]
-        async with open_runtime(edit_spec(bot, **tables), settings, safety_settings=safety) as rt:
+        async with open_runtime(edit_spec(bot, **tables), make_app(settings, safety=safety)) as rt:
             yield rt
 
     return factory

@@ -16,7 +16,7 @@ from core.ops.delivery import DispatchOutcome
 from core.ops.redisconn import connect
 from core.runtime import open_runtime
 from core.story import StoryState, StoryStore
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import kb_cfg, run_ingest, write_pages
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
@@ -39,7 +39,7 @@ async def test_queue_memory_limits_and_pacing_serve_turns_on_a_cluster(
     delivery = MemoryDelivery()
     # arcade as shipped: rate windows, token quotas and generation slots run their scripts on the cluster;
     # pacing (on by default) keeps its shared budget there.
-    async with open_runtime(load_bot("arcade"), _settings(cluster, fake_openai, tmp_path)) as rt:  # type: ignore[arg-type]
+    async with open_runtime(load_bot("arcade"), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             for i in range(3):
@@ -102,7 +102,7 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     # The lease must outlast the failover (node timeout 1 s + election): a turn keeps its conversation.
     lease = {"parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0}
     settings = _settings(cluster, fake_openai, tmp_path, **lease)
-    async with open_runtime(scale_spec(), settings) as rt:  # type: ignore[arg-type]
+    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             stream_master = cluster.master_of(rt.ops.queue.stream if rt.ops.queue else "")

@@ -14,7 +14,7 @@ from core.ops.delivery import DispatchOutcome as Outcome
 from core.prompt import is_context
 from core.redis_server import RedisServer
 from core.runtime import open_runtime
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 
@@ -41,7 +41,7 @@ async def test_redis_down_then_back_the_conversation_goes_on_with_its_memory(
     own_redis: RedisServer, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), settings_for(own_redis, fake_openai, tmp_path)) as rt:
+    async with open_runtime(scale_spec(), make_app(settings_for(own_redis, fake_openai, tmp_path))) as rt:
         rt.ops.deliveries.register("test", delivery)
         persona = rt.bot.persona(None)
         async with running_worker(rt):
@@ -50,9 +50,7 @@ async def test_redis_down_then_back_the_conversation_goes_on_with_its_memory(
 
             await asyncio.to_thread(own_redis.stop)  # SIGTERM: the append-only file is flushed
             down = await rt.dispatcher.dispatch(turn("What is my name?"))
-            assert (
-                down.outcome is Outcome.FALLBACK
-            )  # the queue is unreachable: answered in this process
+            assert down.outcome is Outcome.FALLBACK  # the queue is unreachable: answered in this process
             await delivery.wait_for(2)
             assert (delivery.delivered[1].text, delivery.delivered[1].kind) == (persona.memory_error, "error")
             assert "redis" in await rt.ops.http.readiness()
@@ -84,7 +82,9 @@ async def test_redis_down_with_answer_without_memory(
 ) -> None:
     delivery = MemoryDelivery()
     spec = scale_spec(when_unavailable="answer")
-    async with open_runtime(spec, settings_for(own_redis, fake_openai, tmp_path, parley_queue=False)) as rt:
+    async with open_runtime(
+        spec, make_app(settings_for(own_redis, fake_openai, tmp_path, parley_queue=False))
+    ) as rt:
         rt.ops.deliveries.register("test", delivery)
         await rt.dispatcher.dispatch(turn("I like tea."))
         await delivery.wait_for(1)

@@ -12,7 +12,7 @@ from core.errors import ConfigError
 from core.ops.delivery import DispatchOutcome
 from core.runtime import open_runtime
 from core.settings import load_settings
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 from tests.scale.topology import SentinelGroup
@@ -45,7 +45,7 @@ async def test_the_master_killed_while_turns_flow_loses_none_and_answers_none_tw
     delivery = MemoryDelivery()
     old_master = group.master
     try:
-        async with open_runtime(scale_spec(), settings) as rt:
+        async with open_runtime(scale_spec(), make_app(settings)) as rt:
             rt.ops.deliveries.register("test", delivery)
             async with running_worker(rt):
 

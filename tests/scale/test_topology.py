@@ -16,7 +16,7 @@ from core.ops.delivery import DispatchOutcome
 from core.ops.redisconn import connect, parse_redis_url
 from core.redis_server import RedisServer, find_redis_server, free_port
 from core.runtime import open_runtime
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 
@@ -126,7 +126,7 @@ async def answer_through_the_queue(
         **FAST,
     )
     delivery = MemoryDelivery()
-    async with open_runtime(spec or scale_spec(), settings) as rt:
+    async with open_runtime(spec or scale_spec(), make_app(settings)) as rt:
         rt.ops.deliveries.register("test", delivery)
         async with running_worker(rt):
             for text in ("hello", "again"):

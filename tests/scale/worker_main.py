@@ -17,13 +17,14 @@ from core.logging import configure_logging
 from core.ops.service import serve
 from core.runtime import open_runtime
 from core.settings import Settings
+from tests.appsettings import make_app
 from tests.scale.helpers import FileRecordingDelivery, RedisRecordingDelivery, scale_spec
 
 
 async def run(bot: str) -> int:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     configure_logging(settings)
-    async with open_runtime(scale_spec(bot), settings) as rt:
+    async with open_runtime(scale_spec(bot), make_app(settings)) as rt:
         record = os.environ.get("PARLEY_TEST_RECORD_FILE")  # make chaos: Redis itself may be down
         delivery = FileRecordingDelivery(Path(record)) if record else RedisRecordingDelivery(rt.redis)
         rt.ops.deliveries.register("test", delivery)
