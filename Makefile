@@ -51,8 +51,12 @@ check: $(STAMP) $(SUPPORT_DB)  ## validate a bot's config and reach Redis and th
 run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
+# Three workers on two cores (pytest-xdist): a test mostly waits (sockets, subprocesses, redis-server), so a
+# third worker fills the gaps; loadgroup keeps the tests sharing one browser or one Redis Cluster / Sentinel
+# group (xdist_group marks) on one worker. PYTEST_WORKERS=0 runs in this process (a debugger, -x, -s).
+PYTEST_WORKERS ?= 3
 test: $(STAMP) browser  ## the whole suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The console's browser tests drive Debian's chromium through its matching chromium-driver (nothing is
 # downloaded by selenium). Installed here when missing and we are root (CI is); otherwise say what to run.
@@ -89,7 +93,7 @@ lint: $(STAMP)  ## ruff (check + format), mypy strict, vulture (dead code), impo
 bench: $(STAMP)  ## core overhead per turn, round trips, throughput (prints a table, writes bench-results.json)
 	$(BIN)/python -m tests.bench.core_bench
 
-chaos: $(STAMP)  ## fault table on real processes (SIGKILL, Cluster/Sentinel failover, Redis, LLM faults); ~5 min
+chaos: $(STAMP)  ## fault table on real processes (SIGKILL, Cluster/Sentinel failover, Redis, LLM and embeddings faults) + SIGTERM with each dependency gone; ~10 min
 	$(BIN)/python -m pytest -m chaos tests/scale
 	$(BIN)/python -m tests.bench.chaos
 

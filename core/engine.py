@@ -252,7 +252,7 @@ class Engine:
         tlog: FilteringBoundLogger,
         mark: StatsMark,
     ) -> AsyncIterator[ReplyEvent]:
-        state = await self._load(turn, admission, tlog)
+        state = await self._load(turn, admission, tlog, fence)
         if isinstance(state, ReplyResult):
             yield ReplyDone(state)
             return
@@ -274,7 +274,7 @@ class Engine:
             yield event
 
     async def _load(
-        self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger
+        self, turn: Turn, admission: TurnAdmission, tlog: FilteringBoundLogger, fence: Fence | None = None
     ) -> ConversationState | ReplyResult:
         """Stage load: one round trip for the memory tail, the dedupe check and admission's checks."""
         cfg = self.bot.config
@@ -285,6 +285,7 @@ class Engine:
                 tail=cfg.memory.window_max_messages,
                 dedupe_key=dedupe_key,
                 also=admission.queue_read,
+                read=None if fence is None else fence.read,  # read with the lock (a queued turn on a cluster)
             )
         except StoreError as exc:
             tlog.error("memory_unavailable", error=str(exc), degrade=cfg.memory.when_unavailable)

@@ -45,6 +45,11 @@ class KeySpace:
         display name): entries from :func:`user_data_entry`, erased by ``/forget``."""
         return f"{self.prefix}:{self.bot}:user:{platform}:{user_id}:data"
 
+    def blocked_version(self) -> str:
+        """Bumped whenever a blocked-users set changes. In the queue stream's slot (the hash tag is the
+        stream's whole name), so a Cluster worker reads it with every XREADGROUP (core/safety/views.py)."""
+        return "{" + self.scoped("queue") + "}:blocked-version"
+
     def scoped(self, *parts: str) -> str:
         """A key for adapter or plugin state, in this bot's namespace."""
         return ":".join((self.prefix, self.bot, *parts))

@@ -34,6 +34,7 @@ from core.errors import (
     LLMTimeout,
     LLMUnavailable,
 )
+from core.net.tls import http_client
 from core.settings import Settings
 from core.think import ThinkFilter
 from core.types import Usage
@@ -275,7 +276,7 @@ class OpenAILLM:
                 settings.parley_llm_total_timeout, connect=settings.parley_llm_connect_timeout
             ),
             max_retries=settings.parley_llm_max_retries,
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [self._observe]}),
+            http_client=http_client(event_hooks={"response": [self._observe]}),
         )
         self._first_token_timeout = settings.parley_llm_first_token_timeout
         self._total_timeout = settings.parley_llm_total_timeout

@@ -13,7 +13,10 @@ in the same script, that the lock's lease is still held (and retires the turn's 
 lost its lease cannot write behind another's back.
 
 Other parts of the turn ride on the same two round trips: ``also=`` queues a caller's commands (admission's
-checks on the read, its quota accounting on the write) on the memory's own pipeline.
+checks on the read, its quota accounting on the write) on the memory's own pipeline. On Redis Cluster the
+write's riders keyed on other nodes (the user's conversation index, the console's aggregates, quota counts)
+are sent once a second for all turns together (:mod:`core.ops.deferred`): the write is one round trip there
+too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import LeaseLost, StoreError, StoreUnavailable
 from core.keys import KeySpace
+from core.ops.deferred import ROOM, DeferredWrites, SlotSplit
 from core.ops.recorder import ScriptingPipe
 from core.types import Place
 
@@ -113,6 +117,9 @@ class Fence:
     token: str
     inbox_key: str = ""  # a queue inbox whose head is ``inbox_item`` while the turn runs
     inbox_item: str = ""
+    # The conversation as read with the lock (Redis Cluster: the worker's take and the memory read share a
+    # round trip, :meth:`RedisMemory.queue_read`); the turn's load then reads nothing.
+    read: ConversationState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +234,13 @@ class RedisMemory:
     """Conversation memory on a redis-py asyncio client (which the caller owns)."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: KeySpace, *, max_messages: int, ttl_seconds: int
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        max_messages: int,
+        ttl_seconds: int,
+        deferred: DeferredWrites | None = None,
     ) -> None:
         self._r = client
         self._keys = keys
@@ -240,17 +253,41 @@ class RedisMemory:
         self._fenced_sha = hashlib.sha1(_APPEND_FENCED.encode()).hexdigest()  # noqa: S324 - as above
         self._save_summary = client.register_script(_SAVE_SUMMARY)
         self._cluster = isinstance(client, RedisCluster)  # REDIS_URL=redis+cluster://... (core/ops/redisconn)
+        # Cluster: the final write's riders keyed on other nodes go here (None: they ride on the write).
+        self._later = deferred if self._cluster else None
 
     @property
     def keys(self) -> KeySpace:
         return self._keys
 
+    def queue_read(self, pipe: Any, place: Place, tail: int) -> None:
+        """Queue :meth:`load`'s read (tail and meta) on someone else's pipeline in the conversation's slot
+        (the queue worker's take); :meth:`read_from` makes its two results a state."""
+        pipe.lrange(self._keys.messages(place), -tail, -1)
+        pipe.hgetall(self._keys.meta(place))
+
+    @staticmethod
+    def read_from(results: Sequence[Any]) -> ConversationState | None:
+        """The state from :meth:`queue_read`'s results (None when either failed: the turn's load reads)."""
+        if len(results) != 2 or any(isinstance(r, Exception) for r in results):
+            return None
+        return ConversationState(messages=tuple(decode(m) for m in results[0]), meta=results[1])
+
     async def load(
-        self, place: Place, *, tail: int, dedupe_key: str | None = None, also: Rider | None = None
+        self,
+        place: Place,
+        *,
+        tail: int,
+        dedupe_key: str | None = None,
+        also: Rider | None = None,
+        read: ConversationState | None = None,
     ) -> ConversationState:
         """The conversation's tail and meta (and the dedupe check) in one round trip, with ``also``'s
         commands riding along; their results are in ``state.also`` (None when any of them failed: their
-        owner then does its own round trip)."""
+        owner then does its own round trip). Given the state already ``read`` with the lock (and no dedupe
+        to do), nothing is sent: ``also``'s owner then does its own round trip."""
+        if read is not None and not dedupe_key:
+            return read
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if dedupe_key:
@@ -328,19 +365,31 @@ class RedisMemory:
                 # redis-py refuses pipe.evalsha in a cluster pipeline; ScriptingPipe sends it as a raw
                 # EVALSHA, routed by its first key: one round trip per node touched.
                 pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                later = self._later
+                split: Any = pipe
+                if later is not None:  # what lives on other nodes waits (core/ops/deferred.py)
+                    split = SlotSplit(pipe, self._r.keyslot(conv_key), self._r.keyslot, later)  # type: ignore[attr-defined]
                 pipe.evalsha(*script, *encoded)
                 if user_id:
                     index = self._keys.user_conversations(place.platform, user_id)
-                    pipe.sadd(index, conv_key)
-                    pipe.expire(index, self._ttl)
+                    split.sadd(index, conv_key)
+                    split.expire(index, self._ttl)
                 fold_at = len(pipe)
                 if fold_lock_seconds:
                     pipe.set(self._keys.fold_lock(place), "1", nx=True, ex=fold_lock_seconds)
                 own = len(pipe)
+                # What earlier turns deferred for this node goes along: no round trip of its own.
+                room = ROOM - sum(len(m) for m in encoded)  # the write stays one read for the server
+                earlier = [] if later is None else later.take_for(later.node_of(conv_key), room)
+                for name, args, kwargs in earlier:
+                    getattr(pipe, name)(*args, **kwargs)
+                first_rider = len(pipe)
                 if also is not None:
-                    also(pipe)
+                    also(split)
                 everything = await raw.execute(raise_on_error=False)
-                results, riders = everything[:own], everything[own:]
+                results, riders = everything[:own], everything[first_rider:]
+                if later is not None and earlier:
+                    later.settle(earlier, everything[own:first_rider])
             # Errors come back in place, so that nothing that did run is run twice: only an append Redis
             # refused for a missing script (after a Redis restart) is sent again, once the script is loaded.
             if isinstance(results[0], NoScriptError):
@@ -435,5 +484,12 @@ class RedisMemory:
             raise _store_error(exc) from exc
         return bool(done)
 
+    async def flush(self) -> None:
+        """Send the riders still deferred (cluster) now rather than at the next second."""
+        if self._later is not None:
+            await self._later.flush()
+
     async def aclose(self) -> None:
-        """The client belongs to the runtime; nothing to close here."""
+        """The client belongs to the runtime; riders still deferred (cluster) are sent now."""
+        if self._later is not None:
+            await self._later.aclose()

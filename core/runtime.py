@@ -28,12 +28,15 @@ from core.keys import KeySpace
 from core.llm import LLM, OpenAILLM
 from core.media.setup import Media, build_media
 from core.memory import RedisMemory
+from core.ops.deferred import DeferredWrites
 from core.ops.delivery import Deliveries, Dispatcher
 from core.ops.jobs import Route
 from core.ops.redisconn import RedisTarget, settings_target
 from core.ops.redisconn import connect as connect_redis
 from core.ops.stack import Ops, build_ops
 from core.redis_server import RedisServer
+from core.safety.limits import SCRIPTS as LIMIT_SCRIPTS
+from core.safety.limits import SHAS as LIMIT_SHAS
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
 from core.story import StoryClock, StoryStore
@@ -139,13 +142,20 @@ async def open_runtime(
                 f"{spec.folder / 'bot.toml'}: default_persona: no persona named {cfg.default_persona!r} "
                 f"(have {', '.join(sorted(spec.personas)) or 'none'})"
             )
+        deferred = DeferredWrites(client, scripts=LIMIT_SCRIPTS.values())  # used on a cluster only
         memory = RedisMemory(
-            client, keys, max_messages=cfg.memory.max_messages, ttl_seconds=int(cfg.memory.ttl_days * 86_400)
+            client,
+            keys,
+            max_messages=cfg.memory.max_messages,
+            ttl_seconds=int(cfg.memory.ttl_days * 86_400),
+            deferred=deferred,
         )
         await memory.load_scripts()
+        stack.push_async_callback(memory.aclose)  # deferred riders are sent before the client closes
         # Moderation chain, redactor, limits, canary: a bad rule or profile is a ConfigError here.
         safety = await stack.enter_async_context(open_safety(spec, settings, client, keys, app.safety))
         stack.push_async_callback(safety.moderator.aclose)
+        deferred.listen(LIMIT_SHAS["quota"], safety.admission.quota_view.learn)  # stored-bytes totals
         registry = builtin_registry(cfg.commands)
         if cfg.privacy.forget_command:
             registry.add(forget_command(safety.forget))

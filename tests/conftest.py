@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 import structlog
+from argon2 import PasswordHasher, profiles
 
 from bots.loader import load_bot
 from core.bot import BotSpec
+from core.console import accounts
 from core.llm import LLM
 from core.redis_server import RedisServer
 from core.runtime import Runtime, open_runtime
@@ -40,10 +43,21 @@ structlog.configure(
 )
 
 
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2's default cost (64 MiB, 3 passes, 4 lanes: ~0.6 s of CPU per hash and check) protects operators'
+    passwords, not a test's: the tests keep the algorithm and every code path at argon2's cheapest profile."""
+    monkeypatch.setattr(accounts, "PasswordHasher", lambda: PasswordHasher.from_parameters(profiles.CHEAPEST))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("PARLEY_TEST_REDIS_URL")
     if url:
+        # Parallel workers (pytest-xdist: gw0, gw1, ...) each take their own database: every test FLUSHes.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if worker.startswith("gw"):
+            url = str(urlsplit(url)._replace(path=f"/{int(worker[2:])}").geturl())
         yield url
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"), tcp=True, appendonly=False).start()

@@ -315,6 +315,9 @@ class DailyStats:
         pipe.zadd(self.recent_key, {member: now})
         pipe.zremrangebyrank(self.recent_key, 0, -(self.recent_max + 1))  # bounded by size: no TTL needed
         if handoff:
+            # Not deferred on a cluster (core/ops/deferred.py): an operator's resume, written at once, must
+            # not be wiped by a late delete of the handoff's row.
+            pipe = getattr(pipe, "now", pipe)
             hkey = self.handoff_key(place)
             pipe.zadd(self.handoffs_key, {member: now})
             pipe.zremrangebyrank(self.handoffs_key, 0, -(self.recent_max + 1))

@@ -4,7 +4,8 @@ Cosine similarities mean different things for different models: MiniLM puts unre
 good answer near 0.5-0.7, text-embedding-3-small packs everything into 0.2-0.6. A fixed ``min_similarity``
 is right for at most one of them. So at ingest we measure, for the model in use, how similar a short,
 question-like text is to pages that do *not* answer it: each page's heading vector (its title, see
-vectors.py) against every chunk of the *other* pages, scored as retrieval scores them. A help centre's pages
+vectors.py) against every chunk of the *other* pages, scored as retrieval scores them (the best chunk
+vector, the candidates refined by their sentences). A help centre's pages
 share a domain and a vocabulary, so "the best match among pages that are not the answer" is what an on-topic
 question the help centre does not cover reaches. The line::
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.kb.model import Chunk
-from core.kb.vectors import VectorIndex
+from core.kb.vectors import REFINE, VectorIndex
 
 QUANTILE = 0.1
 SAMPLE = 2_000  # pages sampled on a large corpus (the product is SAMPLE x chunks)
@@ -47,6 +48,8 @@ def calibrate(chunks: list[Chunk], vectors: VectorIndex, seed: int = 0) -> dict[
     if vectors.heads is not None:
         np.maximum(sims, probes @ vectors.heads.T, out=sims)
     sims[owner[pages][:, None] == owner[None, :]] = -1.0  # the page itself is not "another page"
+    for row, probe, page in zip(sims, probes, pages, strict=True):  # as retrieval: candidates' sentences
+        vectors.refine(row, probe, REFINE, owner != owner[page])
     best = sims.max(axis=1)
     line = float(np.clip(np.quantile(best, QUANTILE), FLOOR, CEILING))
     return {

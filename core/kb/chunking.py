@@ -195,3 +195,19 @@ def index_text(chunk: Chunk) -> str:
 def head_text(chunk: Chunk) -> str:
     """A chunk's heading vector's text: the page title and heading path (what the section answers)."""
     return " › ".join(p for p in (chunk.title, chunk.heading_path) if p) or chunk.text[:200]
+
+
+_LINE_START = re.compile(r"^[\s>*#+\-|]+|[\s*|]+$")
+SENTENCE_WORDS = 3  # shorter lines ("Contact", "1. Open") say too little to match a question alone
+
+
+def sentence_texts(chunk: Chunk) -> list[str]:
+    """A chunk's sentences (its text split at sentence ends and line breaks, list marks stripped), each
+    embedded alone so a question about one fact can match the line that states it (see vectors.py)."""
+    out = []
+    for line in chunk.text.splitlines():
+        for sentence in _SENTENCE.split(line):
+            text = _LINE_START.sub("", sentence)
+            if len(text.split()) >= SENTENCE_WORDS:
+                out.append(text)
+    return list(dict.fromkeys(out))

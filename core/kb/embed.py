@@ -13,6 +13,7 @@ from core.kb import minilm
 from core.kb.chunking import Sizing, estimate_tokens
 from core.kb.errors import EmbeddingError
 from core.kb.settings import EmbeddingSettings, KbConfig
+from core.net.tls import http_client
 from core.settings import Settings
 
 
@@ -44,6 +45,7 @@ class OpenAIEmbedder:
             base_url=base,
             timeout=emb.embeddings_timeout,
             max_retries=max_retries,
+            http_client=http_client(),
         )
 
     def _error(self, exc: openai.APIError) -> EmbeddingError:

@@ -35,7 +35,7 @@ def top_k(scores: npt.NDArray[np.float32], k: int, mask: npt.NDArray[np.bool_] |
     k = min(k, n)
     part = np.argpartition(-scores, k - 1)[:k]
     ranked = part[np.argsort(-scores[part], kind="stable")]
-    return [int(i) for i in ranked if np.isfinite(scores[i])]
+    return [int(i) for i in ranked[np.isfinite(scores[ranked])]]
 
 
 def fuse(
@@ -58,7 +58,10 @@ def fuse(
     score = weight * cos / cos_top + (1.0 - weight) * lex / (lex + saturation)
     order = [int(n) for n in np.argsort(-score, kind="stable")]
     fused = [(int(ids[n]), float(score[n])) for n in order]
-    firsts = [(vec_rank[0], weight), (lex_rank[0] if lex_rank else -1, 1.0 - weight)]
+    # The lexical first is kept only when it is strong (BM25 at least ``saturation``, the score that counts
+    # half): a question that shares one common word with a page must not push the vectors' fifth out.
+    lex_first = lex_rank[0] if lex_rank and float(lex_scores[lex_rank[0]]) >= saturation else -1
+    firsts = [(vec_rank[0], weight), (lex_first, 1.0 - weight)]
     for first in (i for i, share in firsts if share > 0 and i >= 0):  # a list weighted 0 is not fused
         at = next((n for n, (i, _) in enumerate(fused) if i == first), None)
         if at is not None and at >= keep > 0:  # a strong single list's best survives the cut

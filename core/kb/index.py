@@ -21,7 +21,7 @@ from core.kb.chunking import index_text
 from core.kb.errors import IndexCorrupt
 from core.kb.lexical import LexicalIndex
 from core.kb.model import Chunk, DocumentEntry
-from core.kb.vectors import FloatArray, VectorIndex, normalise
+from core.kb.vectors import FloatArray, VectorIndex, normalise, stack_sentences
 
 FORMAT = 2  # 2: chunks carry their page context; the coverage calibration is stored
 
@@ -70,12 +70,20 @@ class KbIndex:
         embed_model: str = "",
         calibration: dict[str, float] | None = None,
         heads: FloatArray | None = None,
+        sentences: Sequence[FloatArray] | None = None,
     ) -> KbIndex:
+        """``sentences``: per chunk, its sentences' vectors (vectors.py), in the order of ``chunks``."""
         numbered = [replace(c, id=i) for i, c in enumerate(chunks)]
         lexical = LexicalIndex.build([index_text(c) for c in numbered])
         vindex = None
         if vectors is not None and len(numbered):
-            vindex = VectorIndex(normalise(vectors), normalise(heads) if heads is not None else None)
+            matrix = normalise(vectors)
+            rows, starts = (
+                stack_sentences(sentences, matrix.shape[1])
+                if sentences is not None and len(sentences) == len(numbered)
+                else (None, None)
+            )
+            vindex = VectorIndex(matrix, normalise(heads) if heads is not None else None, rows, starts)
         index = cls(numbered, documents, lexical, vindex, embed_model if vindex is not None else "")
         index.calibration = dict(calibration or {}) if vindex is not None else {}
         return index
@@ -107,6 +115,9 @@ class KbIndex:
             parts["vectors"] = self.vectors.matrix.astype(np.float16)
             if self.vectors.heads is not None:
                 parts["head_vectors"] = self.vectors.heads.astype(np.float16)
+            if self.vectors.sentences is not None and self.vectors.starts is not None:
+                parts["sentence_vectors"] = self.vectors.sentences.astype(np.float16)
+                parts["sentence_starts"] = self.vectors.starts.astype(np.int64)
         buf = io.BytesIO()
         np.savez_compressed(buf, **parts)
         return buf.getvalue()
@@ -124,6 +135,11 @@ class KbIndex:
                 }
                 vectors = npz["vectors"].astype(np.float32) if "vectors" in npz.files else None
                 heads = npz["head_vectors"].astype(np.float32) if "head_vectors" in npz.files else None
+                # Optional: an index from before sentence vectors still loads (chunk-level scores only).
+                sentences = (
+                    npz["sentence_vectors"].astype(np.float32) if "sentence_vectors" in npz.files else None
+                )
+                starts = npz["sentence_starts"].astype(np.int64) if "sentence_starts" in npz.files else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise IndexCorrupt(f"cannot decode the index artifact: {type(exc).__name__}") from None
         if record.get("format") != FORMAT:
@@ -140,7 +156,7 @@ class KbIndex:
             chunks,
             documents,
             LexicalIndex(arrays, record["vocab"]),
-            VectorIndex(vectors, heads) if vectors is not None else None,
+            VectorIndex(vectors, heads, sentences, starts) if vectors is not None else None,
             record["embed_model"],
             record["built_at"],
             version,
@@ -148,9 +164,15 @@ class KbIndex:
         index.calibration = {str(k): float(v) for k, v in record.get("calibration", {}).items()}
         return index
 
-    def embeddings_by_hash(self) -> dict[str, tuple[FloatArray, FloatArray]]:
-        """Reusable (text, heading) vectors for unchanged chunks on re-ingest."""
-        if self.vectors is None or self.vectors.heads is None:
+    def embeddings_by_hash(self) -> dict[str, tuple[FloatArray, FloatArray, FloatArray]]:
+        """Reusable (text, heading, sentences) vectors for unchanged chunks on re-ingest (none from an index
+        without sentence vectors: its chunks are embedded again, whole)."""
+        v = self.vectors
+        if v is None or v.heads is None or v.sentences is None:
             return {}
-        heads = self.vectors.heads
-        return {c.hash: (self.vectors.matrix[i], heads[i]) for i, c in enumerate(self.chunks)}
+        out = {}
+        for i, c in enumerate(self.chunks):
+            rows = v.sentence_rows(i)
+            if rows is not None:
+                out[c.hash] = (v.matrix[i], v.heads[i], rows)
+        return out

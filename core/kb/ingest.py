@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.kb.calibrate import calibrate
-from core.kb.chunking import Sizing, chunk_page, head_text, index_text
+from core.kb.chunking import Sizing, chunk_page, head_text, index_text, sentence_texts
 from core.kb.embed import Embedder, sizing
 from core.kb.index import KbIndex
 from core.kb.model import Chunk, DocumentEntry, IngestReport, Page, content_hash
@@ -130,6 +130,7 @@ async def ingest(
         and old is not None
         and (embedder is None) == (old.vectors is None)
         and (embedder is None or model_same)
+        and (old.vectors is None or old.vectors.sentences is not None)  # an index from before: add them
     ):
         report.chunks = old.size
         return report  # nothing to do: no new version
@@ -153,20 +154,29 @@ async def ingest(
     report.chunks = len(chunks)
 
     vectors = heads = None
+    sentences: list[np.ndarray] | None = None
     if embedder is not None and chunks:
         reuse = old.embeddings_by_hash() if old is not None and model_same else {}
         missing = [c for c in chunks if c.hash not in reuse]
         if missing:
             texts = [index_text(c) for c in missing]
             head_texts = list(dict.fromkeys(head_text(c) for c in missing))
-            rows = await embedder.embed(texts + head_texts)
+            lines = [sentence_texts(c) for c in missing]
+            line_texts = list(dict.fromkeys(t for ls in lines for t in ls))
+            rows = await embedder.embed(texts + head_texts + line_texts)
             report.embedded = len(missing)
-            by_head = dict(zip(head_texts, rows[len(texts) :], strict=True))
-            for c, row in zip(missing, rows, strict=False):
-                reuse[c.hash] = (np.asarray(row, np.float32), np.asarray(by_head[head_text(c)], np.float32))
+            by_head = dict(zip(head_texts, rows[len(texts) : len(texts) + len(head_texts)], strict=True))
+            by_line = dict(zip(line_texts, rows[len(texts) + len(head_texts) :], strict=True))
+            for c, row, ls in zip(missing, rows, lines, strict=False):
+                reuse[c.hash] = (
+                    np.asarray(row, np.float32),
+                    np.asarray(by_head[head_text(c)], np.float32),
+                    np.asarray([by_line[t] for t in ls], np.float32).reshape(len(ls), len(row)),
+                )
         vectors = np.stack([reuse[c.hash][0] for c in chunks]).astype(np.float32)
         heads = np.stack([reuse[c.hash][1] for c in chunks]).astype(np.float32)
-    index = await asyncio.to_thread(_build, chunks, documents, vectors, heads, embedder)
+        sentences = [reuse[c.hash][2] for c in chunks]
+    index = await asyncio.to_thread(_build, chunks, documents, vectors, heads, sentences, embedder)
     report.version = await store.publish(index, "")
     summary = report.summary()
     await store.note_summary(summary)
@@ -178,10 +188,11 @@ def _build(
     documents: dict[str, DocumentEntry],
     vectors: np.ndarray | None,
     heads: np.ndarray | None,
+    sentences: list[np.ndarray] | None,
     embedder: Embedder | None,
 ) -> KbIndex:
     model = embedder.model if embedder is not None else ""
-    index = KbIndex.build(chunks, documents, vectors, model, heads=heads)
+    index = KbIndex.build(chunks, documents, vectors, model, heads=heads, sentences=sentences)
     if index.vectors is not None:
         index.calibration = calibrate(index.chunks, index.vectors)
     return index

@@ -44,6 +44,13 @@ class LexicalIndex:
         df = np.diff(indptr).astype(np.float64)
         self._idf = np.log1p((self.size - df + 0.5) / (df + 0.5))
         self._unknown_idf = math.log1p((self.size + 0.5) / 0.5)
+        # bm25s writes each word's documents in ascending order; checked once, so a membership test is a
+        # binary search (np.isin hashes the whole posting list: 3 ms a question at 10,000 chunks).
+        indices = arrays["indices"]
+        steps = np.diff(indices) > 0
+        starts = indptr[1:-1]
+        steps[starts[(starts > 0) & (starts < len(indices))] - 1] = True  # a new word may start lower
+        self._sorted = bool(steps.all())
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> LexicalIndex:
@@ -83,9 +90,18 @@ class LexicalIndex:
         indptr, indices = arrays["indptr"], arrays["indices"]
         postings = {t: indices[indptr[vocab[t]] : indptr[vocab[t] + 1]] for t in distinct if t in vocab}
         out = []
-        docs = np.asarray(doc_ids)
-        present = {t: np.isin(docs, p) for t, p in postings.items()}
+        docs = np.asarray(doc_ids, dtype=np.int64)
+        present = {t: _member(docs, p, self._sorted) for t, p in postings.items()}
         for n in range(len(doc_ids)):
             got = sum(w for t, w in zip(distinct, weights, strict=True) if t in present and present[t][n])
             out.append(got / total)
         return out
+
+
+def _member(docs: npt.NDArray[np.int64], posting: npt.NDArray[Any], ascending: bool) -> npt.NDArray[np.bool_]:
+    """Which of ``docs`` are in ``posting`` (one word's documents)."""
+    if not ascending or not len(posting):
+        return np.isin(docs, posting)
+    at = np.minimum(np.searchsorted(posting, docs), len(posting) - 1)
+    found: npt.NDArray[np.bool_] = posting[at] == docs
+    return found

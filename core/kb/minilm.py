@@ -8,10 +8,13 @@ L2-normalised: what sentence-transformers' ``Pooling(mean) + Normalize`` does fo
 
 Why numpy and not onnxruntime: the package ships safetensors only, so onnxruntime would need an ONNX export
 (torch or the ``onnx`` package to build one) and a 17 MB runtime for a model whose whole forward pass is 36
-matrix products. Measured on this machine (``make bench-kb``), a query embeds in a few milliseconds and the
-GEMMs of a batch run in BLAS, which is where onnxruntime's time would go too.
+matrix products, all in BLAS, which is where onnxruntime's time would go too. A question embeds in about
+20 ms on an idle core of this machine, more under load (``make bench-kb``; README "Knowledge base").
 
 The model is loaded once per process (about 90 MB of float32) and shared; every call runs in a worker thread.
+
+A process that serves questions runs BLAS on one thread (core/kb/blas.py: a question's products have a dozen
+rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BLAS's default.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
 
 from core.kb.errors import EmbeddingError
 
@@ -215,11 +217,6 @@ def shared_model() -> MiniLM:
     with _shared_lock:
         if _shared is None:
             _shared = MiniLM.load()
-            # One BLAS thread for the process. A query's products are too small to share out, and
-            # OpenBLAS's extra threads spin-wait between them beside the event loop: 21-25 ms of CPU per
-            # query with one thread, 300-480 ms with two on a busy 2-core host. Concurrent queries run in
-            # threads of their own anyway, and ingest batches were no faster in wall time with two.
-            threadpool_limits(limits=1, user_api="blas")
         return _shared
 
 

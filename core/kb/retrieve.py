@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from core.errors import StoreUnavailable
+from core.kb.blas import serve_on_one_thread
 from core.kb.calibrate import DEFAULT as DEFAULT_MIN_SIMILARITY
 from core.kb.chunking import Sizing, chunk_page
 from core.kb.embed import Embedder
@@ -141,6 +142,7 @@ class KnowledgeBase:
     # -- lifecycle (the runtime owns it: ``async with``)
 
     async def __aenter__(self) -> KnowledgeBase:
+        serve_on_one_thread()  # a question's products are small: one BLAS thread is faster (blas.py)
         await self.refresh()
         if self.mode == "hybrid":  # only an index embedded with this model needs it
             await self.warm()
@@ -323,7 +325,7 @@ class KnowledgeBase:
         sims = None
         vec_rank: list[int] = []
         if qvec is not None and index.vectors is not None:
-            sims = index.vectors.similarities(qvec)
+            sims = index.vectors.similarities(qvec, cfg.candidates, mask)
             vec_rank = top_k(sims, cfg.candidates, mask)
         weight, saturation = cfg.vector_weight, cfg.lexical_saturation
         fused = fuse(lex_rank, lex_scores, vec_rank, sims, weight, saturation, cfg.top_k)[: cfg.top_k]

@@ -41,6 +41,7 @@ from core.commands import Command
 from core.errors import AudioUnsupported, ImageRejected, MediaError, StoreError
 from core.keys import KeySpace
 from core.media.fetch import ImageFetcher
+from core.net.tls import http_client
 from core.safety.limits import user_tag
 from core.safety.reserve import QuotaSpec, Reserver
 from core.safety.reserve import Reservation as Reserved
@@ -211,6 +212,7 @@ class AudioClient:
             base_url=base_url,
             timeout=openai.Timeout(cfg.timeout_seconds, connect=5.0),
             max_retries=1,
+            http_client=http_client(),
         )
         self._no_speech_api = not self.configured  # learnt on the first 404: go local from then on
         self._closed = False

@@ -30,6 +30,7 @@ from core.commands import Command
 from core.errors import ImagesUnsupported, MediaError, StoreError
 from core.media.fetch import sniff
 from core.net.guard import FetchError, FetchPolicy, GuardedFetcher
+from core.net.tls import http_client
 from core.safety.limits import LimitStore, user_tag
 from core.safety.reserve import Held, QuotaSpec, Reserver
 from core.types import DIRECT_WORKSPACE, Attachment, CommandCall, Place, Turn
@@ -59,7 +60,11 @@ class ImageGenerator:
         self.base_url = base_url or "https://api.openai.com/v1"
         self._timeout = timeout
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=openai.Timeout(timeout, connect=5.0), max_retries=1
+            api_key=api_key,
+            base_url=base_url,
+            timeout=openai.Timeout(timeout, connect=5.0),
+            max_retries=1,
+            http_client=http_client(),
         )
         self._closed = False
 

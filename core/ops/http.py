@@ -218,6 +218,7 @@ class OpsHttp:
         self._apps: list[tuple[str, web.Application, int | None]] = []
         self._runners: list[web.AppRunner] = []
         self.bound: dict[str, int] = {}  # "public" / "ops" -> the port actually bound (PORT=0 picks one)
+        self.listening = asyncio.Event()  # set once every server is bound (``bound`` fills one by one)
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ what others register
@@ -259,6 +260,7 @@ class OpsHttp:
             await self._serve(ops, self.ops_host, self.ops_port, "ops", "PARLEY_OPS_PORT")
         if self.ops_port is None or self._routes:
             await self._serve(public, self.host, self.port, "public", "PORT")
+        self.listening.set()
 
     def _add_ops_routes(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self._healthz)

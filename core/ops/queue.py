@@ -10,8 +10,10 @@ Round trips of one queued turn (counted by the server in ``make bench``): submit
 bounds, inbox push, signal), XREADGROUP 1 (shared by the signals it returns), lock + inbox head 1, the
 engine's read 1 and fenced write 1 (which pops the head), then retire 1 (next head, or unlock + XACK when the
 inbox is empty): six. On Redis Cluster the stream and an inbox live on different nodes, so submit is two
-scripts there (dedupe + inbox in the conversation's slot, bound + signal in the stream's) and the
-acknowledgement is sent apart (two more). The bounds are ``max_len`` stream entries not yet trimmed
+scripts there (dedupe + inbox in the conversation's slot, bound + signal in the stream's), the
+acknowledgement, which the retire script cannot send, waits for the worker's next XREADGROUP (same node,
+one pipeline; see :meth:`TurnQueue.defer_ack`), and the lock's take carries the engine's read
+(:meth:`TurnQueue.take_and_read`): six there too. The bounds are ``max_len`` stream entries not yet trimmed
 and ``max_per_conversation`` items in one inbox. Workers trim acknowledged entries (``XTRIM MINID`` below the
 oldest pending one), so the stream holds only work that is waiting or in progress, never a turn that nobody
 answered.
@@ -19,7 +21,10 @@ answered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +36,7 @@ from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
 from core.ops.lock import ConversationLocks, Lease
+from core.ops.recorder import ScriptingPipe
 from core.ops.replay import JobGuard
 from core.types import Place
 
@@ -174,6 +180,18 @@ class TurnQueue:
         self._release_and_count = client.register_script(_RELEASE_AND_COUNT)
         self._submit_inbox = client.register_script(_SUBMIT_INBOX)
         self._signal = client.register_script(_SIGNAL)
+        # Cluster: answered signals whose XACK rides on the next read (same node); sent alone if no read
+        # comes within ``ack_within`` seconds (the worker sets it under its claim idle).
+        self._acks: list[str] = []
+        # Cluster: told the blocked sets' version (core/safety/views.py) as read with each XREADGROUP.
+        self.on_version: Callable[[str | None], None] | None = None
+        self.ack_within = 2.0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_flush: asyncio.Task[None] | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return self._cluster
 
     def inbox(self, place: Place) -> str:
         return self._keys.conversation(place) + ":inbox"
@@ -242,18 +260,41 @@ class TurnQueue:
             raise _error(exc) from exc
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Signal]:
-        """New signals for ``consumer`` (waits up to ``block_ms``)."""
+        """New signals for ``consumer`` (waits up to ``block_ms``). On a cluster, the acknowledgements
+        waiting (:meth:`defer_ack`) go first in the same pipeline: the stream's node, one round trip."""
+        acks, self._acks = self._acks, []
         try:
-            response = await self._r.xreadgroup(
-                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-            )
+            if self._cluster:  # and the blocked sets' version after it (core/safety/views.py)
+                async with self._r.pipeline(transaction=False) as pipe:
+                    if acks:
+                        pipe.xack(self.stream, GROUP, *acks)
+                    pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
+                    pipe.get(self._keys.blocked_version())
+                    results = await pipe.execute(raise_on_error=False)
+                if acks and isinstance(results[0], RedisError):
+                    self._acks[:0] = acks  # sent again with the next read
+                acks = []  # sent, or put back above
+                response, version = results[-2:]
+                if isinstance(response, RedisError):
+                    raise response
+                if self.on_version is not None and not isinstance(version, RedisError):
+                    self.on_version(None if version is None else str(version))
+            else:
+                response = await self._r.xreadgroup(
+                    GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+                )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis lost the group (restarted without persistence): recreate
                 await self.ensure_group()
                 return []
             raise _error(exc) from exc
         except RedisError as exc:
+            if acks and not isinstance(exc, ResponseError):
+                self._acks[:0] = acks  # sent again with the next read (an XACK twice is harmless)
             raise _error(exc) from exc
+        except asyncio.CancelledError:  # stop() cancels a waiting read: shutdown flushes what it carried
+            self._acks[:0] = acks
+            raise
         entries: list[Any] = []
         if isinstance(response, dict):
             for value in response.values():
@@ -262,6 +303,53 @@ class TurnQueue:
             for _stream, items in response or []:
                 entries.extend(items)
         return [_signal(entry_id, fields, False) for entry_id, fields in entries]
+
+    def defer_ack(self, entry_id: str) -> None:
+        """Acknowledge ``entry_id`` with the next read (cluster). Safe to be late: an entry left pending is
+        at worst claimed after ``claim_idle`` by a worker that finds its inbox empty (or answered) and
+        acknowledges it. A timer sends it alone if no read comes first."""
+        self._acks.append(entry_id)
+        if self._ack_timer is None and self._ack_flush is None:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(self.ack_within, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._ack_timer = None
+        if self._acks:
+            self._ack_flush = asyncio.ensure_future(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush_acks()
+        except StoreError:
+            pass  # still waiting: the next read (or the next timer) sends them
+        finally:
+            self._ack_flush = None
+            if self._acks and self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(self.ack_within, self._flush_later)
+
+    async def flush_acks(self) -> None:
+        """Send the acknowledgements waiting for a read now (a timer, shutdown)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            await self._r.xack(self.stream, GROUP, *acks)
+        except RedisError as exc:
+            self._acks[:0] = acks
+            raise _error(exc) from exc
+
+    async def aclose(self) -> None:
+        """Send what waits (bounded by the caller), stop the timer."""
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await self._ack_flush
+        with contextlib.suppress(StoreError):
+            await self.flush_acks()
 
     async def autoclaim(
         self, consumer: str, min_idle: float, count: int, cursor: str
@@ -281,6 +369,19 @@ class TurnQueue:
         next_cursor = str(response[0])
         signals = [_signal(entry_id, fields, True) for entry_id, fields in response[1]]
         return next_cursor, signals
+
+    async def pending_idle(self, count: int) -> list[tuple[str, float]]:
+        """(entry id, seconds since its last delivery or heartbeat) of the first ``count`` pending entries,
+        oldest id first (XPENDING's extended form): when each becomes claimable, without claiming it."""
+        try:
+            rows: Any = await self._r.xpending_range(self.stream, GROUP, "-", "+", count)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
+                return []  # nothing was ever queued (or Redis lost it: the read loop recreates the group)
+            raise _error(exc) from exc
+        except RedisError as exc:
+            raise _error(exc) from exc
+        return [(str(row["message_id"]), int(row["time_since_delivered"]) / 1000) for row in rows or []]
 
     async def touch(self, consumer: str, entry_id: str) -> None:
         """Reset an entry's idle time (its worker is alive and still on it), so nobody claims it."""
@@ -318,22 +419,48 @@ class TurnQueue:
         head = result[1] if len(result) > 1 and result[1] else None
         return Lease(key, token, self._keys.conversation(place)), None if head is None else str(head), ""
 
+    async def take_and_read(
+        self, place: Place, locks: ConversationLocks, token: str, read: Callable[[Any], None]
+    ) -> tuple[Lease | None, str | None, str, list[Any] | None]:
+        """:meth:`take`, with ``read``'s commands (keys in the conversation's slot) after it in the same
+        pipeline: one round trip. Their results come fourth when the lock was taken (they were read under
+        it), else None."""
+        key = locks.key(place)
+        try:
+            async with self._r.pipeline(transaction=False) as raw:
+                pipe: Any = ScriptingPipe(raw) if self._cluster else raw
+                pipe.evalsha(self._take.sha, 2, key, self.inbox(place), token, locks.lease_ms)
+                read(pipe)
+                results: list[Any] = list(await raw.execute(raise_on_error=False))
+        except RedisError as exc:
+            raise _error(exc) from exc
+        taken = results[0]
+        if isinstance(taken, RedisError):  # NOSCRIPT after a Redis restart: take() loads the script
+            lease, head, holder = await self.take(place, locks, token)
+            return lease, head, holder, None
+        if taken[0]:
+            return None, None, str(taken[0]), None
+        head = taken[1] if len(taken) > 1 and taken[1] else None
+        lease = Lease(key, token, self._keys.conversation(place))
+        return lease, None if head is None else str(head), "", results[1:]
+
     async def retire(self, place: Place, item: str, lease: Lease, entry_id: str) -> Retired:
         """Pop ``item`` off the inbox head while ``lease`` holds, and return the next item; with nothing
-        left, unlock and acknowledge the signal ``entry_id`` in the same step."""
+        left, unlock and acknowledge the signal ``entry_id`` in the same step (on a cluster the stream lives
+        elsewhere: the acknowledgement rides on the next read, :meth:`defer_ack`)."""
         keys = [lease.key, self.inbox(place)]
         if not self._cluster:
             keys.append(self.stream)
         try:
             result: list[Any] = await self._retire(keys=keys, args=[lease.token, item, entry_id, GROUP])
-            if result and int(result[0]) == 2 and self._cluster:
-                await self._r.xack(self.stream, GROUP, entry_id)
         except RedisError as exc:
             raise _error(exc) from exc
         if not result or not int(result[0]):
             return Retired(held=False)
         if int(result[0]) == 1:
             return Retired(held=True, following=str(result[1]))
+        if self._cluster:
+            self.defer_ack(entry_id)
         return Retired(held=False, done=True)
 
     async def unlock(self, place: Place, lease: Lease) -> int:

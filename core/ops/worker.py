@@ -9,15 +9,19 @@ For each signal (new, or claimed from a consumer that went quiet):
 2. While the inbox has items: run the engine on the head with the lease's :class:`~core.memory.Fence`, hand
    the reply stream to the platform's Delivery. The final memory write checks the lease and pops the head in
    one script (a fenced write); then one more script retires the head (for turns that wrote nothing) and
-   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step.
+   returns the next item, or, with the inbox empty, unlocks and acknowledges the signal in the same step
+   (on Redis Cluster the acknowledgement rides on the worker's next read, and step 1 carries the first
+   turn's memory read: core/ops/queue.py).
    A lease lost midway stops the drain.
 
 While it works, the worker sends a heartbeat every ``locks.heartbeat`` seconds (3 s by default): it renews the
 lease and re-claims its signal to itself (``XCLAIM ... JUSTID``, which resets the entry's idle time), so
 nobody claims a turn whose owner lives, however slow the turn. If the worker dies, the heartbeats stop:
-another worker's claim loop (every second, or a quarter of ``claim_idle`` if shorter) takes the signal with
-XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by default; by then the dead owner's lease, renewed at
-the same moments, has run out too) and answers the item still at the inbox head. A late writer (an owner that
+another worker's claim loop takes the signal with XAUTOCLAIM once it is ``claim_idle`` seconds idle (10 s by
+default; by then the dead owner's lease, renewed at the same moments, has run out too) and answers the item
+still at the inbox head. The loop does not poll: it reads the pending entries' idle times (XPENDING) and
+sleeps until the first one can be claimed, or ``claim_idle`` when none is pending (one command per
+``claim_idle`` at rest). A late writer (an owner that
 stalled past its lease) is kept out by the fenced final write. On shutdown a worker stops reading, lets
 running turns finish for ``grace`` seconds, then cancels them and hands their conversations back (unlock,
 fresh signal): the unanswered item is still at the inbox head, nothing is lost.
@@ -37,7 +41,7 @@ import structlog
 
 from core.engine import Engine
 from core.errors import ConfigError, StoreError, StoreUnavailable
-from core.memory import Fence
+from core.memory import ConversationState, Fence
 from core.ops.delivery import Deliveries, run_turn
 from core.ops.jobs import decode_job
 from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
@@ -48,8 +52,10 @@ from core.types import Place
 
 log = structlog.get_logger("parley.worker")
 PRUNE_EVERY = 300.0  # seconds between sweeps of dead consumers
-HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims and queue metrics
-CLAIM_EVERY = 1.0  # the longest wait between looks for dead owners' turns
+HOUSEKEEPING_EVERY = 5.0  # seconds between stream trims (only after work was done)
+CLAIM_EVERY = 1.0  # the next claim look while busy, after a failed look, or with many entries pending
+CLAIM_MARGIN = 0.05  # seconds after an entry's claim time the look is due (timer slack)
+PENDING_SCAN = 100  # pending entries one claim look reads the idle times of
 HAND_BACK_WITHIN = 1.5  # seconds a cancelled turn may spend handing its conversation back
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
 
@@ -109,9 +115,11 @@ class TurnWorker:
         self._stopping = asyncio.Event()
         self._loops_done = asyncio.Event()
         self._log = log.bind(bot=engine.bot.name, consumer=self.name)
-        self._cursor = "0-0"
         self._reading: asyncio.Task[list[Signal]] | None = None  # the read waiting for signals, if any
         self._done_since_trim = 0  # signals handled (acknowledged or handed back) since the last trim
+        # Cluster: an answered signal's XACK rides on the next read; sent alone before anyone could claim it.
+        queue.ack_within = max(0.05, claim_idle - locks.heartbeat - 1.0)
+        queue.on_version = engine.safety.admission.blocked_view.seen  # read with each XREADGROUP (cluster)
 
     @property
     def stopping(self) -> bool:
@@ -156,6 +164,8 @@ class TurnWorker:
         await drain_within(self._turns, max(0.0, deadline - loop.time()), hurry)
         handed_back = self._running
         await self._turns.aclose()
+        with contextlib.suppress(TimeoutError):  # acknowledgements still waiting for a read (cluster)
+            await asyncio.wait_for(self.queue.aclose(), HAND_BACK_WITHIN)
         self._log.info("worker_shutdown", running_at_stop=running, handed_back=handed_back)
 
     async def _wait_for_redis(self) -> None:
@@ -202,29 +212,29 @@ class TurnWorker:
             self._start(signals)
 
     async def _maintenance_loop(self) -> None:
-        tick = max(0.05, min(self.claim_idle / 4, CLAIM_EVERY))
+        """Claim dead owners' turns, trim, prune. The claim look is scheduled from the pending entries'
+        idle times, not polled: an entry becomes claimable ``claim_idle`` after its last delivery or
+        heartbeat, so a look that saw idle times ``i`` is next due at ``min(claim_idle - i)``, or
+        ``claim_idle`` later when nothing was pending (an entry delivered after a look is at most
+        ``claim_idle`` old at the next one). At rest that is one XPENDING per ``claim_idle`` per replica;
+        a dead owner's turn is still claimed ``claim_idle`` + ~``CLAIM_MARGIN`` after its last heartbeat."""
         loop = asyncio.get_running_loop()
+        next_look = loop.time()  # look at once: a predecessor's turns may be waiting
         next_prune = loop.time() + PRUNE_EVERY
-        next_housekeeping = loop.time()
-        housekeeping = min(HOUSEKEEPING_EVERY, self.claim_idle)
+        next_housekeeping = loop.time() + HOUSEKEEPING_EVERY
         while not self.stopping:
-            await self._sleep(tick)
+            due = min(next_look, next_prune)
+            if self._done_since_trim:  # at rest there is nothing new to trim
+                due = min(due, next_housekeeping)
+            await self._sleep(max(0.0, due - loop.time()))
             if self.stopping:
                 return
             try:
-                free = self.concurrency - self._running
-                if free > 0:
-                    self._cursor, signals = await self.queue.autoclaim(
-                        self.name, self.claim_idle, free, self._cursor
-                    )
-                    if signals:
-                        self.metrics.event("claimed", len(signals))
-                        self._log.info("worker_claimed", count=len(signals))
-                    self._start(signals)
-                if loop.time() < next_housekeeping:
-                    continue
-                next_housekeeping = loop.time() + housekeeping
-                if self._done_since_trim:  # at rest there is nothing new to trim: 3 commands saved
+                if loop.time() >= next_look:
+                    next_look = loop.time() + CLAIM_EVERY  # if the look fails: try again soon
+                    next_look = loop.time() + await self._claim_look()
+                if self._done_since_trim and loop.time() >= next_housekeeping:
+                    next_housekeeping = loop.time() + HOUSEKEEPING_EVERY
                     self._done_since_trim = 0
                     await self.queue.trim()
                 if loop.time() >= next_prune:
@@ -232,11 +242,28 @@ class TurnWorker:
                     pruned = await self.queue.prune_consumers(CONSUMER_RETENTION)
                     if pruned:
                         self._log.info("worker_pruned_consumers", count=pruned)
-                depth, pending = await self.queue.stats()
-                self.metrics.queue_depth.labels(self.metrics.bot).set(depth)
-                self.metrics.queue_pending.labels(self.metrics.bot).set(pending)
             except StoreError as exc:
                 self._log.warning("worker_maintenance_failed", error=str(exc))
+
+    async def _claim_look(self) -> float:
+        """Claim the pending entries that are ``claim_idle`` idle; return the seconds until the next look."""
+        free = self.concurrency - self._running
+        if free <= 0:
+            return CLAIM_EVERY  # busy: look again once a slot may have freed
+        pending = await self.queue.pending_idle(PENDING_SCAN)
+        due = [entry for entry, idle in pending if idle >= self.claim_idle]
+        waits = [self.claim_idle - idle for _entry, idle in pending if idle < self.claim_idle]
+        if len(pending) >= PENDING_SCAN:
+            waits.append(CLAIM_EVERY)  # more pending than one look sees: poll while that lasts
+        if due:
+            _cursor, signals = await self.queue.autoclaim(self.name, self.claim_idle, free, due[0])
+            if signals:
+                self.metrics.event("claimed", len(signals))
+                self._log.info("worker_claimed", count=len(signals))
+            self._start(signals)
+            if len(signals) < len(due):  # no free slot for the rest (or another replica took them)
+                waits.append(CLAIM_EVERY)
+        return min(waits, default=self.claim_idle) + CLAIM_MARGIN
 
     def _start(self, signals: list[Signal]) -> None:
         """Each signal in its own owned task. Concurrency is a soft limit: a signal read is never dropped."""
@@ -267,12 +294,12 @@ class TurnWorker:
             await self.queue.requeue(place, signal.entry_id, signal.turn_id)
             self.metrics.event("requeued")
             return
-        lease, head = await self._take(place, signal)
+        lease, head, read = await self._take(place, signal)
         if lease is None:
             return
         try:
             async with self.locks.keep(lease, tick=lambda: self.queue.touch(self.name, signal.entry_id)):
-                done = await self._drain(place, lease, head, signal)
+                done = await self._drain(place, lease, head, signal, read)
         except asyncio.CancelledError:
             # Shutdown deadline: hand the conversation back. The unanswered item is still the inbox head.
             await self._hand_back(place, lease, signal)
@@ -292,17 +319,29 @@ class TurnWorker:
         else:
             await self.queue.ack(signal.entry_id)
 
-    async def _take(self, place: Place, signal: Signal) -> tuple[Lease | None, str | None]:
-        """Lock the conversation and read its inbox head. A new signal whose conversation another worker
-        holds is acknowledged at once (that holder drains the whole inbox and re-checks it before unlocking);
-        a claimed one waits up to two leases (its holder may have died: its lease then runs out)."""
+    async def _take(
+        self, place: Place, signal: Signal
+    ) -> tuple[Lease | None, str | None, ConversationState | None]:
+        """Lock the conversation and read its inbox head (on a cluster, and its memory for the first turn:
+        one round trip instead of two). A new signal whose conversation another worker holds is acknowledged
+        at once (that holder drains the whole inbox and re-checks it before unlocking); a claimed one waits
+        up to two leases (its holder may have died: its lease then runs out)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (2 * self.locks.lease + 0.5 if signal.claimed else 0.0)
         delay = 0.02
+        memory, tail = self.engine.memory, self.engine.bot.config.memory.window_max_messages
         while True:
-            lease, head, holder = await self.queue.take(place, self.locks, self.locks.token(WORKER))
+            token = self.locks.token(WORKER)
+            read: ConversationState | None = None
+            if self.queue.cluster:
+                lease, head, holder, results = await self.queue.take_and_read(
+                    place, self.locks, token, lambda pipe: memory.queue_read(pipe, place, tail)
+                )
+                read = None if results is None else memory.read_from(results)
+            else:
+                lease, head, holder = await self.queue.take(place, self.locks, token)
             if lease is not None:
-                return lease, head
+                return lease, head, read
             if loop.time() >= deadline:
                 break
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
@@ -310,7 +349,7 @@ class TurnWorker:
         if holder_kind(holder) == WORKER:
             await self.queue.ack(signal.entry_id)
         # Else a direct turn holds it: leave the signal pending; it is claimed again after claim_idle.
-        return None, None
+        return None, None, None
 
     async def _retire(self, place: Place, item: str, lease: Lease, signal: Signal) -> Retired:
         """Retire an answered item, waiting out a Redis blip (a restart) for as long as the lease lasts: the
@@ -338,7 +377,14 @@ class TurnWorker:
         except (StoreError, TimeoutError) as exc:  # the signal stays pending: claimed after claim_idle
             self._log.warning("worker_hand_back_failed", error=str(exc) or "timeout")
 
-    async def _drain(self, place: Place, lease: Lease, item: str | None, signal: Signal) -> bool:
+    async def _drain(
+        self,
+        place: Place,
+        lease: Lease,
+        item: str | None,
+        signal: Signal,
+        read: ConversationState | None = None,
+    ) -> bool:
         """Answer the inbox's items in order while the lease holds. True when the inbox was emptied (the
         conversation is then unlocked and the signal acknowledged)."""
         inbox = self.queue.inbox(place)
@@ -354,8 +400,9 @@ class TurnWorker:
             else:
                 if signal.claimed:
                     job = replace(job, attempt=2)
-                fence = Fence(lease.conversation, lease.key, lease.token, inbox, item)
+                fence = Fence(lease.conversation, lease.key, lease.token, inbox, item, read)
                 await run_turn(self.engine, delivery, job, self.metrics, fence=fence, guard=self.queue.guard)
+            read = None  # read with the lock for the first item only
             retired = await self._retire(place, item, lease, signal)
             if retired.done:
                 return True

@@ -59,9 +59,11 @@ def safety_command(safety: Safety) -> Command:
             user = parse_user(words[1])
             if sub == "block":
                 await r.sadd(key, user)
+                await r.incr(safety.keys.blocked_version())  # after the set: caches re-read it (views.py)
                 yield f"Blocked {user}: I will ignore them in this workspace. Undo: /safety unblock {user}."
             else:
                 gone = await r.srem(key, user)
+                await r.incr(safety.keys.blocked_version())
                 yield f"Unblocked {user}." if gone else f"{user} was not blocked."
         elif sub == "blocked":
             members: Any = await r.smembers(key)

@@ -8,23 +8,16 @@ treated as a down one and the profile's fail-open / fail-closed choice applies. 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
-import ssl
 from collections import OrderedDict
 
 import openai
 
 from core.errors import ModerationError
+from core.net.tls import http_client
 
 PERMANENT_STATUSES = frozenset({401, 403, 404, 405, 501})  # a wrong URL or key, or no such endpoint
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """One TLS context per process: loading the CA bundle costs ~90 ms, too much for every start-up."""
-    return ssl.create_default_context()
 
 
 class ModerationUnavailable(ModerationError):
@@ -55,7 +48,7 @@ class ModerationEndpoint:
             base_url=base_url,
             timeout=openai.Timeout(timeout, connect=min(timeout, 2.0)),
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(verify=_tls()),
+            http_client=http_client(),
         )
         self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._cache_size = cache_size

@@ -25,6 +25,7 @@ from core.errors import StoreError
 from core.safety.events import EventLog
 from core.safety.limits import LimitCheck, LimitOutcome, LimitStore, Window, user_tag
 from core.safety.text import humanize_seconds
+from core.safety.views import BlockedView, QuotaView
 from core.types import DIRECT_WORKSPACE, CommandCall, ReplyKind, ReplyResult, Turn
 
 if TYPE_CHECKING:
@@ -117,6 +118,9 @@ class Admission:
         self._blocked_key = blocked_key  # (platform, workspace) -> key of the blocked-users set
         # How long a generation holds its slot, on average (this process's view): for wait estimates.
         self.generation_seconds = 3.0
+        # Redis Cluster: the blocked sets and stored-bytes totals known without a round trip per turn.
+        self.blocked_view = BlockedView()
+        self.quota_view = QuotaView()
 
     def estimate(self, place: int) -> float:
         """Expected seconds until a turn at ``place`` in line gets a generation slot: with every slot busy,
@@ -322,15 +326,18 @@ class TurnAdmission:
             return ctx.result("", ReplyKind.IGNORED, meta={"reason": "access_denied", "access": denial})
         if self._outcomes is None:  # not prefetched (Redis Cluster, or the read's checks failed)
             try:
-                self._outcomes, (blocked,) = await a.store.run(
-                    self._checks, ("sismember", (self._blocked_key, turn.author.id))
-                )
+                if a.store.cluster:
+                    self._outcomes, self._blocked = await self._run_on_cluster()
+                else:
+                    self._outcomes, (blocked,) = await a.store.run(
+                        self._checks, ("sismember", (self._blocked_key, turn.author.id))
+                    )
+                    self._blocked = bool(blocked)
             except StoreError as exc:
                 # Limits cannot be checked: answer anyway (the memory read failed too if Redis is down).
                 log.error("limits_unavailable", error=str(exc), turn_id=turn.turn_id)
                 self._outcomes = []
                 return None
-            self._blocked = bool(blocked)
         outcomes = self._outcomes
         for o in outcomes:
             if o.check.kind == "acquire":
@@ -347,6 +354,33 @@ class TurnAdmission:
         if not denied:
             return None
         return await self._refuse(ctx, denied)
+
+    async def _run_on_cluster(self) -> tuple[list[LimitOutcome], bool]:
+        """The checks on a cluster: stored-bytes budgets and the blocked set from what this process knows
+        (core/safety/views.py), the rest (rate limits, token quotas, slots) in one round trip per node, and
+        none when nothing is left to ask."""
+        a, user = self._a, self.turn.author.id
+        views, blocked_view = a.quota_view, a.blocked_view
+        local = [views.outcome(c) for c in self._checks if views.judged_here(c)]
+        remote = [c for c in self._checks if not views.judged_here(c)]
+        blocked = blocked_view.blocked(self._blocked_key, user)
+        version = blocked_view.version
+        extra: list[tuple[str, tuple[Any, ...]]] = []
+        if blocked is None:  # the whole set when a fresh version can keep it, else the one member
+            extra.append(
+                ("smembers", (self._blocked_key,)) if version else ("sismember", (self._blocked_key, user))
+            )
+        if not remote and not extra:
+            return local, bool(blocked)
+        outcomes, plain = await a.store.run(remote, *extra)
+        if blocked is None:
+            if version:
+                members = frozenset(str(m) for m in plain[0])
+                blocked_view.store(self._blocked_key, version, members)
+                blocked = user in members
+            else:
+                blocked = bool(plain[0])
+        return outcomes + local, bool(blocked)
 
     def queue_write(self, pipe: Any, tokens: int, stored_bytes: int = 0) -> None:
         """Queue the turn's quota accounting and the slot's release on its final memory write, and the

@@ -336,8 +336,8 @@ class LimitStore:
         if tokens > 0:
             for q in quotas:
                 pipe.evalsha(SHAS["quota"], 1, q.key, q.args[0], tokens)
-        if release is not None:
-            pipe.zrem(*release)
+        if release is not None:  # a freed generation slot must not wait (core/ops/deferred.py)
+            getattr(pipe, "now", pipe).zrem(*release)
 
     async def add_usage(
         self, quotas: Sequence[LimitCheck], tokens: int, release: tuple[str, str] | None = None

@@ -7,8 +7,17 @@ and counts from the replies the processes wrote to a file (Redis itself may be d
 (a real answer), apologies (the persona's error text: not lost, not answered), duplicates, lost, and the
 longest delay from dispatch to the final reply. Target: 0 lost and 0 duplicates in every row.
 
+The ``embeddings-down`` row runs the support bot (knowledge base ingested with an OpenAI-compatible
+embeddings endpoint, so retrieval is hybrid) and stops that endpoint: turns are still answered, lexical-only
+through the knowledge base's breaker; the note under the table counts the retrieval modes the workers logged.
+
+A second table: ``parley run`` SIGTERMed with a reply streaming while one dependency is gone (Redis, Discord,
+both, the LLM, Slack), with the default grace of 7 s: seconds to the process's exit and to its ``shut_down``
+record, and whether the unanswered turn went back to the queue (tests/scale/shutdown_cases.py).
+
     make chaos                      # every row
     python -m tests.bench.chaos --rows replica-sigkill,redis-restart
+    python -m tests.bench.chaos --rows embeddings-down --shutdown slack,redis
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +47,7 @@ from core.runtime import open_runtime
 from tests.conftest import make_app, make_settings
 from tests.fakes.openai_server import Behaviour, Error, FakeOpenAI, Hang, Reply, last_user_text
 from tests.scale.helpers import FileRecordingDelivery, WorkerProcess, scale_spec, turn, worker_env
+from tests.scale.shutdown_cases import CASES, HEADER, Stopped, sigterm_with
 from tests.scale.topology import Cluster, SentinelGroup
 
 # Production timings (core/settings.py defaults), not the tests' fast ones.
@@ -63,6 +74,7 @@ class Row:
     lost: int = 0
     longest: float = 0.0
     after_fault: float = 0.0  # from the fault to the last reply
+    note: str = ""  # printed under the table
 
 
 @dataclass
@@ -80,6 +92,8 @@ class Scenario:
     fault_after: float = 1.5  # seconds into sending
     conversations: int = 6
     fault_at: float = 0.0
+    bot: str = "arcade"
+    note: Callable[[Scenario], str] | None = None  # a line about the row, from the workers' logs
 
 
 def slow_echo(seconds: float) -> Callable[[dict[str, Any]], Behaviour]:
@@ -114,7 +128,9 @@ async def run_row(scenario: Scenario, folder: Path, llm: FakeOpenAI) -> Row:
         **scenario.env,
         "PARLEY_TEST_RECORD_FILE": str(record),
     }
-    scenario.workers = [WorkerProcess(env, folder / f"{scenario.name}-{i}.log") for i in range(2)]
+    scenario.workers = [
+        WorkerProcess(env, folder / f"{scenario.name}-{i}.log", bot=scenario.bot) for i in range(2)
+    ]
     row = Row(scenario.name)
     sent_at: dict[str, float] = {}
     try:
@@ -125,7 +141,7 @@ async def run_row(scenario: Scenario, folder: Path, llm: FakeOpenAI) -> Row:
             parley_data_dir=folder / "sender",
             **{**PRODUCTION, "port": 0, "parley_ops_port": 0, **scenario.settings},
         )
-        async with open_runtime(scale_spec(), make_app(settings)) as rt:  # the adapter side: dispatch only
+        async with open_runtime(scale_spec(scenario.bot), make_app(settings)) as rt:  # the adapter side
             rt.ops.deliveries.register("test", FileRecordingDelivery(record, who="sender"))
 
             async def inject() -> None:
@@ -167,6 +183,8 @@ async def run_row(scenario: Scenario, folder: Path, llm: FakeOpenAI) -> Row:
     finally:
         for worker in scenario.workers:
             worker.close()
+    if scenario.note is not None:
+        row.note = scenario.note(scenario)
     records = _records(record)
     by_turn: Counter[str] = Counter()
     first: dict[str, dict[str, Any]] = {}
@@ -298,6 +316,40 @@ async def rows(names: list[str], folder: Path) -> list[Row]:
                     env=env_for(redis.url, llm),
                 )
 
+        @contextlib.asynccontextmanager
+        async def embeddings_down() -> AsyncIterator[Scenario]:
+            async with standalone(folder / "emb") as redis, FakeOpenAI() as embeddings:
+                env = env_for(
+                    redis.url,
+                    llm,
+                    parley_mcp=False,  # the orders server (a process of its own) is not under test
+                    embeddings_base_url=embeddings.base_url,
+                    embeddings_api_key="embeddings-key",
+                )
+                await ingest_kb("support", env, folder / "emb")  # hybrid: chunks embedded by the endpoint
+                used: list[int] = [len(embeddings.embedding_requests)]
+
+                async def stop_embeddings(_s: Scenario) -> None:
+                    used.append(len(embeddings.embedding_requests))
+                    await embeddings.stop()
+
+                def note(s: Scenario) -> str:
+                    modes = retrieval_modes(s.workers)
+                    return (
+                        f"{s.name}: {used[-1] - used[0]} query embeddings before the endpoint stopped; "
+                        f"retrieval {modes['hybrid']} hybrid / {modes['lexical']} lexical, breaker tripped "
+                        f"{modes['tripped']}x (workers' kb_retrieved / kb_lexical_fallback)"
+                    )
+
+                yield Scenario(
+                    "embeddings-down",
+                    stop_embeddings,
+                    settings={"redis_url": redis.url},
+                    env=env,
+                    bot="support",
+                    note=note,
+                )
+
         async def nothing(_s: Scenario) -> None:
             return None
 
@@ -335,7 +387,41 @@ async def rows(names: list[str], folder: Path) -> list[Row]:
         )
         # Replies longer than the claim time (10 s): heartbeats keep them with their owner.
         await row("slow-llm", llm_row("slow-llm", slow_echo(14.0)))
+        await row("embeddings-down", embeddings_down)
     return out
+
+
+async def ingest_kb(bot: str, env: dict[str, str], folder: Path) -> None:
+    """``parley kb ingest --bot NAME`` with the row's settings (its Redis, its embeddings endpoint)."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bots", "kb", "ingest", "--bot", bot],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kb ingest failed:\n{done.stdout[-2000:]!r}\n{done.stderr[-2000:]!r}")
+
+
+def retrieval_modes(workers: list[WorkerProcess]) -> Counter[str]:
+    """How the workers' turns retrieved (``kb_retrieved`` mode), and how often the breaker tripped."""
+    seen: Counter[str] = Counter()
+    for worker in workers:
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("event") == "kb_retrieved":
+                seen[str(record.get("mode"))] += 1
+            elif record.get("event") == "kb_lexical_fallback":
+                seen["tripped"] += 1
+    return seen
 
 
 ALL = [
@@ -346,6 +432,7 @@ ALL = [
     "llm-500s",
     "llm-timeouts",
     "slow-llm",
+    "embeddings-down",
 ]
 
 
@@ -360,7 +447,33 @@ def table(results: list[Row]) -> str:
             f"{r.name:<22}{r.sent:>6}{r.answered:>10}{r.apologies:>11}{r.duplicates:>7}{r.lost:>6}"
             f"{r.longest:>9.1f}s{r.after_fault:>12.1f}s"
         )
+    lines += [r.note for r in results if r.note]
     return "\n".join(lines)
+
+
+async def shutdowns(cases: list[str], folder: Path) -> list[Stopped]:
+    out = []
+    for gone in cases:
+        print(f"  shutdown with {gone} gone ...", file=sys.stderr, flush=True)
+        grace = PRODUCTION["parley_shutdown_grace"]
+        out.append(await sigterm_with(gone, folder / f"shutdown-{gone.replace('+', '-')}", grace))
+    return out
+
+
+def shutdown_table(stopped: list[Stopped]) -> str:
+    grace = PRODUCTION["parley_shutdown_grace"]
+    title = f"SIGTERM with a reply streaming, one dependency gone (grace {grace:g} s; exit target 10 s):"
+    return "\n".join([title, HEADER, "-" * len(HEADER), *(s.line() for s in stopped)])
+
+
+def _names(
+    parser: argparse.ArgumentParser, given: str, known: tuple[str, ...] | list[str], what: str
+) -> list[str]:
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    unknown = set(names) - set(known)
+    if unknown:
+        parser.error(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return names
 
 
 def main() -> int:
@@ -368,11 +481,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", default=",".join(ALL), help=f"comma-separated, of: {', '.join(ALL)}")
+    parser.add_argument(
+        "--shutdown", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)} ('' for none)"
+    )
     args = parser.parse_args()
-    names = [n.strip() for n in args.rows.split(",") if n.strip()]
-    unknown = set(names) - set(ALL)
-    if unknown:
-        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    names = _names(parser, args.rows, ALL, "rows")
+    cases = _names(parser, args.shutdown, CASES, "shutdown cases")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     logging.basicConfig(level=logging.ERROR)
     os.environ["TIKTOKEN_CACHE_DIR"] = ""
@@ -380,12 +494,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="parley-chaos-") as tmp:
         folder = Path(keep) if keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        results = asyncio.run(rows(names, folder))
-    print(table(results))
+        results = asyncio.run(rows(names, folder)) if names else []
+        stopped = asyncio.run(shutdowns(cases, folder)) if cases else []
+    if results:
+        print(table(results))
+    if stopped:
+        print(("\n" if results else "") + shutdown_table(stopped))
     bad = [r.name for r in results if r.lost or r.duplicates]
     if bad:
         print(f"rows with lost or duplicate turns: {', '.join(bad)}")
-    return 1 if bad else 0
+    hung = [s.gone for s in stopped if s.returncode != 0]
+    if hung:
+        print(f"shutdowns that did not end cleanly: {', '.join(hung)}")
+    return 1 if bad or hung else 0
 
 
 if __name__ == "__main__":

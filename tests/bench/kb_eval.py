@@ -7,9 +7,10 @@ the embedded model (all-MiniLM-L6-v2 in process, nothing to start) or, when ``EM
 server: hit@1, hit@5 and MRR (over the top 5), answered (the answering page in the top 5 *and* judged
 covered) and, for out-of-scope questions, refused (judged not covered).
 
-``--sweep`` also prints hybrid hit@5 / answered / refused for other fusion weights and calibration quantiles
-(how the defaults were chosen). ``--cite`` adds the share of answers citing a right page (extractive stand-in
-model, or the configured LLM with ``--llm``).
+``--sweep`` also prints hybrid figures for other fusion weights, sentence-vector shares (with the customer set
+in a development and a held-out half), fixed coverage lines and calibration quantiles (how the defaults were
+chosen, and what any single line can reach). ``--cite`` adds the share of answers citing a right page
+(extractive stand-in model, or the configured LLM with ``--llm``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bots.loader import load_bot
-from core.kb import calibrate, minilm
+from core.kb import calibrate, minilm, vectors
 from core.kb import setup as kb_setup
 from core.kb.embed import Embedder, make_embedder
 from core.kb.index import KbIndex
@@ -245,6 +246,8 @@ async def sweep(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[Questio
                 r = await measure(kb, qs)
                 cells.append(f"{qs.name} {r['hit@1']:.3f} {r['hit@5']:.3f}")
             print(f"  w={weight:.1f} K={saturation:<4g}: " + " | ".join(cells))
+    await sentence_sweep(cfg, index, embedder, sets)
+    await line_sweep(cfg, index, embedder, sets)
     print("sweep (hybrid): calibration quantile -> per set answered refused")
     for quantile in (0.02, 0.05, 0.1, 0.25, 0.5):
         calibrate.QUANTILE = quantile
@@ -254,6 +257,46 @@ async def sweep(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[Questio
             r = await measure(_kb(cfg, index, embedder, min_similarity=line), qs)
             cells.append(f"{qs.name} {r['answered']:.3f} {r['refused']:.3f}")
         print(f"  q={quantile:.2f} (cos {line:.3f}): " + " | ".join(cells))
+
+
+def _halves(qs: QuestionSet) -> tuple[QuestionSet, QuestionSet]:
+    """Every other question: a development half to choose on and a held-out half to check the choice."""
+    dev = QuestionSet(f"{qs.name}-dev", qs.answerable[::2], qs.outside[::2])
+    held = QuestionSet(f"{qs.name}-held-out", qs.answerable[1::2], qs.outside[1::2])
+    return dev, held
+
+
+async def sentence_sweep(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[QuestionSet]) -> None:
+    """The sentence vectors' share in a candidate's score (0: chunk vectors only), each with its own
+    calibrated line; the customer set in halves (choose on one, check on the other)."""
+    assert index.vectors is not None
+    print("sweep (hybrid): sentence share -> line; per set hit@1 hit@5 answered refused")
+    saved = vectors.SENTENCE_SHARE
+    parts = [sets[0], *_halves(sets[1])]
+    try:
+        for share in (0.0, 0.25, 0.5, 0.75, 1.0):
+            vectors.SENTENCE_SHARE = share
+            line = calibrate.calibrate(index.chunks, index.vectors)["min_similarity"]
+            cells = []
+            for qs in parts:
+                r = await measure(_kb(cfg, index, embedder, min_similarity=line), qs)
+                cells.append(
+                    f"{qs.name} {r['hit@1']:.3f} {r['hit@5']:.3f} {r['answered']:.3f} {r['refused']:.3f}"
+                )
+            print(f"  share={share:.2f} (line {line:.3f}): " + " | ".join(cells))
+    finally:
+        vectors.SENTENCE_SHARE = saved
+
+
+async def line_sweep(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[QuestionSet]) -> None:
+    """Every fixed line, not only calibrated ones: what any threshold on the best similarity can reach."""
+    print("sweep (hybrid): fixed coverage line -> per set answered refused")
+    for line in np.arange(0.30, 0.505, 0.02):
+        cells = []
+        for qs in sets:
+            r = await measure(_kb(cfg, index, embedder, min_similarity=float(line)), qs)
+            cells.append(f"{qs.name} {r['answered']:.3f} {r['refused']:.3f}")
+        print(f"  line {line:.2f}: " + " | ".join(cells))
 
 
 async def cite(cfg: KbConfig, index: KbIndex, embedder: Any, sets: list[QuestionSet], use_llm: bool) -> None:

@@ -22,6 +22,9 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
 from tests.slack.conftest import StartSlack, support_spec
 
+# One browser per run: make test's workers (pytest-xdist --dist loadgroup) keep these tests together.
+pytestmark = pytest.mark.xdist_group("chromium")
+
 ROOT = "1700000300.000100"
 OTHER = "1700000400.000100"
 

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from core.console.accounts import Accounts, Role
@@ -38,6 +39,9 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack import requests as rq
 from tests.slack.conftest import StartSlack, support_spec
+
+# One browser per run: make test's workers (pytest-xdist --dist loadgroup) keep these tests together.
+pytestmark = pytest.mark.xdist_group("chromium")
 
 ORDER = "1700000500.000100"
 SADDLE = "1700000600.000100"

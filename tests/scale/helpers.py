@@ -30,11 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DELIVERED = "test:delivered"  # Redis list of final replies (JSON), written by RedisRecordingDelivery
 STARTED = "test:started"  # Redis list of first deltas (JSON): which process started which turn
 
-# Short leases and idle times keep the fault tests fast (production defaults: 10 s, heartbeats every 3 s).
+# Short leases and idle times keep the fault tests fast (production defaults: 10 s, heartbeats every 3 s),
+# but not so short that a busy machine (the suite runs in parallel) stalls an event loop past a lease: a 1 s
+# lease was lost mid-turn under load and the turn was answered twice.
 FAST = {
-    "parley_lock_lease": 1.0,
-    "parley_lease_heartbeat": 0.25,
-    "parley_queue_claim_idle": 0.6,
+    "parley_lock_lease": 3.0,
+    "parley_lease_heartbeat": 0.5,
+    "parley_queue_claim_idle": 1.5,
     "parley_shutdown_grace": 1.0,
     "parley_workers": 8,
     "port": 0,

@@ -5,8 +5,11 @@ while turns flow."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
+
+import pytest
 
 from bots.loader import load_bot
 from core.kb.retrieve import KnowledgeBase
@@ -16,11 +19,15 @@ from core.ops.delivery import DispatchOutcome
 from core.ops.redisconn import connect
 from core.runtime import open_runtime
 from core.story import StoryState, StoryStore
-from tests.conftest import make_app, make_settings
+from core.types import Author, ReplyKind, Turn
+from tests.conftest import make_app, make_settings, without_limits
 from tests.fakes.openai_server import FakeOpenAI
 from tests.kb.conftest import kb_cfg, run_ingest, write_pages
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 from tests.scale.topology import Cluster
+
+# One cluster per run: make test's workers (pytest-xdist --dist loadgroup) keep these tests together.
+pytestmark = pytest.mark.xdist_group("redis-cluster")
 
 
 def _settings(cluster: Cluster, llm: FakeOpenAI, tmp_path: Path, **more: object) -> object:
@@ -51,6 +58,10 @@ async def test_queue_memory_limits_and_pacing_serve_turns_on_a_cluster(
             again = await rt.dispatcher.dispatch(turn("hello", thread="t0", user="u0", event_id="ev-0-hello"))
             assert again.outcome is DispatchOutcome.DUPLICATE
             await delivery.wait_for(6)
+        # Every answered signal was acknowledged (the XACKs ride on later reads, the rest went at shutdown).
+        assert rt.ops.queue is not None
+        pending = await rt.ops.client.xpending(rt.ops.queue.stream, "workers")
+        assert pending["pending"] == 0, pending
         for i in range(3):
             state = await rt.engine.memory.load(turn("x", thread=f"t{i}").place, tail=10)
             assert [m.text for m in state.messages] == [
@@ -99,8 +110,10 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     delivery = MemoryDelivery()
-    # The lease must outlast the failover (node timeout 1 s + election): a turn keeps its conversation.
-    lease = {"parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0}
+    # The lease must outlast the failover (node timeout 1 s + election, several seconds on a busy machine: a
+    # 4 s lease ran out and two turns were answered twice): the production timings. No worker dies here, so
+    # nothing waits for a claim.
+    lease = {"parley_lock_lease": 10.0, "parley_lease_heartbeat": 1.0, "parley_queue_claim_idle": 10.0}
     settings = _settings(cluster, fake_openai, tmp_path, **lease)
     async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
         rt.ops.deliveries.register("test", delivery)
@@ -129,3 +142,57 @@ async def test_a_master_killed_while_turns_flow_loses_none_and_answers_none_twic
     texts = [d.text for d in delivery.delivered]
     assert sorted(texts) == sorted(f"You said: m{i}" for i in range(16))
     assert len(texts) == len(set(texts)), texts
+
+
+async def test_a_user_blocked_between_two_queued_turns_is_ignored_on_a_cluster(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The cluster worker judges the blocked set from a cache kept under a version read with each
+    XREADGROUP: /safety block must bump it, or the cached (empty) set would let the user through."""
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        async with running_worker(rt):
+            await rt.dispatcher.dispatch(turn("first", thread="blk", user="u-blk", event_id="ev-blk-1"))
+            await delivery.wait_for(1)  # the workspace's blocked set is now cached (empty)
+            admin = Turn(
+                author=Author("boss", "Boss", is_admin=True),
+                place=turn("x", thread="blk-admin").place,
+                text="/safety block u-blk",
+            )
+            result = await rt.engine.collect(admin)
+            assert result.text.startswith("Blocked u-blk"), result.text
+            await rt.dispatcher.dispatch(turn("second", thread="blk", user="u-blk", event_id="ev-blk-2"))
+            await rt.dispatcher.dispatch(turn("third", thread="blk", user="u-ok", event_id="ev-blk-3"))
+            await delivery.wait_for(3)  # the same conversation: "second" was judged before "third"
+    texts = [d.text for d in delivery.delivered]
+    assert texts[:2] == ["You said: first", ""], texts  # "second": ignored, nothing said
+    assert texts[2].endswith("third"), texts
+
+
+async def test_deferred_riders_keep_the_stored_bytes_budget_and_reach_redis_on_a_cluster(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """On a cluster the stored-bytes counts go out with the deferred riders and the budget is judged from
+    the totals they return: a user over it is still refused (one turn late at most); what is deferred at
+    shutdown is sent before the client closes."""
+    spec = without_limits(load_bot("arcade"))
+    budgets = {"user_daily_stored_bytes": 3_000, "conversation_daily_stored_bytes": 0}
+    limits = spec.config.limits.model_copy(update=budgets)
+    spec = dataclasses.replace(spec, config=spec.config.model_copy(update={"limits": limits}))
+    keys = KeySpace("arcade")
+    async with open_runtime(spec, make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
+        refused, result = None, None
+        for i in range(12):  # each turn stores ~1 KB of the user's words plus the reply
+            result = await rt.engine.collect(turn(f"{i} {'x' * 900}", thread=f"sb{i}", user="u-sb"))
+            if result.kind is ReplyKind.REFUSAL:
+                refused = i
+                break
+            await rt.engine.memory.flush()  # what the once-a-second flush does
+        assert refused is not None and refused <= 5, refused
+        assert result is not None and result.meta["limit"] == "stored-user"
+        other = await rt.engine.collect(turn("hello", thread="sb-last", user="u-last"))
+        assert other.kind is ReplyKind.ANSWER
+    async with connect(cluster.url) as connection:  # the last turn's riders went out at shutdown
+        index = await connection.client.smembers(keys.user_conversations("test", "u-last"))
+        assert index == {keys.conversation(turn("x", thread="sb-last").place)}

@@ -27,7 +27,7 @@ async def serving(rt: Runtime) -> AsyncIterator[asyncio.Event]:
     task = asyncio.create_task(serve(rt, [], workers=True, stop=stop, handle_signals=False))
 
     async def bound() -> bool:
-        return bool(rt.ops.http.bound) or task.done()
+        return rt.ops.http.listening.is_set() or task.done()
 
     await eventually(bound, within=5, what="the HTTP server")
     try:

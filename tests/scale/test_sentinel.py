@@ -17,6 +17,9 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.scale.helpers import FAST, MemoryDelivery, running_worker, scale_spec, turn
 from tests.scale.topology import SentinelGroup
 
+# One Sentinel group per run: make test's workers (pytest-xdist --dist loadgroup) keep these together.
+pytestmark = pytest.mark.xdist_group("redis-sentinel")
+
 
 def test_sentinel_settings_need_each_other_and_exclude_redis_url() -> None:
     with pytest.raises(ConfigError, match="REDIS_SENTINEL_MASTER"):
@@ -39,8 +42,9 @@ async def test_the_master_killed_while_turns_flow_loses_none_and_answers_none_tw
         openai_base_url=fake_openai.base_url,
         openai_api_key="k",
         parley_data_dir=tmp_path / "d",
-        # The lease outlasts the failover (down-after 600 ms + the election): turns keep their conversation.
-        **{**FAST, "parley_lock_lease": 4.0, "parley_lease_heartbeat": 0.5, "parley_queue_claim_idle": 4.0},
+        # The lease outlasts the failover (down-after 600 ms + the election, longer on a busy machine): turns
+        # keep their conversation. No worker dies here, so nothing waits for a claim.
+        **{**FAST, "parley_lock_lease": 10.0, "parley_lease_heartbeat": 1.0, "parley_queue_claim_idle": 10.0},
     )
     delivery = MemoryDelivery()
     old_master = group.master
