@@ -215,65 +215,50 @@ class _EventLines:
         return [rest[5:].strip()] if rest.startswith(b"data:") else []
 
 
-async def _piece(pieces: AsyncIterator[bytes]) -> bytes | None:
-    """The body's next piece, None at its end (a task cannot carry StopAsyncIteration cleanly)."""
-    try:
-        return await anext(pieces)
-    except StopAsyncIteration:
-        return None
-
-
 class _Reader:
     """Reads the response body for :meth:`OpenAILLM.stream`, a batch of events at a time.
 
-    ``read(drain=True)`` waits for a first piece, then takes the pieces that come within ``POLL_SECONDS``
-    (those the HTTP parser already holds or the kernel has buffered: after a batch's pause, all of them) and
-    returns. A read still waiting then stays pending for the next call, so text that has arrived never waits
-    for the model's next bytes (a model that pauses mid-reply still shows what it wrote before the pause)."""
-
-    POLL_SECONDS = 0.002
+    ``read(drain=True)`` takes every event that has arrived: the first read after a pause gets all the bytes
+    the kernel held in one go, and the events the HTTP parser already holds come without waiting; it stops
+    after the first read that had to wait for the network (which brought new events). That last read is why
+    a batch waits for the next bytes: if the model pauses mid-reply, the last batch (a few tokens) waits
+    with it. Reading those events without that wait would need the HTTP parser's buffer (private)."""
 
     def __init__(self, pieces: AsyncIterator[bytes]) -> None:
         self._pieces = pieces
         self._lines = _EventLines()
-        self._pending: asyncio.Task[bytes | None] | None = None
+        self._waited = False
         self._failed: Exception | None = None  # raised by the next read: the events before it go up first
         self.ended = False  # the body ended (with or without ``[DONE]``)
 
-    def close(self) -> None:
-        """Stops a read left pending (the reply ended early, or its deadline passed)."""
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+    def _tick(self) -> None:
+        self._waited = True
 
     async def read(self, *, drain: bool) -> list[bytes]:
         if self._failed is not None:
             raise self._failed
         events: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        reads = 0
         while not self.ended:
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(_piece(self._pieces))
-            task = self._pending
-            if events:  # only what is already here (draining): else return, the read stays pending
-                done, _ = await asyncio.wait({task}, timeout=self.POLL_SECONDS)
-                if not done:
-                    break
-            else:
-                await asyncio.wait({task})  # a deadline cancels this wait, not the read (see close)
-            self._pending = None
+            self._waited = False
+            tick = loop.call_soon(self._tick)  # runs only if the read below gives the loop a turn
             try:
-                data = task.result()
+                data = await anext(self._pieces)
+            except StopAsyncIteration:
+                self.ended = True
+                events += self._lines.end()
+                break
             except Exception as exc:  # a broken connection: show what came before it, then fail
                 if not events:
                     raise
                 self._failed = exc
                 break
-            if data is None:
-                self.ended = True
-                events += self._lines.end()
-                break
+            finally:
+                tick.cancel()
+            reads += 1
             events += self._lines.feed(data)
-            if events and not drain:
+            if events and (not drain or (self._waited and reads > 1)):
                 break
         return events
 
@@ -407,7 +392,6 @@ class OpenAILLM:
                     # about 0.2 ms each. The SDK still sends the request, retries, and raises its errors
                     # for a failed status.
                     reader = _Reader(aiter(response.http_response.aiter_bytes()))
-                    attempt_stack.callback(reader.close)  # before the response closes (LIFO)
                     events = await self._read_body(reader, drain=False)
             except TimeoutError:
                 await attempt_stack.aclose()

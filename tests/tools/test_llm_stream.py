@@ -145,26 +145,6 @@ async def test_the_first_text_comes_at_once_and_the_rest_in_batches(fake_openai:
     assert isinstance(rest[-1], LLMEnd)
 
 
-async def test_text_before_a_pause_is_shown_during_the_pause(fake_openai: FakeOpenAI) -> None:
-    hold = asyncio.Event()  # the model stops after five chunks until the test has seen all of them
-    text = "".join(f"w{i:02d} " for i in range(10))
-    fake_openai.queue(Reply(text, chunk_chars=4, delay=0.005, hold=hold, hold_at=5))
-    llm = OpenAILLM(make_settings(openai_base_url=fake_openai.base_url, openai_api_key="k"))
-    try:
-        events = aiter(llm.stream(HI))
-        seen = ""
-        while seen != text[:20]:  # a batch waiting for the model's next bytes would hang here (the pause)
-            event = await asyncio.wait_for(anext(events), 10)
-            assert isinstance(event, LLMDelta), event
-            seen += event.text
-        hold.set()
-        rest = [e async for e in events]
-    finally:
-        await llm.aclose()
-    assert seen + "".join(e.text for e in rest if isinstance(e, LLMDelta)) == text
-    assert isinstance(rest[-1], LLMEnd)
-
-
 def test_event_lines_across_pieces_crlf_comments_and_an_unterminated_last_line() -> None:
     lines = _EventLines()
     assert lines.feed(b': keep-alive\r\n\r\ndata: {"a"') == []
