@@ -306,6 +306,7 @@ def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int 
             "DISCORD_GUILD_READY_TIMEOUT": "0.2",  # start-up only: on_ready 0.2 s after the last guild
             "PORT": "0",
             "PARLEY_OPS_HOST": "127.0.0.1",
+            "PARLEY_OPS_PORT": "0",  # any free port: other bots on this host may hold 9090
             "PARLEY_LOG_FORMAT": "json",
             "PARLEY_LOG_LEVEL": "INFO",  # the shipped level; the bench waits for "discord_ready"
             "TIKTOKEN_CACHE_DIR": "",  # never download an encoding

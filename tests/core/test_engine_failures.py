@@ -63,10 +63,13 @@ async def test_rate_limited_and_rejected_requests_end_with_the_apology(
 async def test_no_first_token_in_time_is_a_timeout(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.queue(Hang(30))
+    fake_openai.queue(
+        Hang(30), Hang(30)
+    )  # the first-token wait is tried twice (tests/tools/test_llm_stream.py)
     async with runtime_factory(parley_llm_first_token_timeout=0.5) as rt:
         result = await rt.engine.collect(make_turn("hello?"))
     assert result.kind is ReplyKind.ERROR and result.meta["reason"] == "LLMTimeout"
+    assert len(fake_openai.chat_requests) == 2
 
 
 async def test_stream_cut_midway_keeps_what_was_shown_and_apologises(

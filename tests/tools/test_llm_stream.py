@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
-from core.llm import ChatMessage, LLMDelta, LLMEnd, LLMRequest, LLMToolCalls, OpenAILLM
+import pytest
+
+from core.errors import LLMTimeout
+from core.llm import ChatMessage, LLMDelta, LLMEnd, LLMRequest, LLMToolCalls, OpenAILLM, _EventLines
 from core.think import ThinkFilter, strip_think
 from tests.conftest import make_settings
-from tests.fakes.openai_server import Call, FakeOpenAI, Reply, ToolCalls
+from tests.fakes.openai_server import Call, FakeOpenAI, Hang, Reply, ToolCalls
 
 TOOL = {"type": "function", "function": {"name": "order_status", "parameters": {"type": "object"}}}
 
 
-async def _events(fake: FakeOpenAI, request: LLMRequest) -> list[object]:
-    llm = OpenAILLM(make_settings(openai_base_url=fake.base_url, openai_api_key="k"))
+async def _events(fake: FakeOpenAI, request: LLMRequest, **settings: Any) -> list[object]:
+    llm = OpenAILLM(make_settings(openai_base_url=fake.base_url, openai_api_key="k", **settings))
     try:
         return [e async for e in llm.stream(request)]
     finally:
@@ -94,3 +99,55 @@ def test_unclosed_think_is_dropped_and_plain_text_untouched() -> None:
     assert strip_think("no tags here <thinking is fine>") == "no tags here <thinking is fine>"
     f = ThinkFilter()
     assert f.feed("<THINK>x") + f.flush() == ""
+
+
+HI = LLMRequest([ChatMessage("user", "hi")], "fake-model")
+
+
+async def test_a_first_token_timeout_is_retried_once(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Hang(30), Reply("second try"))
+    events = await _events(fake_openai, HI, parley_llm_first_token_timeout=0.3)
+    assert "".join(e.text for e in events if isinstance(e, LLMDelta)) == "second try"
+    assert len(fake_openai.chat_requests) == 2
+
+
+async def test_a_second_first_token_timeout_ends_the_reply(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Hang(30), Hang(30), Reply("never asked for"))
+    with pytest.raises(LLMTimeout):
+        await _events(fake_openai, HI, parley_llm_first_token_timeout=0.3)
+    assert len(fake_openai.chat_requests) == 2
+
+
+async def test_no_retry_when_the_total_budget_cannot_hold_another_wait(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Hang(30), Reply("too late"))
+    with pytest.raises(LLMTimeout):
+        await _events(fake_openai, HI, parley_llm_first_token_timeout=0.3, parley_llm_total_timeout=0.5)
+    assert len(fake_openai.chat_requests) == 1
+
+
+async def test_the_first_text_comes_at_once_and_the_rest_in_batches(fake_openai: FakeOpenAI) -> None:
+    hold = asyncio.Event()
+    text = "".join(f"w{i:02d} " for i in range(40))
+    fake_openai.queue(Reply(text, chunk_chars=4, delay=0.005, hold=hold, hold_at=1))
+    llm = OpenAILLM(make_settings(openai_base_url=fake_openai.base_url, openai_api_key="k"))
+    try:
+        events = aiter(llm.stream(HI))
+        first = await anext(events)  # the server holds chunk 1 until we have seen chunk 0
+        hold.set()
+        rest = [e async for e in events]
+    finally:
+        await llm.aclose()
+    assert isinstance(first, LLMDelta) and first.text == "w00 "
+    deltas = [e for e in rest if isinstance(e, LLMDelta)]
+    assert first.text + "".join(d.text for d in deltas) == text
+    # 39 chunks 5 ms apart, read after a pause of OpenAILLM's batch: several chunks per delta.
+    assert len(deltas) < 39 / 2
+    assert isinstance(rest[-1], LLMEnd)
+
+
+def test_event_lines_across_pieces_crlf_comments_and_an_unterminated_last_line() -> None:
+    lines = _EventLines()
+    assert lines.feed(b': keep-alive\r\n\r\ndata: {"a"') == []
+    assert lines.feed(b": 1}\r\n\r\nevent: x\ndata: 2\n\ndata: [DO") == [b'{"a": 1}', b"2"]
+    assert lines.feed(b"NE]") == []
+    assert lines.end() == [b"[DONE]"]
