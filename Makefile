@@ -51,10 +51,10 @@ check: $(STAMP) $(SUPPORT_DB)  ## validate a bot's config and reach Redis and th
 run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 	$(BIN)/parley run --bot $(BOT)
 
-# Three workers on two cores (pytest-xdist): a test mostly waits (sockets, subprocesses, redis-server), so a
-# third worker fills the gaps; loadgroup keeps the tests sharing one browser or one Redis Cluster / Sentinel
-# group (xdist_group marks) on one worker. PYTEST_WORKERS=0 runs in this process (a debugger, -x, -s).
-PYTEST_WORKERS ?= 3
+# Four workers on two cores (pytest-xdist): a test mostly waits (sockets, subprocesses, redis-server), so
+# extra workers fill the gaps (here: 3 workers 174 s, 4 workers 153 s, one process ~380 s); loadgroup keeps
+# the tests sharing one browser or one Redis Cluster / Sentinel group (xdist_group marks) on one worker. PYTEST_WORKERS=0 runs in this process (a debugger, -x, -s).
+PYTEST_WORKERS ?= 4
 test: $(STAMP) browser  ## the whole suite
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
