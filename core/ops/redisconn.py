@@ -255,7 +255,16 @@ class FailoverCluster(RedisCluster):
         delay = 0.05
         while True:
             try:
-                return await super().execute_command(*args, **kwargs)
+                try:
+                    return await super().execute_command(*args, **kwargs)
+                except AttributeError as exc:
+                    # redis-py's race under a failover: another task tore the node's connection down between
+                    # this command's connect check and its write ("'NoneType' object has no attribute
+                    # 'writelines'"). A broken connection, as callers know it, not a crash of the caller (it
+                    # ended a worker's TaskGroup under load).
+                    if "NoneType" not in str(exc):
+                        raise
+                    raise RedisConnectionError(f"the connection closed under a command ({exc})") from exc
             except _FAILOVER_ERRORS:
                 if loop.time() + delay > deadline:
                     raise

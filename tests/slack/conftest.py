@@ -97,6 +97,17 @@ class Running:
         await eventually(self._idle, within)
 
 
+async def settle_together(*apps: Running, within: float = 10.0) -> None:
+    """Wait until instances sharing one Redis have answered every event they took, whichever answered it."""
+
+    def idle() -> bool:
+        shown = sum(a.adapter.outcomes[o] for a in apps for o in ("queued", "direct", "fallback", "busy"))
+        busy = any(len(a.adapter.tasks) or len(a.runtime.dispatcher.tasks) for a in apps)
+        return not busy and sum(a.delivery.delivered for a in apps) >= shown
+
+    await eventually(idle, within)
+
+
 def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
     values: dict[str, Any] = {
         "slack_bot_token": slack.bot_token,
