@@ -193,14 +193,19 @@ class ConversationState:
 _SEP = "\x1f"
 
 
-def own_entries(raw: Sequence[str], user_id: str) -> list[str]:
-    """The stored entries that are ``user_id``'s messages or the bot's replies to them (same turn id)."""
+def decode_entries(raw: Sequence[str]) -> list[tuple[str, StoredMessage]]:
+    """(stored entry, message) for the entries this version can read; the others are left alone."""
     decoded = []
     for item in raw:
         try:
             decoded.append((item, decode(item)))
         except ValueError:
-            continue  # an entry this version cannot read is left alone
+            continue
+    return decoded
+
+
+def own_entries(decoded: Sequence[tuple[str, StoredMessage]], user_id: str) -> list[str]:
+    """The stored entries that are ``user_id``'s messages or the bot's replies to them (same turn id)."""
     turns = {m.turn_id for _, m in decoded if m.author_id == user_id and m.turn_id}
     return [item for item, m in decoded if m.author_id == user_id or (m.turn_id and m.turn_id in turns)]
 
@@ -453,7 +458,7 @@ class RedisMemory:
                     pipe.lrange(keys[0], 0, -1)
                     authors, raw = await pipe.execute()
                 if {str(a) for a in authors} - {user_id}:
-                    doomed = own_entries([str(r) for r in raw], user_id)
+                    doomed = own_entries(decode_entries([str(r) for r in raw]), user_id)
                     removed = await self._r.eval(_REMOVE_OWN, 2, keys[0], keys[3], user_id, *doomed)
                     return Reset(whole=False, removed=int(removed))
             await self._r.eval(_RESET, 4, *keys)

@@ -27,12 +27,16 @@ class VectorCache:
         self.path = path
         self.dims = dims
         self.max_rows = max_rows
+        self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._ready:  # once per process: a question's lookup should not re-create the file's schema
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+        if not self._ready:
+            db.execute("PRAGMA journal_mode=WAL")  # kept by the file
+            db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+            self._ready = True
         return db
 
     @staticmethod

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from core.errors import StoreError
 from core.keys import KeySpace
-from core.memory import CLEAR_STATE_LUA, decode, own_entries
+from core.memory import CLEAR_STATE_LUA, decode_entries, own_entries
 from core.ops.jobs import decode_job
 from core.safety.events import EventLog
 
@@ -133,11 +133,6 @@ class Forgetter:
     def _doomed(raw: list[str], user_id: str) -> list[str]:
         """The entries to remove: the user's messages and the replies to them (same turn id); everything when
         nobody else wrote in the conversation."""
-        decoded = []
-        for item in raw:
-            try:
-                decoded.append((item, decode(item)))
-            except ValueError:
-                continue  # an entry this version cannot read is left alone
+        decoded = decode_entries(raw)  # an entry this version cannot read is left alone
         others = any(m.role == "user" and m.author_id != user_id for _, m in decoded)
-        return own_entries(raw, user_id) if others else [item for item, _ in decoded]
+        return own_entries(decoded, user_id) if others else [item for item, _ in decoded]

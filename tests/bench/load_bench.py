@@ -382,6 +382,30 @@ def timings(channels: Iterable[Channel], discord: FakeDiscord, since: int) -> di
     return routes
 
 
+async def settle(
+    channels: list[Channel],
+    classify_now: Callable[[], None],
+    calls: Callable[[], int],
+    llm: FakeOpenAI,
+    *,
+    deadline: float,
+    quiet: float = 10.0,
+) -> None:
+    """Until every channel has its final answer, or nothing has happened for ``quiet`` seconds (no platform
+    call, no LLM request in flight: a turn dropped or refused silently), or the deadline. Both platforms."""
+    last_activity, seen_calls = time.monotonic(), calls()
+    while True:
+        classify_now()
+        if all(c.kind in ("reply", "busy", "other") for c in channels):
+            return
+        now = time.monotonic()
+        if calls() != seen_calls or llm.chat_in_flight:
+            last_activity, seen_calls = now, calls()
+        if now - last_activity > quiet or now > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def wait_until_settled(
     channels: list[Channel],
     discord: FakeDiscord,
@@ -390,21 +414,14 @@ async def wait_until_settled(
     refusals: Refusals,
     *,
     deadline: float,
-    quiet: float = 10.0,
 ) -> None:
-    """Until every channel has its final answer, or nothing has happened for ``quiet`` seconds (no REST
-    call, no LLM request in flight: a turn dropped or refused silently), or the deadline."""
-    last_activity, seen_calls = time.monotonic(), len(discord.calls)
-    while True:
-        classify(channels, discord, expected, refusals)
-        if all(c.kind in ("reply", "busy", "other") for c in channels):
-            return
-        now = time.monotonic()
-        if len(discord.calls) != seen_calls or llm.chat_in_flight:
-            last_activity, seen_calls = now, len(discord.calls)
-        if now - last_activity > quiet or now > deadline:
-            return
-        await asyncio.sleep(0.1)
+    await settle(
+        channels,
+        lambda: classify(channels, discord, expected, refusals),
+        lambda: len(discord.calls),
+        llm,
+        deadline=deadline,
+    )
 
 
 async def measure(

@@ -53,6 +53,7 @@ from tests.bench.load_bench import (
     result_of,
     rounds,
     running_bot,
+    settle,
     table,
     targets,
 )
@@ -169,21 +170,14 @@ async def wait_until_settled(
     refusals: Refusals,
     *,
     deadline: float,
-    quiet: float = 10.0,
 ) -> None:
-    """Until every channel has its final answer, or nothing has happened for ``quiet`` seconds, or the
-    deadline (as the Discord variant)."""
-    last_activity, seen_calls = time.monotonic(), len(slack.calls)
-    while True:
-        classify(channels, slack, expected, refusals)
-        if all(c.kind in ("reply", "busy", "other") for c in channels):
-            return
-        now = time.monotonic()
-        if len(slack.calls) != seen_calls or llm.chat_in_flight:
-            last_activity, seen_calls = now, len(slack.calls)
-        if now - last_activity > quiet or now > deadline:
-            return
-        await asyncio.sleep(0.1)
+    await settle(
+        channels,
+        lambda: classify(channels, slack, expected, refusals),
+        lambda: len(slack.calls),
+        llm,
+        deadline=deadline,
+    )
 
 
 async def measure(
