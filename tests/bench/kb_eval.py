@@ -192,7 +192,7 @@ async def build_index(cfg: KbConfig, embedder: Embedder | None) -> KbIndex:
 def _row(label: str, r: dict[str, float]) -> str:
     return (
         f"  {label:<13}{r['hit@1']:>7.3f}{r['hit@5']:>7.3f}{r['mrr']:>7.3f}{r['answered']:>10.3f}"
-        f"{r['refused']:>9.3f}{r['refused0']:>10.3f}"
+        f"{r['refused']:>9.3f}{r['refused0']:>11.3f}"
     )
 
 
@@ -226,7 +226,7 @@ async def main(args: argparse.Namespace) -> int:
             )
             print(
                 f"  {'mode':<13}{'hit@1':>7}{'hit@5':>7}{'MRR':>7}{'answered':>10}{'refused':>9}"
-                f"{'(original)':>10}"
+                f"{'(original)':>11}"
             )
             print(_row("lexical", await measure(_kb(cfg, index, None), qs)))
             print(_row("vector-only", await measure(_kb(cfg, index, embedder, vector_weight=1.0), qs, True)))
