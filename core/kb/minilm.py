@@ -8,7 +8,7 @@ what sentence-transformers' ``Pooling(mean) + Normalize`` does for this model), 
 
 - onnxruntime when it and ``onnx`` are installed (the ``local-embeddings`` extra has them): the encoder is
   written out as an ONNX graph at load time from the same weights (core/kb/minilm_ort.py) and run on one
-  thread; a question costs about a third of numpy's CPU (README "Knowledge base", ``make bench-kb``);
+  thread; a question costs about half numpy's CPU (README "Knowledge base", ``make bench-kb``);
 - else numpy, below (also the reference the onnxruntime graph is tested against).
 
 Both give the same vectors to float rounding (~1e-6), so an index or a vector cache filled by one serves the
@@ -21,6 +21,7 @@ rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BL
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -83,6 +84,15 @@ def _model_zip() -> Path:
     if spec is None or spec.origin is None:
         raise EmbeddingError(f"the embedded model is not installed: {INSTALL_HINT}")
     return Path(spec.origin).parent / "model.zip"
+
+
+def _trim_heap() -> None:
+    """Hand the loading's freed buffers (the zip's bytes, the weights, the ONNX graph: ~80 MB) back to the OS:
+    glibc keeps freed heap memory in the process otherwise. Elsewhere (no glibc) nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return
 
 
 def _erf(x: F32) -> F32:
@@ -224,7 +234,10 @@ class MiniLM:
             raise EmbeddingError(
                 f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
             ) from None
-        return cls(weights, tokenizer_json, runtime=runtime, threads=threads)
+        model = cls(weights, tokenizer_json, runtime=runtime, threads=threads)
+        del weights
+        _trim_heap()
+        return model
 
     # -- tokens
 
