@@ -37,6 +37,7 @@ import structlog
 from core.bot import BotConfig, BotSpec
 from core.commands import CommandRegistry
 from core.context import StatsMark, TurnContext, TurnServices
+from core.early import EarlyStream
 from core.errors import ContextTooLong, LLMError, StoreError
 from core.handoff import Handoffs
 from core.llm import LLM, LLMDelta, LLMEnd, LLMRequest
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
     from core.console.stats import DailyStats
     from core.kb.retrieve import KnowledgeBase, Retrieval
+    from core.media.audio import Heard
     from core.media.setup import Media
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
@@ -366,6 +368,35 @@ class Engine:
                 yield ReplyDone(ctx.result(heard.reply, kind))
                 return
             ctx.turn = replace(ctx.turn, text=f"{ctx.turn.text}\n{heard.text}".strip())
+        early = self._open_early(ctx)
+        try:
+            async for event in self._answer(ctx, heard, early):
+                yield event
+        finally:
+            if early is not None:  # refused, answered without the model, or another request was sent
+                await early.aclose()
+
+    def _open_early(self, ctx: TurnContext) -> EarlyStream[Any] | None:
+        """Stage chat's early request (``[moderation] early_llm_request``): the request an allowed input
+        will send, opened before the verdict so that the model's time to first token overlaps the input's
+        moderation (:mod:`core.early`: nothing of it is read before the verdict). Only for text the local
+        rules pass unchanged (secrets, blocked patterns never leave early), answered from the prompt alone:
+        images, audio and a knowledge base need the verdict first."""
+        turn = ctx.turn
+        if not self.bot.config.moderation.early_llm_request or turn.images or turn.audio or self.knowledge:
+            return None
+        if not self.safety.moderator.remote_only(turn.text):  # local rules refuse or rewrite it: wait
+            return None
+        text = self.safety.redactor.redact(turn.text) if self.safety.redact_before_llm else turn.text
+        request = self._request(ctx, self._prompt(ctx, text, ctx.persona.history_budget))
+        if self.tools is not None and self.tools.offers(turn):
+            return self.tools.loop.open_early(request, turn)
+        return EarlyStream(request, self.llm.stream(request))
+
+    async def _answer(
+        self, ctx: TurnContext, heard: Heard | None, ahead: EarlyStream[Any] | None
+    ) -> AsyncIterator[ReplyEvent]:
+        """Stage chat after listening: moderate input, plugin, see, retrieve, generate, check, remember."""
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
         ctx.note(verdict)
         if verdict.action is Action.REFUSE:
@@ -436,7 +467,7 @@ class Engine:
             return
 
         draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget, retrieval), retrieval)
-        async for delta in self._generate(ctx, user_text, draft):
+        async for delta in self._generate(ctx, user_text, draft, ahead):
             yield delta
         if draft.error is not None:
             async for event in self._llm_failed(ctx, user_text, draft.text, draft.error):
@@ -453,21 +484,18 @@ class Engine:
             await self._remember(ctx, exchange, fold_before=fold_before, result=result)
         yield ReplyDone(result)
 
-    async def _generate(self, ctx: TurnContext, user_text: str, draft: Draft) -> AsyncIterator[ReplyDelta]:
+    async def _generate(
+        self, ctx: TurnContext, user_text: str, draft: Draft, ahead: EarlyStream[Any] | None = None
+    ) -> AsyncIterator[ReplyDelta]:
         """Stage generate: stream the LLM's reply, checking the output every ``MODERATION_STRIDE`` chars.
-        A context-length error before anything was shown retries once with half the history budget."""
-        persona = ctx.persona
-        budget = persona.history_budget
+        A context-length error before anything was shown retries once with half the history budget.
+        ``ahead``: the request opened before the verdict, used if it is the one this stage sends."""
+        budget = ctx.persona.history_budget
         checked = 0
         for attempt in (1, 2):
-            request = LLMRequest(
-                draft.prompt.messages,
-                persona.model or self.default_model,
-                persona.temperature,
-                persona.max_output_tokens,
-            )
+            request = self._request(ctx, draft.prompt)
             try:
-                async with aclosing(self._stream(ctx, request)) as events:
+                async with aclosing(self._stream(ctx, request, ahead)) as events:
                     async for event in events:
                         if isinstance(event, LLMEnd):
                             draft.finish_reason, draft.usage = event.finish_reason, event.usage
@@ -488,24 +516,30 @@ class Engine:
                     draft.error = exc
                     return
                 budget //= 2
+                ahead = None  # taken (and closed) by the first attempt
                 ctx.log.warning("context_too_long_retrying", budget=budget)
                 draft.prompt = self._prompt(ctx, user_text, budget, draft.retrieval)
             except LLMError as exc:
                 draft.error = exc
                 return
 
-    async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
+    async def _stream(
+        self, ctx: TurnContext, request: LLMRequest, ahead: EarlyStream[Any] | None = None
+    ) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
         """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
         A proposed side-effecting call ends the reply with its question; ``ctx.confirm`` carries it for the
         deliveries' confirm / cancel buttons; ``ctx.meta`` any flags tools set (e.g. handoff)."""
         tools = self.tools
         if tools is None or not tools.offers(ctx.turn):
-            async with aclosing(self.llm.stream(request)) as plain:
+            opened = ahead.take(request) if ahead is not None else None
+            if ahead is not None and opened is None:
+                await ahead.aclose()  # opened with another request (a rewritten input): send this one
+            async with aclosing(opened or self.llm.stream(request)) as plain:
                 async for part in plain:
                     if isinstance(part, LLMDelta | LLMEnd):
                         yield part
             return
-        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta)) as looped:
+        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta, early=ahead)) as looped:
             async for event in looped:
                 if isinstance(event, ToolEvent):
                     continue
@@ -750,6 +784,11 @@ class Engine:
             return prompt
         *head, last = prompt.messages  # the new user message carries the images as content parts
         return replace(prompt, messages=(*head, replace(last, images=ctx.images)))
+
+    def _request(self, ctx: TurnContext, prompt: Prompt) -> LLMRequest:
+        persona = ctx.persona
+        model = persona.model or self.default_model
+        return LLMRequest(prompt.messages, model, persona.temperature, persona.max_output_tokens)
 
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:
         a = ctx.turn.author
