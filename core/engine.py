@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -45,6 +45,7 @@ from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.prompt import Prompt, build_prompt, summary_request, with_tools
 from core.safety.attached import moderated_images
+from core.starts import Starts
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
@@ -156,8 +157,10 @@ class Engine:
         default_model: str,
         metrics: Metrics | None = None,
         features: Features | None = None,
+        starts: Starts | None = None,
     ) -> None:
         features = features or Features()
+        self.starts = starts or Starts(0)  # turns in their first stages at once (core/starts.py)
         self.bot = bot
         self.memory = memory
         self.llm = llm
@@ -202,10 +205,11 @@ class Engine:
         call = turn.command or self.commands.parse(turn.text)
         plan = plan_route(turn, call, self.bot.config)
         result: ReplyResult | None = None
+        started = await self.starts.enter()  # a place among the turns starting now, until the hand-off
         try:
             async with self.safety.admission.admitting(turn, call, judged=plan.judged) as admission:
                 try:
-                    async for event in self._stages(turn, call, admission, fence, tlog, mark):
+                    async for event in self._stages(turn, call, admission, fence, tlog, mark, started):
                         if isinstance(event, ReplyDone):
                             result = admission.result = event.result
                         yield event
@@ -220,6 +224,7 @@ class Engine:
                     admission.result = result
                     yield ReplyDone(result)
         finally:  # admission is settled (leaving the block) before the turn's stats and metrics
+            started()
             if result is not None:
                 await self._finish(turn, result, time.perf_counter() - mark.started, tlog, mark)
 
@@ -253,13 +258,15 @@ class Engine:
         fence: Fence | None,
         tlog: FilteringBoundLogger,
         mark: StatsMark,
+        started: Callable[[], None],
     ) -> AsyncIterator[ReplyEvent]:
         state = await self._load(turn, admission, tlog, fence)
         if isinstance(state, ReplyResult):
             yield ReplyDone(state)
             return
+        persona = self.bot.persona(state.persona)
         ctx = TurnContext(
-            self.services, turn, state, self.bot.persona(state.persona), tlog, admission, fence, stats=mark
+            self.services, turn, state, persona, tlog, admission, fence, stats=mark, started=started
         )
         early = await self._route(ctx, call)
         if early is not None:
@@ -338,6 +345,7 @@ class Engine:
         admission = ctx.admission
         if not admission.place:
             return
+        ctx.started()  # the wait may be long: let other turns start meanwhile
         limits = self.safety.admission.limits
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.max_queue_seconds
@@ -360,6 +368,7 @@ class Engine:
         """Stage chat: listen, moderate input, plugin, generate, check, remember."""
         heard = None
         if ctx.turn.audio and self.media is not None:  # stage listen: a voice message's words are the turn's
+            ctx.started()
             heard = await self.media.audio.listen(ctx.turn)
             if heard.reply:
                 ctx.meta["reason"] = heard.reason
@@ -369,6 +378,7 @@ class Engine:
                 return
             ctx.turn = replace(ctx.turn, text=f"{ctx.turn.text}\n{heard.text}".strip())
         early = self._open_early(ctx)
+        ctx.started()  # the request is handed over (or the verdict, a network wait, comes first)
         try:
             async for event in self._answer(ctx, heard, early):
                 yield event
@@ -590,6 +600,7 @@ class Engine:
 
     async def _command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
         """Stage command: run a command's handler (admin check, argument moderation, output check)."""
+        ctx.started()  # a command's own work is not the turns' start
         command = self.commands.get(call.name)
         if command is None:
             yield ReplyDone(
