@@ -19,7 +19,6 @@ Everything lives in Redis, so a story survives restarts and any replica can clos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -38,6 +37,7 @@ from core.keys import KeySpace
 from core.llm import ChatMessage
 from core.ops.jobs import Job, Route, decode_job, decode_place, encode_job, encode_place
 from core.safety.limits import user_tag
+from core.tasks import wait_event
 from core.types import Attachment, Choice, CommandCall, Place, Turn
 
 if TYPE_CHECKING:
@@ -294,8 +294,7 @@ class StoryClock:
                 log.warning("story_clock_failed", error=type(exc).__name__, detail=str(exc)[:200])
             if me is not None and me.cancelling():  # a cancel the Redis client swallowed mid-command
                 raise asyncio.CancelledError
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.store.scheduled.wait(), delay)
+            await wait_event(self.store.scheduled, delay)
 
 
 # ------------------------------------------------------------------------------------------ the command

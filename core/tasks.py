@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 
 log = structlog.get_logger("parley.tasks")
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it is set.
+
+    ``asyncio.timeout``, never ``asyncio.wait_for`` (banned by ruff): on Python 3.11 ``wait_for`` loses a
+    cancellation that arrives in the loop turn where the awaited thing finishes, and the task runs on (a
+    reply's flusher went on to post to a dead Slack for 2 s past the shutdown deadline)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
 
 
 class TaskOwner:

@@ -8,7 +8,6 @@ is logged with the conversation and never stops the engine's stream (the engine 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -18,6 +17,7 @@ import structlog
 from adapters.common.citations import shown_text
 from adapters.common.split import split_text
 from core.reply import ReplyFold
+from core.tasks import wait_event
 from core.types import ReplyEvent, ReplyNotice, ReplyResult
 
 H = TypeVar("H")
@@ -120,8 +120,7 @@ class StreamRenderer(Generic[H]):
             # rate-limited call (a 429 retried inside the SDK) cannot shorten the gap.
             loop = asyncio.get_running_loop()
             flushed = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), self._interval)
+            await wait_event(self._finished, self._interval)
             await asyncio.sleep(max(0.0, flushed + self._interval / 4 - loop.time()))
 
     async def _flush(self, final: bool) -> None:

@@ -31,6 +31,7 @@ from discord.http import handle_message_parameters
 from discord.webhook.async_ import async_context
 
 from adapters.discord.format import to_discord
+from core.tasks import wait_event
 from core.types import Attachment
 
 MESSAGE_LIMIT = 2000
@@ -301,7 +302,4 @@ async def keep_typing(
         except discord.HTTPException as exc:
             log.debug("typing_failed", status=exc.status, code=exc.code)
             return
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=every)
-        except TimeoutError:
-            continue
+        await wait_event(stop, every)

@@ -223,12 +223,10 @@ class AudioClient:
         fmt = self.cfg.format
         if not self._no_speech_api:
             try:
-                response = await asyncio.wait_for(
-                    self._client.audio.speech.create(
+                async with asyncio.timeout(self.cfg.timeout_seconds):
+                    response = await self._client.audio.speech.create(
                         model=self.speech_model, voice=voice, input=text, response_format=fmt
-                    ),
-                    self.cfg.timeout_seconds,
-                )
+                    )
                 data = response.content
                 engine = "api"
             except TimeoutError:
@@ -267,7 +265,8 @@ class AudioClient:
             stderr=asyncio.subprocess.DEVNULL,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.cfg.timeout_seconds)
+            async with asyncio.timeout(self.cfg.timeout_seconds):
+                out, _ = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -278,12 +277,10 @@ class AudioClient:
 
     async def transcribe(self, data: bytes, name: str, mime: str) -> str:
         try:
-            result = await asyncio.wait_for(
-                self._client.audio.transcriptions.create(
+            async with asyncio.timeout(self.cfg.timeout_seconds):
+                result = await self._client.audio.transcriptions.create(
                     model=self.transcribe_model, file=(name or "clip", data, mime)
-                ),
-                self.cfg.timeout_seconds,
-            )
+                )
         except TimeoutError:
             raise MediaError(f"no transcript within {self.cfg.timeout_seconds:g}s") from None
         except openai.APIStatusError as exc:

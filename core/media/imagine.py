@@ -72,10 +72,10 @@ class ImageGenerator:
         image_id = uuid.uuid4().hex[:16]
         started = time.perf_counter()
         try:
-            response = await asyncio.wait_for(
-                self._client.images.generate(model=self.model, prompt=prompt, size=self.size, n=1),
-                self._timeout,
-            )
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.images.generate(
+                    model=self.model, prompt=prompt, size=self.size, n=1
+                )
         except TimeoutError:
             raise MediaError(f"no image within {self._timeout:g}s") from None
         except openai.APIStatusError as exc:

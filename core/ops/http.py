@@ -324,7 +324,8 @@ class OpsHttp:
 
         async def run(name: str, check: ReadinessCheck) -> None:
             try:
-                problem = await asyncio.wait_for(check(), self.check_timeout)
+                async with asyncio.timeout(self.check_timeout):
+                    problem = await check()
             except TimeoutError:
                 problem = f"no answer within {self.check_timeout:g}s"
             except Exception as exc:  # a check boundary: a broken check reports, it does not crash the probe
@@ -344,7 +345,8 @@ class OpsHttp:
     async def _metrics(self, request: web.Request) -> web.Response:
         for refresh in self._refreshers:
             try:
-                await asyncio.wait_for(refresh(), self.check_timeout)
+                async with asyncio.timeout(self.check_timeout):
+                    await refresh()
             except Exception as exc:  # stale gauges are better than no metrics
                 log.warning("metrics_refresh_failed", error=type(exc).__name__)
         body = self.metrics.render()

@@ -47,7 +47,7 @@ from core.ops.jobs import decode_job
 from core.ops.lock import WORKER, ConversationLocks, Lease, holder_kind
 from core.ops.metrics import Metrics
 from core.ops.queue import Retired, Signal, TurnQueue
-from core.tasks import TaskOwner
+from core.tasks import TaskOwner, wait_event
 from core.types import Place
 
 log = structlog.get_logger("parley.worker")
@@ -58,11 +58,6 @@ CLAIM_MARGIN = 0.05  # seconds after an entry's claim time the look is due (time
 PENDING_SCAN = 100  # pending entries one claim look reads the idle times of
 HAND_BACK_WITHIN = 1.5  # seconds a cancelled turn may spend handing its conversation back
 CONSUMER_RETENTION = 3600.0  # a consumer idle this long with nothing pending is a process that is gone
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
 
 
 async def drain_within(owner: TaskOwner, seconds: float, hurry: asyncio.Event | None = None) -> None:
@@ -156,16 +151,15 @@ class TurnWorker:
         self.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        try:
-            await asyncio.wait_for(self._loops_done.wait(), self.block + 1.0)
-        except TimeoutError:
+        if not await wait_event(self._loops_done, self.block + 1.0):
             self._log.warning("worker_loops_slow_to_stop")
         running = self._running
         await drain_within(self._turns, max(0.0, deadline - loop.time()), hurry)
         handed_back = self._running
         await self._turns.aclose()
         with contextlib.suppress(TimeoutError):  # acknowledgements still waiting for a read (cluster)
-            await asyncio.wait_for(self.queue.aclose(), HAND_BACK_WITHIN)
+            async with asyncio.timeout(HAND_BACK_WITHIN):
+                await self.queue.aclose()
         self._log.info("worker_shutdown", running_at_stop=running, handed_back=handed_back)
 
     async def _wait_for_redis(self) -> None:
@@ -180,7 +174,7 @@ class TurnWorker:
                 delay = min(delay * 2, 5.0)
 
     async def _sleep(self, seconds: float) -> None:
-        await _wait(self._stopping, seconds)
+        await wait_event(self._stopping, seconds)
 
     # ------------------------------------------------------------------ taking signals
 
@@ -190,7 +184,7 @@ class TurnWorker:
             free = self.concurrency - self._running
             if free <= 0:
                 self._slot_free.clear()
-                await _wait(self._slot_free, self.block)
+                await wait_event(self._slot_free, self.block)
                 continue
             read = self.queue.read(self.name, count=free, block_ms=int(self.block * 1000))
             self._reading = asyncio.ensure_future(read)

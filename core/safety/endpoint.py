@@ -74,10 +74,8 @@ class ModerationEndpoint:
             # The raw response, decoded here: the SDK's typed Moderation (pydantic, every category twice)
             # costs more CPU than the request; the SDK still sends it and raises its errors for a bad status.
             moderations = self._client.moderations.with_raw_response
-            raw = await asyncio.wait_for(
-                moderations.create(model=self.model, input=query),  # type: ignore[arg-type]
-                deadline,
-            )
+            async with asyncio.timeout(deadline):
+                raw = await moderations.create(model=self.model, input=query)  # type: ignore[arg-type]
             data = json.loads(raw.content)
         except TimeoutError:
             raise ModerationUnavailable(f"no answer within {deadline:g}s", code="timeout") from None

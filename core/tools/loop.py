@@ -400,7 +400,8 @@ class ToolLoop:
         started = time.perf_counter()
         detail = ""
         try:
-            raw = await asyncio.wait_for(tool.call(arguments, ctx), timeout)
+            async with asyncio.timeout(timeout):
+                raw = await tool.call(arguments, ctx)
         except (TimeoutError, ToolTimeout):
             outcome = "timeout"
             text = fence.status(

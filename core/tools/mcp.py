@@ -25,6 +25,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from core.errors import ToolError, ToolTimeout, ToolUnavailable
+from core.tasks import wait_event
 from core.tools.config import MCPServerConfig
 from core.tools.spec import ToolContext, ToolSpec
 
@@ -85,9 +86,7 @@ class MCPConnection:
         return self
 
     async def wait_ready(self, seconds: float | None = None) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), seconds or self.cfg.connect_timeout)
-        return self._ready.is_set()
+        return await wait_event(self._ready, seconds or self.cfg.connect_timeout)
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -95,7 +94,8 @@ class MCPConnection:
         task, self._task = self._task, None
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -140,15 +140,13 @@ class MCPConnection:
                 self._client = None
             if self._stop.is_set():
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await wait_event(self._stop, delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _watch(self, client: Client) -> None:
         """Return when the server should be reconnected (or we are stopping)."""
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._broken.wait(), self.cfg.ping_seconds)
+            await wait_event(self._broken, self.cfg.ping_seconds)
             if self._stop.is_set():
                 return
             try:
@@ -162,7 +160,8 @@ class MCPConnection:
             self._broken.clear()
 
     async def _relist(self, client: Client, seconds: float) -> None:
-        listing = await asyncio.wait_for(client.list_tools(cache_mode="refresh"), seconds)
+        async with asyncio.timeout(seconds):
+            listing = await client.list_tools(cache_mode="refresh")
         self._tools = {f"{self.cfg.prefix}{t.name}": self._wrap(t) for t in listing.tools}
 
     def _wrap(self, tool: Any) -> MCPTool:
@@ -189,7 +188,8 @@ class MCPConnection:
             raise ToolUnavailable(f"the {self.name} tool server is not connected (reconnecting)")
         seconds = seconds or self._call_timeout
         try:
-            result = await asyncio.wait_for(client.call_tool(remote_name, arguments), seconds)
+            async with asyncio.timeout(seconds):
+                result = await client.call_tool(remote_name, arguments)
         except TimeoutError:
             raise ToolTimeout(f"{remote_name} did not answer within {seconds:g}s") from None
         except asyncio.CancelledError:
