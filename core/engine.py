@@ -818,6 +818,7 @@ class Engine:
         """Store a message the bot does not answer (channel chatter, a handed-off thread) as context for
         later turns, but only what would have been admitted: denied or blocked authors and refused text
         (planted instructions, abuse) never reach other users' prompts."""
+        ctx.started()  # moderation (a network wait) and a write, no model: other turns may start
         if not await self.safety.admission.may_store(ctx.turn):
             return
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
