@@ -6,8 +6,8 @@ Nothing is downloaded at run time and torch is not needed: ``tokenizers`` reads 
 projection; the sentence vector is the mean of the last hidden states over the attention mask, L2-normalised:
 what sentence-transformers' ``Pooling(mean) + Normalize`` does for this model), run by one of two runtimes:
 
-- onnxruntime when it and ``onnx`` are installed (the ``local-embeddings`` extra has them): the encoder is
-  written out as an ONNX graph at load time from the same weights (core/kb/minilm_ort.py) and run on one
+- onnxruntime when it is installed (the ``local-embeddings`` extra has it): the encoder is an ONNX graph
+  (core/kb/minilm.onnx, its structure only) handed the same weights (core/kb/minilm_ort.py), run on one
   thread; a question costs about half numpy's CPU (README "Knowledge base", ``make bench-kb``);
 - else numpy, below (also the reference the onnxruntime graph is tested against).
 
@@ -71,11 +71,13 @@ def _model_version() -> str:
         package = "unknown"
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update(Path(minilm_ort.__file__).read_bytes())
+    if minilm_ort.GRAPH.is_file():
+        digest.update(minilm_ort.GRAPH.read_bytes())
     return f"{package}-{digest.hexdigest()[:8]}"
 
 
 def default_runtime() -> str:
-    """ "onnxruntime" when it and ``onnx`` are installed, else "numpy" (nothing is imported)."""
+    """ "onnxruntime" when it is installed (and the graph file is there), else "numpy" (imports nothing)."""
     return "onnxruntime" if minilm_ort.available() else "numpy"
 
 
@@ -196,6 +198,29 @@ class NumpyForward:
         return result
 
 
+def _read_package(path: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The packaged weights (name -> array) and tokenizer.json's text."""
+    from safetensors.numpy import load as load_safetensors
+
+    try:
+        with zipfile.ZipFile(path or _model_zip()) as zf:
+            weights = load_safetensors(zf.read("model.safetensors"))
+            tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise EmbeddingError(
+            f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
+        ) from None
+    return weights, tokenizer_json
+
+
+def onnx_graph() -> bytes:
+    """The ONNX graph's structure for the packaged weights (imports onnx, a dev dependency: ``make
+    onnx-graph`` writes it to core/kb/minilm.onnx; tests/kb checks the file is what this code makes)."""
+    weights, _ = _read_package()
+    heads, dims = NumpyForward.heads, NumpyForward.dims
+    return minilm_ort.build_graph(weights, layers=LAYERS, heads=heads, dims=dims, eps=EPS)
+
+
 class MiniLM:
     """The loaded model: ``encode(texts)`` -> unit vectors, ``count(texts)`` -> word pieces per text.
     ``runtime`` "onnxruntime" or "numpy" (default: :func:`default_runtime`); ``threads``: onnxruntime's
@@ -215,8 +240,10 @@ class MiniLM:
         self.runtime = runtime or default_runtime()
         self._forward: Callable[[npt.NDArray[np.int64], F32], F32]
         if self.runtime == "onnxruntime":
-            graph = minilm_ort.build_graph(weights, layers=LAYERS, heads=self.heads, dims=self.dims, eps=EPS)
-            self._forward = minilm_ort.OrtForward(graph, threads=threads)
+            arrays = minilm_ort.graph_weights(
+                weights, layers=LAYERS, heads=self.heads, dims=self.dims, eps=EPS
+            )
+            self._forward = minilm_ort.OrtForward(minilm_ort.GRAPH.read_bytes(), arrays, threads=threads)
         elif self.runtime == "numpy":
             self._forward = NumpyForward(weights)
         else:
@@ -224,16 +251,7 @@ class MiniLM:
 
     @classmethod
     def load(cls, path: Path | None = None, *, runtime: str | None = None, threads: int = 1) -> MiniLM:
-        from safetensors.numpy import load as load_safetensors
-
-        try:
-            with zipfile.ZipFile(path or _model_zip()) as zf:
-                weights = load_safetensors(zf.read("model.safetensors"))
-                tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise EmbeddingError(
-                f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
-            ) from None
+        weights, tokenizer_json = _read_package(path)
         model = cls(weights, tokenizer_json, runtime=runtime, threads=threads)
         del weights
         _trim_heap()

@@ -1,6 +1,11 @@
 """The embedded model's forward pass on onnxruntime: the same BERT encoder as core/kb/minilm.py's numpy pass,
-written out as an ONNX graph at load time from the packaged safetensors weights (``onnx.helper``; nothing is
-exported or downloaded), then run by onnxruntime's CPU kernels.
+written out as an ONNX graph (``onnx.helper``; nothing is exported or downloaded), then run by onnxruntime's
+CPU kernels.
+
+The graph's structure is a small file beside this module (``minilm.onnx``, written by ``make onnx-graph`` and
+checked against this code by tests/kb/test_embedded_ort.py); its weights are external references that the
+session is handed straight from the packaged safetensors arrays. So a serving process imports neither onnx
+(1.2-1.7 s of CPU, most of it ml_dtypes) nor builds a 90 MB protobuf that onnxruntime would copy again.
 
 Why: numpy runs the pass as ~150 separate array operations, each allocating its result, and BERT's exact GELU
 (an erf polynomial in numpy) alone is a tenth of it; onnxruntime fuses LayerNorm, GELU and the bias adds into
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,42 +32,85 @@ OPSET = 17  # LayerNormalization; onnxruntime >= 1.14 runs it
 IR_VERSION = 8  # the IR that goes with opset 17: older runtimes refuse newer IRs
 
 
+GRAPH = Path(__file__).with_name(
+    "minilm.onnx"
+)  # the structure, weights left out: `make onnx-graph` writes it
+
+
 def available() -> bool:
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    return importlib.util.find_spec("onnxruntime") is not None and GRAPH.is_file()
 
 
-def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: int, eps: float) -> bytes:
-    """The serialized ONNX model: input_ids (batch, width) int64 and mask (batch, width) float32 (1 = token,
-    0 = padding) -> (batch, dims) unit vectors (mean over the mask, L2-normalised), as MiniLM._forward."""
-    from onnx import TensorProto
-    from onnx import helper as oh
-    from onnx import numpy_helper as nh
+class _Arrays:
+    """Walks the graph for its weights only (at run time: no onnx import, no protobuf of 90 MB)."""
 
-    nodes: list[Any] = []
-    inits: list[Any] = []
+    def __init__(self) -> None:
+        self.arrays: dict[str, F32] = {}
 
-    def const(name: str, value: Any) -> str:
-        array = np.asarray(value)  # a scalar stays 0-d (ascontiguousarray would make it 1-d)
-        inits.append(nh.from_array(array if array.ndim == 0 else np.ascontiguousarray(array), name))
+    def const(self, name: str, value: Any) -> str:
         return name
+
+    def external(self, name: str, array: F32) -> str:
+        self.arrays[name] = array
+        return name
+
+    def op(self, kind: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        return out
+
+
+class _Proto(_Arrays):
+    """Writes the graph's structure; its weights are external references that the session is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from onnx import helper, numpy_helper  # dev only (`make onnx-graph`, tests/kb)
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+
+    def const(self, name: str, value: Any) -> str:
+        array = np.asarray(value)  # a scalar stays 0-d (ascontiguousarray would make it 1-d)
+        self.inits.append(
+            self.numpy_helper.from_array(array if array.ndim == 0 else np.ascontiguousarray(array), name)
+        )
+        return name
+
+    def external(self, name: str, array: F32) -> str:
+        from onnx import TensorProto
+
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "weights"), ("offset", "0"), ("length", str(array.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        self.inits.append(tensor)
+        return super().external(name, array)
+
+    def op(self, kind: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], name=out, **attrs))
+        return out
+
+
+def _walk(b: _Arrays, weights: Mapping[str, Any], *, layers: int, heads: int, dims: int, eps: float) -> None:
+    """The encoder, node by node: input_ids (batch, width) int64 and mask (batch, width) float32 (1 = token,
+    0 = padding) -> "vectors" (batch, dims), unit length (mean over the mask, L2-normalised), as
+    MiniLM._forward. Weights (some transposed or concatenated here) are external: the session gets them."""
+    const, op = b.const, b.op
 
     def weight(name: str) -> F32:
         return np.ascontiguousarray(weights[name], dtype=np.float32)
 
-    def op(kind: str, inputs: list[str], out: str, **attrs: Any) -> str:
-        nodes.append(oh.make_node(kind, inputs, [out], name=out, **attrs))
-        return out
-
     def layer_norm(x: str, prefix: str, out: str) -> str:
-        g = const(out + ".g", weight(prefix + ".weight"))
-        b = const(out + ".b", weight(prefix + ".bias"))
-        return op("LayerNormalization", [x, g, b], out, axis=-1, epsilon=eps)
+        g = b.external(out + ".g", weight(prefix + ".weight"))
+        bias = b.external(out + ".b", weight(prefix + ".bias"))
+        return op("LayerNormalization", [x, g, bias], out, axis=-1, epsilon=eps)
 
-    def linear(x: str, w: F32, b: F32, out: str) -> str:
-        y = op("MatMul", [x, const(out + ".w", np.ascontiguousarray(w.T))], out + ".mm")
-        return op("Add", [y, const(out + ".b", b)], out)
+    def linear(x: str, w: F32, bias: F32, out: str) -> str:
+        y = op("MatMul", [x, b.external(out + ".w", np.ascontiguousarray(w.T))], out + ".mm")
+        return op("Add", [y, b.external(out + ".b", bias)], out)
 
     d = dims // heads
     one = const("one", np.array(1.0, np.float32))
@@ -81,14 +130,12 @@ def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: in
 
     # Embeddings: word + position (the first `width` rows) + token type 0, then LayerNorm.
     width = op("Shape", ["input_ids"], "width", start=1, end=2)
-    pos = op(
-        "Slice",
-        [const("pos_table", weight("embeddings.position_embeddings.weight")), "zero_1d", width],
-        "pos",
-    )
-    x = op("Gather", [const("word_table", weight("embeddings.word_embeddings.weight")), "input_ids"], "words")
+    pos_table = b.external("pos_table", weight("embeddings.position_embeddings.weight"))
+    pos = op("Slice", [pos_table, "zero_1d", width], "pos")
+    word_table = b.external("word_table", weight("embeddings.word_embeddings.weight"))
+    x = op("Gather", [word_table, "input_ids"], "words")
     x = op("Add", [x, pos], "emb0")
-    x = op("Add", [x, const("type0", weight("embeddings.token_type_embeddings.weight")[0])], "emb1")
+    x = op("Add", [x, b.external("type0", weight("embeddings.token_type_embeddings.weight")[0])], "emb1")
     x = layer_norm(x, "embeddings.LayerNorm", "emb")
     pad = op("Sub", [one, "mask"], "pad")
     bias = op("Unsqueeze", [op("Mul", [pad, "neg"], "pad_neg"), "axes12"], "att_bias")  # (batch, 1, 1, width)
@@ -126,17 +173,34 @@ def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: in
     norm = op("Max", [op("ReduceL2", [pooled], "norm0", axes=[1], keepdims=1), "tiny"], "norm")
     op("Div", [pooled, norm], "vectors")
 
-    graph = oh.make_graph(
-        nodes,
+
+def graph_weights(
+    weights: Mapping[str, Any], *, layers: int, heads: int, dims: int, eps: float
+) -> dict[str, F32]:
+    """The arrays the graph's external references name, from the packaged weights (numpy only)."""
+    walk = _Arrays()
+    _walk(walk, weights, layers=layers, heads=heads, dims=dims, eps=eps)
+    return walk.arrays
+
+
+def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: int, eps: float) -> bytes:
+    """The serialized graph without its weights (imports onnx: `make onnx-graph` and the tests only)."""
+    from onnx import TensorProto
+
+    proto = _Proto()
+    _walk(proto, weights, layers=layers, heads=heads, dims=dims, eps=eps)
+    h = proto.helper
+    graph = h.make_graph(
+        proto.nodes,
         "all-MiniLM-L6-v2",
         [
-            oh.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "width"]),
-            oh.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "width"]),
+            h.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "width"]),
+            h.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "width"]),
         ],
-        [oh.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", dims])],
-        inits,
+        [h.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", dims])],
+        proto.inits,
     )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET)])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     return model.SerializeToString()  # type: ignore[no-any-return]
 
@@ -144,10 +208,13 @@ def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: in
 class OrtForward:
     """``forward(ids, mask) -> (batch, dims) unit vectors`` on an onnxruntime session built once."""
 
-    def __init__(self, model: bytes, *, threads: int = 1) -> None:
+    def __init__(self, model: bytes, arrays: Mapping[str, F32], *, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # The weights are handed over as they are (no copy into a protobuf and back): the graph names them.
+        self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+        options.add_external_initializers(list(arrays), self._values)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -86,3 +86,11 @@ def test_numpy_when_onnxruntime_is_missing(
     assert "numpy" in minilm.LocalEmbedder().where
     with pytest.raises(ValueError, match="unknown runtime"):
         MiniLM(*weights, runtime="tensorflow")
+
+
+def test_the_committed_graph_is_what_the_code_writes() -> None:
+    """core/kb/minilm.onnx is generated (`make onnx-graph`): a change to minilm_ort.py without rewriting it
+    would run the old graph. It holds the structure only: no weight bytes (the session is handed them)."""
+    written = minilm.onnx_graph()
+    assert minilm_ort.GRAPH.read_bytes() == written, "run `make onnx-graph`"
+    assert len(written) < 100_000
