@@ -16,7 +16,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 SUPPORT_DB := .parley/support.db
 
 .PHONY: help chat test lint chaos bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
-	browser console vendor-chartjs kb eval-kb bench-kb bench-search
+	browser console vendor-chartjs kb eval-kb onnx-graph bench-kb bench-search
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -112,6 +112,9 @@ kb: $(STAMP)  ## (re-)index a bot's knowledge base from its [kb] sources (BOT=su
 
 eval-kb: $(STAMP)  ## retrieval quality, both question sets: lexical, vector-only, hybrid (embedded model)
 	$(BIN)/python -m tests.bench.kb_eval
+
+onnx-graph: $(STAMP)  ## rewrite core/kb/minilm.onnx (the embedded model's graph, weights left out) after changing core/kb/minilm_ort.py
+	$(BIN)/python -c "from core.kb.minilm import onnx_graph; from core.kb.minilm_ort import GRAPH; GRAPH.write_bytes(onnx_graph())"
 
 bench-kb: $(STAMP)  ## knowledge-base speed with the embedded model: ingest chunks/s, query embedding, retrieval at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench

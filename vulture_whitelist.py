@@ -24,6 +24,13 @@ _._long_enough  # core/console/settings.py
 _._networks  # core/console/settings.py (PARLEY_CONSOLE_TRUSTED_PROXIES)
 _.discord_token  # core/console/mount.py PlatformCredentials: read from the environment, shown masked
 _._budgets  # core/kb/settings.py
+# core/kb/minilm_ort.py: onnxruntime SessionOptions fields, read by the session it builds.
+_.intra_op_num_threads
+_.inter_op_num_threads
+_.execution_mode
+_.graph_optimization_level
+_.log_severity_level
+_.ir_version  # core/kb/minilm_ort.py: the ONNX model's IR version, read by onnxruntime
 _.settings_customise_sources
 _._one_transport  # core/tools/config.py
 _._unique  # core/tools/config.py
@@ -103,3 +110,5 @@ _.strip_think  # core/think.py: ThinkFilter for a whole stored text; tests/tools
 _.connects  # MCPConnection: tests/tools/test_mcp.py watches reconnects
 _.connected  # MCPConnection: tests/tools/test_mcp.py
 _.refused_per_peer  # _CappedSite: tests/scale/test_http_per_peer.py
+onnx_graph  # core/kb/minilm.py: `make onnx-graph` writes it to core/kb/minilm.onnx; tests/kb checks the file
+_.data_location  # onnx TensorProto field set in core/kb/minilm_ort.py (read by onnxruntime)

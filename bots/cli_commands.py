@@ -17,6 +17,7 @@ from core.bot import BotSpec
 from core.console.mount import mount_console
 from core.errors import ConfigError, LLMError, StoreUnavailable
 from core.llm import ChatMessage, LLMEnd, LLMEvent, LLMRequest
+from core.ops.processes import WorkerProcesses
 from core.ops.service import Servable, serve
 from core.runtime import NO_LLM, Runtime, open_runtime
 from core.safety.mask import mask_text, mask_url
@@ -149,16 +150,28 @@ class _NullLLM:
         return None
 
 
-async def run(args: argparse.Namespace, app: AppSettings, spec: BotSpec) -> int:
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """How this ``parley run`` starts its extra worker processes: the same bot and platforms, workers only."""
+    platforms = [arg for name in args.platform or () for arg in ("--platform", name)]
+    return [sys.executable, "-m", "bots", "run", "--bot", str(args.bot), "--workers-only", *platforms]
+
+
+async def run(
+    args: argparse.Namespace, app: AppSettings, spec: BotSpec, *, workers_argv: list[str] | None = None
+) -> int:
     """Adapters and queue workers in one process by default; ``--workers-only`` / ``--adapters-only`` split
     them. Every platform's Delivery (how workers show its replies) is registered in every mode, so a
-    workers-only process can answer every platform."""
+    workers-only process can answer every platform. With ``PARLEY_WORKER_PROCESSES`` = N > 1 this process
+    also starts and supervises N - 1 worker processes (``workers_argv``, default :func:`worker_argv`)."""
     settings = app.core
     names = args.platform or spec.config.platforms
     if not names:
         raise ConfigError(f"{spec.folder / 'bot.toml'}: platforms: empty, nothing to run")
     if args.workers_only and not settings.parley_queue:
         raise ConfigError("--workers-only needs the turn queue: PARLEY_QUEUE is false")
+    extra = settings.parley_worker_processes - 1
+    if extra and not settings.parley_queue:
+        raise ConfigError("PARLEY_WORKER_PROCESSES > 1 needs the turn queue: PARLEY_QUEUE is false")
     for name in names:
         if name not in PLATFORMS:
             raise ConfigError(f"platforms: unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
@@ -173,4 +186,9 @@ async def run(args: argparse.Namespace, app: AppSettings, spec: BotSpec) -> int:
             rt.ops.deliveries.register(platform.name, platform.delivery(deps))
             if not args.workers_only:
                 adapters.append((platform.name, platform.adapter(deps)))
-        return await serve(rt, adapters, workers=settings.parley_queue and not args.adapters_only)
+        processes = None
+        if extra:
+            argv = workers_argv or worker_argv(args)
+            processes = WorkerProcesses(argv, extra, ops_port=settings.parley_ops_port)
+        workers = settings.parley_queue and not args.adapters_only
+        return await serve(rt, adapters, workers=workers, processes=processes)

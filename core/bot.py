@@ -118,6 +118,10 @@ class ModerationConfig(BaseModel):
     output_actions: dict[str, ModerationAction] = Field(default_factory=dict)  # category -> action on replies
     link_domains: list[str] = Field(default_factory=list)  # links to these (and subdomains) always pass
     canary: bool = True  # a random marker in every system prompt; a reply containing it is refused
+    # Send the LLM request while the input's verdict is pending (it is read only after an allow; a refused
+    # or rewritten input cancels it): the moderation round trip leaves the reply's first-token time, but the
+    # provider then sees inputs the bot refuses (README "Moderation before the request").
+    early_llm_request: bool = False
     events_max: int = Field(default=10_000, ge=100, le=10_000_000)  # moderation events kept in Redis
 
     @model_validator(mode="after")

@@ -91,6 +91,8 @@ class TurnContext:
     flag: str = ""  # moderation flagged the turn: the category
     retire: tuple[str, ...] = ()  # controls that no longer apply ("story": old vote buttons)
     spoken: str = ""  # what a narrated command reads aloud (a story part), once its output check passed
+    # Gives up the turn's place among the turns starting in this process (core/starts.py); idempotent.
+    started: Callable[[], None] = field(default=lambda: None)
 
     @property
     def bot(self) -> BotSpec:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -37,6 +37,7 @@ import structlog
 from core.bot import BotConfig, BotSpec
 from core.commands import CommandRegistry
 from core.context import StatsMark, TurnContext, TurnServices
+from core.early import EarlyStream
 from core.errors import ContextTooLong, LLMError, StoreError
 from core.handoff import Handoffs
 from core.llm import LLM, LLMDelta, LLMEnd, LLMRequest
@@ -44,6 +45,7 @@ from core.memory import ConversationState, Fence, NewMessage, RedisMemory
 from core.moderation import Action, Verdict
 from core.prompt import Prompt, build_prompt, summary_request, with_tools
 from core.safety.attached import moderated_images
+from core.starts import Starts
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
 from core.tools.loop import ToolConfirm, ToolEvent
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 
     from core.console.stats import DailyStats
     from core.kb.retrieve import KnowledgeBase, Retrieval
+    from core.media.audio import Heard
     from core.media.setup import Media
     from core.ops.metrics import Metrics
     from core.safety.gate import TurnAdmission
@@ -154,8 +157,10 @@ class Engine:
         default_model: str,
         metrics: Metrics | None = None,
         features: Features | None = None,
+        starts: Starts | None = None,
     ) -> None:
         features = features or Features()
+        self.starts = starts or Starts(0)  # turns in their first stages at once (core/starts.py)
         self.bot = bot
         self.memory = memory
         self.llm = llm
@@ -200,10 +205,11 @@ class Engine:
         call = turn.command or self.commands.parse(turn.text)
         plan = plan_route(turn, call, self.bot.config)
         result: ReplyResult | None = None
+        started = await self.starts.enter()  # a place among the turns starting now, until the hand-off
         try:
             async with self.safety.admission.admitting(turn, call, judged=plan.judged) as admission:
                 try:
-                    async for event in self._stages(turn, call, admission, fence, tlog, mark):
+                    async for event in self._stages(turn, call, admission, fence, tlog, mark, started):
                         if isinstance(event, ReplyDone):
                             result = admission.result = event.result
                         yield event
@@ -218,6 +224,7 @@ class Engine:
                     admission.result = result
                     yield ReplyDone(result)
         finally:  # admission is settled (leaving the block) before the turn's stats and metrics
+            started()
             if result is not None:
                 await self._finish(turn, result, time.perf_counter() - mark.started, tlog, mark)
 
@@ -251,13 +258,15 @@ class Engine:
         fence: Fence | None,
         tlog: FilteringBoundLogger,
         mark: StatsMark,
+        started: Callable[[], None],
     ) -> AsyncIterator[ReplyEvent]:
         state = await self._load(turn, admission, tlog, fence)
         if isinstance(state, ReplyResult):
             yield ReplyDone(state)
             return
+        persona = self.bot.persona(state.persona)
         ctx = TurnContext(
-            self.services, turn, state, self.bot.persona(state.persona), tlog, admission, fence, stats=mark
+            self.services, turn, state, persona, tlog, admission, fence, stats=mark, started=started
         )
         early = await self._route(ctx, call)
         if early is not None:
@@ -336,6 +345,7 @@ class Engine:
         admission = ctx.admission
         if not admission.place:
             return
+        ctx.started()  # the wait may be long: let other turns start meanwhile
         limits = self.safety.admission.limits
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.max_queue_seconds
@@ -358,6 +368,7 @@ class Engine:
         """Stage chat: listen, moderate input, plugin, generate, check, remember."""
         heard = None
         if ctx.turn.audio and self.media is not None:  # stage listen: a voice message's words are the turn's
+            ctx.started()
             heard = await self.media.audio.listen(ctx.turn)
             if heard.reply:
                 ctx.meta["reason"] = heard.reason
@@ -366,6 +377,36 @@ class Engine:
                 yield ReplyDone(ctx.result(heard.reply, kind))
                 return
             ctx.turn = replace(ctx.turn, text=f"{ctx.turn.text}\n{heard.text}".strip())
+        early = self._open_early(ctx)
+        ctx.started()  # the request is handed over (or the verdict, a network wait, comes first)
+        try:
+            async for event in self._answer(ctx, heard, early):
+                yield event
+        finally:
+            if early is not None:  # refused, answered without the model, or another request was sent
+                await early.aclose()
+
+    def _open_early(self, ctx: TurnContext) -> EarlyStream[Any] | None:
+        """Stage chat's early request (``[moderation] early_llm_request``): the request an allowed input
+        will send, opened before the verdict so that the model's time to first token overlaps the input's
+        moderation (:mod:`core.early`: nothing of it is read before the verdict). Only for text the local
+        rules pass unchanged (secrets, blocked patterns never leave early), answered from the prompt alone:
+        images, audio and a knowledge base need the verdict first."""
+        turn = ctx.turn
+        if not self.bot.config.moderation.early_llm_request or turn.images or turn.audio or self.knowledge:
+            return None
+        if not self.safety.moderator.remote_only(turn.text):  # local rules refuse or rewrite it: wait
+            return None
+        text = self.safety.redactor.redact(turn.text) if self.safety.redact_before_llm else turn.text
+        request = self._request(ctx, self._prompt(ctx, text, ctx.persona.history_budget))
+        if self.tools is not None and self.tools.offers(turn):
+            return self.tools.loop.open_early(request, turn)
+        return EarlyStream(request, self.llm.stream(request))
+
+    async def _answer(
+        self, ctx: TurnContext, heard: Heard | None, ahead: EarlyStream[Any] | None
+    ) -> AsyncIterator[ReplyEvent]:
+        """Stage chat after listening: moderate input, plugin, see, retrieve, generate, check, remember."""
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)
         ctx.note(verdict)
         if verdict.action is Action.REFUSE:
@@ -436,7 +477,7 @@ class Engine:
             return
 
         draft = Draft(self._prompt(ctx, user_text, ctx.persona.history_budget, retrieval), retrieval)
-        async for delta in self._generate(ctx, user_text, draft):
+        async for delta in self._generate(ctx, user_text, draft, ahead):
             yield delta
         if draft.error is not None:
             async for event in self._llm_failed(ctx, user_text, draft.text, draft.error):
@@ -453,21 +494,18 @@ class Engine:
             await self._remember(ctx, exchange, fold_before=fold_before, result=result)
         yield ReplyDone(result)
 
-    async def _generate(self, ctx: TurnContext, user_text: str, draft: Draft) -> AsyncIterator[ReplyDelta]:
+    async def _generate(
+        self, ctx: TurnContext, user_text: str, draft: Draft, ahead: EarlyStream[Any] | None = None
+    ) -> AsyncIterator[ReplyDelta]:
         """Stage generate: stream the LLM's reply, checking the output every ``MODERATION_STRIDE`` chars.
-        A context-length error before anything was shown retries once with half the history budget."""
-        persona = ctx.persona
-        budget = persona.history_budget
+        A context-length error before anything was shown retries once with half the history budget.
+        ``ahead``: the request opened before the verdict, used if it is the one this stage sends."""
+        budget = ctx.persona.history_budget
         checked = 0
         for attempt in (1, 2):
-            request = LLMRequest(
-                draft.prompt.messages,
-                persona.model or self.default_model,
-                persona.temperature,
-                persona.max_output_tokens,
-            )
+            request = self._request(ctx, draft.prompt)
             try:
-                async with aclosing(self._stream(ctx, request)) as events:
+                async with aclosing(self._stream(ctx, request, ahead)) as events:
                     async for event in events:
                         if isinstance(event, LLMEnd):
                             draft.finish_reason, draft.usage = event.finish_reason, event.usage
@@ -488,24 +526,30 @@ class Engine:
                     draft.error = exc
                     return
                 budget //= 2
+                ahead = None  # taken (and closed) by the first attempt
                 ctx.log.warning("context_too_long_retrying", budget=budget)
                 draft.prompt = self._prompt(ctx, user_text, budget, draft.retrieval)
             except LLMError as exc:
                 draft.error = exc
                 return
 
-    async def _stream(self, ctx: TurnContext, request: LLMRequest) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
+    async def _stream(
+        self, ctx: TurnContext, request: LLMRequest, ahead: EarlyStream[Any] | None = None
+    ) -> AsyncGenerator[LLMDelta | LLMEnd, None]:
         """The model's reply: one LLM stream, or the tool loop when the turn offers tools (core/tools).
         A proposed side-effecting call ends the reply with its question; ``ctx.confirm`` carries it for the
         deliveries' confirm / cancel buttons; ``ctx.meta`` any flags tools set (e.g. handoff)."""
         tools = self.tools
         if tools is None or not tools.offers(ctx.turn):
-            async with aclosing(self.llm.stream(request)) as plain:
+            opened = ahead.take(request) if ahead is not None else None
+            if ahead is not None and opened is None:
+                await ahead.aclose()  # opened with another request (a rewritten input): send this one
+            async with aclosing(opened or self.llm.stream(request)) as plain:
                 async for part in plain:
                     if isinstance(part, LLMDelta | LLMEnd):
                         yield part
             return
-        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta)) as looped:
+        async with aclosing(tools.loop.run(request, ctx.turn, meta=ctx.meta, early=ahead)) as looped:
             async for event in looped:
                 if isinstance(event, ToolEvent):
                     continue
@@ -556,6 +600,7 @@ class Engine:
 
     async def _command(self, ctx: TurnContext, call: CommandCall) -> AsyncIterator[ReplyEvent]:
         """Stage command: run a command's handler (admin check, argument moderation, output check)."""
+        ctx.started()  # a command's own work is not the turns' start
         command = self.commands.get(call.name)
         if command is None:
             yield ReplyDone(
@@ -751,6 +796,11 @@ class Engine:
         *head, last = prompt.messages  # the new user message carries the images as content parts
         return replace(prompt, messages=(*head, replace(last, images=ctx.images)))
 
+    def _request(self, ctx: TurnContext, prompt: Prompt) -> LLMRequest:
+        persona = ctx.persona
+        model = persona.model or self.default_model
+        return LLMRequest(prompt.messages, model, persona.temperature, persona.max_output_tokens)
+
     def _user_message(self, ctx: TurnContext, text: str) -> NewMessage:
         a = ctx.turn.author
         return NewMessage("user", text, self.counter.count(text), a.id, a.display_name, ctx.turn.turn_id)
@@ -768,6 +818,7 @@ class Engine:
         """Store a message the bot does not answer (channel chatter, a handed-off thread) as context for
         later turns, but only what would have been admitted: denied or blocked authors and refused text
         (planted instructions, abuse) never reach other users' prompts."""
+        ctx.started()  # moderation (a network wait) and a write, no model: other turns may start
         if not await self.safety.admission.may_store(ctx.turn):
             return
         verdict = await self.safety.moderator.check_input(ctx.turn, ctx.turn.text)

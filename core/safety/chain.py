@@ -50,6 +50,12 @@ class ModerationChain:
     async def check_input(self, turn: Turn, text: str) -> Verdict:
         return await self._check(turn, "input", text, final=True)
 
+    def remote_only(self, text: str) -> bool:
+        """True when the local rules find nothing in ``text`` (no invisible characters, no rule hit, so no
+        rewrite: secrets and blocked patterns included) and the endpoint is still to be asked: only a
+        network verdict is pending. The engine's early request (``early_llm_request``) waits for this."""
+        return self.endpoint is not None and not has_invisible(text) and not self.rules.check_input(text)
+
     async def check_output(self, turn: Turn, text: str, *, final: bool, since: int = 0) -> Verdict:
         if final or since <= 0:
             return await self._check(turn, "output", text, final=final)

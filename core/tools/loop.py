@@ -27,8 +27,9 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from core.early import EarlyStream
 from core.errors import ToolError, ToolTimeout, ToolUnavailable
-from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMRequest, LLMToolCalls, ToolCall
+from core.llm import LLM, ChatMessage, LLMDelta, LLMEnd, LLMEvent, LLMRequest, LLMToolCalls, ToolCall
 from core.tools import fence
 from core.tools.audit import ToolAudit
 from core.tools.function import FunctionTool
@@ -148,12 +149,32 @@ class ToolLoop:
         return self.registry.openai_tools(turn)
 
     async def run(
-        self, request: LLMRequest, turn: Turn, *, meta: dict[str, str] | None = None
+        self,
+        request: LLMRequest,
+        turn: Turn,
+        *,
+        meta: dict[str, str] | None = None,
+        early: EarlyStream[LLMEvent] | None = None,
     ) -> AsyncGenerator[LoopEvent, None]:
-        """Answer ``request`` (its messages: system prompt, history, the user's message), using tools."""
+        """Answer ``request`` (its messages: system prompt, history, the user's message), using tools.
+        ``early``: the first round's stream, opened before the input verdict (:meth:`open_early`); used
+        when it was opened with the request this round sends, closed otherwise."""
         offered = self.tools_for(turn)
-        async for event in self._rounds(request, list(request.messages), turn, offered, 0, meta or {}):
+        rounds = self._rounds(request, list(request.messages), turn, offered, 0, meta or {}, early)
+        async for event in rounds:
             yield event
+
+    def open_early(self, request: LLMRequest, turn: Turn) -> EarlyStream[LLMEvent]:
+        """Send the first round's request of :meth:`run` now; nothing of it is read until ``run`` takes it."""
+        tools = self.tools_for(turn) if self.options.max_rounds > 0 else []
+        first = self._round_request(request, list(request.messages), tools)
+        return EarlyStream(first, self.llm.stream(first))
+
+    @staticmethod
+    def _round_request(
+        base: LLMRequest, messages: list[ChatMessage], tools: list[dict[str, Any]]
+    ) -> LLMRequest:
+        return replace(base, messages=tuple(messages), tools=tools)
 
     async def resume(
         self, pending_id: str, turn: Turn, *, confirmed: bool, system: str, meta: dict[str, str] | None = None
@@ -202,6 +223,7 @@ class ToolLoop:
         offered: list[dict[str, Any]],
         start: int,
         meta: dict[str, str],
+        early: EarlyStream[LLMEvent] | None = None,
     ) -> AsyncGenerator[LoopEvent, None]:
         total = Usage()
         known = True
@@ -210,10 +232,14 @@ class ToolLoop:
         shown = False  # text went to the user in an earlier round: the next round's starts a new paragraph
         for rnd in range(start, self.options.max_rounds + 1):
             tools = offered if rnd < self.options.max_rounds else []
-            request = replace(base, messages=tuple(messages), tools=tools)
+            request = self._round_request(base, messages, tools)
             calls: tuple[ToolCall, ...] = ()
             said: list[str] = []
-            async with aclosing(self.llm.stream(request)) as events:
+            stream = early.take(request) if early is not None else None
+            if early is not None and stream is None:
+                await early.aclose()  # opened with another request: cancel it, send this one
+            early = None
+            async with aclosing(stream or self.llm.stream(request)) as events:
                 async for event in events:
                     if isinstance(event, LLMDelta):
                         if shown and not said:

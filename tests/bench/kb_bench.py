@@ -2,12 +2,13 @@
 
 Prints: lexical ingest of 1,000 synthetic pages (parse + chunk + screen + index + publish to Redis) and the
 re-ingest with nothing changed; ingest of the sample help centre with the embedded model (chunks/s, each
-chunk's text, heading and sentences embedded); query embedding p50/p95 (the question sets' questions);
-retrieval p50/p95 at 10,000 chunks, search alone and query embedding + search (``KnowledgeBase.retrieve``).
-numpy/BLAS threads as the bot has them (a question's forward pass pins itself to one BLAS thread:
-core/kb/minilm.py). The 10,000 chunks' vectors (text, heading, and 4-10 sentences each) are mixtures of the
-help centre's real MiniLM vectors (embedding 10,000 chunks here would take the bench an hour; the search cost
-does not depend on the values).
+chunk's text, heading and sentences embedded); query embedding p50/p95 (the question sets' questions), then
+per runtime (onnxruntime, the default when installed, and numpy, the fallback) the forward pass alone:
+p50/p95 and CPU ms per question; retrieval p50/p95 at 10,000 chunks, search alone and query embedding +
+search (``KnowledgeBase.retrieve``). BLAS and onnxruntime on one thread each, as the bot has them
+(core/kb/blas.py, core/kb/minilm_ort.py). The 10,000 chunks' vectors (text, heading, and 4-10 sentences
+each) are mixtures of the help centre's real MiniLM vectors (embedding 10,000 chunks here would take the
+bench an hour; the search cost does not depend on the values).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bots.loader import load_bot
+from core.kb import minilm_ort
 from core.kb import setup as kb_setup
 from core.kb.index import KbIndex
 from core.kb.ingest import ingest
-from core.kb.minilm import LocalEmbedder
+from core.kb.minilm import LocalEmbedder, MiniLM, shared_model
 from core.kb.retrieve import KnowledgeBase
 from core.kb.settings import KbConfig
 from core.kb.store import KbStore
@@ -131,6 +133,7 @@ async def main() -> int:
         t = time.perf_counter()
         await model.embed([q])
         embed_ms.append((time.perf_counter() - t) * 1000)
+    runtimes = _by_runtime(questions)
     # 10,000 chunks' vectors: random mixtures of three real chunk vectors plus noise, normalised.
     gen = np.random.default_rng(7)
     base, heads = help_centre.vectors.matrix, help_centre.vectors.heads
@@ -183,12 +186,34 @@ async def main() -> int:
         f"ingest with the embedded model, sample help centre: {real.chunks} chunks in {model_ingest:.1f} s = "
         f"{real.chunks / model_ingest:.2f} chunks/s (text + heading + sentence vectors, {model.model})"
     )
-    print(f"query embedding: {_pct(embed_ms)} ({len(embed_ms)} questions, {model.model})")
+    print(f"query embedding: {_pct(embed_ms)} ({len(embed_ms)} questions, {model.model}, {model.where})")
+    for runtime, (ms, cpu) in runtimes.items():
+        print(f"  forward pass on {runtime}: {_pct(ms)}, CPU {cpu:.2f} ms per question (one thread)")
     for name, ms in timings.items():
         where = f"{chunks} chunks ({sentence_rows} sentence vectors)"
         print(f"retrieval at {where}, {name}: {_pct(ms)} ({len(ms)} queries)")
     print(f"questions past the retrieve deadline (answered lexical): {lexical_turns} of 100")
     return 0
+
+
+def _by_runtime(questions: list[str]) -> dict[str, tuple[list[float], float]]:
+    """Each runtime's forward pass on the questions one at a time (no cache, no thread hop): wall ms per
+    question and mean CPU ms per question, after a warm-up pass."""
+    models = {"numpy": MiniLM.load(runtime="numpy")}
+    if minilm_ort.available():
+        models["onnxruntime"] = shared_model() if shared_model().runtime == "onnxruntime" else MiniLM.load()
+    out = {}
+    for runtime, m in sorted(models.items()):
+        for q in questions:
+            m.encode([q])
+        ms = []
+        cpu = time.process_time()
+        for q in questions:
+            t = time.perf_counter()
+            m.encode([q])
+            ms.append((time.perf_counter() - t) * 1000)
+        out[runtime] = (ms, (time.process_time() - cpu) * 1000 / len(questions))
+    return out
 
 
 def _pct(ms: list[float]) -> str:

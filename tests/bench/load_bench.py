@@ -201,6 +201,8 @@ class BotProcess:
         profile_to: Path | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.processes = int(env.get("PARLEY_WORKER_PROCESSES", "1"))
+        self.worker_children = self.processes > 1
         self.log_path = workdir / "bot.log"
         self._ready = f'"{ready_event}"'
         self._log = self.log_path.open("wb")
@@ -220,14 +222,23 @@ class BotProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     async def ready(self, within: float = 60.0) -> None:
+        """Its platform connected and every worker started (its worker processes' too: they log here)."""
         deadline = time.monotonic() + within
-        while self._ready not in self.output():
+        while self._ready not in self.output() or self._workers_started() < self.processes:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bot did not get ready:\n{self.output()}")
             await asyncio.sleep(0.05)
 
+    def _workers_started(self) -> int:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace").count('"worker_started"')
+
     def cpu(self) -> float | None:
-        return cpu_seconds(self.proc.pid)
+        """The bot's CPU, with its worker processes' (``PARLEY_WORKER_PROCESSES``) when it has some."""
+        own = cpu_seconds(self.proc.pid)
+        if own is None or not self.worker_children:
+            return own
+        return own + self.children_cpu()
 
     def start_profile(self) -> None:
         """A profiled bot starts counting now (SIGUSR1; load_bot enables its profiler)."""
@@ -292,7 +303,13 @@ def print_profile(path: Path, top: int = 30) -> None:
         print(out.getvalue().strip("\n"), file=sys.stderr)
 
 
-def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int | None) -> dict[str, str]:
+def bot_env(
+    redis_url: str,
+    llm: FakeOpenAI,
+    discord: FakeDiscord,
+    workers: int | None,
+    worker_processes: int | None = None,
+) -> dict[str, str]:
     prefixes = ("PARLEY_", "OPENAI_", "REDIS_", "DISCORD_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
@@ -315,6 +332,8 @@ def bot_env(redis_url: str, llm: FakeOpenAI, discord: FakeDiscord, workers: int 
     )
     if workers is not None:
         env["PARLEY_WORKERS"] = str(workers)
+    if worker_processes is not None:
+        env["PARLEY_WORKER_PROCESSES"] = str(worker_processes)
     return env
 
 
@@ -563,6 +582,7 @@ class BenchInfo:
     shipped_cap: int
     workers: int
     workers_set: bool  # --workers changed PARLEY_WORKERS from the shipped default
+    worker_processes: int  # PARLEY_WORKER_PROCESSES (--worker-processes)
     delivery_slots: int
     edit_interval: float
     profile: LLMProfile
@@ -573,18 +593,19 @@ class BenchInfo:
         )
     )
     topology: str = (
-        "bot: its own process (parley run: Discord adapter + Redis queue + worker); this process: fake "
-        "Discord + fake LLM + the driver; redis-server: its own process"
+        "bot: its own process (parley run: Discord adapter + Redis queue + worker, and its worker processes "
+        "if any); this process: fake Discord + fake LLM + the driver; redis-server: its own process"
     )
 
 
-def bench_info(profile: LLMProfile, workers: int | None) -> BenchInfo:
+def bench_info(profile: LLMProfile, workers: int | None, worker_processes: int | None = None) -> BenchInfo:
     spec = load_bot("arcade")
     discord = spec.platform_config("discord")
     return BenchInfo(
         shipped_cap=spec.config.limits.max_concurrent_per_workspace,
         workers=workers or int(Settings.model_fields["parley_workers"].default),
         workers_set=workers is not None,
+        worker_processes=worker_processes or int(Settings.model_fields["parley_worker_processes"].default),
         delivery_slots=int(DiscordSettings.model_fields["max_concurrent_turns"].default),
         edit_interval=float(
             discord.get("edit_interval", DiscordSettings.model_fields["edit_interval"].default)
@@ -608,6 +629,7 @@ async def bench(
     workers: int | None = None,
     time_limit: float = 90.0,
     idle_seconds: float = 0.0,
+    worker_processes: int | None = None,
 ) -> Outcome:
     """Run ``plan`` (one bot process per cap, runs in order) and return one Result per Run, and the
     shipped bot's idle CPU over ``idle_seconds`` after its runs (0: not measured)."""
@@ -634,7 +656,7 @@ async def bench(
                 ]
                 for k, run in enumerate(plan)
             }
-            env = bot_env(redis_url, llm, discord, workers)
+            env = bot_env(redis_url, llm, discord, workers, worker_processes)
             for cap in dict.fromkeys(run.cap for run in plan):
                 await _flush(redis_url)  # each bot process starts on an empty Redis
                 name = "shipped" if cap is None else f"cap-{cap}"
@@ -833,6 +855,7 @@ def report(results: list[Result], info: BenchInfo, idle: Idle | None = None) -> 
         f"{pr.reply_tokens} tokens per reply",
         f"arcade as shipped: max_concurrent_per_workspace={info.shipped_cap}, "
         f"PARLEY_WORKERS={info.workers}{' (set by --workers)' if info.workers_set else ''}, "
+        f"PARLEY_WORKER_PROCESSES={info.worker_processes}, "
         f"DISCORD_MAX_CONCURRENT_TURNS={info.delivery_slots}, edit_interval={info.edit_interval:g} s",
         f"{info.topology}",
         f"CPU: {info.cpu_source}; times over answered turns only",
@@ -861,6 +884,9 @@ def cli() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="users at once")
     parser.add_argument("--no-cap-run", action="store_true", help=f"skip N={CAP_N} with a cap of {CAP}")
     parser.add_argument("--workers", type=int, default=None, help="PARLEY_WORKERS (default: as shipped)")
+    parser.add_argument(
+        "--worker-processes", type=int, default=None, help="PARLEY_WORKER_PROCESSES (default: as shipped)"
+    )
     parser.add_argument("--first-token", type=float, default=0.3, help="seconds to the first token")
     parser.add_argument("--tokens-per-s", type=float, default=60.0)
     parser.add_argument("--reply-tokens", type=int, default=70)
@@ -883,9 +909,10 @@ def cli() -> int:
                     workers=args.workers,
                     time_limit=args.time_limit,
                     idle_seconds=args.idle_seconds,
+                    worker_processes=args.worker_processes,
                 )
             )
-        info = bench_info(profile, args.workers)
+        info = bench_info(profile, args.workers, args.worker_processes)
         print(report(outcome.results, info, outcome.idle), flush=True)
         payload["discord"] = {
             "info": asdict(info),

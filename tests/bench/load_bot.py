@@ -38,21 +38,26 @@ def main() -> int:
     parser.add_argument(
         "--cap", type=int, default=None, help="max_concurrent_per_workspace (default: shipped)"
     )
+    parser.add_argument("--workers-only", action="store_true", help="a worker process of the bench's bot")
     args = parser.parse_args()
     try:
         app = load_app_settings()
         configure_logging(app.core)
         spec = with_cap(load_bot(args.bot), args.cap)
-        run_args = argparse.Namespace(platform=None, workers_only=False, adapters_only=False)
+        run_args = argparse.Namespace(platform=None, workers_only=args.workers_only, adapters_only=False)
+        # PARLEY_WORKER_PROCESSES: the worker processes run this module too (the same cap)
+        workers_argv = [sys.executable, "-m", "tests.bench.load_bot", "--bot", args.bot, "--workers-only"]
+        if args.cap is not None:
+            workers_argv += ["--cap", str(args.cap)]
         profile_to = os.environ.get("BENCH_PROFILE")  # a path: cProfile the bot, stats written there
-        if not profile_to:
-            return asyncio.run(_run(run_args, app, spec))
+        if not profile_to or args.workers_only:  # (the main process only)
+            return asyncio.run(_run(run_args, app, spec, workers_argv=workers_argv))
         # CPU time, not wall time (waiting in epoll costs nothing), from SIGUSR1 on: the bench sends it after
         # the warm-up turn, so start-up imports stay out of the profile.
         profiler = cProfile.Profile(time.process_time)
         signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
         try:
-            return asyncio.run(_run(run_args, app, spec))
+            return asyncio.run(_run(run_args, app, spec, workers_argv=workers_argv))
         finally:
             profiler.disable()
             profiler.dump_stats(profile_to)

@@ -4,9 +4,9 @@ The bot is a real ``parley run --bot support`` process (:mod:`tests.bench.load_b
 Socket Mode, the Redis queue and a worker, with the real slack-bolt / slack-sdk, openai and redis-py
 clients, its MCP tools server, strict moderation and knowledge-base retrieval as shipped). This process hosts
 the test suite's fake Slack (Web API + Socket Mode websocket) and fake OpenAI-compatible server (chat,
-moderations), and starts a redis-server; the knowledge base is ingested from ``bots/support/kb`` (lexical, as
-shipped without an embeddings endpoint) before the bot starts. Everything is on 127.0.0.1; the fake LLM as in
-:mod:`tests.bench.load_bench`.
+moderations), and starts a redis-server; the knowledge base is ingested from ``bots/support/kb`` (hybrid
+with the embedded model, as shipped without an embeddings endpoint) before the bot starts. Everything is on
+127.0.0.1; the fake LLM as in :mod:`tests.bench.load_bench`.
 
 Per N: first visible text p50/p95 (the envelope sent -> the bot's first ``chat.startStream`` or
 ``chat.postMessage`` in that channel, as the fake Slack records it), whole answer p50/p95 (-> the last
@@ -301,7 +301,8 @@ def report(results: list[Result], profile: LLMProfile, idle: Idle | None) -> str
         f"fake LLM: first token {profile.first_token * 1000:.0f} ms, {profile.tokens_per_s:g} tokens/s, "
         f"{profile.reply_tokens} tokens per reply",
         f"support as shipped: max_concurrent_per_workspace={cap}, "
-        f"moderation {spec.config.moderation.profile}, knowledge base (lexical), MCP tools, Socket Mode, "
+        f"moderation {spec.config.moderation.profile}, knowledge base (hybrid, embedded model), MCP tools, "
+        "Socket Mode, "
         f"streaming={slack.get('streaming', 'auto')}, edit_interval={slack.get('edit_interval', 1.0):g} s",
         "bot: its own process (parley run: Slack adapter + Redis queue + worker; its MCP tools server a "
         "child); this process: fake Slack + fake LLM + the driver; redis-server: its own process",

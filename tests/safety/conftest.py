@@ -29,14 +29,18 @@ CORPUS = Path(__file__).parent / "corpus"
 
 class ModerationFake(FakeOpenAI):
     """The shared fake, with ``scores = {"word": ("category", score)}``: input containing the word gets that
-    score (the base fake only knows ``flagged_words`` -> harassment 0.97)."""
+    score (the base fake only knows ``flagged_words`` -> harassment 0.97). ``verdicts_held``: an event the
+    moderation answers wait for (what happens while a verdict is pending)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scores: dict[str, tuple[str, float]] = {}
+        self.verdicts_held: asyncio.Event | None = None  # set: moderation answers wait until it is set
 
     async def _moderations(self, request: web.Request) -> web.Response:
         body = await self._record(request)
+        if self.verdicts_held is not None:
+            await self.verdicts_held.wait()
         behaviour = self.moderation_behaviour
         if isinstance(behaviour, Hang):
             await asyncio.sleep(behaviour.seconds)

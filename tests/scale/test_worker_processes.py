@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from core.ops.processes import child_env
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, Reply, last_user_text
 from tests.scale.helpers import (
@@ -194,3 +198,76 @@ async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigter
 async def _settle() -> None:
     """Give a wrong second reply time to appear before counting."""
     await asyncio.sleep(1.0)
+
+
+def _logged(output: str, event: str) -> list[dict[str, Any]]:
+    lines = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
+async def test_parley_run_starts_supervises_and_stops_its_worker_processes(
+    redis_url: str, fake_openai: FakeOpenAI, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    env = worker_env(
+        redis_url,
+        fake_openai.base_url,
+        parley_ops_port=0,
+        parley_worker_processes=3,
+        discord_token="test-token",
+        discord_api_url="http://127.0.0.1:9/api",
+    )
+    argv = ["-m", "bots", "run", "--bot", "arcade", "--workers-only"]
+    proc = WorkerProcess(env, tmp_path / "cli.log", argv=argv)  # the children log to the same file
+    workers.append(proc)
+
+    def log_of(event: str) -> list[dict[str, Any]]:
+        return _logged(proc.log_path.read_text(errors="replace"), event)
+
+    async def serving() -> bool:
+        assert proc.proc.poll() is None, f"parley run exited early:\n{proc.output()}"
+        return len(log_of("worker_started")) >= 3
+
+    await eventually(serving, within=40, what="3 workers started")  # this process and its 2 children
+    first = {line["index"]: line["pid"] for line in log_of("worker_process_started")}
+    assert sorted(first) == [1, 2]
+    victim = first[1]
+    os.kill(victim, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return len(log_of("worker_process_started")) == 3 and len(log_of("worker_started")) == 4
+
+    await eventually(restarted, within=40, what="the killed worker process started again")
+    (exited,) = log_of("worker_process_exited")
+    assert (exited["index"], exited["pid"], exited["code"]) == (1, victim, -signal.SIGKILL)
+    children = [line["pid"] for line in log_of("worker_process_started")[-2:]]
+
+    proc.signal(signal.SIGTERM)  # forwarded: every process shuts down, within the same bound
+    assert await proc.wait(within=15) == 0, proc.output()
+    assert sorted(line["pid"] for line in log_of("worker_process_stopped")) == sorted(children)
+    assert not log_of("worker_process_killed")
+    assert len(log_of("shut_down")) == 3
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_worker_processes_get_their_own_ports_and_no_children() -> None:
+    env = child_env({"PARLEY_WORKER_PROCESSES": "4", "PORT": "3000", "KEEP": "x"}, 2, ops_port=9090)
+    assert env == {"PARLEY_WORKER_PROCESSES": "1", "PORT": "0", "PARLEY_OPS_PORT": "9092", "KEEP": "x"}
+    assert child_env({}, 1, ops_port=0)["PARLEY_OPS_PORT"] == "0"
+
+
+def test_worker_processes_need_the_queue(tmp_path: Path) -> None:
+    env = worker_env("redis://127.0.0.1:9", "http://127.0.0.1:9/v1", parley_worker_processes=2)
+    env["PARLEY_QUEUE"] = "false"
+    done = subprocess.run(
+        [sys.executable, "-m", "bots", "run", "--bot", "arcade"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "PARLEY_WORKER_PROCESSES > 1 needs the turn queue" in done.stderr
