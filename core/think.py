@@ -23,6 +23,8 @@ def strip_think(text: str) -> str:
 
 def _partial_suffix(text: str, tag: str) -> int:
     """Length of the longest end of ``text`` that is a proper start of ``tag`` (case-insensitive)."""
+    if "<" not in text[1 - len(tag) :]:  # every start of a tag begins with "<": the common case, per token
+        return 0
     low = text[-len(tag) :].lower()
     for n in range(min(len(low), len(tag) - 1), 0, -1):
         if tag.startswith(low[-n:]):
@@ -40,6 +42,9 @@ class ThinkFilter:
 
     def feed(self, delta: str) -> str:
         self._buf += delta
+        if self._started and not self._inside and "<" not in self._buf:
+            text, self._buf = self._buf, ""  # no tag can start here: all of it may be shown
+            return text
         out: list[str] = []
         while self._buf:
             if self._inside:

@@ -19,6 +19,7 @@ A second SIGTERM/SIGINT skips the waiting.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import Awaitable, Sequence
@@ -40,6 +41,16 @@ class Servable(Protocol):
     async def serve(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def freeze_startup_objects() -> int:
+    """Keep what start-up built (modules, the runtime, a knowledge index: ~220k objects) out of the cyclic
+    collector's full passes, which walk every tracked object: ~140 ms of CPU each, landing on whichever reply
+    allocates at the time. Start-up's garbage goes first (a frozen cycle is never freed). Returns how many
+    objects are frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 async def serve(
@@ -69,7 +80,10 @@ async def serve(
     installed: list[signal.Signals] = []
     # Only the main thread may take signals (``parley`` run in-process by a test or an embedding program is on
     # another thread, and stops through ``stop``).
-    if handle_signals and threading.current_thread() is threading.main_thread():
+    # The same test tells whether this is ``parley run``'s own process: only then is start-up frozen.
+    own_process = handle_signals and threading.current_thread() is threading.main_thread()
+    if own_process:
+        freeze_startup_objects()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
             installed.append(sig)

@@ -6,6 +6,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from core.console.places import encode_place
 from core.console.search import SearchIndex, highlight, terms
 from core.keys import KeySpace
 from core.memory import NewMessage
@@ -68,3 +69,19 @@ async def test_a_turn_is_searchable_once_written(runtime_factory: RuntimeFactory
         found = await rt.stats.search.search("Q7781 mulder")
     assert [h.place.thread for h in found.hits] == ["t1"]
     assert next(m.text for m, _ in found.hits[0].lines) == "my parcel Q7781 never came"
+
+
+async def test_a_write_indexes_every_term_in_one_command_with_the_ttl(redis_client: aioredis.Redis) -> None:
+    # redis-py packs each command in Python: two per term (ZADD + EXPIRE) were ~80 commands for a reply.
+    index = SearchIndex(redis_client, KEYS, ttl_seconds=3600)
+    place = Place("slack", "T1", "C9", "9.9")
+    async with redis_client.pipeline(transaction=False) as pipe:
+        index.queue(pipe, place, ["refund for order A1001 please", "Dana"], now=1_700_000_000.5)
+        assert len(pipe) == 1
+        await pipe.execute()
+    for term in ("refund", "order", "a1001", "please", "dana"):
+        assert await redis_client.zscore(index.key(term), encode_place(place)) == 1_700_000_000.5
+        assert 3590 < await redis_client.ttl(index.key(term)) <= 3600
+    async with redis_client.pipeline(transaction=False) as pipe:
+        index.queue(pipe, place, ["a ?!"])  # no terms: nothing to send
+        assert len(pipe) == 0

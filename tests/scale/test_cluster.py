@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from bots.loader import load_bot
+from core.console.places import encode_place
+from core.console.search import SearchIndex
 from core.kb.retrieve import KnowledgeBase
 from core.kb.store import KbStore
 from core.keys import KeySpace
@@ -196,3 +198,8 @@ async def test_deferred_riders_keep_the_stored_bytes_budget_and_reach_redis_on_a
     async with connect(cluster.url) as connection:  # the last turn's riders went out at shutdown
         index = await connection.client.smembers(keys.user_conversations("test", "u-last"))
         assert index == {keys.conversation(turn("x", thread="sb-last").place)}
+        # The console's search index (one script over the terms' sets, which share a slot) got there too.
+        term = SearchIndex(connection.client, keys, ttl_seconds=60).key("hello")
+        member = encode_place(turn("x", thread="sb-last").place)
+        assert await connection.client.zscore(term, member) is not None
+        assert await connection.client.ttl(term) > 0
