@@ -21,7 +21,10 @@ class Embedder(Protocol):
     model: str
     where: str  # for messages: "in process (...)" or the endpoint's URL (no credentials)
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed(self, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
+        """Unit vectors for ``texts``. ``keep=False`` for a user's words (a question): an embedder that
+        keeps vectors (the embedded model's disk cache) must not keep these."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -62,8 +65,8 @@ class OpenAIEmbedder:
         # The message may quote the request; the status and class are enough to act on.
         return EmbeddingError(f"embeddings endpoint {self.where} failed ({what}): {fix}")
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        out: list[list[float]] = []
+    async def embed(self, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
+        out: list[list[float]] = []  # nothing is kept here: ``keep`` is for embedders that cache
         for start in range(0, len(texts), self._batch):
             batch = list(texts[start : start + self._batch])
             try:

@@ -326,12 +326,14 @@ class LocalEmbedder:
     def model_sync(self) -> MiniLM:
         return shared_model()
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        matrix = await asyncio.to_thread(self._embed, list(texts))
+    async def embed(self, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
+        # A question (keep=False) is embedded and dropped: the knowledge base never stores user text, and a
+        # vector keyed by the text's hash on disk would be a record of what was asked.
+        matrix = await asyncio.to_thread(self._embed, list(texts), keep)
         return matrix.tolist()  # type: ignore[no-any-return]
 
-    def _embed(self, texts: list[str]) -> F32:
-        if self._cache is None or self._cache_failed:
+    def _embed(self, texts: list[str], keep: bool = True) -> F32:
+        if not keep or self._cache is None or self._cache_failed:
             return shared_model().encode(texts)
         try:
             hits = self._cache.get(texts)

@@ -266,7 +266,7 @@ class KnowledgeBase:
             return None
         try:
             async with asyncio.timeout(self.cfg.retrieve_deadline):
-                qvec = (await self.embedder.embed([query]))[0]
+                qvec = (await self.embedder.embed([query], keep=False))[0]
         except TimeoutError:
             await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
             return None

@@ -30,7 +30,7 @@ class VectorCache:
         self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
-        if not self._ready:  # once per process: a question's lookup should not re-create the file's schema
+        if not self._ready:  # once per process, not on every lookup
             self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         if not self._ready:

@@ -121,7 +121,7 @@ class CachedEmbedder:
         self.where = inner.where
         self._cache: dict[str, list[float]] = {}
 
-    async def embed(self, texts: Any) -> list[list[float]]:
+    async def embed(self, texts: Any, *, keep: bool = True) -> list[list[float]]:
         missing = [t for t in texts if t not in self._cache]
         if missing:
             self._cache.update(zip(missing, await self.inner.embed(missing), strict=True))

@@ -3,6 +3,8 @@ ingest see with no embeddings server at all."""
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,26 @@ async def test_a_model_change_without_reingest_is_detected_and_logged_once(
     same.index = index
     result = await same.retrieve("my money has not come back after I sent the kettle back")
     assert result.mode == "hybrid" and result.hits[0].chunk.source == "kb/returns/refunds.md"
+
+
+async def test_a_question_is_embedded_and_dropped_not_kept_in_the_vector_cache(
+    redis_client: aioredis.Redis, help_centre: Path, tmp_path: Path
+) -> None:
+    """The knowledge base never stores user text: the disk cache keeps the help centre's vectors (keyed by
+    the text's hash), never a question's (it was kept, and so a record of what was asked)."""
+    embedder = LocalEmbedder(tmp_path / "vectors")
+    await run_ingest(redis_client, help_centre.parent, embedder=embedder)
+    kb = KnowledgeBase(kb_cfg(retrieve_deadline=30), None, embedder)  # no timing in tests
+    kb.index = await KbStore(redis_client, KeySpace("testbot")).load()
+    (db,) = (tmp_path / "vectors").glob("*.sqlite")
+    with sqlite3.connect(db) as conn:
+        (before,) = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()
+    question = "my money has not come back after I sent the kettle back"
+    result = await kb.retrieve(question)
+    assert result.mode == "hybrid" and result.hits
+    with sqlite3.connect(db) as conn:
+        (after,) = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()
+        asked = conn.execute(
+            "SELECT COUNT(*) FROM vectors WHERE key = ?", (hashlib.sha256(question.encode()).digest(),)
+        ).fetchone()
+    assert before > 0 and after == before and asked == (0,)
