@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -443,6 +444,18 @@ async def wait_until_settled(
     )
 
 
+_serial = itertools.count(1)
+UNIQUE_TEXTS = False  # --unique-texts: every message a text never sent before (set by cli())
+
+
+def message_text(template: str, i: int) -> str:
+    """The text user ``i`` sends. As shipped the texts repeat across runs, so the bot's in-process moderation
+    cache answers repeats (figures stay comparable with earlier sessions); ``--unique-texts`` makes every
+    message new, as real users' are: each pays its moderation requests (and, on Slack, its embedding)."""
+    text = template.format(i=i)
+    return f"{text} (message {next(_serial)})" if UNIQUE_TEXTS else text
+
+
 async def measure(
     run: Run,
     channels: list[Channel],
@@ -462,7 +475,7 @@ async def measure(
         for i, channel in enumerate(batch):
             channel.sent_at = time.monotonic()
             await discord.send_message(
-                f"hi, I'm player {i}: tell me something fun",
+                message_text("hi, I'm player {i}: tell me something fun", i),
                 author=channel.user,
                 channel=channel.data,
                 mention_bot=True,
@@ -844,7 +857,15 @@ def idle_line(idle: Idle | None) -> list[str]:
 def load_line() -> str:
     """The machine's load while the bench ran: other processes share the cores."""
     one, five, fifteen = os.getloadavg()
-    return f"machine: {os.cpu_count()} cores, load average {one:.2f} {five:.2f} {fifteen:.2f} (at the end)"
+    texts = (
+        "every message new (--unique-texts)"
+        if UNIQUE_TEXTS
+        else "repeated across runs (moderation cache hits)"
+    )
+    return (
+        f"machine: {os.cpu_count()} cores, load average {one:.2f} {five:.2f} {fifteen:.2f} (at the end)\n"
+        f"texts: {texts}"
+    )
 
 
 def report(results: list[Result], info: BenchInfo, idle: Idle | None = None) -> str:
@@ -882,6 +903,9 @@ def cli() -> int:
         "--platform", choices=("discord", "slack", "both"), default="both", help="which bot to load"
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 128], help="users at once")
+    parser.add_argument(
+        "--unique-texts", action="store_true", help="every message a new text (no moderation-cache repeats)"
+    )
     parser.add_argument("--no-cap-run", action="store_true", help=f"skip N={CAP_N} with a cap of {CAP}")
     parser.add_argument("--workers", type=int, default=None, help="PARLEY_WORKERS (default: as shipped)")
     parser.add_argument(
@@ -896,6 +920,8 @@ def cli() -> int:
     )
     parser.add_argument("--json", type=Path, default=ROOT / ".parley" / "bench-load.json")
     args = parser.parse_args()
+    global UNIQUE_TEXTS
+    UNIQUE_TEXTS = args.unique_texts
     profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)
     payload: dict[str, Any] = {}
     if args.platform in ("discord", "both"):

@@ -33,6 +33,7 @@ from typing import Any
 
 from bots.loader import load_bot
 from core.redis_server import RedisServer
+from tests.bench import load_bench
 from tests.bench.load_bench import (
     ROOT,
     Idle,
@@ -198,7 +199,7 @@ async def measure(
     for batch in rounds(channels, run.n):
         for i, channel in enumerate(batch):
             channel.sent_at = time.monotonic()
-            text = QUESTION.format(i=i)
+            text = load_bench.message_text(QUESTION, i)
             await slack.send_envelope(rq.app_mention(text, user=channel.user, channel=channel.id))
         await wait_until_settled(batch, slack, llm, expected, refusals, deadline=started + time_limit)
     elapsed = time.monotonic() - started
