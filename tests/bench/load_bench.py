@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import io
 import itertools
 import json
@@ -922,6 +923,8 @@ def cli() -> int:
     args = parser.parse_args()
     global UNIQUE_TEXTS
     UNIQUE_TEXTS = args.unique_texts
+    # Run as `python -m`, this module is __main__; the Slack variant reads the imported copy's flag.
+    importlib.import_module("tests.bench.load_bench").UNIQUE_TEXTS = args.unique_texts
     profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)
     payload: dict[str, Any] = {}
     if args.platform in ("discord", "both"):
