@@ -119,6 +119,23 @@ def _layer_norm(x: F32, weight: F32, bias: F32, eps: float = EPS) -> F32:
     return out
 
 
+def attend(qkv: F32, bias: F32, scale: np.float32) -> F32:
+    """Self-attention of one layer: ``qkv`` (batch, width, 3, heads, d) -> the context (batch * width,
+    heads * d); ``bias`` is added to the scores before the softmax (padding: -1e9)."""
+    batch, width, _, heads, d = qkv.shape
+    # Contiguous heads: numpy's stacked matmul takes BLAS only on contiguous operands (a
+    # transposed view falls back to a loop that is 10x slower).
+    q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
+    k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
+    v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
+    scores = (q @ k) * scale + bias
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    ctx: F32 = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, heads * d)
+    return ctx
+
+
 @dataclass(frozen=True)
 class _Layer:
     qkv: F32  # (384, 1152): query, key and value projections side by side, one GEMM
@@ -178,16 +195,7 @@ class NumpyForward:
         scale = np.float32(1 / math.sqrt(d))
         for layer in self._layers:
             qkv = (x @ layer.qkv + layer.qkv_bias).reshape(batch, width, 3, h, d)
-            # Contiguous heads: numpy's stacked matmul takes BLAS only on contiguous operands (a
-            # transposed view falls back to a loop that is 10x slower).
-            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
-            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
-            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
-            scores = (q @ k) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, self.dims)
+            ctx = attend(qkv, bias, scale)
             x = _layer_norm(ctx @ layer.out + layer.out_bias + x, *layer.ln1)
             up = _gelu(x @ layer.up + layer.up_bias)
             x = _layer_norm(up @ layer.down + layer.down_bias + x, *layer.ln2)

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from core.kb import minilm
 from core.kb import setup as kb_setup
 from core.kb.index import KbIndex
-from core.kb.minilm import _gelu, _layer_norm
+from core.kb.minilm import _gelu, _layer_norm, attend
 from tests.bench import kb_eval
 
 F32 = npt.NDArray[np.float32]
@@ -128,14 +128,7 @@ class MPNet:
         scale = np.float32(1 / math.sqrt(d))
         for layer in self.layers:
             qkv = (x @ layer["qkv"] + layer["qkv_b"]).reshape(b, width, 3, h, d)
-            q = np.ascontiguousarray(qkv[:, :, 0].transpose(0, 2, 1, 3))
-            k = np.ascontiguousarray(qkv[:, :, 1].transpose(0, 2, 3, 1))
-            v = np.ascontiguousarray(qkv[:, :, 2].transpose(0, 2, 1, 3))
-            scores = (q @ k) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b * width, self.dims)
+            ctx = attend(qkv, bias, scale)
             x = _layer_norm(ctx @ layer["o"] + layer["o_b"] + x, *layer["ln1"], eps=1e-5)
             up = _gelu(x @ layer["up"] + layer["up_b"])
             x = _layer_norm(up @ layer["down"] + layer["down_b"] + x, *layer["ln2"], eps=1e-5)

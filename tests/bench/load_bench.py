@@ -428,18 +428,20 @@ async def settle(
 
 
 async def wait_until_settled(
-    channels: list[Channel],
-    discord: FakeDiscord,
+    channels: list[Any],
+    fake: Any,
     llm: FakeOpenAI,
     expected: str,
     refusals: Refusals,
     *,
     deadline: float,
+    classify: Callable[[Any, Any, str, Refusals], None] = classify,
 ) -> None:
+    """Until ``channels`` settle on ``fake`` (the fake Discord, or the fake Slack with its ``classify``)."""
     await settle(
         channels,
-        lambda: classify(channels, discord, expected, refusals),
-        lambda: len(discord.calls),
+        lambda: classify(channels, fake, expected, refusals),
+        lambda: len(fake.calls),
         llm,
         deadline=deadline,
     )

@@ -54,9 +54,9 @@ from tests.bench.load_bench import (
     result_of,
     rounds,
     running_bot,
-    settle,
     table,
     targets,
+    wait_until_settled,
 )
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack
@@ -163,24 +163,6 @@ def timings(channels: Iterable[Channel], slack: FakeSlack, since: int) -> dict[s
     return methods
 
 
-async def wait_until_settled(
-    channels: list[Channel],
-    slack: FakeSlack,
-    llm: FakeOpenAI,
-    expected: str,
-    refusals: Refusals,
-    *,
-    deadline: float,
-) -> None:
-    await settle(
-        channels,
-        lambda: classify(channels, slack, expected, refusals),
-        lambda: len(slack.calls),
-        llm,
-        deadline=deadline,
-    )
-
-
 async def measure(
     run: Run,
     channels: list[Channel],
@@ -201,7 +183,9 @@ async def measure(
             channel.sent_at = time.monotonic()
             text = load_bench.message_text(QUESTION, i)
             await slack.send_envelope(rq.app_mention(text, user=channel.user, channel=channel.id))
-        await wait_until_settled(batch, slack, llm, expected, refusals, deadline=started + time_limit)
+        await wait_until_settled(
+            batch, slack, llm, expected, refusals, deadline=started + time_limit, classify=classify
+        )
     elapsed = time.monotonic() - started
     cpu_after, driver_cpu = bot.cpu(), time.process_time() - driver_before
     methods = timings(channels, slack, since)
@@ -224,7 +208,9 @@ async def warm_up(slack: FakeSlack, llm: FakeOpenAI, profile: LLMProfile, refusa
     """One turn through the fresh process (imports, pools, first connections), not measured."""
     channel = Channel("C0WARMUP", "U0WARMUP")
     await slack.send_envelope(rq.app_mention(QUESTION.format(i="w"), user=channel.user, channel=channel.id))
-    await wait_until_settled([channel], slack, llm, profile.text(), refusals, deadline=time.monotonic() + 30)
+    await wait_until_settled(
+        [channel], slack, llm, profile.text(), refusals, deadline=time.monotonic() + 30, classify=classify
+    )
     if channel.kind != "reply":
         raise RuntimeError(f"warm-up turn got no reply ({channel.kind}: {channel.text!r})")
 
