@@ -54,9 +54,13 @@ run: $(STAMP) $(SUPPORT_DB)  ## run a bot on its platforms
 # Four workers on two cores (pytest-xdist): a test mostly waits (sockets, subprocesses, redis-server), so
 # extra workers fill the gaps (here: 3 workers 174 s, 4 workers 153 s, one process ~380 s); loadgroup keeps
 # the tests sharing one browser or one Redis Cluster / Sentinel group (xdist_group marks) on one worker. PYTEST_WORKERS=0 runs in this process (a debugger, -x, -s).
+# PYTHONDONTWRITEBYTECODE= (empty: off): the suite's processes keep compiled modules and pytest's rewritten test
+# modules in __pycache__ (gitignored). With it set (some images and sandboxes set it), every worker re-parses
+# and re-rewrites all 130 test modules (~6 s of CPU each) and every `parley` process it starts re-compiles
+# core/, adapters/ and bots/.
 PYTEST_WORKERS ?= 4
 test: $(STAMP) browser  ## the whole suite
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The console's browser tests drive Debian's chromium through its matching chromium-driver (nothing is
 # downloaded by selenium). Installed here when missing and we are root (CI is); otherwise say what to run.

@@ -88,13 +88,16 @@ async def test_missing_source_is_a_clear_error(redis_url: str) -> None:
 
 
 async def test_check_probes_the_embeddings(fake_openai: FakeOpenAI, redis_url: str) -> None:
-    _, out, _ = await parley("check", "--bot", "support", env=llm_env(fake_openai, redis_url))
+    # The support bot's orders server (an MCP process per `check`, ~1.7 s of CPU each) plays no part here:
+    # tests/tools/test_check.py checks its line.
+    base = {**llm_env(fake_openai, redis_url), "PARLEY_MCP": "false"}
+    _, out, _ = await parley("check", "--bot", "support", env=base)
     assert "kb: hybrid retrieval (BM25 + all-MiniLM-L6-v2, in process" in out  # the embedded default
     assert "embeddings: ok (all-MiniLM-L6-v2, 384 dimensions" in out
-    env = {**llm_env(fake_openai, redis_url), "EMBEDDINGS_LOCAL": "false"}
+    env = {**base, "EMBEDDINGS_LOCAL": "false"}
     _, out, _ = await parley("check", "--bot", "support", env=env)
     assert "kb: lexical-only retrieval (EMBEDDINGS_LOCAL=false" in out
-    env = {**llm_env(fake_openai, redis_url), "EMBEDDINGS_MODEL": "text-embedding-3-small"}
+    env = {**base, "EMBEDDINGS_MODEL": "text-embedding-3-small"}
     _, out, _ = await parley("check", "--bot", "support", env=env)
     assert f"kb: hybrid retrieval (BM25 + text-embedding-3-small, {fake_openai.base_url})" in out
     assert "embeddings: ok (text-embedding-3-small, " in out  # a real call: model and dimension

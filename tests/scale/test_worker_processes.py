@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.ops.processes import child_env
+from tests.cli import parley
 from tests.conftest import RuntimeFactory
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, Reply, last_user_text
 from tests.scale.helpers import (
@@ -257,17 +256,11 @@ def test_worker_processes_get_their_own_ports_and_no_children() -> None:
     assert child_env({}, 1, ops_port=0)["PARLEY_OPS_PORT"] == "0"
 
 
-def test_worker_processes_need_the_queue(tmp_path: Path) -> None:
+async def test_worker_processes_need_the_queue(tmp_path: Path) -> None:
+    # In this process (tests/cli.py): the refusal comes before anything is opened or started, so a
+    # process of its own (~3 s of CPU to import the engine) would add nothing.
     env = worker_env("redis://127.0.0.1:9", "http://127.0.0.1:9/v1", parley_worker_processes=2)
     env["PARLEY_QUEUE"] = "false"
-    done = subprocess.run(
-        [sys.executable, "-m", "bots", "run", "--bot", "arcade"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "PARLEY_WORKER_PROCESSES > 1 needs the turn queue" in done.stderr
+    code, _, err = await parley("run", "--bot", "arcade", env=env, cwd=tmp_path)
+    assert code == 2, err
+    assert "PARLEY_WORKER_PROCESSES > 1 needs the turn queue" in err
