@@ -50,6 +50,14 @@ structlog.configure(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow`` tests first (stable: otherwise in collection order). `make test`'s workers take tests in
+    this order (xdist loadgroup: the xdist_group groups first, then one test at a time), so a 20-30 s test
+    starts while the short ones fill the other workers, instead of being picked up last and finishing alone
+    after everything else (the long tail)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's default cost (64 MiB, 3 passes, 4 lanes: ~0.6 s of CPU per hash and check) protects operators'

@@ -36,6 +36,7 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     structlog.reset_defaults()
 
 
+@pytest.mark.slow
 def test_new_minimal_bot_passes_its_own_tests(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["new", "mybot", "--template", "minimal"]) == 0
     assert (Path("mybot") / "plugin.py").is_file()

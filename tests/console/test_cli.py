@@ -10,6 +10,7 @@ import signal
 import sys
 
 import aiohttp
+import pytest
 
 from tests.cli import ROOT, parley, scratch
 from tests.console.conftest import PASSWORD, sign_in
@@ -34,6 +35,7 @@ async def test_without_a_password_it_says_so(redis_url: str) -> None:
     assert "PARLEY_CONSOLE_PASSWORD" in err and "not set" in err
 
 
+@pytest.mark.slow
 async def test_serves_the_console_until_stopped(redis_url: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bots.cli import PLATFORM_NAMES
 from bots.cli_commands import PLATFORMS
 from tests.cli import ROOT, parley, parley_process
@@ -23,6 +25,7 @@ def llm_env(fake: FakeOpenAI, redis_url: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 async def test_scripted_chat_prints_one_json_reply_per_line_and_remembers(
     fake_openai: FakeOpenAI, redis_url: str
 ) -> None:

@@ -49,6 +49,7 @@ async def _parley(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subproc
     )
 
 
+@pytest.mark.slow
 async def test_parley_run_serves_discord_and_stops_on_sigterm(
     fake_discord: FakeDiscord, fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
 ) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli import parley, parley_process
 from tests.core.test_cli import llm_env
 from tests.fakes.openai_server import Error, FakeOpenAI
 from tests.kb.conftest import write_pages
 
 
+@pytest.mark.slow
 async def test_ingest_search_status(redis_url: str, tmp_path: Path) -> None:
     env = {"REDIS_URL": redis_url, "EMBEDDINGS_LOCAL": "false"}  # lexical: the embedded model is tested below
     code, out, err = await parley_process("kb", "status", "--bot", "support", env=env)  # the smoke test

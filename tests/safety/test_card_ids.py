@@ -22,6 +22,7 @@ def snowflakes(n: int, seed: int = 20) -> list[str]:
     return [str((rng.randrange(launch, end) << 22) | rng.randrange(1 << 22)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_ten_thousand_snowflakes_are_never_taken_for_cards() -> None:
     ids = snowflakes(10_000)
     assert [i for i in ids if REDACTOR.findings(i)] == []  # bare, as a user pastes one

@@ -33,6 +33,7 @@ async def test_two_enqueuers_receiving_the_same_event_give_one_reply(
     assert len(fake_openai.chat_requests) == 1
 
 
+@pytest.mark.slow
 async def test_fifty_messages_sent_at_once_are_answered_in_order_none_lost(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:

@@ -25,6 +25,7 @@ from tests.scale.shutdown_cases import sigterm_with
         pytest.param("slack", marks=pytest.mark.chaos),
     ],
 )
+@pytest.mark.slow
 async def test_sigterm_ends_the_process_whatever_is_down(gone: str, tmp_path: Path) -> None:
     stopped = await sigterm_with(gone, tmp_path, grace=1.0)  # the default (7 s) is in `make chaos`
     print(f"{gone} gone: exited {stopped.seconds:.1f} s after SIGTERM (shut_down logged {stopped.logged} s)")

@@ -40,6 +40,7 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
         proc.close()
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_turn_leaves_the_turn_to_the_other_exactly_once(
     runtime_factory: RuntimeFactory,
     fake_openai: FakeOpenAI,
@@ -91,6 +92,7 @@ async def test_a_worker_killed_mid_turn_leaves_the_turn_to_the_other_exactly_onc
     assert await survivor.wait() == 0, survivor.output()
 
 
+@pytest.mark.slow
 async def test_sigterm_with_turns_in_flight_finishes_or_hands_them_back(
     runtime_factory: RuntimeFactory,
     fake_openai: FakeOpenAI,
@@ -151,6 +153,7 @@ async def test_sigterm_with_turns_in_flight_finishes_or_hands_them_back(
     assert await second.wait() == 0
 
 
+@pytest.mark.slow
 async def test_parley_run_workers_only_serves_health_and_exits_cleanly_on_sigterm(
     redis_url: str, fake_openai: FakeOpenAI, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
@@ -204,6 +207,7 @@ def _logged(output: str, event: str) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("event") == event]
 
 
+@pytest.mark.slow
 async def test_parley_run_starts_supervises_and_stops_its_worker_processes(
     redis_url: str, fake_openai: FakeOpenAI, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:

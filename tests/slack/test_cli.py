@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack import FakeSlack, SlackSender
 from tests.fakes.slack import requests as rq
@@ -80,6 +82,7 @@ async def _stop(proc: asyncio.subprocess.Process, seen: list[bytes]) -> bytes:
     return b"".join(seen) + err
 
 
+@pytest.mark.slow
 async def test_parley_run_http_mode(
     slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
 ) -> None:
@@ -104,6 +107,7 @@ async def test_parley_run_http_mode(
     assert slack.bot_token.encode() not in logs  # nor secrets
 
 
+@pytest.mark.slow
 async def test_parley_run_socket_mode(
     slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, tmp_path: Path
 ) -> None:

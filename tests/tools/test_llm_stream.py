@@ -120,8 +120,10 @@ async def test_a_second_first_token_timeout_ends_the_reply(fake_openai: FakeOpen
 
 async def test_no_retry_when_the_total_budget_cannot_hold_another_wait(fake_openai: FakeOpenAI) -> None:
     fake_openai.queue(Hang(30), Reply("too late"))
+    # 1 s to the first token, 1.5 s in all: no room for a second 1 s wait. (0.3 s / 0.5 s was too short on a
+    # busy machine: the client gave up before its first request reached the fake, and 0 requests were seen.)
     with pytest.raises(LLMTimeout):
-        await _events(fake_openai, HI, parley_llm_first_token_timeout=0.3, parley_llm_total_timeout=0.5)
+        await _events(fake_openai, HI, parley_llm_first_token_timeout=1.0, parley_llm_total_timeout=1.5)
     assert len(fake_openai.chat_requests) == 1
 
 
