@@ -265,23 +265,29 @@ class _Reader:
 
 
 class _BatchReader:
-    """:class:`_Reader`'s job over an :class:`AioBody` (a plain-http endpoint): each read takes exactly what
-    has arrived, and the socket stays paused between reads, so a batch is one wake-up, not two."""
+    """:class:`_Reader`'s job over an :class:`AioBody` (a plain-http endpoint): a read takes everything that
+    has arrived (the socket rests between reads). A drained read then waits for the next arrival too, as
+    :class:`_Reader` does: a batch ends on the network's beat, so the reply's end is seen as it comes rather
+    than a batch later."""
 
     def __init__(self, body: AioBody) -> None:
         self._body = body
         self._lines = _EventLines()
         self.ended = False
 
-    async def read(self, *, drain: bool) -> list[bytes]:  # (drain or not: a read takes all that arrived)
+    async def read(self, *, drain: bool) -> list[bytes]:
         events: list[bytes] = []
-        while not events and not self.ended:
+        reads = 0
+        while not self.ended:
             data = await self._body.batch()
+            reads += 1
             if not data:
                 self.ended = True
                 events += self._lines.end()
             else:
                 events += self._lines.feed(data)
+            if events and (not drain or reads > 1):
+                break
         return events
 
 
