@@ -5,6 +5,7 @@ treat as used; ``_`` stands for any object (this file is parsed, never run).
 """
 
 # --- Called or read by libraries, not by our code ---
+_.handle_async_request  # core/net/aio.py AioTransport: httpx calls it
 # pydantic / pydantic-settings: model configuration, validators (run by the decorator), the sources hook.
 _.model_config
 _._ids  # adapters/discord/settings.py

@@ -34,6 +34,7 @@ from core.errors import (
     LLMTimeout,
     LLMUnavailable,
 )
+from core.net.aio import BODY, AioBody
 from core.net.tls import http_client
 from core.settings import Settings
 from core.think import ThinkFilter
@@ -263,6 +264,33 @@ class _Reader:
         return events
 
 
+class _BatchReader:
+    """:class:`_Reader`'s job over an :class:`AioBody` (a plain-http endpoint): a read takes everything that
+    has arrived (the socket rests between reads). A drained read then waits for the next arrival too, as
+    :class:`_Reader` does: a batch ends on the network's beat, so the reply's end is seen as it comes rather
+    than a batch later."""
+
+    def __init__(self, body: AioBody) -> None:
+        self._body = body
+        self._lines = _EventLines()
+        self.ended = False
+
+    async def read(self, *, drain: bool) -> list[bytes]:
+        events: list[bytes] = []
+        reads = 0
+        while not self.ended:
+            data = await self._body.batch()
+            reads += 1
+            if not data:
+                self.ended = True
+                events += self._lines.end()
+            else:
+                events += self._lines.feed(data)
+            if events and (not drain or reads > 1):
+                break
+        return events
+
+
 class OpenAILLM:
     """:class:`LLM` over ``openai.AsyncOpenAI``."""
 
@@ -276,7 +304,7 @@ class OpenAILLM:
                 settings.parley_llm_total_timeout, connect=settings.parley_llm_connect_timeout
             ),
             max_retries=settings.parley_llm_max_retries,
-            http_client=http_client(event_hooks={"response": [self._observe]}),
+            http_client=http_client(settings.openai_base_url, event_hooks={"response": [self._observe]}),
         )
         self._first_token_timeout = settings.parley_llm_first_token_timeout
         self._total_timeout = settings.parley_llm_total_timeout
@@ -373,7 +401,7 @@ class OpenAILLM:
 
     async def _first_events(
         self, stack: contextlib.AsyncExitStack, kwargs: dict[str, Any], deadline: float
-    ) -> tuple[_Reader, list[bytes]]:
+    ) -> tuple[_Reader | _BatchReader, list[bytes]]:
         """Sends the request and waits for its first events, each try within the first-token timeout.
 
         A try that times out is made again once if a whole first-token wait still fits in the reply's total
@@ -391,7 +419,13 @@ class OpenAILLM:
                     # The raw event stream, decoded here with json.loads: the SDK's typed chunks cost
                     # about 0.2 ms each. The SDK still sends the request, retries, and raises its errors
                     # for a failed status.
-                    reader = _Reader(aiter(response.http_response.aiter_bytes()))
+                    http = response.http_response
+                    body = http.extensions.get(BODY)
+                    reader: _Reader | _BatchReader = (
+                        _BatchReader(body)
+                        if isinstance(body, AioBody) and body.identity
+                        else _Reader(aiter(http.aiter_bytes()))
+                    )
                     events = await self._read_body(reader, drain=False)
             except TimeoutError:
                 await attempt_stack.aclose()
@@ -406,7 +440,7 @@ class OpenAILLM:
             return reader, events
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read(self, reader: _Reader, deadline: float, *, drain: bool) -> list[bytes]:
+    async def _read(self, reader: _Reader | _BatchReader, deadline: float, *, drain: bool) -> list[bytes]:
         try:
             async with asyncio.timeout_at(deadline):  # one timer per batch, not per chunk
                 return await self._read_body(reader, drain=drain)
@@ -414,7 +448,7 @@ class OpenAILLM:
             raise LLMTimeout(f"the model did not finish within {self._total_timeout:.0f}s") from None
 
     @staticmethod
-    async def _read_body(reader: _Reader, *, drain: bool) -> list[bytes]:
+    async def _read_body(reader: _Reader | _BatchReader, *, drain: bool) -> list[bytes]:
         try:
             return await reader.read(drain=drain)
         except (LLMError, openai.OpenAIError):

@@ -48,7 +48,7 @@ class OpenAIEmbedder:
             base_url=base,
             timeout=emb.embeddings_timeout,
             max_retries=max_retries,
-            http_client=http_client(),
+            http_client=http_client(base),
         )
 
     def _error(self, exc: openai.APIError) -> EmbeddingError:

@@ -212,7 +212,7 @@ class AudioClient:
             base_url=base_url,
             timeout=openai.Timeout(cfg.timeout_seconds, connect=5.0),
             max_retries=1,
-            http_client=http_client(),
+            http_client=http_client(base_url),
         )
         self._no_speech_api = not self.configured  # learnt on the first 404: go local from then on
         self._closed = False

@@ -64,7 +64,7 @@ class ImageGenerator:
             base_url=base_url,
             timeout=openai.Timeout(timeout, connect=5.0),
             max_retries=1,
-            http_client=http_client(),
+            http_client=http_client(base_url),
         )
         self._closed = False
 

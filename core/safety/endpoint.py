@@ -48,7 +48,7 @@ class ModerationEndpoint:
             base_url=base_url,
             timeout=openai.Timeout(timeout, connect=min(timeout, 2.0)),
             max_retries=0,
-            http_client=http_client(),
+            http_client=http_client(base_url),
         )
         self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._cache_size = cache_size

@@ -238,6 +238,7 @@ class FakeOpenAI:
         self._closing = asyncio.Event()  # releases hanging handlers so the server stops at once
         self.port = 0
         self.active_streams = 0
+        self.streams_done = asyncio.Event()  # set whenever the last open stream has been written whole
         # Chat requests from arrival to the end of the response (the load bench reads the peak).
         self.chat_in_flight = 0
         self.peak_chat_in_flight = 0
@@ -426,6 +427,7 @@ class FakeOpenAI:
         )
         await resp.prepare(request)
         self.active_streams += 1
+        self.streams_done.clear()
         try:
             if behaviour.first_delay:
                 await self._hang(behaviour.first_delay)
@@ -476,6 +478,8 @@ class FakeOpenAI:
             await resp.write_eof()
         finally:
             self.active_streams -= 1
+            if not self.active_streams:
+                self.streams_done.set()
         return resp
 
     async def _tool_calls(

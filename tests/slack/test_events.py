@@ -230,7 +230,8 @@ async def test_long_reply_with_code_split_into_balanced_chunks(
     )
     text = "\n\n".join([prose, code] * 4)
     assert 9_000 <= len(text) <= 12_000
-    fake_openai.queue(Reply(text, chunk_chars=400))
+    # Paced: a reply that arrives over time (all at once, the first read would take the whole of it)
+    fake_openai.queue(Reply(text, chunk_chars=400, delay=0.01))
     await app.sender.event(rq.app_mention("show me the code", ts="1700000040.000100"))
     await app.settle()
 

@@ -1,0 +1,85 @@
+"""Plain-http model endpoints go through aiohttp with a body read in batches (core/net/aio.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from core.errors import LLMUnavailable
+from core.llm import ChatMessage, LLMDelta, LLMRequest, OpenAILLM
+from core.net.aio import BODY, AioBody, AioTransport
+from core.net.tls import http_client
+from tests.conftest import make_settings
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+HI = LLMRequest([ChatMessage("user", "hi")], "fake-model")
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+async def test_the_socket_rests_between_batches_and_a_batch_takes_what_the_kernel_holds(
+    fake_openai: FakeOpenAI,
+) -> None:
+    hold = asyncio.Event()
+    text = "".join(f"w{i:02d} " for i in range(40))
+    fake_openai.queue(Reply(text, chunk_chars=4, hold=hold, hold_at=1))
+    client = http_client(fake_openai.base_url)
+    try:
+        async with client.stream("POST", f"{fake_openai.base_url}/chat/completions", json=CHAT) as response:
+            body = response.extensions[BODY]
+            assert isinstance(body, AioBody) and body.identity
+            first = await body.batch()
+            assert first.count(b"data:") == 1  # the only chunk sent before the hold
+            hold.set()
+            await fake_openai.streams_done.wait()  # the server wrote the rest of the reply, and ended it
+            assert body.received == len(first)  # all of it waited in the socket: nobody was woken
+            batches = []
+            while data := await body.batch():
+                batches.append(data)
+            rest = b"".join(batches)
+            assert rest.count(b"data:") == 39 + 2  # every other chunk, the finish chunk and [DONE]
+            assert len(batches) < 39 / 4  # many chunks a read (the kernel hands over what it holds)
+            assert body.received == len(first) + len(rest)
+    finally:
+        await client.aclose()
+
+
+async def test_a_stream_left_early_does_not_leave_a_paused_connection_for_the_next(
+    fake_openai: FakeOpenAI,
+) -> None:
+    hold = asyncio.Event()
+    fake_openai.queue(Reply("one two three four five", chunk_chars=4, hold=hold, hold_at=2), Reply("again"))
+    llm = OpenAILLM(make_settings(openai_base_url=fake_openai.base_url, openai_api_key="k"))
+    try:
+        events = llm.stream(HI)
+        assert isinstance(await anext(events), LLMDelta)
+        await events.aclose()  # the consumer went away mid-reply (a cancelled turn)
+        hold.set()
+        again = [e.text async for e in llm.stream(HI) if isinstance(e, LLMDelta)]
+    finally:
+        await llm.aclose()
+    assert "".join(again) == "again"
+
+
+async def test_an_endpoint_nobody_listens_on_is_unavailable_not_a_timeout() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connecting is refused
+    url = f"http://127.0.0.1:{port}/v1"
+    llm = OpenAILLM(make_settings(openai_base_url=url, openai_api_key="k", parley_llm_max_retries=0))
+    try:
+        with pytest.raises(LLMUnavailable, match="cannot connect"):
+            _ = [e async for e in llm.stream(HI)]
+    finally:
+        await llm.aclose()
+
+
+async def test_https_endpoints_keep_the_httpx_transport() -> None:
+    plain, tls = http_client("http://127.0.0.1:1/v1"), http_client("https://api.openai.com/v1")
+    try:
+        assert isinstance(plain._transport, AioTransport)
+        assert not isinstance(tls._transport, AioTransport)  # asyncio's TLS would wake us for every token
+    finally:
+        await plain.aclose()
+        await tls.aclose()
