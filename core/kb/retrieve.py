@@ -168,7 +168,9 @@ class KnowledgeBase:
             await self.embedder.aclose()
 
     async def _poll(self) -> None:
-        while True:
+        # Until aclose() takes the task away, not `while True`: a cancellation lost on the way (swallowed into
+        # a caught error) left aclose() waiting for this task for good (seen: `make test` hung 15 min).
+        while self._poller is asyncio.current_task():
             await asyncio.sleep(self.cfg.check_interval)
             try:
                 await self.refresh()

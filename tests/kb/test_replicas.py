@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from core.errors import StoreUnavailable
 from core.kb.retrieve import KnowledgeBase
 from core.kb.store import KbStore
 from core.keys import KeySpace
@@ -68,3 +70,35 @@ async def test_status_info_after_ingest(redis_client: aioredis.Redis, help_centr
     info = await KbStore(redis_client, KeySpace("testbot")).info()
     assert info["version"] == "1" and info["documents"] == "4" and info["embed_model"] == ""
     assert "4 pages (4 new" in info["summary"]
+
+
+class _LosesOneCancel(KbStore):
+    """A store whose first read turns a cancellation into its own error, as a client library may."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reading = asyncio.Event()
+        self.armed = False  # the poller's reads only (not the start-up's)
+        self.lost = 0
+
+    async def version(self) -> int:
+        if self.armed and not self.lost:
+            self.reading.set()
+            try:
+                await asyncio.sleep(30)  # a slow read
+            except asyncio.CancelledError:
+                self.lost += 1
+                raise StoreUnavailable("cancelled mid-read") from None
+        return await super().version()
+
+
+async def test_close_ends_the_poller_even_when_a_cancellation_is_lost(redis_client: aioredis.Redis) -> None:
+    store = _LosesOneCancel(redis_client, KeySpace("testbot"))
+    kb = KnowledgeBase(kb_cfg(check_interval=0.01), store)
+    await kb.__aenter__()
+    poller = kb._poller
+    assert poller is not None
+    store.armed = True
+    await asyncio.wait_for(store.reading.wait(), 10)  # the poller inside the slow read
+    await asyncio.wait_for(kb.aclose(), 10)  # waited for good before: the poller went on polling
+    assert poller.done() and store.lost == 1
