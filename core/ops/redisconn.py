@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -232,6 +232,26 @@ class FailoverSentinelRedis(aioredis.Redis):
         return pipe
 
 
+def _torn_down(exc: AttributeError) -> RedisConnectionError:
+    """redis-py's race under a failover: another task tore a node's connection down between a command's
+    connect check and its write ("'NoneType' object has no attribute 'writelines'"). A broken connection, as
+    callers know it, not a crash of the caller (it ended a worker's TaskGroup under load); re-raised as is
+    when it is some other AttributeError."""
+    if "NoneType" not in str(exc):
+        raise exc
+    return RedisConnectionError(f"the connection closed under a command ({exc})")
+
+
+class FailoverClusterPipeline(ClusterPipeline):
+    """A cluster pipeline whose commands meet the same race as single commands (:func:`_torn_down`)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:
+            raise _torn_down(exc) from exc
+
+
 class FailoverCluster(RedisCluster):
     """A cluster client that waits out a master's failover (up to ``failover_wait`` seconds, backing off)
     instead of failing at once: redis-py retries a single command without a pause, so every retry lands
@@ -249,6 +269,11 @@ class FailoverCluster(RedisCluster):
                 return int(self.keyslot(args[words.index("STREAMS") + 1]))
         return int(await super()._determine_slot(command, *args))
 
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:  # (as RedisCluster.pipeline says)
+            return super().pipeline(transaction, shard_hint)
+        return FailoverClusterPipeline(self, transaction)  # type: ignore[abstract]  # (as redis-py builds it)
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.failover_wait
@@ -258,13 +283,7 @@ class FailoverCluster(RedisCluster):
                 try:
                     return await super().execute_command(*args, **kwargs)
                 except AttributeError as exc:
-                    # redis-py's race under a failover: another task tore the node's connection down between
-                    # this command's connect check and its write ("'NoneType' object has no attribute
-                    # 'writelines'"). A broken connection, as callers know it, not a crash of the caller (it
-                    # ended a worker's TaskGroup under load).
-                    if "NoneType" not in str(exc):
-                        raise
-                    raise RedisConnectionError(f"the connection closed under a command ({exc})") from exc
+                    raise _torn_down(exc) from exc
             except _FAILOVER_ERRORS:
                 if loop.time() + delay > deadline:
                     raise

@@ -47,6 +47,27 @@ def test_cluster_urls() -> None:
     assert (target.kind, target.nodes, target.password) == ("cluster", (("n1", 7000), ("n2", 7001)), "pw")
 
 
+@pytest.mark.parametrize("message", ["'NoneType' object has no attribute 'writelines'", "other bug"])
+async def test_a_cluster_pipeline_whose_connection_is_torn_down_under_it_fails_as_a_connection_error(
+    monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
+    from redis.asyncio.cluster import ClusterPipeline
+
+    from core.ops.redisconn import FailoverClusterPipeline
+
+    async def torn_down(*_args: object, **_kwargs: object) -> list[object]:  # redis-py's race (failover)
+        raise AttributeError(message)
+
+    monkeypatch.setattr(ClusterPipeline, "execute", torn_down)
+    conn = connect("redis+cluster://127.0.0.1:1")  # built, never connected
+    pipe = conn.client.pipeline(transaction=False)
+    assert isinstance(pipe, FailoverClusterPipeline)
+    expected = redis.exceptions.ConnectionError if "NoneType" in message else AttributeError
+    with pytest.raises(expected):  # a broken connection as callers handle it; any other bug stays a bug
+        await pipe.execute()
+    await conn.aclose()
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
