@@ -16,7 +16,7 @@ COMPILE = $(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11
 SUPPORT_DB := .parley/support.db
 
 .PHONY: help chat test lint chaos bench bench-scale bench-load bench-safety run check lock update-deps clean support-db \
-	browser console vendor-chartjs kb eval-kb onnx-graph bench-kb bench-search
+	browser console vendor-chartjs kb eval-kb onnx-graph bench-kb bench-search bench-stream
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -122,6 +122,9 @@ onnx-graph: $(STAMP)  ## rewrite core/kb/minilm.onnx (the embedded model's graph
 
 bench-kb: $(STAMP)  ## knowledge-base speed with the embedded model: ingest chunks/s, query embedding, retrieval at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
+
+bench-stream: $(STAMP)  ## the LLM client's CPU per streamed reply, over aiohttp (http:// endpoints) and httpx (https://)
+	$(BIN)/python -m tests.bench.llm_stream_bench
 
 bench-search: $(STAMP)  ## console transcript search at 10,000 conversations: index writes per turn, query p50/p95
 	$(BIN)/python -m tests.bench.console_search_bench
