@@ -93,7 +93,10 @@ class AioBody(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         # Resumed first: a connection that goes back to the pool must not stay paused.
         self._resume()
-        self._response.release()  # back to the pool when the body was read whole, else closed
+        if self._response.content.at_eof():
+            self._response.release()  # read whole: the connection goes back to the pool
+        else:
+            self._response.close()  # left mid-body (a cancelled turn): the connection is not reused
 
 
 class AioTransport(httpx.AsyncBaseTransport):
