@@ -223,7 +223,9 @@ class _Reader:
     the kernel held in one go, and the events the HTTP parser already holds come without waiting; it stops
     after the first read that had to wait for the network (which brought new events). That last read is why
     a batch waits for the next bytes: if the model pauses mid-reply, the last batch (a few tokens) waits
-    with it. Reading those events without that wait would need the HTTP parser's buffer (private)."""
+    with it. Reading those events without that wait would need the HTTP parser's buffer (private).
+    Over aiohttp (:meth:`AioBody.batches`) a piece is everything that arrived while the socket rested, and
+    every read resumes the socket (a loop turn): a drained batch is that piece, then the next arrival."""
 
     def __init__(self, pieces: AsyncIterator[bytes]) -> None:
         self._pieces = pieces
@@ -260,33 +262,6 @@ class _Reader:
             reads += 1
             events += self._lines.feed(data)
             if events and (not drain or (self._waited and reads > 1)):
-                break
-        return events
-
-
-class _BatchReader:
-    """:class:`_Reader`'s job over an :class:`AioBody` (a plain-http endpoint): a read takes everything that
-    has arrived (the socket rests between reads). A drained read then waits for the next arrival too, as
-    :class:`_Reader` does: a batch ends on the network's beat, so the reply's end is seen as it comes rather
-    than a batch later."""
-
-    def __init__(self, body: AioBody) -> None:
-        self._body = body
-        self._lines = _EventLines()
-        self.ended = False
-
-    async def read(self, *, drain: bool) -> list[bytes]:
-        events: list[bytes] = []
-        reads = 0
-        while not self.ended:
-            data = await self._body.batch()
-            reads += 1
-            if not data:
-                self.ended = True
-                events += self._lines.end()
-            else:
-                events += self._lines.feed(data)
-            if events and (not drain or reads > 1):
                 break
         return events
 
@@ -401,7 +376,7 @@ class OpenAILLM:
 
     async def _first_events(
         self, stack: contextlib.AsyncExitStack, kwargs: dict[str, Any], deadline: float
-    ) -> tuple[_Reader | _BatchReader, list[bytes]]:
+    ) -> tuple[_Reader, list[bytes]]:
         """Sends the request and waits for its first events, each try within the first-token timeout.
 
         A try that times out is made again once if a whole first-token wait still fits in the reply's total
@@ -419,13 +394,12 @@ class OpenAILLM:
                     # The raw event stream, decoded here with json.loads: the SDK's typed chunks cost
                     # about 0.2 ms each. The SDK still sends the request, retries, and raises its errors
                     # for a failed status.
+                    # Over aiohttp (a plain-http endpoint) a piece is all that arrived while the socket
+                    # rested (core/net/aio.py); over httpx, one chunk.
                     http = response.http_response
                     body = http.extensions.get(BODY)
-                    reader: _Reader | _BatchReader = (
-                        _BatchReader(body)
-                        if isinstance(body, AioBody) and body.identity
-                        else _Reader(aiter(http.aiter_bytes()))
-                    )
+                    batched = isinstance(body, AioBody) and body.identity
+                    reader = _Reader(aiter(body.batches() if batched else http.aiter_bytes()))
                     events = await self._read_body(reader, drain=False)
             except TimeoutError:
                 await attempt_stack.aclose()
@@ -440,7 +414,7 @@ class OpenAILLM:
             return reader, events
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read(self, reader: _Reader | _BatchReader, deadline: float, *, drain: bool) -> list[bytes]:
+    async def _read(self, reader: _Reader, deadline: float, *, drain: bool) -> list[bytes]:
         try:
             async with asyncio.timeout_at(deadline):  # one timer per batch, not per chunk
                 return await self._read_body(reader, drain=drain)
@@ -448,7 +422,7 @@ class OpenAILLM:
             raise LLMTimeout(f"the model did not finish within {self._total_timeout:.0f}s") from None
 
     @staticmethod
-    async def _read_body(reader: _Reader | _BatchReader, *, drain: bool) -> list[bytes]:
+    async def _read_body(reader: _Reader, *, drain: bool) -> list[bytes]:
         try:
             return await reader.read(drain=drain)
         except (LLMError, openai.OpenAIError):

@@ -78,6 +78,11 @@ class AioBody(httpx.AsyncByteStream):
             self._pause()
         return data
 
+    async def batches(self) -> AsyncIterator[bytes]:
+        """:meth:`batch` after batch until the body ends."""
+        while data := await self.batch():
+            yield data
+
     def _pause(self) -> None:
         transport = self._transport
         if transport is not None and not self._paused and not transport.is_closing():
