@@ -52,6 +52,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, settings.parley_log_level)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line, its newline included (print() writes the two apart): the worker processes of
+        # `parley run` share its stdout, and two processes' lines ran together (`{...}{...}`, JSON no
+        # collector can read) when one's newline came after the other's line.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
