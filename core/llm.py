@@ -35,7 +35,7 @@ from core.errors import (
     LLMUnavailable,
 )
 from core.net.aio import BODY, AioBody
-from core.net.tls import http_client
+from core.net.tls import http_client, on_aiohttp
 from core.settings import Settings
 from core.think import ThinkFilter
 from core.types import Usage
@@ -49,6 +49,10 @@ log = structlog.get_logger("parley.llm")
 # (0.05 s saved less: 86 -> 62 ms of CPU per reply at N=1 in make bench-load, 0.1 s -> 46 ms, with the same
 # whole-answer times.)
 BATCH_SECONDS = 0.1
+# Over a quiet socket (core/net/aio.py: a plain-http endpoint that closes the connection after the reply) the
+# reply's end wakes the reader at once, so the batches can be further apart: the deliveries show text once a
+# second at most, and each batch is a wake-up (on a VM ~0.3 ms of CPU for the sleep alone).
+QUIET_BATCH_SECONDS = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +273,13 @@ class _Reader:
 class OpenAILLM:
     """:class:`LLM` over ``openai.AsyncOpenAI``."""
 
-    def __init__(self, settings: Settings, *, batch_seconds: float = BATCH_SECONDS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        batch_seconds: float = BATCH_SECONDS,
+        quiet_batch_seconds: float = QUIET_BATCH_SECONDS,
+    ) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
         self._observers: list[ResponseObserver] = []
         self._client = openai.AsyncOpenAI(
@@ -285,6 +295,11 @@ class OpenAILLM:
         self._total_timeout = settings.parley_llm_total_timeout
         self._stream_usage = settings.parley_llm_stream_usage
         self._batch_seconds = batch_seconds
+        self._quiet_batch_seconds = quiet_batch_seconds
+        # Streams over aiohttp ask the server to close the connection after the reply: its FIN is what ends a
+        # quiet read (core/net/aio.py). A new loopback or LAN connection per reply costs far less than the
+        # wake-ups it saves; https endpoints (httpx, a TLS handshake per connection) keep theirs.
+        self._close_streams = on_aiohttp(settings.openai_base_url)
         self._closed = False
 
     def observe_responses(self, observer: ResponseObserver) -> None:
@@ -312,6 +327,8 @@ class OpenAILLM:
         }
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
+        if self._close_streams:
+            kwargs["extra_headers"] = {"Connection": "close"}
         think = ThinkFilter()
         assembler = ToolCallAssembler()
         loop = asyncio.get_running_loop()
@@ -321,7 +338,8 @@ class OpenAILLM:
         batch = self._batch_seconds
         try:
             async with contextlib.AsyncExitStack() as stack:
-                reader, events = await self._first_events(stack, kwargs, deadline)
+                reader, events, aio = await self._first_events(stack, kwargs, deadline)
+                quiet = False
                 # Batches start once the first whole word has been shown (or a tool call seen): a delivery
                 # may show text only up to its last space (Slack's stream does), so the first word is
                 # read token by token like before.
@@ -362,8 +380,15 @@ class OpenAILLM:
                     # Then one wake-up per batch instead of one per token: the tokens that arrive meanwhile
                     # wait in the socket and come in one read.
                     if coalesce and batch > 0:
-                        await asyncio.sleep(batch)
-                    events = await self._read(reader, deadline, drain=coalesce)
+                        if not quiet and aio is not None and aio.quiet():
+                            quiet, batch = True, self._quiet_batch_seconds
+                        if quiet and aio is not None:
+                            await aio.rest(batch)  # or less: the reply's end ends it
+                        else:
+                            await asyncio.sleep(batch)
+                    # A quiet batch is what has arrived (its end is known at once); otherwise it also waits
+                    # for the next arrival (which may be the end).
+                    events = await self._read(reader, deadline, drain=coalesce and not quiet)
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         rest = think.flush()
@@ -376,7 +401,7 @@ class OpenAILLM:
 
     async def _first_events(
         self, stack: contextlib.AsyncExitStack, kwargs: dict[str, Any], deadline: float
-    ) -> tuple[_Reader, list[bytes]]:
+    ) -> tuple[_Reader, list[bytes], AioBody | None]:
         """Sends the request and waits for its first events, each try within the first-token timeout.
 
         A try that times out is made again once if a whole first-token wait still fits in the reply's total
@@ -401,6 +426,7 @@ class OpenAILLM:
                     batched = isinstance(body, AioBody) and body.identity
                     reader = _Reader(aiter(body.batches() if batched else http.aiter_bytes()))
                     events = await self._read_body(reader, drain=False)
+                    aio = body if batched else None
             except TimeoutError:
                 await attempt_stack.aclose()
                 if attempt == 2 or deadline - loop.time() < wait:
@@ -411,7 +437,7 @@ class OpenAILLM:
                 await attempt_stack.aclose()
                 raise
             stack.push_async_exit(attempt_stack)
-            return reader, events
+            return reader, events, aio
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, reader: _Reader, deadline: float, *, drain: bool) -> list[bytes]:

@@ -12,12 +12,20 @@ endpoints keep httpx's transport, whose TLS layer pauses.
 
 The OpenAI SDK still builds, sends and retries requests and maps errors: this only moves the bytes, and maps
 aiohttp's errors onto httpx's (which the SDK knows).
+
+A body whose server closes the connection at its end (the request said ``Connection: close``) can go
+*quiet* (:meth:`AioBody.quiet`): the socket stays registered but its receive low-water mark (SO_RCVLOWAT)
+is raised, so arriving tokens wake nobody while the server's FIN does, at once. The reader then rests a
+longer while between batches (:meth:`AioBody.rest`) and still sees the reply's end the moment it comes,
+where a paused socket needs one more wake-up per batch (the next token) and sees the end only at a batch's
+edge. A batch drops the mark to one byte for one read (Linux signals readiness on the change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
@@ -26,6 +34,9 @@ import httpx2 as httpx
 
 # ``httpx.Response.extensions`` key under which a response carries its :class:`AioBody`.
 BODY: Final = "parley.body"
+# A quiet socket's low-water mark: more than any rest's tokens (~200 bytes each), so only a FIN (or a flood)
+# wakes the loop before the reader asks. Linux caps it at half the largest receive buffer.
+QUIET_LOWAT: Final = 1 << 18
 
 
 @contextlib.contextmanager
@@ -52,7 +63,11 @@ class AioBody(httpx.AsyncByteStream):
         if response.connection is not None and isinstance(response.connection.transport, asyncio.Transport):
             self._transport = response.connection.transport
         self._paused = False
+        self._quiet = False
+        self._resting: asyncio.Future[None] | None = None
         self.identity = response.headers.get("Content-Encoding", "identity").lower() == "identity"
+        # The server closes the connection after this body (it answered ``Connection: close``).
+        self.closes = response.headers.get("Connection", "").lower() == "close"
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self._resume()
@@ -71,12 +86,63 @@ class AioBody(httpx.AsyncByteStream):
         The socket is paused again before returning, so the tokens that arrive until the next batch cost no
         wake-up. (The caller reads only identity-encoded bodies this way: ``identity``.)"""
         content = self._response.content
+        if self._quiet:
+            self._lowat(1)  # what has arrived is readable now
+            try:
+                with _mapped(connecting=False):
+                    return await content.readany()
+            finally:
+                if not content.at_eof():
+                    self._lowat(QUIET_LOWAT)
         self._resume()
         with _mapped(connecting=False):
             data = await content.readany()
         if not content.at_eof():
             self._pause()
         return data
+
+    def quiet(self) -> bool:
+        """Go quiet (the module's docstring): True if the body is now read that way, False if it cannot be
+        (the server keeps the connection, or the platform has no readable low-water mark for its poller)."""
+        if self._quiet:
+            return True
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if not self.closes or sock is None or not self.identity or self._response.content.at_eof():
+            return False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_LOWAT)
+        except (OSError, AttributeError):
+            return False
+        self._quiet = True
+        self._response.content.on_eof(self._wake)
+        self._resume()  # registered from now on: the server's FIN must wake the loop
+        return True
+
+    async def rest(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the body ends meanwhile (a quiet body only: otherwise a sleep)."""
+        if not self._quiet:
+            await asyncio.sleep(seconds)
+            return
+        if self._response.content.is_eof():
+            return
+        loop = asyncio.get_running_loop()
+        self._resting = woken = loop.create_future()
+        timer = loop.call_later(seconds, self._wake)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._resting = None
+
+    def _wake(self) -> None:
+        if self._resting is not None and not self._resting.done():
+            self._resting.set_result(None)
+
+    def _lowat(self, size: int) -> None:
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is not None and not (self._transport is not None and self._transport.is_closing()):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
 
     async def batches(self) -> AsyncIterator[bytes]:
         """:meth:`batch` after batch until the body ends."""

@@ -31,9 +31,14 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def on_aiohttp(base_url: str | None) -> bool:
+    """Whether :func:`http_client` sends to ``base_url`` through aiohttp (core/net/aio.py): plain http."""
+    return bool(base_url and base_url.lower().startswith("http://"))
+
+
 def http_client(base_url: str | None, **options: Any) -> openai.DefaultAsyncHttpxClient:
     """The SDK's default HTTP client (its timeouts, limits and redirects) on the shared TLS context; for an
     ``http://`` ``base_url``, on the aiohttp transport."""
-    if base_url and base_url.lower().startswith("http://"):
+    if on_aiohttp(base_url):
         options.setdefault("transport", AioTransport(limits=LIMITS))
     return openai.DefaultAsyncHttpxClient(verify=tls_context(), **options)

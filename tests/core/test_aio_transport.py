@@ -62,6 +62,87 @@ async def test_a_stream_left_early_does_not_leave_a_paused_connection_for_the_ne
     assert "".join(again) == "again"
 
 
+async def test_a_quiet_body_wakes_nobody_for_tokens_and_its_end_ends_a_rest_at_once(
+    fake_openai: FakeOpenAI,
+) -> None:
+    hold = asyncio.Event()
+    text = "".join(f"w{i:02d} " for i in range(40))
+    fake_openai.queue(Reply(text, chunk_chars=4, hold=hold, hold_at=1))
+    client = http_client(fake_openai.base_url)
+    headers = {"Connection": "close"}
+    try:
+        async with client.stream(
+            "POST", f"{fake_openai.base_url}/chat/completions", json=CHAT, headers=headers
+        ) as response:
+            body = response.extensions[BODY]
+            assert isinstance(body, AioBody) and body.closes
+            first = await body.batch()
+            assert body.quiet()  # registered for reading, woken by the FIN only
+            hold.set()
+            async with asyncio.timeout(20):
+                await body.rest(600)  # the server's close ends the rest, not the 600 s
+            rest = b""
+            while data := await body.batch():
+                rest += data
+            assert (first + rest).count(b"data:") == 40 + 2
+    finally:
+        await client.aclose()
+
+
+async def test_tokens_below_the_quiet_mark_stay_in_the_kernel_until_a_batch_asks(
+    fake_openai: FakeOpenAI,
+) -> None:
+    hold = asyncio.Event()
+    text = "".join(f"w{i:02d} " for i in range(40))
+    fake_openai.queue(Reply(text, chunk_chars=4, delay=0.05, hold=hold, hold_at=1))  # 2 s of tokens
+    client = http_client(fake_openai.base_url)
+    try:
+        async with client.stream(
+            "POST", f"{fake_openai.base_url}/chat/completions", json=CHAT, headers={"Connection": "close"}
+        ) as response:
+            body = response.extensions[BODY]
+            first = await body.batch()
+            assert first.count(b"data:") == 1 and body.quiet()
+            hold.set()
+            await asyncio.sleep(0.5)  # tokens arrive meanwhile; the reply cannot have ended (>= 2 s)
+            assert body.received == len(first)  # the socket is registered, yet no token woke a read
+            data = await body.batch()
+            assert data.count(b"data:") >= 1 and body.received == len(first) + len(data)
+    finally:
+        await client.aclose()
+
+
+async def test_a_server_that_keeps_the_connection_gets_no_quiet_body(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Reply("one two"))
+    client = http_client(fake_openai.base_url)
+    try:
+        async with client.stream("POST", f"{fake_openai.base_url}/chat/completions", json=CHAT) as response:
+            body = response.extensions[BODY]
+            assert not body.closes and not body.quiet()
+            while await body.batch():
+                pass
+    finally:
+        await client.aclose()
+
+
+async def test_a_streamed_reply_over_http_asks_for_a_closed_connection_and_ends_with_the_fin(
+    fake_openai: FakeOpenAI,
+) -> None:
+    text = "".join(f"w{i:02d} " for i in range(30))
+    fake_openai.queue(Reply(text, chunk_chars=4, delay=0.005))
+    # Batches 600 s apart: only the server's close can end the reply in time.
+    llm = OpenAILLM(
+        make_settings(openai_base_url=fake_openai.base_url, openai_api_key="k"), quiet_batch_seconds=600
+    )
+    try:
+        async with asyncio.timeout(20):
+            got = [e.text async for e in llm.stream(HI) if isinstance(e, LLMDelta)]
+    finally:
+        await llm.aclose()
+    assert "".join(got) == text
+    assert fake_openai.chat_requests[-1].headers.get("Connection") == "close"
+
+
 async def test_an_endpoint_nobody_listens_on_is_unavailable_not_a_timeout() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
