@@ -293,6 +293,35 @@ class RedisMemory:
         to do), nothing is sent: ``also``'s owner then does its own round trip."""
         if read is not None and not dedupe_key:
             return read
+        results, riders = await self._read(place, tail, dedupe_key, also)
+        duplicate = False
+        if dedupe_key:
+            seen = results.pop(0)
+            if isinstance(seen, RedisError):
+                raise _store_error(seen)
+            duplicate = seen is None
+        if any(isinstance(r, RedisConnectionError | RedisTimeoutError) for r in results):
+            # The connection dropped under the reads (in a Cluster failover redis-py drops every node's
+            # connections, commands in flight on healthy nodes too): read again, alone, rather than answer
+            # the turn without memory. Only the reads: the dedupe check ran (its answer is above), and the
+            # riders' owner sends its own commands again if any of them failed (``state.also``).
+            results, _none = await self._read(place, tail, None, None)
+        failed = next((r for r in results if isinstance(r, RedisError)), None)
+        if failed is not None:
+            raise _store_error(failed)
+        raw_messages, meta = results
+        return ConversationState(
+            messages=tuple(decode(m) for m in raw_messages),
+            meta=meta,
+            duplicate=duplicate,
+            also=None if any(isinstance(r, Exception) for r in riders) else riders,
+        )
+
+    async def _read(
+        self, place: Place, tail: int, dedupe_key: str | None, also: Rider | None
+    ) -> tuple[list[Any], list[Any]]:
+        """One round trip: the dedupe check (if any), the tail and the meta, then ``also``'s riders; each
+        result in place (an error too: a rider's failure is its owner's to handle, not the memory's)."""
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 if dedupe_key:
@@ -302,25 +331,10 @@ class RedisMemory:
                 own = len(pipe)
                 if also is not None:
                     also(pipe)
-                # Errors come back in place: a rider's failure is its owner's to handle, not the memory's.
                 results: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise _store_error(exc) from exc
-        riders = results[own:]
-        results = results[:own]
-        failed = next((r for r in results if isinstance(r, RedisError)), None)
-        if failed is not None:
-            raise _store_error(failed)
-        duplicate = False
-        if dedupe_key:
-            duplicate = results.pop(0) is None
-        raw_messages, meta = results
-        return ConversationState(
-            messages=tuple(decode(m) for m in raw_messages),
-            meta=meta,
-            duplicate=duplicate,
-            also=None if any(isinstance(r, Exception) for r in riders) else riders,
-        )
+        return results[:own], results[own:]
 
     async def record(
         self,

@@ -34,10 +34,13 @@ log = structlog.get_logger("parley.lock")
 WORKER = "w"
 DIRECT = "d"
 
-# Returns "" when the lock was taken, else the current holder's value.
+# Returns "" when the lock was taken, else the current holder's value. A lock already holding this token
+# was taken by this very call, sent again after its reply was lost (a connection dropped in a failover).
 _ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
-return redis.call('GET', KEYS[1]) or ''
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
 """
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end

@@ -4,7 +4,7 @@ Keys (bot ``b``, conversation ``c``)::
 
     parley:b:queue              stream of signals {p: place, t: turn id}; consumer group "workers"
     parley:b:{c}:inbox          list of queue items (encoded Job), oldest first; a worker reads the head
-    parley:b:{c}:dedupe:<event> the engine's event dedupe key, now set at enqueue time
+    parley:b:{c}:dedupe:<event> the engine's event dedupe key, now set at enqueue time (value: the turn's id)
 
 Round trips of one queued turn (counted by the server in ``make bench``): submit 1 (one script: dedupe,
 bounds, inbox push, signal), XREADGROUP 1 (shared by the signals it returns), lock + inbox head 1, the
@@ -43,30 +43,63 @@ from core.types import Place
 GROUP = "workers"
 DEDUPE_SECONDS = 3600
 
+# The dedupe key (KEYS[1] below, absent for a turn without an event id) holds the id of the turn that
+# claimed the event, and the refusal it got (``<turn id>:<refusal>``) if it was refused: a submission sent
+# again by the client after its reply was lost (a connection dropped under it in a failover) is told what its
+# first send did, not "duplicate" (which would leave the pushed item with no signal: nobody would take it).
+_SEEN = """
+local function seen(key, turn_id)
+  local value = redis.call('GET', key)
+  if value == turn_id then return 'queued' end
+  for _, refused in ipairs({'queue_full', 'conversation_full'}) do
+    if value == turn_id .. ':' .. refused then return refused end
+  end
+  return 'duplicate'
+end
+"""
+
 # Enqueue one turn: dedupe (KEYS[1], may be absent), bound the stream (KEYS[2]) and the inbox (KEYS[3]),
 # push the item, signal. Returns "queued", "duplicate", "queue_full" or "conversation_full".
-_SUBMIT = """
+_SUBMIT = (
+    _SEEN
+    + """
 local n = #KEYS
-if n == 3 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+if n == 3 and not redis.call('SET', KEYS[1], ARGV[7], 'NX', 'EX', ARGV[1]) then
+  return seen(KEYS[1], ARGV[7])
+end
 local stream, inbox = KEYS[n - 1], KEYS[n]
-if redis.call('XLEN', stream) >= tonumber(ARGV[2]) then return 'queue_full' end
-if redis.call('LLEN', inbox) >= tonumber(ARGV[3]) then return 'conversation_full' end
+local refused = nil
+if redis.call('XLEN', stream) >= tonumber(ARGV[2]) then refused = 'queue_full'
+elseif redis.call('LLEN', inbox) >= tonumber(ARGV[3]) then refused = 'conversation_full' end
+if refused then
+  if n == 3 then redis.call('SET', KEYS[1], ARGV[7] .. ':' .. refused, 'EX', ARGV[1]) end
+  return refused
+end
 redis.call('RPUSH', inbox, ARGV[5])
 redis.call('EXPIRE', inbox, ARGV[4])
 if ARGV[6] ~= '' then redis.call('XADD', stream, '*', 'p', ARGV[6], 't', ARGV[7]) end
 return 'queued'
 """
+)
 
 # Cluster, step 1 (the conversation's slot): dedupe (KEYS[1], may be absent), bound the inbox, push.
-_SUBMIT_INBOX = """
+_SUBMIT_INBOX = (
+    _SEEN
+    + """
 local n = #KEYS
-if n == 2 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+if n == 2 and not redis.call('SET', KEYS[1], ARGV[5], 'NX', 'EX', ARGV[1]) then
+  return seen(KEYS[1], ARGV[5])
+end
 local inbox = KEYS[n]
-if redis.call('LLEN', inbox) >= tonumber(ARGV[2]) then return 'conversation_full' end
+if redis.call('LLEN', inbox) >= tonumber(ARGV[2]) then
+  if n == 2 then redis.call('SET', KEYS[1], ARGV[5] .. ':conversation_full', 'EX', ARGV[1]) end
+  return 'conversation_full'
+end
 redis.call('RPUSH', inbox, ARGV[4])
 redis.call('EXPIRE', inbox, ARGV[3])
 return 'queued'
 """
+)
 
 # Cluster, step 2 (the stream's slot): bound the stream, signal.
 _SIGNAL = """
@@ -76,12 +109,13 @@ return 'queued'
 """
 
 # Take the conversation's lock (KEYS[1]) and read its inbox head (KEYS[2]) in one step.
-# {"", head or false} = taken; {holder} = someone else holds it.
+# {"", head or false} = taken; {holder} = someone else holds it. A lock that already holds this token is
+# this take's own, sent again after its reply was lost (a connection dropped under it in a failover): taken.
 _TAKE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {'', redis.call('LINDEX', KEYS[2], 0)}
-end
-return {redis.call('GET', KEYS[1]) or ''}
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {holder} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'', redis.call('LINDEX', KEYS[2], 0)}
 """
 
 # After a turn: pop the head if it is still this item, as long as the lease is ours. If another item waits,
@@ -236,7 +270,7 @@ class TurnQueue:
         item = str(bounds[-1])
         status = str(
             await self._submit_inbox(
-                keys=keys, args=[DEDUPE_SECONDS, self.max_per_conversation, self._inbox_ttl, item]
+                keys=keys, args=[DEDUPE_SECONDS, self.max_per_conversation, self._inbox_ttl, item, turn_id]
             )
         )
         if status != "queued":

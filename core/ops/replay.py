@@ -6,9 +6,9 @@ admin rights included. :meth:`JobGuard.admit` refuses
 
 - ``job_expired``: issued (``Job.enqueued_at``, under the signature) more than ``max_age`` seconds ago;
 - ``job_replayed``: its nonce was seen before. The first sight claims the nonce in Redis
-  (``SET NX EX max_age``, value ``run``); :meth:`done` marks it ``done``. A worker that takes over a turn
-  whose first worker died (``Job.attempt`` > 1) may run a nonce still marked ``run``, never one marked
-  ``done``.
+  (``SET NX EX max_age``, value ``run:<random>``); :meth:`done` marks it ``done``. A worker that takes over
+  a turn whose first worker died (``Job.attempt`` > 1) may run a nonce still marked ``run``, never one
+  marked ``done``.
 
 Both checks apply with signing keys only (production): without them items are not authenticated at all,
 and a nonce would prove nothing. A refusal is logged and recorded in the safety events under its name.
@@ -17,6 +17,7 @@ An item queued by a version without nonces (during a rolling upgrade) is run if 
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import redis.asyncio as aioredis
@@ -57,14 +58,20 @@ class JobGuard:
             return ""
         key = self.key(job.nonce)
         ttl = max(1, int(self.max_age) + 1)
+        # This sight's own mark: a SET the client sends again after its reply was lost (a connection dropped
+        # under it in a Cluster failover) finds it, and is not taken for a replay (the turn would be lost).
+        mine = f"{RUNNING}:{secrets.token_hex(6)}"
         try:
-            if await self._r.set(key, RUNNING, nx=True, ex=ttl):
+            if await self._r.set(key, mine, nx=True, ex=ttl):
                 return ""
             seen = await self._r.get(key)
         except RedisError as exc:
             raise StoreError(f"cannot check a queue item's nonce: {type(exc).__name__}") from exc
         seen = seen.decode() if isinstance(seen, bytes) else seen
-        if job.attempt > 1 and seen == RUNNING:  # taking over from a worker that died mid-turn
+        if seen == mine:
+            return ""
+        running = seen == RUNNING or str(seen).startswith(RUNNING + ":")  # (bare "run": an older version)
+        if job.attempt > 1 and running:  # taking over from a worker that died mid-turn
             return ""
         return REPLAYED
 

@@ -7,9 +7,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bots.loader import load_bot
 from core.console.places import encode_place
@@ -203,3 +209,155 @@ async def test_deferred_riders_keep_the_stored_bytes_budget_and_reach_redis_on_a
         member = encode_place(turn("x", thread="sb-last").place)
         assert await connection.client.zscore(term, member) is not None
         assert await connection.client.ttl(term) > 0
+
+
+class LostReplies:
+    """Commands that reach a cluster node and run there, but whose replies the client never reads: what
+    redis-py does to commands in flight on healthy nodes when another node fails over (its ``aclose()``
+    drops every node's connections). ``lose(match)`` loses the next reply of a command ``match`` picks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.matches: list[Callable[[tuple[Any, ...]], bool]] = []
+        self.lost: list[tuple[Any, ...]] = []
+        node_command, node_pipeline = ClusterNode.execute_command, ClusterNode.execute_pipeline
+        owner = self
+
+        async def execute_command(node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+            result = await node_command(node, *args, **kwargs)
+            if owner._take(args):
+                raise RedisConnectionError("Connection closed by server.")
+            return result
+
+        async def execute_pipeline(node: ClusterNode, commands: list[Any]) -> bool:
+            failed = await node_pipeline(node, commands)
+            ran = [c for c in commands if not isinstance(c.result, Exception)]  # not NOSCRIPT, say
+            if any(owner._take(command.args) for command in ran):
+                for command in commands:
+                    command.result = RedisConnectionError("Connection closed by server.")
+                return True
+            return failed
+
+        monkeypatch.setattr(ClusterNode, "execute_command", execute_command)
+        monkeypatch.setattr(ClusterNode, "execute_pipeline", execute_pipeline)
+
+    def lose(self, match: Callable[[tuple[Any, ...]], bool]) -> None:
+        self.matches.append(match)
+
+    def _take(self, args: tuple[Any, ...]) -> bool:
+        for match in self.matches:
+            if match(args):
+                self.matches.remove(match)
+                self.lost.append(args)
+                return True
+        return False
+
+
+async def _warm_up(rt: Any, delivery: MemoryDelivery) -> None:
+    """One turn answered first: the scripts are loaded (a first EVALSHA meets NOSCRIPT, sent again after
+    loading it), so the replies lost next are those of commands that ran."""
+    await rt.dispatcher.dispatch(turn("warm", thread="warm-up", event_id="ev-warm"))
+    await delivery.wait_for(1)
+    delivery.delivered.clear()
+
+
+def _script(sha: str, key: str) -> Callable[[tuple[Any, ...]], bool]:
+    """An EVALSHA of the script ``sha`` whose keys include ``key``."""
+    return lambda args: len(args) > 3 and args[0] == "EVALSHA" and args[1] == sha and key in args[3:]
+
+
+async def test_a_take_whose_reply_is_lost_in_a_failover_still_answers_the_conversation(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's take of a conversation runs on its node, but the reply is lost (another node failed
+    over); the take is sent again with the same token. It must find the lock its first send took, not
+    mistake itself for another worker (acknowledging the signal and leaving the turns in the inbox, with
+    nobody to answer them: the master-kill test's lost conversation)."""
+    lost = LostReplies(monkeypatch)
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        queue = rt.ops.queue
+        assert queue is not None
+        async with running_worker(rt):
+            await _warm_up(rt, delivery)
+            lost.lose(_script(queue._take.sha, rt.ops.locks.key(turn("x", thread="lost-take").place)))
+            for i in range(2):
+                outcome = await rt.dispatcher.dispatch(
+                    turn(f"m{i}", thread="lost-take", event_id=f"ev-lt-{i}")
+                )
+                assert outcome.outcome is DispatchOutcome.QUEUED
+            await delivery.wait_for(2)
+    assert lost.lost  # the take's reply was lost once
+    assert [d.text for d in delivery.delivered] == ["You said: m0", "You said: m1"]
+
+
+async def test_a_submit_whose_reply_is_lost_in_a_failover_is_queued_once_and_answered(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submit's first script (dedupe + inbox) runs, its reply is lost, the client sends it again: that
+    is the same turn, not a duplicate event (a 'duplicate' would skip the signal: no worker would ever
+    take the item), and it is pushed once."""
+    lost = LostReplies(monkeypatch)
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        queue = rt.ops.queue
+        assert queue is not None
+        place = turn("x", thread="lost-submit").place
+        lost.lose(_script(queue._submit_inbox.sha, queue.inbox(place)))
+        outcome = await rt.dispatcher.dispatch(turn("once", thread="lost-submit", event_id="ev-ls-1"))
+        assert lost.lost
+        assert outcome.outcome is DispatchOutcome.QUEUED
+        assert await rt.ops.client.llen(queue.inbox(place)) == 1  # type: ignore[misc]
+        again = await rt.dispatcher.dispatch(turn("once", thread="lost-submit", event_id="ev-ls-1"))
+        assert again.outcome is DispatchOutcome.DUPLICATE  # the platform's retry of the event still is one
+        async with running_worker(rt):
+            await delivery.wait_for(1)
+            await asyncio.sleep(0.3)  # a second reply would show up by now
+    assert [d.text for d in delivery.delivered] == ["You said: once"]
+
+
+async def test_a_memory_read_whose_reply_is_lost_in_a_failover_is_read_again(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn's memory read (after a take whose reply was lost, the engine reads for itself) loses its
+    reply too: the reads are sent again, and the turn is answered, not met with the persona's "memory is
+    unavailable" apology (the master-kill test saw that on a healthy node's conversation)."""
+    lost = LostReplies(monkeypatch)
+    delivery = MemoryDelivery()
+    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        queue = rt.ops.queue
+        assert queue is not None
+        place = turn("x", thread="lost-read").place
+        messages = KeySpace("arcade").messages(place)
+        async with running_worker(rt):
+            await _warm_up(rt, delivery)
+            lost.lose(_script(queue._take.sha, rt.ops.locks.key(place)))
+            lost.lose(lambda args: args[:2] == ("LRANGE", messages))
+            await rt.dispatcher.dispatch(turn("remember me", thread="lost-read", event_id="ev-lr-1"))
+            await delivery.wait_for(1)
+    assert len(lost.lost) == 2  # the take's reply and the memory read's
+    assert [d.text for d in delivery.delivered] == ["You said: remember me"]
+
+
+async def test_a_signed_turn_whose_nonce_claim_loses_its_reply_is_still_answered(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With signing keys (production) a worker claims the item's nonce before running it. That SET's reply
+    lost and the SET sent again must not read as a replay of the item (refused: the turn lost)."""
+    lost = LostReplies(monkeypatch)
+    delivery = MemoryDelivery()
+    keys = SecretStr(Fernet.generate_key().decode())
+    settings = _settings(cluster, fake_openai, tmp_path, parley_credentials_keys=keys)
+    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        assert rt.ops.queue is not None and rt.ops.queue.guard.enabled
+        nonces = rt.ops.queue.guard.key("")
+        async with running_worker(rt):
+            await _warm_up(rt, delivery)
+            lost.lose(lambda args: args[0] == "SET" and str(args[1]).startswith(nonces) and "NX" in args)
+            await rt.dispatcher.dispatch(turn("signed", thread="lost-nonce", event_id="ev-ln-1"))
+            await delivery.wait_for(1)
+    assert lost.lost
+    assert [d.text for d in delivery.delivered] == ["You said: signed"]
