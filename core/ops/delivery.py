@@ -28,7 +28,7 @@ from core.memory import Fence
 from core.ops.jobs import Job, Route
 from core.ops.lock import ConversationLocks
 from core.ops.metrics import Metrics
-from core.ops.queue import SubmitStatus, TurnQueue
+from core.ops.queue import SubmitStatus, TakenBack, TurnQueue
 from core.ops.replay import JobGuard
 from core.reply import ReplyFold
 from core.safety.events import Decision
@@ -206,7 +206,9 @@ class Dispatcher:
         except StoreError as exc:
             log.warning("queue_unavailable_answering_here", error=str(exc), turn_id=turn.turn_id)
             self.metrics.redis_unavailable.labels(self.metrics.bot, "queue").inc()
-            return self._answer_here(delivery, job, DispatchOutcome.FALLBACK, str(exc))
+            # A turn the queue took back keeps its event claimed for it: answered without the event dedupe.
+            claimed = isinstance(exc, TakenBack)
+            return self._answer_here(delivery, job, DispatchOutcome.FALLBACK, str(exc), deduplicated=claimed)
         self.metrics.event(submitted.status.value)
         if submitted.status is SubmitStatus.DUPLICATE:
             return Dispatched(DispatchOutcome.DUPLICATE)
@@ -215,7 +217,13 @@ class Dispatcher:
         return Dispatched(DispatchOutcome.QUEUED)
 
     def _answer_here(
-        self, delivery: Delivery, job: Job, outcome: DispatchOutcome, reason: str = ""
+        self,
+        delivery: Delivery,
+        job: Job,
+        outcome: DispatchOutcome,
+        reason: str = "",
+        *,
+        deduplicated: bool = False,
     ) -> Dispatched:
         """Answer in this process (no queue, or no Redis), within ``max_direct`` turns at once."""
         if self._direct_running >= self.max_direct:
@@ -223,7 +231,7 @@ class Dispatcher:
             return self._busy(delivery, job, "direct_full")
         self.metrics.event(outcome.value)
         self._direct_running += 1
-        self._spawn(self._direct(delivery, job), job.turn)
+        self._spawn(self._direct(delivery, job, deduplicated), job.turn)
         return Dispatched(outcome, reason)
 
     def _busy(self, delivery: Delivery, job: Job, reason: str) -> Dispatched:
@@ -239,12 +247,14 @@ class Dispatcher:
     def _spawn(self, work: Coroutine[Any, Any, None], turn: Turn) -> None:
         self.tasks.spawn(work, name=f"turn:{turn.turn_id}")
 
-    async def _direct(self, delivery: Delivery, job: Job) -> None:
-        # Not queued, so not deduplicated yet: the engine dedupes on the event id itself. The lock keeps
-        # replicas answering one conversation in order.
+    async def _direct(self, delivery: Delivery, job: Job, deduplicated: bool = False) -> None:
+        # Not queued, so (unless the queue claimed its event and took it back) not deduplicated yet: the
+        # engine dedupes on the event id itself. The lock keeps replicas answering one conversation in order.
         try:
             async with self.locks.hold(job.turn.place) as fence:
-                await run_turn(self.engine, delivery, job, self.metrics, fence=fence, deduplicated=False)
+                await run_turn(
+                    self.engine, delivery, job, self.metrics, fence=fence, deduplicated=deduplicated
+                )
         finally:
             self._direct_running -= 1
 

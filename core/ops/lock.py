@@ -68,6 +68,11 @@ class Lease:
         return self.token.split(":", 1)[0]
 
 
+def lock_key(keys: KeySpace, place: Place) -> str:
+    """The conversation's lock, in its hash slot."""
+    return keys.conversation(place) + ":lock"
+
+
 def holder_kind(value: str) -> str:
     return value.split(":", 1)[0] if value else ""
 
@@ -97,7 +102,7 @@ class ConversationLocks:
         self._release = client.register_script(_RELEASE)
 
     def key(self, place: Place) -> str:
-        return self._keys.conversation(place) + ":lock"
+        return lock_key(self._keys, place)
 
     @property
     def lease_ms(self) -> int:

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 from core.errors import StoreError, StoreUnavailable
 from core.keys import KeySpace
 from core.ops.jobs import Job, JobSigner, decode_place, encode_job, encode_place
-from core.ops.lock import ConversationLocks, Lease
+from core.ops.lock import WORKER, ConversationLocks, Lease, lock_key
 from core.ops.recorder import ScriptingPipe
 from core.ops.replay import JobGuard
 from core.types import Place
@@ -108,6 +108,23 @@ redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 't', ARGV[3])
 return 'queued'
 """
 
+# Cluster, when the signal cannot be sent (the stream's node stays unreachable): take the item ARGV[1] back
+# out of the inbox (KEYS[n]) so that the caller answers the turn itself, unless a worker holds the
+# conversation's lock (KEYS[n - 1]: it drains the whole inbox, this item too). The dedupe key (KEYS[1], may be
+# absent) is marked ``<turn id ARGV[2]>:taken_back``: the event stays claimed for this turn, and this call
+# sent again after its reply was lost knows what its first send did. 1 = taken back, 0 = a worker answers it.
+_TAKE_BACK = """
+local n = #KEYS
+local lock, inbox = KEYS[n - 1], KEYS[n]
+local mark = ARGV[2] .. ':taken_back'
+if n == 3 and redis.call('GET', KEYS[1]) == mark then return 1 end
+local holder = redis.call('GET', lock)
+if holder and string.sub(holder, 1, #ARGV[4]) == ARGV[4] then return 0 end
+if redis.call('LREM', inbox, -1, ARGV[1]) == 0 then return 0 end
+if n == 3 then redis.call('SET', KEYS[1], mark, 'EX', ARGV[3]) end
+return 1
+"""
+
 # Take the conversation's lock (KEYS[1]) and read its inbox head (KEYS[2]) in one step.
 # {"", head or false} = taken; {holder} = someone else holds it. A lock that already holds this token is
 # this take's own, sent again after its reply was lost (a connection dropped under it in a failover): taken.
@@ -142,6 +159,12 @@ def _error(exc: RedisError) -> StoreError:
     if isinstance(exc, ResponseError):
         return StoreError(f"Redis error: {exc}")
     return StoreUnavailable(f"Redis unreachable: {type(exc).__name__}")
+
+
+class TakenBack(StoreUnavailable):
+    """The turn was pushed but its signal could not be sent (the stream's node stayed unreachable), so it was
+    taken back out of its inbox: nobody will answer it from the queue. Its event stays claimed for it (answer
+    it here without the engine's event dedupe)."""
 
 
 class SubmitStatus(enum.StrEnum):
@@ -214,6 +237,7 @@ class TurnQueue:
         self._release_and_count = client.register_script(_RELEASE_AND_COUNT)
         self._submit_inbox = client.register_script(_SUBMIT_INBOX)
         self._signal = client.register_script(_SIGNAL)
+        self._take_back = client.register_script(_TAKE_BACK)
         # Cluster: answered signals whose XACK rides on the next read (same node); sent alone if no read
         # comes within ``ack_within`` seconds (the worker sets it under its claim idle).
         self._acks: list[str] = []
@@ -250,7 +274,7 @@ class TurnQueue:
             if self._cluster:
                 # The stream and the inbox live in different slots: check and push in the inbox's slot (the
                 # dedupe key goes first, alone), then signal (after the item, so a worker finds it).
-                status = await self._submit_on_cluster(keys, bounds, place, turn.turn_id)
+                status = await self._submit_on_cluster(keys, bounds, turn.place, place, turn.turn_id)
             else:
                 keys.insert(len(keys) - 1, self.stream)
                 status = str(await self._submit(keys=keys, args=[*bounds, place, turn.turn_id]))
@@ -263,10 +287,11 @@ class TurnQueue:
         return Submitted(SubmitStatus.QUEUED)
 
     async def _submit_on_cluster(
-        self, keys: list[str], bounds: list[str | int], place: str, turn_id: str
+        self, keys: list[str], bounds: list[str | int], where: Place, place: str, turn_id: str
     ) -> str:
         """Two scripts: dedupe + push in the conversation's slot, then bound + signal in the stream's (after
-        the item, so a worker finds it). A full stream takes the item back out (rare: two more calls)."""
+        the item, so a worker finds it). A full stream takes the item back out (rare: two more calls), and so
+        does a signal that cannot be sent (:class:`TakenBack`: the caller answers the turn itself)."""
         item = str(bounds[-1])
         status = str(
             await self._submit_inbox(
@@ -275,7 +300,16 @@ class TurnQueue:
         )
         if status != "queued":
             return status
-        status = str(await self._signal(keys=[self.stream], args=[self.max_len, place, turn_id]))
+        try:
+            status = str(await self._signal(keys=[self.stream], args=[self.max_len, place, turn_id]))
+        except RedisError as exc:
+            # Left in the inbox with no signal, the item would wait for the conversation's next turn (and the
+            # caller's fallback would find its event taken): take it back, unless a worker drains it anyway.
+            back = [*keys[:-1], lock_key(self._keys, where), keys[-1]]
+            args: list[str | int] = [item, turn_id, DEDUPE_SECONDS, WORKER + ":"]
+            if not int(await self._take_back(keys=back, args=args)):
+                return "queued"
+            raise TakenBack(f"Redis unreachable: {type(exc).__name__}") from exc
         if status != "queued":
             await self._r.lrem(keys[-1], -1, item)
             if len(keys) == 2:

@@ -214,15 +214,19 @@ async def test_deferred_riders_keep_the_stored_bytes_budget_and_reach_redis_on_a
 class LostReplies:
     """Commands that reach a cluster node and run there, but whose replies the client never reads: what
     redis-py does to commands in flight on healthy nodes when another node fails over (its ``aclose()``
-    drops every node's connections). ``lose(match)`` loses the next reply of a command ``match`` picks."""
+    drops every node's connections). ``lose(match)`` loses the next reply of a command ``match`` picks;
+    ``refused`` commands do not reach their node at all (it is down) while it matches them."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.matches: list[Callable[[tuple[Any, ...]], bool]] = []
         self.lost: list[tuple[Any, ...]] = []
+        self.refused: Callable[[tuple[Any, ...]], bool] = lambda args: False
         node_command, node_pipeline = ClusterNode.execute_command, ClusterNode.execute_pipeline
         owner = self
 
         async def execute_command(node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+            if owner.refused(args):
+                raise RedisConnectionError("Connection refused.")
             result = await node_command(node, *args, **kwargs)
             if owner._take(args):
                 raise RedisConnectionError("Connection closed by server.")
@@ -361,3 +365,33 @@ async def test_a_signed_turn_whose_nonce_claim_loses_its_reply_is_still_answered
             await delivery.wait_for(1)
     assert lost.lost
     assert [d.text for d in delivery.delivered] == ["You said: signed"]
+
+
+async def test_a_turn_whose_signal_cannot_be_sent_is_taken_back_and_answered_here_once(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's node stays unreachable past the failover wait after the item was pushed in its
+    conversation's slot: the item is taken back out and the turn answered here (the dispatcher's fallback),
+    its event still claimed. Not: the fallback finding the event taken (answering nothing) while the item
+    waits in the inbox with no signal for the conversation's next turn."""
+    lost = LostReplies(monkeypatch)
+    delivery = MemoryDelivery()
+    settings = _settings(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3)
+    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", delivery)
+        queue = rt.ops.queue
+        assert queue is not None
+        inbox = queue.inbox(turn("x", thread="no-signal").place)
+        lost.refused = _script(queue._signal.sha, queue.stream)
+        outcome = await rt.dispatcher.dispatch(turn("alone", thread="no-signal", event_id="ev-ns-1"))
+        assert outcome.outcome is DispatchOutcome.FALLBACK
+        await delivery.wait_for(1)
+        lost.refused = lambda args: False  # the stream's node is back
+        assert await rt.ops.client.llen(inbox) == 0  # type: ignore[misc]
+        again = await rt.dispatcher.dispatch(turn("alone", thread="no-signal", event_id="ev-ns-1"))
+        assert again.outcome is DispatchOutcome.DUPLICATE  # the event was answered
+        async with running_worker(rt):
+            await rt.dispatcher.dispatch(turn("next", thread="no-signal", event_id="ev-ns-2"))
+            await delivery.wait_for(2)
+            await asyncio.sleep(0.3)  # a second reply to "alone" would show up by now
+    assert [d.text for d in delivery.delivered] == ["You said: alone", "You said: next"]
