@@ -68,6 +68,26 @@ async def test_a_cluster_pipeline_whose_connection_is_torn_down_under_it_fails_a
     await conn.aclose()
 
 
+async def test_a_new_pooled_connection_costs_one_round_trip_before_its_first_command(redis_url: str) -> None:
+    """A burst grows the pool by a connection per waiting command: each used to send PING, HELLO, CLIENT
+    MAINT_NOTIFICATIONS and CLIENT SETINFO before its command. Counted by the server."""
+    watcher = redis.Redis.from_url(redis_url)
+    try:
+        watcher.config_resetstat()
+        conn = connect(redis_url)
+        try:
+            await conn.client.set("k", "v")
+            await conn.client.get("k")
+        finally:
+            await conn.aclose()
+        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in watcher.info("commandstats").items()}
+    finally:
+        watcher.close()
+    for own in ("info", "config", "config|resetstat"):  # the watcher's own
+        calls.pop(own, None)
+    assert calls == {"hello": 1, "set": 1, "get": 1}
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
