@@ -111,6 +111,9 @@ class Channel:
         return str(self.data["id"])
 
 
+BOT_ENV: dict[str, str] = {}  # --bot-env: settings for every bot process, over the bench's own
+
+
 @dataclass
 class Result:
     label: str
@@ -214,7 +217,7 @@ class BotProcess:
         argv = [sys.executable, "-m", "tests.bench.load_bot", "--bot", bot]
         if cap is not None:
             argv += ["--cap", str(cap)]
-        env = dict(env)
+        env = {**env, **BOT_ENV}
         env.pop("BENCH_PROFILE", None)
         self.profiled = profile_to is not None
         if profile_to is not None:
@@ -934,10 +937,22 @@ def cli() -> int:
     parser.add_argument(
         "--idle-seconds", type=float, default=30.0, help="quiet seconds for idle CPU (0: skip)"
     )
+    parser.add_argument(
+        "--bot-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the bot processes (repeatable), e.g. PARLEY_LLM_QUIET_STREAMS=false",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".parley" / "bench-load.json")
     args = parser.parse_args()
     global UNIQUE_TEXTS
     UNIQUE_TEXTS = args.unique_texts
+    for pair in args.bot_env:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            parser.error(f"--bot-env {pair!r}: NAME=VALUE")
+        BOT_ENV[name] = value
     # Run as `python -m`, this module is __main__; the Slack variant reads the imported copy's flag.
     importlib.import_module("tests.bench.load_bench").UNIQUE_TEXTS = args.unique_texts
     profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)
