@@ -123,7 +123,7 @@ onnx-graph: $(STAMP)  ## rewrite core/kb/minilm.onnx (the embedded model's graph
 bench-kb: $(STAMP)  ## knowledge-base speed with the embedded model: ingest chunks/s, query embedding, retrieval at 10,000 chunks
 	$(BIN)/python -m tests.bench.kb_bench
 
-bench-stream: $(STAMP)  ## the LLM client's CPU per streamed reply, over aiohttp (http:// endpoints) and httpx (https://)
+bench-stream: $(STAMP)  ## the LLM client's CPU per streamed reply: aiohttp quiet (http://), aiohttp keep-alive, httpx (https://)
 	$(BIN)/python -m tests.bench.llm_stream_bench
 
 bench-search: $(STAMP)  ## console transcript search at 10,000 conversations: index writes per turn, query p50/p95

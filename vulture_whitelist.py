@@ -113,3 +113,4 @@ _.connected  # MCPConnection: tests/tools/test_mcp.py
 _.refused_per_peer  # _CappedSite: tests/scale/test_http_per_peer.py
 onnx_graph  # core/kb/minilm.py: `make onnx-graph` writes it to core/kb/minilm.onnx; tests/kb checks the file
 _.data_location  # onnx TensorProto field set in core/kb/minilm_ort.py (read by onnxruntime)
+_.next_health_check  # redis-py reads it: core/ops/redisconn.py _FreshIsHealthy sets when the next PING is due

@@ -299,7 +299,7 @@ class OpenAILLM:
         # Streams over aiohttp ask the server to close the connection after the reply: its FIN is what ends a
         # quiet read (core/net/aio.py). A new loopback or LAN connection per reply costs far less than the
         # wake-ups it saves; https endpoints (httpx, a TLS handshake per connection) keep theirs.
-        self._close_streams = on_aiohttp(settings.openai_base_url)
+        self._close_streams = settings.parley_llm_quiet_streams and on_aiohttp(settings.openai_base_url)
         self._closed = False
 
     def observe_responses(self, observer: ResponseObserver) -> None:

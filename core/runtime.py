@@ -129,6 +129,10 @@ async def open_runtime(
             if connection.target.kind != "standalone":
                 where = str(connection.target)
         await ping(client, where)
+        warm = settings.parley_redis_warm_connections
+        if redis is None and isinstance(client, aioredis.Redis) and warm > 1:
+            # At once: each PING holds a pooled connection meanwhile, so the pool opens that many.
+            await asyncio.gather(*(ping(client, where) for _ in range(warm)))
 
         keys = KeySpace(spec.name)
         ops = build_ops(spec, settings, client, keys)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     redis_sentinel_password: SecretStr | None = None
     # Sentinel / Cluster: seconds a command waits for a failover (a replica promoted) before it fails.
     parley_redis_failover_wait: float = Field(default=10.0, ge=0, le=120)
+    # Connections a standalone Redis client opens at start-up (of its pool's 64): a burst of turns otherwise
+    # opens one per waiting command on its way to the LLM requests (connect + handshake each). 0: lazily.
+    parley_redis_warm_connections: int = Field(default=16, ge=0, le=64)
 
     port: int = Field(default=3000, ge=0, le=65535)
 
@@ -73,6 +76,9 @@ class Settings(BaseSettings):
     parley_llm_total_timeout: float = Field(default=120.0, gt=0)
     parley_llm_max_retries: int = Field(default=2, ge=0, le=10)
     parley_llm_stream_usage: bool = True  # ask for the final usage chunk (stream_options.include_usage)
+    # Plain-http endpoints: a streamed reply asks for ``Connection: close`` and is read from a quiet socket
+    # that only the server's close wakes (core/net/aio.py); false: keep-alive, batches 100 ms apart.
+    parley_llm_quiet_streams: bool = True
     parley_mcp: bool = True  # start the bots' MCP servers ([[tools.mcp]]); false leaves their tools out
 
     # Scale-out and operations (core/ops): health/metrics server, durable turn queue, locks, circuit breaker.

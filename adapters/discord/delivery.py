@@ -282,7 +282,7 @@ class DiscordDelivery(ReplyDelivery[DiscordWhere]):
         renderer = StreamRenderer(sink, min_interval=self._settings.edit_interval, log_context=context)
         async with asyncio.TaskGroup() as tg, _closing(self._watch_previews(events, previews)) as watched:
             if self._settings.typing and target.typing:
-                tg.create_task(keep_typing(channel, stop_typing))
+                tg.create_task(keep_typing(channel, stop_typing, after=self._settings.typing_after))
             try:
                 outcome = await renderer.run(watched)
             finally:

@@ -76,6 +76,9 @@ class DiscordSettings(BaseSettings):
 
     edit_interval: float = Field(default=1.0, ge=0.2)  # seconds between edits of one streamed message
     typing: bool = True
+    # "typing..." only for a reply with no text after this many seconds: a quick reply never sends it (one
+    # REST call fewer per turn, on a burst's path to the LLM requests) and shows no flicker of it.
+    typing_after: float = Field(default=0.5, ge=0)
     interaction_token_ttl: float = Field(default=15 * 60, gt=0)  # Discord's interaction token lifetime
     interaction_margin: float = Field(default=60.0, ge=0)  # switch to channel messages this long before
     max_concurrent_turns: int = Field(default=32, ge=1)

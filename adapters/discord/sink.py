@@ -293,9 +293,16 @@ class InteractionSink:
 
 
 async def keep_typing(
-    channel: discord.abc.Messageable, stop: asyncio.Event, *, every: float = TYPING_EVERY
+    channel: discord.abc.Messageable,
+    stop: asyncio.Event,
+    *,
+    every: float = TYPING_EVERY,
+    after: float = 0.0,
 ) -> None:
-    """Show "typing..." until ``stop`` is set. A failure (no permission) only ends the indicator."""
+    """Show "typing..." until ``stop`` is set, from ``after`` seconds on (a reply that shows text sooner
+    never sends it). A failure (no permission) only ends the indicator."""
+    if after > 0 and await wait_event(stop, after):
+        return
     while not stop.is_set():
         try:
             await channel.typing()

@@ -340,6 +340,12 @@ class LocalEmbedder:
         matrix = await asyncio.to_thread(self._embed, list(texts), keep)
         return matrix.tolist()  # type: ignore[no-any-return]
 
+    def encode_question(self, text: str) -> F32:
+        """A question's vector, here (a worker thread of the caller's: core/kb/retrieve.py searches in the
+        same trip); never cached, like ``embed(..., keep=False)``."""
+        result: F32 = shared_model().encode([text])[0]
+        return result
+
     def _embed(self, texts: list[str], keep: bool = True) -> F32:
         if not keep or self._cache is None or self._cache_failed:
             return shared_model().encode(texts)

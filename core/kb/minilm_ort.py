@@ -20,6 +20,7 @@ busy 2-core machine a second (spinning) thread costs far more CPU than it saves.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -205,12 +206,23 @@ def build_graph(weights: Mapping[str, Any], *, layers: int, heads: int, dims: in
     return model.SerializeToString()  # type: ignore[no-any-return]
 
 
+def _onnxruntime() -> Any:
+    """onnxruntime, its telemetry off. Since 1.32 its Linux wheels carry Microsoft's 1DS telemetry: every few
+    seconds the process resolved ``mobile.events.data.microsoft.com`` in new threads (seen with strace on
+    an idle bot), a call home Parley never makes and idle CPU. ``ORT_DISABLE_TELEMETRY`` is read when the
+    runtime starts; ``disable_telemetry_events`` covers a runtime another import already started."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime as ort
+
+    ort.disable_telemetry_events()
+    return ort
+
+
 class OrtForward:
     """``forward(ids, mask) -> (batch, dims) unit vectors`` on an onnxruntime session built once."""
 
     def __init__(self, model: bytes, arrays: Mapping[str, F32], *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         options = ort.SessionOptions()
         # The weights are handed over as they are (no copy into a protobuf and back): the graph names them.
         self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]

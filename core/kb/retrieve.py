@@ -288,6 +288,37 @@ class KnowledgeBase:
             return None
         return qvec
 
+    async def _embed_and_search(
+        self, encode: Callable[[str], Sequence[float]], index: KbIndex, query: str, scope: Sequence[str]
+    ) -> tuple[list[Hit], bool] | None:
+        """An in-process model's question vector and the search in ONE worker-thread trip (two trips cost
+        two hand-offs each way: on a VM ~1 ms of CPU per reply): the hits and whether the vector was used
+        (not with other dimensions than the index's); None: no vector (the breaker, the deadline, the
+        model's failure: as :meth:`_query_vector`), the caller searches lexically."""
+        if self._breaker_open():
+            return None
+        dims = index.vectors.dims if index.vectors is not None else 0
+
+        def run() -> tuple[list[Hit], bool]:
+            qvec = encode(query)
+            used = len(qvec) == dims
+            return self._search(index, query, qvec if used else None, scope), used
+
+        try:
+            async with asyncio.timeout(self.cfg.retrieve_deadline):
+                hits, used = await asyncio.to_thread(run)
+        except TimeoutError:
+            await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
+            return None
+        except EmbeddingError as exc:
+            await self._trip(str(exc))
+            return None
+        if not used and "dims" not in self._warned:
+            self._warned.add("dims")
+            fix = "run `parley kb ingest --bot NAME --rebuild`"
+            log.warning("kb_embedding_dims_differ", index=dims, fix=fix)
+        return hits, used
+
     async def retrieve(
         self, query: str, *, channel: str = "", persona: str = "", budget: int | None = None
     ) -> Retrieval:
@@ -296,10 +327,21 @@ class KnowledgeBase:
         if index is None or mode == "none":
             return Retrieval(query, (), False, "none")
         qvec: list[float] | None = None
-        if mode == "hybrid" and index.vectors is not None:
+        scope = self.cfg.scope(channel)
+        hits: list[Hit] | None = None
+        encode = getattr(self.embedder, "encode_question", None)
+        if mode == "hybrid" and index.vectors is not None and encode is not None:
+            found = await self._embed_and_search(encode, index, query, scope)
+            if found is not None:
+                hits, used = found
+                mode = "hybrid" if used else "lexical"
+            else:
+                mode = "lexical"
+        elif mode == "hybrid" and index.vectors is not None:
             qvec = await self._query_vector(query, index.vectors.dims)
             mode = "hybrid" if qvec is not None else "lexical"
-        hits = await asyncio.to_thread(self._search, index, query, qvec, self.cfg.scope(channel))
+        if hits is None:
+            hits = await asyncio.to_thread(self._search, index, query, qvec, scope)
         if self.reranker is not None and hits:
             hits = await self.reranker(query, hits)
         covered = self._covered(index, hits, mode)

@@ -296,13 +296,46 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 3,
     "socket_timeout": 5,
 }
-try:  # redis-py 7.1+: resolved once here, or it reads its package metadata (importlib.metadata) for every
-    # new pooled connection, ~3 ms of CPU each on the event loop, whenever a burst grows the pool.
+# A new pooled connection (a burst grows the pool: 32 turns at once open ~30) costs its round trips before its
+# first command; redis-py 8 sends four: PING (its health check, on a connection made that instant), HELLO 3,
+# CLIENT MAINT_NOTIFICATIONS (Redis Enterprise's; open-source servers answer an error) and CLIENT SETINFO
+# (lib name and version, pipelined). Only HELLO is kept (the protocol); the PING goes in _FreshIsHealthy.
+try:  # redis-py 7.1+: also resolved once here, or it reads its package metadata (importlib.metadata) for
+    # every new pooled connection, ~3 ms of CPU each on the event loop
     from redis.driver_info import DriverInfo
 
-    CLIENT_OPTIONS["driver_info"] = DriverInfo()
+    CLIENT_OPTIONS["driver_info"] = DriverInfo(name=None, lib_version=None)
 except ImportError:  # older redis-py: no metadata read per connection either
     pass
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    CLIENT_OPTIONS["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+except ImportError:  # older redis-py: no such handshake
+    pass
+
+
+class _FreshIsHealthy:
+    """A pooled connection's health check (a PING after ``health_check_interval`` idle seconds) starts
+    counting when it connects: redis-py would PING before the first command of a connection just made."""
+
+    health_check_interval: float
+    next_health_check: float
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        if self.health_check_interval:
+            self.next_health_check = asyncio.get_running_loop().time() + self.health_check_interval
+        await super().on_connect_check_health(check_health)  # type: ignore[misc]
+
+
+_fresh_classes: dict[type[Any], type[Any]] = {}
+
+
+def _fresh_is_healthy(cls: type[Any]) -> type[Any]:
+    """``cls`` (TCP, TLS or unix socket, as the URL chose) with :class:`_FreshIsHealthy` (one per class)."""
+    if cls not in _fresh_classes:
+        _fresh_classes[cls] = type(f"Fresh{cls.__name__}", (_FreshIsHealthy, cls), {})
+    return _fresh_classes[cls]
 
 
 @dataclass
@@ -350,6 +383,8 @@ def connect(
             )
         except ValueError as exc:
             raise ConfigError(f"REDIS_URL: {exc}") from None
+        if hasattr(pool.connection_class, "on_connect_check_health"):
+            pool.connection_class = _fresh_is_healthy(pool.connection_class)
         client = aioredis.Redis.from_pool(pool)
         return RedisConnection(client, target, [client.aclose])
     common: dict[str, Any] = {

@@ -3,8 +3,9 @@
 The fake OpenAI-compatible server runs in a child process (its CPU is not counted) and streams a 70-token
 reply at 60 tokens/s after 300 ms, like ``make bench-load``'s model. This process reads the reply through
 :class:`core.llm.OpenAILLM` (the batches, the event parsing, the think filter) and prints its own CPU per
-reply and the wall time: over aiohttp (what an ``http://`` endpoint gets, core/net/aio.py) and over the SDK's
-httpx transport (what an ``https://`` endpoint gets), back to back. Figures, not assertions.
+reply and the wall time: over aiohttp with the quiet socket (what an ``http://`` endpoint gets,
+core/net/aio.py), over aiohttp with keep-alive connections (``PARLEY_LLM_QUIET_STREAMS=false``) and over the
+SDK's httpx transport (what an ``https://`` endpoint gets), back to back. Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def _httpx_client(base_url: str | None, **options: Any) -> Any:
     return http_client(base_url, transport=httpx.AsyncHTTPTransport(), **options)
 
 
-async def _measure(base_url: str, replies: int) -> tuple[list[float], float]:
-    llm = OpenAILLM(make_settings(openai_base_url=base_url, openai_api_key="bench"))
+async def _measure(base_url: str, replies: int, quiet: bool) -> tuple[list[float], float]:
+    settings = make_settings(openai_base_url=base_url, openai_api_key="bench", parley_llm_quiet_streams=quiet)
+    llm = OpenAILLM(settings)
     request = LLMRequest([ChatMessage("system", "You are a bot. " * 50), ChatMessage("user", "hi")], "m")
     try:
         _ = [e async for e in llm.stream(request)]  # warm: connection, imports
@@ -75,10 +77,15 @@ def main() -> int:
         base_url = f"http://127.0.0.1:{port}/v1"
         print(f"{args.replies} replies of 70 tokens at 60 tokens/s; CPU of this process per reply")
         print(f"{'transport':<28}{'CPU p50 ms':>11}{'mean ms':>9}{'wall ms':>9}")
-        for name, client in (("aiohttp (as for http://)", http_client), ("httpx (as for https://)", None)):
+        rows = (
+            ("aiohttp, quiet (http://)", http_client, True),
+            ("aiohttp, keep-alive", http_client, False),
+            ("httpx (as for https://)", None, False),
+        )
+        for name, client, quiet in rows:
             core.llm.http_client = client or _httpx_client  # type: ignore[assignment]
             try:
-                cpu, wall = asyncio.run(_measure(base_url, args.replies))
+                cpu, wall = asyncio.run(_measure(base_url, args.replies, quiet))
             finally:
                 core.llm.http_client = http_client
             print(f"{name:<28}{statistics.median(cpu):>11.1f}{statistics.mean(cpu):>9.1f}{wall:>9.0f}")

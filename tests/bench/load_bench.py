@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import importlib
 import io
@@ -110,6 +111,9 @@ class Channel:
         return str(self.data["id"])
 
 
+BOT_ENV: dict[str, str] = {}  # --bot-env: settings for every bot process, over the bench's own
+
+
 @dataclass
 class Result:
     label: str
@@ -134,6 +138,8 @@ class Result:
     other_sample: str = ""
     rest_routes: dict[str, int] = field(default_factory=dict)
     rounds: int = 1  # N users at once, this many times in a row
+    # The round's first message sent -> the fake model got a chat request (counted by the fake).
+    request_p50_s: float | None = None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -211,7 +217,7 @@ class BotProcess:
         argv = [sys.executable, "-m", "tests.bench.load_bot", "--bot", bot]
         if cap is not None:
             argv += ["--cap", str(cap)]
-        env = dict(env)
+        env = {**env, **BOT_ENV}
         env.pop("BENCH_PROFILE", None)
         self.profiled = profile_to is not None
         if profile_to is not None:
@@ -517,6 +523,14 @@ def result_of(
 ) -> Result:
     """One run's figures from its channels (shared by the Discord and Slack variants)."""
     answered = [c for c in channels if c.kind == "reply"]
+    # Each chat request against the start of its round (the round's first message sent): the bot's time
+    # before the model is asked, apart from the model's first token and the delivery after it.
+    starts = sorted(min(c.sent_at for c in batch) for batch in rounds(channels, run.n) if batch[0].sent_at)
+    asked = []
+    for request in llm.chat_requests[chats_before:]:
+        before = bisect.bisect_right(starts, request.at)
+        if before:
+            asked.append(request.at - starts[before - 1])
     firsts = [c.first_at - c.sent_at for c in answered if c.first_at is not None]
     wholes = [c.last_at - c.sent_at for c in answered if c.last_at is not None]
     replies = len(answered)
@@ -544,6 +558,7 @@ def result_of(
         other_sample=others[0].text[:200] if others else "",
         rest_routes=dict(sorted(routes.items(), key=lambda kv: -kv[1])),
         rounds=run.rounds,
+        request_p50_s=_round(percentile(asked, 0.5)),
     )
 
 
@@ -828,14 +843,14 @@ def table(results: list[Result], calls_label: str) -> list[str]:
     lines = [
         f"{'run':<9}{'N':>5}{'cap':>4}{'replies':>8}{'busy':>5}{'other':>6}{'none':>5}"
         f"{'first p50':>10}{'p95':>6}{'whole p50':>10}{'p95':>6}{'CPU ms/r':>9}{calls_label:>8}"
-        f"{'LLM peak':>9}{'secs':>6}{'fakes%':>7}",
+        f"{'LLM peak':>9}{'secs':>6}{'fakes%':>7}{'asked p50':>10}",
     ]
     for r in results:
         lines.append(
             f"{r.label:<9}{_size(r):>5}{r.cap:>4}{r.replies:>8}{r.busy:>5}{r.other:>6}{r.unanswered:>5}"
             f"{_s(r.first_p50_s):>10}{_s(r.first_p95_s):>6}{_s(r.whole_p50_s):>10}{_s(r.whole_p95_s):>6}"
             f"{_n(r.cpu_ms_per_reply):>9}{_n(r.rest_calls_per_reply):>8}{r.peak_llm_in_flight:>9}"
-            f"{r.elapsed_s:>6.1f}{r.driver_cpu_pct:>7.0f}"
+            f"{r.elapsed_s:>6.1f}{r.driver_cpu_pct:>7.0f}{_s(r.request_p50_s):>10}"
         )
     for r in results:
         if r.other_sample:
@@ -895,7 +910,8 @@ def report(results: list[Result], info: BenchInfo, idle: Idle | None = None) -> 
         "replies: the LLM's whole text shown; busy: the persona's busy text; other: any other final text;",
         "none: nothing final in the channel. first/whole in seconds from the user's message to the bot's",
         "first post / last post or edit there. CPU ms/r and REST/r: everything over the run (refusals",
-        "included) / replies. fakes%: CPU of this process (fakes + driver) over the run.",
+        "included) / replies. fakes%: CPU of this process (fakes + driver) over the run. asked p50: the",
+        "round's first message sent -> the fake model got a chat request (the bot's time before it asks).",
     ]
     return "\n".join(lines)
 
@@ -921,10 +937,22 @@ def cli() -> int:
     parser.add_argument(
         "--idle-seconds", type=float, default=30.0, help="quiet seconds for idle CPU (0: skip)"
     )
+    parser.add_argument(
+        "--bot-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the bot processes (repeatable), e.g. PARLEY_LLM_QUIET_STREAMS=false",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / ".parley" / "bench-load.json")
     args = parser.parse_args()
     global UNIQUE_TEXTS
     UNIQUE_TEXTS = args.unique_texts
+    for pair in args.bot_env:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            parser.error(f"--bot-env {pair!r}: NAME=VALUE")
+        BOT_ENV[name] = value
     # Run as `python -m`, this module is __main__; the Slack variant reads the imported copy's flag.
     importlib.import_module("tests.bench.load_bench").UNIQUE_TEXTS = args.unique_texts
     profile = LLMProfile(args.first_token, args.tokens_per_s, args.reply_tokens)

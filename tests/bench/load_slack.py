@@ -304,7 +304,7 @@ def report(results: list[Result], profile: LLMProfile, idle: Idle | None) -> str
         "",
         "first: the envelope sent -> the bot's first chat.startStream/postMessage in that channel; whole: ->",
         "its last stream/post/update call there. Slack/r: every Web API call the fake saw over the run /",
-        "replies.",
+        "replies. asked p50: the round's first envelope sent -> the fake model got a chat request.",
     ]
     return "\n".join(lines)
 

@@ -143,6 +143,20 @@ async def test_a_streamed_reply_over_http_asks_for_a_closed_connection_and_ends_
     assert fake_openai.chat_requests[-1].headers.get("Connection") == "close"
 
 
+async def test_quiet_streams_can_be_turned_off(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Reply("one two three"))
+    settings = make_settings(
+        openai_base_url=fake_openai.base_url, openai_api_key="k", parley_llm_quiet_streams=False
+    )
+    llm = OpenAILLM(settings)
+    try:
+        got = [e.text async for e in llm.stream(HI) if isinstance(e, LLMDelta)]
+    finally:
+        await llm.aclose()
+    assert "".join(got) == "one two three"
+    assert fake_openai.chat_requests[-1].headers.get("Connection") != "close"
+
+
 async def test_an_endpoint_nobody_listens_on_is_unavailable_not_a_timeout() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,7 +31,7 @@ async def test_mention_gets_a_streamed_reply(
     bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI, queue: bool
 ) -> None:
     fake = fake_discord
-    async with bot_factory(queue=queue):
+    async with bot_factory(queue=queue, typing_after=30):
         asked = await fake.send_message("tell me a joke", mention_bot=True)
         (post,) = await fake.wait_for_calls("POST", POST_MESSAGE, ok=True)
         await fake.wait_for(lambda: fake.bot_messages()[-1]["content"] == "You said: tell me a joke")
@@ -41,7 +41,20 @@ async def test_mention_gets_a_streamed_reply(
     assert str(post.json["message_reference"]["message_id"]) == asked["id"]  # a reply to the user's message
     assert post.json["message_reference"]["fail_if_not_exists"] is False
     assert post.json["flags"] & 4  # SUPPRESS_EMBEDS: a model-written link does not unfurl
-    assert fake.calls_to("POST", rf"/channels/{fake.general['id']}/typing")  # "typing..." while waiting
+    # Text came before DISCORD_TYPING_AFTER: no "typing..." call (one REST call fewer per turn).
+    assert not fake.calls_to("POST", rf"/channels/{fake.general['id']}/typing")
+
+
+async def test_a_reply_slow_to_show_text_shows_typing_meanwhile(
+    bot_factory: BotFactory, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    fake_openai.queue(Reply("at last", first_delay=1.5))
+    async with bot_factory(typing_after=0.2):
+        await fake.send_message("take your time", mention_bot=True)
+        (typing,) = await fake.wait_for_calls("POST", rf"/channels/{fake.general['id']}/typing")
+        (post,) = await fake.wait_for_calls("POST", POST_MESSAGE, ok=True)
+    assert typing.at < post.at  # "typing..." while the model had not answered yet
 
 
 async def test_dm_gets_a_reply_in_the_dm(bot_factory: BotFactory, fake_discord: FakeDiscord) -> None:

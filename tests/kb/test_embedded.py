@@ -3,9 +3,11 @@ ingest see with no embeddings server at all."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,7 +114,7 @@ async def test_citations_come_from_the_real_source(redis_client: aioredis.Redis,
 
 
 async def test_a_model_change_without_reingest_is_detected_and_logged_once(
-    redis_client: aioredis.Redis, help_centre: Path
+    redis_client: aioredis.Redis, help_centre: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await run_ingest(redis_client, help_centre.parent, embedder=LocalEmbedder())
     store = KbStore(redis_client, KeySpace("testbot"))
@@ -134,8 +136,17 @@ async def test_a_model_change_without_reingest_is_detected_and_logged_once(
 
     same = KnowledgeBase(kb_cfg(retrieve_deadline=30), None, LocalEmbedder())  # no timing in tests
     same.index = index
+    trips: list[object] = []
+    real = asyncio.to_thread
+
+    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
     result = await same.retrieve("my money has not come back after I sent the kettle back")
     assert result.mode == "hybrid" and result.hits[0].chunk.source == "kb/returns/refunds.md"
+    assert len(trips) == 1  # the question's vector and the search: one worker-thread trip, not two
 
 
 async def test_a_question_is_embedded_and_dropped_not_kept_in_the_vector_cache(

@@ -4,6 +4,7 @@ vector cache; and numpy when onnxruntime is not installed."""
 
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Any
 
@@ -94,3 +95,12 @@ def test_the_committed_graph_is_what_the_code_writes() -> None:
     written = minilm.onnx_graph()
     assert minilm_ort.GRAPH.read_bytes() == written, "run `make onnx-graph`"
     assert len(written) < 100_000
+
+
+def test_the_runtime_starts_with_its_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime 1.32's Linux wheels phone home (1DS, mobile.events.data.microsoft.com): every few seconds
+    an idle bot resolved that host in new threads. The variable must be set before the runtime starts."""
+    monkeypatch.delenv("ORT_DISABLE_TELEMETRY", raising=False)
+    ort = minilm_ort._onnxruntime()
+    assert ort.__name__ == "onnxruntime"
+    assert os.environ["ORT_DISABLE_TELEMETRY"] == "1"

@@ -68,6 +68,26 @@ async def test_a_cluster_pipeline_whose_connection_is_torn_down_under_it_fails_a
     await conn.aclose()
 
 
+async def test_a_new_pooled_connection_costs_one_round_trip_before_its_first_command(redis_url: str) -> None:
+    """A burst grows the pool by a connection per waiting command: each used to send PING, HELLO, CLIENT
+    MAINT_NOTIFICATIONS and CLIENT SETINFO before its command. Counted by the server."""
+    watcher = redis.Redis.from_url(redis_url)
+    try:
+        watcher.config_resetstat()
+        conn = connect(redis_url)
+        try:
+            await conn.client.set("k", "v")
+            await conn.client.get("k")
+        finally:
+            await conn.aclose()
+        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in watcher.info("commandstats").items()}
+    finally:
+        watcher.close()
+    for own in ("info", "config", "config|resetstat"):  # the watcher's own
+        calls.pop(own, None)
+    assert calls == {"hello": 1, "set": 1, "get": 1}
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -175,3 +195,21 @@ async def test_sentinel_url_finds_the_master_and_serves_turns(
         f"redis+sentinel://127.0.0.1:{proc.port}/parley", fake_openai, tmp_path
     )
     assert memory == ["hello", "You said: hello", "again", "You said: again"]
+
+
+async def test_a_runtime_opens_its_warm_redis_connections_at_start(redis_url: str, tmp_path: Path) -> None:
+    """PARLEY_REDIS_WARM_CONNECTIONS: the pool is open before the first burst (counted by the server)."""
+    watcher = redis.Redis.from_url(redis_url)
+    try:
+        before = len(watcher.client_list())
+        settings = make_settings(
+            redis_url=redis_url,
+            openai_base_url="http://127.0.0.1:9/v1",  # never called
+            parley_data_dir=tmp_path,
+            parley_redis_warm_connections=6,
+        )
+        async with open_runtime(scale_spec(), make_app(settings)):  # type: ignore[arg-type]
+            opened = len(watcher.client_list()) - before
+    finally:
+        watcher.close()
+    assert opened >= 6
