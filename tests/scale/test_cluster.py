@@ -24,6 +24,7 @@ from core.kb.retrieve import KnowledgeBase
 from core.kb.store import KbStore
 from core.keys import KeySpace
 from core.ops.delivery import DispatchOutcome
+from core.ops.lock import WORKER
 from core.ops.redisconn import connect
 from core.runtime import open_runtime
 from core.story import StoryState, StoryStore
@@ -395,3 +396,23 @@ async def test_a_turn_whose_signal_cannot_be_sent_is_taken_back_and_answered_her
             await delivery.wait_for(2)
             await asyncio.sleep(0.3)  # a second reply to "alone" would show up by now
     assert [d.text for d in delivery.delivered] == ["You said: alone", "You said: next"]
+
+
+async def test_a_turn_whose_signal_cannot_be_sent_stays_queued_while_a_worker_drains_its_conversation(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but a worker holds the conversation's lock: it drains the whole inbox (it looks again before
+    it unlocks), so the item stays and the submit says queued (taking it back would answer it twice)."""
+    lost = LostReplies(monkeypatch)
+    settings = _settings(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3)
+    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
+        rt.ops.deliveries.register("test", MemoryDelivery())
+        queue = rt.ops.queue
+        assert queue is not None
+        place = turn("x", thread="drained").place
+        lease, _holder = await rt.ops.locks.try_acquire(place, WORKER)
+        assert lease is not None
+        lost.refused = _script(queue._signal.sha, queue.stream)
+        outcome = await rt.dispatcher.dispatch(turn("kept", thread="drained", event_id="ev-dr-1"))
+        assert outcome.outcome is DispatchOutcome.QUEUED
+        assert await rt.ops.client.llen(queue.inbox(place)) == 1  # type: ignore[misc]
