@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
@@ -108,6 +109,8 @@ class AioBody(httpx.AsyncByteStream):
             return True
         sock = self._transport.get_extra_info("socket") if self._transport is not None else None
         if not self.closes or sock is None or not self.identity or self._response.content.at_eof():
+            return False
+        if not sys.platform.startswith("linux"):  # elsewhere a lowered mark may not wake the poller
             return False
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_LOWAT)
