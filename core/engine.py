@@ -501,7 +501,7 @@ class Engine:
         A context-length error before anything was shown retries once with half the history budget.
         ``ahead``: the request opened before the verdict, used if it is the one this stage sends."""
         budget = ctx.persona.history_budget
-        checked = 0
+        checked = size = 0
         for attempt in (1, 2):
             request = self._request(ctx, draft.prompt)
             try:
@@ -510,16 +510,24 @@ class Engine:
                         if isinstance(event, LLMEnd):
                             draft.finish_reason, draft.usage = event.finish_reason, event.usage
                             return
-                        draft.parts.append(event.text)
-                        yield ReplyDelta(event.text)
-                        size = sum(map(len, draft.parts))
-                        if size - checked >= MODERATION_STRIDE:
-                            # Only the new text (and a little before it) is checked: linear in the reply.
-                            since, checked = checked, size
-                            verdict = await self._check_output(ctx.turn, draft.text, final=False, since=since)
-                            if verdict.action is Action.REFUSE:
-                                draft.refused = verdict
-                                return
+                        # At most a stride is shown unchecked, however much text one batch brought (a
+                        # fast model's whole reply can arrive between two reads): a delta is cut there.
+                        text = event.text
+                        while text:
+                            room = MODERATION_STRIDE - (size - checked)
+                            piece, text = text[:room], text[room:]
+                            draft.parts.append(piece)
+                            size += len(piece)
+                            yield ReplyDelta(piece)
+                            if size - checked >= MODERATION_STRIDE:
+                                # Only the new text (and a little before it) is checked: linear in the reply.
+                                since, checked = checked, size
+                                verdict = await self._check_output(
+                                    ctx.turn, draft.text, final=False, since=since
+                                )
+                                if verdict.action is Action.REFUSE:
+                                    draft.refused = verdict
+                                    return
                 return
             except ContextTooLong as exc:
                 if attempt == 2 or draft.parts:

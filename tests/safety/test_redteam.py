@@ -3,6 +3,7 @@ what reaches the LLM, what is stored in Redis, and what the user is shown."""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import Sequence
 from typing import Any
@@ -214,6 +215,23 @@ async def test_output_that_turns_unsafe_mid_stream_is_replaced_and_the_stream_st
     stride, chunk = 400, 50  # the engine re-checks every 400 characters; the fake streams 50 at a time
     assert len(deltas) <= long.index("gorefest") + stride + chunk < len(long)  # the stream was cut
     assert "gorefest" not in messages and "knight" not in messages  # only the user's message was kept
+
+
+async def test_a_whole_unsafe_reply_arriving_in_one_batch_is_still_cut_within_a_stride(
+    safety_factory: SafetyFactory, fake_openai: ModerationFake
+) -> None:
+    """The stream is read in batches (a quiet socket rests 250 ms): a fast model's whole reply can come in
+    one read. The engine still shows at most a stride of unchecked text (it cuts a big delta)."""
+    fake_openai.scores = {"gorefest": ("violence/graphic", 0.99)}
+    hold = asyncio.Event()
+    long = "Once upon a time. " + "A gorefest began. " + "More. " * 400
+    fake_openai.queue(Reply(long, chunk_chars=50, hold=hold, hold_at=1))
+    async with safety_factory("support") as rt:
+        asyncio.get_running_loop().call_later(0.05, hold.set)  # the rest arrives while the reader rests
+        events, result = await run(rt, make_turn("tell me a story"))
+    deltas = "".join(e.text for e in events if isinstance(e, ReplyDelta))
+    assert result.kind is ReplyKind.REFUSAL and result.meta["category"] == "violence/graphic"
+    assert len(deltas) <= long.index("gorefest") + 400 < len(long)
 
 
 # -------------------------------------------------------------------------------------- odd and oversized
