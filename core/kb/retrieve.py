@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import structlog
 
@@ -34,6 +35,8 @@ from core.kb.settings import KbConfig
 from core.kb.store import KbStore
 from core.tokens import estimate_tokens
 from core.types import Citation
+
+T = TypeVar("T")
 
 log = structlog.get_logger("parley.kb")
 
@@ -266,27 +269,32 @@ class KnowledgeBase:
         """The question's embedding within the retrieve deadline, or None (the turn goes lexical)."""
         if self.embedder is None or self._breaker_open():
             return None
-        try:
-            async with asyncio.timeout(self.cfg.retrieve_deadline):
-                qvec = (await self.embedder.embed([query], keep=False))[0]
-        except TimeoutError:
-            await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
+        vectors = await self._in_time(self.embedder.embed([query], keep=False))
+        if vectors is None:
             return None
-        except EmbeddingError as exc:
-            await self._trip(str(exc))
-            return None
-        if len(qvec) != dims:
-            # Same model name, other dimensions (a reconfigured server): search what still works.
-            if "dims" not in self._warned:
-                self._warned.add("dims")
-                log.warning(
-                    "kb_embedding_dims_differ",
-                    query=len(qvec),
-                    index=dims,
-                    fix="run `parley kb ingest --bot NAME --rebuild`",
-                )
+        qvec = vectors[0]
+        if len(qvec) != dims:  # same model name, other dimensions (a reconfigured server): search what works
+            self._warn_dims(len(qvec), dims)
             return None
         return qvec
+
+    async def _in_time(self, work: Awaitable[T]) -> T | None:
+        """``work`` (the question's embedding) within the retrieve deadline; None when it ran out or the model
+        failed: the breaker is tripped and the turn goes lexical."""
+        try:
+            async with asyncio.timeout(self.cfg.retrieve_deadline):
+                return await work
+        except TimeoutError:
+            await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
+        except EmbeddingError as exc:
+            await self._trip(str(exc))
+        return None
+
+    def _warn_dims(self, query: int, index: int) -> None:
+        if "dims" not in self._warned:
+            self._warned.add("dims")
+            fix = "run `parley kb ingest --bot NAME --rebuild`"
+            log.warning("kb_embedding_dims_differ", query=query, index=index, fix=fix)
 
     async def _embed_and_search(
         self, encode: Callable[[str], Sequence[float]], index: KbIndex, query: str, scope: Sequence[str]
@@ -299,24 +307,17 @@ class KnowledgeBase:
             return None
         dims = index.vectors.dims if index.vectors is not None else 0
 
-        def run() -> tuple[list[Hit], bool]:
+        def run() -> tuple[list[Hit], bool, int]:
             qvec = encode(query)
             used = len(qvec) == dims
-            return self._search(index, query, qvec if used else None, scope), used
+            return self._search(index, query, qvec if used else None, scope), used, len(qvec)
 
-        try:
-            async with asyncio.timeout(self.cfg.retrieve_deadline):
-                hits, used = await asyncio.to_thread(run)
-        except TimeoutError:
-            await self._trip(f"no embedding within {self.cfg.retrieve_deadline:g}s")
+        found = await self._in_time(asyncio.to_thread(run))
+        if found is None:
             return None
-        except EmbeddingError as exc:
-            await self._trip(str(exc))
-            return None
-        if not used and "dims" not in self._warned:
-            self._warned.add("dims")
-            fix = "run `parley kb ingest --bot NAME --rebuild`"
-            log.warning("kb_embedding_dims_differ", index=dims, fix=fix)
+        hits, used, got = found
+        if not used:
+            self._warn_dims(got, dims)
         return hits, used
 
     async def retrieve(

@@ -5,9 +5,10 @@ while turns flow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from core.kb.store import KbStore
 from core.keys import KeySpace
 from core.ops.delivery import DispatchOutcome
 from core.ops.lock import WORKER
+from core.ops.queue import TurnQueue
 from core.ops.redisconn import connect
-from core.runtime import open_runtime
+from core.runtime import Runtime, open_runtime
 from core.story import StoryState, StoryStore
 from core.types import Author, ReplyKind, Turn
 from tests.conftest import make_app, make_settings, without_limits
@@ -270,6 +272,19 @@ def _script(sha: str, key: str) -> Callable[[tuple[Any, ...]], bool]:
     return lambda args: len(args) > 3 and args[0] == "EVALSHA" and args[1] == sha and key in args[3:]
 
 
+@contextlib.asynccontextmanager
+async def _lossy_runtime(
+    cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, **settings: object
+) -> AsyncIterator[tuple[Runtime, MemoryDelivery, TurnQueue]]:
+    """A runtime on the session cluster with the queue on and replies recorded (the lost-reply tests)."""
+    delivery = MemoryDelivery()
+    app = make_app(_settings(cluster, fake_openai, tmp_path, **settings))  # type: ignore[arg-type]
+    async with open_runtime(scale_spec(), app) as rt:
+        rt.ops.deliveries.register("test", delivery)
+        assert rt.ops.queue is not None
+        yield rt, delivery, rt.ops.queue
+
+
 async def test_a_take_whose_reply_is_lost_in_a_failover_still_answers_the_conversation(
     cluster: Cluster, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,20 +293,16 @@ async def test_a_take_whose_reply_is_lost_in_a_failover_still_answers_the_conver
     mistake itself for another worker (acknowledging the signal and leaving the turns in the inbox, with
     nobody to answer them: the master-kill test's lost conversation)."""
     lost = LostReplies(monkeypatch)
-    delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", delivery)
-        queue = rt.ops.queue
-        assert queue is not None
-        async with running_worker(rt):
-            await _warm_up(rt, delivery)
-            lost.lose(_script(queue._take.sha, rt.ops.locks.key(turn("x", thread="lost-take").place)))
-            for i in range(2):
-                outcome = await rt.dispatcher.dispatch(
-                    turn(f"m{i}", thread="lost-take", event_id=f"ev-lt-{i}")
-                )
-                assert outcome.outcome is DispatchOutcome.QUEUED
-            await delivery.wait_for(2)
+    async with (
+        _lossy_runtime(cluster, fake_openai, tmp_path) as (rt, delivery, queue),
+        running_worker(rt),
+    ):
+        await _warm_up(rt, delivery)
+        lost.lose(_script(queue._take.sha, rt.ops.locks.key(turn("x", thread="lost-take").place)))
+        for i in range(2):
+            outcome = await rt.dispatcher.dispatch(turn(f"m{i}", thread="lost-take", event_id=f"ev-lt-{i}"))
+            assert outcome.outcome is DispatchOutcome.QUEUED
+        await delivery.wait_for(2)
     assert lost.lost  # the take's reply was lost once
     assert [d.text for d in delivery.delivered] == ["You said: m0", "You said: m1"]
 
@@ -303,11 +314,7 @@ async def test_a_submit_whose_reply_is_lost_in_a_failover_is_queued_once_and_ans
     is the same turn, not a duplicate event (a 'duplicate' would skip the signal: no worker would ever
     take the item), and it is pushed once."""
     lost = LostReplies(monkeypatch)
-    delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", delivery)
-        queue = rt.ops.queue
-        assert queue is not None
+    async with _lossy_runtime(cluster, fake_openai, tmp_path) as (rt, delivery, queue):
         place = turn("x", thread="lost-submit").place
         lost.lose(_script(queue._submit_inbox.sha, queue.inbox(place)))
         outcome = await rt.dispatcher.dispatch(turn("once", thread="lost-submit", event_id="ev-ls-1"))
@@ -329,11 +336,7 @@ async def test_a_memory_read_whose_reply_is_lost_in_a_failover_is_read_again(
     reply too: the reads are sent again, and the turn is answered, not met with the persona's "memory is
     unavailable" apology (the master-kill test saw that on a healthy node's conversation)."""
     lost = LostReplies(monkeypatch)
-    delivery = MemoryDelivery()
-    async with open_runtime(scale_spec(), make_app(_settings(cluster, fake_openai, tmp_path))) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", delivery)
-        queue = rt.ops.queue
-        assert queue is not None
+    async with _lossy_runtime(cluster, fake_openai, tmp_path) as (rt, delivery, queue):
         place = turn("x", thread="lost-read").place
         messages = KeySpace("arcade").messages(place)
         async with running_worker(rt):
@@ -352,13 +355,14 @@ async def test_a_signed_turn_whose_nonce_claim_loses_its_reply_is_still_answered
     """With signing keys (production) a worker claims the item's nonce before running it. That SET's reply
     lost and the SET sent again must not read as a replay of the item (refused: the turn lost)."""
     lost = LostReplies(monkeypatch)
-    delivery = MemoryDelivery()
     keys = SecretStr(Fernet.generate_key().decode())
-    settings = _settings(cluster, fake_openai, tmp_path, parley_credentials_keys=keys)
-    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", delivery)
-        assert rt.ops.queue is not None and rt.ops.queue.guard.enabled
-        nonces = rt.ops.queue.guard.key("")
+    async with _lossy_runtime(cluster, fake_openai, tmp_path, parley_credentials_keys=keys) as (
+        rt,
+        delivery,
+        queue,
+    ):
+        assert queue.guard.enabled
+        nonces = queue.guard.key("")
         async with running_worker(rt):
             await _warm_up(rt, delivery)
             lost.lose(lambda args: args[0] == "SET" and str(args[1]).startswith(nonces) and "NX" in args)
@@ -376,12 +380,11 @@ async def test_a_turn_whose_signal_cannot_be_sent_is_taken_back_and_answered_her
     its event still claimed. Not: the fallback finding the event taken (answering nothing) while the item
     waits in the inbox with no signal for the conversation's next turn."""
     lost = LostReplies(monkeypatch)
-    delivery = MemoryDelivery()
-    settings = _settings(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3)
-    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", delivery)
-        queue = rt.ops.queue
-        assert queue is not None
+    async with _lossy_runtime(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3) as (
+        rt,
+        delivery,
+        queue,
+    ):
         inbox = queue.inbox(turn("x", thread="no-signal").place)
         lost.refused = _script(queue._signal.sha, queue.stream)
         outcome = await rt.dispatcher.dispatch(turn("alone", thread="no-signal", event_id="ev-ns-1"))
@@ -404,11 +407,11 @@ async def test_a_turn_whose_signal_cannot_be_sent_stays_queued_while_a_worker_dr
     """As above, but a worker holds the conversation's lock: it drains the whole inbox (it looks again before
     it unlocks), so the item stays and the submit says queued (taking it back would answer it twice)."""
     lost = LostReplies(monkeypatch)
-    settings = _settings(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3)
-    async with open_runtime(scale_spec(), make_app(settings)) as rt:  # type: ignore[arg-type]
-        rt.ops.deliveries.register("test", MemoryDelivery())
-        queue = rt.ops.queue
-        assert queue is not None
+    async with _lossy_runtime(cluster, fake_openai, tmp_path, parley_redis_failover_wait=0.3) as (
+        rt,
+        _delivery,
+        queue,
+    ):
         place = turn("x", thread="drained").place
         lease, _holder = await rt.ops.locks.try_acquire(place, WORKER)
         assert lease is not None
