@@ -339,7 +339,7 @@ class OpenAILLM:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 reader, events, aio = await self._first_events(stack, kwargs, deadline)
-                quiet = False
+                quiet: AioBody | None = None  # the body, once read quietly (core/net/aio.py)
                 # Batches start once the first whole word has been shown (or a tool call seen): a delivery
                 # may show text only up to its last space (Slack's stream does), so the first word is
                 # read token by token like before.
@@ -380,15 +380,15 @@ class OpenAILLM:
                     # Then one wake-up per batch instead of one per token: the tokens that arrive meanwhile
                     # wait in the socket and come in one read.
                     if coalesce and batch > 0:
-                        if not quiet and aio is not None and aio.quiet():
-                            quiet, batch = True, self._quiet_batch_seconds
-                        if quiet and aio is not None:
-                            await aio.rest(batch)  # or less: the reply's end ends it
+                        if quiet is None and aio is not None and aio.quiet():
+                            quiet, batch = aio, self._quiet_batch_seconds
+                        if quiet is not None:
+                            await quiet.rest(batch)  # or less: the reply's end ends it
                         else:
                             await asyncio.sleep(batch)
                     # A quiet batch is what has arrived (its end is known at once); otherwise it also waits
                     # for the next arrival (which may be the end).
-                    events = await self._read(reader, deadline, drain=coalesce and not quiet)
+                    events = await self._read(reader, deadline, drain=coalesce and quiet is None)
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         rest = think.flush()

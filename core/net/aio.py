@@ -63,6 +63,7 @@ class AioBody(httpx.AsyncByteStream):
         self._transport: asyncio.Transport | None = None
         if response.connection is not None and isinstance(response.connection.transport, asyncio.Transport):
             self._transport = response.connection.transport
+        self._socket = self._transport.get_extra_info("socket") if self._transport is not None else None
         self._paused = False
         self._quiet = False
         self._resting: asyncio.Future[None] | None = None
@@ -107,7 +108,7 @@ class AioBody(httpx.AsyncByteStream):
         (the server keeps the connection, or the platform has no readable low-water mark for its poller)."""
         if self._quiet:
             return True
-        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        sock = self._socket
         if not self.closes or sock is None or not self.identity or self._response.content.at_eof():
             return False
         if not sys.platform.startswith("linux"):  # elsewhere a lowered mark may not wake the poller
@@ -142,10 +143,9 @@ class AioBody(httpx.AsyncByteStream):
             self._resting.set_result(None)
 
     def _lowat(self, size: int) -> None:
-        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
-        if sock is not None and not (self._transport is not None and self._transport.is_closing()):
+        if self._socket is not None and self._transport is not None and not self._transport.is_closing():
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+                self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
 
     async def batches(self) -> AsyncIterator[bytes]:
         """:meth:`batch` after batch until the body ends."""
